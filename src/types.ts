@@ -168,7 +168,8 @@ export interface GlobalSnapshot {
 /** A network function. `S` is its per-flow state. */
 export interface NetworkFunction<S> {
   readonly name: string;
-  initFlow(key: FlowKey, ctx: FlowContext): S;
+  /** A new flow, seen first through `pkt` (whose direction is the initiator's). */
+  initFlow(pkt: PacketView, ctx: FlowContext): S;
   process(pkt: PacketView, state: S, ctx: FlowContext): Verdict;
   /** The flow ended (idle timeout or close): give back what it holds in global state. */
   releaseFlow(state: S, ctx: FlowContext): void;
