@@ -1,0 +1,633 @@
+/**
+ * The dataplane benchmark: packets per second through one NF instance, as a ratio to a bare UDP
+ * relay measured in the same run with the same packets, so that a noisy or shared machine still gives
+ * comparable figures.
+ *
+ *   const r = await runDataplaneBench({ quick: true, json: false, out: console.log });
+ *   r.results[0].ratio   // nat, 1 thread: its pps / the Node relay's pps
+ *
+ * Every point is measured the same way, against a different hop:
+ *
+ *                 connected socket          hop under test              worker_thread
+ *   generator ───────────────────────► relay | c relay | NF instance ───────────────► sink
+ *   (main thread)  stamped datagrams                                         │ received count
+ *        ▲                                                                   ▼ (SharedArrayBuffer)
+ *        └──────────────── in flight = sent − received ≤ WINDOW ◄─────────────┘
+ *
+ * A closed loop with a bounded window: the generator keeps at most WINDOW packets in flight, so no
+ * socket buffer on the way overflows and the rate settles at what the slowest stage drains. A window
+ * that sees no progress for STALL_MS counts what is in flight as lost and reopens. The sink runs on its
+ * own thread so that receiving does not slow sending; while the window is full the generator sleeps on
+ * the sink's counter (Atomics.waitAsync) instead of spinning, which would take a core from the hop
+ * under test on a small machine.
+ */
+import { spawn, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { RoleProcess } from '../src/launcher/local.js';
+import type { NfSpec } from '../src/launcher/roles.js';
+import { DEFAULT_TRACE, SyntheticTrace } from '../src/traffic/trace.js';
+import type { StampFields } from '../src/wire/geneve.js';
+import { STAMP_HEADER_LENGTH, writeStampHeader } from '../src/wire/geneve.js';
+
+export const NF_TYPES = ['nat', 'firewall', 'lb', 'ids'] as const;
+export type NfType = (typeof NF_TYPES)[number];
+
+export interface DataplaneBenchOptions {
+  /** About 2 s per point and no second relay run: under 60 s in all. */
+  quick: boolean;
+  json: boolean;
+  out: (line: string) => void;
+}
+
+/** Narrows a run, for tests; the CLI measures everything. */
+export interface DataplaneBenchScope {
+  nfs?: readonly NfType[];
+  threads?: readonly number[];
+  /** Measured seconds per point. */
+  seconds?: number;
+  warmupSeconds?: number;
+}
+
+export interface NfPoint {
+  nf: NfType;
+  threads: number;
+  pps: number;
+  /** pps / relay_pps; null when the relay baseline failed. */
+  ratio: number | null;
+  /** pps / c_relay_pps; null when there is no C relay figure. */
+  c_ratio: number | null;
+  /** Packets sent during the point (warm-up included) that never reached the sink. */
+  lost: number;
+  error?: string;
+}
+
+export interface BenchResult {
+  /** The Node relay baseline; in a full run the mean of `relay_runs`. */
+  relay_pps: number;
+  relay_runs: number[];
+  /** The C recvmmsg relay; null where no C compiler is present or its build failed. */
+  c_relay_pps: number | null;
+  results: NfPoint[];
+  /** Bytes of each datagram on the wire: nfstate Geneve header plus inner IPv4/UDP packet. */
+  packet_bytes: number;
+  machine: { cpus: number; model: string; node: string };
+  method: { window: number; flows: number; seconds: number; warmup_seconds: number };
+  /** Why a baseline has no figure, keyed by 'relay' or 'c_relay'. */
+  errors?: Record<string, string>;
+}
+
+const HOST = '127.0.0.1';
+const FLOWS = 1024;
+/** Trace packets per flow in the ring; the ring is re-stamped with growing sequence numbers as it wraps. */
+const RING_PACKETS_PER_FLOW = 64;
+const PAYLOAD = 64;
+const WINDOW = 512;
+const BURST = 128;
+const STALL_MS = 200;
+/** How long the generator sleeps on a full window before it looks at the stall clock again. */
+const WAIT_MS = 20;
+const START_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 3_000;
+const SOCKET_BUFFER = 4 * 1024 * 1024;
+const VNI = 1;
+
+// Sink counter slots (Int32): packets received, the count the generator waits for (0: none), and a
+// generation number the generator sleeps on.
+const COUNT = 0;
+const TARGET = 1;
+const WAKE = 2;
+
+/**
+ * The sink thread. It only counts: any per-packet work here would cap every point alike and shrink
+ * the differences the bench exists to show. Evaluated as a script because it needs no module of ours.
+ */
+const SINK_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const dgram = require('node:dgram');
+const v = new Int32Array(workerData.shared);
+const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: workerData.buffer });
+let count = 0;
+socket.on('message', () => {
+  Atomics.store(v, ${COUNT}, ++count);
+  const target = Atomics.load(v, ${TARGET});
+  if (target !== 0 && count >= target && Atomics.compareExchange(v, ${TARGET}, target, 0) === target) {
+    Atomics.add(v, ${WAKE}, 1);
+    Atomics.notify(v, ${WAKE});
+  }
+});
+socket.bind(0, workerData.host, () => parentPort.postMessage(socket.address().port));
+parentPort.once('message', () => socket.close(() => parentPort.close()));
+`;
+
+// Atomics.waitAsync is in Node 20 but not in the ES2023 lib this project compiles against.
+type WaitAsync = (
+  array: Int32Array,
+  index: number,
+  value: number,
+  timeoutMs: number,
+) => { async: false; value: string } | { async: true; value: Promise<string> };
+const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
+
+class SinkThread {
+  private readonly v: Int32Array;
+
+  private constructor(
+    private readonly worker: Worker,
+    shared: SharedArrayBuffer,
+    readonly port: number,
+  ) {
+    this.v = new Int32Array(shared);
+  }
+
+  static async start(): Promise<SinkThread> {
+    const shared = new SharedArrayBuffer(4 * Int32Array.BYTES_PER_ELEMENT);
+    const worker = new Worker(SINK_SOURCE, { eval: true, workerData: { shared, host: HOST, buffer: SOCKET_BUFFER } });
+    try {
+      const [port] = (await once(worker, 'message')) as [number];
+      return new SinkThread(worker, shared, port);
+    } catch (err) {
+      await worker.terminate();
+      throw err;
+    }
+  }
+
+  get count(): number {
+    return Atomics.load(this.v, COUNT);
+  }
+
+  /** Resolves once the sink has counted `target` packets or after `ms`, whichever is first. */
+  async waitFor(target: number, ms: number): Promise<void> {
+    const v = this.v;
+    const wake = Atomics.load(v, WAKE);
+    Atomics.store(v, TARGET, Math.max(1, target));
+    // Publish the target before reading the count: the sink stores the count before reading the target,
+    // so one of the two sides sees the other and no wake-up is missed.
+    if (Atomics.load(v, COUNT) < target) {
+      const r = waitAsync(v, WAKE, wake, ms);
+      if (r.async) await r.value;
+    }
+    Atomics.store(v, TARGET, 0);
+  }
+
+  async stop(): Promise<void> {
+    const exited = once(this.worker, 'exit');
+    this.worker.postMessage('stop');
+    const timer = setTimeout(() => void this.worker.terminate(), STOP_TIMEOUT_MS);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * F flows' worth of stamped datagrams, laid out back to back in fixed slots. Each send re-stamps its
+ * slot with the flow's next sequence number, as the stamper would, so the ring can wrap forever and a
+ * fresh NF instance sees every flow start at 1 and go up by one.
+ */
+class PacketRing {
+  readonly slots: number;
+  readonly stride: number;
+  readonly buf: Uint8Array;
+  private readonly lengths: Uint16Array;
+  private readonly flowOf: Uint16Array;
+  private readonly nextSeq = new Float64Array(FLOWS);
+  private readonly fields: StampFields = { vni: VNI, flags: 0, epoch: 0, seq: 0, timeMs: 0 };
+
+  constructor() {
+    const trace = new SyntheticTrace({ ...DEFAULT_TRACE, flows: FLOWS, packets: RING_PACKETS_PER_FLOW, payload: PAYLOAD });
+    this.slots = trace.total;
+    this.stride = 2048;
+    this.buf = new Uint8Array(this.slots * this.stride);
+    this.lengths = new Uint16Array(this.slots);
+    this.flowOf = new Uint16Array(this.slots);
+    // Flows are told apart by source address and port, which is what the trace varies per flow.
+    const flowIds = new Map<number, number>();
+    for (let i = 0; i < this.slots; i++) {
+      const at = i * this.stride;
+      const n = trace.write(i, this.buf, at + STAMP_HEADER_LENGTH);
+      this.lengths[i] = STAMP_HEADER_LENGTH + n;
+      const inner = this.buf.subarray(at + STAMP_HEADER_LENGTH);
+      const key = new DataView(inner.buffer, inner.byteOffset).getUint32(12) * 0x10000 + ((inner[20]! << 8) | inner[21]!);
+      let id = flowIds.get(key);
+      if (id === undefined) {
+        id = flowIds.size;
+        flowIds.set(key, id);
+      }
+      this.flowOf[i] = id;
+    }
+  }
+
+  /** Bytes of one datagram; every packet of the trace has the same size. */
+  get packetBytes(): number {
+    return this.lengths[0]!;
+  }
+
+  /** Starts every flow again at sequence number 1, for a fresh hop. */
+  reset(): void {
+    this.nextSeq.fill(0);
+  }
+
+  /** Stamps packet n (counting from 0 since the last reset) and sends it. */
+  send(socket: dgram.Socket, n: number): void {
+    const slot = n % this.slots;
+    const at = slot * this.stride;
+    const f = this.fields;
+    f.seq = ++this.nextSeq[this.flowOf[slot]!]!;
+    writeStampHeader(this.buf, at, f);
+    socket.send(this.buf, at, this.lengths[slot]!);
+  }
+}
+
+interface Load {
+  pps: number;
+  sent: number;
+  lost: number;
+  stalls: number;
+}
+
+/** Drives one hop for warm-up plus `seconds`, then drains; pps counts only the measured interval. */
+async function drive(ring: PacketRing, sink: SinkThread, port: number, seconds: number, warmupSeconds: number): Promise<Load> {
+  const socket = dgram.createSocket({ type: 'udp4', sendBufferSize: SOCKET_BUFFER });
+  // A refused or failed send shows up as a packet that never reaches the sink.
+  socket.on('error', () => undefined);
+  socket.connect(port, HOST);
+  await once(socket, 'connect');
+  ring.reset();
+  const base = sink.count;
+  let sent = 0;
+  let lost = 0;
+  let stalls = 0;
+  let lastReceived = 0;
+  const begin = performance.now();
+  let lastProgress = begin;
+  const measureFrom = begin + warmupSeconds * 1000;
+  const measureTo = measureFrom + seconds * 1000;
+  let markReceived = -1;
+  let markAt = 0;
+  let endReceived = 0;
+  let endAt = 0;
+  try {
+    for (;;) {
+      const now = performance.now();
+      const received = sink.count - base;
+      if (markReceived < 0 && now >= measureFrom) {
+        markReceived = received;
+        markAt = now;
+      }
+      if (now >= measureTo) {
+        endReceived = received;
+        endAt = now;
+        break;
+      }
+      if (received !== lastReceived) {
+        lastReceived = received;
+        lastProgress = now;
+      }
+      // Packets written off in a stall that turn up after all were late, not lost.
+      if (sent - received < lost) lost = sent - received;
+      const room = WINDOW - (sent - received - lost);
+      if (room <= 0) {
+        if (now - lastProgress >= STALL_MS) {
+          lost = sent - received;
+          stalls++;
+          lastProgress = now;
+        } else {
+          await sink.waitFor(base + sent - lost - WINDOW / 2, WAIT_MS);
+        }
+        continue;
+      }
+      const burst = Math.min(room, BURST);
+      for (let k = 0; k < burst; k++) ring.send(socket, sent++);
+      await yieldToLoop();
+    }
+    // The tail: every packet back, or no progress for STALL_MS.
+    let received = sink.count - base;
+    let progressAt = performance.now();
+    while (received < sent && performance.now() - progressAt < STALL_MS) {
+      await sink.waitFor(base + sent, WAIT_MS);
+      const r = sink.count - base;
+      if (r !== received) {
+        received = r;
+        progressAt = performance.now();
+      }
+    }
+    const pps = endAt > markAt ? ((endReceived - markReceived) * 1000) / (endAt - markAt) : 0;
+    return { pps, sent, lost: Math.max(0, sent - received), stalls };
+  } finally {
+    socket.close();
+  }
+}
+
+/** A started hop under test: where to send, and how to take it down. */
+interface Hop {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** Every child this run started, so that a failure anywhere still leaves none behind. */
+class Children {
+  private readonly live = new Set<ChildProcess>();
+
+  track(child: ChildProcess): ChildProcess {
+    this.live.add(child);
+    child.once('exit', () => this.live.delete(child));
+    return child;
+  }
+
+  killAll(): void {
+    for (const child of this.live) child.kill('SIGKILL');
+    this.live.clear();
+  }
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** Asks politely with `ask`, then SIGKILL after STOP_TIMEOUT_MS; resolves once the child is gone. */
+async function shutDown(child: ChildProcess, ask: () => Promise<unknown>): Promise<void> {
+  const gone = exited(child);
+  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+  try {
+    await Promise.race([ask().catch(() => undefined), gone]);
+    await gone;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves with the first match of `pattern` in the child's stream; rejects on exit or timeout. */
+function announced(child: ChildProcess, stream: NodeJS.ReadableStream, pattern: RegExp, what: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => {
+      finish(new Error(`${what}: not ready within ${START_TIMEOUT_MS} ms`));
+    }, START_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      text += chunk.toString('utf8');
+      const m = pattern.exec(text);
+      if (m !== null) finish(undefined, Number(m[1]));
+    };
+    const onExit = (code: number | null, signal: string | null): void => {
+      finish(new Error(`${what}: exited during start (code ${code}, signal ${signal}) ${text.trim()}`));
+    };
+    function finish(err: Error | undefined, port = 0): void {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      child.off('exit', onExit);
+      if (err === undefined) resolve(port);
+      else reject(err);
+    }
+    stream.on('data', onData);
+    child.once('exit', onExit);
+  });
+}
+
+async function startNodeRelay(children: Children, script: string, sinkPort: number): Promise<Hop> {
+  const child = children.track(
+    spawn(process.execPath, [script, '0', HOST, String(sinkPort)], { stdio: ['pipe', 'pipe', 'pipe'] }),
+  );
+  try {
+    const port = await announced(child, child.stdout!, /"port":(\d+)/, 'node relay');
+    // Closing its stdin is the relay's signal to stop.
+    return { port, stop: () => shutDown(child, () => Promise.resolve(child.stdin!.end())) };
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+}
+
+async function startCRelay(children: Children, binary: string, sinkPort: number): Promise<Hop> {
+  const child = children.track(spawn(binary, ['0', HOST, String(sinkPort)], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  try {
+    const port = await announced(child, child.stderr!, /listening on 127\.0\.0\.1:(\d+)/, 'c relay');
+    return { port, stop: () => shutDown(child, () => Promise.resolve(child.kill('SIGTERM'))) };
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+}
+
+/** Starts `role nf` exactly as the local launcher does: forked, spec as JSON, ready over IPC. */
+async function startNf(children: Children, cli: string, dir: string, spec: NfSpec): Promise<Hop> {
+  const log = join(dir, `${spec.id}.log`);
+  const fd = openSync(log, 'a');
+  let child: ChildProcess;
+  try {
+    child = children.track(fork(cli, ['role', 'nf', JSON.stringify(spec)], { stdio: ['ignore', fd, fd, 'ipc'] }));
+  } finally {
+    closeSync(fd);
+  }
+  const role = new RoleProcess(spec.id, child);
+  try {
+    const ports = await role.ports;
+    const port = ports.port;
+    if (port === undefined) throw new Error(`${spec.id}: ready without a data port`);
+    return { port, stop: () => shutDown(child, () => role.stop()) };
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`${err instanceof Error ? err.message : String(err)}${logTail(log)}`);
+  }
+}
+
+function logTail(path: string): string {
+  try {
+    const text = readFileSync(path, 'utf8').trim();
+    return text === '' ? '' : `; log: ${text.slice(-400)}`;
+  } catch {
+    return '';
+  }
+}
+
+/** Builds native/relay.c; resolves with the binary, or rejects with why not. */
+async function buildCRelay(children: Children, source: string | undefined, dir: string): Promise<string> {
+  if (source === undefined) throw new Error('native/relay.c not found');
+  const binary = join(dir, 'relay');
+  const cc = children.track(spawn('cc', ['-O2', '-o', binary, source], { stdio: ['ignore', 'ignore', 'pipe'] }));
+  let err = '';
+  cc.stderr!.on('data', (chunk: Buffer) => {
+    err += chunk.toString('utf8');
+  });
+  let code: number | null;
+  try {
+    [code] = (await once(cc, 'exit')) as [number | null];
+  } catch (e) {
+    throw new Error(`no C compiler: ${message(e)}`);
+  }
+  if (code !== 0) throw new Error(`cc failed (${code}): ${err.trim().slice(0, 400)}`);
+  return binary;
+}
+
+/** The first of `candidates` (relative to this module) that exists: compiled under dist/ or run from source. */
+function locate(...candidates: string[]): string | undefined {
+  for (const c of candidates) {
+    const path = fileURLToPath(new URL(c, import.meta.url));
+    if (existsSync(path)) return path;
+  }
+  return undefined;
+}
+
+function nfSpec(nf: NfType, threads: number, sinkPort: number): NfSpec {
+  return {
+    id: `bench-${nf}-${threads}`,
+    host: HOST,
+    port: 0,
+    adminPort: 0,
+    threads,
+    nf: { type: nf, config: {} },
+    processor: { batchSize: 30, batchTimeoutMs: 5, maxHeld: 1024, gapTimeoutMs: 250, flowIdleMs: 120_000 },
+    egress: { host: HOST, port: sinkPort },
+    partition: { index: 0, count: 1 },
+  };
+}
+
+interface Measured {
+  pps: number;
+  lost: number;
+  error?: string;
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Runs the whole benchmark. Children (relays, NF instances) are always taken down and the temporary
+ * directory removed, whatever fails; a point that fails reports 0 pps and its error.
+ */
+export async function runDataplaneBench(o: DataplaneBenchOptions, scope: DataplaneBenchScope = {}): Promise<BenchResult> {
+  const seconds = scope.seconds ?? (o.quick ? 2 : 5);
+  const warmupSeconds = scope.warmupSeconds ?? 0.5;
+  const nfs = scope.nfs ?? NF_TYPES;
+  const threadCounts = scope.threads ?? [1, 2];
+  const cli = locate('../src/cli/main.js');
+  const relayScript = locate('./node-relay.js');
+  const cSource = locate('../../native/relay.c', '../native/relay.c');
+
+  const ring = new PacketRing();
+  const children = new Children();
+  const dir = mkdtempSync(join(tmpdir(), 'nfstate-bench-'));
+  const errors: Record<string, string> = {};
+  let sink: SinkThread | undefined;
+
+  if (!o.json) {
+    const points = 2 + nfs.length * threadCounts.length + (o.quick ? 0 : 1);
+    o.out(
+      `dataplane bench: ${points} points, ${seconds} s each after ${warmupSeconds} s warm-up; ` +
+        `${FLOWS} flows, window ${WINDOW}, ${ring.packetBytes}-byte datagrams`,
+    );
+  }
+
+  try {
+    sink = await SinkThread.start();
+    const sinkPort = sink.port;
+    const activeSink = sink;
+    const measure = async (start: () => Promise<Hop>): Promise<Measured> => {
+      let hop: Hop | undefined;
+      try {
+        hop = await start();
+        const load = await drive(ring, activeSink, hop.port, seconds, warmupSeconds);
+        return { pps: load.pps, lost: load.lost };
+      } catch (err) {
+        return { pps: 0, lost: 0, error: message(err) };
+      } finally {
+        await hop?.stop();
+      }
+    };
+    const measureRelay = async (): Promise<Measured> =>
+      relayScript === undefined
+        ? { pps: 0, lost: 0, error: 'node-relay.js not found next to this module' }
+        : measure(() => startNodeRelay(children, relayScript, sinkPort));
+
+    const relayRuns: Measured[] = [await measureRelay()];
+
+    let cRelay: Measured | null = null;
+    try {
+      const binary = await buildCRelay(children, cSource, dir);
+      cRelay = await measure(() => startCRelay(children, binary, sinkPort));
+    } catch (err) {
+      errors.c_relay = message(err);
+    }
+    if (cRelay?.error !== undefined) errors.c_relay = cRelay.error;
+
+    const points: { nf: NfType; threads: number; m: Measured }[] = [];
+    for (const nf of nfs) {
+      for (const threads of threadCounts) {
+        const m =
+          cli === undefined
+            ? { pps: 0, lost: 0, error: 'the nfstate CLI (src/cli/main.js) was not found' }
+            : await measure(() => startNf(children, cli, dir, nfSpec(nf, threads, sinkPort)));
+        points.push({ nf, threads, m });
+      }
+    }
+
+    // A full run brackets the NF points with two relay runs, so a drift in the machine's load during
+    // the run shows up as two different baselines instead of skewing every ratio unseen.
+    if (!o.quick) relayRuns.push(await measureRelay());
+
+    const good = relayRuns.filter((r) => r.error === undefined);
+    const relayPps = good.length === 0 ? 0 : good.reduce((s, r) => s + r.pps, 0) / good.length;
+    if (good.length < relayRuns.length) errors.relay = relayRuns.find((r) => r.error !== undefined)!.error!;
+    const cPps = cRelay === null || cRelay.error !== undefined ? null : cRelay.pps;
+
+    const result: BenchResult = {
+      relay_pps: Math.round(relayPps),
+      relay_runs: relayRuns.map((r) => Math.round(r.pps)),
+      c_relay_pps: cPps === null ? null : Math.round(cPps),
+      results: points.map(({ nf, threads, m }) => ({
+        nf,
+        threads,
+        pps: Math.round(m.pps),
+        ratio: relayPps > 0 ? round3(m.pps / relayPps) : null,
+        c_ratio: cPps !== null && cPps > 0 ? round3(m.pps / cPps) : null,
+        lost: m.lost,
+        ...(m.error === undefined ? {} : { error: m.error }),
+      })),
+      packet_bytes: ring.packetBytes,
+      machine: { cpus: cpus().length, model: cpus()[0]?.model.trim() ?? 'unknown', node: process.version },
+      method: { window: WINDOW, flows: FLOWS, seconds, warmup_seconds: warmupSeconds },
+      ...(Object.keys(errors).length === 0 ? {} : { errors }),
+    };
+    if (o.json) o.out(JSON.stringify(result));
+    else for (const line of table(result)) o.out(line);
+    return result;
+  } finally {
+    children.killAll();
+    await sink?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+function table(r: BenchResult): string[] {
+  const pps = (n: number | null): string => (n === null ? '-' : n.toLocaleString('en-US'));
+  const ratio = (n: number | null): string => (n === null ? '-' : n.toFixed(2));
+  const row = (cells: string[]): string =>
+    cells.map((c, i) => (i < 2 ? c.padEnd([10, 8][i]!) : c.padStart([12, 10, 12, 8][i - 2]!))).join('  ').trimEnd();
+  const runs = r.relay_runs.length > 1 ? `  (runs: ${r.relay_runs.map(pps).join(', ')})` : '';
+  const lines = [
+    `machine: ${r.machine.cpus} x ${r.machine.model}, node ${r.machine.node}`,
+    `node relay  ${pps(r.relay_pps)} pps${runs}`,
+    `c relay     ${pps(r.c_relay_pps)} pps`,
+  ];
+  for (const [what, why] of Object.entries(r.errors ?? {})) lines.push(`  ${what}: ${why}`);
+  lines.push('', row(['nf', 'threads', 'pps', 'vs relay', 'vs c relay', 'lost']));
+  for (const p of r.results) {
+    lines.push(row([p.nf, String(p.threads), pps(p.pps), ratio(p.ratio), ratio(p.c_ratio), String(p.lost)]));
+    if (p.error !== undefined) lines.push(`  error: ${p.error}`);
+  }
+  lines.push('', 'ratios are against baselines measured in this run; compare ratios across machines, not pps');
+  return lines;
+}

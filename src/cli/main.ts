@@ -1,0 +1,261 @@
+#!/usr/bin/env node
+/**
+ * The `nfstate` command. Process globals (argv, stdout, signals, exit codes) are read here and nowhere
+ * else; everything below takes its collaborators as arguments.
+ *
+ *   nfstate demo --nf nat --json          a local deployment with traffic, checked against the oracle
+ *   nfstate up -c topology.yaml           run a topology until interrupted
+ *   nfstate gen / sink / oracle / bench   the parts on their own
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { NfsError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { parseHostPort, parseTopology, loadTopology } from '../launcher/config.js';
+import type { Topology } from '../launcher/config.js';
+import { DEMO_NF_CONFIG, runDemo } from '../launcher/demo.js';
+import { runIngress, runNf, runSink } from '../launcher/roles.js';
+import type { IngressSpec, NfSpec, SinkSpec } from '../launcher/roles.js';
+import { runUp } from '../launcher/up.js';
+import { Generator, PcapSource } from '../traffic/generator.js';
+import { readTrace, runOracle } from '../traffic/oracle.js';
+import { DEFAULT_TRACE, SyntheticTrace } from '../traffic/trace.js';
+import { LinkType, PcapWriter } from '../traffic/pcap.js';
+import { Sink } from '../traffic/sink.js';
+
+function int(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}`);
+    }
+    return n;
+  };
+}
+
+function readJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new InvalidArgumentError(`${what} must be JSON`);
+  }
+}
+
+function signalled(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}
+
+const program = new Command('nfstate')
+  .description('Cluster-based distributed state management for network functions')
+  .showHelpAfterError('(run with --help for usage)')
+  .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+
+program
+  .command('demo')
+  .description('start a local deployment, send traffic, check it against the oracle, print a summary')
+  .addOption(new Option('--nf <type>', 'network function').choices(['nat', 'firewall', 'lb', 'ids']).default('nat'))
+  .option('-c, --config <file>', 'topology YAML to start from (flags override it)')
+  .option('--clusters <n>', 'clusters', int('--clusters', 1, 64))
+  .option('--per-cluster <n>', 'NF instances per cluster', int('--per-cluster', 1, 64))
+  .option('--threads <n>', 'worker threads per instance', int('--threads', 1, 64))
+  .option('--batch <n>', 'packets per batch', int('--batch', 1, 100000))
+  .option('--flows <n>', 'flows', int('--flows', 1, 10_000_000), 200)
+  .option('--packets <n>', 'packets per flow', int('--packets', 1, 10_000_000), 50)
+  .option('--rate <pps>', 'packets per second; 0 = as fast as the deployment drains', int('--rate', 0), 20000)
+  .option('--payload <bytes>', 'payload bytes per packet', int('--payload', 0, 1400), 64)
+  .addOption(new Option('--proto <proto>', 'transport').choices(['udp', 'tcp']).default('udp'))
+  .option('--skew <k>', 'a few heavy flows with k times the packets', int('--skew', 0, 1000), 0)
+  .option('--seed <n>', 'trace seed', int('--seed', 0), 1)
+  .option('--window <n>', 'packets in flight when --rate 0', int('--window', 1, 1_000_000), 512)
+  .option('--keep', 'keep the run directory (logs, stamp log)', false)
+  .option('--json', 'print one JSON object', false)
+  .action(async (o: Record<string, unknown>) => {
+    const base = typeof o.config === 'string' ? loadTopology(o.config) : undefined;
+    const topology = withFlags(base, o);
+    const logger = createLogger('demo', { write: () => undefined });
+    const summary = await runDemo(
+      topology,
+      {
+        trace: {
+          ...DEFAULT_TRACE,
+          flows: o.flows as number,
+          packets: o.packets as number,
+          payload: o.payload as number,
+          proto: o.proto as 'udp' | 'tcp',
+          skew: o.skew as number,
+          seed: o.seed as number,
+        },
+        rate: o.rate as number,
+        window: o.window as number,
+        keep: o.keep === true,
+      },
+      logger,
+    );
+    if (o.json === true) {
+      process.stdout.write(JSON.stringify(summary) + '\n');
+    } else {
+      const l = summary.latency_us;
+      process.stdout.write(
+        [
+          `nf ${summary.nf}: ${summary.clusters} clusters x ${summary.per_cluster} instances x ${summary.threads} threads, batch ${summary.batch}`,
+          `sent ${summary.sent}  delivered ${summary.delivered}  lost ${summary.lost}  reordered ${summary.reordered}  duplicated ${summary.duplicated}  dropped by nf ${summary.nf_dropped}`,
+          `throughput ${summary.throughput_pps} packets/s over ${summary.duration_ms} ms`,
+          `latency p50 ${l.p50} us  p99 ${l.p99} us  max ${l.max} us`,
+          `state matches oracle: ${summary.state_matches_oracle}  (global: ${summary.global_matches_oracle})`,
+          ...(summary.run_dir === null ? [] : [`run directory: ${summary.run_dir}`]),
+          '',
+        ].join('\n'),
+      );
+    }
+    if (summary.lost > 0 || summary.reordered > 0 || summary.duplicated > 0 || !summary.state_matches_oracle) {
+      process.exitCode = 1;
+    }
+  });
+
+function withFlags(base: Topology | undefined, o: Record<string, unknown>): Topology {
+  const t: Record<string, unknown> = base === undefined ? {} : structuredClone(base) as unknown as Record<string, unknown>;
+  const nf = (t.nf ?? {}) as Record<string, unknown>;
+  if (base === undefined || o.nf !== 'nat') {
+    const type = o.nf as string;
+    t.nf = { ...nf, type, config: nf.config ?? DEMO_NF_CONFIG[type] ?? {} };
+  }
+  if (o.clusters !== undefined) t.clusters = o.clusters;
+  if (o.perCluster !== undefined) t.perCluster = o.perCluster;
+  if (o.threads !== undefined) t.threads = o.threads;
+  if (o.batch !== undefined) t.batch = { ...(t.batch as object), size: o.batch };
+  return parseTopology(t);
+}
+
+program
+  .command('up')
+  .description('run a topology from a YAML file until interrupted')
+  .requiredOption('-c, --config <file>', 'topology YAML')
+  .action(async (o: { config: string }) => {
+    const topology = loadTopology(o.config);
+    await runUp(topology, createLogger('up'), (line) => process.stdout.write(line + '\n'), signalled());
+  });
+
+program
+  .command('gen')
+  .description('send synthetic traffic or a pcap to an ingress')
+  .requiredOption('--target <host:port>', 'ingress data port')
+  .option('--flows <n>', 'flows', int('--flows', 1), DEFAULT_TRACE.flows)
+  .option('--packets <n>', 'packets per flow', int('--packets', 1), DEFAULT_TRACE.packets)
+  .option('--rate <pps>', 'packets per second (0 needs --ack-port and a sink acknowledging to it)', int('--rate', 0), 10000)
+  .option('--payload <bytes>', 'payload bytes', int('--payload', 0, 1400), DEFAULT_TRACE.payload)
+  .addOption(new Option('--proto <proto>', 'transport').choices(['udp', 'tcp']).default('udp'))
+  .option('--skew <k>', 'heavy flows with k times the packets', int('--skew', 0, 1000), 0)
+  .option('--seed <n>', 'seed', int('--seed', 0), 1)
+  .option('--pcap <file>', 'replay the IPv4 packets of this pcap instead')
+  .option('--window <n>', 'packets in flight with --rate 0', int('--window', 1), 512)
+  .option('--json', 'print one JSON object', false)
+  .action(async (o: Record<string, unknown>) => {
+    const target = parseHostPort(o.target as string, '--target');
+    const source =
+      typeof o.pcap === 'string'
+        ? new PcapSource(o.pcap)
+        : new SyntheticTrace({
+            ...DEFAULT_TRACE,
+            flows: o.flows as number,
+            packets: o.packets as number,
+            payload: o.payload as number,
+            proto: o.proto as 'udp' | 'tcp',
+            skew: o.skew as number,
+            seed: o.seed as number,
+          });
+    const logger = createLogger('gen');
+    const gen = new Generator(
+      { rate: o.rate as number, window: o.window as number, vni: 1, drainTimeoutMs: 1000 },
+      logger,
+    );
+    const ackPort = await gen.bind('0.0.0.0');
+    await gen.connect(target.host, target.port);
+    logger.info('generator bound', { ackPort });
+    const result = await gen.run(source);
+    gen.close();
+    process.stdout.write((o.json === true ? JSON.stringify(result) : `sent ${result.sent} at ${Math.round(result.ratePps)} packets/s`) + '\n');
+  });
+
+program
+  .command('sink')
+  .description('count what arrives per flow by stamp; print a report on SIGINT')
+  .option('--host <ip>', 'bind address', '127.0.0.1')
+  .option('--port <n>', 'port', int('--port', 0, 65535), 0)
+  .option('--ack-to <host:port>', 'acknowledge deliveries to a generator')
+  .option('--deliver <host:port>', 'forward UDP payloads to this destination')
+  .option('--pcap <file>', 'write what arrives to pcap')
+  .action(async (o: Record<string, unknown>) => {
+    const logger = createLogger('sink');
+    const sink = new Sink(
+      {
+        host: o.host as string,
+        port: o.port as number,
+        ...(typeof o.ackTo === 'string' ? { ackTo: parseHostPort(o.ackTo, '--ack-to') } : {}),
+        ...(typeof o.deliver === 'string' ? { deliver: parseHostPort(o.deliver, '--deliver') } : {}),
+        ...(typeof o.pcap === 'string' ? { pcap: new PcapWriter(o.pcap, LinkType.RAW) } : {}),
+      },
+      logger,
+    );
+    const { port } = await sink.start();
+    process.stdout.write(JSON.stringify({ listening: port }) + '\n');
+    await signalled();
+    const { flows: _flows, histogram: _h, ...totals } = sink.report();
+    await sink.stop();
+    process.stdout.write(JSON.stringify(totals) + '\n');
+  });
+
+program
+  .command('oracle')
+  .description('run a trace through an NF in-process, sequentially, and print its state digest')
+  .addOption(new Option('--nf <type>', 'network function').choices(['nat', 'firewall', 'lb', 'ids']).makeOptionMandatory())
+  .requiredOption('--trace <pcap>', 'trace (pcap of IPv4 packets; capture times are the stamp times)')
+  .option('--config <json>', 'NF config as JSON', '{}')
+  .option('--json', 'print the whole digest as JSON', false)
+  .action((o: { nf: string; trace: string; config: string; json: boolean }) => {
+    const config = readJson(o.config, '--config') as Record<string, unknown>;
+    const ref = runOracle({ type: o.nf, config }, readTrace(o.trace));
+    if (o.json) {
+      const { forwarded: _f, ...rest } = ref;
+      process.stdout.write(JSON.stringify(rest) + '\n');
+      return;
+    }
+    for (const f of ref.flows) process.stdout.write(`${f.flow}  packets ${f.packets}  forwarded ${f.forwarded}  ${f.digest}\n`);
+    process.stdout.write(`${ref.flows.length} flows, ${ref.packets} packets\n`);
+  });
+
+program
+  .command('bench')
+  .description('benchmarks; each reports ratios against a baseline measured in the same run')
+  .argument('<experiment>', 'dataplane')
+  .option('--quick', 'a short run (under 60 s)', false)
+  .option('--json', 'print one JSON object', false)
+  .action(async (experiment: string, o: { quick: boolean; json: boolean }) => {
+    if (experiment !== 'dataplane') throw new InvalidArgumentError(`unknown experiment '${experiment}' (expected dataplane)`);
+    // Loaded on demand: role processes start often and never need the bench.
+    const { runDataplaneBench } = await import('../../bench/dataplane.js');
+    await runDataplaneBench({ quick: o.quick, json: o.json, out: (line: string) => process.stdout.write(line + '\n') });
+  });
+
+program
+  .command('role', { hidden: true })
+  .description('run one role of a deployment from its JSON spec (used by the launcher)')
+  .argument('<role>', 'nf | ingress | sink')
+  .argument('<spec>', 'JSON')
+  .action(async (role: string, spec: string) => {
+    const parsed = readJson(spec, 'spec');
+    if (role === 'nf') await runNf(parsed as NfSpec);
+    else if (role === 'ingress') await runIngress(parsed as IngressSpec);
+    else if (role === 'sink') await runSink(parsed as SinkSpec);
+    else throw new InvalidArgumentError(`unknown role '${role}'`);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof NfsError || err instanceof InvalidArgumentError) {
+    process.stderr.write(`nfstate: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`nfstate: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

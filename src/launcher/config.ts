@@ -1,0 +1,365 @@
+/**
+ * The deployment topology: which NF runs, how many instances in how many clusters, batch and reorder
+ * bounds, and where each role binds. Read from YAML (camelCase keys), validated field by field, with
+ * defaults applied; docs/configuration.md is the reference.
+ *
+ *   const topo = loadTopology('deploy.yaml');
+ *   // deploy.yaml:4: clusters: must be an integer >= 1 (got "three")
+ *   // deploy.yaml:2: unknown field 'clustrs' (did you mean 'clusters'?)
+ *
+ *   const inline = parseTopology({ nf: { type: 'nat' }, clusters: 2 });
+ *   inline.perCluster; // 4, the default
+ *
+ * Validation stops at the first bad field and names it by its dotted path. Unknown fields are rejected at
+ * every level, because a misspelt key that silently falls back to a default is the worst config bug.
+ */
+import { readFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
+import { isMap, isPair, isScalar, LineCounter, parseDocument } from 'yaml';
+import type { Document } from 'yaml';
+import { ErrorCode, NfsError } from '../errors.js';
+
+/** The built-in NF types a topology can name. */
+export const NF_TYPES = ['nat', 'firewall', 'lb', 'ids'] as const;
+export type NfType = (typeof NF_TYPES)[number];
+
+export interface Topology {
+  readonly nf: {
+    readonly type: NfType;
+    /** Passed as-is to the NF's factory, which validates it. */
+    readonly config: Readonly<Record<string, unknown>>;
+  };
+  readonly clusters: number;
+  readonly perCluster: number;
+  /** Worker threads per NF instance. */
+  readonly threads: number;
+  readonly batch: { readonly size: number; readonly timeoutMs: number };
+  /** Per flow: out-of-order packets held while waiting for a gap, and how long a gap may stay open. */
+  readonly reorder: { readonly maxHeld: number; readonly gapTimeoutMs: number };
+  readonly flowIdleMs: number;
+  /** Bind address of every role. */
+  readonly host: string;
+  readonly ingress: { readonly port: number; readonly servicePort: number; readonly adminPort: number };
+  /** "host:port" to forward the payloads of delivered packets to, or null. */
+  readonly egress: { readonly deliver: string | null };
+  readonly sink: { readonly port: number; readonly pcap: string | null };
+  /** Geneve virtual network identifier. */
+  readonly vni: number;
+}
+
+/** Every default; `nf.type` has none and must be given. */
+export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
+  clusters: 3,
+  perCluster: 4,
+  threads: 2,
+  batch: { size: 30, timeoutMs: 5 },
+  reorder: { maxHeld: 1024, gapTimeoutMs: 250 },
+  flowIdleMs: 60_000,
+  host: '127.0.0.1',
+  ingress: { port: 0, servicePort: 0, adminPort: 0 },
+  egress: { deliver: null },
+  sink: { port: 0, pcap: null },
+  vni: 1,
+});
+
+const MAX_THREADS = 64;
+const MAX_BATCH = 100_000;
+const MAX_VNI = 0xffffff;
+
+const FIELDS = {
+  root: [
+    'nf',
+    'clusters',
+    'perCluster',
+    'threads',
+    'batch',
+    'reorder',
+    'flowIdleMs',
+    'host',
+    'ingress',
+    'egress',
+    'sink',
+    'vni',
+  ],
+  nf: ['type', 'config'],
+  batch: ['size', 'timeoutMs'],
+  reorder: ['maxHeld', 'gapTimeoutMs'],
+  ingress: ['port', 'servicePort', 'adminPort'],
+  egress: ['deliver'],
+  sink: ['port', 'pcap'],
+} as const;
+
+/**
+ * The first invalid field: `path` locates it (for line numbers in a file), `message` is what the user
+ * reads. Internal; callers see NfsError CONFIG.
+ */
+class FieldError extends Error {
+  constructor(
+    readonly path: readonly string[],
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+type Mapping = Record<string, unknown>;
+
+/**
+ * Validates a parsed topology and applies defaults. Throws NfsError CONFIG `'<field path>: <problem>'`
+ * for the first bad field; `where` names the value itself in the message when the value as a whole is
+ * wrong (not a mapping).
+ */
+export function parseTopology(obj: unknown, where = 'topology'): Topology {
+  try {
+    return validate(obj, where);
+  } catch (err) {
+    if (err instanceof FieldError) throw new NfsError(ErrorCode.CONFIG, err.message);
+    throw err;
+  }
+}
+
+/**
+ * Reads and validates a YAML topology file. Errors name the file and, where known, the line:
+ * `deploy.yaml:7: batch.size: must be an integer 1..100000 (got 0)`.
+ */
+export function loadTopology(path: string): Topology {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new NfsError(ErrorCode.CONFIG, `${path}: cannot read topology file (${reason})`, { cause: err });
+  }
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const syntax = doc.errors[0];
+  if (syntax !== undefined) {
+    const pos = syntax.linePos?.[0] ?? lines.linePos(syntax.pos[0]);
+    const what = syntax.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+    throw new NfsError(ErrorCode.CONFIG, `${path}:${pos.line}:${pos.col}: YAML syntax error: ${what}`, {
+      cause: syntax,
+    });
+  }
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (err) {
+    // For example more aliases than the parser allows (the "billion laughs" guard).
+    throw new NfsError(ErrorCode.CONFIG, `${path}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return validate(value, 'topology');
+  } catch (err) {
+    if (!(err instanceof FieldError)) throw err;
+    const line = lineOf(doc, lines, err.path);
+    throw new NfsError(ErrorCode.CONFIG, `${path}${line === undefined ? '' : `:${line}`}: ${err.message}`);
+  }
+}
+
+/** Splits and checks "host:port" (port 1..65535); the host is an IPv4 address or a DNS name. */
+export function parseHostPort(value: string, field: string): { host: string; port: number } {
+  const colon = value.lastIndexOf(':');
+  const host = value.slice(0, colon);
+  const portText = value.slice(colon + 1);
+  const port = /^[0-9]{1,5}$/.test(portText) ? Number(portText) : NaN;
+  if (colon <= 0 || !(port >= 1 && port <= 65535) || !(isIPv4(host) || isHostName(host))) {
+    throw new NfsError(
+      ErrorCode.CONFIG,
+      `${field}: must be "host:port" with port 1..65535 (got ${describe(value)})`,
+    );
+  }
+  return { host, port };
+}
+
+function validate(obj: unknown, where: string): Topology {
+  if (obj === null || obj === undefined) {
+    throw new FieldError([], `${where}: is empty (expected a mapping with at least nf.type)`);
+  }
+  const root = mapping(obj, [], where, FIELDS.root);
+  const d = DEFAULT_TOPOLOGY;
+
+  const nf = mapping(root.nf ?? {}, ['nf'], 'nf', FIELDS.nf);
+  const type = nfType(nf.type);
+  const config = nf.config ?? {};
+  if (!isMapping(config)) {
+    throw new FieldError(['nf', 'config'], `nf.config: must be a mapping (got ${describe(config)})`);
+  }
+
+  const batch = section(root, 'batch', FIELDS.batch);
+  const reorder = section(root, 'reorder', FIELDS.reorder);
+  const ingress = section(root, 'ingress', FIELDS.ingress);
+  const egress = section(root, 'egress', FIELDS.egress);
+  const sink = section(root, 'sink', FIELDS.sink);
+
+  return {
+    nf: { type, config: { ...config } },
+    clusters: int(root, ['clusters'], d.clusters, 1),
+    perCluster: int(root, ['perCluster'], d.perCluster, 1),
+    threads: int(root, ['threads'], d.threads, 1, MAX_THREADS),
+    batch: {
+      size: int(batch, ['batch', 'size'], d.batch.size, 1, MAX_BATCH),
+      timeoutMs: positive(batch, ['batch', 'timeoutMs'], d.batch.timeoutMs),
+    },
+    reorder: {
+      maxHeld: int(reorder, ['reorder', 'maxHeld'], d.reorder.maxHeld, 1),
+      gapTimeoutMs: positive(reorder, ['reorder', 'gapTimeoutMs'], d.reorder.gapTimeoutMs),
+    },
+    flowIdleMs: positive(root, ['flowIdleMs'], d.flowIdleMs),
+    host: ipv4(root, ['host'], d.host),
+    ingress: {
+      port: int(ingress, ['ingress', 'port'], d.ingress.port, 0, 65535),
+      servicePort: int(ingress, ['ingress', 'servicePort'], d.ingress.servicePort, 0, 65535),
+      adminPort: int(ingress, ['ingress', 'adminPort'], d.ingress.adminPort, 0, 65535),
+    },
+    egress: { deliver: hostPortOrNull(egress, ['egress', 'deliver']) },
+    sink: {
+      port: int(sink, ['sink', 'port'], d.sink.port, 0, 65535),
+      pcap: pathOrNull(sink, ['sink', 'pcap']),
+    },
+    vni: int(root, ['vni'], d.vni, 0, MAX_VNI),
+  };
+}
+
+function nfType(v: unknown): NfType {
+  const expected = NF_TYPES.join(', ');
+  if (v === undefined) throw new FieldError(['nf', 'type'], `nf.type: required (one of ${expected})`);
+  if (typeof v !== 'string') {
+    throw new FieldError(['nf', 'type'], `nf.type: must be one of ${expected} (got ${describe(v)})`);
+  }
+  if (!(NF_TYPES as readonly string[]).includes(v)) {
+    throw new FieldError(['nf', 'type'], `nf.type: unknown NF '${v}' (expected ${expected})`);
+  }
+  return v as NfType;
+}
+
+/** A nested section; absent or null (a YAML key with nothing under it) means all defaults. */
+function section(root: Mapping, key: string, known: readonly string[]): Mapping {
+  const v = root[key];
+  return v === undefined || v === null ? {} : mapping(v, [key], key, known);
+}
+
+function mapping(v: unknown, path: readonly string[], name: string, known: readonly string[]): Mapping {
+  if (!isMapping(v)) throw new FieldError(path, `${name}: must be a mapping (got ${describe(v)})`);
+  for (const key of Object.keys(v)) {
+    if (known.includes(key)) continue;
+    const near = suggest(key, known);
+    const hint = near === undefined ? `expected one of ${known.join(', ')}` : `did you mean '${near}'?`;
+    const prefix = path.length === 0 ? '' : `${path.join('.')}: `;
+    throw new FieldError([...path, key], `${prefix}unknown field '${key}' (${hint})`);
+  }
+  return v;
+}
+
+function int(obj: Mapping, path: readonly string[], def: number, min: number, max?: number): number {
+  const v = obj[path[path.length - 1]!];
+  if (v === undefined) return def;
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= min && (max === undefined || v <= max))
+    return v;
+  const range = max === undefined ? `>= ${min}` : `${min}..${max}`;
+  throw new FieldError(path, `${path.join('.')}: must be an integer ${range} (got ${describe(v)})`);
+}
+
+function positive(obj: Mapping, path: readonly string[], def: number): number {
+  const v = obj[path[path.length - 1]!];
+  if (v === undefined) return def;
+  if (typeof v === 'number' && Number.isFinite(v) && v > 0) return v;
+  throw new FieldError(path, `${path.join('.')}: must be a number > 0 (got ${describe(v)})`);
+}
+
+function ipv4(obj: Mapping, path: readonly string[], def: string): string {
+  const v = obj[path[path.length - 1]!];
+  if (v === undefined) return def;
+  if (typeof v === 'string' && isIPv4(v)) return v;
+  throw new FieldError(
+    path,
+    `${path.join('.')}: must be an IPv4 address like 127.0.0.1 (got ${describe(v)})`,
+  );
+}
+
+function hostPortOrNull(obj: Mapping, path: readonly string[]): string | null {
+  const v = obj[path[path.length - 1]!];
+  if (v === undefined || v === null) return null;
+  const field = path.join('.');
+  if (typeof v === 'string') {
+    try {
+      parseHostPort(v, field);
+      return v;
+    } catch {
+      // reported below with the null alternative spelled out
+    }
+  }
+  throw new FieldError(path, `${field}: must be null or "host:port" with port 1..65535 (got ${describe(v)})`);
+}
+
+function pathOrNull(obj: Mapping, path: readonly string[]): string | null {
+  const v = obj[path[path.length - 1]!];
+  if (v === undefined || v === null) return null;
+  if (typeof v === 'string' && v.length > 0) return v;
+  throw new FieldError(path, `${path.join('.')}: must be null or a file path (got ${describe(v)})`);
+}
+
+function isMapping(v: unknown): v is Mapping {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isHostName(s: string): boolean {
+  return s.length <= 253 && /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,62})(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,62}))*$/.test(s);
+}
+
+/** How a bad value is shown in a message: short, and unambiguous about its type. */
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null';
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v);
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return typeof v;
+}
+
+/** The closest known field by case-insensitive edit distance, if it is close enough to be a typo. */
+function suggest(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of known) {
+    const d = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) {
+      bestDistance = d;
+      best = candidate;
+    }
+  }
+  return bestDistance <= Math.max(2, Math.floor(key.length / 3)) ? best : undefined;
+}
+
+/** Levenshtein distance, one row at a time. */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      row.push(Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + cost));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/** The 1-based line of the key at `path` in the document, if the document has it. */
+function lineOf(doc: Document, lines: LineCounter, path: readonly string[]): number | undefined {
+  let node: unknown = doc.contents;
+  let offset: number | undefined;
+  for (const key of path) {
+    if (!isMap(node)) break;
+    const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === key);
+    if (pair === undefined || !isScalar(pair.key) || pair.key.range == null) break;
+    offset = pair.key.range[0];
+    node = pair.value;
+  }
+  return offset === undefined ? undefined : lines.linePos(offset).line;
+}
+
+function deepFreeze<T extends object>(o: T): T {
+  for (const v of Object.values(o)) if (typeof v === 'object' && v !== null) deepFreeze(v as object);
+  return Object.freeze(o);
+}

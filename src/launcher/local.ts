@@ -1,0 +1,215 @@
+/**
+ * A whole deployment on one machine, each role its own process on loopback: a sink, C clusters × K NF
+ * instances with W worker threads each, and an ingress (stamper + switch) in front of them. `nfstate up`
+ * and `nfstate demo` are built on it.
+ *
+ *   const d = new LocalDeployment(topology, { logDir, stampLog, ackTo });
+ *   const ends = await d.start();   // ends.ingress.port, ends.ingress.servicePort, admin ports …
+ *   await d.digests(); await d.stop();
+ *
+ * Start order is sink, instances, ingress, so nothing sends to a port that is not yet open; stop order
+ * is the reverse. Each child writes its JSON log lines to `<logDir>/<role>.log`.
+ */
+import { fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ErrorCode, NfsError } from '../errors.js';
+import { createNf } from '../nfs/index.js';
+import { LocalGlobalState } from '../state/global-local.js';
+import type { RunDigest } from '../state/digest.js';
+import { mergeGlobal } from '../state/digest.js';
+import type { Endpoint } from '../switch/ingress.js';
+import type { SinkReport } from '../traffic/sink.js';
+import type { Topology } from './config.js';
+import { parseHostPort } from './config.js';
+import type { IngressSpec, NfSpec, RoleCommand, RoleReply, SinkSpec } from './roles.js';
+
+const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+const START_TIMEOUT_MS = 20_000;
+const REPLY_TIMEOUT_MS = 20_000;
+
+export interface DeploymentOptions {
+  logDir: string;
+  /** Ingress records every stamped packet here (the oracle's input). */
+  stampLog?: string;
+  /** Where the sink acknowledges deliveries (a closed-loop generator). */
+  ackTo?: { host: string; port: number };
+}
+
+export class RoleProcess {
+  readonly ports: Promise<Record<string, number>>;
+  private readonly waiting: ((msg: RoleReply) => void)[] = [];
+  private exited = false;
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
+    this.ports = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new NfsError(ErrorCode.PROCESS, `${name}: not ready within ${START_TIMEOUT_MS} ms`));
+      }, START_TIMEOUT_MS);
+      child.on('message', (msg: RoleReply) => {
+        if (msg.type === 'ready') {
+          clearTimeout(timer);
+          resolve(msg.ports);
+        } else {
+          this.waiting.shift()?.(msg);
+        }
+      });
+      child.on('exit', (code, signal) => {
+        this.exited = true;
+        clearTimeout(timer);
+        reject(new NfsError(ErrorCode.PROCESS, `${name}: exited during start (code ${code}, signal ${signal})`));
+        for (const w of this.waiting.splice(0)) w({ type: 'error', error: `${name} exited` });
+      });
+    });
+    // A failed start is reported through `ports`; keep the rejection from going unhandled meanwhile.
+    this.ports.catch(() => undefined);
+  }
+
+  request(cmd: RoleCommand): Promise<RoleReply> {
+    if (this.exited) return Promise.resolve({ type: 'error', error: `${this.name} has exited` });
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        resolve({ type: 'error', error: `${this.name}: no reply to ${cmd.type}` });
+      }, REPLY_TIMEOUT_MS);
+      this.waiting.push((msg) => {
+        clearTimeout(timer);
+        resolve(msg);
+      });
+      this.child.send(cmd);
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    await this.request({ type: 'stop' });
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+export interface Endpoints {
+  ingress: { port: number; servicePort: number; admin: number };
+  sink: { port: number; admin: number };
+  instances: (Endpoint & { admin: number; cluster: number })[];
+}
+
+export class LocalDeployment {
+  sink: RoleProcess | undefined;
+  ingress: RoleProcess | undefined;
+  instances: RoleProcess[] = [];
+  private readonly logFds: number[] = [];
+
+  constructor(
+    private readonly topology: Topology,
+    private readonly options: DeploymentOptions,
+  ) {}
+
+  async start(): Promise<Endpoints> {
+    const t = this.topology;
+    // A bad NF config is reported here, once, before any process starts.
+    createNf(t.nf.type, { ...t.nf.config }, new LocalGlobalState());
+    mkdirSync(this.options.logDir, { recursive: true });
+    try {
+      const deliver = t.egress.deliver === null ? null : parseHostPort(t.egress.deliver, 'egress.deliver');
+      const sinkSpec: SinkSpec = {
+        host: t.host,
+        port: t.sink.port,
+        adminPort: 0,
+        ackTo: this.options.ackTo ?? null,
+        deliver,
+        pcap: t.sink.pcap,
+      };
+      this.sink = this.spawn('sink', 'sink', sinkSpec);
+      const sinkPorts = await this.sink.ports;
+      const count = t.clusters * t.perCluster;
+      const instances: Endpoints['instances'] = [];
+      for (let i = 0; i < count; i++) {
+        const spec: NfSpec = {
+          id: `nf-${i}`,
+          host: t.host,
+          port: 0,
+          adminPort: 0,
+          threads: t.threads,
+          nf: { type: t.nf.type, config: { ...t.nf.config } },
+          processor: {
+            batchSize: t.batch.size,
+            batchTimeoutMs: t.batch.timeoutMs,
+            maxHeld: t.reorder.maxHeld,
+            gapTimeoutMs: t.reorder.gapTimeoutMs,
+            // Longer than the stamper's, so a flow the stamper restarts at 1 has left the instance too.
+            flowIdleMs: t.flowIdleMs * 2,
+          },
+          egress: { host: t.host, port: sinkPorts.port! },
+          partition: { index: i, count },
+        };
+        this.instances.push(this.spawn(spec.id, 'nf', spec));
+      }
+      const ports = await Promise.all(this.instances.map((p) => p.ports));
+      ports.forEach((p, i) => {
+        instances.push({ id: `nf-${i}`, host: t.host, port: p.port!, admin: p.admin!, cluster: Math.floor(i / t.perCluster) });
+      });
+      const ingressSpec: IngressSpec = {
+        host: t.host,
+        port: t.ingress.port,
+        servicePort: t.ingress.servicePort,
+        adminPort: t.ingress.adminPort,
+        instances: instances.map(({ id, host, port }) => ({ id, host, port })),
+        vni: t.vni,
+        flowIdleMs: t.flowIdleMs,
+        stampLog: this.options.stampLog ?? null,
+      };
+      this.ingress = this.spawn('ingress', 'ingress', ingressSpec);
+      const ip = await this.ingress.ports;
+      return {
+        ingress: { port: ip.port!, servicePort: ip.servicePort!, admin: ip.admin! },
+        sink: { port: sinkPorts.port!, admin: sinkPorts.admin! },
+        instances,
+      };
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  /** Every instance's flow digests, and their global state merged. */
+  async digests(): Promise<RunDigest> {
+    const replies = await Promise.all(this.instances.map((p) => p.request({ type: 'digest' })));
+    const parts: RunDigest[] = [];
+    for (const r of replies) {
+      if (r.type !== 'digest') throw new NfsError(ErrorCode.PROCESS, `digest failed: ${JSON.stringify(r)}`);
+      parts.push(r.digest);
+    }
+    return { flows: parts.flatMap((p) => p.flows), global: mergeGlobal(parts.map((p) => p.global)) };
+  }
+
+  async sinkReport(): Promise<SinkReport> {
+    const r = await this.sink!.request({ type: 'report' });
+    if (r.type !== 'report') throw new NfsError(ErrorCode.PROCESS, `sink report failed: ${JSON.stringify(r)}`);
+    return r.report;
+  }
+
+  async stopIngress(): Promise<void> {
+    await this.ingress?.stop();
+  }
+
+  async stop(): Promise<void> {
+    await this.ingress?.stop();
+    await Promise.all(this.instances.map((p) => p.stop()));
+    await this.sink?.stop();
+    for (const fd of this.logFds.splice(0)) closeSync(fd);
+  }
+
+  private spawn(name: string, role: string, spec: object): RoleProcess {
+    const fd = openSync(join(this.options.logDir, `${name}.log`), 'a');
+    this.logFds.push(fd);
+    const child = fork(CLI, ['role', role, JSON.stringify(spec)], { stdio: ['ignore', fd, fd, 'ipc'] });
+    return new RoleProcess(name, child);
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * Each role (ingress, NF instance, sink) as a process: builds the component from a JSON spec, serves
+ * its admin port (/metrics, /healthz and the role's own routes), and, when a launcher forked it, talks
+ * to the launcher over the IPC channel:
+ *
+ *   child → launcher   { type: 'ready', ports }   once listening
+ *   launcher → child   { type: 'digest' } | { type: 'report' } | { type: 'stop' }
+ *   child → launcher   { type: 'digest', digest } | { type: 'report', report } | { type: 'stopped' }
+ *
+ * SIGINT and SIGTERM stop the role in order (sockets, workers, admin port) before the process exits.
+ */
+import { ErrorCode, NfsError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { AdminServer, MetricsRegistry } from '../metrics.js';
+import { NfInstance } from '../nf/instance.js';
+import type { ProcessorOptions } from '../nf/processor.js';
+import { parseFlowKeyString } from '../packet/flow-key.js';
+import type { RunDigest } from '../state/digest.js';
+import type { Endpoint } from '../switch/ingress.js';
+import { Ingress } from '../switch/ingress.js';
+import { LinkType, PcapWriter } from '../traffic/pcap.js';
+import type { SinkReport } from '../traffic/sink.js';
+import { Sink } from '../traffic/sink.js';
+import type { MetricSource } from '../types.js';
+
+export interface NfSpec {
+  id: string;
+  host: string;
+  port: number;
+  adminPort: number;
+  threads: number;
+  nf: { type: string; config: Record<string, unknown> };
+  processor: ProcessorOptions;
+  egress: { host: string; port: number };
+  partition: { index: number; count: number };
+}
+
+export interface IngressSpec {
+  host: string;
+  port: number;
+  servicePort: number;
+  adminPort: number;
+  instances: Endpoint[];
+  vni: number;
+  flowIdleMs: number;
+  stampLog: string | null;
+}
+
+export interface SinkSpec {
+  host: string;
+  port: number;
+  adminPort: number;
+  ackTo: { host: string; port: number } | null;
+  deliver: { host: string; port: number } | null;
+  pcap: string | null;
+}
+
+export type RoleCommand = { type: 'digest' } | { type: 'report' } | { type: 'stop' };
+export type RoleReply =
+  | { type: 'ready'; ports: Record<string, number> }
+  | { type: 'digest'; digest: RunDigest }
+  | { type: 'report'; report: SinkReport }
+  | { type: 'stopped' }
+  | { type: 'error'; error: string };
+
+interface Role extends MetricSource {
+  stop(): Promise<void>;
+  digest?(): Promise<RunDigest>;
+  report?(): SinkReport;
+}
+
+export async function runNf(spec: NfSpec): Promise<void> {
+  const logger = createLogger('nf', { fields: { instance: spec.id } });
+  const nf = new NfInstance({ ...spec, logger });
+  nf.onFatal = () => {
+    process.exitCode = 1;
+    void nf.stop().finally(() => process.exit(1));
+  };
+  const { port } = await nf.start();
+  const admin = await serveAdmin(spec.host, spec.adminPort, nf);
+  admin.route('GET', '/digest', () => nf.digest());
+  attach(nf, admin, { port, admin: admin.port });
+}
+
+export async function runIngress(spec: IngressSpec): Promise<void> {
+  const logger = createLogger('ingress');
+  const ingress = new Ingress(
+    {
+      host: spec.host,
+      port: spec.port,
+      servicePort: spec.servicePort,
+      instances: spec.instances,
+      vni: spec.vni,
+      flowIdleMs: spec.flowIdleMs,
+      ...(spec.stampLog === null ? {} : { stampLog: new PcapWriter(spec.stampLog, LinkType.RAW) }),
+    },
+    logger,
+  );
+  const ports = await ingress.start();
+  const admin = await serveAdmin(spec.host, spec.adminPort, ingress);
+  admin.route('GET', '/rules', () => ingress.switch.listRules());
+  admin.route('POST', '/rules', (body) => installRule(ingress, spec.instances, body));
+  attach(ingress, admin, { ...ports, admin: admin.port });
+}
+
+export async function runSink(spec: SinkSpec): Promise<void> {
+  const logger = createLogger('sink');
+  const sink = new Sink(
+    {
+      host: spec.host,
+      port: spec.port,
+      ...(spec.ackTo === null ? {} : { ackTo: spec.ackTo }),
+      ...(spec.deliver === null ? {} : { deliver: spec.deliver }),
+      ...(spec.pcap === null ? {} : { pcap: new PcapWriter(spec.pcap, LinkType.RAW) }),
+    },
+    logger,
+  );
+  const { port } = await sink.start();
+  const admin = await serveAdmin(spec.host, spec.adminPort, sink);
+  admin.route('GET', '/report', () => sink.report());
+  attach(sink, admin, { port, admin: admin.port });
+}
+
+async function serveAdmin(host: string, port: number, source: MetricSource): Promise<AdminServer> {
+  const registry = new MetricsRegistry();
+  registry.add(source);
+  const admin = new AdminServer({ host, port, registry });
+  await admin.start();
+  return admin;
+}
+
+/** POST /rules { flow: "udp 10.0.0.1:5000 198.51.100.10:80", primary: "nf-3", secondary?: "nf-4", epoch } */
+function installRule(ingress: Ingress, instances: readonly Endpoint[], body: unknown): { installed: boolean } {
+  const b = (body ?? {}) as Record<string, unknown>;
+  const index = (field: string): number | undefined => {
+    const v = b[field];
+    if (v === undefined || v === null) return undefined;
+    const i = instances.findIndex((e) => e.id === v);
+    if (i < 0) throw new NfsError(ErrorCode.CONFIG, `rule.${field}: no instance '${String(v)}'`);
+    return i;
+  };
+  if (typeof b.flow !== 'string') throw new NfsError(ErrorCode.CONFIG, 'rule.flow: must be a flow key string');
+  const primary = index('primary');
+  if (primary === undefined) throw new NfsError(ErrorCode.CONFIG, 'rule.primary: required');
+  const epoch = b.epoch;
+  if (typeof epoch !== 'number' || !Number.isInteger(epoch) || epoch < 0) {
+    throw new NfsError(ErrorCode.CONFIG, 'rule.epoch: must be an integer >= 0');
+  }
+  const secondary = index('secondary');
+  const key = parseFlowKeyString(b.flow);
+  return {
+    installed: ingress.switch.installRule(key, { primary, epoch, ...(secondary === undefined ? {} : { secondary }) }),
+  };
+}
+
+/** Wires a started role to the launcher's IPC channel (if any) and to the process's signals. */
+function attach(role: Role, admin: AdminServer, ports: Record<string, number>): void {
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      await role.stop();
+      await admin.stop();
+      send({ type: 'stopped' });
+      process.disconnect?.();
+    })());
+  const send = (msg: RoleReply): void => {
+    if (process.connected) process.send?.(msg);
+  };
+  process.on('SIGINT', () => void stop());
+  process.on('SIGTERM', () => void stop());
+  process.on('message', (cmd: RoleCommand) => {
+    void (async () => {
+      try {
+        if (cmd.type === 'digest' && role.digest !== undefined) send({ type: 'digest', digest: await role.digest() });
+        else if (cmd.type === 'report' && role.report !== undefined) send({ type: 'report', report: role.report() });
+        else if (cmd.type === 'stop') await stop();
+      } catch (err) {
+        send({ type: 'error', error: String(err) });
+      }
+    })();
+  });
+  // The launcher going away (crash, kill -9) must not leave this role running alone.
+  process.on('disconnect', () => void stop());
+  send({ type: 'ready', ports });
+}

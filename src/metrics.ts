@@ -1,0 +1,389 @@
+/**
+ * Metrics exposition and the admin HTTP endpoint every role serves.
+ *
+ * Components keep their counters as plain fields and implement `MetricSource`; the registry reads them
+ * only when `/metrics` is scraped, so counting on the hot path costs one increment. Names follow
+ * `nfstate_<subsystem>_<thing>_total` for counters; anything else is exposed as a gauge.
+ *
+ *   const registry = new MetricsRegistry();
+ *   registry.add({ collect: (out) => out.push(['nfstate_switch_packets_total', { dir: 'in' }, sw.packetsIn]) });
+ *   const admin = new AdminServer({ port: 0, registry });
+ *   admin.route('POST', '/move', async (body) => controller.move(parseMove(body)));
+ *   const port = await admin.start(); // GET /metrics, GET /healthz, POST /move
+ *   await admin.stop();
+ */
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { ErrorCode, NfsError } from './errors.js';
+import type { Logger, MetricSample, MetricSource } from './types.js';
+
+/** Prometheus text exposition format version served by `/metrics`. */
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+/**
+ * Collects samples from many sources and renders them as one exposition. Samples with the same name and
+ * labels (for example one counter per worker, reported under the same labels) are summed, because the
+ * format forbids duplicate series and a sum is what a scraper would compute anyway.
+ */
+export class MetricsRegistry implements MetricSource {
+  private readonly sources = new Set<MetricSource>();
+  // Reused across scrapes; a scrape is rare next to packets, but there is no reason to churn.
+  private readonly scratch: MetricSample[] = [];
+  private collectErrors = 0;
+
+  add(source: MetricSource): void {
+    this.sources.add(source);
+  }
+
+  remove(source: MetricSource): void {
+    this.sources.delete(source);
+  }
+
+  /** Makes the registry itself a source, so registries can nest (a process registry holding a role's). */
+  collect(out: MetricSample[]): void {
+    for (const source of this.sources) {
+      const before = out.length;
+      try {
+        source.collect(out);
+      } catch {
+        // One broken source must not blank the whole scrape; its partial output is discarded and the
+        // failure is itself a metric.
+        out.length = before;
+        this.collectErrors++;
+      }
+    }
+    out.push(['nfstate_metrics_collect_errors_total', {}, this.collectErrors]);
+  }
+
+  render(): string {
+    const samples = this.scratch;
+    samples.length = 0;
+    this.collect(samples);
+
+    const byName = new Map<string, Map<string, number>>();
+    for (const [rawName, labels, value] of samples) {
+      const name = sanitizeName(rawName);
+      let series = byName.get(name);
+      if (series === undefined) {
+        series = new Map();
+        byName.set(name, series);
+      }
+      const key = renderLabels(labels);
+      series.set(key, (series.get(key) ?? 0) + value);
+    }
+    samples.length = 0;
+
+    const lines: string[] = [];
+    for (const name of [...byName.keys()].sort()) {
+      const series = byName.get(name)!;
+      lines.push(`# TYPE ${name} ${name.endsWith('_total') ? 'counter' : 'gauge'}`);
+      for (const key of [...series.keys()].sort()) {
+        lines.push(`${name}${key} ${formatValue(series.get(key)!)}`);
+      }
+    }
+    return lines.length === 0 ? '' : lines.join('\n') + '\n';
+  }
+}
+
+function sanitizeName(name: string): string {
+  if (NAME_RE.test(name)) return name;
+  const fixed = name.replace(/[^a-zA-Z0-9_:]/g, '_');
+  return /^[0-9]/.test(fixed) ? '_' + fixed : fixed;
+}
+
+function sanitizeLabel(name: string): string {
+  if (LABEL_RE.test(name)) return name;
+  const fixed = name.replace(/[^a-zA-Z0-9_]/g, '_');
+  return /^[0-9]/.test(fixed) ? '_' + fixed : fixed;
+}
+
+/** `{a="1",b="x\"y"}` with label names sorted, or '' when there are none. */
+function renderLabels(labels: Record<string, string>): string {
+  const names = Object.keys(labels);
+  if (names.length === 0) return '';
+  names.sort();
+  const parts: string[] = [];
+  for (const name of names) parts.push(`${sanitizeLabel(name)}="${escapeLabelValue(String(labels[name]))}"`);
+  return `{${parts.join(',')}}`;
+}
+
+/** Escapes a label value as the 0.0.4 text format requires: backslash, double quote and newline. */
+export function escapeLabelValue(value: string): string {
+  return value.replace(/[\\"\n]/g, (c) => (c === '\\' ? '\\\\' : c === '"' ? '\\"' : '\\n'));
+}
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return String(v);
+}
+
+/** A route's handler: gets the parsed JSON body (POST) or the query parameters (GET); returns JSON. */
+export type RouteHandler = (body: unknown) => unknown;
+
+export interface AdminServerOptions {
+  /** Bind address; default 127.0.0.1, because the admin API has no authentication. */
+  host?: string;
+  /** 0 binds an ephemeral port; `start()` returns the one chosen. */
+  port: number;
+  registry: MetricsRegistry;
+  logger?: Logger;
+}
+
+/** Largest POST body accepted; checked while reading, before buffering more. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+// An admin call waits on a controller at most this long for its request to arrive, so a stuck client
+// cannot pin a socket forever.
+const REQUEST_TIMEOUT_MS = 10_000;
+
+/**
+ * A small JSON-over-HTTP server: `/metrics` (Prometheus text), `/healthz`, and the routes a role adds.
+ *
+ * Responses: a handler's return value as JSON with 200 (`{}` when it returns undefined); a bad JSON body
+ * 400 `{error}`; a thrown `NfsError` 400 `{error, code}`; anything else thrown 500 `{error}`; an unknown
+ * path 404; a known path with another method 405. Registering the same method and path again replaces
+ * the handler, which is how a role swaps `/healthz` for a readiness check.
+ */
+export class AdminServer {
+  private readonly host: string;
+  private readonly requestedPort: number;
+  /** Where `/metrics` reads from; components attaching to this server add their sources here. */
+  readonly registry: MetricsRegistry;
+  private readonly logger: Logger | undefined;
+  private readonly routes = new Map<string, Map<'GET' | 'POST', RouteHandler>>();
+  private server: Server | undefined;
+  private starting: Promise<number> | undefined;
+  private stopping: Promise<void> | undefined;
+  private boundPort = 0;
+  private readonly sockets = new Set<Socket>();
+  // Registered like any route so that it shows in 405 answers, but answered with text, not JSON.
+  private readonly metricsRoute: RouteHandler = () => undefined;
+
+  constructor(opts: AdminServerOptions) {
+    if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
+      throw new NfsError(
+        ErrorCode.CONFIG,
+        `admin port: must be an integer 0..65535 (got ${String(opts.port)})`,
+      );
+    }
+    this.host = opts.host ?? '127.0.0.1';
+    this.requestedPort = opts.port;
+    this.registry = opts.registry;
+    this.logger = opts.logger;
+    this.route('GET', '/metrics', this.metricsRoute);
+    this.route('GET', '/healthz', () => ({ ok: true }));
+  }
+
+  /** The bound port while started, else 0. */
+  get port(): number {
+    return this.boundPort;
+  }
+
+  route(method: 'GET' | 'POST', path: string, handler: RouteHandler): void {
+    let byMethod = this.routes.get(path);
+    if (byMethod === undefined) {
+      byMethod = new Map();
+      this.routes.set(path, byMethod);
+    }
+    byMethod.set(method, handler);
+  }
+
+  /** Binds and resolves with the port. Calling it again while started returns the same port. */
+  start(): Promise<number> {
+    if (this.starting !== undefined) return this.starting;
+    const server = createServer((req, res) => {
+      void this.handle(req, res);
+    });
+    server.requestTimeout = REQUEST_TIMEOUT_MS;
+    server.headersTimeout = REQUEST_TIMEOUT_MS;
+    server.on('connection', (socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
+    this.server = server;
+    this.stopping = undefined;
+    this.starting = new Promise<number>((resolve, reject) => {
+      const onError = (err: Error): void => {
+        this.server = undefined;
+        this.starting = undefined;
+        reject(
+          new NfsError(
+            ErrorCode.PROCESS,
+            `admin server: cannot listen on ${this.host}:${this.requestedPort}`,
+            {
+              cause: err,
+            },
+          ),
+        );
+      };
+      server.once('error', onError);
+      server.listen(this.requestedPort, this.host, () => {
+        server.off('error', onError);
+        server.on('error', (err) => this.logger?.error('admin server error', { err }));
+        this.boundPort = (server.address() as AddressInfo).port;
+        resolve(this.boundPort);
+      });
+    });
+    return this.starting;
+  }
+
+  /** Closes the listener and every open connection. Safe to call twice, or before `start()`. */
+  stop(): Promise<void> {
+    if (this.stopping !== undefined) return this.stopping;
+    const server = this.server;
+    const starting = this.starting;
+    if (server === undefined || starting === undefined) return Promise.resolve();
+    this.stopping = (async () => {
+      try {
+        await starting;
+      } catch {
+        return; // never listened, nothing to close
+      }
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+        // Keep-alive connections would hold close() open until the client goes away.
+        for (const socket of this.sockets) socket.destroy();
+      });
+      this.server = undefined;
+      this.starting = undefined;
+      this.boundPort = 0;
+    })();
+    return this.stopping;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const byMethod = this.routes.get(url.pathname);
+    if (byMethod === undefined) {
+      req.resume();
+      sendJson(res, 404, { error: `no route ${url.pathname}` });
+      return;
+    }
+    const method = req.method === 'GET' || req.method === 'POST' ? req.method : undefined;
+    const handler = method === undefined ? undefined : byMethod.get(method);
+    if (method === undefined || handler === undefined) {
+      req.resume();
+      res.setHeader('allow', [...byMethod.keys()].join(', '));
+      sendJson(res, 405, { error: `method ${req.method ?? '?'} not allowed on ${url.pathname}` });
+      return;
+    }
+    if (handler === this.metricsRoute) {
+      req.resume();
+      this.serveMetrics(res);
+      return;
+    }
+
+    let input: unknown;
+    if (method === 'POST') {
+      const body = await readBody(req, MAX_BODY_BYTES);
+      if (body === TOO_LARGE) {
+        sendJson(res, 413, { error: `body larger than ${MAX_BODY_BYTES} bytes` });
+        return;
+      }
+      if (body === ABORTED) return;
+      if (body.length === 0) {
+        input = undefined;
+      } else {
+        try {
+          input = JSON.parse(body) as unknown;
+        } catch (err) {
+          sendJson(res, 400, { error: `bad JSON body: ${(err as Error).message}` });
+          return;
+        }
+      }
+    } else {
+      req.resume();
+      input = Object.fromEntries(url.searchParams);
+    }
+
+    try {
+      const result = await handler(input);
+      sendJson(res, 200, result === undefined ? {} : result);
+    } catch (err) {
+      if (err instanceof NfsError) {
+        sendJson(res, 400, { error: err.message, code: err.code });
+      } else {
+        this.logger?.error('admin handler failed', { path: url.pathname, err });
+        sendJson(res, 500, { error: err instanceof Error ? err.message : String(err) });
+      }
+    }
+  }
+
+  private serveMetrics(res: ServerResponse): void {
+    let text: string;
+    try {
+      text = this.registry.render();
+    } catch (err) {
+      this.logger?.error('metrics render failed', { err });
+      sendJson(res, 500, { error: 'metrics render failed' });
+      return;
+    }
+    res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  let text: string;
+  try {
+    // undefined for a function or symbol result, which JSON cannot carry.
+    const json = JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) as
+      string | undefined;
+    text = json ?? '{}';
+  } catch (err) {
+    status = 500;
+    text = JSON.stringify({ error: `response not serializable: ${(err as Error).message}` });
+  }
+  if (res.headersSent) return;
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+const TOO_LARGE = Symbol('too-large');
+const ABORTED = Symbol('aborted');
+
+/** Reads the body as UTF-8, refusing more than `limit` bytes before buffering them. */
+function readBody(req: IncomingMessage, limit: number): Promise<string | typeof TOO_LARGE | typeof ABORTED> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) {
+    req.resume();
+    return Promise.resolve(TOO_LARGE);
+  }
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.length;
+      if (size > limit) {
+        done = true;
+        chunks.length = 0;
+        resolve(TOO_LARGE);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (done) return;
+      done = true;
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    const abort = (): void => {
+      if (done) return;
+      done = true;
+      resolve(ABORTED);
+    };
+    req.on('error', abort);
+    // 'close' before 'end' means the client went away mid-body.
+    req.on('close', abort);
+  });
+}

@@ -1,0 +1,213 @@
+/**
+ * One NF instance: a UDP socket for stamped packets, W worker threads that each own the flows whose hash
+ * falls in their shard, and an admin HTTP port (/metrics, /healthz, /digest).
+ *
+ *   const nf = new NfInstance({ id: 'nf-0', host: '127.0.0.1', port: 0, threads: 2, ... });
+ *   const { port } = await nf.start();   // send stamped datagrams to this port
+ *   await nf.stop();
+ *
+ * The main thread only receives: it reads the flow hash at fixed offsets, copies the datagram into
+ * its worker's pending batch, and transfers each batch as one ArrayBuffer when the receive burst ends
+ * (setImmediate) or the batch fills. Workers send their output themselves.
+ */
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import type { AdminServer } from '../metrics.js';
+import { createNf } from '../nfs/index.js';
+import { mergeGlobal } from '../state/digest.js';
+import { LocalGlobalState } from '../state/global-local.js';
+import type { RunDigest } from '../state/digest.js';
+import type { Logger, MetricSample, MetricSource } from '../types.js';
+import { dropReasonName } from '../types.js';
+import { datagramFlowHash } from './dispatch.js';
+import type { FromWorker, WorkerInit } from './messages.js';
+import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
+import type { ProcessorOptions } from './processor.js';
+
+export interface NfInstanceOptions {
+  id: string;
+  host: string;
+  port: number;
+  threads: number;
+  nf: { type: string; config: Record<string, unknown> };
+  processor: ProcessorOptions;
+  egress: { host: string; port: number };
+  /** This instance's index among all instances, and their number: pools are split by it. */
+  partition: { index: number; count: number };
+  logger: Logger;
+}
+
+const BATCH_BYTES = 256 * 1024;
+
+class Shard {
+  readonly pending = new Uint8Array(BATCH_BYTES);
+  used = 0;
+  readonly view: Float64Array;
+  constructor(
+    readonly worker: Worker,
+    counters: SharedArrayBuffer,
+  ) {
+    this.view = new Float64Array(counters);
+  }
+}
+
+export class NfInstance implements MetricSource {
+  private readonly socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
+  private shards: Shard[] = [];
+  private flushScheduled = false;
+  private started = false;
+  private stopped = false;
+  /** The one reply each worker is awaited for at a time (ready, digest, stopped). */
+  private readonly replies = new Map<Worker, { resolve: (msg: FromWorker) => void; reject: (err: Error) => void }>();
+  /** Called when a worker dies: the instance can no longer own its flows. */
+  onFatal: (err: Error) => void = () => undefined;
+
+  constructor(private readonly options: NfInstanceOptions) {}
+
+  get port(): number {
+    return this.socket.address().port;
+  }
+
+  async start(): Promise<{ port: number }> {
+    if (this.started) return { port: this.port };
+    this.started = true;
+    const { options } = this;
+    // Workers would each fail on a bad NF config; fail here instead, with the config's own message.
+    createNf(options.nf.type, options.nf.config, new LocalGlobalState());
+    const workerUrl = new URL('./worker.js', import.meta.url);
+    for (let i = 0; i < options.threads; i++) {
+      const counters = new SharedArrayBuffer(COUNTER_SLOTS * 8);
+      const init: WorkerInit = {
+        index: i,
+        instance: options.id,
+        nf: options.nf,
+        options: options.processor,
+        egress: options.egress,
+        partition: {
+          index: options.partition.index * options.threads + i,
+          count: options.partition.count * options.threads,
+        },
+        counters,
+      };
+      const worker = new Worker(workerUrl, { workerData: init });
+      const shard = new Shard(worker, counters);
+      worker.on('message', (msg: FromWorker) => {
+        this.replies.get(worker)?.resolve(msg);
+      });
+      worker.on('error', (err) => {
+        options.logger.error('worker failed', { worker: i, error: String(err) });
+        this.replies.get(worker)?.reject(err);
+        this.onFatal(err);
+      });
+      this.shards.push(shard);
+    }
+    await Promise.all(this.shards.map((s) => this.ask(s.worker, 'ready')));
+    this.socket.on('message', (msg) => {
+      this.dispatch(msg);
+    });
+    this.socket.bind(options.port, options.host);
+    await once(this.socket, 'listening');
+    options.logger.info('nf instance listening', { port: this.port, threads: options.threads });
+    return { port: this.port };
+  }
+
+  /** Per-flow digests and the merged global state of every worker (closes open batches first). */
+  async digest(): Promise<RunDigest> {
+    this.flush();
+    const parts = await Promise.all(
+      this.shards.map(async (s) => {
+        const reply = this.ask(s.worker, 'digest');
+        s.worker.postMessage({ type: 'digest' });
+        const msg = await reply;
+        if (msg.type !== 'digest') throw new Error('unexpected worker reply');
+        return msg.digest;
+      }),
+    );
+    return { flows: parts.flatMap((p) => p.flows), global: mergeGlobal(parts.map((p) => p.global)) };
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped || !this.started) return;
+    this.stopped = true;
+    this.socket.close();
+    this.flush();
+    await Promise.all(
+      this.shards.map(async (s) => {
+        const done = this.ask(s.worker, 'stopped');
+        s.worker.postMessage({ type: 'stop' });
+        await done;
+        await s.worker.terminate();
+      }),
+    );
+  }
+
+  collect(out: MetricSample[]): void {
+    const labels = { instance: this.options.id };
+    for (let i = 0; i < WORKER_COUNTERS.length; i++) {
+      let sum = 0;
+      for (const s of this.shards) sum += s.view[i]!;
+      const name = WORKER_COUNTERS[i]!;
+      const metric =
+        name === 'flows' ? 'nfstate_nf_flows' : `nfstate_nf_${name.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase())}_total`;
+      out.push([metric, labels, sum]);
+    }
+    for (let r = 1; r < dropReasonName.length; r++) {
+      let sum = 0;
+      for (const s of this.shards) sum += s.view[DROPS_AT + r]!;
+      out.push(['nfstate_nf_dropped_total', { ...labels, reason: dropReasonName[r]! }, sum]);
+    }
+  }
+
+  /** Sum of one worker counter across shards (tests and summaries). */
+  counter(name: (typeof WORKER_COUNTERS)[number]): number {
+    const i = WORKER_COUNTERS.indexOf(name);
+    let sum = 0;
+    for (const s of this.shards) sum += s.view[i]!;
+    return sum;
+  }
+
+  attach(admin: AdminServer): void {
+    admin.registry.add(this);
+    admin.route('GET', '/digest', () => this.digest());
+  }
+
+  private ask(worker: Worker, type: FromWorker['type']): Promise<FromWorker> {
+    return new Promise((resolve, reject) => {
+      this.replies.set(worker, {
+        resolve: (msg) => {
+          if (msg.type === type) resolve(msg);
+        },
+        reject,
+      });
+    });
+  }
+
+  private dispatch(msg: Buffer): void {
+    const shards = this.shards;
+    const hash = datagramFlowHash(msg);
+    const shard = shards[hash % shards.length]!;
+    const n = msg.length;
+    if (shard.used + 2 + n > BATCH_BYTES) this.send(shard);
+    const p = shard.pending;
+    p[shard.used] = n >>> 8;
+    p[shard.used + 1] = n & 0xff;
+    p.set(msg, shard.used + 2);
+    shard.used += 2 + n;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    for (const s of this.shards) if (s.used > 0) this.send(s);
+  };
+
+  private send(shard: Shard): void {
+    const batch = shard.pending.buffer.slice(0, shard.used);
+    shard.used = 0;
+    shard.worker.postMessage(batch, [batch]);
+  }
+}

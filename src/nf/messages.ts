@@ -1,0 +1,45 @@
+/**
+ * What an NF instance's main thread and its workers say to each other. Packets never travel as
+ * messages one by one: the main thread packs a batch of datagrams into one ArrayBuffer and transfers it.
+ *
+ * Batch layout (records back to back, no padding):
+ *
+ *   +--------+----------------------+--------+----------------------+ ...
+ *   | u16 n  |  n bytes: datagram   | u16 n  |  n bytes: datagram   |
+ *   +--------+----------------------+--------+----------------------+ ...
+ */
+import type { RunDigest } from '../state/digest.js';
+import type { ProcessorOptions } from './processor.js';
+
+export interface WorkerInit {
+  index: number;
+  nf: { type: string; config: Record<string, unknown> };
+  options: ProcessorOptions;
+  egress: { host: string; port: number };
+  /** This worker's share of pools that must be unique across the deployment. */
+  partition: { index: number; count: number };
+  /** Float64 counters the worker publishes every tick and the main thread reads at scrape time. */
+  counters: SharedArrayBuffer;
+  instance: string;
+}
+
+export type ToWorker = ArrayBuffer | { type: 'digest' } | { type: 'stop' };
+export type FromWorker = { type: 'ready' } | { type: 'digest'; digest: RunDigest } | { type: 'stopped' };
+
+/** The order of the counters in a worker's shared Float64Array; drops by reason follow them. */
+export const WORKER_COUNTERS = [
+  'received',
+  'processed',
+  'forwarded',
+  'nfDropped',
+  'held',
+  'gapSkipped',
+  'batches',
+  'deltaBytes',
+  'flowsCreated',
+  'flowsExpired',
+  'events',
+  'flows',
+] as const;
+export const DROPS_AT = WORKER_COUNTERS.length;
+export const COUNTER_SLOTS = DROPS_AT + 16;

@@ -1,0 +1,284 @@
+/**
+ * The per-worker core of an NF instance: takes stamped packets in any order, releases each flow's
+ * packets to the NF strictly in stamp order, closes batches, and expires idle flows. It owns no thread
+ * and no socket, so tests drive it directly and the worker thread only feeds it.
+ *
+ *   const p = new FlowProcessor(nf, global, options, (buf, off, len) => socket.send(buf, off, len), clock);
+ *   p.receive(datagram, 0, datagram.length); // any order
+ *   p.tick(clock.now());                      // batch timeouts, gap timeouts, idle flows
+ *
+ * Invariants:
+ * - A flow's packets reach `process` exactly once each, in sequence order 1, 2, 3 …; a duplicate or a
+ *   sequence number already passed is dropped and counted.
+ * - An out-of-order packet waits in its flow's hold list (bounded by `maxHeld`); a gap that does not
+ *   fill within `gapTimeoutMs` is skipped and counted, never waited on forever.
+ * - A batch closes after `batchSize` packets or `batchTimeoutMs`, whichever is first, and emits the
+ *   flow's state delta since the previous batch.
+ */
+import { flowKeyOf, flowKeyString, packetFlowHash } from '../packet/flow-key.js';
+import { FlowTable } from '../packet/flow-table.js';
+import { Packet } from '../packet/packet.js';
+import { ByteWriter } from '../state/bytes.js';
+import type { FlowDigest, RunDigest } from '../state/digest.js';
+import { stateDigest } from '../state/digest.js';
+import { TimerWheel } from '../timer-wheel.js';
+import type { Clock, FlowKey, GlobalState, NetworkFunction, NfEvent } from '../types.js';
+import { DropReason, Verdict } from '../types.js';
+import { StampView } from '../wire/geneve.js';
+import { PacketContext } from './context.js';
+
+export interface ProcessorOptions {
+  batchSize: number;
+  batchTimeoutMs: number;
+  maxHeld: number;
+  gapTimeoutMs: number;
+  flowIdleMs: number;
+}
+
+/** Sends one processed packet (the whole stamped datagram, inner packet rewritten in place). */
+export type Emit = (buf: Uint8Array, offset: number, length: number) => void;
+
+/**
+ * Receives a flow's closed batch: at version 1 its full state, after that its delta since the previous
+ * batch. The bytes are valid during the call only.
+ */
+export type BatchSink = (flow: FlowEntry, version: number, delta: Uint8Array) => void;
+
+interface Held {
+  seq: number;
+  buf: Uint8Array;
+  offset: number;
+  length: number;
+}
+
+export class FlowEntry {
+  state: unknown = undefined;
+  /** The next sequence number to process. */
+  expected = 1;
+  held: Held[] = [];
+  heldSince = 0;
+  batchCount = 0;
+  batchOpenedAt = 0;
+  /** Batches closed so far: the version a replica of this flow is at. */
+  version = 0;
+  mark = 0;
+  lastActive = 0;
+  forwarded = 0;
+
+  constructor(
+    readonly key: FlowKey,
+    readonly hash: number,
+  ) {}
+}
+
+export class ProcessorCounters {
+  received = 0;
+  processed = 0;
+  forwarded = 0;
+  /** Packets the NF itself dropped (policy): not a loss. */
+  nfDropped = 0;
+  held = 0;
+  /** Sequence numbers skipped because their gap never filled. */
+  gapSkipped = 0;
+  batches = 0;
+  deltaBytes = 0;
+  flowsCreated = 0;
+  flowsExpired = 0;
+  events = 0;
+  readonly drops = new Float64Array(16);
+}
+
+export class FlowProcessor {
+  readonly counters = new ProcessorCounters();
+  readonly flows = new FlowTable<FlowEntry>();
+  private readonly stamp = new StampView();
+  private readonly pkt = new Packet();
+  private readonly ctx: PacketContext;
+  private readonly delta = new ByteWriter(1024);
+  private openBatches: FlowEntry[] = [];
+  private gapWatch: FlowEntry[] = [];
+  private readonly idle: TimerWheel<FlowEntry>;
+  onBatch: BatchSink | undefined;
+
+  constructor(
+    private readonly nf: NetworkFunction<unknown>,
+    private readonly global: GlobalState,
+    private readonly options: ProcessorOptions,
+    private readonly emit: Emit,
+    private readonly clock: Clock,
+    onEvent: (event: NfEvent) => void = () => undefined,
+  ) {
+    this.ctx = new PacketContext(global, (event) => {
+      this.counters.events++;
+      onEvent(event);
+    });
+    this.idle = new TimerWheel<FlowEntry>(Math.max(1, Math.min(1000, options.flowIdleMs / 8)), 64);
+  }
+
+  /** One stamped datagram. Never throws on bad input: it is counted by reason and dropped. */
+  receive(buf: Uint8Array, offset: number, length: number): void {
+    this.counters.received++;
+    const stamp = this.stamp;
+    const r = stamp.parse(buf, offset, length);
+    if (r !== DropReason.NONE) return this.drop(r);
+    if (!stamp.hasStamp || stamp.seq === 0) return this.drop(DropReason.BAD_HEADER);
+    const pr = this.pkt.parse(buf, stamp.innerOffset, stamp.innerLength);
+    if (pr !== DropReason.NONE) return this.drop(pr);
+    const now = this.clock.now();
+    let flow = this.flows.getPacket(this.pkt);
+    if (flow === undefined) {
+      const key = flowKeyOf(this.pkt);
+      flow = new FlowEntry(key, packetFlowHash(this.pkt));
+      this.flows.set(key, flow);
+      this.counters.flowsCreated++;
+      this.idle.add(flow, now + this.options.flowIdleMs);
+    }
+    flow.lastActive = now;
+    const seq = stamp.seq;
+    if (seq < flow.expected) return this.drop(DropReason.DUPLICATE);
+    if (seq > flow.expected) return this.hold(flow, seq, buf, offset, length, now);
+    this.run(flow);
+    this.drain(flow);
+  }
+
+  /** Time-driven work: batch timeouts, gaps that never filled, idle flows. */
+  tick(now: number): void {
+    if (this.openBatches.length > 0) {
+      const open = this.openBatches;
+      let kept = 0;
+      for (const flow of open) {
+        if (flow.batchCount === 0) continue;
+        if (now - flow.batchOpenedAt >= this.options.batchTimeoutMs) this.closeBatch(flow);
+        else open[kept++] = flow;
+      }
+      open.length = kept;
+    }
+    if (this.gapWatch.length > 0) {
+      const watch = this.gapWatch;
+      let kept = 0;
+      for (const flow of watch) {
+        if (flow.held.length === 0) continue;
+        if (now - flow.heldSince >= this.options.gapTimeoutMs) this.skipGap(flow);
+        if (flow.held.length > 0) watch[kept++] = flow;
+      }
+      watch.length = kept;
+    }
+    this.idle.advance(now, (flow) => {
+      const deadline = flow.lastActive + this.options.flowIdleMs;
+      if (deadline > now || flow.held.length > 0) this.idle.add(flow, Math.max(deadline, now + 1));
+      else this.expire(flow);
+    });
+  }
+
+  /** Closes every open batch now (before a snapshot or a stop). */
+  flushBatches(): void {
+    for (const flow of this.openBatches) if (flow.batchCount > 0) this.closeBatch(flow);
+    this.openBatches.length = 0;
+  }
+
+  /** Per-flow digests and this worker's global state, for comparison with the oracle. */
+  digest(): RunDigest {
+    const flows: FlowDigest[] = [];
+    for (const [key, flow] of this.flows.entries()) {
+      if (flow.state === undefined) continue;
+      flows.push({
+        flow: flowKeyString(key),
+        packets: flow.expected - 1,
+        forwarded: flow.forwarded,
+        digest: stateDigest(this.nf, flow.state),
+        allocations: this.nf.allocations(flow.state),
+      });
+    }
+    return { flows, global: this.global.snapshot() };
+  }
+
+  private drop(reason: DropReason): void {
+    this.counters.drops[reason]!++;
+  }
+
+  private hold(flow: FlowEntry, seq: number, buf: Uint8Array, offset: number, length: number, now: number): void {
+    const held = flow.held;
+    let at = held.length;
+    while (at > 0 && held[at - 1]!.seq > seq) at--;
+    if (at > 0 && held[at - 1]!.seq === seq) return this.drop(DropReason.DUPLICATE);
+    if (held.length === 0) {
+      flow.heldSince = now;
+      this.gapWatch.push(flow);
+    }
+    held.splice(at, 0, { seq, buf, offset, length });
+    this.counters.held++;
+    // A full hold list means the gap is not going to fill in time: skip it rather than drop what we hold.
+    if (held.length > this.options.maxHeld) this.skipGap(flow);
+  }
+
+  private skipGap(flow: FlowEntry): void {
+    const first = flow.held[0];
+    if (first === undefined) return;
+    this.counters.gapSkipped += first.seq - flow.expected;
+    this.counters.drops[DropReason.GAP_TIMEOUT]!++;
+    flow.expected = first.seq;
+    this.drain(flow);
+    flow.heldSince = this.clock.now();
+  }
+
+  private drain(flow: FlowEntry): void {
+    const held = flow.held;
+    let n = 0;
+    while (n < held.length && held[n]!.seq === flow.expected) {
+      const h = held[n++]!;
+      // The views still point at the packet that arrived last; re-point them at the held one.
+      this.stamp.parse(h.buf, h.offset, h.length);
+      this.pkt.parse(h.buf, this.stamp.innerOffset, this.stamp.innerLength);
+      this.run(flow);
+    }
+    if (n > 0) held.splice(0, n);
+  }
+
+  /** Processes the packet the views point at, which is the flow's next one. */
+  private run(flow: FlowEntry): void {
+    const stamp = this.stamp;
+    const ctx = this.ctx;
+    ctx.set(flow.key, flow.hash, stamp.seq, stamp.timeMs);
+    flow.state ??= this.nf.initFlow(this.pkt, ctx);
+    const verdict = this.nf.process(this.pkt, flow.state, ctx);
+    flow.expected = stamp.seq + 1;
+    this.counters.processed++;
+    if (verdict === Verdict.FORWARD) {
+      this.counters.forwarded++;
+      flow.forwarded++;
+      this.emit(this.pkt.buf, stamp.innerOffset - stamp.headerLength, stamp.headerLength + stamp.innerLength);
+    } else {
+      this.counters.nfDropped++;
+    }
+    if (flow.batchCount++ === 0) {
+      flow.batchOpenedAt = this.clock.now();
+      this.openBatches.push(flow);
+    }
+    if (flow.batchCount >= this.options.batchSize) this.closeBatch(flow);
+  }
+
+  private closeBatch(flow: FlowEntry): void {
+    flow.batchCount = 0;
+    if (flow.state === undefined) return;
+    const w = this.delta;
+    w.reset();
+    // A flow's first batch carries its full state: a peer has nothing yet to apply a delta to.
+    if (flow.version === 0) this.nf.codec.encodeFull(flow.state, w);
+    else this.nf.codec.encodeDelta(flow.state, flow.mark, w);
+    flow.mark = this.nf.codec.mark(flow.state);
+    flow.version++;
+    this.counters.batches++;
+    this.counters.deltaBytes += w.length;
+    this.onBatch?.(flow, flow.version, w.view());
+  }
+
+  private expire(flow: FlowEntry): void {
+    if (flow.batchCount > 0) this.closeBatch(flow);
+    if (flow.state !== undefined) {
+      this.ctx.set(flow.key, flow.hash, flow.expected, this.clock.now());
+      this.nf.releaseFlow(flow.state, this.ctx);
+    }
+    this.flows.delete(flow.key);
+    this.counters.flowsExpired++;
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * What a run leaves behind, in a form two runs can compare: per flow, a digest of the NF's full state
+ * encoding plus the allocations the flow holds; and the global state merged across every worker and
+ * instance. The oracle produces the same shape from a sequential run.
+ */
+import { createHash } from 'node:crypto';
+import type { GlobalSnapshot, NetworkFunction } from '../types.js';
+import { ByteWriter } from './bytes.js';
+
+export interface FlowDigest {
+  /** flowKeyString of the canonical key. */
+  flow: string;
+  /** Packets processed (the highest sequence number applied). */
+  packets: number;
+  /** Packets the NF forwarded (the rest it dropped by its own policy). */
+  forwarded: number;
+  digest: string;
+  allocations: Record<string, number>;
+}
+
+export interface RunDigest {
+  flows: FlowDigest[];
+  global: GlobalSnapshot;
+}
+
+const scratch = new ByteWriter(4096);
+
+export function stateDigest(nf: NetworkFunction<unknown>, state: unknown): string {
+  scratch.reset();
+  nf.codec.encodeFull(state, scratch);
+  return createHash('sha256').update(scratch.view()).digest('hex').slice(0, 32);
+}
+
+/**
+ * Merges global snapshots from many workers: counters add, sets unite, pool allocations concatenate
+ * (the caller checks them for uniqueness). Valid because every eventual value is commutative.
+ */
+export function mergeGlobal(parts: readonly GlobalSnapshot[]): GlobalSnapshot {
+  const out: GlobalSnapshot = { pools: {}, counters: {}, sets: {} };
+  for (const part of parts) {
+    for (const [name, allocs] of Object.entries(part.pools)) (out.pools[name] ??= []).push(...allocs);
+    for (const [name, values] of Object.entries(part.counters)) {
+      const into = (out.counters[name] ??= {});
+      for (const [key, v] of Object.entries(values)) into[key] = (into[key] ?? 0) + v;
+    }
+    for (const [name, values] of Object.entries(part.sets)) {
+      const into = (out.sets[name] ??= {});
+      for (const [key, members] of Object.entries(values)) {
+        into[key] = [...new Set([...(into[key] ?? []), ...members])].sort((a, b) => a - b);
+      }
+    }
+  }
+  for (const allocs of Object.values(out.pools)) allocs.sort((a, b) => a.value - b.value);
+  // A counter that went up and back down is the same as one never touched.
+  for (const values of Object.values(out.counters)) {
+    for (const [key, v] of Object.entries(values)) if (v === 0) delete values[key];
+  }
+  return out;
+}

@@ -1,0 +1,130 @@
+/**
+ * The switch: where each stamped packet goes. Exact rules, installed by the controller for flows it has
+ * placed (moves, failovers), win; every other flow goes to a default owner by Maglev consistent hashing
+ * over the live instances, so a change of membership moves only about 1/N of the flows. A rule may name
+ * a secondary, which receives a copy of each packet. Rules carry an epoch so a stale one is recognisable.
+ *
+ *   const sw = new Switch(['nf-0', 'nf-1']);
+ *   sw.installRule(key, { primary: 1, secondary: 0, epoch: 2 });
+ *   const route = sw.route(pkt, hash); // route.primary, route.secondary (-1: none), route.epoch
+ */
+import { ErrorCode, NfsError } from '../errors.js';
+import { flowKeyString } from '../packet/flow-key.js';
+import { FlowTable } from '../packet/flow-table.js';
+import type { FlowKey, MetricSample, MetricSource, PacketView } from '../types.js';
+import { Maglev } from './maglev.js';
+
+/** Where a packet goes: indexes into the switch's instance list. */
+export interface Route {
+  primary: number;
+  /** -1 when the flow has no secondary. */
+  secondary: number;
+  epoch: number;
+}
+
+export class Rule implements Route {
+  packets = 0;
+  bytes = 0;
+  constructor(
+    readonly key: FlowKey,
+    public primary: number,
+    public secondary: number,
+    public epoch: number,
+  ) {}
+}
+
+export interface RuleSpec {
+  primary: number;
+  secondary?: number;
+  epoch: number;
+}
+
+export class Switch implements MetricSource {
+  private readonly rules = new FlowTable<Rule>();
+  private maglev: Maglev;
+  private live: number[] = [];
+  /** Epoch of the default (hashed) placement; bumped whenever the live set changes. */
+  private defaultEpoch = 1;
+  private readonly fallback: Route = { primary: -1, secondary: -1, epoch: 1 };
+  defaultPackets = 0;
+  staleRules = 0;
+
+  constructor(private readonly instances: readonly string[]) {
+    this.maglev = new Maglev([]);
+    this.setLive(instances.map((_, i) => i));
+  }
+
+  /** The instances that may own flows by default (indexes into the instance list). */
+  setLive(live: readonly number[]): void {
+    this.live = [...live];
+    this.maglev = new Maglev(this.live.map((i) => this.instances[i]!));
+    this.defaultEpoch++;
+    this.fallback.epoch = this.defaultEpoch;
+  }
+
+  /** Installs or replaces a flow's rule; a rule older than the installed one is refused (false). */
+  installRule(key: FlowKey, spec: RuleSpec): boolean {
+    this.check(spec.primary);
+    if (spec.secondary !== undefined && spec.secondary !== -1) this.check(spec.secondary);
+    const existing = this.rules.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (existing !== undefined) {
+      if (spec.epoch < existing.epoch) {
+        this.staleRules++;
+        return false;
+      }
+      existing.primary = spec.primary;
+      existing.secondary = spec.secondary ?? -1;
+      existing.epoch = spec.epoch;
+      return true;
+    }
+    this.rules.set(key, new Rule(key, spec.primary, spec.secondary ?? -1, spec.epoch));
+    return true;
+  }
+
+  removeRule(key: FlowKey): boolean {
+    return this.rules.delete(key);
+  }
+
+  route(pkt: PacketView, hash: number): Route {
+    if (this.rules.size > 0) {
+      const rule = this.rules.getPacket(pkt);
+      if (rule !== undefined) {
+        rule.packets++;
+        rule.bytes += pkt.length;
+        return rule;
+      }
+    }
+    this.defaultPackets++;
+    const at = this.maglev.lookup(hash);
+    this.fallback.primary = at < 0 ? -1 : this.live[at]!;
+    return this.fallback;
+  }
+
+  listRules(): { flow: string; primary: string; secondary: string | null; epoch: number; packets: number; bytes: number }[] {
+    return [...this.rules.entries()].map(([key, r]) => ({
+      flow: flowKeyString(key),
+      primary: this.instances[r.primary]!,
+      secondary: r.secondary < 0 ? null : this.instances[r.secondary]!,
+      epoch: r.epoch,
+      packets: r.packets,
+      bytes: r.bytes,
+    }));
+  }
+
+  collect(out: MetricSample[]): void {
+    out.push(['nfstate_switch_rules', {}, this.rules.size]);
+    out.push(['nfstate_switch_default_packets_total', {}, this.defaultPackets]);
+    out.push(['nfstate_switch_stale_rules_total', {}, this.staleRules]);
+    for (const [key, r] of this.rules.entries()) {
+      const labels = { flow: flowKeyString(key) };
+      out.push(['nfstate_switch_rule_packets_total', labels, r.packets]);
+      out.push(['nfstate_switch_rule_bytes_total', labels, r.bytes]);
+    }
+  }
+
+  private check(index: number): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.instances.length) {
+      throw new NfsError(ErrorCode.CONFIG, `rule: no instance ${index} (have ${this.instances.length})`);
+    }
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * The sink: the end of a deployment's path. It checks every flow by stamp — delivered, reordered,
+ * duplicated (replays included) — records latency from the ingress stamp in an HDR histogram,
+ * acknowledges to the generator so a closed-loop run never overflows a buffer, and can write what it
+ * receives to pcap or deliver the inner UDP payloads on to a real UDP destination (the egress role).
+ *
+ *   const sink = new Sink({ host, port: 0, ackTo: { host, port: ackPort } }, logger);
+ *   await sink.start();
+ *   sink.report(); // totals, per-flow counts, latency percentiles
+ */
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { wallClock } from '../clock.js';
+import { flowKeyOf, flowKeyString } from '../packet/flow-key.js';
+import { FlowTable } from '../packet/flow-table.js';
+import { Packet } from '../packet/packet.js';
+import type { Clock, FlowKey, Logger, MetricSample, MetricSource } from '../types.js';
+import { DropReason, dropReasonName, IpProto } from '../types.js';
+import { StampFlag, StampView } from '../wire/geneve.js';
+import { ACK_LENGTH, writeAck } from './generator.js';
+import { LatencyHistogram } from './latency.js';
+import type { LatencySummary } from './latency.js';
+import type { PcapWriter } from './pcap.js';
+
+export interface SinkOptions {
+  host: string;
+  port: number;
+  /** Where to send acknowledgements (the generator), if anywhere. */
+  ackTo?: { host: string; port: number };
+  /** Forward each delivered UDP packet's payload to this destination. */
+  deliver?: { host: string; port: number };
+  pcap?: PcapWriter;
+}
+
+class SinkFlow {
+  delivered = 0;
+  maxSeq = 0;
+  reordered = 0;
+  duplicated = 0;
+  seen = new Uint8Array(16);
+  constructor(readonly key: FlowKey) {}
+
+  /** Marks seq as seen; false if it had been seen before. */
+  mark(seq: number): boolean {
+    const byte = seq >>> 3;
+    if (byte >= this.seen.length) {
+      let size = this.seen.length * 2;
+      while (size <= byte) size *= 2;
+      const next = new Uint8Array(size);
+      next.set(this.seen);
+      this.seen = next;
+    }
+    const bit = 1 << (seq & 7);
+    if ((this.seen[byte]! & bit) !== 0) return false;
+    this.seen[byte] = this.seen[byte]! | bit;
+    return true;
+  }
+}
+
+export interface FlowReport {
+  flow: string;
+  delivered: number;
+  maxSeq: number;
+  reordered: number;
+  duplicated: number;
+}
+
+export interface SinkReport {
+  received: number;
+  delivered: number;
+  reordered: number;
+  duplicated: number;
+  replays: number;
+  flows: FlowReport[];
+  latency: LatencySummary;
+  /** The histogram itself (HDR base64) so reports from many sinks can be merged. */
+  histogram: string;
+  drops: Record<string, number>;
+  firstAt: number;
+  lastAt: number;
+}
+
+export class Sink implements MetricSource {
+  private readonly socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
+  private readonly out = dgram.createSocket('udp4');
+  private readonly flows = new FlowTable<SinkFlow>();
+  private readonly view = new StampView();
+  private readonly pkt = new Packet();
+  private readonly latency = new LatencyHistogram();
+  private readonly ack = new Uint8Array(ACK_LENGTH);
+  private ackTimer: NodeJS.Timeout | undefined;
+  private ackedAt = 0;
+  private started = false;
+  private stopped = false;
+  received = 0;
+  delivered = 0;
+  reordered = 0;
+  duplicated = 0;
+  replays = 0;
+  firstAt = 0;
+  lastAt = 0;
+  readonly drops = new Float64Array(16);
+
+  constructor(
+    private readonly options: SinkOptions,
+    private readonly logger: Logger,
+    private readonly clock: Clock = wallClock,
+  ) {}
+
+  get port(): number {
+    return this.socket.address().port;
+  }
+
+  async start(): Promise<{ port: number }> {
+    if (this.started) return { port: this.port };
+    this.started = true;
+    this.socket.on('message', (msg) => {
+      this.onDatagram(msg);
+    });
+    this.out.on('error', (err) => {
+      this.logger.warn('sink send error', { error: err.message });
+    });
+    this.socket.bind(this.options.port, this.options.host);
+    await once(this.socket, 'listening');
+    // Acknowledge at least every millisecond, plus every 64 packets from the receive path.
+    this.ackTimer = setInterval(() => {
+      this.sendAck();
+    }, 1);
+    this.logger.info('sink listening', { port: this.port });
+    return { port: this.port };
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped || !this.started) return;
+    this.stopped = true;
+    clearInterval(this.ackTimer);
+    this.socket.close();
+    this.out.close();
+    this.options.pcap?.close();
+    await Promise.resolve();
+  }
+
+  onDatagram(msg: Uint8Array): void {
+    this.received++;
+    const view = this.view;
+    const r = view.parse(msg, 0, msg.length);
+    if (r !== DropReason.NONE) return this.drop(r);
+    if (!view.hasStamp || view.seq === 0) return this.drop(DropReason.BAD_HEADER);
+    const pr = this.pkt.parse(msg, view.innerOffset, view.innerLength);
+    if (pr !== DropReason.NONE) return this.drop(pr);
+    const now = this.clock.now();
+    let flow = this.flows.getPacket(this.pkt);
+    if (flow === undefined) {
+      const key = flowKeyOf(this.pkt);
+      flow = new SinkFlow(key);
+      this.flows.set(key, flow);
+    }
+    const seq = view.seq;
+    if (!flow.mark(seq)) {
+      flow.duplicated++;
+      this.duplicated++;
+      if ((view.flags & StampFlag.REPLAY) !== 0) this.replays++;
+      return;
+    }
+    if (seq < flow.maxSeq) {
+      flow.reordered++;
+      this.reordered++;
+    } else {
+      flow.maxSeq = seq;
+    }
+    flow.delivered++;
+    this.delivered++;
+    if (this.firstAt === 0) this.firstAt = now;
+    this.lastAt = now;
+    this.latency.record((now - view.timeMs) * 1000);
+    const pkt = this.pkt;
+    this.options.pcap?.write(msg.subarray(view.innerOffset, view.innerOffset + pkt.length), now);
+    const deliver = this.options.deliver;
+    if (deliver !== undefined && pkt.proto === IpProto.UDP) {
+      this.out.send(msg, pkt.payloadOffset, pkt.payloadLength, deliver.port, deliver.host);
+    }
+    if ((this.delivered & 63) === 0) this.sendAck();
+  }
+
+  report(): SinkReport {
+    const flows: FlowReport[] = [];
+    for (const [key, f] of this.flows.entries()) {
+      flows.push({
+        flow: flowKeyString(key),
+        delivered: f.delivered,
+        maxSeq: f.maxSeq,
+        reordered: f.reordered,
+        duplicated: f.duplicated,
+      });
+    }
+    const drops: Record<string, number> = {};
+    for (let r = 1; r < dropReasonName.length; r++) if (this.drops[r]! > 0) drops[dropReasonName[r]!] = this.drops[r]!;
+    return {
+      received: this.received,
+      delivered: this.delivered,
+      reordered: this.reordered,
+      duplicated: this.duplicated,
+      replays: this.replays,
+      flows,
+      latency: this.latency.toJSON(),
+      histogram: this.latency.encode(),
+      drops,
+      firstAt: this.firstAt,
+      lastAt: this.lastAt,
+    };
+  }
+
+  collect(out: MetricSample[]): void {
+    out.push(['nfstate_sink_received_total', {}, this.received]);
+    out.push(['nfstate_sink_delivered_total', {}, this.delivered]);
+    out.push(['nfstate_sink_reordered_total', {}, this.reordered]);
+    out.push(['nfstate_sink_duplicated_total', {}, this.duplicated]);
+    out.push(['nfstate_sink_flows', {}, this.flows.size]);
+    for (let r = 1; r < dropReasonName.length; r++) {
+      out.push(['nfstate_sink_dropped_total', { reason: dropReasonName[r]! }, this.drops[r]!]);
+    }
+  }
+
+  private sendAck(): void {
+    const to = this.options.ackTo;
+    if (to === undefined || this.delivered === this.ackedAt) return;
+    this.ackedAt = this.delivered;
+    writeAck(this.ack, this.delivered);
+    this.out.send(this.ack, 0, ACK_LENGTH, to.port, to.host);
+  }
+
+  private drop(reason: DropReason): void {
+    this.drops[reason]!++;
+  }
+}
