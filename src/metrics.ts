@@ -196,9 +196,14 @@ export class AdminServer {
 
   /** Binds and resolves with the port. Calling it again while started returns the same port. */
   start(): Promise<number> {
+    // A start during a stop binds afresh once the old listener is closed.
+    if (this.stopping !== undefined) return this.stopping.then(() => this.start());
     if (this.starting !== undefined) return this.starting;
     const server = createServer((req, res) => {
-      void this.handle(req, res);
+      this.handle(req, res).catch((err: unknown) => {
+        this.logger?.error('admin request failed', { err });
+        sendJson(res, 500, { error: 'internal error' });
+      });
     });
     server.requestTimeout = REQUEST_TIMEOUT_MS;
     server.headersTimeout = REQUEST_TIMEOUT_MS;
@@ -207,7 +212,6 @@ export class AdminServer {
       socket.once('close', () => this.sockets.delete(socket));
     });
     this.server = server;
-    this.stopping = undefined;
     this.starting = new Promise<number>((resolve, reject) => {
       const onError = (err: Error): void => {
         this.server = undefined;
@@ -255,7 +259,9 @@ export class AdminServer {
       this.server = undefined;
       this.starting = undefined;
       this.boundPort = 0;
-    })();
+    })().finally(() => {
+      this.stopping = undefined;
+    });
     return this.stopping;
   }
 

@@ -226,6 +226,14 @@ void test('admin server: stop before start, restart after stop, busy port is an 
     (err: unknown) => err instanceof NfsError && err.code === ErrorCode.PROCESS,
   );
   await b.stop();
+  // A start issued while a stop is in flight binds again after the close.
+  const stopping = a.stop();
+  const third = await a.start();
+  await stopping;
+  assert.ok(third > 0);
+  assert.equal(a.port, third);
+  const health = await call(third, 'GET', '/healthz');
+  assert.equal(health.status, 200);
   await a.stop();
   assert.ok(first > 0);
   assert.throws(() => new AdminServer({ port: 70000, registry: new MetricsRegistry() }), NfsError);

@@ -55,10 +55,17 @@ export interface DemoSummary {
  * The synthetic trace is shaped to match them (see traffic/trace.ts).
  */
 export const DEMO_NF_CONFIG: Record<string, Record<string, unknown>> = {
-  lb: { vip: '198.51.100.10', backends: ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3:8080', '10.1.0.4:8080'] },
+  lb: {
+    vip: '198.51.100.10',
+    backends: ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3:8080', '10.1.0.4:8080'],
+  },
 };
 
-export async function runDemo(topology: Topology, options: DemoOptions, logger: Logger): Promise<DemoSummary> {
+export async function runDemo(
+  topology: Topology,
+  options: DemoOptions,
+  logger: Logger,
+): Promise<DemoSummary> {
   const trace = new SyntheticTrace(options.trace);
   const runDir = mkdtempSync(join(tmpdir(), 'nfstate-demo-'));
   const stampLog = join(runDir, 'stamps.pcap');
@@ -70,7 +77,11 @@ export async function runDemo(topology: Topology, options: DemoOptions, logger: 
   try {
     // The generator's socket must exist before the sink, which acknowledges to it.
     const ackPort = await gen.bind(topology.host);
-    deployment = new LocalDeployment(topology, { logDir: runDir, stampLog, ackTo: { host: topology.host, port: ackPort } });
+    deployment = new LocalDeployment(topology, {
+      logDir: runDir,
+      stampLog,
+      ackTo: { host: topology.host, port: ackPort },
+    });
     const ends = await deployment.start();
     await gen.connect(topology.host, ends.ingress.port);
     logger.info('demo running', { instances: ends.instances.length, packets: trace.total, runDir });
@@ -83,7 +94,8 @@ export async function runDemo(topology: Topology, options: DemoOptions, logger: 
     const deliveredBy = new Map(report.flows.map((f) => [f.flow, f.delivered]));
     let lost = Math.max(0, result.sent - ref.packets);
     let nfDropped = 0;
-    for (const [flow, expected] of ref.forwarded) lost += Math.max(0, expected - (deliveredBy.get(flow) ?? 0));
+    for (const [flow, expected] of ref.forwarded)
+      lost += Math.max(0, expected - (deliveredBy.get(flow) ?? 0));
     for (const f of ref.flows) nfDropped += f.packets - f.forwarded;
     const summary: DemoSummary = {
       nf: topology.nf.type,
@@ -111,7 +123,10 @@ export async function runDemo(topology: Topology, options: DemoOptions, logger: 
       },
       state_matches_oracle: cmp.matches && cmp.globalMatches,
       global_matches_oracle: cmp.globalMatches,
-      mismatched_flows: [...cmp.mismatched, ...cmp.missing, ...cmp.extra, ...cmp.duplicateAllocations].slice(0, 10),
+      mismatched_flows: [...cmp.mismatched, ...cmp.missing, ...cmp.extra, ...cmp.duplicateAllocations].slice(
+        0,
+        10,
+      ),
       run_dir: options.keep ? runDir : null,
     };
     return summary;

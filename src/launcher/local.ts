@@ -62,7 +62,9 @@ export class RoleProcess {
       child.on('exit', (code, signal) => {
         this.exited = true;
         clearTimeout(timer);
-        reject(new NfsError(ErrorCode.PROCESS, `${name}: exited during start (code ${code}, signal ${signal})`));
+        reject(
+          new NfsError(ErrorCode.PROCESS, `${name}: exited during start (code ${code}, signal ${signal})`),
+        );
         for (const w of this.waiting.splice(0)) w({ type: 'error', error: `${name} exited` });
       });
     });
@@ -153,7 +155,13 @@ export class LocalDeployment {
       }
       const ports = await Promise.all(this.instances.map((p) => p.ports));
       ports.forEach((p, i) => {
-        instances.push({ id: `nf-${i}`, host: t.host, port: p.port!, admin: p.admin!, cluster: Math.floor(i / t.perCluster) });
+        instances.push({
+          id: `nf-${i}`,
+          host: t.host,
+          port: p.port!,
+          admin: p.admin!,
+          cluster: Math.floor(i / t.perCluster),
+        });
       });
       const ingressSpec: IngressSpec = {
         host: t.host,
@@ -191,7 +199,8 @@ export class LocalDeployment {
 
   async sinkReport(): Promise<SinkReport> {
     const r = await this.sink!.request({ type: 'report' });
-    if (r.type !== 'report') throw new NfsError(ErrorCode.PROCESS, `sink report failed: ${JSON.stringify(r)}`);
+    if (r.type !== 'report')
+      throw new NfsError(ErrorCode.PROCESS, `sink report failed: ${JSON.stringify(r)}`);
     return r.report;
   }
 

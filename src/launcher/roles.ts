@@ -130,16 +130,21 @@ async function serveAdmin(host: string, port: number, source: MetricSource): Pro
 }
 
 /** POST /rules { flow: "udp 10.0.0.1:5000 198.51.100.10:80", primary: "nf-3", secondary?: "nf-4", epoch } */
-function installRule(ingress: Ingress, instances: readonly Endpoint[], body: unknown): { installed: boolean } {
+function installRule(
+  ingress: Ingress,
+  instances: readonly Endpoint[],
+  body: unknown,
+): { installed: boolean } {
   const b = (body ?? {}) as Record<string, unknown>;
   const index = (field: string): number | undefined => {
     const v = b[field];
     if (v === undefined || v === null) return undefined;
     const i = instances.findIndex((e) => e.id === v);
-    if (i < 0) throw new NfsError(ErrorCode.CONFIG, `rule.${field}: no instance '${String(v)}'`);
+    if (i < 0) throw new NfsError(ErrorCode.CONFIG, `rule.${field}: no instance ${JSON.stringify(v)}`);
     return i;
   };
-  if (typeof b.flow !== 'string') throw new NfsError(ErrorCode.CONFIG, 'rule.flow: must be a flow key string');
+  if (typeof b.flow !== 'string')
+    throw new NfsError(ErrorCode.CONFIG, 'rule.flow: must be a flow key string');
   const primary = index('primary');
   if (primary === undefined) throw new NfsError(ErrorCode.CONFIG, 'rule.primary: required');
   const epoch = b.epoch;
@@ -149,7 +154,11 @@ function installRule(ingress: Ingress, instances: readonly Endpoint[], body: unk
   const secondary = index('secondary');
   const key = parseFlowKeyString(b.flow);
   return {
-    installed: ingress.switch.installRule(key, { primary, epoch, ...(secondary === undefined ? {} : { secondary }) }),
+    installed: ingress.switch.installRule(key, {
+      primary,
+      epoch,
+      ...(secondary === undefined ? {} : { secondary }),
+    }),
   };
 }
 
@@ -161,7 +170,7 @@ function attach(role: Role, admin: AdminServer, ports: Record<string, number>): 
       await role.stop();
       await admin.stop();
       send({ type: 'stopped' });
-      process.disconnect?.();
+      if (process.connected) process.disconnect();
     })());
   const send = (msg: RoleReply): void => {
     if (process.connected) process.send?.(msg);
@@ -171,8 +180,10 @@ function attach(role: Role, admin: AdminServer, ports: Record<string, number>): 
   process.on('message', (cmd: RoleCommand) => {
     void (async () => {
       try {
-        if (cmd.type === 'digest' && role.digest !== undefined) send({ type: 'digest', digest: await role.digest() });
-        else if (cmd.type === 'report' && role.report !== undefined) send({ type: 'report', report: role.report() });
+        if (cmd.type === 'digest' && role.digest !== undefined)
+          send({ type: 'digest', digest: await role.digest() });
+        else if (cmd.type === 'report' && role.report !== undefined)
+          send({ type: 'report', report: role.report() });
         else if (cmd.type === 'stop') await stop();
       } catch (err) {
         send({ type: 'error', error: String(err) });

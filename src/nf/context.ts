@@ -22,7 +22,8 @@ export class PacketContext implements FlowContext {
     this.seq = seq;
     this.now = now;
     // Mixes the sequence number in with a large odd constant so consecutive seeds differ in every bit.
-    const seed = (flowHash ^ Math.imul(seq, 0x9e3779b1) ^ Math.imul((seq / 0x100000000) | 0, 0x85ebca6b)) >>> 0;
+    const seed =
+      (flowHash ^ Math.imul(seq, 0x9e3779b1) ^ Math.imul((seq / 0x100000000) | 0, 0x85ebca6b)) >>> 0;
     this.rng = seed === 0 ? 0x6d2b79f5 : seed;
   }
 

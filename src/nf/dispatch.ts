@@ -13,8 +13,10 @@ export function datagramFlowHash(d: Uint8Array): number {
   const ihl = (d[inner]! & 0x0f) * 4;
   const l4 = inner + ihl;
   const proto = d[inner + 9]!;
-  const src = ((d[inner + 12]! << 24) | (d[inner + 13]! << 16) | (d[inner + 14]! << 8) | d[inner + 15]!) >>> 0;
-  const dst = ((d[inner + 16]! << 24) | (d[inner + 17]! << 16) | (d[inner + 18]! << 8) | d[inner + 19]!) >>> 0;
+  const src =
+    ((d[inner + 12]! << 24) | (d[inner + 13]! << 16) | (d[inner + 14]! << 8) | d[inner + 15]!) >>> 0;
+  const dst =
+    ((d[inner + 16]! << 24) | (d[inner + 17]! << 16) | (d[inner + 18]! << 8) | d[inner + 19]!) >>> 0;
   let sport = 0;
   let dport = 0;
   if ((proto === 6 || proto === 17) && l4 + 4 <= n) {

@@ -59,7 +59,10 @@ export class NfInstance implements MetricSource {
   private started = false;
   private stopped = false;
   /** The one reply each worker is awaited for at a time (ready, digest, stopped). */
-  private readonly replies = new Map<Worker, { resolve: (msg: FromWorker) => void; reject: (err: Error) => void }>();
+  private readonly replies = new Map<
+    Worker,
+    { resolve: (msg: FromWorker) => void; reject: (err: Error) => void }
+  >();
   /** Called when a worker dies: the instance can no longer own its flows. */
   onFatal: (err: Error) => void = () => undefined;
 
@@ -149,7 +152,9 @@ export class NfInstance implements MetricSource {
       for (const s of this.shards) sum += s.view[i]!;
       const name = WORKER_COUNTERS[i]!;
       const metric =
-        name === 'flows' ? 'nfstate_nf_flows' : `nfstate_nf_${name.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase())}_total`;
+        name === 'flows'
+          ? 'nfstate_nf_flows'
+          : `nfstate_nf_${name.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase())}_total`;
       out.push([metric, labels, sum]);
     }
     for (let r = 1; r < dropReasonName.length; r++) {

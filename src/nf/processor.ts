@@ -196,7 +196,14 @@ export class FlowProcessor {
     this.counters.drops[reason]!++;
   }
 
-  private hold(flow: FlowEntry, seq: number, buf: Uint8Array, offset: number, length: number, now: number): void {
+  private hold(
+    flow: FlowEntry,
+    seq: number,
+    buf: Uint8Array,
+    offset: number,
+    length: number,
+    now: number,
+  ): void {
     const held = flow.held;
     let at = held.length;
     while (at > 0 && held[at - 1]!.seq > seq) at--;

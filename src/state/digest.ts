@@ -52,8 +52,8 @@ export function mergeGlobal(parts: readonly GlobalSnapshot[]): GlobalSnapshot {
   }
   for (const allocs of Object.values(out.pools)) allocs.sort((a, b) => a.value - b.value);
   // A counter that went up and back down is the same as one never touched.
-  for (const values of Object.values(out.counters)) {
-    for (const [key, v] of Object.entries(values)) if (v === 0) delete values[key];
+  for (const [name, values] of Object.entries(out.counters)) {
+    out.counters[name] = Object.fromEntries(Object.entries(values).filter(([, v]) => v !== 0));
   }
   return out;
 }

@@ -145,7 +145,10 @@ export class Ingress implements MetricSource {
     const at = this.nextSlot();
     if (view.innerLength + STAMP_HEADER_LENGTH > SLOT) return this.drop(DropReason.BAD_LENGTH);
     writeStampHeader(this.ring, at, { vni: view.vni, flags: 0, epoch: 0, seq: 0, timeMs: 0 });
-    this.ring.set(msg.subarray(view.innerOffset, view.innerOffset + view.innerLength), at + STAMP_HEADER_LENGTH);
+    this.ring.set(
+      msg.subarray(view.innerOffset, view.innerOffset + view.innerLength),
+      at + STAMP_HEADER_LENGTH,
+    );
     const n = STAMP_HEADER_LENGTH + view.innerLength;
     if (view.parse(this.ring, at, n) !== DropReason.NONE) return this.drop(DropReason.BAD_HEADER);
     this.forward(this.ring, at, n);

@@ -100,7 +100,14 @@ export class Switch implements MetricSource {
     return this.fallback;
   }
 
-  listRules(): { flow: string; primary: string; secondary: string | null; epoch: number; packets: number; bytes: number }[] {
+  listRules(): {
+    flow: string;
+    primary: string;
+    secondary: string | null;
+    epoch: number;
+    packets: number;
+    bytes: number;
+  }[] {
     return [...this.rules.entries()].map(([key, r]) => ({
       flow: flowKeyString(key),
       primary: this.instances[r.primary]!,

@@ -172,7 +172,13 @@ export class Generator {
     const end = this.acked > 0 ? Math.max(this.lastAckAt, sentAt) : sentAt;
     const durationMs = Math.max(end - start, 0.001);
     if (stalls > 0) this.logger.warn('generator window stalled', { stalls });
-    return { sent, acked: this.acked, durationMs, ratePps: (this.acked > 0 ? this.acked : sent) / (durationMs / 1000), stalls };
+    return {
+      sent,
+      acked: this.acked,
+      durationMs,
+      ratePps: (this.acked > 0 ? this.acked : sent) / (durationMs / 1000),
+      stalls,
+    };
   }
 
   private sendOne(source: PacketSource, i: number): void {

@@ -133,7 +133,11 @@ export function compareRuns(run: RunDigest, ref: RunDigest): Comparison {
   }
   const globalMatches = sameGlobal(mergeGlobal([run.global]), mergeGlobal([ref.global]));
   return {
-    matches: mismatched.length === 0 && missing.length === 0 && extra.length === 0 && duplicateAllocations.length === 0,
+    matches:
+      mismatched.length === 0 &&
+      missing.length === 0 &&
+      extra.length === 0 &&
+      duplicateAllocations.length === 0,
     flows: theirs.size,
     mismatched,
     missing,

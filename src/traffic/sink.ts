@@ -194,7 +194,8 @@ export class Sink implements MetricSource {
       });
     }
     const drops: Record<string, number> = {};
-    for (let r = 1; r < dropReasonName.length; r++) if (this.drops[r]! > 0) drops[dropReasonName[r]!] = this.drops[r]!;
+    for (let r = 1; r < dropReasonName.length; r++)
+      if (this.drops[r]! > 0) drops[dropReasonName[r]!] = this.drops[r]!;
     return {
       received: this.received,
       delivered: this.delivered,

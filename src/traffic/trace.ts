@@ -59,7 +59,8 @@ export class SyntheticTrace {
 
   constructor(readonly options: TraceOptions) {
     const { flows, packets, payload, skew } = options;
-    if (!Number.isInteger(flows) || flows < 1) throw new NfsError(ErrorCode.USAGE, `--flows: must be >= 1 (got ${flows})`);
+    if (!Number.isInteger(flows) || flows < 1)
+      throw new NfsError(ErrorCode.USAGE, `--flows: must be >= 1 (got ${flows})`);
     if (!Number.isInteger(packets) || packets < 1) {
       throw new NfsError(ErrorCode.USAGE, `--packets: must be >= 1 (got ${packets})`);
     }
@@ -123,7 +124,12 @@ export class SyntheticTrace {
       p[7] = k & 0xff;
     }
     if (f % 8 === 3 && k === 1 && p.length >= 8 + MARKER.length) p.set(MARKER, 8);
-    const common = { srcIp: this.srcIp[f]!, dstIp: this.dstIp, srcPort: this.srcPort[f]!, dstPort: this.options.dstPort };
+    const common = {
+      srcIp: this.srcIp[f]!,
+      dstIp: this.dstIp,
+      srcPort: this.srcPort[f]!,
+      dstPort: this.options.dstPort,
+    };
     if (this.options.proto === 'udp') return buildUdp(buf, offset, { ...common, payload: p });
     const last = k === this.counts[f]! - 1;
     const flags = k === 0 ? TcpFlag.SYN : last ? TcpFlag.FIN | TcpFlag.ACK : TcpFlag.PSH | TcpFlag.ACK;

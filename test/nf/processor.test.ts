@@ -11,7 +11,13 @@ import { DropReason } from '../../src/types.js';
 import { StampView } from '../../src/wire/geneve.js';
 import { stamped } from '../helpers/packets.js';
 
-const OPTIONS: ProcessorOptions = { batchSize: 4, batchTimeoutMs: 5, maxHeld: 64, gapTimeoutMs: 100, flowIdleMs: 60_000 };
+const OPTIONS: ProcessorOptions = {
+  batchSize: 4,
+  batchTimeoutMs: 5,
+  maxHeld: 64,
+  gapTimeoutMs: 100,
+  flowIdleMs: 60_000,
+};
 
 function harness(nfType = 'ids', options: ProcessorOptions = OPTIONS) {
   const clock = new ManualClock();
@@ -38,7 +44,8 @@ function harness(nfType = 'ids', options: ProcessorOptions = OPTIONS) {
 
 function packets(flows: number, perFlow: number): Uint8Array[] {
   const all: Uint8Array[] = [];
-  for (let seq = 1; seq <= perFlow; seq++) for (let f = 0; f < flows; f++) all.push(stamped({ flow: f, seq }));
+  for (let seq = 1; seq <= perFlow; seq++)
+    for (let f = 0; f < flows; f++) all.push(stamped({ flow: f, seq }));
   return all;
 }
 

@@ -155,14 +155,25 @@ export class Driver<S> {
     };
   }
 
+  /** The flow `bytes` belongs to, if it has state. */
+  flowOf(bytes: Uint8Array): Flow<S> | undefined {
+    const pkt = parsed(bytes);
+    return this.flows.get(flowKeyString(flowKeyOf(pkt)));
+  }
+
   release(flow: Flow<S>): void {
     this.nf.releaseFlow(flow.state, this.ctx.fill(flow.key, flow.seq + 1, this.now));
     this.flows.delete(flowKeyString(flow.key));
   }
 }
 
+/** A writer that never has to grow here: growth is ByteWriter's own concern, tested with it. */
+export function writer(): ByteWriter {
+  return new ByteWriter(1 << 20);
+}
+
 export function encodeFull<S>(nf: NetworkFunction<S>, state: S): Uint8Array {
-  const w = new ByteWriter(64);
+  const w = writer();
   nf.codec.encodeFull(state, w);
   return w.view().slice();
 }

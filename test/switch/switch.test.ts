@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { NfsError } from '../../src/errors.js';
+import { buildUdp } from '../../src/packet/build.js';
+import { flowKeyOf, packetFlowHash } from '../../src/packet/flow-key.js';
+import { Packet } from '../../src/packet/packet.js';
+import { Switch } from '../../src/switch/switch.js';
+
+function udp(srcPort: number): Packet {
+  const buf = new Uint8Array(64);
+  const n = buildUdp(buf, 0, {
+    srcIp: 0x0a000001,
+    dstIp: 0xc0000201,
+    srcPort,
+    dstPort: 80,
+    payload: new Uint8Array(4),
+  });
+  const p = new Packet();
+  p.parse(buf, 0, n);
+  return p;
+}
+
+describe('Switch', () => {
+  it('spreads flows without rules over the live instances by consistent hashing', () => {
+    const sw = new Switch(['a', 'b', 'c']);
+    const hits = [0, 0, 0];
+    for (let port = 1000; port < 4000; port++) {
+      const p = udp(port);
+      const r = sw.route(p, packetFlowHash(p));
+      hits[r.primary]!++;
+      assert.equal(r.secondary, -1);
+    }
+    for (const h of hits) assert.ok(h > 800, `uneven: ${hits.join(',')}`);
+    sw.setLive([0, 2]);
+    for (let port = 1000; port < 1100; port++) {
+      const p = udp(port);
+      assert.notEqual(sw.route(p, packetFlowHash(p)).primary, 1);
+    }
+  });
+
+  it('lets an exact rule win, with its secondary, and counts its packets', () => {
+    const sw = new Switch(['a', 'b', 'c']);
+    const p = udp(5000);
+    assert.ok(sw.installRule(flowKeyOf(p), { primary: 2, secondary: 1, epoch: 5 }));
+    const r = sw.route(p, packetFlowHash(p));
+    assert.deepEqual([r.primary, r.secondary, r.epoch], [2, 1, 5]);
+    sw.route(p, packetFlowHash(p));
+    const rule = sw.listRules()[0];
+    assert.equal(rule?.packets, 2);
+    assert.equal(rule.primary, 'c');
+  });
+
+  it('refuses a rule older than the one installed', () => {
+    const sw = new Switch(['a', 'b']);
+    const key = flowKeyOf(udp(5000));
+    assert.ok(sw.installRule(key, { primary: 1, epoch: 5 }));
+    assert.equal(sw.installRule(key, { primary: 0, epoch: 4 }), false);
+    assert.equal(sw.listRules()[0]?.primary, 'b');
+    assert.equal(sw.staleRules, 1);
+  });
+
+  it('rejects a rule naming an unknown instance with a clear error', () => {
+    const sw = new Switch(['a']);
+    assert.throws(() => sw.installRule(flowKeyOf(udp(1)), { primary: 3, epoch: 1 }), NfsError);
+  });
+});
