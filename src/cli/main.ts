@@ -49,7 +49,6 @@ function signalled(): Promise<void> {
 
 const program = new Command('nfstate')
   .description('Cluster-based distributed state management for network functions')
-  .showHelpAfterError('(run with --help for usage)')
   .configureOutput({
     outputError: (str, write) => {
       write(`${str.split('\n')[0] ?? ''}\n`);

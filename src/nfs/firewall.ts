@@ -148,7 +148,8 @@ export function compileRules(rules: unknown): CompiledRules {
   for (let i = 0; i < n; i++) {
     const path = `rules[${i}]`;
     const rule = list[i];
-    if (!isRecord(rule)) throw configError(path, 'must be an object such as { action: allow, dst: 10.0.0.0/8 }');
+    if (!isRecord(rule))
+      throw configError(path, 'must be an object such as { action: allow, dst: 10.0.0.0/8 }');
     const c = new ConfigReader(path, rule);
     out.action[i] = c.oneOf('action', 'allow', ['allow', 'deny']) === 'allow' ? ACTION_ALLOW : ACTION_DENY;
     if (rule.action === undefined) throw configError(`${path}.action`, `is required (allow or deny)`);
@@ -207,7 +208,20 @@ class FirewallCodec implements StateCodec<FirewallState> {
 
   decodeFull(r: ByteReader): FirewallState {
     const s = new FirewallState();
-    this.applyDelta(s, r);
+    s.allowed = r.u8() === 1;
+    s.rule = r.u32() - 1;
+    s.conn = toConnState(r.u8());
+    s.fins = r.u8() & 7;
+    s.initIp = r.u32();
+    s.initPort = r.u16();
+    s.startedAt = r.f64();
+    s.lastSeen = r.f64();
+    s.pktsFwd = r.u53();
+    s.pktsRev = r.u53();
+    s.bytesFwd = r.u53();
+    s.bytesRev = r.u53();
+    s.dropped = r.u53();
+    s.evaluations = r.u53();
     return s;
   }
 
@@ -232,21 +246,9 @@ class FirewallCodec implements StateCodec<FirewallState> {
     w.u53(s.evaluations);
   }
 
+  /** Decoded whole first, so a truncated or invalid delta leaves the state as it was. */
   applyDelta(s: FirewallState, r: ByteReader): void {
-    s.allowed = r.u8() === 1;
-    s.rule = r.u32() - 1;
-    s.conn = toConnState(r.u8());
-    s.fins = r.u8() & 7;
-    s.initIp = r.u32();
-    s.initPort = r.u16();
-    s.startedAt = r.f64();
-    s.lastSeen = r.f64();
-    s.pktsFwd = r.u53();
-    s.pktsRev = r.u53();
-    s.bytesFwd = r.u53();
-    s.bytesRev = r.u53();
-    s.dropped = r.u53();
-    s.evaluations = r.u53();
+    Object.assign(s, this.decodeFull(r));
   }
 }
 

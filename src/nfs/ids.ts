@@ -112,7 +112,8 @@ function appendRecord(
   matches: number,
 ): void {
   const i = s.recTotal;
-  if (i * REC >= s.rec.length && s.rec.length < limit * REC) s.rec = grow(s.rec, capacityFor(i + 1, limit) * REC);
+  if (i * REC >= s.rec.length && s.rec.length < limit * REC)
+    s.rec = grow(s.rec, capacityFor(i + 1, limit) * REC);
   const at = (i % limit) * REC;
   const r = s.rec;
   r[at] = seq;
@@ -144,7 +145,8 @@ export function parseIdsConfig(config: Record<string, unknown>): IdsConfig {
   const list = c.raw('signatures');
   let signatures: readonly Signature[] = defaultSignatures;
   if (list !== undefined) {
-    if (!Array.isArray(list)) throw configError('signatures', 'must be a list of { id, name, pattern | hex }');
+    if (!Array.isArray(list))
+      throw configError('signatures', 'must be a list of { id, name, pattern | hex }');
     const ids = new Set<number>();
     signatures = list.map((entry: unknown, i): Signature => {
       const path = `signatures[${i}]`;
@@ -154,7 +156,8 @@ export function parseIdsConfig(config: Record<string, unknown>): IdsConfig {
       if (ids.has(id)) throw configError(`${path}.id`, `${id} is used by an earlier signature`);
       ids.add(id);
       const name = sc.raw('name');
-      if (typeof name !== 'string' || name === '') throw configError(`${path}.name`, 'must be a non-empty string');
+      if (typeof name !== 'string' || name === '')
+        throw configError(`${path}.name`, 'must be a non-empty string');
       const pattern = sc.raw('pattern');
       const h = sc.raw('hex');
       let bytes: Uint8Array;
@@ -162,7 +165,8 @@ export function parseIdsConfig(config: Record<string, unknown>): IdsConfig {
       if (typeof pattern === 'string' && pattern !== '') bytes = text(pattern);
       else if (pattern !== undefined) throw configError(`${path}.pattern`, 'must be a non-empty string');
       else if (typeof h === 'string' && /^([0-9a-fA-F]{2})+$/.test(h)) bytes = hex(h);
-      else if (h !== undefined) throw configError(`${path}.hex`, `must be pairs of hex digits such as 'deadbeef'`);
+      else if (h !== undefined)
+        throw configError(`${path}.hex`, `must be pairs of hex digits such as 'deadbeef'`);
       else throw configError(path, 'needs a pattern (text) or hex (bytes)');
       sc.done();
       return { id, name, bytes };
@@ -205,7 +209,14 @@ class IdsCodec implements StateCodec<IdsState> {
 
   decodeFull(r: ByteReader): IdsState {
     const s = new IdsState(this.limit);
-    this.readFullInto(s, r);
+    s.packets = r.u53();
+    s.bytes = r.u53();
+    s.lastSeen = r.f64();
+    s.initIp = r.u32();
+    s.initPort = r.u16();
+    s.nodeFwd = this.node(r.u32());
+    s.nodeRev = this.node(r.u32());
+    this.readLogs(s, r);
     return s;
   }
 
@@ -215,7 +226,10 @@ class IdsCodec implements StateCodec<IdsState> {
 
   encodeDelta(s: IdsState, since: number, w: ByteWriter): void {
     if (!Number.isInteger(since) || since < 0 || since > s.recTotal) {
-      throw new NfsError(ErrorCode.STATE, `ids: mark ${since} is not a record count of this flow (${s.recTotal})`);
+      throw new NfsError(
+        ErrorCode.STATE,
+        `ids: mark ${since} is not a record count of this flow (${s.recTotal})`,
+      );
     }
     const n = s.recTotal - since;
     let k = 0;
@@ -236,19 +250,65 @@ class IdsCodec implements StateCodec<IdsState> {
     this.writeLogs(s, n, k, w);
   }
 
+  /**
+   * Validates the whole delta before changing anything (a first pass over the reader), so a delta
+   * that is truncated or cut at another mark throws and leaves the state as it was.
+   */
   applyDelta(s: IdsState, r: ByteReader): void {
     const kind = r.u8();
     if (kind === 1) {
-      this.readFullInto(s, r);
+      Object.assign(s, this.decodeFull(r));
       return;
     }
     if (kind !== 0) throw new NfsError(ErrorCode.STATE, `ids: unknown delta kind ${kind}`);
-    s.packets = r.u53();
-    s.bytes = r.u53();
-    s.lastSeen = r.f64();
-    s.nodeFwd = this.node(r.u32());
-    s.nodeRev = this.node(r.u32());
-    this.readLogs(s, r, true);
+    const start = r.offset;
+    this.readDelta(s, r, false);
+    r.offset = start;
+    this.readDelta(s, r, true);
+  }
+
+  private readDelta(s: IdsState, r: ByteReader, apply: boolean): void {
+    const limit = this.limit;
+    const packets = r.u53();
+    const bytes = r.u53();
+    const lastSeen = r.f64();
+    const nodeFwd = this.node(r.u32());
+    const nodeRev = this.node(r.u32());
+    const recTotal = r.u53();
+    const n = r.u32();
+    if (n > limit || recTotal - n !== s.recTotal) {
+      throw new NfsError(
+        ErrorCode.STATE,
+        `ids: delta of ${n} records up to ${recTotal} does not apply to a flow at record ${s.recTotal}`,
+      );
+    }
+    for (let i = 0; i < n; i++) {
+      const seq = r.u53();
+      const timeMs = r.f64();
+      const length = r.u32();
+      const matches = r.u32();
+      if (apply) appendRecord(s, limit, seq, timeMs, length, matches);
+    }
+    const hitTotal = r.u53();
+    const k = r.u32();
+    if (k > limit || hitTotal - k !== s.hitTotal) {
+      throw new NfsError(
+        ErrorCode.STATE,
+        `ids: delta of ${k} hits up to ${hitTotal} does not apply to a flow at hit ${s.hitTotal}`,
+      );
+    }
+    for (let i = 0; i < k; i++) {
+      const seq = r.u53();
+      const signatureId = r.u32();
+      if (apply) appendHit(s, limit, seq, signatureId);
+    }
+    if (apply) {
+      s.packets = packets;
+      s.bytes = bytes;
+      s.lastSeen = lastSeen;
+      s.nodeFwd = nodeFwd;
+      s.nodeRev = nodeRev;
+    }
   }
 
   private writeLogs(s: IdsState, n: number, k: number, w: ByteWriter): void {
@@ -271,49 +331,20 @@ class IdsCodec implements StateCodec<IdsState> {
     }
   }
 
-  private readFullInto(s: IdsState, r: ByteReader): void {
-    s.packets = r.u53();
-    s.bytes = r.u53();
-    s.lastSeen = r.f64();
-    s.initIp = r.u32();
-    s.initPort = r.u16();
-    s.nodeFwd = this.node(r.u32());
-    s.nodeRev = this.node(r.u32());
-    this.readLogs(s, r, false);
-  }
-
-  /**
-   * Reads the two log sections. Appending (a delta) requires the state to be exactly at the mark the
-   * delta was cut from; otherwise the entries are laid out afresh for the stated totals.
-   */
-  private readLogs(s: IdsState, r: ByteReader, append: boolean): void {
+  /** Reads the two log sections of a full encoding into a fresh state. */
+  private readLogs(s: IdsState, r: ByteReader): void {
     const limit = this.limit;
     const recTotal = r.u53();
     const n = r.u32();
     if (n > limit || n > recTotal) throw new NfsError(ErrorCode.STATE, `ids: ${n} records of ${recTotal}`);
-    if (append) {
-      if (recTotal - n !== s.recTotal) {
-        throw new NfsError(
-          ErrorCode.STATE,
-          `ids: delta from record ${recTotal - n} does not apply to a flow at record ${s.recTotal}`,
-        );
-      }
-    } else {
-      s.recTotal = recTotal - n;
-      s.rec = new Float64Array(capacityFor(s.recTotal, limit) * REC);
-    }
+    s.recTotal = recTotal - n;
+    s.rec = new Float64Array(capacityFor(s.recTotal, limit) * REC);
     for (let i = 0; i < n; i++) appendRecord(s, limit, r.u53(), r.f64(), r.u32(), r.u32());
     const hitTotal = r.u53();
     const k = r.u32();
     if (k > limit || k > hitTotal) throw new NfsError(ErrorCode.STATE, `ids: ${k} hits of ${hitTotal}`);
-    if (append) {
-      if (hitTotal - k !== s.hitTotal) {
-        throw new NfsError(ErrorCode.STATE, `ids: delta from hit ${hitTotal - k} does not apply at hit ${s.hitTotal}`);
-      }
-    } else {
-      s.hitTotal = hitTotal - k;
-      s.hits = new Float64Array(capacityFor(s.hitTotal, limit) * HIT);
-    }
+    s.hitTotal = hitTotal - k;
+    s.hits = new Float64Array(capacityFor(s.hitTotal, limit) * HIT);
     for (let i = 0; i < k; i++) appendHit(s, limit, r.u53(), r.u32());
   }
 
@@ -357,7 +388,8 @@ export class Ids implements NetworkFunction<IdsState>, MatchSink {
       const before = this.ports.size(src);
       const after = this.ports.add(src, pkt.dstPort);
       const limit = this.config.scanPorts;
-      if (before < limit && after >= limit) ctx.emit({ type: 'portscan', src: ipToString(src), ports: after });
+      if (before < limit && after >= limit)
+        ctx.emit({ type: 'portscan', src: ipToString(src), ports: after });
     }
     return s;
   }

@@ -88,7 +88,8 @@ export function parseLbConfig(config: Record<string, unknown>): LbConfig {
   const backendNames: string[] = [];
   list.forEach((entry: unknown, i) => {
     const path = `backends[${i}]`;
-    if (typeof entry !== 'string') throw configError(path, `must be 'ip' or 'ip:port', got ${JSON.stringify(entry)}`);
+    if (typeof entry !== 'string')
+      throw configError(path, `must be 'ip' or 'ip:port', got ${JSON.stringify(entry)}`);
     const m = /^([0-9.]+)(?::(\d{1,5}))?$/.exec(entry.trim());
     if (m === null) throw configError(path, `'${entry}' is not 'ip' or 'ip:port'`);
     backendIp[i] = ipv4At(path, m[1]);
@@ -107,7 +108,7 @@ export function parseLbConfig(config: Record<string, unknown>): LbConfig {
 }
 
 /**
- * Layout, 40 bytes in full:
+ * Layout, 34 bytes in full:
  *   u8 role | u16 backend+1 | u32 initIp | u16 initPort | u8 closeFlags | u53 packets | u53 bytes | f64 lastSeen
  * The role, backend and initiator are fixed at the flow's start, so a delta is the last four (25 bytes).
  */
@@ -143,10 +144,14 @@ class LbCodec implements StateCodec<LbState> {
   }
 
   applyDelta(s: LbState, r: ByteReader): void {
-    s.closeFlags = r.u8() & 7;
-    s.packets = r.u53();
-    s.bytes = r.u53();
+    // Read everything before assigning, so a truncated delta leaves the state as it was.
+    const closeFlags = r.u8() & 7;
+    const packets = r.u53();
+    const bytes = r.u53();
     s.lastSeen = r.f64();
+    s.closeFlags = closeFlags;
+    s.packets = packets;
+    s.bytes = bytes;
   }
 }
 

@@ -39,9 +39,13 @@ export function isPrime(n: number): boolean {
  */
 export function buildMaglevTable(names: readonly string[], size: number): Uint16Array {
   const n = names.length;
-  if (n === 0 || n > 0xffff) throw new NfsError(ErrorCode.CONFIG, `maglev: needs 1 to 65535 backends, got ${n}`);
+  if (n === 0 || n > 0xffff)
+    throw new NfsError(ErrorCode.CONFIG, `maglev: needs 1 to 65535 backends, got ${n}`);
   if (!isPrime(size) || size < n) {
-    throw new NfsError(ErrorCode.CONFIG, `maglev: table size ${size} must be a prime >= the backend count ${n}`);
+    throw new NfsError(
+      ErrorCode.CONFIG,
+      `maglev: table size ${size} must be a prime >= the backend count ${n}`,
+    );
   }
   const offset = new Uint32Array(n);
   const skip = new Uint32Array(n);

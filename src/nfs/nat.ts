@@ -18,7 +18,14 @@
  * outbound ones get only their source address rewritten, and inbound ones are rejected.
  */
 import { IpProto, Verdict } from '../types.js';
-import type { FlowContext, GlobalState, NetworkFunction, PacketView, SharedPool, StateCodec } from '../types.js';
+import type {
+  FlowContext,
+  GlobalState,
+  NetworkFunction,
+  PacketView,
+  SharedPool,
+  StateCodec,
+} from '../types.js';
 import type { ByteReader, ByteWriter } from '../state/bytes.js';
 import { ConfigReader, configError } from './config.js';
 
@@ -57,7 +64,8 @@ export function parseNatConfig(config: Record<string, unknown>): NatConfig {
   const publicIp = c.ipv4('publicIp', '203.0.113.1');
   const portFirst = c.integer('portFirst', 1024, 1, 65535);
   const portLast = c.integer('portLast', 65535, 1, 65535);
-  if (portLast < portFirst) throw configError('portLast', `must be >= portFirst (${portFirst}), got ${portLast}`);
+  if (portLast < portFirst)
+    throw configError('portLast', `must be >= portFirst (${portFirst}), got ${portLast}`);
   const internal = c.cidr('internal', '10.0.0.0/8');
   c.done();
   return { publicIp, portFirst, portLast, internalNetwork: internal.network, internalMask: internal.mask };
@@ -110,9 +118,12 @@ class NatCodec implements StateCodec<NatState> {
   }
 
   applyDelta(s: NatState, r: ByteReader): void {
-    s.packets = r.u53();
-    s.bytes = r.u53();
+    // Read everything before assigning, so a truncated delta leaves the state as it was.
+    const packets = r.u53();
+    const bytes = r.u53();
     s.lastSeen = r.f64();
+    s.packets = packets;
+    s.bytes = bytes;
   }
 }
 

@@ -196,22 +196,44 @@ class LocalSets implements SharedSets {
   }
 }
 
+/** This process's share of every pool: slice `index` of `count` equal slices. */
+export interface Partition {
+  index: number;
+  count: number;
+}
+
 /**
  * All global state in this process's memory. Handles are made once per name, so NFs that resolve the
  * same name share one pool, one counter map, one set map.
+ *
+ * With a partition, each pool hands out values only from this process's slice of its range, so many
+ * processes (every worker of every instance) allocate without ever colliding and without talking to
+ * each other: the block allocation many carrier-grade NATs use. What they cannot do is look up an owner
+ * in another slice; the strongly consistent stores do that.
  */
 export class LocalGlobalState implements GlobalState {
   private readonly pools = new Map<string, LocalPool>();
+  private readonly ranges = new Map<string, readonly [number, number]>();
   private readonly counterMaps = new Map<string, LocalCounters>();
   private readonly setMaps = new Map<string, LocalSets>();
+  private readonly partition: Partition;
+
+  constructor(options: { partition?: Partition } = {}) {
+    this.partition = options.partition ?? { index: 0, count: 1 };
+    const { index, count } = this.partition;
+    if (!Number.isInteger(count) || count < 1 || !Number.isInteger(index) || index < 0 || index >= count) {
+      throw new NfsError(ErrorCode.CONFIG, `global.partition: bad slice ${index} of ${count}`);
+    }
+  }
 
   pool(name: string, first: number, last: number): SharedPool {
     const existing = this.pools.get(name);
     if (existing !== undefined) {
-      if (existing.first !== first || existing.last !== last) {
+      const [f, l] = this.ranges.get(name)!;
+      if (f !== first || l !== last) {
         throw new NfsError(
           ErrorCode.CONFIG,
-          `global.pool.${name}: already defined as [${existing.first}, ${existing.last}], not [${first}, ${last}]`,
+          `global.pool.${name}: already defined as [${f}, ${l}], not [${first}, ${last}]`,
         );
       }
       return existing;
@@ -219,8 +241,19 @@ export class LocalGlobalState implements GlobalState {
     if (!Number.isSafeInteger(first) || !Number.isSafeInteger(last) || first > last) {
       throw new NfsError(ErrorCode.CONFIG, `global.pool.${name}: bad range [${first}, ${last}]`);
     }
-    const p = new LocalPool(name, first, last, this.givenLookup());
+    const { index, count } = this.partition;
+    const slice = Math.floor((last - first + 1) / count);
+    if (slice < 1) {
+      throw new NfsError(
+        ErrorCode.CONFIG,
+        `global.pool.${name}: [${first}, ${last}] is too small for ${count} partitions`,
+      );
+    }
+    const from = first + index * slice;
+    const to = index === count - 1 ? last : from + slice - 1;
+    const p = new LocalPool(name, from, to, this.givenLookup());
     this.pools.set(name, p);
+    this.ranges.set(name, [first, last]);
     return p;
   }
 

@@ -92,6 +92,8 @@ const STALL_MS = 250;
 
 export class Generator {
   private readonly socket = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 * 1024 * 1024 });
+  /** Separate from the sending socket: a connected socket only hears from the peer it is connected to. */
+  private readonly acks = dgram.createSocket('udp4');
   private readonly ring = new Uint8Array(SLOT * SLOTS);
   private acked = 0;
   private lastAckAt = 0;
@@ -103,9 +105,9 @@ export class Generator {
     private readonly clock: Clock = wallClock,
   ) {}
 
-  /** Binds the socket that sends and takes acknowledgements; returns its port. */
+  /** Binds the socket that takes acknowledgements; returns its port (give it to the sink). */
   async bind(host: string): Promise<number> {
-    this.socket.on('message', (msg) => {
+    this.acks.on('message', (msg) => {
       const n = readAck(msg);
       if (n > this.acked) {
         this.acked = n;
@@ -116,9 +118,12 @@ export class Generator {
     this.socket.on('error', (err) => {
       this.logger.warn('generator socket error', { error: err.message });
     });
-    this.socket.bind(0, host);
-    await once(this.socket, 'listening');
-    return this.socket.address().port;
+    this.acks.on('error', (err) => {
+      this.logger.warn('generator ack socket error', { error: err.message });
+    });
+    this.acks.bind(0, host);
+    await once(this.acks, 'listening');
+    return this.acks.address().port;
   }
 
   async connect(host: string, port: number): Promise<void> {
@@ -128,6 +133,7 @@ export class Generator {
 
   close(): void {
     this.socket.close();
+    this.acks.close();
   }
 
   async run(source: PacketSource, signal?: AbortSignal): Promise<GeneratorResult> {

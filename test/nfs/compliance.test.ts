@@ -16,6 +16,7 @@ import { createNf } from '../../src/nfs/index.js';
 import { ByteReader } from '../../src/state/bytes.js';
 import { LocalGlobalState } from '../../src/state/global-local.js';
 import { Packet } from '../../src/packet/packet.js';
+import { NfsError } from '../../src/errors.js';
 import { DropReason, type NetworkFunction } from '../../src/types.js';
 import { decodeFull, Driver, encodeFull, ip, type Flow, writer } from './context.js';
 
@@ -56,7 +57,12 @@ const entries: readonly Entry[] = [
   {
     label: 'firewall (loose)',
     type: 'firewall',
-    config: { rules: [{ action: 'deny', dst: '192.0.2.2/32' }], strict: false, udpIdleMs: 1000, tcpIdleMs: 5000 },
+    config: {
+      rules: [{ action: 'deny', dst: '192.0.2.2/32' }],
+      strict: false,
+      udpIdleMs: 1000,
+      tcpIdleMs: 5000,
+    },
     ips: ['10.0.0.1', '192.0.2.1', '192.0.2.2'],
     ports: [22, 80, 5000],
   },
@@ -70,7 +76,11 @@ const entries: readonly Entry[] = [
   {
     label: 'lb (least-connections)',
     type: 'lb',
-    config: { vip: '198.51.100.10', backends: ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3'], algorithm: 'least-connections' },
+    config: {
+      vip: '198.51.100.10',
+      backends: ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3'],
+      algorithm: 'least-connections',
+    },
     ips: ['192.0.2.1', '198.51.100.10', '10.1.0.1', '10.1.0.3'],
     ports: [80, 8080, 1234],
   },
@@ -135,7 +145,8 @@ function build(f: FlowSpec, s: Step): Uint8Array {
   const [src, sp, dst, dp] = s.rev ? [f.b, f.bp, f.a, f.ap] : [f.a, f.ap, f.b, f.bp];
   const base = { srcIp: ip(src), dstIp: ip(dst), payload: s.payload };
   let n: number;
-  if (f.proto === 'tcp') n = buildTcp(scratch, 0, { ...base, srcPort: sp, dstPort: dp, seq: 1, ack: 1, flags: s.flags });
+  if (f.proto === 'tcp')
+    n = buildTcp(scratch, 0, { ...base, srcPort: sp, dstPort: dp, seq: 1, ack: 1, flags: s.flags });
   else if (f.proto === 'udp') n = buildUdp(scratch, 0, { ...base, srcPort: sp, dstPort: dp });
   // Echo request one way, reply the other; the identifier is the initiator's port.
   else n = buildIcmp(scratch, 0, { ...base, type: s.rev ? 0 : 8, code: 0, id: f.ap, seq: 1 });
@@ -170,7 +181,11 @@ function run(e: Entry, plan: { flows: FlowSpec[]; steps: Step[] }) {
   return { nf, d, snaps, outputs, global };
 }
 
-function checkCodec(nf: NetworkFunction<unknown>, flows: Iterable<Flow<unknown>>, snaps: Map<Flow<unknown>, Snap[]>) {
+function checkCodec(
+  nf: NetworkFunction<unknown>,
+  flows: Iterable<Flow<unknown>>,
+  snaps: Map<Flow<unknown>, Snap[]>,
+) {
   for (const flow of flows) {
     const s = flow.state;
     assert.deepStrictEqual(decodeFull(nf, encodeFull(nf, s)), s, 'full round trip');
@@ -182,6 +197,12 @@ function checkCodec(nf: NetworkFunction<unknown>, flows: Iterable<Flow<unknown>>
       nf.codec.applyDelta(replica, r);
       assert.equal(r.remaining, 0, 'applyDelta reads the whole delta');
       assert.deepStrictEqual(replica, s, `delta from mark ${mark}`);
+      // A truncated delta throws and leaves the replica as it was.
+      const cut = decodeFull(nf, full);
+      assert.throws(() => {
+        nf.codec.applyDelta(cut, new ByteReader(w.view().subarray(0, w.length - 1)));
+      }, NfsError);
+      assert.deepStrictEqual(cut, decodeFull(nf, full));
     }
     for (const [name, v] of Object.entries(nf.allocations(s))) {
       assert.equal(typeof name, 'string');
@@ -211,7 +232,14 @@ for (const e of entries) {
 /** An IPv4 packet of any protocol number, with a random payload, optional options, valid checksum. */
 const probe = new Packet();
 
-function rawIpv4(proto: number, src: number, dst: number, ttl: number, options: Uint8Array, payload: Uint8Array) {
+function rawIpv4(
+  proto: number,
+  src: number,
+  dst: number,
+  ttl: number,
+  options: Uint8Array,
+  payload: Uint8Array,
+) {
   const hdr = 20 + options.length;
   const b = new Uint8Array(hdr + payload.length);
   b[0] = 0x40 | (hdr >> 2);
@@ -252,10 +280,19 @@ for (const e of entries) {
         const b = new Uint8Array(2048);
         const ipSpec = { srcIp: p.src, dstIp: p.dst, ttl: p.ttl, ipOptions: p.options, payload: p.payload };
         let n: number;
-        if (p.kind === 'tcp') n = buildTcp(b, 0, { ...ipSpec, srcPort: p.sp, dstPort: p.dp, seq: 7, ack: 9, flags: p.flags });
+        if (p.kind === 'tcp')
+          n = buildTcp(b, 0, { ...ipSpec, srcPort: p.sp, dstPort: p.dp, seq: 7, ack: 9, flags: p.flags });
         else if (p.kind === 'udp') n = buildUdp(b, 0, { ...ipSpec, srcPort: p.sp, dstPort: p.dp });
         else if (p.kind === 'icmp') {
-          n = buildIcmp(b, 0, { srcIp: p.src, dstIp: p.dst, type: p.icmpType, code: p.flags, id: p.sp, seq: 1, payload: p.payload });
+          n = buildIcmp(b, 0, {
+            srcIp: p.src,
+            dstIp: p.dst,
+            type: p.icmpType,
+            code: p.flags,
+            id: p.sp,
+            seq: 1,
+            payload: p.payload,
+          });
         } else return { bytes: rawIpv4(p.proto, p.src, p.dst, p.ttl, p.options, p.payload), dt: p.dt };
         return { bytes: b.slice(0, n), dt: p.dt };
       });

@@ -6,6 +6,8 @@
  *   const d = new Driver(createNat({}, global), global);
  *   const r = d.send(udp('10.0.0.1', 1234, '192.0.2.1', 53, 'q'));   // r.verdict, r.pkt (re-parsed)
  */
+import assert from 'node:assert/strict';
+import { ErrorCode, NfsError } from '../../src/errors.js';
 import { buildIcmp, buildTcp, buildUdp } from '../../src/packet/build.js';
 import { flowHash, flowKeyOf, flowKeyString, parseIpv4 } from '../../src/packet/flow-key.js';
 import { Packet } from '../../src/packet/packet.js';
@@ -22,14 +24,36 @@ import {
 
 export const ip = parseIpv4;
 
+/** Asserts that `fn` throws NfsError CONFIG naming `nf.config.<field>`. */
+export function expectConfigError(fn: () => unknown, field: string): void {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof NfsError, `expected NfsError, got ${String(e)}`);
+    assert.equal(e.code, ErrorCode.CONFIG);
+    assert.ok(e.message.startsWith(`nf.config.${field}: `), e.message);
+    return true;
+  });
+}
+
 function bytesOf(payload: Uint8Array | string): Uint8Array {
   return typeof payload === 'string' ? new TextEncoder().encode(payload) : payload;
 }
 
 const scratch = new Uint8Array(70_000);
 
-export function udp(src: string, sport: number, dst: string, dport: number, payload: Uint8Array | string = ''): Uint8Array {
-  const n = buildUdp(scratch, 0, { srcIp: ip(src), dstIp: ip(dst), srcPort: sport, dstPort: dport, payload: bytesOf(payload) });
+export function udp(
+  src: string,
+  sport: number,
+  dst: string,
+  dport: number,
+  payload: Uint8Array | string = '',
+): Uint8Array {
+  const n = buildUdp(scratch, 0, {
+    srcIp: ip(src),
+    dstIp: ip(dst),
+    srcPort: sport,
+    dstPort: dport,
+    payload: bytesOf(payload),
+  });
   return scratch.slice(0, n);
 }
 
@@ -55,7 +79,15 @@ export function tcp(
 }
 
 export function icmpEcho(src: string, dst: string, id: number, type = 8): Uint8Array {
-  const n = buildIcmp(scratch, 0, { srcIp: ip(src), dstIp: ip(dst), type, code: 0, id, seq: 1, payload: new Uint8Array(8) });
+  const n = buildIcmp(scratch, 0, {
+    srcIp: ip(src),
+    dstIp: ip(dst),
+    type,
+    code: 0,
+    id,
+    seq: 1,
+    payload: new Uint8Array(8),
+  });
   return scratch.slice(0, n);
 }
 
@@ -80,7 +112,8 @@ export class TestContext implements FlowContext {
     this.key = key;
     this.seq = seq;
     this.now = now;
-    this.x = (flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto) ^ Math.imul(seq, 0x9e3779b1)) | 1;
+    this.x =
+      (flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto) ^ Math.imul(seq, 0x9e3779b1)) | 1;
     return this;
   }
 

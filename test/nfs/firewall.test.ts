@@ -3,9 +3,8 @@ import { test } from 'node:test';
 import { TcpFlag } from '../../src/packet/build.js';
 import { ConnState, createFirewall, type FirewallState } from '../../src/nfs/firewall.js';
 import { LocalGlobalState } from '../../src/state/global-local.js';
-import { NfsError } from '../../src/errors.js';
 import { Verdict } from '../../src/types.js';
-import { Driver, icmpEcho, tcp, udp } from './context.js';
+import { Driver, icmpEcho, tcp, udp, expectConfigError } from './context.js';
 
 const { SYN, ACK, FIN, RST, PSH } = TcpFlag;
 
@@ -177,11 +176,9 @@ test('ICMP echo is tracked like UDP', () => {
 });
 
 test('config is validated field by field', () => {
-  const bad = (config: Record<string, unknown>, field: string) =>
-    assert.throws(
-      () => createFirewall(config),
-      (e: unknown) => e instanceof NfsError && e.code === 'NFS_ERR_CONFIG' && e.message.startsWith(`nf.config.${field}:`),
-    );
+  const bad = (config: Record<string, unknown>, field: string) => {
+    expectConfigError(() => createFirewall(config), field);
+  };
   bad({ rules: 'all' }, 'rules');
   bad({ rules: [7] }, 'rules[0]');
   bad({ rules: [{ src: '10.0.0.0/8' }] }, 'rules[0].action');

@@ -5,9 +5,8 @@ import { createLb, LB_BACKEND_DECISION, LB_CONNS, LbRole, type LbState } from '.
 import { buildMaglevTable } from '../../src/nfs/maglev.js';
 import { flowKeyString } from '../../src/packet/flow-key.js';
 import { GivenGlobalState, LocalGlobalState } from '../../src/state/global-local.js';
-import { NfsError } from '../../src/errors.js';
 import { Verdict } from '../../src/types.js';
-import { Driver, ip, tcp, udp } from './context.js';
+import { Driver, ip, tcp, udp, expectConfigError } from './context.js';
 
 const VIP = '198.51.100.10';
 const backends = ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3:8080', '10.1.0.4:8080'];
@@ -67,7 +66,10 @@ test('least-connections spreads connections evenly and follows releases', () => 
     flows.map((r) => r.state.backend),
     [0, 1, 2, 3, 0, 1, 2, 3],
   );
-  assert.deepEqual([0, 1, 2, 3].map((b) => conns.get(b)), [2, 2, 2, 2]);
+  assert.deepEqual(
+    [0, 1, 2, 3].map((b) => conns.get(b)),
+    [2, 2, 2, 2],
+  );
   d.release(flows[2]!.flow);
   d.release(flows[6]!.flow);
   assert.equal(conns.get(2), 0);
@@ -108,7 +110,10 @@ test('the oracle takes the deployment decision; releaseFlow decrements lb.conns'
   const { d, nf, global } = setup({ algorithm: 'least-connections' });
   const r = d.send(tcp('192.0.2.1', 1, VIP, 80, TcpFlag.SYN));
   const og = new GivenGlobalState(new Map([[flowKeyString(r.flow.key), { [LB_BACKEND_DECISION]: 3 }]]));
-  const oracle = new Driver<LbState>(createLb({ vip: VIP, port: 80, backends, algorithm: 'least-connections' }, og), og);
+  const oracle = new Driver<LbState>(
+    createLb({ vip: VIP, port: 80, backends, algorithm: 'least-connections' }, og),
+    og,
+  );
   const o = oracle.send(tcp('192.0.2.1', 1, VIP, 80, TcpFlag.SYN));
   assert.equal(o.state.backend, 3);
   assert.equal(og.counters(LB_CONNS).get(3), 1);
@@ -137,11 +142,9 @@ test('TCP close is recorded; without a port every VIP port is balanced and backe
 
 test('config is validated field by field', () => {
   const g = new LocalGlobalState();
-  const bad = (config: Record<string, unknown>, field: string) =>
-    assert.throws(
-      () => createLb(config, g),
-      (e: unknown) => e instanceof NfsError && e.code === 'NFS_ERR_CONFIG' && e.message.startsWith(`nf.config.${field}:`),
-    );
+  const bad = (config: Record<string, unknown>, field: string) => {
+    expectConfigError(() => createLb(config, g), field);
+  };
   bad({}, 'backends');
   bad({ backends: [] }, 'backends');
   bad({ backends: ['10.1.0.1:99999'] }, 'backends[0]');

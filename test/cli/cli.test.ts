@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { nfstate } from '../helpers/cli.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'nfstate-cli-'));
+
+function yaml(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+/** One clear line on stderr, a non-zero exit, and nothing printed as if it had run. */
+async function rejects(args: string[], pattern: RegExp): Promise<void> {
+  const r = await nfstate(args, 20_000);
+  assert.notEqual(r.code, 0, `expected failure: ${args.join(' ')}`);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `one error line, got:\n${r.stderr}`);
+  assert.match(lines[0]!, pattern);
+  assert.equal(r.stdout, '');
+}
+
+describe('nfstate command line', () => {
+  it('rejects bad demo flags with one line naming the flag', async () => {
+    await rejects(['demo', '--clusters', 'three'], /--clusters/);
+    await rejects(['demo', '--threads', '0'], /--threads/);
+    await rejects(['demo', '--nf', 'router'], /router/);
+    await rejects(['demo', '--rate', '-5'], /--rate/);
+    await rejects(['demo', '--bogus'], /unknown option/);
+  });
+
+  it('rejects a bad topology file with one line naming the field', async () => {
+    await rejects(['up', '-c', yaml('typo.yaml', 'nf: { type: nat }\nclustrs: 3\n')], /clustrs.*clusters/);
+    await rejects(['up', '-c', yaml('type.yaml', 'nf: { type: nat }\nperCluster: many\n')], /perCluster/);
+    await rejects(['up', '-c', yaml('nf.yaml', 'nf: { type: router }\n')], /nf\.type/);
+    await rejects(['up', '-c', yaml('syntax.yaml', 'nf: [type: nat\n')], /syntax\.yaml:\d+/);
+    await rejects(['up', '-c', join(dir, 'missing.yaml')], /missing\.yaml/);
+  });
+
+  it('rejects a bad NF config before starting anything', async () => {
+    await rejects(['up', '-c', yaml('lb.yaml', 'nf: { type: lb, config: { backends: [] } }\n')], /nf\.config\.backends/);
+    await rejects(['demo', '-c', yaml('nat.yaml', 'nf: { type: nat, config: { portFirst: 99999 } }\n')], /portFirst/);
+  });
+
+  it('prints usage for help', async () => {
+    const r = await nfstate(['--help']);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /demo/);
+  });
+});

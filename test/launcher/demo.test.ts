@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { DemoSummary } from '../../src/launcher/demo.js';
+import { nfstate } from '../helpers/cli.js';
+
+async function demo(args: string[]): Promise<DemoSummary> {
+  const r = await nfstate(['demo', '--json', ...args]);
+  assert.equal(r.code, 0, `demo ${args.join(' ')} failed:\n${r.stdout}\n${r.stderr}`);
+  return JSON.parse(r.stdout) as DemoSummary;
+}
+
+function assertClean(s: DemoSummary): void {
+  assert.equal(s.lost, 0, 'lost');
+  assert.equal(s.reordered, 0, 'reordered');
+  assert.equal(s.duplicated, 0, 'duplicated');
+  assert.equal(s.state_matches_oracle, true, `state differs from the oracle: ${s.mismatched_flows.join('; ')}`);
+  assert.equal(s.delivered, s.sent - s.nf_dropped);
+  assert.ok(s.throughput_pps > 0);
+  for (const k of ['p50', 'p99', 'max'] as const) assert.ok(s.latency_us[k] > 0);
+}
+
+describe('nfstate demo (multi-process on loopback)', () => {
+  for (const nf of ['nat', 'firewall', 'lb', 'ids']) {
+    it(`${nf}: defaults deliver every packet, in order, with the oracle's state`, async () => {
+      const s = await demo(['--nf', nf]);
+      assert.equal(s.instances, 12, 'default topology: 3 clusters x 4');
+      assertClean(s);
+    });
+
+    it(`${nf}: --rate 0 drains as fast as it can with nothing lost`, async () => {
+      const s = await demo(['--nf', nf, '--rate', '0', '--proto', nf === 'firewall' ? 'tcp' : 'udp']);
+      assertClean(s);
+    });
+  }
+});
