@@ -6,10 +6,10 @@ import type { Socket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
+import { repoPath } from './helpers/paths.js';
 
-const source = fileURLToPath(new URL('../native/relay.c', import.meta.url));
+const source = repoPath('native', 'relay.c');
 const hasCc = spawnSync('cc', ['--version'], { stdio: 'ignore' }).status === 0;
 
 const dir = mkdtempSync(join(tmpdir(), 'nfstate-relay-'));

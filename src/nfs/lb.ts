@@ -32,7 +32,7 @@ import type {
 import { flowHash } from '../packet/flow-key.js';
 import type { ByteReader, ByteWriter } from '../state/bytes.js';
 import { ConfigReader, configError, ipv4At } from './config.js';
-import { buildMaglevTable, isPrime } from './maglev.js';
+import { isPrime, Maglev } from '../switch/maglev.js';
 
 export const LB_BACKEND_DECISION = 'lb.backend';
 export const LB_CONNS = 'lb.conns';
@@ -159,8 +159,8 @@ export class LoadBalancer implements NetworkFunction<LbState> {
   readonly name = 'lb';
   readonly codec: StateCodec<LbState> = new LbCodec();
   readonly config: LbConfig;
-  /** Backend index per Maglev slot; empty for least-connections. */
-  readonly table: Uint16Array;
+  /** Undefined for least-connections. */
+  readonly maglev: Maglev | undefined;
   private readonly global: GlobalState;
   private readonly conns: SharedCounters;
   /** The chooser handed to `decide`, made once; it reads `pendingHash` set just before. */
@@ -172,10 +172,11 @@ export class LoadBalancer implements NetworkFunction<LbState> {
     this.global = global;
     this.conns = global.counters(LB_CONNS);
     if (config.algorithm === 'maglev') {
-      this.table = buildMaglevTable(config.backendNames, config.tableSize);
-      this.choose = () => this.table[this.pendingHash % this.table.length]!;
+      const maglev = new Maglev(config.backendNames, config.tableSize);
+      this.maglev = maglev;
+      this.choose = () => maglev.lookup(this.pendingHash);
     } else {
-      this.table = new Uint16Array(0);
+      this.maglev = undefined;
       this.choose = () => this.leastConnections();
     }
   }

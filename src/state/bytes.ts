@@ -39,14 +39,18 @@ export class ByteWriter {
     return at;
   }
 
+  // Each write reserves first, then reads `buf`/`dv`: reserving may replace them.
   u8(v: number): void {
-    this.buf[this.reserve(1)] = v;
+    const at = this.reserve(1);
+    this.buf[at] = v;
   }
   u16(v: number): void {
-    this.dv.setUint16(this.reserve(2), v);
+    const at = this.reserve(2);
+    this.dv.setUint16(at, v);
   }
   u32(v: number): void {
-    this.dv.setUint32(this.reserve(4), v >>> 0);
+    const at = this.reserve(4);
+    this.dv.setUint32(at, v >>> 0);
   }
   /** An unsigned integer up to 2^53, as two big-endian u32 halves. */
   u53(v: number): void {
@@ -55,14 +59,16 @@ export class ByteWriter {
     this.dv.setUint32(at + 4, v >>> 0);
   }
   f64(v: number): void {
-    this.dv.setFloat64(this.reserve(8), v);
+    const at = this.reserve(8);
+    this.dv.setFloat64(at, v);
   }
   bytes(b: Uint8Array): void {
     this.u32(b.length);
-    this.buf.set(b, this.reserve(b.length));
+    this.raw(b);
   }
   raw(b: Uint8Array): void {
-    this.buf.set(b, this.reserve(b.length));
+    const at = this.reserve(b.length);
+    this.buf.set(b, at);
   }
 }
 

@@ -79,7 +79,7 @@ function populate(backends: readonly string[], m: number): Int32Array {
   }
 }
 
-function isPrime(n: number): boolean {
+export function isPrime(n: number): boolean {
   if (n < 2) return false;
   if (n % 2 === 0) return n === 2;
   for (let d = 3; d * d <= n; d += 2) if (n % d === 0) return false;

@@ -2,12 +2,10 @@
  * Runs the real `nfstate` command (the compiled one, as a user would) and collects its output.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { repoPath } from './paths.js';
 
-const here = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-/** Tests run compiled from dist/test; under a TypeScript loader they point at dist/ all the same. */
-export const CLI = existsSync(here) ? here : fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
+/** The compiled command, as `npm install` leaves it. */
+export const CLI = repoPath('dist', 'src', 'cli', 'main.js');
 
 export interface CliResult {
   code: number;
