@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { describe, it } from 'node:test';
+import type { Endpoints } from '../../src/launcher/local.js';
+import { CLI } from '../helpers/cli.js';
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+}
+
+async function metrics(port: number): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  assert.equal(res.status, 200);
+  return res.text();
+}
+
+function sample(text: string, name: string, labels = ''): number {
+  const line = text.split('\n').find((l) => l.startsWith(name + (labels === '' ? ' ' : `{${labels}`)));
+  return line === undefined ? NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+describe('nfstate up', () => {
+  it('runs a topology: plain UDP in the front door comes out at the egress destination, bad input is counted, metrics are served, SIGINT stops it', async () => {
+    const dest = dgram.createSocket('udp4');
+    const got: string[] = [];
+    dest.on('message', (m) => got.push(m.toString()));
+    dest.bind(0, '127.0.0.1');
+    await once(dest, 'listening');
+    const dir = mkdtempSync(join(tmpdir(), 'nfstate-up-'));
+    const file = join(dir, 'topology.yaml');
+    writeFileSync(
+      file,
+      [
+        'nf: { type: ids }',
+        'clusters: 1',
+        'perCluster: 2',
+        'threads: 1',
+        `egress: { deliver: "127.0.0.1:${dest.address().port}" }`,
+        '',
+      ].join('\n'),
+    );
+    const child = spawn(process.execPath, [CLI, 'up', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines = createInterface({ input: child.stdout });
+    const [first] = (await once(lines, 'line')) as [string];
+    const ends = JSON.parse(first) as Endpoints;
+    assert.equal(ends.instances.length, 2);
+
+    const client = dgram.createSocket('udp4');
+    for (let i = 0; i < 20; i++) client.send(`hello ${i}`, ends.ingress.servicePort, '127.0.0.1');
+    await until(() => got.length === 20);
+    assert.deepEqual(
+      got,
+      Array.from({ length: 20 }, (_, i) => `hello ${i}`),
+    );
+
+    const garbage = [Buffer.alloc(0), Buffer.from('not a packet'), Buffer.alloc(60, 0xff), Buffer.alloc(36, 0)];
+    for (const g of garbage) {
+      client.send(g, ends.ingress.port, '127.0.0.1');
+      for (const inst of ends.instances) client.send(g, inst.port, '127.0.0.1');
+      client.send(g, ends.sink.port, '127.0.0.1');
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const ingress = await metrics(ends.ingress.admin);
+    assert.equal(sample(ingress, 'nfstate_ingress_forwarded_total'), 20);
+    assert.ok(sample(ingress, 'nfstate_ingress_received_total') >= 24);
+    for (const inst of ends.instances) {
+      const m = await metrics(inst.admin);
+      const dropped = m
+        .split('\n')
+        .filter((l) => l.startsWith('nfstate_nf_dropped_total{'))
+        .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+      assert.equal(dropped, garbage.length, `instance ${inst.id} counts each bad datagram once`);
+    }
+    const sink = await metrics(ends.sink.admin);
+    assert.equal(sample(sink, 'nfstate_sink_delivered_total'), 20);
+
+    // Still working after the garbage.
+    client.send('after', ends.ingress.servicePort, '127.0.0.1');
+    await until(() => got.length === 21);
+    assert.equal(got[20], 'after');
+
+    child.kill('SIGINT');
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 0);
+    client.close();
+    dest.close();
+  });
+});

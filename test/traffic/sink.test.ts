@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { ManualClock } from '../../src/clock.js';
+import { silentLogger } from '../../src/log.js';
+import { Sink } from '../../src/traffic/sink.js';
+import { DropReason } from '../../src/types.js';
+import { StampFlag } from '../../src/wire/geneve.js';
+import { stamped } from '../helpers/packets.js';
+
+function sink(): Sink {
+  return new Sink({ host: '127.0.0.1', port: 0 }, silentLogger, new ManualClock(1_700_000_000_010));
+}
+
+describe('Sink', () => {
+  it('counts delivered, reordered and duplicated per flow by stamp', () => {
+    const s = sink();
+    for (const seq of [1, 2, 4, 3, 3, 5]) s.onDatagram(stamped({ flow: 0, seq, timeMs: 1_700_000_000_000 }));
+    s.onDatagram(stamped({ flow: 1, seq: 1, timeMs: 1_700_000_000_000 }));
+    s.onDatagram(stamped({ flow: 1, seq: 1, flags: StampFlag.REPLAY, timeMs: 1_700_000_000_000 }));
+    const r = s.report();
+    assert.deepEqual([r.delivered, r.reordered, r.duplicated, r.replays], [6, 1, 2, 1]);
+    const f0 = r.flows.find((f) => f.delivered === 5)!;
+    assert.deepEqual([f0.maxSeq, f0.reordered, f0.duplicated], [5, 1, 1]);
+    assert.equal(r.latency.count, 6);
+    assert.ok(Math.abs(r.latency.p50 - 10_000) < 20, `latency from the stamp: ${r.latency.p50} us`);
+  });
+
+  it('handles sequence numbers far apart without trouble', () => {
+    const s = sink();
+    s.onDatagram(stamped({ flow: 0, seq: 1 }));
+    s.onDatagram(stamped({ flow: 0, seq: 1_000_000 }));
+    s.onDatagram(stamped({ flow: 0, seq: 1_000_000 }));
+    assert.deepEqual([s.delivered, s.duplicated], [2, 1]);
+  });
+
+  it('never throws on garbage and counts it by reason', () => {
+    const s = sink();
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 120 }), (b) => {
+        s.onDatagram(b);
+      }),
+      { numRuns: 500, interruptAfterTimeLimit: 2000 },
+    );
+    assert.equal(s.delivered, 0);
+    assert.ok(s.drops[DropReason.TRUNCATED]! > 0);
+  });
+});
