@@ -44,7 +44,12 @@ function collectGarbage(): () => void {
   return runInNewContext('gc') as () => void;
 }
 
-function measure(nf: NetworkFunction<unknown>, global: LocalGlobalState, flows: number, packets: number): number {
+function measure(
+  nf: NetworkFunction<unknown>,
+  global: LocalGlobalState,
+  flows: number,
+  packets: number,
+): number {
   const gc = collectGarbage();
   const clock = new ManualClock();
   const p = new FlowProcessor(
@@ -78,22 +83,43 @@ function measure(nf: NetworkFunction<unknown>, global: LocalGlobalState, flows: 
   return (after - before) / flows;
 }
 
-export function runMemoryBench(o: { flows: number; packets: number; json: boolean; out: (line: string) => void }): MemoryResult {
-  const runtime = measure(passThrough as NetworkFunction<unknown>, new LocalGlobalState(), o.flows, o.packets);
+export function runMemoryBench(o: {
+  flows: number;
+  packets: number;
+  json: boolean;
+  out: (line: string) => void;
+}): MemoryResult {
+  const runtime = measure(passThrough, new LocalGlobalState(), o.flows, o.packets);
   const results: MemoryResult['results'] = [];
   for (const type of ['nat', 'firewall', 'lb', 'ids']) {
     const global = new LocalGlobalState();
     const config =
-      type === 'lb' ? { vip: '198.51.100.10', backends: ['10.1.0.1:80', '10.1.0.2:80', '10.1.0.3:80', '10.1.0.4:80'] } : {};
+      type === 'lb'
+        ? { vip: '198.51.100.10', backends: ['10.1.0.1:80', '10.1.0.2:80', '10.1.0.3:80', '10.1.0.4:80'] }
+        : {};
     const bytes = measure(createNf(type, config, global), global, o.flows, o.packets);
-    results.push({ nf: type, bytes_per_flow: Math.round(bytes), state_bytes_per_flow: Math.round(bytes - runtime) });
+    results.push({
+      nf: type,
+      bytes_per_flow: Math.round(bytes),
+      state_bytes_per_flow: Math.round(bytes - runtime),
+    });
   }
-  const result = { flows: o.flows, packets_per_flow: o.packets, runtime_bytes_per_flow: Math.round(runtime), results };
+  const result = {
+    flows: o.flows,
+    packets_per_flow: o.packets,
+    runtime_bytes_per_flow: Math.round(runtime),
+    results,
+  };
   if (o.json) {
     o.out(JSON.stringify(result));
   } else {
-    o.out(`memory per flow at ${o.flows} flows, ${o.packets} packets each (runtime alone: ${result.runtime_bytes_per_flow} B)`);
-    for (const r of results) o.out(`  ${r.nf.padEnd(9)} ${String(r.bytes_per_flow).padStart(6)} B/flow  (NF state and global: ${r.state_bytes_per_flow} B)`);
+    o.out(
+      `memory per flow at ${o.flows} flows, ${o.packets} packets each (runtime alone: ${result.runtime_bytes_per_flow} B)`,
+    );
+    for (const r of results)
+      o.out(
+        `  ${r.nf.padEnd(9)} ${String(r.bytes_per_flow).padStart(6)} B/flow  (NF state and global: ${r.state_bytes_per_flow} B)`,
+      );
   }
   return result;
 }

@@ -261,21 +261,28 @@ program
   .option('--flows <n>', 'memory: concurrent flows', int('--flows', 1), 100_000)
   .option('--packets <n>', 'memory: packets per flow', int('--packets', 1), 3)
   .option('--json', 'print one JSON object', false)
-  .action(async (experiment: string, o: { quick: boolean; json: boolean; flows: number; packets: number }) => {
-    const out = (line: string): void => {
-      process.stdout.write(line + '\n');
-    };
-    // Loaded on demand: role processes start often and never need the benches.
-    if (experiment === 'dataplane') {
-      const { runDataplaneBench } = await import('../../bench/dataplane.js');
-      await runDataplaneBench({ quick: o.quick, json: o.json, out });
-    } else if (experiment === 'memory') {
-      const { runMemoryBench } = await import('../../bench/memory.js');
-      runMemoryBench({ flows: o.quick ? Math.min(o.flows, 20_000) : o.flows, packets: o.packets, json: o.json, out });
-    } else {
-      throw new InvalidArgumentError(`unknown experiment '${experiment}' (expected dataplane or memory)`);
-    }
-  });
+  .action(
+    async (experiment: string, o: { quick: boolean; json: boolean; flows: number; packets: number }) => {
+      const out = (line: string): void => {
+        process.stdout.write(line + '\n');
+      };
+      // Loaded on demand: role processes start often and never need the benches.
+      if (experiment === 'dataplane') {
+        const { runDataplaneBench } = await import('../../bench/dataplane.js');
+        await runDataplaneBench({ quick: o.quick, json: o.json, out });
+      } else if (experiment === 'memory') {
+        const { runMemoryBench } = await import('../../bench/memory.js');
+        runMemoryBench({
+          flows: o.quick ? Math.min(o.flows, 20_000) : o.flows,
+          packets: o.packets,
+          json: o.json,
+          out,
+        });
+      } else {
+        throw new InvalidArgumentError(`unknown experiment '${experiment}' (expected dataplane or memory)`);
+      }
+    },
+  );
 
 program
   .command('role', { hidden: true })

@@ -41,8 +41,14 @@ describe('nfstate command line', () => {
   });
 
   it('rejects a bad NF config before starting anything', async () => {
-    await rejects(['up', '-c', yaml('lb.yaml', 'nf: { type: lb, config: { backends: [] } }\n')], /nf\.config\.backends/);
-    await rejects(['demo', '-c', yaml('nat.yaml', 'nf: { type: nat, config: { portFirst: 99999 } }\n')], /portFirst/);
+    await rejects(
+      ['up', '-c', yaml('lb.yaml', 'nf: { type: lb, config: { backends: [] } }\n')],
+      /nf\.config\.backends/,
+    );
+    await rejects(
+      ['demo', '-c', yaml('nat.yaml', 'nf: { type: nat, config: { portFirst: 99999 } }\n')],
+      /portFirst/,
+    );
   });
 
   it('prints usage for help', async () => {

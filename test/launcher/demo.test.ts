@@ -13,7 +13,11 @@ function assertClean(s: DemoSummary): void {
   assert.equal(s.lost, 0, 'lost');
   assert.equal(s.reordered, 0, 'reordered');
   assert.equal(s.duplicated, 0, 'duplicated');
-  assert.equal(s.state_matches_oracle, true, `state differs from the oracle: ${s.mismatched_flows.join('; ')}`);
+  assert.equal(
+    s.state_matches_oracle,
+    true,
+    `state differs from the oracle: ${s.mismatched_flows.join('; ')}`,
+  );
   assert.equal(s.delivered, s.sent - s.nf_dropped);
   assert.ok(s.throughput_pps > 0);
   for (const k of ['p50', 'p99', 'max'] as const) assert.ok(s.latency_us[k] > 0);

@@ -60,7 +60,12 @@ describe('nfstate up', () => {
       Array.from({ length: 20 }, (_, i) => `hello ${i}`),
     );
 
-    const garbage = [Buffer.alloc(0), Buffer.from('not a packet'), Buffer.alloc(60, 0xff), Buffer.alloc(36, 0)];
+    const garbage = [
+      Buffer.alloc(0),
+      Buffer.from('not a packet'),
+      Buffer.alloc(60, 0xff),
+      Buffer.alloc(36, 0),
+    ];
     for (const g of garbage) {
       client.send(g, ends.ingress.port, '127.0.0.1');
       for (const inst of ends.instances) client.send(g, inst.port, '127.0.0.1');

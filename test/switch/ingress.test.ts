@@ -27,7 +27,13 @@ async function listener(): Promise<{ socket: dgram.Socket; port: number; seen: S
   socket.on('message', (msg) => {
     assert.equal(view.parse(msg, 0, msg.length), DropReason.NONE);
     assert.equal(pkt.parse(msg, view.innerOffset, view.innerLength), DropReason.NONE);
-    seen.push({ seq: view.seq, flags: view.flags, srcPort: pkt.srcPort, srcIp: pkt.srcIp, dstPort: pkt.dstPort });
+    seen.push({
+      seq: view.seq,
+      flags: view.flags,
+      srcPort: pkt.srcPort,
+      srcIp: pkt.srcIp,
+      dstPort: pkt.dstPort,
+    });
   });
   socket.bind(0, '127.0.0.1');
   await once(socket, 'listening');
@@ -43,7 +49,13 @@ function geneve(srcPort: number, stamp: boolean): Uint8Array {
     buf.set([0x00, 0x00, 0x08, 0x00, 0, 0, 1, 0]);
     at = 8;
   }
-  const n = buildUdp(buf, at, { srcIp: 0x0a000001, dstIp: 0xc6336401, srcPort, dstPort: 80, payload: new Uint8Array(8) });
+  const n = buildUdp(buf, at, {
+    srcIp: 0x0a000001,
+    dstIp: 0xc6336401,
+    srcPort,
+    dstPort: 80,
+    payload: new Uint8Array(8),
+  });
   return buf.subarray(0, at + n);
 }
 
@@ -83,7 +95,8 @@ describe('Ingress', () => {
 
   it('stamps Geneve input per flow, with or without an nfstate option, and spreads flows', async () => {
     for (let k = 0; k < 5; k++) {
-      for (let port = 2000; port < 2040; port++) client.send(geneve(port, k % 2 === 0), ingress.port, '127.0.0.1');
+      for (let port = 2000; port < 2040; port++)
+        client.send(geneve(port, k % 2 === 0), ingress.port, '127.0.0.1');
     }
     await until(() => sinks[0]!.seen.length + sinks[1]!.seen.length >= 200);
     for (const s of sinks) assert.ok(s.seen.length > 0, 'both instances own flows');
@@ -95,7 +108,9 @@ describe('Ingress', () => {
 
   it('turns plain UDP at the front door into a flow from the sender to the service port', async () => {
     for (let i = 0; i < 3; i++) client.send(new Uint8Array([1, 2, 3]), ingress.servicePort, '127.0.0.1');
-    await until(() => sinks.some((s) => s.seen.filter((x) => x.dstPort === ingress.servicePort).length === 3));
+    await until(() =>
+      sinks.some((s) => s.seen.filter((x) => x.dstPort === ingress.servicePort).length === 3),
+    );
     const got = sinks.flatMap((s) => s.seen.filter((x) => x.dstPort === ingress.servicePort));
     assert.deepEqual(
       got.map((x) => [x.seq, x.srcPort, x.srcIp]),

@@ -23,7 +23,10 @@ describe('SyntheticTrace', () => {
     for (const proto of ['udp', 'tcp'] as const) {
       const t = new SyntheticTrace({ ...DEFAULT_TRACE, flows: 20, packets: 5, skew: 4, proto });
       const a = packetsOf(t);
-      assert.deepEqual(a, packetsOf(new SyntheticTrace({ ...DEFAULT_TRACE, flows: 20, packets: 5, skew: 4, proto })));
+      assert.deepEqual(
+        a,
+        packetsOf(new SyntheticTrace({ ...DEFAULT_TRACE, flows: 20, packets: 5, skew: 4, proto })),
+      );
       const pkt = new Packet();
       const perFlow = new Map<string, number>();
       for (const p of a) {
@@ -32,7 +35,11 @@ describe('SyntheticTrace', () => {
         perFlow.set(k, (perFlow.get(k) ?? 0) + 1);
       }
       assert.equal(perFlow.size, 20);
-      assert.deepEqual([...perFlow.values()].sort((x, y) => y - x).slice(0, 2), [20, 5], 'one heavy flow of 4x');
+      assert.deepEqual(
+        [...perFlow.values()].sort((x, y) => y - x).slice(0, 2),
+        [20, 5],
+        'one heavy flow of 4x',
+      );
     }
   });
 
