@@ -32,6 +32,7 @@ import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { DEMO_NF_CONFIG } from '../src/launcher/demo.js';
 import { RoleProcess } from '../src/launcher/local.js';
 import type { NfSpec } from '../src/launcher/roles.js';
 import { DEFAULT_TRACE, SyntheticTrace } from '../src/traffic/trace.js';
@@ -90,6 +91,8 @@ const FLOWS = 1024;
 /** Trace packets per flow in the ring; the ring is re-stamped with growing sequence numbers as it wraps. */
 const RING_PACKETS_PER_FLOW = 64;
 const PAYLOAD = 64;
+/** Room for any trace packet (payloads go up to 1400 bytes) and its stamp header. */
+const SLOT_BYTES = 2048;
 const WINDOW = 512;
 const BURST = 128;
 const STALL_MS = 200;
@@ -150,7 +153,10 @@ class SinkThread {
 
   static async start(): Promise<SinkThread> {
     const shared = new SharedArrayBuffer(4 * Int32Array.BYTES_PER_ELEMENT);
-    const worker = new Worker(SINK_SOURCE, { eval: true, workerData: { shared, host: HOST, buffer: SOCKET_BUFFER } });
+    const worker = new Worker(SINK_SOURCE, {
+      eval: true,
+      workerData: { shared, host: HOST, buffer: SOCKET_BUFFER },
+    });
     try {
       const [port] = (await once(worker, 'message')) as [number];
       return new SinkThread(worker, shared, port);
@@ -202,9 +208,14 @@ class PacketRing {
   private readonly fields: StampFields = { vni: VNI, flags: 0, epoch: 0, seq: 0, timeMs: 0 };
 
   constructor() {
-    const trace = new SyntheticTrace({ ...DEFAULT_TRACE, flows: FLOWS, packets: RING_PACKETS_PER_FLOW, payload: PAYLOAD });
+    const trace = new SyntheticTrace({
+      ...DEFAULT_TRACE,
+      flows: FLOWS,
+      packets: RING_PACKETS_PER_FLOW,
+      payload: PAYLOAD,
+    });
     this.slots = trace.total;
-    this.stride = 2048;
+    this.stride = SLOT_BYTES;
     this.buf = new Uint8Array(this.slots * this.stride);
     this.lengths = new Uint16Array(this.slots);
     this.flowOf = new Uint16Array(this.slots);
@@ -215,7 +226,9 @@ class PacketRing {
       const n = trace.write(i, this.buf, at + STAMP_HEADER_LENGTH);
       this.lengths[i] = STAMP_HEADER_LENGTH + n;
       const inner = this.buf.subarray(at + STAMP_HEADER_LENGTH);
-      const key = new DataView(inner.buffer, inner.byteOffset).getUint32(12) * 0x10000 + ((inner[20]! << 8) | inner[21]!);
+      const key =
+        new DataView(inner.buffer, inner.byteOffset).getUint32(12) * 0x10000 +
+        ((inner[20]! << 8) | inner[21]!);
       let id = flowIds.get(key);
       if (id === undefined) {
         id = flowIds.size;
@@ -254,7 +267,13 @@ interface Load {
 }
 
 /** Drives one hop for warm-up plus `seconds`, then drains; pps counts only the measured interval. */
-async function drive(ring: PacketRing, sink: SinkThread, port: number, seconds: number, warmupSeconds: number): Promise<Load> {
+async function drive(
+  ring: PacketRing,
+  sink: SinkThread,
+  port: number,
+  seconds: number,
+  warmupSeconds: number,
+): Promise<Load> {
   const socket = dgram.createSocket({ type: 'udp4', sendBufferSize: SOCKET_BUFFER });
   // A refused or failed send shows up as a packet that never reaches the sink.
   socket.on('error', () => undefined);
@@ -366,7 +385,12 @@ async function shutDown(child: ChildProcess, ask: () => Promise<unknown>): Promi
 }
 
 /** Resolves with the first match of `pattern` in the child's stream; rejects on exit or timeout. */
-function announced(child: ChildProcess, stream: NodeJS.ReadableStream, pattern: RegExp, what: string): Promise<number> {
+function announced(
+  child: ChildProcess,
+  stream: NodeJS.ReadableStream,
+  pattern: RegExp,
+  what: string,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     let text = '';
     const timer = setTimeout(() => {
@@ -407,7 +431,9 @@ async function startNodeRelay(children: Children, script: string, sinkPort: numb
 }
 
 async function startCRelay(children: Children, binary: string, sinkPort: number): Promise<Hop> {
-  const child = children.track(spawn(binary, ['0', HOST, String(sinkPort)], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const child = children.track(
+    spawn(binary, ['0', HOST, String(sinkPort)], { stdio: ['ignore', 'pipe', 'pipe'] }),
+  );
   try {
     const port = await announced(child, child.stderr!, /listening on 127\.0\.0\.1:(\d+)/, 'c relay');
     return { port, stop: () => shutDown(child, () => Promise.resolve(child.kill('SIGTERM'))) };
@@ -423,7 +449,9 @@ async function startNf(children: Children, cli: string, dir: string, spec: NfSpe
   const fd = openSync(log, 'a');
   let child: ChildProcess;
   try {
-    child = children.track(fork(cli, ['role', 'nf', JSON.stringify(spec)], { stdio: ['ignore', fd, fd, 'ipc'] }));
+    child = children.track(
+      fork(cli, ['role', 'nf', JSON.stringify(spec)], { stdio: ['ignore', fd, fd, 'ipc'] }),
+    );
   } finally {
     closeSync(fd);
   }
@@ -452,7 +480,9 @@ function logTail(path: string): string {
 async function buildCRelay(children: Children, source: string | undefined, dir: string): Promise<string> {
   if (source === undefined) throw new Error('native/relay.c not found');
   const binary = join(dir, 'relay');
-  const cc = children.track(spawn('cc', ['-O2', '-o', binary, source], { stdio: ['ignore', 'ignore', 'pipe'] }));
+  const cc = children.track(
+    spawn('cc', ['-O2', '-o', binary, source], { stdio: ['ignore', 'ignore', 'pipe'] }),
+  );
   let err = '';
   cc.stderr!.on('data', (chunk: Buffer) => {
     err += chunk.toString('utf8');
@@ -483,7 +513,8 @@ function nfSpec(nf: NfType, threads: number, sinkPort: number): NfSpec {
     port: 0,
     adminPort: 0,
     threads,
-    nf: { type: nf, config: {} },
+    // Each NF's defaults, except where it has none to run with (an LB needs backends): the demo's.
+    nf: { type: nf, config: { ...DEMO_NF_CONFIG[nf] } },
     processor: { batchSize: 30, batchTimeoutMs: 5, maxHeld: 1024, gapTimeoutMs: 250, flowIdleMs: 120_000 },
     egress: { host: HOST, port: sinkPort },
     partition: { index: 0, count: 1 },
@@ -504,7 +535,10 @@ function message(err: unknown): string {
  * Runs the whole benchmark. Children (relays, NF instances) are always taken down and the temporary
  * directory removed, whatever fails; a point that fails reports 0 pps and its error.
  */
-export async function runDataplaneBench(o: DataplaneBenchOptions, scope: DataplaneBenchScope = {}): Promise<BenchResult> {
+export async function runDataplaneBench(
+  o: DataplaneBenchOptions,
+  scope: DataplaneBenchScope = {},
+): Promise<BenchResult> {
   const seconds = scope.seconds ?? (o.quick ? 2 : 5);
   const warmupSeconds = scope.warmupSeconds ?? 0.5;
   const nfs = scope.nfs ?? NF_TYPES;
@@ -615,7 +649,10 @@ function table(r: BenchResult): string[] {
   const pps = (n: number | null): string => (n === null ? '-' : n.toLocaleString('en-US'));
   const ratio = (n: number | null): string => (n === null ? '-' : n.toFixed(2));
   const row = (cells: string[]): string =>
-    cells.map((c, i) => (i < 2 ? c.padEnd([10, 8][i]!) : c.padStart([12, 10, 12, 8][i - 2]!))).join('  ').trimEnd();
+    cells
+      .map((c, i) => (i < 2 ? c.padEnd([10, 8][i]!) : c.padStart([12, 10, 12, 8][i - 2]!)))
+      .join('  ')
+      .trimEnd();
   const runs = r.relay_runs.length > 1 ? `  (runs: ${r.relay_runs.map(pps).join(', ')})` : '';
   const lines = [
     `machine: ${r.machine.cpus} x ${r.machine.model}, node ${r.machine.node}`,
@@ -628,6 +665,9 @@ function table(r: BenchResult): string[] {
     lines.push(row([p.nf, String(p.threads), pps(p.pps), ratio(p.ratio), ratio(p.c_ratio), String(p.lost)]));
     if (p.error !== undefined) lines.push(`  error: ${p.error}`);
   }
-  lines.push('', 'ratios are against baselines measured in this run; compare ratios across machines, not pps');
+  lines.push(
+    '',
+    'ratios are against baselines measured in this run; compare ratios across machines, not pps',
+  );
   return lines;
 }
