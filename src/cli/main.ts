@@ -19,6 +19,7 @@ import { runUp } from '../launcher/up.js';
 import { Generator, PcapSource } from '../traffic/generator.js';
 import { readTrace, runOracle } from '../traffic/oracle.js';
 import { DEFAULT_TRACE, SyntheticTrace } from '../traffic/trace.js';
+import type { TraceOptions } from '../traffic/trace.js';
 import { LinkType, PcapWriter } from '../traffic/pcap.js';
 import { Sink } from '../traffic/sink.js';
 
@@ -83,15 +84,7 @@ program
     const summary = await runDemo(
       topology,
       {
-        trace: {
-          ...DEFAULT_TRACE,
-          flows: o.flows as number,
-          packets: o.packets as number,
-          payload: o.payload as number,
-          proto: o.proto as 'udp' | 'tcp',
-          skew: o.skew as number,
-          seed: o.seed as number,
-        },
+        trace: traceOptions(o),
         rate: o.rate as number,
         window: o.window as number,
         keep: o.keep === true,
@@ -123,6 +116,19 @@ program
       process.exitCode = 1;
     }
   });
+
+/** The synthetic trace the demo and gen flags describe. */
+function traceOptions(o: Record<string, unknown>): TraceOptions {
+  return {
+    ...DEFAULT_TRACE,
+    flows: o.flows as number,
+    packets: o.packets as number,
+    payload: o.payload as number,
+    proto: o.proto as 'udp' | 'tcp',
+    skew: o.skew as number,
+    seed: o.seed as number,
+  };
+}
 
 function withFlags(base: Topology | undefined, o: Record<string, unknown>): Topology {
   const t: Record<string, unknown> =
@@ -169,18 +175,7 @@ program
   .option('--json', 'print one JSON object', false)
   .action(async (o: Record<string, unknown>) => {
     const target = parseHostPort(o.target as string, '--target');
-    const source =
-      typeof o.pcap === 'string'
-        ? new PcapSource(o.pcap)
-        : new SyntheticTrace({
-            ...DEFAULT_TRACE,
-            flows: o.flows as number,
-            packets: o.packets as number,
-            payload: o.payload as number,
-            proto: o.proto as 'udp' | 'tcp',
-            skew: o.skew as number,
-            seed: o.seed as number,
-          });
+    const source = typeof o.pcap === 'string' ? new PcapSource(o.pcap) : new SyntheticTrace(traceOptions(o));
     const logger = createLogger('gen');
     const gen = new Generator(
       { rate: o.rate as number, window: o.window as number, vni: 1, drainTimeoutMs: 1000 },

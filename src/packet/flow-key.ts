@@ -27,7 +27,7 @@ function mix(h: number, k: number): number {
 }
 
 /** murmur3's finalizer: every input bit affects every output bit, so low bits alone make good buckets. */
-function fmix32(h: number): number {
+export function fmix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;

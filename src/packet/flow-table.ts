@@ -20,17 +20,18 @@ const MAX_LOAD = 0.7;
 const MIN_CAPACITY = 8;
 
 export class FlowTable<V> {
-  private capacity: number;
-  private mask: number;
+  // The slot arrays are (re)made by allocate(), from the constructor and on growth.
+  private capacity!: number;
+  private mask!: number;
   private count = 0;
-  private limit: number;
-  private used: Uint8Array;
-  private hashes: Uint32Array;
-  private srcIps: Uint32Array;
-  private dstIps: Uint32Array;
-  private ports: Uint32Array;
-  private protos: Uint8Array;
-  private values: (V | undefined)[];
+  private limit!: number;
+  private used!: Uint8Array;
+  private hashes!: Uint32Array;
+  private srcIps!: Uint32Array;
+  private dstIps!: Uint32Array;
+  private ports!: Uint32Array;
+  private protos!: Uint8Array;
+  private values!: (V | undefined)[];
   /** The canonical form of the key `find` last looked up. */
   private kSrcIp = 0;
   private kDstIp = 0;
@@ -42,6 +43,11 @@ export class FlowTable<V> {
   constructor(initialCapacity = 64) {
     let cap = MIN_CAPACITY;
     while (cap < initialCapacity) cap *= 2;
+    this.allocate(cap);
+  }
+
+  /** Fresh, empty slot arrays of `cap` slots. */
+  private allocate(cap: number): void {
     this.capacity = cap;
     this.mask = cap - 1;
     this.limit = Math.floor(cap * MAX_LOAD);
@@ -195,17 +201,7 @@ export class FlowTable<V> {
       protos: this.protos,
       values: this.values,
     };
-    const cap = old.capacity * 2;
-    this.capacity = cap;
-    this.mask = cap - 1;
-    this.limit = Math.floor(cap * MAX_LOAD);
-    this.used = new Uint8Array(cap);
-    this.hashes = new Uint32Array(cap);
-    this.srcIps = new Uint32Array(cap);
-    this.dstIps = new Uint32Array(cap);
-    this.ports = new Uint32Array(cap);
-    this.protos = new Uint8Array(cap);
-    this.values = new Array<V | undefined>(cap).fill(undefined);
+    this.allocate(old.capacity * 2);
     for (let j = 0; j < old.capacity; j++) {
       if (old.used[j] !== 1) continue;
       const hash = old.hashes[j]!;

@@ -13,6 +13,7 @@
  * until the table is full, so shares differ by at most one slot.
  */
 import { ErrorCode, NfsError } from '../errors.js';
+import { fmix32 } from '../packet/flow-key.js';
 
 /** The paper's small table size: a prime comfortably above 100 × the backends nfstate runs. */
 export const DEFAULT_TABLE_SIZE = 65537;
@@ -126,11 +127,5 @@ export function murmur3_32(s: string, seed = 0): number {
     k = Math.imul(k, c2);
     h ^= k;
   }
-  h ^= len;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(h ^ len);
 }

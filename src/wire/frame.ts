@@ -28,6 +28,7 @@
  */
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { ErrorCode, NfsError } from '../errors.js';
+import { read32, write32 } from '../packet/layout.js';
 
 /** Bytes a frame adds around its body: length, type, sequence and tag. */
 export const FRAME_OVERHEAD = 29;
@@ -55,17 +56,6 @@ export interface FrameDecoderOptions {
 /** Called once per authenticated, in-sequence frame. `body` is a view valid only during the call. */
 export type FrameHandler = (type: number, seq: number, body: Uint8Array) => void;
 
-function get32(b: Uint8Array, at: number): number {
-  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
-}
-
-function put32(b: Uint8Array, at: number, v: number): void {
-  b[at] = v >>> 24;
-  b[at + 1] = v >>> 16;
-  b[at + 2] = v >>> 8;
-  b[at + 3] = v;
-}
-
 /**
  * Encodes one frame into a new buffer. Throws NFS_ERR_FRAME for a type that is not a u8, a sequence
  * that is not a non-negative safe integer or a body too large for the length field, and NFS_ERR_AUTH for
@@ -84,11 +74,11 @@ export function encodeFrame(type: number, seq: number, body: Uint8Array, key: Ui
     throw new NfsError(ErrorCode.FRAME, `frame body of ${body.length} bytes exceeds the u32 length field`);
   }
   const out = new Uint8Array(LENGTH_FIELD + length);
-  put32(out, 0, length);
+  write32(out, 0, length);
   out[4] = type;
   const hi = Math.floor(seq / TWO_32);
-  put32(out, 5, hi);
-  put32(out, 9, seq - hi * TWO_32);
+  write32(out, 5, hi);
+  write32(out, 9, seq - hi * TWO_32);
   const bodyEnd = LENGTH_FIELD + TYPE_SEQ + body.length;
   out.set(body, LENGTH_FIELD + TYPE_SEQ);
   const mac = createHmac('sha256', key).update(out.subarray(LENGTH_FIELD, bodyEnd)).digest();
@@ -171,7 +161,7 @@ export class FrameDecoder {
 
       let length: number;
       if (this.lenFill === 0 && n - i >= LENGTH_FIELD) {
-        length = get32(chunk, i);
+        length = read32(chunk, i);
         i += LENGTH_FIELD;
       } else {
         const take = Math.min(LENGTH_FIELD - this.lenFill, n - i);
@@ -180,7 +170,7 @@ export class FrameDecoder {
         i += take;
         if (this.lenFill < LENGTH_FIELD) return;
         this.lenFill = 0;
-        length = get32(this.lenBuf, 0);
+        length = read32(this.lenBuf, 0);
       }
 
       if (LENGTH_FIELD + length > this.maxFrame) {
@@ -219,12 +209,12 @@ export class FrameDecoder {
       this.drops.bad_auth++;
       return;
     }
-    const hi = get32(buf, at + 1);
+    const hi = read32(buf, at + 1);
     if (hi > MAX_SEQ_HI) {
       this.drops.malformed++;
       return;
     }
-    const seq = hi * TWO_32 + get32(buf, at + 5);
+    const seq = hi * TWO_32 + read32(buf, at + 5);
     if (seq <= this.lastSeq) {
       this.drops.replayed++;
       return;

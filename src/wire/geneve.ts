@@ -35,6 +35,7 @@
  * Reading accepts any well-formed Geneve header and finds the nfstate option among others, so a header
  * that another Geneve speaker extended (or one without a stamp at all) still parses.
  */
+import { read32, write32 } from '../packet/layout.js';
 import { DropReason } from '../types.js';
 
 /** The IANA-assigned Geneve UDP port. */
@@ -83,26 +84,14 @@ const TWO_32 = 0x1_0000_0000;
 const MAX_U64 = 18446744073709549568;
 const EMPTY = new Uint8Array(0);
 
-function get32(b: Uint8Array, at: number): number {
-  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
-}
-
-// Typed-array stores reduce modulo 256, so no masking is needed.
-function put32(b: Uint8Array, at: number, v: number): void {
-  b[at] = v >>> 24;
-  b[at + 1] = v >>> 16;
-  b[at + 2] = v >>> 8;
-  b[at + 3] = v;
-}
-
 /** Writes a non-negative integer as u64, clamping what a u64 cannot hold (NaN and negatives to 0). */
 function put64(b: Uint8Array, at: number, v: number): void {
   let n = Math.floor(v);
   if (!(n >= 0)) n = 0;
   else if (n > MAX_U64) n = MAX_U64;
   const hi = Math.floor(n / TWO_32);
-  put32(b, at, hi);
-  put32(b, at + 4, n - hi * TWO_32);
+  write32(b, at, hi);
+  write32(b, at + 4, n - hi * TWO_32);
 }
 
 function put24(b: Uint8Array, at: number, v: number): void {
@@ -132,7 +121,7 @@ export function writeStampHeader(buf: Uint8Array, offset: number, f: StampFields
   buf[o + 13] = f.flags;
   buf[o + 14] = 0;
   buf[o + 15] = 0;
-  put32(buf, o + 16, f.epoch);
+  write32(buf, o + 16, f.epoch);
   put64(buf, o + 20, f.seq);
   put64(buf, o + 28, Math.round(f.timeMs * 1e6));
   return STAMP_HEADER_LENGTH;
@@ -236,12 +225,12 @@ export class StampView {
     return this.stamp < 0 ? 0 : this.buf[this.stamp + 1]!;
   }
   get epoch(): number {
-    return this.stamp < 0 ? 0 : get32(this.buf, this.stamp + 4);
+    return this.stamp < 0 ? 0 : read32(this.buf, this.stamp + 4);
   }
   /** The flow sequence number; exact up to 2^53, which a per-flow counter never reaches. */
   get seq(): number {
     const s = this.stamp;
-    return s < 0 ? 0 : get32(this.buf, s + 8) * TWO_32 + get32(this.buf, s + 12);
+    return s < 0 ? 0 : read32(this.buf, s + 8) * TWO_32 + read32(this.buf, s + 12);
   }
   /**
    * Ingress time in fractional milliseconds. Present-day nanosecond counts exceed 2^53, so this rounds
@@ -252,7 +241,7 @@ export class StampView {
    */
   get timeMs(): number {
     const s = this.stamp;
-    return s < 0 ? 0 : (get32(this.buf, s + 16) * TWO_32 + get32(this.buf, s + 20)) / 1e6;
+    return s < 0 ? 0 : (read32(this.buf, s + 16) * TWO_32 + read32(this.buf, s + 20)) / 1e6;
   }
 
   setVni(vni: number): void {
@@ -262,7 +251,7 @@ export class StampView {
     if (this.stamp >= 0) this.buf[this.stamp + 1] = flags;
   }
   setEpoch(epoch: number): void {
-    if (this.stamp >= 0) put32(this.buf, this.stamp + 4, epoch);
+    if (this.stamp >= 0) write32(this.buf, this.stamp + 4, epoch);
   }
   setSeq(seq: number): void {
     if (this.stamp >= 0) put64(this.buf, this.stamp + 8, seq);
