@@ -91,6 +91,30 @@ describe('nfstate up', () => {
     await until(() => got.length === 21);
     assert.equal(got[20], 'after');
 
+    // The controller's rule API: pin the client's flow to nf-1, then watch the rule count its packets.
+    const flow = `udp 127.0.0.1:${client.address().port} 127.0.0.1:${ends.ingress.servicePort}`;
+    const post = (body: unknown): Promise<Response> =>
+      fetch(`http://127.0.0.1:${ends.ingress.admin}/rules`, { method: 'POST', body: JSON.stringify(body) });
+    const ok = await post({ flow, primary: 'nf-1', epoch: 5 });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), { installed: true });
+    const stale = await post({ flow, primary: 'nf-0', epoch: 4 });
+    assert.deepEqual(await stale.json(), { installed: false });
+    const bad = await post({ flow, primary: 'nf-9', epoch: 6 });
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { error: string }).error, /rule\.primary/);
+    client.send('pinned', ends.ingress.servicePort, '127.0.0.1');
+    await until(() => got.length === 22);
+    const rules = (await (await fetch(`http://127.0.0.1:${ends.ingress.admin}/rules`)).json()) as {
+      flow: string;
+      primary: string;
+      packets: number;
+    }[];
+    assert.deepEqual(
+      rules.map((r) => [r.primary, r.packets]),
+      [['nf-1', 1]],
+    );
+
     child.kill('SIGINT');
     const [code] = (await once(child, 'exit')) as [number | null];
     assert.equal(code, 0);
