@@ -124,12 +124,14 @@ export class Ingress implements MetricSource {
   }
 
   async stop(): Promise<void> {
-    if (this.stopped || !this.started) return;
+    if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.ticker);
-    this.data.close();
-    if (this.options.servicePort >= 0) this.service.close();
-    for (const s of this.out) s.close();
+    if (this.started) {
+      clearInterval(this.ticker);
+      this.data.close();
+      if (this.options.servicePort >= 0) this.service.close();
+      for (const s of this.out) s.close();
+    }
     this.options.stampLog?.close();
     await Promise.resolve();
   }
@@ -197,7 +199,7 @@ export class Ingress implements MetricSource {
     view.setTimeMs(timeMs);
     view.setEpoch(route.epoch);
     view.setFlags(0);
-    this.options.stampLog?.write(buf.subarray(view.innerOffset, view.innerOffset + pkt.length), timeMs);
+    this.options.stampLog?.write(buf, timeMs, view.innerOffset, pkt.length);
     this.out[route.primary]!.send(buf, offset, length);
     this.forwarded++;
     if (route.secondary >= 0) {

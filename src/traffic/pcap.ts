@@ -102,10 +102,13 @@ export class PcapWriter {
     this.used = GLOBAL_HEADER;
   }
 
-  /** Appends one packet captured at `timeMs` (fractional milliseconds since the Unix epoch). */
-  write(data: Uint8Array, timeMs: number): void {
+  /**
+   * Appends one packet captured at `timeMs` (fractional milliseconds since the Unix epoch): `length`
+   * bytes of `data` from `offset`, so a caller recording packets in place allocates nothing per packet.
+   */
+  write(data: Uint8Array, timeMs: number, offset = 0, length = data.length - offset): void {
     if (this.fd === undefined) throw new NfsError(ErrorCode.PCAP, `${this.path}: write after close`);
-    const incl = Math.min(data.length, this.snaplen);
+    const incl = Math.min(length, this.snaplen);
     if (this.used + RECORD_HEADER + incl > this.buf.length) this.flush();
     let us = Math.round(timeMs * 1000);
     if (!(us >= 0)) us = 0;
@@ -114,15 +117,16 @@ export class PcapWriter {
     dv.setUint32(this.used, sec, true);
     dv.setUint32(this.used + 4, us - sec * 1e6, true);
     dv.setUint32(this.used + 8, incl, true);
-    dv.setUint32(this.used + 12, data.length, true);
+    dv.setUint32(this.used + 12, length, true);
     this.used += RECORD_HEADER;
-    const bytes = data.subarray(0, incl);
     if (this.used + incl > this.buf.length) {
       // Larger than the whole buffer: write it straight through.
       this.flush();
-      this.writeAll(bytes);
+      this.writeAll(data.subarray(offset, offset + incl));
     } else {
-      this.buf.set(bytes, this.used);
+      const buf = this.buf;
+      const at = this.used;
+      for (let i = 0; i < incl; i++) buf[at + i] = data[offset + i]!;
       this.used += incl;
     }
   }

@@ -131,11 +131,13 @@ export class Sink implements MetricSource {
   }
 
   async stop(): Promise<void> {
-    if (this.stopped || !this.started) return;
+    if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.ackTimer);
-    this.socket.close();
-    this.out.close();
+    if (this.started) {
+      clearInterval(this.ackTimer);
+      this.socket.close();
+      this.out.close();
+    }
     this.options.pcap?.close();
     await Promise.resolve();
   }
@@ -174,7 +176,7 @@ export class Sink implements MetricSource {
     this.lastAt = now;
     this.latency.record((now - view.timeMs) * 1000);
     const pkt = this.pkt;
-    this.options.pcap?.write(msg.subarray(view.innerOffset, view.innerOffset + pkt.length), now);
+    this.options.pcap?.write(msg, now, view.innerOffset, pkt.length);
     const deliver = this.options.deliver;
     if (deliver !== undefined && pkt.proto === IpProto.UDP) {
       this.out.send(msg, pkt.payloadOffset, pkt.payloadLength, deliver.port, deliver.host);

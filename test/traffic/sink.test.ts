@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ManualClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
 import { Sink } from '../../src/traffic/sink.js';
 import { DropReason } from '../../src/types.js';
-import { StampFlag } from '../../src/wire/geneve.js';
+import { LinkType, PcapWriter, readPcap } from '../../src/traffic/pcap.js';
+import { STAMP_HEADER_LENGTH, StampFlag } from '../../src/wire/geneve.js';
 import { stamped } from '../helpers/packets.js';
 
 function sink(): Sink {
@@ -32,6 +36,24 @@ describe('Sink', () => {
     s.onDatagram(stamped({ flow: 0, seq: 1_000_000 }));
     s.onDatagram(stamped({ flow: 0, seq: 1_000_000 }));
     assert.deepEqual([s.delivered, s.duplicated], [2, 1]);
+  });
+
+  it('writes what it delivers to pcap, inner packets only', () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'nfstate-sink-')), 'out.pcap');
+    const s = new Sink(
+      { host: '127.0.0.1', port: 0, pcap: new PcapWriter(path, LinkType.RAW) },
+      silentLogger,
+      new ManualClock(),
+    );
+    const sent = [1, 2, 2, 3].map((seq) => stamped({ flow: 4, seq }));
+    for (const d of sent) s.onDatagram(d);
+    void s.stop();
+    const file = readPcap(path);
+    const records = [...file.records].map((r) => r.data);
+    assert.deepEqual(
+      records,
+      [sent[0]!, sent[1]!, sent[3]!].map((d) => d.subarray(STAMP_HEADER_LENGTH)),
+    );
   });
 
   it('never throws on garbage and counts it by reason', () => {
