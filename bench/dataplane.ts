@@ -6,26 +6,30 @@
  *   const r = await runDataplaneBench({ quick: true, json: false, out: console.log });
  *   r.results[0].ratio   // nat, 1 thread: its pps / the Node relay's pps
  *
- * Every point is measured the same way, against a different hop:
+ * Every point is measured the same way, against a different hop, by the same driver:
  *
- *                 connected socket          hop under test              worker_thread
- *   generator ───────────────────────► relay | c relay | NF instance ───────────────► sink
- *   (main thread)  stamped datagrams                                         │ received count
- *        ▲                                                                   ▼ (SharedArrayBuffer)
- *        └──────────────── in flight = sent − received ≤ WINDOW ◄─────────────┘
+ *              stamped datagrams         hop under test            its egress
+ *   driver ─────────────────────► relay | c relay | NF instance ──────────────► driver
+ *   (sends)                                                                    (counts)
+ *      ▲                                                                          │
+ *      └──────────────── in flight = sent − received ≤ WINDOW ◄───────────────────┘
  *
- * A closed loop with a bounded window: the generator keeps at most WINDOW packets in flight, so no
- * socket buffer on the way overflows and the rate settles at what the slowest stage drains. A window
- * that sees no progress for STALL_MS counts what is in flight as lost and reopens. The sink runs on its
- * own thread so that receiving does not slow sending; while the window is full the generator sleeps on
- * the sink's counter (Atomics.waitAsync) instead of spinning, which would take a core from the hop
- * under test on a small machine.
+ * A closed loop with a bounded window: the driver keeps at most WINDOW packets in flight, so no socket
+ * buffer on the way overflows and the rate settles at what the slowest stage drains. A window that
+ * sees no progress for STALL_MS counts what is in flight as lost and reopens.
+ *
+ * The driver is native/driver.c wherever a C compiler is present: a sender and a receiver thread moving
+ * packets 32 and 64 at a time with sendmmsg/recvmmsg. Only where there is none does this module drive
+ * the loop itself, sending from the main thread and counting on a sink worker_thread. A Node driver
+ * spends about as much per packet as the hops it measures, so it caps every point near the Node relay's
+ * rate and the points cannot be told apart; the C driver lifts that cap well above the Node hops. Which
+ * driver ran is part of the result: figures from the two are not comparable.
  */
 import { spawn, fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -71,7 +75,11 @@ export interface NfPoint {
   error?: string;
 }
 
+export type DriverKind = 'c' | 'node';
+
 export interface BenchResult {
+  /** What sent and counted the packets: native/driver.c, or the bench process itself where no cc. */
+  driver: DriverKind;
   /** The Node relay baseline; in a full run the mean of `relay_runs`. */
   relay_pps: number;
   relay_runs: number[];
@@ -82,7 +90,7 @@ export interface BenchResult {
   packet_bytes: number;
   machine: { cpus: number; model: string; node: string };
   method: { window: number; flows: number; seconds: number; warmup_seconds: number };
-  /** Why a baseline has no figure, keyed by 'relay' or 'c_relay'. */
+  /** Why a baseline has no figure, keyed by 'relay' or 'c_relay'; 'driver': why the Node driver ran. */
   errors?: Record<string, string>;
 }
 
@@ -94,11 +102,17 @@ const PAYLOAD = 64;
 /** Room for any trace packet (payloads go up to 1400 bytes) and its stamp header. */
 const SLOT_BYTES = 2048;
 const WINDOW = 512;
+const QUICK_SECONDS = 2;
+const QUICK_WARMUP_SECONDS = 0.5;
+const FULL_SECONDS = 8;
+const FULL_WARMUP_SECONDS = 1;
 const BURST = 128;
 const STALL_MS = 200;
 /** How long the generator sleeps on a full window before it looks at the stall clock again. */
 const WAIT_MS = 20;
 const START_TIMEOUT_MS = 15_000;
+/** How long after its measured interval the C driver may take to report: its tail wait and exit. */
+const RESULT_SLACK_MS = 10_000;
 const STOP_TIMEOUT_MS = 3_000;
 const SOCKET_BUFFER = 4 * 1024 * 1024;
 const VNI = 1;
@@ -248,6 +262,39 @@ class PacketRing {
     this.nextSeq.fill(0);
   }
 
+  /**
+   * The ring as native/driver.c's packets file: R rounds of FLOWS records, round-major, each a u16
+   * big-endian length and the datagram, record r*FLOWS + f being flow f's packet stamped with sequence
+   * number r + 1. The driver re-stamps each pass over the file so that the numbers keep counting up.
+   */
+  records(): Uint8Array {
+    const rounds = this.slots / FLOWS;
+    const slotOf = new Uint32Array(this.slots);
+    const seen = new Uint32Array(FLOWS);
+    let bytes = 0;
+    for (let i = 0; i < this.slots; i++) {
+      const flow = this.flowOf[i]!;
+      const round = seen[flow]!++;
+      if (round >= rounds) throw new Error(`bench trace: flow ${flow} has more than ${rounds} packets`);
+      slotOf[round * FLOWS + flow] = i;
+      bytes += 2 + this.lengths[i]!;
+    }
+    const out = new Uint8Array(bytes);
+    const f: StampFields = { ...this.fields };
+    let at = 0;
+    for (let k = 0; k < this.slots; k++) {
+      const slot = slotOf[k]!;
+      const length = this.lengths[slot]!;
+      out[at] = length >>> 8;
+      out[at + 1] = length & 0xff;
+      out.set(this.buf.subarray(slot * this.stride, slot * this.stride + length), at + 2);
+      f.seq = Math.floor(k / FLOWS) + 1;
+      writeStampHeader(out, at + 2, f);
+      at += 2 + length;
+    }
+    return out;
+  }
+
   /** Stamps packet n (counting from 0 since the last reset) and sends it. */
   send(socket: dgram.Socket, n: number): void {
     const slot = n % this.slots;
@@ -262,8 +309,8 @@ class PacketRing {
 interface Load {
   pps: number;
   sent: number;
+  /** Packets sent during the point (warm-up included) that never came back. */
   lost: number;
-  stalls: number;
 }
 
 /** Drives one hop for warm-up plus `seconds`, then drains; pps counts only the measured interval. */
@@ -283,7 +330,6 @@ async function drive(
   const base = sink.count;
   let sent = 0;
   let lost = 0;
-  let stalls = 0;
   let lastReceived = 0;
   const begin = performance.now();
   let lastProgress = begin;
@@ -316,7 +362,6 @@ async function drive(
       if (room <= 0) {
         if (now - lastProgress >= STALL_MS) {
           lost = sent - received;
-          stalls++;
           lastProgress = now;
         } else {
           await sink.waitFor(base + sent - lost - WINDOW / 2, WAIT_MS);
@@ -339,7 +384,7 @@ async function drive(
       }
     }
     const pps = endAt > markAt ? ((endReceived - markReceived) * 1000) / (endAt - markAt) : 0;
-    return { pps, sent, lost: Math.max(0, sent - received), stalls };
+    return { pps, sent, lost: Math.max(0, sent - received) };
   } finally {
     socket.close();
   }
@@ -349,6 +394,112 @@ async function drive(
 interface Hop {
   port: number;
   stop(): Promise<void>;
+}
+
+/** Starts a hop under test that sends its output to `egressPort` on HOST. */
+type StartHop = (egressPort: number) => Promise<Hop>;
+
+/** What sends a point's packets and counts them back. */
+interface Driver {
+  readonly kind: DriverKind;
+  /** Starts the hop, loads it for warm-up plus the measured interval, and takes it down again. */
+  run(start: StartHop): Promise<Load>;
+  stop(): Promise<void>;
+}
+
+/** The fallback: the generator on this thread, the sink on a worker_thread. */
+class NodeDriver implements Driver {
+  readonly kind = 'node';
+
+  private constructor(
+    private readonly ring: PacketRing,
+    private readonly sink: SinkThread,
+    private readonly seconds: number,
+    private readonly warmupSeconds: number,
+  ) {}
+
+  static async start(ring: PacketRing, seconds: number, warmupSeconds: number): Promise<NodeDriver> {
+    return new NodeDriver(ring, await SinkThread.start(), seconds, warmupSeconds);
+  }
+
+  async run(start: StartHop): Promise<Load> {
+    const hop = await start(this.sink.port);
+    try {
+      return await drive(this.ring, this.sink, hop.port, this.seconds, this.warmupSeconds);
+    } finally {
+      await hop.stop();
+    }
+  }
+
+  stop(): Promise<void> {
+    return this.sink.stop();
+  }
+}
+
+/**
+ * native/driver.c, one process per point. It binds its receive socket and prints the port first, so
+ * the hop can be started with that port as its egress; "go <hop's port>" then starts the load, and one
+ * JSON line reports it.
+ */
+class CDriver implements Driver {
+  readonly kind = 'c';
+
+  constructor(
+    private readonly children: Children,
+    private readonly binary: string,
+    private readonly packets: string,
+    private readonly seconds: number,
+    private readonly warmupSeconds: number,
+  ) {}
+
+  async run(start: StartHop): Promise<Load> {
+    const warmupMs = Math.round(this.warmupSeconds * 1000);
+    const measureMs = Math.max(1, Math.round(this.seconds * 1000));
+    const args = [this.packets, FLOWS, HOST, 0, WINDOW, warmupMs, measureMs].map(String);
+    const child = this.children.track(spawn(this.binary, args, { stdio: ['pipe', 'pipe', 'pipe'] }));
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    // A driver that died early closes its stdin; that shows up as its exit, not as a write error.
+    child.stdin!.on('error', () => undefined);
+    const failed = (err: unknown): Error => {
+      const why = stderr.trim();
+      return new Error(`${message(err)}${why === '' ? '' : `; ${why.slice(-400)}`}`);
+    };
+    let hop: Hop | undefined;
+    try {
+      let port: number;
+      try {
+        port = Number((await announced(child, child.stdout!, /\{"port":(\d+)\}\n/, 'driver'))[1]);
+      } catch (err) {
+        throw failed(err);
+      }
+      hop = await start(port);
+      try {
+        const result = announced(
+          child,
+          child.stdout!,
+          /^(\{"sent".*\})\n/m,
+          'driver',
+          warmupMs + measureMs + RESULT_SLACK_MS,
+        );
+        child.stdin!.end(`go ${hop.port}\n`);
+        const r = JSON.parse((await result)[1]!) as Load;
+        return { pps: r.pps, sent: r.sent, lost: r.lost };
+      } catch (err) {
+        throw failed(err);
+      }
+    } finally {
+      child.kill('SIGKILL');
+      await exited(child);
+      await hop?.stop();
+    }
+  }
+
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
 /** Every child this run started, so that a failure anywhere still leaves none behind. */
@@ -384,44 +535,52 @@ async function shutDown(child: ChildProcess, ask: () => Promise<unknown>): Promi
   }
 }
 
-/** Resolves with the first match of `pattern` in the child's stream; rejects on exit or timeout. */
+/**
+ * Resolves with the first match of `pattern` in what the child writes to `stream` from now on; rejects
+ * when the child exits first or after `waitMs`.
+ */
 function announced(
   child: ChildProcess,
   stream: NodeJS.ReadableStream,
   pattern: RegExp,
   what: string,
-): Promise<number> {
+  waitMs = START_TIMEOUT_MS,
+): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      reject(new Error(`${what}: exited (code ${child.exitCode}, signal ${child.signalCode})`));
+      return;
+    }
     let text = '';
     const timer = setTimeout(() => {
-      finish(new Error(`${what}: not ready within ${START_TIMEOUT_MS} ms`));
-    }, START_TIMEOUT_MS);
+      finish(new Error(`${what}: nothing within ${waitMs} ms`));
+    }, waitMs);
     const onData = (chunk: Buffer): void => {
       text += chunk.toString('utf8');
       const m = pattern.exec(text);
-      if (m !== null) finish(undefined, Number(m[1]));
+      if (m !== null) finish(m);
     };
     const onExit = (code: number | null, signal: string | null): void => {
-      finish(new Error(`${what}: exited during start (code ${code}, signal ${signal}) ${text.trim()}`));
+      finish(new Error(`${what}: exited (code ${code}, signal ${signal}) ${text.trim()}`));
     };
-    function finish(err: Error | undefined, port = 0): void {
+    function finish(outcome: RegExpExecArray | Error): void {
       clearTimeout(timer);
       stream.off('data', onData);
       child.off('exit', onExit);
-      if (err === undefined) resolve(port);
-      else reject(err);
+      if (outcome instanceof Error) reject(outcome);
+      else resolve(outcome);
     }
     stream.on('data', onData);
     child.once('exit', onExit);
   });
 }
 
-async function startNodeRelay(children: Children, script: string, sinkPort: number): Promise<Hop> {
+async function startNodeRelay(children: Children, script: string, egressPort: number): Promise<Hop> {
   const child = children.track(
-    spawn(process.execPath, [script, '0', HOST, String(sinkPort)], { stdio: ['pipe', 'pipe', 'pipe'] }),
+    spawn(process.execPath, [script, '0', HOST, String(egressPort)], { stdio: ['pipe', 'pipe', 'pipe'] }),
   );
   try {
-    const port = await announced(child, child.stdout!, /"port":(\d+)/, 'node relay');
+    const port = Number((await announced(child, child.stdout!, /"port":(\d+)/, 'node relay'))[1]);
     // Closing its stdin is the relay's signal to stop.
     return { port, stop: () => shutDown(child, () => Promise.resolve(child.stdin!.end())) };
   } catch (err) {
@@ -430,12 +589,13 @@ async function startNodeRelay(children: Children, script: string, sinkPort: numb
   }
 }
 
-async function startCRelay(children: Children, binary: string, sinkPort: number): Promise<Hop> {
+async function startCRelay(children: Children, binary: string, egressPort: number): Promise<Hop> {
   const child = children.track(
-    spawn(binary, ['0', HOST, String(sinkPort)], { stdio: ['ignore', 'pipe', 'pipe'] }),
+    spawn(binary, ['0', HOST, String(egressPort)], { stdio: ['ignore', 'pipe', 'pipe'] }),
   );
   try {
-    const port = await announced(child, child.stderr!, /listening on 127\.0\.0\.1:(\d+)/, 'c relay');
+    const [, listening] = await announced(child, child.stderr!, /listening on 127\.0\.0\.1:(\d+)/, 'c relay');
+    const port = Number(listening);
     return { port, stop: () => shutDown(child, () => Promise.resolve(child.kill('SIGTERM'))) };
   } catch (err) {
     child.kill('SIGKILL');
@@ -476,12 +636,18 @@ function logTail(path: string): string {
   }
 }
 
-/** Builds native/relay.c; resolves with the binary, or rejects with why not. */
-async function buildCRelay(children: Children, source: string | undefined, dir: string): Promise<string> {
-  if (source === undefined) throw new Error('native/relay.c not found');
-  const binary = join(dir, 'relay');
+/** Builds native/<name>.c into `dir`; resolves with the binary, or rejects with why not. */
+async function buildC(
+  children: Children,
+  name: string,
+  dir: string,
+  flags: readonly string[] = [],
+): Promise<string> {
+  const source = locate(`../../native/${name}.c`, `../native/${name}.c`);
+  if (source === undefined) throw new Error(`native/${name}.c not found`);
+  const binary = join(dir, name);
   const cc = children.track(
-    spawn('cc', ['-O2', '-o', binary, source], { stdio: ['ignore', 'ignore', 'pipe'] }),
+    spawn('cc', ['-O2', ...flags, '-o', binary, source], { stdio: ['ignore', 'ignore', 'pipe'] }),
   );
   let err = '';
   cc.stderr!.on('data', (chunk: Buffer) => {
@@ -506,7 +672,7 @@ function locate(...candidates: string[]): string | undefined {
   return undefined;
 }
 
-function nfSpec(nf: NfType, threads: number, sinkPort: number): NfSpec {
+function nfSpec(nf: NfType, threads: number, egressPort: number): NfSpec {
   return {
     id: `bench-${nf}-${threads}`,
     host: HOST,
@@ -516,10 +682,15 @@ function nfSpec(nf: NfType, threads: number, sinkPort: number): NfSpec {
     // Each NF's defaults, except where it has none to run with (an LB needs backends): the demo's.
     nf: { type: nf, config: { ...DEMO_NF_CONFIG[nf] } },
     processor: { batchSize: 30, batchTimeoutMs: 5, maxHeld: 1024, gapTimeoutMs: 250, flowIdleMs: 120_000 },
-    egress: { host: HOST, port: sinkPort },
+    egress: { host: HOST, port: egressPort },
     partition: { index: 0, count: 1 },
   };
 }
+
+const DRIVER_NAMES: Record<DriverKind, string> = {
+  c: 'c (native/driver.c)',
+  node: 'node (generator and sink in the bench process)',
+};
 
 interface Measured {
   pps: number;
@@ -532,66 +703,72 @@ function message(err: unknown): string {
 }
 
 /**
- * Runs the whole benchmark. Children (relays, NF instances) are always taken down and the temporary
- * directory removed, whatever fails; a point that fails reports 0 pps and its error.
+ * Runs the whole benchmark. Children (drivers, relays, NF instances) are always taken down and the
+ * temporary directory removed, whatever fails; a point that fails reports 0 pps and its error.
  */
 export async function runDataplaneBench(
   o: DataplaneBenchOptions,
   scope: DataplaneBenchScope = {},
 ): Promise<BenchResult> {
-  const seconds = scope.seconds ?? (o.quick ? 2 : 5);
-  const warmupSeconds = scope.warmupSeconds ?? 0.5;
+  const seconds = scope.seconds ?? (o.quick ? QUICK_SECONDS : FULL_SECONDS);
+  const warmupSeconds = scope.warmupSeconds ?? (o.quick ? QUICK_WARMUP_SECONDS : FULL_WARMUP_SECONDS);
   const nfs = scope.nfs ?? NF_TYPES;
   const threadCounts = scope.threads ?? [1, 2];
   const cli = locate('../src/cli/main.js');
   const relayScript = locate('./node-relay.js');
-  const cSource = locate('../../native/relay.c', '../native/relay.c');
 
   const ring = new PacketRing();
   const children = new Children();
   const dir = mkdtempSync(join(tmpdir(), 'nfstate-bench-'));
   const errors: Record<string, string> = {};
-  let sink: SinkThread | undefined;
-
-  if (!o.json) {
-    const points = 2 + nfs.length * threadCounts.length + (o.quick ? 0 : 1);
-    o.out(
-      `dataplane bench: ${points} points, ${seconds} s each after ${warmupSeconds} s warm-up; ` +
-        `${FLOWS} flows, window ${WINDOW}, ${ring.packetBytes}-byte datagrams`,
-    );
-  }
+  let driver: Driver | undefined;
 
   try {
-    sink = await SinkThread.start();
-    const sinkPort = sink.port;
-    const activeSink = sink;
-    const measure = async (start: () => Promise<Hop>): Promise<Measured> => {
-      let hop: Hop | undefined;
+    const [cRelayBuild, driverBuild] = await Promise.allSettled([
+      buildC(children, 'relay', dir),
+      buildC(children, 'driver', dir, ['-pthread']),
+    ]);
+    if (driverBuild.status === 'fulfilled') {
+      const packets = join(dir, 'packets.bin');
+      writeFileSync(packets, ring.records());
+      driver = new CDriver(children, driverBuild.value, packets, seconds, warmupSeconds);
+    } else {
+      errors.driver = message(driverBuild.reason);
+      driver = await NodeDriver.start(ring, seconds, warmupSeconds);
+    }
+    const activeDriver = driver;
+
+    if (!o.json) {
+      const points = 2 + nfs.length * threadCounts.length + (o.quick ? 0 : 1);
+      o.out(
+        `dataplane bench: ${points} points, ${seconds} s each after ${warmupSeconds} s warm-up; ` +
+          `${FLOWS} flows, window ${WINDOW}, ${ring.packetBytes}-byte datagrams`,
+      );
+    }
+
+    const measure = async (start: StartHop): Promise<Measured> => {
       try {
-        hop = await start();
-        const load = await drive(ring, activeSink, hop.port, seconds, warmupSeconds);
+        const load = await activeDriver.run(start);
         return { pps: load.pps, lost: load.lost };
       } catch (err) {
         return { pps: 0, lost: 0, error: message(err) };
-      } finally {
-        await hop?.stop();
       }
     };
     const measureRelay = async (): Promise<Measured> =>
       relayScript === undefined
         ? { pps: 0, lost: 0, error: 'node-relay.js not found next to this module' }
-        : measure(() => startNodeRelay(children, relayScript, sinkPort));
+        : measure((egress) => startNodeRelay(children, relayScript, egress));
 
     const relayRuns: Measured[] = [await measureRelay()];
 
     let cRelay: Measured | null = null;
-    try {
-      const binary = await buildCRelay(children, cSource, dir);
-      cRelay = await measure(() => startCRelay(children, binary, sinkPort));
-    } catch (err) {
-      errors.c_relay = message(err);
+    if (cRelayBuild.status === 'fulfilled') {
+      const binary = cRelayBuild.value;
+      cRelay = await measure((egress) => startCRelay(children, binary, egress));
+      if (cRelay.error !== undefined) errors.c_relay = cRelay.error;
+    } else {
+      errors.c_relay = message(cRelayBuild.reason);
     }
-    if (cRelay?.error !== undefined) errors.c_relay = cRelay.error;
 
     const points: { nf: NfType; threads: number; m: Measured }[] = [];
     for (const nf of nfs) {
@@ -599,7 +776,7 @@ export async function runDataplaneBench(
         const m =
           cli === undefined
             ? { pps: 0, lost: 0, error: 'the nfstate CLI (src/cli/main.js) was not found' }
-            : await measure(() => startNf(children, cli, dir, nfSpec(nf, threads, sinkPort)));
+            : await measure((egress) => startNf(children, cli, dir, nfSpec(nf, threads, egress)));
         points.push({ nf, threads, m });
       }
     }
@@ -614,6 +791,7 @@ export async function runDataplaneBench(
     const cPps = cRelay === null || cRelay.error !== undefined ? null : cRelay.pps;
 
     const result: BenchResult = {
+      driver: driver.kind,
       relay_pps: Math.round(relayPps),
       relay_runs: relayRuns.map((r) => Math.round(r.pps)),
       c_relay_pps: cPps === null ? null : Math.round(cPps),
@@ -636,7 +814,7 @@ export async function runDataplaneBench(
     return result;
   } finally {
     children.killAll();
-    await sink?.stop();
+    await driver?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -656,6 +834,7 @@ function table(r: BenchResult): string[] {
   const runs = r.relay_runs.length > 1 ? `  (runs: ${r.relay_runs.map(pps).join(', ')})` : '';
   const lines = [
     `machine: ${r.machine.cpus} x ${r.machine.model}, node ${r.machine.node}`,
+    `driver      ${DRIVER_NAMES[r.driver]}`,
     `node relay  ${pps(r.relay_pps)} pps${runs}`,
     `c relay     ${pps(r.c_relay_pps)} pps`,
   ];

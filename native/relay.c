@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -58,6 +59,8 @@ static int parse_port(const char *s) {
 }
 
 int main(int argc, char **argv) {
+  /* A bench that dies mid-run must not leave its relay forwarding into the machine. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("PR_SET_PDEATHSIG");
   if (argc != 4) {
     fprintf(stderr, "usage: relay <listen-port> <dest-host> <dest-port>\n");
     return 2;

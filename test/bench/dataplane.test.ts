@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { runDataplaneBench } from '../../bench/dataplane.js';
+
+const hasCc = spawnSync('cc', ['--version'], { stdio: 'ignore' }).status === 0;
 
 // One NF point with short intervals: this checks that the bench runs end to end and what it reports,
 // never how fast anything is.
@@ -15,6 +18,8 @@ test('dataplane bench measures the relays and an NF point and prints one JSON li
   const printed = JSON.parse(lines[0]!) as Record<string, unknown>;
   assert.deepEqual(printed, JSON.parse(JSON.stringify(result)));
 
+  // The C driver wherever a compiler is present; the Node one only where there is none.
+  assert.equal(result.driver, hasCc ? 'c' : 'node');
   assert.ok(result.relay_pps > 0, `relay_pps ${result.relay_pps} (${JSON.stringify(result.errors)})`);
   assert.equal(result.relay_runs.length, 1);
   assert.ok(result.c_relay_pps === null || result.c_relay_pps > 0);

@@ -1,0 +1,368 @@
+/*
+ * driver: the dataplane bench's load generator and sink in one process, in C, so that neither is the
+ * slowest stage of the loop it measures. It sends stamped Geneve datagrams to a hop under test and
+ * counts what the hop sends back to it, keeping at most <window> packets in flight.
+ *
+ *   cc -O2 -Wall -Wextra -pthread -o driver native/driver.c
+ *   ./driver packets.bin 1024 127.0.0.1 0 512 500 2000
+ *       stdout: {"port":40123}                  start the hop with 127.0.0.1:40123 as its egress, then
+ *       stdin:  go 40200                        send to the hop's port (plain "go": the <dest-port>)
+ *       stdout: {"sent":...,"received":...,"lost":0,"pps":...,"measure_s":2.000}
+ *
+ * The packets file holds R rounds of F flows, round-major, each record a u16 big-endian length and the
+ * datagram (36-byte stamp header, then the inner IPv4 packet):
+ *
+ *   +--------+-----------------------+--------+-----------------------+-     -+--------+----------------+
+ *   | len BE | flow 0, seq 1         | len BE | flow 1, seq 1         |  ...  | len BE | flow F-1, seq R|
+ *   +--------+-----------------------+--------+-----------------------+-     -+--------+----------------+
+ *     record r*F + f is flow f's packet with sequence number r + 1
+ *
+ * The file is sent over and over; on pass p each datagram's sequence number (u64 big endian at byte 20)
+ * becomes p*R + r + 1, so every flow counts 1, 2, 3 ... without a gap, and an NF instance never holds a
+ * packet back for reordering or skips one.
+ *
+ *   sender thread ──sendmmsg──► hop under test ──► receive socket ──recvmmsg──► receiver thread
+ *        ▲                                                                          │
+ *        └──────────────── in flight = sent − received − lost ≤ window ◄────────────┘ (atomic count)
+ *
+ * A window that sees no progress for 200 ms counts what is in flight as lost and reopens; packets that
+ * turn up later were late, not lost. pps counts what arrived during the measured interval only. The
+ * driver dies with its parent (PR_SET_PDEATHSIG), and SIGTERM ends it at once.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <endian.h>
+#include <errno.h>
+#include <linux/futex.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TX_BATCH 32
+#define RX_BATCH 64
+/* Longer datagrams are counted all the same, truncated; only the count matters here. */
+#define RX_SLOT 2048
+#define SEQ_OFFSET 20
+#define MIN_DATAGRAM (SEQ_OFFSET + 8)
+#define RCV_BUF (8 * 1024 * 1024)
+#define SND_BUF (4 * 1024 * 1024)
+#define STALL_NS (200LL * 1000 * 1000)
+/* How long the sender sleeps on a full window before it looks at the stall clock again. */
+#define WAIT_NS (20LL * 1000 * 1000)
+#define TAIL_NS (300LL * 1000 * 1000)
+/* How long the receiver blocks before it looks at its stop flag again. */
+#define RX_TIMEOUT_US (20 * 1000)
+
+struct packets {
+  unsigned char *data;
+  struct iovec *iov;
+  int64_t count;
+  int64_t flows;
+  int64_t rounds;
+};
+
+struct sender_args {
+  int fd;
+  int64_t window;
+  const struct packets *packets;
+};
+
+static _Atomic int64_t received;
+/* The sender's wait: it sleeps on wake_gen until `received` reaches wake_at (0: nobody waits). */
+static _Atomic int64_t wake_at;
+static _Atomic uint32_t wake_gen;
+static atomic_int sending = 1;
+static atomic_int receiving = 1;
+/* Written by the sender before it returns; read after it is joined. */
+static int64_t sent_total;
+
+static void die(const char *what) {
+  fprintf(stderr, "driver: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+static void fail(const char *message) {
+  fprintf(stderr, "driver: %s\n", message);
+  exit(2);
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void sleep_until(int64_t deadline_ns) {
+  struct timespec ts = {.tv_sec = deadline_ns / 1000000000LL, .tv_nsec = deadline_ns % 1000000000LL};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+  }
+}
+
+static long parse_int(const char *s, long min, long max, const char *what) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
+    fprintf(stderr, "driver: %s must be an integer in %ld..%ld (got '%s')\n", what, min, max, s);
+    exit(2);
+  }
+  return v;
+}
+
+/* Asks for `size`; the FORCE variant passes rmem_max/wmem_max when privileged, else the plain one is capped. */
+static void set_buffer(int fd, int force, int plain, int size) {
+  if (setsockopt(fd, SOL_SOCKET, force, &size, sizeof size) != 0)
+    (void)setsockopt(fd, SOL_SOCKET, plain, &size, sizeof size);
+}
+
+static void load_packets(const char *path, int64_t flows, struct packets *p) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) die(path);
+  if (fseek(f, 0, SEEK_END) != 0) die(path);
+  long size = ftell(f);
+  if (size < 0) die(path);
+  rewind(f);
+  p->data = malloc(size > 0 ? (size_t)size : 1);
+  if (p->data == NULL) die("malloc");
+  if (fread(p->data, 1, (size_t)size, f) != (size_t)size) die(path);
+  fclose(f);
+
+  int64_t count = 0;
+  for (long at = 0; at < size;) {
+    if (size - at < 2) fail("packets file: truncated length");
+    long len = ((long)p->data[at] << 8) | p->data[at + 1];
+    if (len < MIN_DATAGRAM) fail("packets file: a datagram too short to hold a stamp header");
+    if (size - at - 2 < len) fail("packets file: truncated datagram");
+    at += 2 + len;
+    count++;
+  }
+  if (count == 0 || count % flows != 0) fail("packets file: the record count is not a multiple of <flows>");
+
+  p->iov = calloc((size_t)count, sizeof *p->iov);
+  if (p->iov == NULL) die("calloc");
+  long at = 0;
+  for (int64_t i = 0; i < count; i++) {
+    size_t len = ((size_t)p->data[at] << 8) | p->data[at + 1];
+    p->iov[i].iov_base = p->data + at + 2;
+    p->iov[i].iov_len = len;
+    at += 2 + (long)len;
+  }
+  p->count = count;
+  p->flows = flows;
+  p->rounds = count / flows;
+}
+
+/*
+ * The window is full: sleep until the receiver has counted `target`, or for WAIT_NS. A waiter that
+ * spins, or polls with short sleeps, takes most of a core on a 2-core machine from the hop under test,
+ * which has to make the very progress being waited for. Publishing the target before reading the count
+ * (and the receiver storing the count before reading the target) means one side always sees the other,
+ * so no wake-up is missed; the generation number closes the gap between that check and the sleep.
+ */
+static void wait_for(int64_t target) {
+  uint32_t gen = atomic_load(&wake_gen);
+  atomic_store(&wake_at, target);
+  if (atomic_load(&received) < target) {
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = WAIT_NS};
+    (void)syscall(SYS_futex, &wake_gen, FUTEX_WAIT_PRIVATE, gen, &ts, NULL, 0);
+  }
+  atomic_store(&wake_at, 0);
+}
+
+static void wake_sender(int64_t count) {
+  int64_t target = atomic_load(&wake_at);
+  if (target != 0 && count >= target && atomic_compare_exchange_strong(&wake_at, &target, 0)) {
+    atomic_fetch_add(&wake_gen, 1);
+    (void)syscall(SYS_futex, &wake_gen, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  }
+}
+
+static void *sender(void *arg) {
+  const struct sender_args *a = arg;
+  const struct packets *p = a->packets;
+  struct mmsghdr msgs[TX_BATCH];
+  memset(msgs, 0, sizeof msgs);
+  int64_t sent = 0, lost = 0, last_received = 0;
+  int64_t progress_at = now_ns();
+  int64_t room_needed = a->window < TX_BATCH ? a->window : TX_BATCH;
+
+  while (atomic_load_explicit(&sending, memory_order_relaxed)) {
+    int64_t got = atomic_load_explicit(&received, memory_order_acquire);
+    int64_t now = now_ns();
+    if (got != last_received) {
+      last_received = got;
+      progress_at = now;
+    }
+    if (sent - got < lost) lost = sent - got > 0 ? sent - got : 0;
+    int64_t room = a->window - (sent - got - lost);
+    if (room < room_needed) {
+      if (now - progress_at >= STALL_NS) {
+        lost = sent - got;
+        progress_at = now;
+      } else {
+        /* Half the window drained before sending again keeps sends in full batches. */
+        int64_t target = sent - lost - a->window / 2;
+        wait_for(target > got ? target : got + 1);
+      }
+      continue;
+    }
+
+    int n = room < TX_BATCH ? (int)room : TX_BATCH;
+    for (int k = 0; k < n; k++) {
+      int64_t i = sent + k;
+      int64_t pass = i / p->count;
+      int64_t record = i % p->count;
+      const struct iovec *v = &p->iov[record];
+      uint64_t seq = htobe64((uint64_t)(pass * p->rounds + record / p->flows + 1));
+      memcpy((unsigned char *)v->iov_base + SEQ_OFFSET, &seq, sizeof seq);
+      msgs[k].msg_hdr.msg_iov = (struct iovec *)v;
+      msgs[k].msg_hdr.msg_iovlen = 1;
+    }
+    int m = sendmmsg(a->fd, msgs, (unsigned)n, 0);
+    if (m > 0) {
+      sent += m;
+    } else if (m < 0 && (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH ||
+                         errno == EAGAIN || errno == ENOBUFS || errno == EINTR)) {
+      /* A pending ICMP error belongs to an earlier datagram and is cleared by being reported; a full
+         send buffer drains by itself. Either way the same datagrams are tried again. */
+      sched_yield();
+    } else {
+      die("sendmmsg");
+    }
+  }
+  sent_total = sent;
+  return NULL;
+}
+
+static void *receiver(void *arg) {
+  int fd = *(const int *)arg;
+  static char bufs[RX_BATCH][RX_SLOT];
+  static struct iovec iov[RX_BATCH];
+  static struct mmsghdr msgs[RX_BATCH];
+  for (int i = 0; i < RX_BATCH; i++) {
+    iov[i].iov_base = bufs[i];
+    iov[i].iov_len = RX_SLOT;
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  while (atomic_load_explicit(&receiving, memory_order_relaxed)) {
+    /* MSG_WAITFORONE: block (up to the timeout) for the first datagram, then take whatever is queued. */
+    int n = recvmmsg(fd, msgs, RX_BATCH, MSG_WAITFORONE, NULL);
+    if (n > 0) {
+      wake_sender(atomic_fetch_add(&received, n) + n);
+    } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNREFUSED) {
+      die("recvmmsg");
+    }
+  }
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  /* A bench that dies mid-run must not leave its driver sending into the machine. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("PR_SET_PDEATHSIG");
+  if (argc != 8) {
+    fprintf(stderr,
+            "usage: driver <packets-file> <flows> <dest-host> <dest-port> <window> <warmup-ms> <measure-ms>\n");
+    return 2;
+  }
+  int64_t flows = parse_int(argv[2], 1, 1 << 24, "<flows>");
+  long dest_port = parse_int(argv[4], 0, 65535, "<dest-port>");
+  int64_t window = parse_int(argv[5], 1, 1 << 24, "<window>");
+  int64_t warmup_ms = parse_int(argv[6], 0, 3600 * 1000, "<warmup-ms>");
+  int64_t measure_ms = parse_int(argv[7], 1, 3600 * 1000, "<measure-ms>");
+
+  struct packets packets;
+  load_packets(argv[1], flows, &packets);
+
+  int rx = socket(AF_INET, SOCK_DGRAM, 0);
+  if (rx < 0) die("socket");
+  set_buffer(rx, SO_RCVBUFFORCE, SO_RCVBUF, RCV_BUF);
+  struct timeval tv = {.tv_sec = 0, .tv_usec = RX_TIMEOUT_US};
+  if (setsockopt(rx, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) die("SO_RCVTIMEO");
+  struct sockaddr_in local;
+  memset(&local, 0, sizeof local);
+  local.sin_family = AF_INET;
+  local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(rx, (struct sockaddr *)&local, sizeof local) != 0) die("bind");
+  socklen_t len = sizeof local;
+  if (getsockname(rx, (struct sockaddr *)&local, &len) != 0) die("getsockname");
+
+  printf("{\"port\":%d}\n", ntohs(local.sin_port));
+  fflush(stdout);
+
+  /* The hop under test is started only now, with the port above as its egress; "go" says it is up. */
+  char line[128];
+  if (fgets(line, sizeof line, stdin) == NULL) fail("stdin closed before \"go\"");
+  char *word = strtok(line, " \t\r\n");
+  if (word == NULL || strcmp(word, "go") != 0) fail("expected \"go\" or \"go <dest-port>\" on stdin");
+  char *port_text = strtok(NULL, " \t\r\n");
+  if (port_text != NULL) dest_port = parse_int(port_text, 1, 65535, "the port after \"go\"");
+  if (dest_port == 0) fail("no destination port: <dest-port> is 0 and \"go\" named none");
+
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  struct addrinfo *dest = NULL;
+  char service[16];
+  snprintf(service, sizeof service, "%ld", dest_port);
+  int gai = getaddrinfo(argv[3], service, &hints, &dest);
+  if (gai != 0) {
+    fprintf(stderr, "driver: cannot resolve %s: %s\n", argv[3], gai_strerror(gai));
+    return 2;
+  }
+  int tx = socket(AF_INET, SOCK_DGRAM, 0);
+  if (tx < 0) die("socket");
+  set_buffer(tx, SO_SNDBUFFORCE, SO_SNDBUF, SND_BUF);
+  if (connect(tx, dest->ai_addr, dest->ai_addrlen) != 0) die("connect");
+  freeaddrinfo(dest);
+
+  pthread_t rx_thread, tx_thread;
+  struct sender_args args = {.fd = tx, .window = window, .packets = &packets};
+  if ((errno = pthread_create(&rx_thread, NULL, receiver, &rx)) != 0) die("pthread_create");
+  int64_t start = now_ns();
+  if ((errno = pthread_create(&tx_thread, NULL, sender, &args)) != 0) die("pthread_create");
+
+  sleep_until(start + warmup_ms * 1000000LL);
+  int64_t mark_received = atomic_load(&received);
+  int64_t mark_at = now_ns();
+  sleep_until(mark_at + measure_ms * 1000000LL);
+  int64_t end_received = atomic_load(&received);
+  int64_t end_at = now_ns();
+
+  atomic_store(&sending, 0);
+  pthread_join(tx_thread, NULL);
+  int64_t tail_until = now_ns() + TAIL_NS;
+  while (atomic_load(&received) < sent_total && now_ns() < tail_until) {
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  int64_t got = atomic_load(&received);
+  atomic_store(&receiving, 0);
+  pthread_join(rx_thread, NULL);
+
+  double measure_s = (double)(end_at - mark_at) / 1e9;
+  double pps = measure_s > 0 ? (double)(end_received - mark_received) / measure_s : 0;
+  int64_t lost = sent_total > got ? sent_total - got : 0;
+  printf("{\"sent\":%lld,\"received\":%lld,\"lost\":%lld,\"pps\":%.1f,\"measure_s\":%.3f}\n",
+         (long long)sent_total, (long long)got, (long long)lost, pps, measure_s);
+  fflush(stdout);
+  close(rx);
+  close(tx);
+  free(packets.iov);
+  free(packets.data);
+  return 0;
+}
