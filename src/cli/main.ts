@@ -17,7 +17,7 @@ import { runIngress, runNf, runSink } from '../launcher/roles.js';
 import type { IngressSpec, NfSpec, SinkSpec } from '../launcher/roles.js';
 import { runUp } from '../launcher/up.js';
 import { Generator, PcapSource } from '../traffic/generator.js';
-import { readTrace, runOracle } from '../traffic/oracle.js';
+import { readTrace, runDigestHash, runOracle } from '../traffic/oracle.js';
 import { DEFAULT_TRACE, SyntheticTrace } from '../traffic/trace.js';
 import type { TraceOptions } from '../traffic/trace.js';
 import { LinkType, PcapWriter } from '../traffic/pcap.js';
@@ -69,7 +69,7 @@ program
   .option('--batch <n>', 'packets per batch', int('--batch', 1, 100000))
   .option('--flows <n>', 'flows', int('--flows', 1, 10_000_000), 200)
   .option('--packets <n>', 'packets per flow', int('--packets', 1, 10_000_000), 50)
-  .option('--rate <pps>', 'packets per second; 0 = as fast as the deployment drains', int('--rate', 0), 20000)
+  .option('--rate <pps>', 'packets per second; 0 = as fast as the deployment drains', int('--rate', 0), 5000)
   .option('--payload <bytes>', 'payload bytes per packet', int('--payload', 0, 1400), 64)
   .addOption(new Option('--proto <proto>', 'transport').choices(['udp', 'tcp']).default('udp'))
   .option('--skew <k>', 'a few heavy flows with k times the packets', int('--skew', 0, 1000), 0)
@@ -245,7 +245,16 @@ program
     }
     for (const f of ref.flows)
       process.stdout.write(`${f.flow}  packets ${f.packets}  forwarded ${f.forwarded}  ${f.digest}\n`);
-    process.stdout.write(`${ref.flows.length} flows, ${ref.packets} packets\n`);
+    const g = ref.global;
+    const sizes = [
+      ...Object.entries(g.pools).map(([name, v]) => `${name} ${v.length} allocated`),
+      ...Object.entries(g.counters).map(([name, v]) => `${name} ${Object.keys(v).length} keys`),
+      ...Object.entries(g.sets).map(([name, v]) => `${name} ${Object.keys(v).length} keys`),
+    ];
+    process.stdout.write(
+      `${ref.flows.length} flows, ${ref.packets} packets; global: ${sizes.join(', ') || 'none'}\n`,
+    );
+    process.stdout.write(`digest ${runDigestHash(ref)}\n`);
   });
 
 program

@@ -100,6 +100,7 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
   const admin = await serveAdmin(spec.host, spec.adminPort, ingress);
   admin.route('GET', '/rules', () => ingress.switch.listRules());
   admin.route('POST', '/rules', (body) => installRule(ingress, spec.instances, body));
+  admin.route('POST', '/live', (body) => setLive(ingress, spec.instances, body));
   attach(ingress, admin, { ...ports, admin: admin.port });
 }
 
@@ -160,6 +161,21 @@ function installRule(
       ...(secondary === undefined ? {} : { secondary }),
     }),
   };
+}
+
+/** POST /live { instances: ["nf-0", "nf-2"] }: the instances that own flows without a rule. */
+function setLive(ingress: Ingress, instances: readonly Endpoint[], body: unknown): { live: string[] } {
+  const list = (body ?? {}) as Record<string, unknown>;
+  if (!Array.isArray(list.instances))
+    throw new NfsError(ErrorCode.CONFIG, 'live.instances: must be a list of instance ids');
+  const live = list.instances.map((id: unknown, i) => {
+    const at = instances.findIndex((e) => e.id === id);
+    if (at < 0)
+      throw new NfsError(ErrorCode.CONFIG, `live.instances[${i}]: no instance ${JSON.stringify(id)}`);
+    return at;
+  });
+  ingress.switch.setLive(live);
+  return { live: live.map((i) => instances[i]!.id) };
 }
 
 /** Wires a started role to the launcher's IPC channel (if any) and to the process's signals. */

@@ -10,6 +10,7 @@
  * backend), the oracle takes the deployment's allocation as given (GivenGlobalState); the comparison then
  * checks the allocations themselves: unique where they must be, inside their pool.
  */
+import { createHash } from 'node:crypto';
 import { ManualClock } from '../clock.js';
 import { FlowProcessor } from '../nf/processor.js';
 import { createNf } from '../nfs/index.js';
@@ -145,6 +146,15 @@ export function compareRuns(run: RunDigest, ref: RunDigest): Comparison {
     duplicateAllocations,
     globalMatches,
   };
+}
+
+/** One hash over every flow's digest and the global state: equal runs print equal hashes. */
+export function runDigestHash(run: RunDigest): string {
+  const flows = [...run.flows].sort((a, b) => (a.flow < b.flow ? -1 : a.flow > b.flow ? 1 : 0));
+  return createHash('sha256')
+    .update(canonicalJson([flows, mergeGlobal([run.global])]))
+    .digest('hex')
+    .slice(0, 32);
 }
 
 /** Order-independent global values (counters, sets) must be equal; pools are checked per allocation. */

@@ -115,6 +115,20 @@ describe('nfstate up', () => {
       [['nf-1', 1]],
     );
 
+    // Take nf-0 out of the default placement: new flows (without rules) all go to nf-1.
+    const live = await fetch(`http://127.0.0.1:${ends.ingress.admin}/live`, {
+      method: 'POST',
+      body: JSON.stringify({ instances: ['nf-1'] }),
+    });
+    assert.deepEqual(await live.json(), { live: ['nf-1'] });
+    const before = await metrics(ends.instances[0]!.admin);
+    const others = Array.from({ length: 10 }, () => dgram.createSocket('udp4'));
+    for (const o of others) o.send('spread', ends.ingress.servicePort, '127.0.0.1');
+    await until(() => got.length === 32);
+    const after = await metrics(ends.instances[0]!.admin);
+    assert.equal(sample(after, 'nfstate_nf_processed_total'), sample(before, 'nfstate_nf_processed_total'));
+    for (const o of others) o.close();
+
     child.kill('SIGINT');
     const [code] = (await once(child, 'exit')) as [number | null];
     assert.equal(code, 0);
