@@ -28,7 +28,7 @@ function sample(text: string, name: string, labels = ''): number {
 
 describe('nfstate up', () => {
   it('runs a topology: plain UDP in the front door comes out at the egress destination, bad input is counted, metrics are served, SIGINT stops it', async () => {
-    const dest = dgram.createSocket('udp4');
+    const dest = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
     const got: string[] = [];
     dest.on('message', (m) => got.push(m.toString()));
     dest.bind(0, '127.0.0.1');

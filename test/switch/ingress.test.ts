@@ -20,7 +20,7 @@ interface Seen {
 }
 
 async function listener(): Promise<{ socket: dgram.Socket; port: number; seen: Seen[] }> {
-  const socket = dgram.createSocket('udp4');
+  const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
   const seen: Seen[] = [];
   const view = new StampView();
   const pkt = new Packet();
