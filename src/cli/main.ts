@@ -10,7 +10,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { NfsError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { parseHostPort, parseTopology, loadTopology } from '../launcher/config.js';
+import { DEFAULT_TOPOLOGY, parseHostPort, parseTopology, loadTopology } from '../launcher/config.js';
 import type { Topology } from '../launcher/config.js';
 import { DEMO_NF_CONFIG, runDemo } from '../launcher/demo.js';
 import { runIngress, runNf, runSink } from '../launcher/roles.js';
@@ -287,6 +287,78 @@ program
       }
     },
   );
+
+program
+  .command('nf')
+  .description('run one NF instance (prints its ports as JSON; SIGINT stops it)')
+  .addOption(
+    new Option('--nf <type>', 'network function')
+      .choices(['nat', 'firewall', 'lb', 'ids'])
+      .makeOptionMandatory(),
+  )
+  .option('--config <json>', 'NF config as JSON', '{}')
+  .option('--id <name>', 'instance name in logs and metrics', 'nf-0')
+  .option('--host <ip>', 'bind address', '127.0.0.1')
+  .option('--port <n>', 'port for stamped packets (0: any)', int('--port', 0, 65535), 0)
+  .option('--admin-port <n>', 'metrics and admin HTTP port (0: any)', int('--admin-port', 0, 65535), 0)
+  .option('--threads <n>', 'worker threads', int('--threads', 1, 64), 2)
+  .option('--batch <n>', 'packets per batch', int('--batch', 1, 100000), 30)
+  .option('--batch-timeout-ms <ms>', 'longest a batch stays open', int('--batch-timeout-ms', 1, 60000), 5)
+  .requiredOption('--egress <host:port>', 'where processed packets go (a sink, an egress, the next hop)')
+  .option('--partition <i/n>', 'this instance is slice i of n of every shared pool', '0/1')
+  .action(async (o: Record<string, unknown>) => {
+    const part = /^(\d+)\/(\d+)$/.exec(o.partition as string);
+    if (part === null) throw new InvalidArgumentError('--partition must look like 2/12');
+    await runNf({
+      id: o.id as string,
+      host: o.host as string,
+      port: o.port as number,
+      adminPort: o.adminPort as number,
+      threads: o.threads as number,
+      nf: {
+        type: o.nf as string,
+        config: readJson(o.config as string, '--config') as Record<string, unknown>,
+      },
+      processor: {
+        batchSize: o.batch as number,
+        batchTimeoutMs: o.batchTimeoutMs as number,
+        maxHeld: DEFAULT_TOPOLOGY.reorder.maxHeld,
+        gapTimeoutMs: DEFAULT_TOPOLOGY.reorder.gapTimeoutMs,
+        flowIdleMs: DEFAULT_TOPOLOGY.flowIdleMs * 2,
+      },
+      egress: parseHostPort(o.egress as string, '--egress'),
+      partition: { index: Number(part[1]), count: Number(part[2]) },
+    });
+  });
+
+program
+  .command('ingress')
+  .description('run the stamper and switch in front of NF instances (prints its ports as JSON)')
+  .requiredOption('--instances <list>', 'NF instances as id=host:port,id=host:port')
+  .option('--host <ip>', 'bind address', '127.0.0.1')
+  .option('--port <n>', 'Geneve data port (0: any)', int('--port', 0, 65535), 0)
+  .option('--service-port <n>', 'plain-UDP front door (0: any, -1: off)', int('--service-port', -1, 65535), 0)
+  .option('--admin-port <n>', 'metrics and rule API port (0: any)', int('--admin-port', 0, 65535), 0)
+  .option('--vni <n>', 'Geneve VNI', int('--vni', 0, 0xffffff), 1)
+  .option('--stamp-log <file>', 'record every stamped packet to pcap (input for nfstate oracle)')
+  .action(async (o: Record<string, unknown>) => {
+    const instances = (o.instances as string).split(',').map((item, i) => {
+      const eq = item.indexOf('=');
+      if (eq <= 0)
+        throw new InvalidArgumentError(`--instances item ${i + 1}: expected id=host:port, got '${item}'`);
+      return { id: item.slice(0, eq), ...parseHostPort(item.slice(eq + 1), `--instances item ${i + 1}`) };
+    });
+    await runIngress({
+      host: o.host as string,
+      port: o.port as number,
+      servicePort: o.servicePort as number,
+      adminPort: o.adminPort as number,
+      instances,
+      vni: o.vni as number,
+      flowIdleMs: DEFAULT_TOPOLOGY.flowIdleMs,
+      stampLog: typeof o.stampLog === 'string' ? o.stampLog : null,
+    });
+  });
 
 program
   .command('role', { hidden: true })

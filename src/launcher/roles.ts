@@ -208,5 +208,7 @@ function attach(role: Role, admin: AdminServer, ports: Record<string, number>): 
   });
   // The launcher going away (crash, kill -9) must not leave this role running alone.
   process.on('disconnect', () => void stop());
-  send({ type: 'ready', ports });
+  // Forked by a launcher: say so over IPC. Started by hand: say where to send traffic on stdout.
+  if (process.connected) send({ type: 'ready', ports });
+  else process.stdout.write(JSON.stringify(ports) + '\n');
 }

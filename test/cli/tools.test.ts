@@ -80,6 +80,69 @@ describe('nfstate oracle, gen and sink', () => {
     await once(up, 'exit');
   });
 
+  it('nf and ingress run on their own, wired by hand as on separate hosts', async () => {
+    const sink = spawn(process.execPath, [CLI, 'sink', '--port', '0'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const sinkLines = createInterface({ input: sink.stdout });
+    const [s0] = (await once(sinkLines, 'line')) as [string];
+    const sinkPort = (JSON.parse(s0) as { listening: number }).listening;
+    const nfs = [0, 1].map((i) =>
+      spawn(
+        process.execPath,
+        [
+          CLI,
+          'nf',
+          '--nf',
+          'nat',
+          '--id',
+          `nf-${i}`,
+          '--threads',
+          '1',
+          '--partition',
+          `${i}/2`,
+          '--egress',
+          `127.0.0.1:${sinkPort}`,
+        ],
+        { stdio: ['ignore', 'pipe', 'ignore'] },
+      ),
+    );
+    const nfPorts = await Promise.all(
+      nfs.map(async (c) => (JSON.parse(await firstLine(c)) as { port: number }).port),
+    );
+    const ingress = spawn(
+      process.execPath,
+      [CLI, 'ingress', '--instances', nfPorts.map((p, i) => `nf-${i}=127.0.0.1:${p}`).join(',')],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    const ingressPort = (JSON.parse(await firstLine(ingress)) as { port: number }).port;
+    const gen = await nfstate([
+      'gen',
+      '--target',
+      `127.0.0.1:${ingressPort}`,
+      '--flows',
+      '8',
+      '--packets',
+      '10',
+      '--json',
+    ]);
+    assert.equal((JSON.parse(gen.stdout) as { sent: number }).sent, 80);
+    await new Promise((r) => setTimeout(r, 300));
+    const report = once(sinkLines, 'line');
+    sink.kill('SIGINT');
+    const r = JSON.parse(((await report) as [string])[0]) as {
+      delivered: number;
+      reordered: number;
+      flows: number;
+    };
+    assert.deepEqual([r.delivered, r.reordered, r.flows], [80, 0, 8]);
+    for (const c of [ingress, ...nfs]) {
+      c.kill('SIGINT');
+      const [code] = (await once(c, 'exit')) as [number | null];
+      assert.equal(code, 0);
+    }
+  });
+
   it('sink: counts stamped packets by flow and prints a report on SIGINT', async () => {
     const sink = spawn(process.execPath, [CLI, 'sink', '--port', '0'], {
       stdio: ['ignore', 'pipe', 'ignore'],
