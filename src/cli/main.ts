@@ -75,6 +75,8 @@ program
   .option('--skew <k>', 'a few heavy flows with k times the packets', int('--skew', 0, 1000), 0)
   .option('--seed <n>', 'trace seed', int('--seed', 0), 1)
   .option('--window <n>', 'packets in flight when --rate 0', int('--window', 1, 1_000_000), 512)
+  .option('--no-cluster', 'replicate each batch to every instance, not just the cluster (the baseline)')
+  .option('--no-replication', 'do not replicate batches at all')
   .option('--keep', 'keep the run directory (logs, stamp log)', false)
   .option('--json', 'print one JSON object', false)
   .action(async (o: Record<string, unknown>) => {
@@ -102,6 +104,7 @@ program
           `throughput ${summary.throughput_pps} packets/s over ${summary.duration_ms} ms`,
           `latency p50 ${l.p50} us  p99 ${l.p99} us  max ${l.max} us`,
           `state matches oracle: ${summary.state_matches_oracle}  (global: ${summary.global_matches_oracle})`,
+          `replication (${summary.replication.mode}): ${summary.replication.bytes_sent} bytes in ${summary.replication.messages} messages, replicas match: ${summary.replication.replicas_match}`,
           ...(summary.run_dir === null ? [] : [`run directory: ${summary.run_dir}`]),
           '',
         ].join('\n'),
@@ -142,6 +145,8 @@ function withFlags(base: Topology | undefined, o: Record<string, unknown>): Topo
   if (o.perCluster !== undefined) t.perCluster = o.perCluster;
   if (o.threads !== undefined) t.threads = o.threads;
   if (o.batch !== undefined) t.batch = { ...(t.batch as object), size: o.batch };
+  if (o.replication === false) t.replication = 'off';
+  else if (o.cluster === false) t.replication = 'all';
   return parseTopology(t);
 }
 
@@ -303,7 +308,7 @@ program
   .option('--admin-port <n>', 'metrics and admin HTTP port (0: any)', int('--admin-port', 0, 65535), 0)
   .option('--threads <n>', 'worker threads', int('--threads', 1, 64), 2)
   .option('--batch <n>', 'packets per batch', int('--batch', 1, 100000), 30)
-  .option('--batch-timeout-ms <ms>', 'longest a batch stays open', int('--batch-timeout-ms', 1, 60000), 5)
+  .option('--batch-timeout-ms <ms>', 'longest a batch stays open', int('--batch-timeout-ms', 1, 60000), 50)
   .requiredOption('--egress <host:port>', 'where processed packets go (a sink, an egress, the next hop)')
   .option('--partition <i/n>', 'this instance is slice i of n of every shared pool', '0/1')
   .action(async (o: Record<string, unknown>) => {

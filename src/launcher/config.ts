@@ -45,14 +45,22 @@ export interface Topology {
   readonly sink: { readonly port: number; readonly pcap: string | null };
   /** Geneve virtual network identifier. */
   readonly vni: number;
+  /**
+   * Where each instance sends its batches' state changes: `cluster` (its cluster's other members),
+   * `all` (every other instance: the no-cluster baseline) or `off`.
+   */
+  readonly replication: Replication;
 }
+
+export const REPLICATION_MODES = ['cluster', 'all', 'off'] as const;
+export type Replication = (typeof REPLICATION_MODES)[number];
 
 /** Every default; `nf.type` has none and must be given. */
 export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
   clusters: 3,
   perCluster: 4,
   threads: 2,
-  batch: { size: 30, timeoutMs: 5 },
+  batch: { size: 30, timeoutMs: 50 },
   reorder: { maxHeld: 1024, gapTimeoutMs: 250 },
   flowIdleMs: 60_000,
   host: '127.0.0.1',
@@ -60,6 +68,7 @@ export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
   egress: { deliver: null },
   sink: { port: 0, pcap: null },
   vni: 1,
+  replication: 'cluster',
 });
 
 const MAX_THREADS = 64;
@@ -80,6 +89,7 @@ const FIELDS = {
     'egress',
     'sink',
     'vni',
+    'replication',
   ],
   nf: ['type', 'config'],
   batch: ['size', 'timeoutMs'],
@@ -217,7 +227,19 @@ function validate(obj: unknown, where: string): Topology {
       pcap: pathOrNull(sink, ['sink', 'pcap']),
     },
     vni: int(root, ['vni'], d.vni, 0, MAX_VNI),
+    replication: replicationMode(root.replication, d.replication),
   };
+}
+
+function replicationMode(v: unknown, def: Replication): Replication {
+  if (v === undefined) return def;
+  if (typeof v !== 'string' || !(REPLICATION_MODES as readonly string[]).includes(v)) {
+    throw new FieldError(
+      ['replication'],
+      `replication: must be one of ${REPLICATION_MODES.join(', ')} (got ${describe(v)})`,
+    );
+  }
+  return v as Replication;
 }
 
 function nfType(v: unknown): NfType {

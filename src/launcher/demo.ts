@@ -14,6 +14,7 @@ import type { TraceOptions } from '../traffic/trace.js';
 import { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
 import type { Topology } from './config.js';
+import { mergeGlobal } from '../state/digest.js';
 import { LocalDeployment } from './local.js';
 
 export interface DemoOptions {
@@ -46,6 +47,8 @@ export interface DemoSummary {
   latency_us: { p50: number; p90: number; p99: number; max: number };
   state_matches_oracle: boolean;
   global_matches_oracle: boolean;
+  /** Batch replication: bytes and frames sent to cluster peers, and whether every replica equals its origin. */
+  replication: { mode: string; bytes_sent: number; messages: number; replicas_match: boolean };
   mismatched_flows: string[];
   run_dir: string | null;
 }
@@ -60,6 +63,25 @@ export const DEMO_NF_CONFIG: Record<string, Record<string, unknown>> = {
     backends: ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3:8080', '10.1.0.4:8080'],
   },
 };
+
+/** Sums the instances' replication counters from their /metrics. */
+async function replicationTotals(
+  adminPorts: readonly number[],
+): Promise<{ bytes_sent: number; messages: number }> {
+  let bytes = 0;
+  let messages = 0;
+  for (const port of adminPorts) {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    bytes += metricValue(text, 'nfstate_replication_sent_bytes_total');
+    messages += metricValue(text, 'nfstate_replication_messages_total');
+  }
+  return { bytes_sent: bytes, messages };
+}
+
+function metricValue(text: string, name: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(name + ' '));
+  return line === undefined ? 0 : Number(line.slice(name.length + 1));
+}
 
 export async function runDemo(
   topology: Topology,
@@ -87,7 +109,10 @@ export async function runDemo(
     logger.info('demo running', { instances: ends.instances.length, packets: trace.total, runDir });
     const result = await gen.run(trace);
     const report = await deployment.sinkReport();
-    const run = await deployment.digests();
+    const own = await deployment.digests();
+    const run = { flows: own.flatMap((d) => d.flows), global: mergeGlobal(own.map((d) => d.global)) };
+    const replicaProblems = await deployment.checkReplicas(own);
+    const replication = await replicationTotals(ends.instances.map((i) => i.admin));
     await deployment.stopIngress();
     const ref = runOracle(topology.nf, readTrace(stampLog), givenAllocations(run.flows));
     const cmp = compareRuns(run, ref);
@@ -122,6 +147,11 @@ export async function runDemo(
         max: report.latency.max,
       },
       state_matches_oracle: cmp.matches && cmp.globalMatches,
+      replication: {
+        mode: topology.replication,
+        ...replication,
+        replicas_match: replicaProblems.length === 0,
+      },
       global_matches_oracle: cmp.globalMatches,
       mismatched_flows: [...cmp.mismatched, ...cmp.missing, ...cmp.extra, ...cmp.duplicateAllocations].slice(
         0,

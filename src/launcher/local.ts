@@ -5,12 +5,13 @@
  *
  *   const d = new LocalDeployment(topology, { logDir, stampLog, ackTo });
  *   const ends = await d.start();   // ends.ingress.port, ends.ingress.servicePort, admin ports …
- *   await d.digests(); await d.stop();
+ *   const own = await d.digests(); await d.checkReplicas(own); await d.stop();
  *
  * Start order is sink, instances, ingress, so nothing sends to a port that is not yet open; stop order
  * is the reverse. Each child writes its JSON log lines to `<logDir>/<role>.log`.
  */
 import { fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,8 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { ErrorCode, NfsError } from '../errors.js';
 import { createNf } from '../nfs/index.js';
 import { LocalGlobalState } from '../state/global-local.js';
-import type { RunDigest } from '../state/digest.js';
-import { mergeGlobal } from '../state/digest.js';
+import type { FlowDigest, RunDigest } from '../state/digest.js';
 import type { Endpoint } from '../switch/ingress.js';
 import type { SinkReport } from '../traffic/sink.js';
 import type { Topology } from './config.js';
@@ -99,7 +99,7 @@ export class RoleProcess {
 export interface Endpoints {
   ingress: { port: number; servicePort: number; admin: number };
   sink: { port: number; admin: number };
-  instances: (Endpoint & { admin: number; cluster: number })[];
+  instances: (Endpoint & { admin: number; replication: number; cluster: number })[];
 }
 
 export class LocalDeployment {
@@ -132,6 +132,7 @@ export class LocalDeployment {
       const sinkPorts = await this.sink.ports;
       const count = t.clusters * t.perCluster;
       const instances: Endpoints['instances'] = [];
+      const key = randomBytes(32).toString('hex');
       for (let i = 0; i < count; i++) {
         const spec: NfSpec = {
           id: `nf-${i}`,
@@ -150,6 +151,9 @@ export class LocalDeployment {
           },
           egress: { host: t.host, port: sinkPorts.port! },
           partition: { index: i, count },
+          ...(t.replication === 'off'
+            ? {}
+            : { cluster: { members: this.membersOf(i).map((m) => `nf-${m}`), key } }),
         };
         this.instances.push(this.spawn(spec.id, 'nf', spec));
       }
@@ -160,9 +164,25 @@ export class LocalDeployment {
           host: t.host,
           port: p.port!,
           admin: p.admin!,
+          replication: p.replication!,
           cluster: Math.floor(i / t.perCluster),
         });
       });
+      if (t.replication !== 'off') {
+        const replies = await Promise.all(
+          this.instances.map((proc, i) =>
+            proc.request({
+              type: 'peers',
+              peers: this.membersOf(i)
+                .filter((m) => m !== i)
+                .map((m) => ({ id: `nf-${m}`, host: t.host, port: instances[m]!.replication })),
+            }),
+          ),
+        );
+        const failed = replies.find((r) => r.type !== 'peered');
+        if (failed !== undefined)
+          throw new NfsError(ErrorCode.PROCESS, `replication setup failed: ${JSON.stringify(failed)}`);
+      }
       const ingressSpec: IngressSpec = {
         host: t.host,
         port: t.ingress.port,
@@ -186,15 +206,57 @@ export class LocalDeployment {
     }
   }
 
-  /** Every instance's flow digests, and their global state merged. */
-  async digests(): Promise<RunDigest> {
+  /** Each instance's flow digests and global state, in instance order. */
+  async digests(): Promise<RunDigest[]> {
     const replies = await Promise.all(this.instances.map((p) => p.request({ type: 'digest' })));
-    const parts: RunDigest[] = [];
-    for (const r of replies) {
+    return replies.map((r) => {
       if (r.type !== 'digest') throw new NfsError(ErrorCode.PROCESS, `digest failed: ${JSON.stringify(r)}`);
-      parts.push(r.digest);
-    }
-    return { flows: parts.flatMap((p) => p.flows), global: mergeGlobal(parts.map((p) => p.global)) };
+      return r.digest;
+    });
+  }
+
+  /**
+   * Checks that every member of each instance's cluster holds its flows exactly as the instance does
+   * (same flows, same state digests). Call after `digests()`, which closes the open batches and waits for
+   * their acknowledgements. Returns the disagreements, empty when every replica matches.
+   */
+  async checkReplicas(own: readonly RunDigest[]): Promise<string[]> {
+    if (this.topology.replication === 'off') return [];
+    const held = await this.replicaDigests();
+    const problems: string[] = [];
+    own.forEach((digest, i) => {
+      const want = new Map(digest.flows.map((f) => [f.flow, f.digest]));
+      for (const j of this.membersOf(i)) {
+        if (j === i) continue;
+        const got = new Map((held[j]![`nf-${i}`] ?? []).map((f) => [f.flow, f.digest]));
+        for (const [flow, d] of want) {
+          if (got.get(flow) !== d)
+            problems.push(`nf-${j} holds ${flow} of nf-${i} ${got.has(flow) ? 'differently' : 'not at all'}`);
+        }
+        if (got.size !== want.size)
+          problems.push(`nf-${j} holds ${got.size} flows of nf-${i}, which has ${want.size}`);
+      }
+    });
+    return problems;
+  }
+
+  /** The instances whose batches instance i replicates to and accepts (itself included). */
+  membersOf(i: number): number[] {
+    const t = this.topology;
+    const count = t.clusters * t.perCluster;
+    if (t.replication === 'all') return Array.from({ length: count }, (_, m) => m);
+    const first = Math.floor(i / t.perCluster) * t.perCluster;
+    return Array.from({ length: t.perCluster }, (_, m) => first + m);
+  }
+
+  /** For each instance: the replicas it holds, by the instance they came from. */
+  private async replicaDigests(): Promise<Record<string, FlowDigest[]>[]> {
+    const replies = await Promise.all(this.instances.map((p) => p.request({ type: 'replicas' })));
+    return replies.map((r) => {
+      if (r.type !== 'replicas')
+        throw new NfsError(ErrorCode.PROCESS, `replicas failed: ${JSON.stringify(r)}`);
+      return r.replicas;
+    });
   }
 
   async sinkReport(): Promise<SinkReport> {

@@ -15,7 +15,8 @@ import { AdminServer, MetricsRegistry } from '../metrics.js';
 import { NfInstance } from '../nf/instance.js';
 import type { ProcessorOptions } from '../nf/processor.js';
 import { parseFlowKeyString } from '../packet/flow-key.js';
-import type { RunDigest } from '../state/digest.js';
+import type { Peer } from '../nf/replication.js';
+import type { FlowDigest, RunDigest } from '../state/digest.js';
 import type { Endpoint } from '../switch/ingress.js';
 import { Ingress } from '../switch/ingress.js';
 import { LinkType, PcapWriter } from '../traffic/pcap.js';
@@ -33,6 +34,7 @@ export interface NfSpec {
   processor: ProcessorOptions;
   egress: { host: string; port: number };
   partition: { index: number; count: number };
+  cluster?: { members: string[]; key: string };
 }
 
 export interface IngressSpec {
@@ -55,18 +57,27 @@ export interface SinkSpec {
   pcap: string | null;
 }
 
-export type RoleCommand = { type: 'digest' } | { type: 'report' } | { type: 'stop' };
+export type RoleCommand =
+  | { type: 'digest' }
+  | { type: 'report' }
+  | { type: 'stop' }
+  | { type: 'peers'; peers: Peer[] }
+  | { type: 'replicas' };
 export type RoleReply =
   | { type: 'ready'; ports: Record<string, number> }
   | { type: 'digest'; digest: RunDigest }
   | { type: 'report'; report: SinkReport }
   | { type: 'stopped' }
+  | { type: 'peered' }
+  | { type: 'replicas'; replicas: Record<string, FlowDigest[]> }
   | { type: 'error'; error: string };
 
 interface Role extends MetricSource {
   stop(): Promise<void>;
   digest?(): Promise<RunDigest>;
   report?(): SinkReport;
+  replicateTo?(peers: readonly Peer[]): Promise<void>;
+  readonly replicas?: { digests(): Record<string, FlowDigest[]> } | undefined;
 }
 
 export async function runNf(spec: NfSpec): Promise<void> {
@@ -76,10 +87,10 @@ export async function runNf(spec: NfSpec): Promise<void> {
     process.exitCode = 1;
     void nf.stop().finally(() => process.exit(1));
   };
-  const { port } = await nf.start();
+  const { port, replication } = await nf.start();
   const admin = await serveAdmin(spec.host, spec.adminPort, nf);
   admin.route('GET', '/digest', () => nf.digest());
-  attach(nf, admin, { port, admin: admin.port });
+  attach(nf, admin, { port, replication, admin: admin.port });
 }
 
 export async function runIngress(spec: IngressSpec): Promise<void> {
@@ -196,11 +207,24 @@ function attach(role: Role, admin: AdminServer, ports: Record<string, number>): 
   process.on('message', (cmd: RoleCommand) => {
     void (async () => {
       try {
-        if (cmd.type === 'digest' && role.digest !== undefined)
-          send({ type: 'digest', digest: await role.digest() });
-        else if (cmd.type === 'report' && role.report !== undefined)
-          send({ type: 'report', report: role.report() });
-        else if (cmd.type === 'stop') await stop();
+        switch (cmd.type) {
+          case 'digest':
+            if (role.digest !== undefined) send({ type: 'digest', digest: await role.digest() });
+            break;
+          case 'report':
+            if (role.report !== undefined) send({ type: 'report', report: role.report() });
+            break;
+          case 'peers':
+            await role.replicateTo?.(cmd.peers);
+            send({ type: 'peered' });
+            break;
+          case 'replicas':
+            send({ type: 'replicas', replicas: role.replicas?.digests() ?? {} });
+            break;
+          case 'stop':
+            await stop();
+            break;
+        }
       } catch (err) {
         send({ type: 'error', error: String(err) });
       }

@@ -24,6 +24,8 @@ import { datagramFlowHash } from './dispatch.js';
 import type { FromWorker, WorkerInit } from './messages.js';
 import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import type { ProcessorOptions } from './processor.js';
+import type { Peer } from './replication.js';
+import { ReplicaStore, Replicator } from './replication.js';
 
 export interface NfInstanceOptions {
   id: string;
@@ -35,6 +37,11 @@ export interface NfInstanceOptions {
   egress: { host: string; port: number };
   /** This instance's index among all instances, and their number: pools are split by it. */
   partition: { index: number; count: number };
+  /**
+   * Replication to the cluster: the members whose replication frames this instance accepts (itself
+   * included or not), and the cluster key (hex) that authenticates them. Absent: no replication.
+   */
+  cluster?: { members: readonly string[]; key: string };
   logger: Logger;
 }
 
@@ -68,17 +75,30 @@ export class NfInstance implements MetricSource {
     Worker,
     { resolve: (msg: FromWorker) => void; reject: (err: Error) => void }
   >();
+  private replicator: Replicator | undefined;
+  readonly replicas: ReplicaStore | undefined;
   /** Called when a worker dies: the instance can no longer own its flows. */
   onFatal: (err: Error) => void = () => undefined;
 
-  constructor(private readonly options: NfInstanceOptions) {}
+  constructor(private readonly options: NfInstanceOptions) {
+    if (options.cluster !== undefined) {
+      this.replicas = new ReplicaStore(
+        {
+          members: options.cluster.members,
+          key: Buffer.from(options.cluster.key, 'hex'),
+          nf: createNf(options.nf.type, options.nf.config, new LocalGlobalState()),
+        },
+        options.logger,
+      );
+    }
+  }
 
   get port(): number {
     return this.socket.address().port;
   }
 
-  async start(): Promise<{ port: number }> {
-    if (this.started) return { port: this.port };
+  async start(): Promise<{ port: number; replication: number }> {
+    if (this.started) return { port: this.port, replication: this.replicas?.port ?? 0 };
     this.started = true;
     const { options } = this;
     // Workers would each fail on a bad NF config; fail here instead, with the config's own message.
@@ -97,11 +117,13 @@ export class NfInstance implements MetricSource {
           count: options.partition.count * options.threads,
         },
         counters,
+        replicate: options.cluster !== undefined,
       };
       const worker = new Worker(workerUrl, { workerData: init });
       const shard = new Shard(worker, counters);
       worker.on('message', (msg: FromWorker) => {
-        this.replies.get(worker)?.resolve(msg);
+        if (msg.type === 'records') this.replicator?.send(new Uint8Array(msg.records));
+        else this.replies.get(worker)?.resolve(msg);
       });
       worker.on('error', (err) => {
         options.logger.error('worker failed', { worker: i, error: String(err) });
@@ -116,8 +138,21 @@ export class NfInstance implements MetricSource {
     });
     this.socket.bind(options.port, options.host);
     await once(this.socket, 'listening');
-    options.logger.info('nf instance listening', { port: this.port, threads: options.threads });
-    return { port: this.port };
+    const replication = this.replicas === undefined ? 0 : await this.replicas.listen(options.host, 0);
+    options.logger.info('nf instance listening', { port: this.port, threads: options.threads, replication });
+    return { port: this.port, replication };
+  }
+
+  /** Connects to the cluster peers this instance replicates to (their replication ports are known now). */
+  async replicateTo(peers: readonly Peer[]): Promise<void> {
+    const cluster = this.options.cluster;
+    if (cluster === undefined) return;
+    this.replicator?.stop();
+    this.replicator = new Replicator(
+      { self: this.options.id, key: Buffer.from(cluster.key, 'hex'), peers },
+      this.options.logger,
+    );
+    await this.replicator.start();
   }
 
   /** Per-flow digests and the merged global state of every worker (closes open batches first). */
@@ -132,6 +167,9 @@ export class NfInstance implements MetricSource {
         return msg.digest;
       }),
     );
+    // The workers shipped their last records before answering; let the peers acknowledge them, so that
+    // replicas asked for after this call are as of the same last batch.
+    await this.replicator?.settled(2000);
     return { flows: parts.flatMap((p) => p.flows), global: mergeGlobal(parts.map((p) => p.global)) };
   }
 
@@ -140,6 +178,8 @@ export class NfInstance implements MetricSource {
     this.stopped = true;
     this.socket.close();
     this.flush();
+    this.replicator?.stop();
+    await this.replicas?.stop();
     await Promise.all(
       this.shards.map(async (s) => {
         const done = this.ask(s.worker, 'stopped');
@@ -151,6 +191,8 @@ export class NfInstance implements MetricSource {
   }
 
   collect(out: MetricSample[]): void {
+    this.replicator?.collect(out);
+    this.replicas?.collect(out);
     const labels = { instance: this.options.id };
     for (let i = 0; i < WORKER_COUNTERS.length; i++) {
       let sum = 0;

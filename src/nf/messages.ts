@@ -21,10 +21,17 @@ export interface WorkerInit {
   /** Float64 counters the worker publishes every tick and the main thread reads at scrape time. */
   counters: SharedArrayBuffer;
   instance: string;
+  /** Whether closed batches are shipped to the main thread for replication to the cluster. */
+  replicate: boolean;
 }
 
 export type ToWorker = ArrayBuffer | { type: 'digest' } | { type: 'stop' };
-export type FromWorker = { type: 'ready' } | { type: 'digest'; digest: RunDigest } | { type: 'stopped' };
+export type FromWorker =
+  | { type: 'ready' }
+  | { type: 'digest'; digest: RunDigest }
+  | { type: 'stopped' }
+  /** Replication records of the batches closed since the last message (layout: nf/replication.ts). */
+  | { type: 'records'; records: ArrayBuffer };
 
 /** The order of the counters in a worker's shared Float64Array; drops by reason follow them. */
 export const WORKER_COUNTERS = [

@@ -12,6 +12,8 @@ import { LocalGlobalState } from '../state/global-local.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import { FlowProcessor } from './processor.js';
+import { RecordKind, writeRecord } from './replication.js';
+import { ByteWriter } from '../state/bytes.js';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
@@ -37,6 +39,23 @@ const processor = new FlowProcessor(
   },
 );
 
+// Closed batches wait here until the next tick (or until the block is big), then go to the main thread
+// in one transfer, which sends them to the cluster in one frame per peer.
+const records = new ByteWriter(64 * 1024);
+const RECORDS_FLUSH_BYTES = 256 * 1024;
+if (init.replicate) {
+  processor.onBatch = (flow, version, delta) => {
+    writeRecord(records, flow.key, version, version === 1 ? RecordKind.FULL : RecordKind.DELTA, delta);
+    if (records.length >= RECORDS_FLUSH_BYTES) shipRecords();
+  };
+}
+function shipRecords(): void {
+  if (records.length === 0) return;
+  const block = records.view().slice().buffer;
+  records.reset();
+  port.postMessage({ type: 'records', records: block } satisfies FromWorker, [block]);
+}
+
 const shared = new Float64Array(init.counters);
 function publish(): void {
   const c = processor.counters;
@@ -60,8 +79,16 @@ function onBatch(ab: ArrayBuffer): void {
 }
 
 const tickMs = Math.max(1, Math.min(init.options.batchTimeoutMs, 10));
+// Records go out at most this often (or when the block is big): fewer, larger frames to the peers.
+const SHIP_EVERY_MS = 20;
+let shippedAt = 0;
 const ticker = setInterval(() => {
-  processor.tick(wallClock.now());
+  const now = wallClock.now();
+  processor.tick(now);
+  if (now - shippedAt >= SHIP_EVERY_MS) {
+    shippedAt = now;
+    shipRecords();
+  }
   publish();
 }, tickMs);
 
@@ -73,11 +100,13 @@ port.on('message', (msg: ToWorker) => {
   if (msg instanceof ArrayBuffer) return onBatch(msg);
   if (msg.type === 'digest') {
     processor.flushBatches();
+    shipRecords();
     publish();
     return reply({ type: 'digest', digest: processor.digest() });
   }
   clearInterval(ticker);
   processor.flushBatches();
+  shipRecords();
   publish();
   if (sendErrors > 0) logger.warn('send errors', { count: sendErrors });
   socket.close(() => {

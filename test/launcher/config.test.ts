@@ -40,7 +40,7 @@ void test('defaults fill everything but nf.type', () => {
     clusters: 3,
     perCluster: 4,
     threads: 2,
-    batch: { size: 30, timeoutMs: 5 },
+    batch: { size: 30, timeoutMs: 50 },
     reorder: { maxHeld: 1024, gapTimeoutMs: 250 },
     flowIdleMs: 60000,
     host: '127.0.0.1',
@@ -48,6 +48,7 @@ void test('defaults fill everything but nf.type', () => {
     egress: { deliver: null },
     sink: { port: 0, pcap: null },
     vni: 1,
+    replication: 'cluster',
   });
   assert.ok(Object.isFrozen(DEFAULT_TOPOLOGY.batch));
   assert.notEqual(t.batch, DEFAULT_TOPOLOGY.batch, 'the result must not share the frozen defaults');
@@ -86,6 +87,7 @@ void test('each bad field names its path and what was given', () => {
     [{ nf, threads: 65 }, 'threads: must be an integer 1..64 (got 65)'],
     [{ nf, batch: { size: 0 } }, 'batch.size: must be an integer 1..100000 (got 0)'],
     [{ nf, batch: { timeoutMs: 0 } }, 'batch.timeoutMs: must be a number > 0 (got 0)'],
+    [{ nf, replication: 'some' }, 'replication: must be one of cluster, all, off (got "some")'],
     [{ nf, batch: { timeoutMs: Infinity } }, 'batch.timeoutMs: must be a number > 0 (got Infinity)'],
     [{ nf, batch: [1] }, 'batch: must be a mapping (got a list)'],
     [{ nf, reorder: { maxHeld: -1 } }, 'reorder.maxHeld: must be an integer >= 1 (got -1)'],
@@ -171,7 +173,7 @@ void test('loadTopology reads YAML and applies defaults', () => {
   assert.equal(t.nf.type, 'lb');
   assert.deepEqual(t.nf.config, { backends: ['a', 'b'] });
   assert.equal(t.clusters, 2);
-  assert.deepEqual(t.batch, { size: 10, timeoutMs: 5 });
+  assert.deepEqual(t.batch, { size: 10, timeoutMs: 50 });
   assert.equal(t.egress.deliver, null);
 });
 

@@ -1,0 +1,358 @@
+/**
+ * Batch replication inside a cluster. When a flow's batch closes, its worker writes a record (the flow's
+ * full state for its first batch, then the delta since the previous one); the instance sends all records
+ * gathered since its last send to every cluster peer in one authenticated frame per peer, over TCP. Each
+ * peer applies them to its replica of that flow and acknowledges. So every member holds every other
+ * member's flows as of their last batch, and a move inside the cluster only has to ship what changed
+ * since then.
+ *
+ *   const out = new Replicator({ self: 'nf-0', key, peers }, logger);  // sender: one connection per peer
+ *   out.send(records);                                                 // records from the workers
+ *   const store = new ReplicaStore({ members, key, nf }, logger);      // receiver: a TCP server
+ *   await store.listen(host, 0);
+ *
+ * Frames (src/wire/frame.ts: length, type, sequence, body, HMAC tag with the cluster key):
+ *
+ *   HELLO      body = sender's instance id (UTF-8); must be the first frame on a connection
+ *   REPLICATE  body = records, back to back
+ *   ACK        body = u64 sequence number of the last REPLICATE applied (receiver → sender)
+ *
+ * Record layout (big endian):
+ *
+ *   +-------+--------+--------+---------+---------+-----------+------+-----------+-------------+
+ *   | proto | src ip | dst ip | src port| dst port| version   | kind | length    | state bytes |
+ *   |  u8   |  u32   |  u32   |   u16   |   u16   |   u32     |  u8  |   u32     |  length     |
+ *   +-------+--------+--------+---------+---------+-----------+------+-----------+-------------+
+ *   kind 0 = full state (version 1, or a repair), 1 = delta since version - 1
+ *
+ * A receiver accepts frames only from the members it was given and only with the cluster key; anything
+ * else is counted by reason and not applied. A delta that does not follow the replica's version (a gap,
+ * after a reconnect) is counted and the replica is marked stale rather than corrupted.
+ */
+import { once } from 'node:events';
+import net from 'node:net';
+import { ByteReader, ByteWriter } from '../state/bytes.js';
+import { canonicalKey, flowKeyString } from '../packet/flow-key.js';
+import { FlowTable } from '../packet/flow-table.js';
+import type { FlowKey, Logger, MetricSample, MetricSource, NetworkFunction } from '../types.js';
+import { encodeFrame, FrameDecoder } from '../wire/frame.js';
+import { stateDigest } from '../state/digest.js';
+import type { FlowDigest } from '../state/digest.js';
+
+export const ReplicationFrame = { HELLO: 1, REPLICATE: 2, ACK: 3 } as const;
+export const RecordKind = { FULL: 0, DELTA: 1 } as const;
+
+/** Largest replication frame a receiver accepts: many flows' deltas, well under what a peer buffers. */
+export const MAX_REPLICATION_FRAME = 16 * 1024 * 1024;
+const RECORD_HEADER = 1 + 4 + 4 + 2 + 2 + 4 + 1 + 4;
+
+/** Appends one record; workers call this from their batch hook. */
+export function writeRecord(
+  w: ByteWriter,
+  key: FlowKey,
+  version: number,
+  kind: number,
+  state: Uint8Array,
+): void {
+  w.u8(key.proto);
+  w.u32(key.srcIp);
+  w.u32(key.dstIp);
+  w.u16(key.srcPort);
+  w.u16(key.dstPort);
+  w.u32(version);
+  w.u8(kind);
+  w.bytes(state);
+}
+
+export interface Peer {
+  id: string;
+  host: string;
+  port: number;
+}
+
+/** Sends this instance's records to each peer, one connection per peer, reconnecting when one drops. */
+export class Replicator implements MetricSource {
+  private readonly links: Link[];
+  bytesSent = 0;
+  messages = 0;
+  dropped = 0;
+
+  constructor(
+    private readonly options: { self: string; key: Uint8Array; peers: readonly Peer[] },
+    private readonly logger: Logger,
+  ) {
+    this.links = options.peers.map((p) => new Link(p, options.self, options.key, logger));
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(this.links.map((l) => l.connect()));
+  }
+
+  /** Ships a block of records to every peer. */
+  send(records: Uint8Array): void {
+    for (const link of this.links) {
+      const n = link.send(records);
+      if (n < 0) this.dropped++;
+      else {
+        this.bytesSent += n;
+        this.messages++;
+      }
+    }
+  }
+
+  /** Resolves when every peer has acknowledged everything sent so far (or after `ms`). */
+  async settled(ms: number): Promise<boolean> {
+    const end = Date.now() + ms;
+    while (this.links.some((l) => l.unacked()) && Date.now() < end)
+      await new Promise((r) => setTimeout(r, 5));
+    return !this.links.some((l) => l.unacked());
+  }
+
+  stop(): void {
+    for (const l of this.links) l.close();
+  }
+
+  collect(out: MetricSample[]): void {
+    out.push(['nfstate_replication_sent_bytes_total', {}, this.bytesSent]);
+    out.push(['nfstate_replication_messages_total', {}, this.messages]);
+    out.push(['nfstate_replication_dropped_messages_total', {}, this.dropped]);
+    for (const l of this.links) out.push(['nfstate_replication_acked_seq', { peer: l.peer.id }, l.acked]);
+  }
+}
+
+class Link {
+  private socket: net.Socket | undefined;
+  private seq = 0;
+  acked = 0;
+  private closed = false;
+  private readonly decoder: FrameDecoder;
+
+  constructor(
+    readonly peer: Peer,
+    private readonly self: string,
+    private readonly key: Uint8Array,
+    private readonly logger: Logger,
+  ) {
+    this.decoder = new FrameDecoder({ key, maxFrame: 1024 });
+  }
+
+  async connect(): Promise<void> {
+    const socket = net.createConnection({ host: this.peer.host, port: this.peer.port });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk) => {
+      this.decoder.push(chunk, (type, _seq, body) => {
+        if (type === ReplicationFrame.ACK && body.length === 8) this.acked = new ByteReader(body).u53();
+      });
+    });
+    socket.on('error', (err) => {
+      this.logger.warn('replication link error', { peer: this.peer.id, error: err.message });
+    });
+    socket.on('close', () => {
+      if (this.socket === socket) this.socket = undefined;
+    });
+    await once(socket, 'connect');
+    this.socket = socket;
+    socket.write(
+      encodeFrame(ReplicationFrame.HELLO, ++this.seq, new TextEncoder().encode(this.self), this.key),
+    );
+  }
+
+  /** Bytes written, or -1 when the peer is not connected (its replica will be repaired by a snapshot). */
+  send(records: Uint8Array): number {
+    if (this.socket === undefined || this.closed) return -1;
+    const frame = encodeFrame(ReplicationFrame.REPLICATE, ++this.seq, records, this.key);
+    this.socket.write(frame);
+    return frame.length;
+  }
+
+  unacked(): boolean {
+    return this.socket !== undefined && this.acked < this.seq;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.socket?.destroy();
+  }
+}
+
+/**
+ * A replica is kept encoded: the last full state plus the deltas since, applied only when the state is
+ * needed (a move, a failover, a check). Receiving a batch then costs a copy, not a decode, on a thread
+ * that also receives packets. Every COMPACT_AFTER deltas it is folded into a new full encoding, which
+ * bounds both the memory and the work of the next materialisation.
+ */
+class Replica {
+  deltas: Uint8Array[] = [];
+  stale = false;
+  constructor(
+    public version: number,
+    public full: Uint8Array,
+  ) {}
+}
+
+const COMPACT_AFTER = 32;
+
+export type ReplicationDrop = 'not_member' | 'no_hello' | 'malformed' | 'gap' | 'bad_frame';
+
+/** Holds the replicas of the cluster peers' flows, fed by their Replicators. */
+export class ReplicaStore implements MetricSource {
+  private readonly server = net.createServer((socket) => {
+    this.accept(socket);
+  });
+  /** Per origin instance: its flows' replicas. */
+  private readonly replicas = new Map<string, FlowTable<Replica>>();
+  readonly drops: Record<ReplicationDrop, number> = {
+    not_member: 0,
+    no_hello: 0,
+    malformed: 0,
+    gap: 0,
+    bad_frame: 0,
+  };
+  records = 0;
+  bytesReceived = 0;
+
+  constructor(
+    private readonly options: { members: readonly string[]; key: Uint8Array; nf: NetworkFunction<unknown> },
+    private readonly logger: Logger,
+  ) {}
+
+  get port(): number {
+    const a = this.server.address();
+    return a !== null && typeof a === 'object' ? a.port : 0;
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    this.server.listen(port, host);
+    await once(this.server, 'listening');
+    return this.port;
+  }
+
+  async stop(): Promise<void> {
+    this.server.close();
+    await Promise.resolve();
+  }
+
+  /** Digests of every replica held, per origin instance, for comparison with the origin's own flows. */
+  digests(): Record<string, FlowDigest[]> {
+    const out: Record<string, FlowDigest[]> = {};
+    for (const [origin, table] of this.replicas) {
+      out[origin] = [...table.entries()]
+        .filter(([, r]) => !r.stale)
+        .map(([key, r]) => {
+          const state = this.materialise(r);
+          return {
+            flow: flowKeyString(key),
+            packets: r.version,
+            forwarded: 0,
+            digest: stateDigest(this.options.nf, state),
+            allocations: this.options.nf.allocations(state),
+          };
+        });
+    }
+    return out;
+  }
+
+  collect(out: MetricSample[]): void {
+    out.push(['nfstate_replication_received_bytes_total', {}, this.bytesReceived]);
+    out.push(['nfstate_replication_records_total', {}, this.records]);
+    let replicas = 0;
+    for (const t of this.replicas.values()) replicas += t.size;
+    out.push(['nfstate_replication_replicas', {}, replicas]);
+    for (const [reason, n] of Object.entries(this.drops)) {
+      out.push(['nfstate_replication_rejected_total', { reason }, n]);
+    }
+  }
+
+  private accept(socket: net.Socket): void {
+    const decoder = new FrameDecoder({ key: this.options.key, maxFrame: MAX_REPLICATION_FRAME });
+    let origin: string | undefined;
+    const ack = new ByteWriter(8);
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk) => {
+      this.bytesReceived += chunk.length;
+      decoder.push(chunk, (type, seq, body) => {
+        if (origin === undefined) {
+          const id = type === ReplicationFrame.HELLO ? new TextDecoder().decode(body) : undefined;
+          if (id === undefined) this.reject(socket, 'no_hello');
+          else if (!this.options.members.includes(id)) this.reject(socket, 'not_member', id);
+          else origin = id;
+          return;
+        }
+        if (type !== ReplicationFrame.REPLICATE) return;
+        this.apply(origin, body);
+        ack.reset();
+        ack.u53(seq);
+        socket.write(encodeFrame(ReplicationFrame.ACK, seq, ack.view(), this.options.key));
+      });
+      // A wrong key, a forged or replayed frame: the stream cannot be trusted any more.
+      const bad =
+        decoder.drops.bad_auth + decoder.drops.replayed + decoder.drops.malformed + decoder.drops.oversized;
+      if (bad > 0 && !socket.destroyed) this.reject(socket, 'bad_frame');
+    });
+  }
+
+  /** The replica's state, decoded from its full encoding and the deltas since. */
+  private materialise(r: Replica): unknown {
+    const codec = this.options.nf.codec;
+    const state = codec.decodeFull(new ByteReader(r.full));
+    for (const d of r.deltas) codec.applyDelta(state, new ByteReader(d));
+    return state;
+  }
+
+  private compact(r: Replica): void {
+    const w = new ByteWriter(r.full.length * 2);
+    try {
+      this.options.nf.codec.encodeFull(this.materialise(r), w);
+      r.full = w.view().slice();
+      r.deltas = [];
+    } catch {
+      // A delta that does not apply is a corrupt replica: keep it out of use until a full state repairs it.
+      this.drops.malformed++;
+      r.stale = true;
+    }
+  }
+
+  private reject(socket: net.Socket, reason: ReplicationDrop, who?: string): void {
+    this.drops[reason]++;
+    this.logger.warn('replication connection rejected', {
+      reason,
+      ...(who === undefined ? {} : { from: who }),
+    });
+    socket.destroy();
+  }
+
+  private apply(origin: string, body: Uint8Array): void {
+    let table = this.replicas.get(origin);
+    if (table === undefined) {
+      table = new FlowTable<Replica>();
+      this.replicas.set(origin, table);
+    }
+    const r = new ByteReader(body);
+    try {
+      while (r.remaining > 0) {
+        if (r.remaining < RECORD_HEADER) throw new RangeError('truncated record');
+        const proto = r.u8();
+        const key = canonicalKey(r.u32(), r.u32(), r.u16(), r.u16(), proto);
+        const version = r.u32();
+        const kind = r.u8();
+        const state = r.bytes();
+        this.records++;
+        const replica = table.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+        if (kind === RecordKind.FULL) {
+          if (replica === undefined) table.set(key, new Replica(version, state));
+          else Object.assign(replica, { version, full: state, deltas: [], stale: false });
+        } else if (replica !== undefined && !replica.stale && replica.version === version - 1) {
+          replica.deltas.push(state);
+          replica.version = version;
+          if (replica.deltas.length >= COMPACT_AFTER) this.compact(replica);
+        } else {
+          this.drops.gap++;
+          if (replica !== undefined) replica.stale = true;
+        }
+      }
+    } catch {
+      // Records before the bad one were whole and stay applied; the rest of the frame is not trusted.
+      this.drops.malformed++;
+    }
+  }
+}
