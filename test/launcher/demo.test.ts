@@ -19,11 +19,26 @@ function assertClean(s: DemoSummary): void {
     `state differs from the oracle: ${s.mismatched_flows.join('; ')}`,
   );
   assert.equal(s.delivered, s.sent - s.nf_dropped);
+  assert.equal(s.replication.replicas_match, true, 'every cluster peer holds each flow as its owner does');
   assert.ok(s.throughput_pps > 0);
   for (const k of ['p50', 'p99', 'max'] as const) assert.ok(s.latency_us[k] > 0);
 }
 
 describe('nfstate demo (multi-process on loopback)', () => {
+  it('replicates to the cluster only; the no-cluster baseline sends to every instance', async () => {
+    const cluster = await demo(['--nf', 'ids', '--flows', '60', '--packets', '60']);
+    const all = await demo(['--nf', 'ids', '--flows', '60', '--packets', '60', '--no-cluster']);
+    const off = await demo(['--nf', 'ids', '--flows', '60', '--packets', '60', '--no-replication']);
+    for (const s of [cluster, all, off]) assertClean(s);
+    assert.equal(off.replication.bytes_sent, 0);
+    assert.ok(cluster.replication.bytes_sent > 0);
+    // 3 peers per instance in a cluster of 4, against 11 peers among 12 instances.
+    assert.ok(
+      all.replication.bytes_sent > 2.5 * cluster.replication.bytes_sent,
+      `no-cluster ${all.replication.bytes_sent} B vs cluster ${cluster.replication.bytes_sent} B`,
+    );
+  });
+
   for (const nf of ['nat', 'firewall', 'lb', 'ids']) {
     it(`${nf}: defaults deliver every packet, in order, with the oracle's state`, async () => {
       const s = await demo(['--nf', nf]);

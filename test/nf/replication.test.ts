@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { once } from 'node:events';
+import { afterEach, describe, it } from 'node:test';
+import { ManualClock } from '../../src/clock.js';
+import { silentLogger } from '../../src/log.js';
+import { FlowProcessor } from '../../src/nf/processor.js';
+import {
+  RecordKind,
+  ReplicaStore,
+  ReplicationFrame,
+  Replicator,
+  writeRecord,
+} from '../../src/nf/replication.js';
+import { createNf } from '../../src/nfs/index.js';
+import { ByteWriter } from '../../src/state/bytes.js';
+import { LocalGlobalState } from '../../src/state/global-local.js';
+import { encodeFrame } from '../../src/wire/frame.js';
+import { stamped } from '../helpers/packets.js';
+
+const key = randomBytes(32);
+const stores: ReplicaStore[] = [];
+const replicators: Replicator[] = [];
+
+afterEach(async () => {
+  for (const r of replicators.splice(0)) r.stop();
+  for (const s of stores.splice(0)) await s.stop();
+});
+
+async function store(members = ['nf-a']): Promise<ReplicaStore> {
+  const s = new ReplicaStore({ members, key, nf: createNf('ids', {}, new LocalGlobalState()) }, silentLogger);
+  await s.listen('127.0.0.1', 0);
+  stores.push(s);
+  return s;
+}
+
+async function replicator(self: string, to: ReplicaStore, k = key): Promise<Replicator> {
+  const r = new Replicator(
+    { self, key: k, peers: [{ id: 'peer', host: '127.0.0.1', port: to.port }] },
+    silentLogger,
+  );
+  await r.start();
+  replicators.push(r);
+  return r;
+}
+
+/** An ids processor whose closed batches become replication records, as a worker's do. */
+function source(batchSize = 3) {
+  const global = new LocalGlobalState();
+  const nf = createNf('ids', {}, global);
+  const p = new FlowProcessor(
+    nf,
+    global,
+    { batchSize, batchTimeoutMs: 1e9, maxHeld: 64, gapTimeoutMs: 1e9, flowIdleMs: 1e12 },
+    () => undefined,
+    new ManualClock(),
+  );
+  const w = new ByteWriter();
+  p.onBatch = (flow, version, delta) => {
+    writeRecord(w, flow.key, version, version === 1 ? RecordKind.FULL : RecordKind.DELTA, delta);
+  };
+  const take = (): Uint8Array => {
+    const out = w.view().slice();
+    w.reset();
+    return out;
+  };
+  return { p, take };
+}
+
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+}
+
+describe('batch replication', () => {
+  it('keeps a peer replica of every flow equal to the origin after each batch, deltas and compaction included', async () => {
+    const peer = await store();
+    const out = await replicator('nf-a', peer);
+    const src = source(3);
+    // 4 flows x 150 packets: 50 batches each, so replicas fold deltas into a new full state along the way.
+    for (let seq = 1; seq <= 150; seq++) {
+      for (let f = 0; f < 4; f++) src.p.receive(...args(stamped({ flow: f, seq })));
+      if (seq % 10 === 0) out.send(src.take());
+    }
+    out.send(src.take());
+    assert.ok(await out.settled(5000), 'every frame acknowledged');
+    const mine = src.p.digest().flows.map((f) => [f.flow, f.digest]);
+    const held = (peer.digests()['nf-a'] ?? []).map((f) => [f.flow, f.digest]);
+    assert.deepEqual(held.sort(), mine.sort());
+    assert.equal(peer.records, 4 * 50);
+    assert.ok(out.bytesSent > 0 && out.messages === 16);
+  });
+
+  it('rejects a sender outside the cluster and applies nothing from it', async () => {
+    const peer = await store(['nf-a']);
+    const out = await replicator('nf-z', peer);
+    const src = source(1);
+    src.p.receive(...args(stamped({ flow: 1, seq: 1 })));
+    out.send(src.take());
+    await until(() => peer.drops.not_member > 0);
+    assert.equal(peer.drops.not_member, 1);
+    assert.deepEqual(peer.digests(), {});
+  });
+
+  it('rejects frames made with another key', async () => {
+    const peer = await store(['nf-a']);
+    const out = await replicator('nf-a', peer, randomBytes(32));
+    const src = source(1);
+    src.p.receive(...args(stamped({ flow: 1, seq: 1 })));
+    out.send(src.take());
+    await until(() => peer.drops.bad_frame > 0);
+    assert.equal(peer.drops.bad_frame, 1);
+    assert.deepEqual(peer.digests(), {});
+  });
+
+  it('requires a hello first, and survives malformed records and gaps without corrupting replicas', async () => {
+    const peer = await store(['nf-a']);
+    // No hello: the connection is dropped.
+    const raw = net.createConnection({ host: '127.0.0.1', port: peer.port });
+    await once(raw, 'connect');
+    raw.write(encodeFrame(ReplicationFrame.REPLICATE, 1, new Uint8Array(4), key));
+    await until(() => peer.drops.no_hello > 0);
+    assert.equal(peer.drops.no_hello, 1);
+    raw.destroy();
+
+    const out = await replicator('nf-a', peer);
+    const src = source(1);
+    src.p.receive(...args(stamped({ flow: 1, seq: 1 })));
+    src.p.receive(...args(stamped({ flow: 2, seq: 1 })));
+    const good = src.take();
+    // A whole record followed by half of one: the whole one applies, the rest is refused.
+    out.send(new Uint8Array([...good, ...good.subarray(0, 10)]));
+    await out.settled(2000);
+    assert.equal(peer.drops.malformed, 1);
+    assert.equal(peer.digests()['nf-a']?.length, 2);
+
+    // Version 3 of flow 1 arrives without version 2: the replica is set aside, not patched wrongly.
+    src.p.receive(...args(stamped({ flow: 1, seq: 2 })));
+    src.take();
+    src.p.receive(...args(stamped({ flow: 1, seq: 3 })));
+    out.send(src.take());
+    await out.settled(2000);
+    assert.equal(peer.drops.gap, 1);
+    assert.equal(peer.digests()['nf-a']?.length, 1, 'the stale replica is not offered');
+  });
+});
+
+function args(d: Uint8Array): [Uint8Array, number, number] {
+  return [d, 0, d.length];
+}
