@@ -77,6 +77,12 @@ program
   .option('--window <n>', 'packets in flight when --rate 0', int('--window', 1, 1_000_000), 512)
   .option('--no-cluster', 'replicate each batch to every instance, not just the cluster (the baseline)')
   .option('--no-replication', 'do not replicate batches at all')
+  .addOption(
+    new Option('--release <mode>', 'when packets leave: at once, or once their batch is replicated').choices([
+      'immediate',
+      'after-replication',
+    ]),
+  )
   .option('--keep', 'keep the run directory (logs, stamp log)', false)
   .option('--json', 'print one JSON object', false)
   .action(async (o: Record<string, unknown>) => {
@@ -145,6 +151,7 @@ function withFlags(base: Topology | undefined, o: Record<string, unknown>): Topo
   if (o.perCluster !== undefined) t.perCluster = o.perCluster;
   if (o.threads !== undefined) t.threads = o.threads;
   if (o.batch !== undefined) t.batch = { ...(t.batch as object), size: o.batch };
+  if (o.release !== undefined) t.release = o.release;
   if (o.replication === false) t.replication = 'off';
   else if (o.cluster === false) t.replication = 'all';
   return parseTopology(t);

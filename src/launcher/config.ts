@@ -50,7 +50,12 @@ export interface Topology {
    * `all` (every other instance: the no-cluster baseline) or `off`.
    */
   readonly replication: Replication;
+  /** When processed packets leave: at once, or once their batch is acknowledged by the peers. */
+  readonly release: Release;
 }
+
+export const RELEASE_MODES = ['immediate', 'after-replication'] as const;
+export type Release = (typeof RELEASE_MODES)[number];
 
 export const REPLICATION_MODES = ['cluster', 'all', 'off'] as const;
 export type Replication = (typeof REPLICATION_MODES)[number];
@@ -69,6 +74,7 @@ export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
   sink: { port: 0, pcap: null },
   vni: 1,
   replication: 'cluster',
+  release: 'immediate',
 });
 
 const MAX_THREADS = 64;
@@ -90,6 +96,7 @@ const FIELDS = {
     'sink',
     'vni',
     'replication',
+    'release',
   ],
   nf: ['type', 'config'],
   batch: ['size', 'timeoutMs'],
@@ -227,19 +234,18 @@ function validate(obj: unknown, where: string): Topology {
       pcap: pathOrNull(sink, ['sink', 'pcap']),
     },
     vni: int(root, ['vni'], d.vni, 0, MAX_VNI),
-    replication: replicationMode(root.replication, d.replication),
+    replication: oneOf(root, 'replication', REPLICATION_MODES, d.replication),
+    release: oneOf(root, 'release', RELEASE_MODES, d.release),
   };
 }
 
-function replicationMode(v: unknown, def: Replication): Replication {
+function oneOf<T extends string>(obj: Mapping, key: string, modes: readonly T[], def: T): T {
+  const v = obj[key];
   if (v === undefined) return def;
-  if (typeof v !== 'string' || !(REPLICATION_MODES as readonly string[]).includes(v)) {
-    throw new FieldError(
-      ['replication'],
-      `replication: must be one of ${REPLICATION_MODES.join(', ')} (got ${describe(v)})`,
-    );
+  if (typeof v !== 'string' || !(modes as readonly string[]).includes(v)) {
+    throw new FieldError([key], `${key}: must be one of ${modes.join(', ')} (got ${describe(v)})`);
   }
-  return v as Replication;
+  return v as T;
 }
 
 function nfType(v: unknown): NfType {

@@ -48,7 +48,13 @@ export interface DemoSummary {
   state_matches_oracle: boolean;
   global_matches_oracle: boolean;
   /** Batch replication: bytes and frames sent to cluster peers, and whether every replica equals its origin. */
-  replication: { mode: string; bytes_sent: number; messages: number; replicas_match: boolean };
+  replication: {
+    mode: string;
+    release: string;
+    bytes_sent: number;
+    messages: number;
+    replicas_match: boolean;
+  };
   mismatched_flows: string[];
   run_dir: string | null;
 }
@@ -149,14 +155,18 @@ export async function runDemo(
       state_matches_oracle: cmp.matches && cmp.globalMatches,
       replication: {
         mode: topology.replication,
+        release: topology.release,
         ...replication,
         replicas_match: replicaProblems.length === 0,
       },
       global_matches_oracle: cmp.globalMatches,
-      mismatched_flows: [...cmp.mismatched, ...cmp.missing, ...cmp.extra, ...cmp.duplicateAllocations].slice(
-        0,
-        10,
-      ),
+      mismatched_flows: [
+        ...cmp.mismatched,
+        ...cmp.missing,
+        ...cmp.extra,
+        ...cmp.duplicateAllocations,
+        ...replicaProblems,
+      ].slice(0, 10),
       run_dir: options.keep ? runDir : null,
     };
     return summary;

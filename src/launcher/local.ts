@@ -142,6 +142,7 @@ export class LocalDeployment {
           threads: t.threads,
           nf: { type: t.nf.type, config: { ...t.nf.config } },
           processor: {
+            release: t.release,
             batchSize: t.batch.size,
             batchTimeoutMs: t.batch.timeoutMs,
             maxHeld: t.reorder.maxHeld,

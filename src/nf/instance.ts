@@ -21,7 +21,7 @@ import type { RunDigest } from '../state/digest.js';
 import type { Logger, MetricSample, MetricSource } from '../types.js';
 import { dropReasonName } from '../types.js';
 import { datagramFlowHash } from './dispatch.js';
-import type { FromWorker, WorkerInit } from './messages.js';
+import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import type { ProcessorOptions } from './processor.js';
 import type { Peer } from './replication.js';
@@ -52,6 +52,8 @@ const MAX_DEFERRALS = 3;
 class Shard {
   readonly pending = new Uint8Array(BATCH_BYTES);
   used = 0;
+  /** After-replication release: [replicator send, worker ship] pairs not yet acknowledged. */
+  readonly awaiting: number[] = [];
   readonly view: Float64Array;
   constructor(
     readonly worker: Worker,
@@ -110,7 +112,11 @@ export class NfInstance implements MetricSource {
         index: i,
         instance: options.id,
         nf: options.nf,
-        options: options.processor,
+        // Output can only wait for acknowledgements where there are peers to acknowledge.
+        options: {
+          ...options.processor,
+          release: options.cluster === undefined ? 'immediate' : (options.processor.release ?? 'immediate'),
+        },
         egress: options.egress,
         partition: {
           index: options.partition.index * options.threads + i,
@@ -122,7 +128,7 @@ export class NfInstance implements MetricSource {
       const worker = new Worker(workerUrl, { workerData: init });
       const shard = new Shard(worker, counters);
       worker.on('message', (msg: FromWorker) => {
-        if (msg.type === 'records') this.replicator?.send(new Uint8Array(msg.records));
+        if (msg.type === 'records') this.replicate(shard, msg.records, msg.ship);
         else this.replies.get(worker)?.resolve(msg);
       });
       worker.on('error', (err) => {
@@ -143,6 +149,32 @@ export class NfInstance implements MetricSource {
     return { port: this.port, replication };
   }
 
+  /**
+   * Sends a worker's records block to the peers. In after-replication mode, remembers which send carried
+   * it so that the worker can release the block's packets once every peer has acknowledged it.
+   */
+  private replicate(shard: Shard, records: ArrayBuffer, ship: number): void {
+    const k = this.replicator?.send(new Uint8Array(records));
+    if (this.options.processor.release !== 'after-replication') return;
+    if (k === undefined) shard.worker.postMessage({ type: 'commit', ship } satisfies ToWorker);
+    else shard.awaiting.push(k, ship);
+  }
+
+  private readonly commit = (k: number): void => {
+    for (const shard of this.shards) {
+      const q = shard.awaiting;
+      let n = 0;
+      let ship = 0;
+      while (n < q.length && q[n]! <= k) {
+        ship = q[n + 1]!;
+        n += 2;
+      }
+      if (n === 0) continue;
+      q.splice(0, n);
+      shard.worker.postMessage({ type: 'commit', ship } satisfies ToWorker);
+    }
+  };
+
   /** Connects to the cluster peers this instance replicates to (their replication ports are known now). */
   async replicateTo(peers: readonly Peer[]): Promise<void> {
     const cluster = this.options.cluster;
@@ -152,6 +184,7 @@ export class NfInstance implements MetricSource {
       { self: this.options.id, key: Buffer.from(cluster.key, 'hex'), peers },
       this.options.logger,
     );
+    this.replicator.onCommit = this.commit;
     await this.replicator.start();
   }
 

@@ -25,13 +25,18 @@ export interface WorkerInit {
   replicate: boolean;
 }
 
-export type ToWorker = ArrayBuffer | { type: 'digest' } | { type: 'stop' };
+export type ToWorker =
+  | ArrayBuffer
+  | { type: 'digest' }
+  | { type: 'stop' }
+  /** After-replication release: the peers acknowledged every records block up to `ship`. */
+  | { type: 'commit'; ship: number };
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'digest'; digest: RunDigest }
   | { type: 'stopped' }
   /** Replication records of the batches closed since the last message (layout: nf/replication.ts). */
-  | { type: 'records'; records: ArrayBuffer };
+  | { type: 'records'; records: ArrayBuffer; ship: number };
 
 /** The order of the counters in a worker's shared Float64Array; drops by reason follow them. */
 export const WORKER_COUNTERS = [

@@ -28,6 +28,11 @@ import { StampView } from '../wire/geneve.js';
 import { PacketContext } from './context.js';
 
 export interface ProcessorOptions {
+  /**
+   * `immediate`: a processed packet leaves at once. `after-replication` (output commit): it waits until
+   * the batch it belongs to has closed and been acknowledged by the peers (see `takeCommitted`).
+   */
+  release?: 'immediate' | 'after-replication';
   batchSize: number;
   batchTimeoutMs: number;
   maxHeld: number;
@@ -64,6 +69,8 @@ export class FlowEntry {
   mark = 0;
   lastActive = 0;
   forwarded = 0;
+  /** After-replication mode: this batch's output, as (buffer, offset, length) triples. */
+  out: (Uint8Array | number)[] = [];
 
   constructor(
     readonly key: FlowKey,
@@ -96,6 +103,9 @@ export class FlowProcessor {
   private readonly ctx: PacketContext;
   private readonly delta = new ByteWriter(1024);
   private openBatches: FlowEntry[] = [];
+  /** After-replication mode: output of batches closed since the last `takeCommitted`, in order. */
+  private closedOut: (Uint8Array | number)[] = [];
+  private readonly holdOutput: boolean;
   private gapWatch: FlowEntry[] = [];
   private readonly idle: TimerWheel<FlowEntry>;
   onBatch: BatchSink | undefined;
@@ -112,6 +122,7 @@ export class FlowProcessor {
       this.counters.events++;
       onEvent(event);
     });
+    this.holdOutput = options.release === 'after-replication';
     this.idle = new TimerWheel<FlowEntry>(Math.max(1, Math.min(1000, options.flowIdleMs / 8)), 64);
   }
 
@@ -253,7 +264,11 @@ export class FlowProcessor {
     if (verdict === Verdict.FORWARD) {
       this.counters.forwarded++;
       flow.forwarded++;
-      this.emit(this.pkt.buf, stamp.innerOffset - stamp.headerLength, stamp.headerLength + stamp.innerLength);
+      const at = stamp.innerOffset - stamp.headerLength;
+      const length = stamp.headerLength + stamp.innerLength;
+      // Held output keeps a reference into the batch buffer the packet came in: no copy.
+      if (this.holdOutput) flow.out.push(this.pkt.buf, at, length);
+      else this.emit(this.pkt.buf, at, length);
     } else {
       this.counters.nfDropped++;
     }
@@ -264,8 +279,23 @@ export class FlowProcessor {
     if (flow.batchCount >= this.options.batchSize) this.closeBatch(flow);
   }
 
+  /**
+   * After-replication mode: hands over the output of every batch closed since the last call, as
+   * (buffer, offset, length) triples in release order. The caller sends them once the records of those
+   * batches are acknowledged.
+   */
+  takeCommitted(): (Uint8Array | number)[] {
+    const out = this.closedOut;
+    this.closedOut = [];
+    return out;
+  }
+
   private closeBatch(flow: FlowEntry): void {
     flow.batchCount = 0;
+    if (flow.out.length > 0) {
+      for (const x of flow.out) this.closedOut.push(x);
+      flow.out.length = 0;
+    }
     if (flow.state === undefined) return;
     const w = this.delta;
     w.reset();

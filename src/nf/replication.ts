@@ -70,42 +70,57 @@ export interface Peer {
   port: number;
 }
 
-/** Sends this instance's records to each peer, one connection per peer, reconnecting when one drops. */
+/**
+ * Sends this instance's records to each peer, one connection per peer. Each `send` returns a number k;
+ * once every connected peer has acknowledged send k, `onCommit(k)` fires (in order, never skipping
+ * back), which is what after-replication release waits for. A peer that is not connected does not hold
+ * commits back: its replica is out of date and a new secondary or a snapshot repairs it.
+ */
 export class Replicator implements MetricSource {
   private readonly links: Link[];
+  private sends = 0;
+  private committed = 0;
   bytesSent = 0;
   messages = 0;
   dropped = 0;
+  onCommit: (k: number) => void = () => undefined;
 
   constructor(
     private readonly options: { self: string; key: Uint8Array; peers: readonly Peer[] },
     private readonly logger: Logger,
   ) {
-    this.links = options.peers.map((p) => new Link(p, options.self, options.key, logger));
+    this.links = options.peers.map(
+      (p) =>
+        new Link(p, options.self, options.key, logger, () => {
+          this.checkCommit();
+        }),
+    );
   }
 
   async start(): Promise<void> {
     await Promise.all(this.links.map((l) => l.connect()));
   }
 
-  /** Ships a block of records to every peer. */
-  send(records: Uint8Array): void {
+  /** Ships a block of records to every peer; returns its number for `onCommit`. */
+  send(records: Uint8Array): number {
+    const k = ++this.sends;
     for (const link of this.links) {
-      const n = link.send(records);
+      const n = link.send(records, k);
       if (n < 0) this.dropped++;
       else {
         this.bytesSent += n;
         this.messages++;
       }
     }
+    this.checkCommit();
+    return k;
   }
 
   /** Resolves when every peer has acknowledged everything sent so far (or after `ms`). */
   async settled(ms: number): Promise<boolean> {
     const end = Date.now() + ms;
-    while (this.links.some((l) => l.unacked()) && Date.now() < end)
-      await new Promise((r) => setTimeout(r, 5));
-    return !this.links.some((l) => l.unacked());
+    while (this.committed < this.sends && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    return this.committed >= this.sends;
   }
 
   stop(): void {
@@ -116,14 +131,25 @@ export class Replicator implements MetricSource {
     out.push(['nfstate_replication_sent_bytes_total', {}, this.bytesSent]);
     out.push(['nfstate_replication_messages_total', {}, this.messages]);
     out.push(['nfstate_replication_dropped_messages_total', {}, this.dropped]);
-    for (const l of this.links) out.push(['nfstate_replication_acked_seq', { peer: l.peer.id }, l.acked]);
+    out.push(['nfstate_replication_committed', {}, this.committed]);
+  }
+
+  private checkCommit(): void {
+    let k = this.sends;
+    for (const l of this.links) if (l.connected) k = Math.min(k, l.ackedSend);
+    if (k > this.committed) {
+      this.committed = k;
+      this.onCommit(k);
+    }
   }
 }
 
 class Link {
   private socket: net.Socket | undefined;
   private seq = 0;
-  acked = 0;
+  /** Frame sequence number of each unacknowledged send, oldest first: [send, seq, send, seq, …]. */
+  private readonly inFlight: number[] = [];
+  ackedSend = 0;
   private closed = false;
   private readonly decoder: FrameDecoder;
 
@@ -132,8 +158,13 @@ class Link {
     private readonly self: string,
     private readonly key: Uint8Array,
     private readonly logger: Logger,
+    private readonly onAck: () => void,
   ) {
     this.decoder = new FrameDecoder({ key, maxFrame: 1024 });
+  }
+
+  get connected(): boolean {
+    return this.socket !== undefined && !this.closed;
   }
 
   async connect(): Promise<void> {
@@ -141,7 +172,18 @@ class Link {
     socket.setNoDelay(true);
     socket.on('data', (chunk) => {
       this.decoder.push(chunk, (type, _seq, body) => {
-        if (type === ReplicationFrame.ACK && body.length === 8) this.acked = new ByteReader(body).u53();
+        if (type !== ReplicationFrame.ACK || body.length !== 8) return;
+        const acked = new ByteReader(body).u53();
+        const q = this.inFlight;
+        let n = 0;
+        while (n < q.length && q[n + 1]! <= acked) {
+          this.ackedSend = q[n]!;
+          n += 2;
+        }
+        if (n > 0) {
+          q.splice(0, n);
+          this.onAck();
+        }
       });
     });
     socket.on('error', (err) => {
@@ -149,6 +191,7 @@ class Link {
     });
     socket.on('close', () => {
       if (this.socket === socket) this.socket = undefined;
+      this.onAck();
     });
     await once(socket, 'connect');
     this.socket = socket;
@@ -157,16 +200,13 @@ class Link {
     );
   }
 
-  /** Bytes written, or -1 when the peer is not connected (its replica will be repaired by a snapshot). */
-  send(records: Uint8Array): number {
+  /** Bytes written, or -1 when the peer is not connected. */
+  send(records: Uint8Array, k: number): number {
     if (this.socket === undefined || this.closed) return -1;
     const frame = encodeFrame(ReplicationFrame.REPLICATE, ++this.seq, records, this.key);
+    this.inFlight.push(k, this.seq);
     this.socket.write(frame);
     return frame.length;
-  }
-
-  unacked(): boolean {
-    return this.socket !== undefined && this.acked < this.seq;
   }
 
   close(): void {

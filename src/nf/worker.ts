@@ -49,11 +49,26 @@ if (init.replicate) {
     if (records.length >= RECORDS_FLUSH_BYTES) shipRecords();
   };
 }
+/** After-replication release: output waiting for its records block (by ship number) to be acknowledged. */
+const awaiting: { ship: number; out: (Uint8Array | number)[] }[] = [];
+let ships = 0;
+
 function shipRecords(): void {
   if (records.length === 0) return;
   const block = records.view().slice().buffer;
   records.reset();
-  port.postMessage({ type: 'records', records: block } satisfies FromWorker, [block]);
+  const ship = ++ships;
+  if (init.options.release === 'after-replication') awaiting.push({ ship, out: processor.takeCommitted() });
+  port.postMessage({ type: 'records', records: block, ship } satisfies FromWorker, [block]);
+}
+
+function commit(ship: number): void {
+  while (awaiting.length > 0 && awaiting[0]!.ship <= ship) {
+    const { out } = awaiting.shift()!;
+    for (let i = 0; i < out.length; i += 3) {
+      socket.send(out[i] as Uint8Array, out[i + 1] as number, out[i + 2] as number);
+    }
+  }
 }
 
 const shared = new Float64Array(init.counters);
@@ -98,6 +113,7 @@ function reply(msg: FromWorker): void {
 
 port.on('message', (msg: ToWorker) => {
   if (msg instanceof ArrayBuffer) return onBatch(msg);
+  if (msg.type === 'commit') return commit(msg.ship);
   if (msg.type === 'digest') {
     processor.flushBatches();
     shipRecords();

@@ -49,6 +49,7 @@ void test('defaults fill everything but nf.type', () => {
     sink: { port: 0, pcap: null },
     vni: 1,
     replication: 'cluster',
+    release: 'immediate',
   });
   assert.ok(Object.isFrozen(DEFAULT_TOPOLOGY.batch));
   assert.notEqual(t.batch, DEFAULT_TOPOLOGY.batch, 'the result must not share the frozen defaults');
@@ -88,6 +89,7 @@ void test('each bad field names its path and what was given', () => {
     [{ nf, batch: { size: 0 } }, 'batch.size: must be an integer 1..100000 (got 0)'],
     [{ nf, batch: { timeoutMs: 0 } }, 'batch.timeoutMs: must be a number > 0 (got 0)'],
     [{ nf, replication: 'some' }, 'replication: must be one of cluster, all, off (got "some")'],
+    [{ nf, release: 'later' }, 'release: must be one of immediate, after-replication (got "later")'],
     [{ nf, batch: { timeoutMs: Infinity } }, 'batch.timeoutMs: must be a number > 0 (got Infinity)'],
     [{ nf, batch: [1] }, 'batch: must be a mapping (got a list)'],
     [{ nf, reorder: { maxHeld: -1 } }, 'reorder.maxHeld: must be an integer >= 1 (got -1)'],

@@ -39,6 +39,14 @@ describe('nfstate demo (multi-process on loopback)', () => {
     );
   });
 
+  for (const nf of ['nat', 'ids']) {
+    it(`${nf}: --release after-replication (output commit) delivers every packet in order`, async () => {
+      const s = await demo(['--nf', nf, '--release', 'after-replication']);
+      assert.equal(s.replication.release, 'after-replication');
+      assertClean(s);
+    });
+  }
+
   for (const nf of ['nat', 'firewall', 'lb', 'ids']) {
     it(`${nf}: defaults deliver every packet, in order, with the oracle's state`, async () => {
       const s = await demo(['--nf', nf]);

@@ -3,7 +3,12 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { silentLogger } from '../../src/log.js';
+import { MAX_REPLICATION_FRAME, ReplicationFrame } from '../../src/nf/replication.js';
+import { ByteWriter } from '../../src/state/bytes.js';
+import { encodeFrame, FrameDecoder } from '../../src/wire/frame.js';
 import { NfInstance } from '../../src/nf/instance.js';
 import { DropReason } from '../../src/types.js';
 import { StampView } from '../../src/wire/geneve.js';
@@ -83,5 +88,82 @@ describe('NfInstance (worker threads, real UDP)', () => {
     const digest = await nf.digest();
     assert.equal(digest.flows.length, FLOWS);
     for (const f of digest.flows) assert.equal(f.packets, PER_FLOW);
+  });
+});
+
+describe('NfInstance with after-replication release (output commit)', () => {
+  it('holds each batch’s packets until the peer acknowledges the batch, then releases them in order', async () => {
+    const key = randomBytes(32);
+    // A peer that reads replication frames but acknowledges only when told to.
+    const frames: number[] = [];
+    let peerSocket: net.Socket | undefined;
+    const peer = net.createServer((socket) => {
+      peerSocket = socket;
+      const decoder = new FrameDecoder({ key, maxFrame: MAX_REPLICATION_FRAME });
+      socket.on('data', (chunk) => {
+        decoder.push(chunk, (type, seq) => {
+          if (type === ReplicationFrame.REPLICATE) frames.push(seq);
+        });
+      });
+    });
+    peer.listen(0, '127.0.0.1');
+    await once(peer, 'listening');
+    const ack = (seq: number): void => {
+      const body = new ByteWriter(8);
+      body.u53(seq);
+      peerSocket!.write(encodeFrame(ReplicationFrame.ACK, seq, body.view(), key));
+    };
+
+    const out = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
+    const got: number[] = [];
+    const view = new StampView();
+    out.on('message', (msg) => {
+      view.parse(msg, 0, msg.length);
+      got.push(view.seq);
+    });
+    out.bind(0, '127.0.0.1');
+    await once(out, 'listening');
+    const nf = new NfInstance({
+      id: 'nf-a',
+      host: '127.0.0.1',
+      port: 0,
+      threads: 1,
+      nf: { type: 'nat', config: {} },
+      processor: {
+        release: 'after-replication',
+        batchSize: 5,
+        batchTimeoutMs: 10_000,
+        maxHeld: 64,
+        gapTimeoutMs: 10_000,
+        flowIdleMs: 60_000,
+      },
+      egress: { host: '127.0.0.1', port: out.address().port },
+      partition: { index: 0, count: 1 },
+      cluster: { members: ['nf-a', 'nf-b'], key: key.toString('hex') },
+      logger: silentLogger,
+    });
+    await nf.start();
+    await nf.replicateTo([{ id: 'nf-b', host: '127.0.0.1', port: (peer.address() as net.AddressInfo).port }]);
+    const client = dgram.createSocket('udp4');
+    for (let seq = 1; seq <= 12; seq++) client.send(stamped({ flow: 0, seq }), nf.port, '127.0.0.1');
+
+    // Batches of 5: two close (seq 1-5, 6-10) and ship; 11-12 wait in the open batch.
+    const deadline = Date.now() + 5000;
+    while (frames.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(got, [], 'nothing leaves before the peer acknowledges');
+    ack(frames[frames.length - 1]!);
+    while (got.length < 10 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(
+      got,
+      Array.from({ length: 10 }, (_, i) => i + 1),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(got.length, 10, 'the open batch is still held');
+
+    await nf.stop();
+    client.close();
+    out.close();
+    peer.close();
   });
 });

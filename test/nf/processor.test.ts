@@ -148,6 +148,24 @@ describe('FlowProcessor', () => {
     assert.deepEqual(replica.versions, [1, 2, 3], 'the ninth packet closes on time');
   });
 
+  it('in after-replication mode, holds output until its batch closes, then hands it over in order', () => {
+    const h = harness('nat', { ...OPTIONS, release: 'after-replication' });
+    for (let seq = 1; seq <= 6; seq++) h.feed(stamped({ flow: 0, seq }));
+    assert.deepEqual(h.out, [], 'nothing is emitted directly');
+    const committed = h.p.takeCommitted();
+    assert.equal(committed.length, 4 * 3, 'the first batch of 4 closed; 5 and 6 are in the open one');
+    const view = new StampView();
+    const seqs: number[] = [];
+    for (let i = 0; i < committed.length; i += 3) {
+      view.parse(committed[i] as Uint8Array, committed[i + 1] as number, committed[i + 2] as number);
+      seqs.push(view.seq);
+    }
+    assert.deepEqual(seqs, [1, 2, 3, 4]);
+    assert.deepEqual(h.p.takeCommitted(), []);
+    h.p.flushBatches();
+    assert.equal(h.p.takeCommitted().length, 2 * 3);
+  });
+
   it('never throws on garbage, and counts each drop by reason', () => {
     const h = harness();
     fc.assert(
