@@ -20,6 +20,7 @@ import { LocalGlobalState } from '../state/global-local.js';
 import type { RunDigest } from '../state/digest.js';
 import type { Logger, MetricSample, MetricSource } from '../types.js';
 import { dropReasonName } from '../types.js';
+import { flowHash } from '../packet/flow-key.js';
 import { datagramFlowHash } from './dispatch.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
@@ -185,6 +186,13 @@ export class NfInstance implements MetricSource {
       this.options.logger,
     );
     this.replicator.onCommit = this.commit;
+    this.replicator.onRepair = (key) => {
+      const shard =
+        this.shards[
+          flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto) % this.shards.length
+        ]!;
+      shard.worker.postMessage({ type: 'resend', key } satisfies ToWorker);
+    };
     await this.replicator.start();
   }
 

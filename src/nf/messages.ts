@@ -9,6 +9,7 @@
  *   +--------+----------------------+--------+----------------------+ ...
  */
 import type { RunDigest } from '../state/digest.js';
+import type { FlowKey } from '../types.js';
 import type { ProcessorOptions } from './processor.js';
 
 export interface WorkerInit {
@@ -30,7 +31,9 @@ export type ToWorker =
   | { type: 'digest' }
   | { type: 'stop' }
   /** After-replication release: the peers acknowledged every records block up to `ship`. */
-  | { type: 'commit'; ship: number };
+  | { type: 'commit'; ship: number }
+  /** A peer asked for this flow's full state (its replica has a gap). */
+  | { type: 'resend'; key: FlowKey };
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'digest'; digest: RunDigest }

@@ -47,7 +47,7 @@ export type Emit = (buf: Uint8Array, offset: number, length: number) => void;
  * Receives a flow's closed batch: at version 1 its full state, after that its delta since the previous
  * batch. The bytes are valid during the call only.
  */
-export type BatchSink = (flow: FlowEntry, version: number, delta: Uint8Array) => void;
+export type BatchSink = (flow: FlowEntry, version: number, bytes: Uint8Array, full: boolean) => void;
 
 interface Held {
   seq: number;
@@ -280,6 +280,21 @@ export class FlowProcessor {
   }
 
   /**
+   * A peer lacks this flow's history: closes its open batch (so that the version is exact), then hands its
+   * full state to `onBatch` at the flow's current version. Returns false for a flow this worker lacks.
+   */
+  resend(key: FlowKey): boolean {
+    const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow?.state === undefined) return false;
+    if (flow.batchCount > 0) this.closeBatch(flow);
+    const w = this.delta;
+    w.reset();
+    this.nf.codec.encodeFull(flow.state, w);
+    this.onBatch?.(flow, flow.version, w.view(), true);
+    return true;
+  }
+
+  /**
    * After-replication mode: hands over the output of every batch closed since the last call, as
    * (buffer, offset, length) triples in release order. The caller sends them once the records of those
    * batches are acknowledged.
@@ -306,7 +321,7 @@ export class FlowProcessor {
     flow.version++;
     this.counters.batches++;
     this.counters.deltaBytes += w.length;
-    this.onBatch?.(flow, flow.version, w.view());
+    this.onBatch?.(flow, flow.version, w.view(), flow.version === 1);
   }
 
   private expire(flow: FlowEntry): void {

@@ -16,6 +16,7 @@
  *   HELLO      body = sender's instance id (UTF-8); must be the first frame on a connection
  *   REPLICATE  body = records, back to back
  *   ACK        body = u64 sequence number of the last REPLICATE applied (receiver → sender)
+ *   REPAIR     body = a flow's 5-tuple, as in a record (receiver → sender): send this flow's full state
  *
  * Record layout (big endian):
  *
@@ -27,7 +28,8 @@
  *
  * A receiver accepts frames only from the members it was given and only with the cluster key; anything
  * else is counted by reason and not applied. A delta that does not follow the replica's version (a gap,
- * after a reconnect) is counted and the replica is marked stale rather than corrupted.
+ * after a reconnect, or a peer that joined late) is counted, the replica is set aside rather than patched
+ * wrongly, and the receiver asks the sender for the flow's full state (REPAIR), which replaces it.
  */
 import { once } from 'node:events';
 import net from 'node:net';
@@ -39,12 +41,27 @@ import { encodeFrame, FrameDecoder } from '../wire/frame.js';
 import { stateDigest } from '../state/digest.js';
 import type { FlowDigest } from '../state/digest.js';
 
-export const ReplicationFrame = { HELLO: 1, REPLICATE: 2, ACK: 3 } as const;
+export const ReplicationFrame = { HELLO: 1, REPLICATE: 2, ACK: 3, REPAIR: 4 } as const;
 export const RecordKind = { FULL: 0, DELTA: 1 } as const;
 
 /** Largest replication frame a receiver accepts: many flows' deltas, well under what a peer buffers. */
 export const MAX_REPLICATION_FRAME = 16 * 1024 * 1024;
 const RECORD_HEADER = 1 + 4 + 4 + 2 + 2 + 4 + 1 + 4;
+
+const FLOW_KEY_BYTES = 13;
+
+function writeFlowKey(w: ByteWriter, key: FlowKey): void {
+  w.u8(key.proto);
+  w.u32(key.srcIp);
+  w.u32(key.dstIp);
+  w.u16(key.srcPort);
+  w.u16(key.dstPort);
+}
+
+function readFlowKey(r: ByteReader): FlowKey {
+  const proto = r.u8();
+  return canonicalKey(r.u32(), r.u32(), r.u16(), r.u16(), proto);
+}
 
 /** Appends one record; workers call this from their batch hook. */
 export function writeRecord(
@@ -54,11 +71,7 @@ export function writeRecord(
   kind: number,
   state: Uint8Array,
 ): void {
-  w.u8(key.proto);
-  w.u32(key.srcIp);
-  w.u32(key.dstIp);
-  w.u16(key.srcPort);
-  w.u16(key.dstPort);
+  writeFlowKey(w, key);
   w.u32(version);
   w.u8(kind);
   w.bytes(state);
@@ -84,6 +97,9 @@ export class Replicator implements MetricSource {
   messages = 0;
   dropped = 0;
   onCommit: (k: number) => void = () => undefined;
+  /** A peer lacks a flow's history: the owner should send that flow's full state in its next records. */
+  onRepair: (key: FlowKey) => void = () => undefined;
+  repairs = 0;
 
   constructor(
     private readonly options: { self: string; key: Uint8Array; peers: readonly Peer[] },
@@ -91,9 +107,19 @@ export class Replicator implements MetricSource {
   ) {
     this.links = options.peers.map(
       (p) =>
-        new Link(p, options.self, options.key, logger, () => {
-          this.checkCommit();
-        }),
+        new Link(
+          p,
+          options.self,
+          options.key,
+          logger,
+          () => {
+            this.checkCommit();
+          },
+          (key) => {
+            this.repairs++;
+            this.onRepair(key);
+          },
+        ),
     );
   }
 
@@ -132,6 +158,7 @@ export class Replicator implements MetricSource {
     out.push(['nfstate_replication_messages_total', {}, this.messages]);
     out.push(['nfstate_replication_dropped_messages_total', {}, this.dropped]);
     out.push(['nfstate_replication_committed', {}, this.committed]);
+    out.push(['nfstate_replication_repairs_requested_total', {}, this.repairs]);
   }
 
   private checkCommit(): void {
@@ -159,7 +186,9 @@ class Link {
     private readonly key: Uint8Array,
     private readonly logger: Logger,
     private readonly onAck: () => void,
+    private readonly onRepair: (key: FlowKey) => void,
   ) {
+    // Acknowledgements and repair requests only: small frames.
     this.decoder = new FrameDecoder({ key, maxFrame: 1024 });
   }
 
@@ -172,6 +201,10 @@ class Link {
     socket.setNoDelay(true);
     socket.on('data', (chunk) => {
       this.decoder.push(chunk, (type, _seq, body) => {
+        if (type === ReplicationFrame.REPAIR && body.length === FLOW_KEY_BYTES) {
+          this.onRepair(readFlowKey(new ByteReader(body)));
+          return;
+        }
         if (type !== ReplicationFrame.ACK || body.length !== 8) return;
         const acked = new ByteReader(body).u53();
         const q = this.inFlight;
@@ -231,6 +264,11 @@ class Replica {
 }
 
 const COMPACT_AFTER = 32;
+
+interface Connection {
+  socket: net.Socket;
+  seq: number;
+}
 
 export type ReplicationDrop = 'not_member' | 'no_hello' | 'malformed' | 'gap' | 'bad_frame';
 
@@ -295,6 +333,7 @@ export class ReplicaStore implements MetricSource {
   collect(out: MetricSample[]): void {
     out.push(['nfstate_replication_received_bytes_total', {}, this.bytesReceived]);
     out.push(['nfstate_replication_records_total', {}, this.records]);
+    out.push(['nfstate_replication_repairs_asked_total', {}, this.repairsRequested]);
     let replicas = 0;
     for (const t of this.replicas.values()) replicas += t.size;
     out.push(['nfstate_replication_replicas', {}, replicas]);
@@ -307,6 +346,8 @@ export class ReplicaStore implements MetricSource {
     const decoder = new FrameDecoder({ key: this.options.key, maxFrame: MAX_REPLICATION_FRAME });
     let origin: string | undefined;
     const ack = new ByteWriter(8);
+    // The frames this side sends (ACK, REPAIR) share one rising sequence, as the sender's decoder demands.
+    const conn: Connection = { socket, seq: 0 };
     socket.on('error', () => undefined);
     socket.on('data', (chunk) => {
       this.bytesReceived += chunk.length;
@@ -319,16 +360,28 @@ export class ReplicaStore implements MetricSource {
           return;
         }
         if (type !== ReplicationFrame.REPLICATE) return;
-        this.apply(origin, body);
+        this.apply(origin, body, conn);
         ack.reset();
         ack.u53(seq);
-        socket.write(encodeFrame(ReplicationFrame.ACK, seq, ack.view(), this.options.key));
+        socket.write(encodeFrame(ReplicationFrame.ACK, ++conn.seq, ack.view(), this.options.key));
       });
       // A wrong key, a forged or replayed frame: the stream cannot be trusted any more.
       const bad =
         decoder.drops.bad_auth + decoder.drops.replayed + decoder.drops.malformed + decoder.drops.oversized;
       if (bad > 0 && !socket.destroyed) this.reject(socket, 'bad_frame');
     });
+  }
+
+  private readonly repairBody = new ByteWriter(FLOW_KEY_BYTES);
+  repairsRequested = 0;
+
+  private requestRepair(conn: Connection, key: FlowKey): void {
+    this.repairsRequested++;
+    this.repairBody.reset();
+    writeFlowKey(this.repairBody, key);
+    conn.socket.write(
+      encodeFrame(ReplicationFrame.REPAIR, ++conn.seq, this.repairBody.view(), this.options.key),
+    );
   }
 
   /** The replica's state, decoded from its full encoding and the deltas since. */
@@ -361,7 +414,7 @@ export class ReplicaStore implements MetricSource {
     socket.destroy();
   }
 
-  private apply(origin: string, body: Uint8Array): void {
+  private apply(origin: string, body: Uint8Array, conn: Connection): void {
     let table = this.replicas.get(origin);
     if (table === undefined) {
       table = new FlowTable<Replica>();
@@ -371,8 +424,7 @@ export class ReplicaStore implements MetricSource {
     try {
       while (r.remaining > 0) {
         if (r.remaining < RECORD_HEADER) throw new RangeError('truncated record');
-        const proto = r.u8();
-        const key = canonicalKey(r.u32(), r.u32(), r.u16(), r.u16(), proto);
+        const key = readFlowKey(r);
         const version = r.u32();
         const kind = r.u8();
         const state = r.bytes();
@@ -388,6 +440,7 @@ export class ReplicaStore implements MetricSource {
         } else {
           this.drops.gap++;
           if (replica !== undefined) replica.stale = true;
+          this.requestRepair(conn, key);
         }
       }
     } catch {

@@ -44,8 +44,8 @@ const processor = new FlowProcessor(
 const records = new ByteWriter(64 * 1024);
 const RECORDS_FLUSH_BYTES = 256 * 1024;
 if (init.replicate) {
-  processor.onBatch = (flow, version, delta) => {
-    writeRecord(records, flow.key, version, version === 1 ? RecordKind.FULL : RecordKind.DELTA, delta);
+  processor.onBatch = (flow, version, bytes, full) => {
+    writeRecord(records, flow.key, version, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
     if (records.length >= RECORDS_FLUSH_BYTES) shipRecords();
   };
 }
@@ -114,6 +114,10 @@ function reply(msg: FromWorker): void {
 port.on('message', (msg: ToWorker) => {
   if (msg instanceof ArrayBuffer) return onBatch(msg);
   if (msg.type === 'commit') return commit(msg.ship);
+  if (msg.type === 'resend') {
+    processor.resend(msg.key);
+    return;
+  }
   if (msg.type === 'digest') {
     processor.flushBatches();
     shipRecords();

@@ -134,10 +134,11 @@ describe('FlowProcessor', () => {
   it('closes a batch after S packets or T ms, and its deltas rebuild the state', () => {
     const h = harness('ids');
     const replica: { state?: unknown; versions: number[] } = { versions: [] };
-    h.p.onBatch = (flow, version, delta) => {
+    h.p.onBatch = (flow, version, delta, full) => {
       replica.versions.push(version);
       // The first batch of a flow carries its full state: the peer has nothing to apply a delta to.
-      if (version === 1) replica.state = h.nf.codec.decodeFull(new ByteReader(delta));
+      assert.equal(full, version === 1);
+      if (full) replica.state = h.nf.codec.decodeFull(new ByteReader(delta));
       else h.nf.codec.applyDelta(replica.state, new ByteReader(delta));
       assert.deepEqual(replica.state, flow.state);
     };

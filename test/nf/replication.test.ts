@@ -14,6 +14,7 @@ import {
   writeRecord,
 } from '../../src/nf/replication.js';
 import { createNf } from '../../src/nfs/index.js';
+import { flowKeyString } from '../../src/packet/flow-key.js';
 import { ByteWriter } from '../../src/state/bytes.js';
 import { LocalGlobalState } from '../../src/state/global-local.js';
 import { encodeFrame } from '../../src/wire/frame.js';
@@ -57,8 +58,8 @@ function source(batchSize = 3) {
     new ManualClock(),
   );
   const w = new ByteWriter();
-  p.onBatch = (flow, version, delta) => {
-    writeRecord(w, flow.key, version, version === 1 ? RecordKind.FULL : RecordKind.DELTA, delta);
+  p.onBatch = (flow, version, bytes, full) => {
+    writeRecord(w, flow.key, version, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
   };
   const take = (): Uint8Array => {
     const out = w.view().slice();
@@ -134,7 +135,13 @@ describe('batch replication', () => {
     assert.equal(peer.drops.malformed, 1);
     assert.equal(peer.digests()['nf-a']?.length, 2);
 
-    // Version 3 of flow 1 arrives without version 2: the replica is set aside, not patched wrongly.
+    // Version 3 of flow 1 arrives without version 2: the replica is set aside, not patched wrongly, and the
+    // peer asks for the flow's full state, which repairs it.
+    const repairs: string[] = [];
+    out.onRepair = (key) => {
+      repairs.push(flowKeyString(key));
+      assert.ok(src.p.resend(key));
+    };
     src.p.receive(...args(stamped({ flow: 1, seq: 2 })));
     src.take();
     src.p.receive(...args(stamped({ flow: 1, seq: 3 })));
@@ -142,6 +149,12 @@ describe('batch replication', () => {
     await out.settled(2000);
     assert.equal(peer.drops.gap, 1);
     assert.equal(peer.digests()['nf-a']?.length, 1, 'the stale replica is not offered');
+    await until(() => repairs.length === 1);
+    assert.equal(repairs.length, 1);
+    out.send(src.take());
+    await out.settled(2000);
+    const mine = src.p.digest().flows.map((f) => [f.flow, f.digest]);
+    assert.deepEqual((peer.digests()['nf-a'] ?? []).map((f) => [f.flow, f.digest]).sort(), mine.sort());
   });
 });
 
