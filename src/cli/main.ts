@@ -318,6 +318,21 @@ program
   .option('--batch-timeout-ms <ms>', 'longest a batch stays open', int('--batch-timeout-ms', 1, 60000), 50)
   .requiredOption('--egress <host:port>', 'where processed packets go (a sink, an egress, the next hop)')
   .option('--partition <i/n>', 'this instance is slice i of n of every shared pool', '0/1')
+  .option(
+    '--replicate-to <list>',
+    'cluster peers to send batches to, as id=host:port,… (their replication ports)',
+  )
+  .option(
+    '--replication-port <n>',
+    "port for peers' batches (0: any)",
+    int('--replication-port', 0, 65535),
+    0,
+  )
+  .option(
+    '--accept <ids>',
+    'peers whose batches this instance accepts, as id,id,… (default: those of --replicate-to)',
+  )
+  .option('--cluster-key <hex>', 'the cluster key that authenticates replication (same on every member)')
   .action(async (o: Record<string, unknown>) => {
     const part = /^(\d+)\/(\d+)$/.exec(o.partition as string);
     if (part === null) throw new InvalidArgumentError('--partition must look like 2/12');
@@ -340,8 +355,37 @@ program
       },
       egress: parseHostPort(o.egress as string, '--egress'),
       partition: { index: Number(part[1]), count: Number(part[2]) },
+      ...replicationFlags(o),
     });
   });
+
+/** The replication part of an `nfstate nf` spec, from its flags; none without --cluster-key. */
+function replicationFlags(o: Record<string, unknown>): Pick<NfSpec, 'cluster' | 'peers'> {
+  if (typeof o.clusterKey !== 'string') {
+    if (o.replicateTo !== undefined) throw new InvalidArgumentError('--replicate-to needs --cluster-key');
+    return {};
+  }
+  if (!/^([0-9a-f]{2}){16,}$/i.test(o.clusterKey)) {
+    throw new InvalidArgumentError('--cluster-key must be at least 16 bytes of hex');
+  }
+  const peers = typeof o.replicateTo === 'string' ? endpointList(o.replicateTo, '--replicate-to') : [];
+  const accept =
+    typeof o.accept === 'string' ? o.accept.split(',').filter((id) => id !== '') : peers.map((p) => p.id);
+  return {
+    cluster: { members: accept, key: o.clusterKey, port: o.replicationPort as number },
+    peers,
+  };
+}
+
+/** id=host:port,id=host:port */
+function endpointList(text: string, flag: string): { id: string; host: string; port: number }[] {
+  return text.split(',').map((item, i) => {
+    const eq = item.indexOf('=');
+    if (eq <= 0)
+      throw new InvalidArgumentError(`${flag} item ${i + 1}: expected id=host:port, got '${item}'`);
+    return { id: item.slice(0, eq), ...parseHostPort(item.slice(eq + 1), `${flag} item ${i + 1}`) };
+  });
+}
 
 program
   .command('ingress')
@@ -354,12 +398,7 @@ program
   .option('--vni <n>', 'Geneve VNI', int('--vni', 0, 0xffffff), 1)
   .option('--stamp-log <file>', 'record every stamped packet to pcap (input for nfstate oracle)')
   .action(async (o: Record<string, unknown>) => {
-    const instances = (o.instances as string).split(',').map((item, i) => {
-      const eq = item.indexOf('=');
-      if (eq <= 0)
-        throw new InvalidArgumentError(`--instances item ${i + 1}: expected id=host:port, got '${item}'`);
-      return { id: item.slice(0, eq), ...parseHostPort(item.slice(eq + 1), `--instances item ${i + 1}`) };
-    });
+    const instances = endpointList(o.instances as string, '--instances');
     await runIngress({
       host: o.host as string,
       port: o.port as number,

@@ -34,7 +34,9 @@ export interface NfSpec {
   processor: ProcessorOptions;
   egress: { host: string; port: number };
   partition: { index: number; count: number };
-  cluster?: { members: string[]; key: string };
+  cluster?: { members: string[]; key: string; port?: number };
+  /** Cluster peers to replicate to from the start (standalone use; a launcher sends them later). */
+  peers?: Peer[];
 }
 
 export interface IngressSpec {
@@ -88,6 +90,7 @@ export async function runNf(spec: NfSpec): Promise<void> {
     void nf.stop().finally(() => process.exit(1));
   };
   const { port, replication } = await nf.start();
+  if (spec.peers !== undefined) await nf.replicateTo(spec.peers);
   const admin = await serveAdmin(spec.host, spec.adminPort, nf);
   admin.route('GET', '/digest', () => nf.digest());
   attach(nf, admin, { port, replication, admin: admin.port });

@@ -42,7 +42,7 @@ export interface NfInstanceOptions {
    * Replication to the cluster: the members whose replication frames this instance accepts (itself
    * included or not), and the cluster key (hex) that authenticates them. Absent: no replication.
    */
-  cluster?: { members: readonly string[]; key: string };
+  cluster?: { members: readonly string[]; key: string; port?: number };
   logger: Logger;
 }
 
@@ -145,7 +145,8 @@ export class NfInstance implements MetricSource {
     });
     this.socket.bind(options.port, options.host);
     await once(this.socket, 'listening');
-    const replication = this.replicas === undefined ? 0 : await this.replicas.listen(options.host, 0);
+    const replication =
+      this.replicas === undefined ? 0 : await this.replicas.listen(options.host, options.cluster?.port ?? 0);
     options.logger.info('nf instance listening', { port: this.port, threads: options.threads, replication });
     return { port: this.port, replication };
   }

@@ -47,6 +47,8 @@ export const RecordKind = { FULL: 0, DELTA: 1 } as const;
 /** Largest replication frame a receiver accepts: many flows' deltas, well under what a peer buffers. */
 export const MAX_REPLICATION_FRAME = 16 * 1024 * 1024;
 const RECORD_HEADER = 1 + 4 + 4 + 2 + 2 + 4 + 1 + 4;
+const RECONNECT_MIN_MS = 50;
+const RECONNECT_MAX_MS = 2000;
 
 const FLOW_KEY_BYTES = 13;
 
@@ -171,14 +173,20 @@ export class Replicator implements MetricSource {
   }
 }
 
+/**
+ * One sender-side connection to a peer. It reconnects with backoff whenever the connection drops; what was
+ * sent meanwhile is lost to that peer, whose replicas then see a gap and ask for full states (REPAIR).
+ */
 class Link {
   private socket: net.Socket | undefined;
   private seq = 0;
   /** Frame sequence number of each unacknowledged send, oldest first: [send, seq, send, seq, …]. */
-  private readonly inFlight: number[] = [];
+  private inFlight: number[] = [];
+  private lastSend = 0;
   ackedSend = 0;
   private closed = false;
-  private readonly decoder: FrameDecoder;
+  private backoffMs = RECONNECT_MIN_MS;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly peer: Peer,
@@ -187,54 +195,53 @@ class Link {
     private readonly logger: Logger,
     private readonly onAck: () => void,
     private readonly onRepair: (key: FlowKey) => void,
-  ) {
-    // Acknowledgements and repair requests only: small frames.
-    this.decoder = new FrameDecoder({ key, maxFrame: 1024 });
-  }
+  ) {}
 
   get connected(): boolean {
     return this.socket !== undefined && !this.closed;
   }
 
-  async connect(): Promise<void> {
-    const socket = net.createConnection({ host: this.peer.host, port: this.peer.port });
-    socket.setNoDelay(true);
-    socket.on('data', (chunk) => {
-      this.decoder.push(chunk, (type, _seq, body) => {
-        if (type === ReplicationFrame.REPAIR && body.length === FLOW_KEY_BYTES) {
-          this.onRepair(readFlowKey(new ByteReader(body)));
-          return;
-        }
-        if (type !== ReplicationFrame.ACK || body.length !== 8) return;
-        const acked = new ByteReader(body).u53();
-        const q = this.inFlight;
-        let n = 0;
-        while (n < q.length && q[n + 1]! <= acked) {
-          this.ackedSend = q[n]!;
-          n += 2;
-        }
-        if (n > 0) {
-          q.splice(0, n);
-          this.onAck();
+  /** Resolves after the first attempt, connected or not; later attempts run in the background. */
+  connect(): Promise<void> {
+    return new Promise((resolve) => {
+      const socket = net.createConnection({ host: this.peer.host, port: this.peer.port });
+      socket.setNoDelay(true);
+      // Acknowledgements and repair requests only: small frames. A new connection, a new sequence.
+      const decoder = new FrameDecoder({ key: this.key, maxFrame: 1024 });
+      socket.on('data', (chunk) => {
+        decoder.push(chunk, (type, _seq, body) => {
+          this.onFrame(type, body);
+        });
+      });
+      socket.on('connect', () => {
+        this.socket = socket;
+        this.seq = 0;
+        this.inFlight = [];
+        this.ackedSend = this.lastSend;
+        this.backoffMs = RECONNECT_MIN_MS;
+        socket.write(
+          encodeFrame(ReplicationFrame.HELLO, ++this.seq, new TextEncoder().encode(this.self), this.key),
+        );
+        resolve();
+      });
+      socket.on('error', (err) => {
+        this.logger.warn('replication link error', { peer: this.peer.id, error: err.message });
+      });
+      socket.on('close', () => {
+        if (this.socket === socket) this.socket = undefined;
+        this.onAck();
+        resolve();
+        if (!this.closed) {
+          this.timer = setTimeout(() => void this.connect(), this.backoffMs);
+          this.backoffMs = Math.min(this.backoffMs * 2, RECONNECT_MAX_MS);
         }
       });
     });
-    socket.on('error', (err) => {
-      this.logger.warn('replication link error', { peer: this.peer.id, error: err.message });
-    });
-    socket.on('close', () => {
-      if (this.socket === socket) this.socket = undefined;
-      this.onAck();
-    });
-    await once(socket, 'connect');
-    this.socket = socket;
-    socket.write(
-      encodeFrame(ReplicationFrame.HELLO, ++this.seq, new TextEncoder().encode(this.self), this.key),
-    );
   }
 
   /** Bytes written, or -1 when the peer is not connected. */
   send(records: Uint8Array, k: number): number {
+    this.lastSend = k;
     if (this.socket === undefined || this.closed) return -1;
     const frame = encodeFrame(ReplicationFrame.REPLICATE, ++this.seq, records, this.key);
     this.inFlight.push(k, this.seq);
@@ -244,7 +251,27 @@ class Link {
 
   close(): void {
     this.closed = true;
+    clearTimeout(this.timer);
     this.socket?.destroy();
+  }
+
+  private onFrame(type: number, body: Uint8Array): void {
+    if (type === ReplicationFrame.REPAIR && body.length === FLOW_KEY_BYTES) {
+      this.onRepair(readFlowKey(new ByteReader(body)));
+      return;
+    }
+    if (type !== ReplicationFrame.ACK || body.length !== 8) return;
+    const acked = new ByteReader(body).u53();
+    const q = this.inFlight;
+    let n = 0;
+    while (n < q.length && q[n + 1]! <= acked) {
+      this.ackedSend = q[n]!;
+      n += 2;
+    }
+    if (n > 0) {
+      q.splice(0, n);
+      this.onAck();
+    }
   }
 }
 
@@ -306,6 +333,7 @@ export class ReplicaStore implements MetricSource {
   }
 
   async stop(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
     this.server.close();
     await Promise.resolve();
   }
@@ -342,7 +370,11 @@ export class ReplicaStore implements MetricSource {
     }
   }
 
+  private readonly sockets = new Set<net.Socket>();
+
   private accept(socket: net.Socket): void {
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
     const decoder = new FrameDecoder({ key: this.options.key, maxFrame: MAX_REPLICATION_FRAME });
     let origin: string | undefined;
     const ack = new ByteWriter(8);

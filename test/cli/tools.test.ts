@@ -4,6 +4,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
@@ -23,6 +24,15 @@ function tracePcap(name: string): string {
   for (let i = 0; i < t.total; i++) w.write(buf, 1_700_000_000_000 + i, 0, t.write(i, buf, 0));
   w.close();
   return path;
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as net.AddressInfo;
+  server.close();
+  return port;
 }
 
 function firstLine(child: ReturnType<typeof spawn>): Promise<string> {
@@ -87,6 +97,9 @@ describe('nfstate oracle, gen and sink', () => {
     const sinkLines = createInterface({ input: sink.stdout });
     const [s0] = (await once(sinkLines, 'line')) as [string];
     const sinkPort = (JSON.parse(s0) as { listening: number }).listening;
+    // Two instances of one cluster, replicating to each other on ports fixed in advance, as on two hosts.
+    const replicationPorts = await Promise.all([0, 1].map(() => freePort()));
+    const key = 'ab'.repeat(32);
     const nfs = [0, 1].map((i) =>
       spawn(
         process.execPath,
@@ -103,13 +116,21 @@ describe('nfstate oracle, gen and sink', () => {
           `${i}/2`,
           '--egress',
           `127.0.0.1:${sinkPort}`,
+          '--cluster-key',
+          key,
+          '--replication-port',
+          String(replicationPorts[i]),
+          '--replicate-to',
+          `nf-${1 - i}=127.0.0.1:${replicationPorts[1 - i]}`,
         ],
         { stdio: ['ignore', 'pipe', 'ignore'] },
       ),
     );
-    const nfPorts = await Promise.all(
-      nfs.map(async (c) => (JSON.parse(await firstLine(c)) as { port: number }).port),
+    const readyNfs = await Promise.all(
+      nfs.map(async (c) => JSON.parse(await firstLine(c)) as { port: number; admin: number }),
     );
+    const nfPorts = readyNfs.map((r) => r.port);
+    const nfAdmins = readyNfs.map((r) => r.admin);
     const ingress = spawn(
       process.execPath,
       [CLI, 'ingress', '--instances', nfPorts.map((p, i) => `nf-${i}=127.0.0.1:${p}`).join(',')],
@@ -136,6 +157,13 @@ describe('nfstate oracle, gen and sink', () => {
       flows: number;
     };
     assert.deepEqual([r.delivered, r.reordered, r.flows], [80, 0, 8]);
+    const replicas = await Promise.all(
+      nfAdmins.map(async (port) => {
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        return Number(/^nfstate_replication_replicas (\d+)$/m.exec(text)?.[1]);
+      }),
+    );
+    assert.equal(replicas[0]! + replicas[1]!, 8, 'each instance holds the flows the other owns');
     for (const c of [ingress, ...nfs]) {
       c.kill('SIGINT');
       const [code] = (await once(c, 'exit')) as [number | null];

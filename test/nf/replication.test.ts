@@ -92,6 +92,41 @@ describe('batch replication', () => {
     assert.ok(out.bytesSent > 0 && out.messages === 16);
   });
 
+  it('reconnects to a peer that restarted and repairs its replicas from full states', async () => {
+    const first = await store();
+    const port = first.port;
+    const out = await replicator('nf-a', first);
+    const src = source(2);
+    out.onRepair = (key) => {
+      src.p.resend(key);
+    };
+    for (let seq = 1; seq <= 6; seq++) src.p.receive(...args(stamped({ flow: 1, seq })));
+    out.send(src.take());
+    assert.ok(await out.settled(2000));
+    await first.stop();
+    // The peer comes back empty on the same port; the next deltas find no replica and ask for full state.
+    const second = new ReplicaStore(
+      { members: ['nf-a'], key, nf: createNf('ids', {}, new LocalGlobalState()) },
+      silentLogger,
+    );
+    stores.push(second);
+    await second.listen('127.0.0.1', port);
+    for (let round = 0; round < 100 && (second.digests()['nf-a']?.length ?? 0) === 0; round++) {
+      src.p.receive(...args(stamped({ flow: 1, seq: 7 + round })));
+      out.send(src.take());
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(await out.settled(2000));
+    src.p.flushBatches();
+    out.send(src.take());
+    assert.ok(await out.settled(2000));
+    assert.ok(second.drops.gap > 0 && second.repairsRequested > 0);
+    assert.deepEqual(
+      (second.digests()['nf-a'] ?? []).map((f) => f.digest),
+      src.p.digest().flows.map((f) => f.digest),
+    );
+  });
+
   it('rejects a sender outside the cluster and applies nothing from it', async () => {
     const peer = await store(['nf-a']);
     const out = await replicator('nf-z', peer);
