@@ -13,8 +13,8 @@ import { createLogger } from '../log.js';
 import { DEFAULT_TOPOLOGY, parseHostPort, parseTopology, loadTopology } from '../launcher/config.js';
 import type { Topology } from '../launcher/config.js';
 import { DEMO_NF_CONFIG, runDemo } from '../launcher/demo.js';
-import { runIngress, runNf, runSink } from '../launcher/roles.js';
-import type { IngressSpec, NfSpec, SinkSpec } from '../launcher/roles.js';
+import { runController, runIngress, runNf, runSink } from '../launcher/roles.js';
+import type { ControllerSpec, IngressSpec, NfSpec, SinkSpec } from '../launcher/roles.js';
 import { runUp } from '../launcher/up.js';
 import { Generator, PcapSource } from '../traffic/generator.js';
 import { readTrace, runDigestHash, runOracle } from '../traffic/oracle.js';
@@ -333,6 +333,10 @@ program
     'peers whose batches this instance accepts, as id,id,… (default: those of --replicate-to)',
   )
   .option('--cluster-key <hex>', 'the cluster key that authenticates replication (same on every member)')
+  .option(
+    '--controller <host:port>',
+    'register with this controller, which forms clusters and sets the peers',
+  )
   .action(async (o: Record<string, unknown>) => {
     const part = /^(\d+)\/(\d+)$/.exec(o.partition as string);
     if (part === null) throw new InvalidArgumentError('--partition must look like 2/12');
@@ -356,7 +360,24 @@ program
       egress: parseHostPort(o.egress as string, '--egress'),
       partition: { index: Number(part[1]), count: Number(part[2]) },
       ...replicationFlags(o),
+      ...(typeof o.controller === 'string'
+        ? {
+            controller: (({ host, port }) => ({ host, admin: port }))(
+              parseHostPort(o.controller, '--controller'),
+            ),
+          }
+        : {}),
     });
+  });
+
+program
+  .command('controller')
+  .description('run the controller: instances register with it; it forms clusters and collects load reports')
+  .option('--host <ip>', 'bind address', '127.0.0.1')
+  .option('--port <n>', 'HTTP API port (0: any)', int('--port', 0, 65535), 0)
+  .option('--cluster-size <k>', 'instances per cluster', int('--cluster-size', 1, 1024), 4)
+  .action(async (o: { host: string; port: number; clusterSize: number }) => {
+    await runController({ host: o.host, adminPort: o.port, clusterSize: o.clusterSize });
   });
 
 /** The replication part of an `nfstate nf` spec, from its flags; none without --cluster-key. */
@@ -414,13 +435,14 @@ program
 program
   .command('role', { hidden: true })
   .description('run one role of a deployment from its JSON spec (used by the launcher)')
-  .argument('<role>', 'nf | ingress | sink')
+  .argument('<role>', 'nf | ingress | sink | controller')
   .argument('<spec>', 'JSON')
   .action(async (role: string, spec: string) => {
     const parsed = readJson(spec, 'spec');
     if (role === 'nf') await runNf(parsed as NfSpec);
     else if (role === 'ingress') await runIngress(parsed as IngressSpec);
     else if (role === 'sink') await runSink(parsed as SinkSpec);
+    else if (role === 'controller') await runController(parsed as ControllerSpec);
     else throw new InvalidArgumentError(`unknown role '${role}'`);
   });
 

@@ -1,13 +1,14 @@
 /**
- * A whole deployment on one machine, each role its own process on loopback: a sink, C clusters × K NF
- * instances with W worker threads each, and an ingress (stamper + switch) in front of them. `nfstate up`
+ * A whole deployment on one machine, each role its own process on loopback: a sink, a controller, C
+ * clusters × K NF instances with W worker threads each (they register with the controller, which forms the
+ * clusters), and an ingress (stamper + switch) in front of them. `nfstate up`
  * and `nfstate demo` are built on it.
  *
  *   const d = new LocalDeployment(topology, { logDir, stampLog, ackTo });
  *   const ends = await d.start();   // ends.ingress.port, ends.ingress.servicePort, admin ports …
  *   const own = await d.digests(); await d.checkReplicas(own); await d.stop();
  *
- * Start order is sink, instances, ingress, so nothing sends to a port that is not yet open; stop order
+ * Start order is sink, controller, instances, ingress, so nothing sends to a port that is not yet open; stop order
  * is the reverse. Each child writes its JSON log lines to `<logDir>/<role>.log`.
  */
 import { fork } from 'node:child_process';
@@ -24,7 +25,7 @@ import type { Endpoint } from '../switch/ingress.js';
 import type { SinkReport } from '../traffic/sink.js';
 import type { Topology } from './config.js';
 import { parseHostPort } from './config.js';
-import type { IngressSpec, NfSpec, RoleCommand, RoleReply, SinkSpec } from './roles.js';
+import type { ControllerSpec, IngressSpec, NfSpec, RoleCommand, RoleReply, SinkSpec } from './roles.js';
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const START_TIMEOUT_MS = 20_000;
@@ -99,11 +100,14 @@ export class RoleProcess {
 export interface Endpoints {
   ingress: { port: number; servicePort: number; admin: number };
   sink: { port: number; admin: number };
-  instances: (Endpoint & { admin: number; replication: number; cluster: number })[];
+  controller: { admin: number; report: number };
+  instances: (Endpoint & { admin: number; replication: number; cluster: string; secondary: string | null })[];
 }
 
 export class LocalDeployment {
   sink: RoleProcess | undefined;
+  controller: RoleProcess | undefined;
+  private controllerAdmin = 0;
   ingress: RoleProcess | undefined;
   instances: RoleProcess[] = [];
   private readonly logFds: number[] = [];
@@ -131,7 +135,15 @@ export class LocalDeployment {
       this.sink = this.spawn('sink', 'sink', sinkSpec);
       const sinkPorts = await this.sink.ports;
       const count = t.clusters * t.perCluster;
-      const instances: Endpoints['instances'] = [];
+      const controllerSpec: ControllerSpec = {
+        host: t.host,
+        adminPort: 0,
+        // The no-cluster baseline is one cluster of everyone.
+        clusterSize: t.replication === 'all' ? count : t.perCluster,
+      };
+      this.controller = this.spawn('controller', 'controller', controllerSpec);
+      const cp = await this.controller.ports;
+      this.controllerAdmin = cp.admin!;
       const key = randomBytes(32).toString('hex');
       for (let i = 0; i < count; i++) {
         const spec: NfSpec = {
@@ -152,38 +164,16 @@ export class LocalDeployment {
           },
           egress: { host: t.host, port: sinkPorts.port! },
           partition: { index: i, count },
-          ...(t.replication === 'off'
-            ? {}
-            : { cluster: { members: this.membersOf(i).map((m) => `nf-${m}`), key } }),
+          // Members and peers come from the controller once the instance has registered.
+          ...(t.replication === 'off' ? {} : { cluster: { members: [], key } }),
+          controller: { host: t.host, admin: cp.admin! },
         };
         this.instances.push(this.spawn(spec.id, 'nf', spec));
       }
-      const ports = await Promise.all(this.instances.map((p) => p.ports));
-      ports.forEach((p, i) => {
-        instances.push({
-          id: `nf-${i}`,
-          host: t.host,
-          port: p.port!,
-          admin: p.admin!,
-          replication: p.replication!,
-          cluster: Math.floor(i / t.perCluster),
-        });
-      });
-      if (t.replication !== 'off') {
-        const replies = await Promise.all(
-          this.instances.map((proc, i) =>
-            proc.request({
-              type: 'peers',
-              peers: this.membersOf(i)
-                .filter((m) => m !== i)
-                .map((m) => ({ id: `nf-${m}`, host: t.host, port: instances[m]!.replication })),
-            }),
-          ),
-        );
-        const failed = replies.find((r) => r.type !== 'peered');
-        if (failed !== undefined)
-          throw new NfsError(ErrorCode.PROCESS, `replication setup failed: ${JSON.stringify(failed)}`);
-      }
+      // An instance is ready once registered, and the controller configures a cluster before answering.
+      await Promise.all(this.instances.map((p) => p.ports));
+      const registered = (await this.controllerGet('/instances')) as Endpoints['instances'];
+      const instances = registered.sort((a, b) => Number(a.id.slice(3)) - Number(b.id.slice(3)));
       const ingressSpec: IngressSpec = {
         host: t.host,
         port: t.ingress.port,
@@ -199,6 +189,7 @@ export class LocalDeployment {
       return {
         ingress: { port: ip.port!, servicePort: ip.servicePort!, admin: ip.admin! },
         sink: { port: sinkPorts.port!, admin: sinkPorts.admin! },
+        controller: { admin: cp.admin!, report: cp.report! },
         instances,
       };
     } catch (err) {
@@ -224,10 +215,13 @@ export class LocalDeployment {
   async checkReplicas(own: readonly RunDigest[]): Promise<string[]> {
     if (this.topology.replication === 'off') return [];
     const held = await this.replicaDigests();
+    const clusters = (await this.controllerGet('/clusters')) as { id: string; members: string[] }[];
+    const index = (id: string): number => Number(id.slice(3));
     const problems: string[] = [];
     own.forEach((digest, i) => {
       const want = new Map(digest.flows.map((f) => [f.flow, f.digest]));
-      for (const j of this.membersOf(i)) {
+      const members = clusters.find((c) => c.members.includes(`nf-${i}`))?.members ?? [];
+      for (const j of members.map(index)) {
         if (j === i) continue;
         const got = new Map((held[j]![`nf-${i}`] ?? []).map((f) => [f.flow, f.digest]));
         for (const [flow, d] of want) {
@@ -241,13 +235,13 @@ export class LocalDeployment {
     return problems;
   }
 
-  /** The instances whose batches instance i replicates to and accepts (itself included). */
-  membersOf(i: number): number[] {
-    const t = this.topology;
-    const count = t.clusters * t.perCluster;
-    if (t.replication === 'all') return Array.from({ length: count }, (_, m) => m);
-    const first = Math.floor(i / t.perCluster) * t.perCluster;
-    return Array.from({ length: t.perCluster }, (_, m) => first + m);
+  /** A GET on the controller's API. */
+  async controllerGet(path: string): Promise<unknown> {
+    const res = await fetch(`http://${this.topology.host}:${this.controllerAdmin}${path}`, {
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (!res.ok) throw new NfsError(ErrorCode.PROCESS, `controller ${path}: ${res.status}`);
+    return res.json();
   }
 
   /** For each instance: the replicas it holds, by the instance they came from. */
@@ -274,6 +268,7 @@ export class LocalDeployment {
   async stop(): Promise<void> {
     await this.ingress?.stop();
     await Promise.all(this.instances.map((p) => p.stop()));
+    await this.controller?.stop();
     await this.sink?.stop();
     for (const fd of this.logFds.splice(0)) closeSync(fd);
   }

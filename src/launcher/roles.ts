@@ -10,6 +10,10 @@
  * SIGINT and SIGTERM stop the role in order (sockets, workers, admin port) before the process exits.
  */
 import { ErrorCode, NfsError } from '../errors.js';
+import dgram from 'node:dgram';
+import { wallClock } from '../clock.js';
+import type { LoadReport } from '../controller/controller.js';
+import { Controller } from '../controller/controller.js';
 import { createLogger } from '../log.js';
 import { AdminServer, MetricsRegistry } from '../metrics.js';
 import { NfInstance } from '../nf/instance.js';
@@ -35,8 +39,16 @@ export interface NfSpec {
   egress: { host: string; port: number };
   partition: { index: number; count: number };
   cluster?: { members: string[]; key: string; port?: number };
-  /** Cluster peers to replicate to from the start (standalone use; a launcher sends them later). */
+  /** Cluster peers to replicate to from the start (standalone use; a controller sends them later). */
   peers?: Peer[];
+  /** The controller to register with and report load to. */
+  controller?: { host: string; admin: number };
+}
+
+export interface ControllerSpec {
+  host: string;
+  adminPort: number;
+  clusterSize: number;
 }
 
 export interface IngressSpec {
@@ -59,18 +71,12 @@ export interface SinkSpec {
   pcap: string | null;
 }
 
-export type RoleCommand =
-  | { type: 'digest' }
-  | { type: 'report' }
-  | { type: 'stop' }
-  | { type: 'peers'; peers: Peer[] }
-  | { type: 'replicas' };
+export type RoleCommand = { type: 'digest' } | { type: 'report' } | { type: 'stop' } | { type: 'replicas' };
 export type RoleReply =
   | { type: 'ready'; ports: Record<string, number> }
   | { type: 'digest'; digest: RunDigest }
   | { type: 'report'; report: SinkReport }
   | { type: 'stopped' }
-  | { type: 'peered' }
   | { type: 'replicas'; replicas: Record<string, FlowDigest[]> }
   | { type: 'error'; error: string };
 
@@ -78,7 +84,6 @@ interface Role extends MetricSource {
   stop(): Promise<void>;
   digest?(): Promise<RunDigest>;
   report?(): SinkReport;
-  replicateTo?(peers: readonly Peer[]): Promise<void>;
   readonly replicas?: { digests(): Record<string, FlowDigest[]> } | undefined;
 }
 
@@ -93,7 +98,99 @@ export async function runNf(spec: NfSpec): Promise<void> {
   if (spec.peers !== undefined) await nf.replicateTo(spec.peers);
   const admin = await serveAdmin(spec.host, spec.adminPort, nf);
   admin.route('GET', '/digest', () => nf.digest());
-  attach(nf, admin, { port, replication, admin: admin.port });
+  admin.route('POST', '/cluster', async (body) => {
+    const { version, members, peers } = parseClusterConfig(body);
+    await nf.setCluster(version, members, peers);
+    return { ok: true };
+  });
+  let reporter: NodeJS.Timeout | undefined;
+  if (spec.controller !== undefined) {
+    const c = spec.controller;
+    const res = await fetch(`http://${c.host}:${c.admin}/register`, {
+      method: 'POST',
+      body: JSON.stringify({ id: spec.id, host: spec.host, port, replication, admin: admin.port }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (!res.ok)
+      throw new NfsError(ErrorCode.PROCESS, `controller refused registration: ${await res.text()}`);
+    const { report } = (await res.json()) as { report: number };
+    reporter = reportLoad(spec.id, { host: c.host, report }, () => nf.load());
+  }
+  attach(
+    {
+      collect: (out) => {
+        nf.collect(out);
+      },
+      stop: async () => {
+        clearInterval(reporter);
+        await nf.stop();
+      },
+      digest: () => nf.digest(),
+      replicas: nf.replicas,
+    },
+    admin,
+    { port, replication, admin: admin.port },
+  );
+}
+
+export async function runController(spec: ControllerSpec): Promise<void> {
+  const logger = createLogger('controller');
+  const controller = new Controller({ clusterSize: spec.clusterSize, host: spec.host }, logger, wallClock);
+  const admin = new AdminServer({ host: spec.host, port: spec.adminPort, registry: new MetricsRegistry() });
+  const report = await controller.start(admin);
+  await admin.start();
+  attach(
+    {
+      collect: () => undefined,
+      stop: async () => {
+        controller.stop();
+        await Promise.resolve();
+      },
+    },
+    admin,
+    { admin: admin.port, report },
+  );
+}
+
+/** Load reports to the controller every 100 ms, over UDP (they double as heartbeats). */
+function reportLoad(
+  id: string,
+  to: { host: string; report: number },
+  load: () => LoadReport,
+): NodeJS.Timeout {
+  const socket = dgram.createSocket('udp4');
+  socket.on('error', () => undefined);
+  socket.unref();
+  const timer = setInterval(() => {
+    socket.send(JSON.stringify({ id, ...load() }), to.report, to.host);
+  }, LOAD_REPORT_MS);
+  timer.unref();
+  return timer;
+}
+
+const LOAD_REPORT_MS = 100;
+
+function parseClusterConfig(body: unknown): { version: number; members: string[]; peers: Peer[] } {
+  const b = (body ?? {}) as Record<string, unknown>;
+  const version = b.version;
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) {
+    throw new NfsError(ErrorCode.CONFIG, 'cluster.version: must be an integer >= 1');
+  }
+  const members = b.members;
+  const peers = b.peers;
+  if (!Array.isArray(members) || !members.every((m) => typeof m === 'string')) {
+    throw new NfsError(ErrorCode.CONFIG, 'cluster.members: must be a list of instance ids');
+  }
+  if (
+    !Array.isArray(peers) ||
+    !peers.every((p: unknown) => {
+      const o = (p ?? {}) as Record<string, unknown>;
+      return typeof o.id === 'string' && typeof o.host === 'string' && typeof o.port === 'number';
+    })
+  ) {
+    throw new NfsError(ErrorCode.CONFIG, 'cluster.peers: must be a list of { id, host, port }');
+  }
+  return { version, members, peers: peers as Peer[] };
 }
 
 export async function runIngress(spec: IngressSpec): Promise<void> {
@@ -216,10 +313,6 @@ function attach(role: Role, admin: AdminServer, ports: Record<string, number>): 
             break;
           case 'report':
             if (role.report !== undefined) send({ type: 'report', report: role.report() });
-            break;
-          case 'peers':
-            await role.replicateTo?.(cmd.peers);
-            send({ type: 'peered' });
             break;
           case 'replicas':
             send({ type: 'replicas', replicas: role.replicas?.digests() ?? {} });

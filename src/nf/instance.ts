@@ -12,6 +12,8 @@
  */
 import dgram from 'node:dgram';
 import { once } from 'node:events';
+import type { EventLoopUtilization } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import type { AdminServer } from '../metrics.js';
 import { createNf } from '../nfs/index.js';
@@ -55,6 +57,7 @@ class Shard {
   used = 0;
   /** After-replication release: [replicator send, worker ship] pairs not yet acknowledged. */
   readonly awaiting: number[] = [];
+  lastElu: EventLoopUtilization | undefined;
   readonly view: Float64Array;
   constructor(
     readonly worker: Worker,
@@ -79,6 +82,8 @@ export class NfInstance implements MetricSource {
     { resolve: (msg: FromWorker) => void; reject: (err: Error) => void }
   >();
   private replicator: Replicator | undefined;
+  private lastElu: EventLoopUtilization | undefined;
+  private clusterVersion = 0;
   readonly replicas: ReplicaStore | undefined;
   /** Called when a worker dies: the instance can no longer own its flows. */
   onFatal: (err: Error) => void = () => undefined;
@@ -176,6 +181,40 @@ export class NfInstance implements MetricSource {
       shard.worker.postMessage({ type: 'commit', ship } satisfies ToWorker);
     }
   };
+
+  /**
+   * The cluster changed (configuration `version`, rising): accept frames from `members`, replicate to
+   * `peers`. No-op without replication.
+   */
+  async setCluster(version: number, members: readonly string[], peers: readonly Peer[]): Promise<void> {
+    // A configuration older than the one applied arrived late: the newer one already holds.
+    if (this.replicas === undefined || version <= this.clusterVersion) return;
+    this.clusterVersion = version;
+    this.replicas.setMembers(members);
+    await this.replicateTo(peers);
+  }
+
+  /**
+   * Load for the controller: packet counters and how busy the threads are (event-loop utilisation since the
+   * last call, the busiest thread's).
+   */
+  load(): { received: number; processed: number; flows: number; busy: number } {
+    let busy = 0;
+    const elu = performance.eventLoopUtilization();
+    busy = Math.max(busy, performance.eventLoopUtilization(elu, this.lastElu).utilization);
+    this.lastElu = elu;
+    for (const s of this.shards) {
+      const w = s.worker.performance.eventLoopUtilization();
+      busy = Math.max(busy, s.worker.performance.eventLoopUtilization(w, s.lastElu).utilization);
+      s.lastElu = w;
+    }
+    return {
+      received: this.counter('received'),
+      processed: this.counter('processed'),
+      flows: this.counter('flows'),
+      busy,
+    };
+  }
 
   /** Connects to the cluster peers this instance replicates to (their replication ports are known now). */
   async replicateTo(peers: readonly Peer[]): Promise<void> {

@@ -316,10 +316,19 @@ export class ReplicaStore implements MetricSource {
   records = 0;
   bytesReceived = 0;
 
+  private members: readonly string[];
+
   constructor(
     private readonly options: { members: readonly string[]; key: Uint8Array; nf: NetworkFunction<unknown> },
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.members = options.members;
+  }
+
+  /** The instances whose frames are accepted from now on (a cluster changed). */
+  setMembers(members: readonly string[]): void {
+    this.members = [...members];
+  }
 
   get port(): number {
     const a = this.server.address();
@@ -387,7 +396,7 @@ export class ReplicaStore implements MetricSource {
         if (origin === undefined) {
           const id = type === ReplicationFrame.HELLO ? new TextDecoder().decode(body) : undefined;
           if (id === undefined) this.reject(socket, 'no_hello');
-          else if (!this.options.members.includes(id)) this.reject(socket, 'not_member', id);
+          else if (!this.members.includes(id)) this.reject(socket, 'not_member', id);
           else origin = id;
           return;
         }

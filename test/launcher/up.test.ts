@@ -83,6 +83,17 @@ describe('nfstate up', () => {
         .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
       assert.equal(dropped, garbage.length, `instance ${inst.id} counts each bad datagram once`);
     }
+    // The controller knows both instances, their cluster, and their load (reports every 100 ms).
+    const registry = (await (await fetch(`http://127.0.0.1:${ends.controller.admin}/instances`)).json()) as {
+      id: string;
+      cluster: string;
+      reported_ms_ago: number | null;
+    }[];
+    assert.deepEqual(
+      registry.map((i) => i.cluster),
+      ['c0', 'c0'],
+    );
+    assert.ok(registry.every((i) => i.reported_ms_ago !== null && i.reported_ms_ago < 2000));
     const sink = await metrics(ends.sink.admin);
     assert.equal(sample(sink, 'nfstate_sink_delivered_total'), 20);
 
