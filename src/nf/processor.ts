@@ -109,6 +109,8 @@ export class FlowProcessor {
   private gapWatch: FlowEntry[] = [];
   private readonly idle: TimerWheel<FlowEntry>;
   onBatch: BatchSink | undefined;
+  /** A flow left (idle): replicas of it can go too. Called after its last batch. */
+  onEnd: ((flow: FlowEntry) => void) | undefined;
 
   constructor(
     private readonly nf: NetworkFunction<unknown>,
@@ -332,5 +334,6 @@ export class FlowProcessor {
     }
     this.flows.delete(flow.key);
     this.counters.flowsExpired++;
+    this.onEnd?.(flow);
   }
 }

@@ -24,7 +24,7 @@
  *   | proto | src ip | dst ip | src port| dst port| version   | kind | length    | state bytes |
  *   |  u8   |  u32   |  u32   |   u16   |   u16   |   u32     |  u8  |   u32     |  length     |
  *   +-------+--------+--------+---------+---------+-----------+------+-----------+-------------+
- *   kind 0 = full state (version 1, or a repair), 1 = delta since version - 1
+ *   kind 0 = full state (version 1, or a repair), 1 = delta since version - 1, 2 = the flow ended (no bytes)
  *
  * A receiver accepts frames only from the members it was given and only with the cluster key; anything
  * else is counted by reason and not applied. A delta that does not follow the replica's version (a gap,
@@ -42,7 +42,7 @@ import { stateDigest } from '../state/digest.js';
 import type { FlowDigest } from '../state/digest.js';
 
 export const ReplicationFrame = { HELLO: 1, REPLICATE: 2, ACK: 3, REPAIR: 4 } as const;
-export const RecordKind = { FULL: 0, DELTA: 1 } as const;
+export const RecordKind = { FULL: 0, DELTA: 1, END: 2 } as const;
 
 /** Largest replication frame a receiver accepts: many flows' deltas, well under what a peer buffers. */
 export const MAX_REPLICATION_FRAME = 16 * 1024 * 1024;
@@ -471,7 +471,9 @@ export class ReplicaStore implements MetricSource {
         const state = r.bytes();
         this.records++;
         const replica = table.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
-        if (kind === RecordKind.FULL) {
+        if (kind === RecordKind.END) {
+          table.delete(key);
+        } else if (kind === RecordKind.FULL) {
           if (replica === undefined) table.set(key, new Replica(version, state));
           else Object.assign(replica, { version, full: state, deltas: [], stale: false });
         } else if (replica !== undefined && !replica.stale && replica.version === version - 1) {

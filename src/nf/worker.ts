@@ -48,6 +48,10 @@ if (init.replicate) {
     writeRecord(records, flow.key, version, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
     if (records.length >= RECORDS_FLUSH_BYTES) shipRecords();
   };
+  const none = new Uint8Array(0);
+  processor.onEnd = (flow) => {
+    writeRecord(records, flow.key, flow.version, RecordKind.END, none);
+  };
 }
 /** After-replication release: output waiting for its records block (by ship number) to be acknowledged. */
 const awaiting: { ship: number; out: (Uint8Array | number)[] }[] = [];

@@ -127,6 +127,46 @@ describe('batch replication', () => {
     );
   });
 
+  it('drops a replica when its flow ends at the owner', async () => {
+    const peer = await store();
+    const out = await replicator('nf-a', peer);
+    const global = new LocalGlobalState();
+    const nf = createNf('ids', {}, global);
+    const clock = new ManualClock();
+    const p = new FlowProcessor(
+      nf,
+      global,
+      { batchSize: 2, batchTimeoutMs: 1e9, maxHeld: 64, gapTimeoutMs: 1e9, flowIdleMs: 1000 },
+      () => undefined,
+      clock,
+    );
+    const w = new ByteWriter();
+    p.onBatch = (flow, version, bytes, full) => {
+      writeRecord(w, flow.key, version, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
+    };
+    p.onEnd = (flow) => {
+      writeRecord(w, flow.key, flow.version, RecordKind.END, new Uint8Array(0));
+    };
+    for (const flow of [1, 2]) for (let seq = 1; seq <= 4; seq++) p.receive(...args(stamped({ flow, seq })));
+    out.send(w.view().slice());
+    w.reset();
+    assert.ok(await out.settled(2000));
+    assert.equal(peer.digests()['nf-a']?.length, 2);
+    // Flow 2 keeps talking; flow 1 goes quiet and expires.
+    for (let t = 0; t < 3000; t += 250) {
+      clock.advance(250);
+      p.receive(...args(stamped({ flow: 2, seq: 5 + t / 250 })));
+      p.tick(clock.now());
+    }
+    out.send(w.view().slice());
+    assert.ok(await out.settled(2000));
+    assert.equal(p.counters.flowsExpired, 1);
+    assert.deepEqual(
+      (peer.digests()['nf-a'] ?? []).map((f) => f.flow),
+      p.digest().flows.map((f) => f.flow),
+    );
+  });
+
   it('rejects a sender outside the cluster and applies nothing from it', async () => {
     const peer = await store(['nf-a']);
     const out = await replicator('nf-z', peer);
