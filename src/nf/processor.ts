@@ -15,16 +15,16 @@
  * - A batch closes after `batchSize` packets or `batchTimeoutMs`, whichever is first, and emits the
  *   flow's state delta since the previous batch.
  */
-import { flowKeyOf, flowKeyString, packetFlowHash } from '../packet/flow-key.js';
+import { flowHash, flowKeyOf, flowKeyString, packetFlowHash } from '../packet/flow-key.js';
 import { FlowTable } from '../packet/flow-table.js';
 import { Packet } from '../packet/packet.js';
-import { ByteWriter } from '../state/bytes.js';
+import { ByteReader, ByteWriter } from '../state/bytes.js';
 import type { FlowDigest, RunDigest } from '../state/digest.js';
 import { stateDigest } from '../state/digest.js';
 import { TimerWheel } from '../timer-wheel.js';
 import type { Clock, FlowKey, GlobalState, NetworkFunction, NfEvent } from '../types.js';
 import { DropReason, Verdict } from '../types.js';
-import { StampView } from '../wire/geneve.js';
+import { StampFlag, StampView } from '../wire/geneve.js';
 import { PacketContext } from './context.js';
 
 export interface ProcessorOptions {
@@ -56,8 +56,23 @@ interface Held {
   length: number;
 }
 
+/** Where a flow is in a move (see `expect`, `freeze`, `install`, `handOver`). */
+export const MoveState = { NONE: 0, INCOMING: 1, OUTGOING: 2 } as const;
+export type MoveState = (typeof MoveState)[keyof typeof MoveState];
+
+/** What a move's source hands over: the flow's state and where its sequence stands. */
+export interface FrozenFlow {
+  version: number;
+  /** The next sequence number the destination must process. */
+  expected: number;
+  state: Uint8Array;
+  /** Bytes of the delta of the batch the freeze closed: what an intra-cluster destination lacks. */
+  lastDelta: number;
+}
+
 export class FlowEntry {
   state: unknown = undefined;
+  move: MoveState = MoveState.NONE;
   /** The next sequence number to process. */
   expected = 1;
   held: Held[] = [];
@@ -92,6 +107,9 @@ export class ProcessorCounters {
   flowsCreated = 0;
   flowsExpired = 0;
   events = 0;
+  /** Packets parked during moves, and end-of-move markers for flows not moving here. */
+  parked = 0;
+  strayMarkers = 0;
   readonly drops = new Float64Array(16);
 }
 
@@ -109,8 +127,13 @@ export class FlowProcessor {
   private gapWatch: FlowEntry[] = [];
   private readonly idle: TimerWheel<FlowEntry>;
   onBatch: BatchSink | undefined;
-  /** A flow left (idle): replicas of it can go too. Called after its last batch. */
+  /** A flow left (idle, or moved away): replicas of it can go too. Called after its last batch. */
   onEnd: ((flow: FlowEntry) => void) | undefined;
+  /**
+   * A moving flow's end-of-move marker arrived: every packet the switch sent here is parked. The callee
+   * forwards them (`handOver`) to the destination.
+   */
+  onMarker: ((key: FlowKey) => void) | undefined;
 
   constructor(
     private readonly nf: NetworkFunction<unknown>,
@@ -139,6 +162,11 @@ export class FlowProcessor {
     if (pr !== DropReason.NONE) return this.drop(pr);
     const now = this.clock.now();
     let flow = this.flows.getPacket(this.pkt);
+    if ((stamp.flags & StampFlag.END_OF_MOVE) !== 0) {
+      if (flow?.move === MoveState.OUTGOING) this.onMarker?.(flow.key);
+      else this.counters.strayMarkers++;
+      return;
+    }
     if (flow === undefined) {
       const key = flowKeyOf(this.pkt);
       flow = new FlowEntry(key, packetFlowHash(this.pkt));
@@ -148,7 +176,9 @@ export class FlowProcessor {
     }
     flow.lastActive = now;
     const seq = stamp.seq;
+    if (flow.move === MoveState.INCOMING) return this.park(flow, seq, buf, offset, length);
     if (seq < flow.expected) return this.drop(DropReason.DUPLICATE);
+    if (flow.move === MoveState.OUTGOING) return this.park(flow, seq, buf, offset, length);
     if (seq > flow.expected) return this.hold(flow, seq, buf, offset, length, now);
     this.run(flow);
     this.drain(flow);
@@ -177,9 +207,12 @@ export class FlowProcessor {
       watch.length = kept;
     }
     this.idle.advance(now, (flow) => {
+      // A flow that moved away (or whose move was called off) left the table; a new one may have its key.
+      if (!this.owns(flow)) return;
       const deadline = flow.lastActive + this.options.flowIdleMs;
-      if (deadline > now || flow.held.length > 0) this.idle.add(flow, Math.max(deadline, now + 1));
-      else this.expire(flow);
+      if (deadline > now || flow.held.length > 0 || flow.move !== MoveState.NONE) {
+        this.idle.add(flow, Math.max(deadline, now + 1));
+      } else this.expire(flow);
     });
   }
 
@@ -281,6 +314,118 @@ export class FlowProcessor {
     if (flow.batchCount >= this.options.batchSize) this.closeBatch(flow);
   }
 
+  /** Move destination: hold every packet of `key` (no gap skipping) until `install` gives it a state. */
+  expect(key: FlowKey): void {
+    let flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow === undefined) {
+      flow = new FlowEntry(key, flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto));
+      this.flows.set(key, flow);
+      this.counters.flowsCreated++;
+      flow.lastActive = this.clock.now();
+      this.idle.add(flow, flow.lastActive + this.options.flowIdleMs);
+    }
+    flow.move = MoveState.INCOMING;
+  }
+
+  /**
+   * Move source: closes the flow's batch (so its last changes go to the replicas), stops processing it —
+   * its packets are parked from now on — and returns its full state. Undefined for a flow this worker does
+   * not own or that is already moving.
+   */
+  freeze(key: FlowKey): FrozenFlow | undefined {
+    const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow?.state === undefined || flow.move !== MoveState.NONE) return undefined;
+    let lastDelta = 0;
+    if (flow.batchCount > 0) lastDelta = this.closeBatch(flow);
+    flow.move = MoveState.OUTGOING;
+    const w = this.delta;
+    w.reset();
+    this.nf.codec.encodeFull(flow.state, w);
+    return { version: flow.version, expected: flow.expected, state: w.view().slice(), lastDelta };
+  }
+
+  /**
+   * Move destination: the flow's state arrived. Processing resumes at `expected`; parked packets below it
+   * are duplicates, the rest run in stamp order. The next batch carries the full state to this instance's
+   * own peers.
+   */
+  install(key: FlowKey, state: Uint8Array, expected: number): void {
+    this.expect(key);
+    const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto)!;
+    flow.state = this.nf.codec.decodeFull(new ByteReader(state));
+    flow.mark = this.nf.codec.mark(flow.state);
+    flow.version = 0;
+    flow.expected = expected;
+    flow.move = MoveState.NONE;
+    this.resume(flow);
+  }
+
+  /**
+   * Move source, after the end-of-move marker: hands every parked packet, in stamp order, to `forward` (the
+   * destination), and forgets the flow without releasing what it holds — the state lives on elsewhere.
+   * Returns how many packets were forwarded.
+   */
+  handOver(key: FlowKey, forward: Emit): number {
+    const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow?.move !== MoveState.OUTGOING) return 0;
+    const held = flow.held;
+    for (const h of held) {
+      this.stamp.parse(h.buf, h.offset, h.length);
+      this.stamp.setFlags(this.stamp.flags | StampFlag.FORWARDED);
+      forward(h.buf, h.offset, h.length);
+    }
+    const n = held.length;
+    held.length = 0;
+    this.flows.delete(flow.key);
+    this.onEnd?.(flow);
+    return n;
+  }
+
+  /** A move that cannot finish: the source resumes the flow where it stopped; a destination forgets it. */
+  abort(key: FlowKey): void {
+    const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow === undefined) return;
+    if (flow.move === MoveState.INCOMING) {
+      flow.held.length = 0;
+      this.flows.delete(flow.key);
+      return;
+    }
+    flow.move = MoveState.NONE;
+    this.resume(flow);
+  }
+
+  private owns(flow: FlowEntry): boolean {
+    const k = flow.key;
+    return this.flows.get(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto) === flow;
+  }
+
+  /** Parks a packet of a moving flow, in stamp order, bounded like the hold list. */
+  private park(flow: FlowEntry, seq: number, buf: Uint8Array, offset: number, length: number): void {
+    const held = flow.held;
+    let at = held.length;
+    while (at > 0 && held[at - 1]!.seq > seq) at--;
+    if (at > 0 && held[at - 1]!.seq === seq) return this.drop(DropReason.DUPLICATE);
+    if (held.length >= this.options.maxHeld) return this.drop(DropReason.BUFFER_FULL);
+    held.splice(at, 0, { seq, buf, offset, length });
+    this.counters.parked++;
+  }
+
+  /** Runs what a flow can run after it stopped moving; the rest waits for its gap as usual. */
+  private resume(flow: FlowEntry): void {
+    const held = flow.held;
+    let dups = 0;
+    while (dups < held.length && held[dups]!.seq < flow.expected) dups++;
+    if (dups > 0) {
+      held.splice(0, dups);
+      this.counters.drops[DropReason.DUPLICATE]! += dups;
+    }
+    this.drain(flow);
+    if (held.length > 0) {
+      flow.heldSince = this.clock.now();
+      this.gapWatch.push(flow);
+    }
+  }
+
   /**
    * A peer lacks this flow's history: closes its open batch (so that the version is exact), then hands its
    * full state to `onBatch` at the flow's current version. Returns false for a flow this worker lacks.
@@ -307,13 +452,14 @@ export class FlowProcessor {
     return out;
   }
 
-  private closeBatch(flow: FlowEntry): void {
+  /** Closes the flow's batch; returns the bytes of the record it produced. */
+  private closeBatch(flow: FlowEntry): number {
     flow.batchCount = 0;
     if (flow.out.length > 0) {
       for (const x of flow.out) this.closedOut.push(x);
       flow.out.length = 0;
     }
-    if (flow.state === undefined) return;
+    if (flow.state === undefined) return 0;
     const w = this.delta;
     w.reset();
     // A flow's first batch carries its full state: a peer has nothing yet to apply a delta to.
@@ -324,6 +470,7 @@ export class FlowProcessor {
     this.counters.batches++;
     this.counters.deltaBytes += w.length;
     this.onBatch?.(flow, flow.version, w.view(), flow.version === 1);
+    return w.length;
   }
 
   private expire(flow: FlowEntry): void {
