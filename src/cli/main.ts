@@ -83,6 +83,12 @@ program
       'after-replication',
     ]),
   )
+  .option(
+    '--moves <n>',
+    'move N random flows during the run (half inside, half across clusters)',
+    int('--moves', 0, 100000),
+    0,
+  )
   .option('--keep', 'keep the run directory (logs, stamp log)', false)
   .option('--json', 'print one JSON object', false)
   .action(async (o: Record<string, unknown>) => {
@@ -96,6 +102,7 @@ program
         rate: o.rate as number,
         window: o.window as number,
         keep: o.keep === true,
+        moves: o.moves as number,
       },
       logger,
     );
@@ -110,6 +117,11 @@ program
           `throughput ${summary.throughput_pps} packets/s over ${summary.duration_ms} ms`,
           `latency p50 ${l.p50} us  p99 ${l.p99} us  max ${l.max} us`,
           `state matches oracle: ${summary.state_matches_oracle}  (global: ${summary.global_matches_oracle})`,
+          ...(summary.moves.count + summary.moves.aborted === 0
+            ? []
+            : [
+                `moves: ${summary.moves.count} (${summary.moves.intra} intra, ${summary.moves.inter} inter, ${summary.moves.aborted} aborted), state bytes intra ${summary.moves.state_bytes_intra} / inter ${summary.moves.state_bytes_inter}, p50 ${summary.moves.p50_ms} ms, p99 ${summary.moves.p99_ms} ms`,
+              ]),
           `replication (${summary.replication.mode}): ${summary.replication.bytes_sent} bytes in ${summary.replication.messages} messages, replicas match: ${summary.replication.replicas_match}`,
           ...(summary.run_dir === null ? [] : [`run directory: ${summary.run_dir}`]),
           '',

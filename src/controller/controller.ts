@@ -15,6 +15,7 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { ErrorCode, NfsError } from '../errors.js';
+import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { AdminServer } from '../metrics.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
 import { ClusterMap } from './clusters.js';
@@ -51,6 +52,11 @@ export class Controller implements MetricSource {
   private readonly instances = new Map<string, Registered>();
   private readonly socket = dgram.createSocket('udp4');
   private configVersion = 0;
+  private ingress: { host: string; admin: number } | undefined;
+  private epoch = 0;
+  private readonly moving = new Set<string>();
+  /** Recent moves, oldest first (bounded). */
+  readonly moves: MoveRecord[] = [];
   reports = 0;
   badReports = 0;
 
@@ -67,6 +73,16 @@ export class Controller implements MetricSource {
     admin.registry.add(this);
     admin.route('POST', '/register', (body) => this.register(body));
     admin.route('GET', '/instances', () => this.list());
+    admin.route('POST', '/ingress', (body) => {
+      const b = (body ?? {}) as Record<string, unknown>;
+      if (typeof b.host !== 'string' || typeof b.admin !== 'number') {
+        throw new NfsError(ErrorCode.CONFIG, 'ingress: must be { host, admin }');
+      }
+      this.ingress = { host: b.host, admin: b.admin };
+      return { ok: true };
+    });
+    admin.route('POST', '/move', (body) => this.move(body));
+    admin.route('GET', '/moves', () => this.moves);
     admin.route('GET', '/clusters', () =>
       this.map.clusters().map((c) => ({ id: c.id, members: c.members.map((m) => m.id) })),
     );
@@ -124,6 +140,103 @@ export class Controller implements MetricSource {
     );
   }
 
+  /**
+   * Moves a flow (DESIGN §5): the destination holds the flow's packets; the source parks them and hands
+   * over its state — only the changes since the last replicated batch when both are in one cluster, the
+   * full state otherwise; the switch is re-pointed and sends the source an end-of-move marker; the source
+   * forwards what it parked. Any failure before the switch changes undoes both sides: the flow stays with
+   * its source and nothing is lost.
+   */
+  private async move(body: unknown): Promise<MoveRecord> {
+    const b = (body ?? {}) as Record<string, unknown>;
+    if (typeof b.flow !== 'string')
+      throw new NfsError(ErrorCode.CONFIG, 'move.flow: must be a flow key string');
+    if (typeof b.to !== 'string') throw new NfsError(ErrorCode.CONFIG, 'move.to: must be an instance id');
+    const ingress = this.ingress;
+    if (ingress === undefined) throw new NfsError(ErrorCode.STATE, 'move: no ingress has registered');
+    const flow = canonicalString(b.flow);
+    // One move of a flow at a time: a second one would find it half-way and could undo the first's steps.
+    if (this.moving.has(flow))
+      throw new NfsError(ErrorCode.STATE, `move: ${flow} is already moving`, { retriable: true });
+    this.moving.add(flow);
+    try {
+      return await this.moveOne(flow, ingress, b.to);
+    } finally {
+      this.moving.delete(flow);
+    }
+  }
+
+  private async moveOne(
+    flow: string,
+    ingress: { host: string; admin: number },
+    to: string,
+  ): Promise<MoveRecord> {
+    const owner = await call(ingress.host, ingress.admin, `/owner?flow=${encodeURIComponent(flow)}`);
+    const src = this.instances.get(owner.owner as string);
+    const dst = this.instances.get(to);
+    if (src === undefined || dst === undefined)
+      throw new NfsError(ErrorCode.CONFIG, `move: unknown instance`);
+    if (src.id === dst.id) throw new NfsError(ErrorCode.CONFIG, `move: ${flow} is already on ${dst.id}`);
+    let intra = this.map.clusterOf(src.id)?.id === this.map.clusterOf(dst.id)?.id;
+    const started = this.clock.now();
+    const record = (r: Partial<MoveRecord>): MoveRecord => {
+      const m: MoveRecord = {
+        flow,
+        from: src.id,
+        to: dst.id,
+        intra,
+        state_bytes: 0,
+        buffered: 0,
+        duration_ms: this.clock.now() - started,
+        aborted: false,
+        ...r,
+      };
+      this.moves.push(m);
+      if (this.moves.length > MAX_MOVES_KEPT) this.moves.shift();
+      return m;
+    };
+    let frozen: Record<string, unknown> | undefined;
+    let stateBytes = 0;
+    try {
+      await call(dst.host, dst.admin, '/move/expect', { flow });
+      frozen = await call(src.host, src.admin, '/move/freeze', {
+        flow,
+        to: { host: dst.host, port: dst.port },
+        intra,
+      });
+      const resume = { flow, expected: frozen.expected, version: frozen.version, from: src.id };
+      if (intra) {
+        try {
+          await call(dst.host, dst.admin, '/move/install', resume);
+          stateBytes = frozen.last_delta_bytes as number;
+        } catch {
+          // The destination's replica is not current (it joined late, or missed a batch): ship it all.
+          intra = false;
+        }
+      }
+      if (!intra) {
+        const state = frozen.state ?? (await call(src.host, src.admin, '/move/state', { flow })).state;
+        await call(dst.host, dst.admin, '/move/install', { ...resume, state });
+        stateBytes = frozen.full_bytes as number;
+      }
+    } catch (err) {
+      await Promise.allSettled([
+        call(dst.host, dst.admin, '/move/abort', { flow }),
+        frozen === undefined ? Promise.resolve({}) : call(src.host, src.admin, '/move/abort', { flow }),
+      ]);
+      this.logger.warn('move aborted', { flow, from: src.id, to: dst.id, error: String(err) });
+      return record({ aborted: true, error: String(err) });
+    }
+    await call(ingress.host, ingress.admin, '/rules', {
+      flow,
+      primary: dst.id,
+      epoch: ++this.epoch,
+      move: true,
+    });
+    const { forwarded } = await call(src.host, src.admin, '/move/finish', { flow });
+    return record({ state_bytes: stateBytes, buffered: forwarded as number });
+  }
+
   private list(): unknown[] {
     const now = this.clock.now();
     return [...this.instances.values()].map((i) => ({
@@ -168,6 +281,47 @@ export class Controller implements MetricSource {
       busy: o.busy as number,
     };
   }
+}
+
+export interface MoveRecord {
+  flow: string;
+  from: string;
+  to: string;
+  /** Inside one cluster: only the changes since the last replicated batch travel. */
+  intra: boolean;
+  state_bytes: number;
+  /** Packets the source parked and forwarded to the destination. */
+  buffered: number;
+  duration_ms: number;
+  aborted: boolean;
+  error?: string;
+}
+
+const MAX_MOVES_KEPT = 10_000;
+
+async function call(
+  host: string,
+  port: number,
+  path: string,
+  body?: unknown,
+): Promise<Record<string, unknown>> {
+  const res = await fetch(`http://${host}:${port}${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(10_000),
+  });
+  const json = (await res.json()) as Record<string, unknown>;
+  if (!res.ok) {
+    const message = typeof json.error === 'string' ? json.error : `${path}: ${res.status}`;
+    throw new NfsError(ErrorCode.STATE, message);
+  }
+  return json;
+}
+
+/** The flow's key string in canonical form, so that both spellings of a connection are one flow. */
+function canonicalString(flow: string): string {
+  const k = parseFlowKeyString(flow);
+  return flowKeyString(canonicalKey(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto));
 }
 
 function parseInstance(body: unknown): InstanceInfo {

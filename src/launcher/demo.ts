@@ -15,7 +15,10 @@ import { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
 import type { Topology } from './config.js';
 import { mergeGlobal } from '../state/digest.js';
+import type { MoveRecord } from '../controller/controller.js';
+import { flowKeyString } from '../packet/flow-key.js';
 import { LocalDeployment } from './local.js';
+import type { Endpoints } from './local.js';
 
 export interface DemoOptions {
   trace: TraceOptions;
@@ -24,6 +27,8 @@ export interface DemoOptions {
   window: number;
   /** Keep the run directory (logs, stamp log) instead of removing it. */
   keep: boolean;
+  /** Flow moves during the run, at random moments, alternating inside and across clusters. */
+  moves: number;
 }
 
 export interface DemoSummary {
@@ -55,8 +60,21 @@ export interface DemoSummary {
     messages: number;
     replicas_match: boolean;
   };
+  moves: MoveSummary;
   mismatched_flows: string[];
   run_dir: string | null;
+}
+
+export interface MoveSummary {
+  count: number;
+  intra: number;
+  inter: number;
+  aborted: number;
+  /** Mean state bytes shipped per move. */
+  state_bytes_intra: number;
+  state_bytes_inter: number;
+  p50_ms: number;
+  p99_ms: number;
 }
 
 /**
@@ -69,6 +87,95 @@ export const DEMO_NF_CONFIG: Record<string, Record<string, unknown>> = {
     backends: ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3:8080', '10.1.0.4:8080'],
   },
 };
+
+/**
+ * Moves `n` random flows while the generator runs: each when the generator has sent its share of the trace,
+ * alternately to another member of the flow's cluster and to another cluster. Moves run concurrently.
+ */
+async function moveDuring(
+  gen: Generator,
+  trace: SyntheticTrace,
+  n: number,
+  ends: Endpoints,
+  host: string,
+  logger: Logger,
+): Promise<MoveRecord[]> {
+  if (n === 0) return [];
+  const api = async (port: number, path: string, body?: unknown): Promise<unknown> => {
+    const res = await fetch(`http://${host}:${port}${path}`, {
+      method: body === undefined ? 'GET' : 'POST',
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return res.json();
+  };
+  const clusters = (await api(ends.controller.admin, '/clusters')) as { id: string; members: string[] }[];
+  const random = seeded(trace.options.seed);
+  const moves: Promise<MoveRecord | undefined>[] = [];
+  const inFlight = new Set<string>();
+  for (let i = 0; i < n; i++) {
+    // Spread over the first 80 % of the trace, so every moved flow still has packets after its move.
+    const at = Math.floor(((i + random()) / n) * 0.8 * trace.total);
+    while (gen.sent < at) await new Promise((r) => setTimeout(r, 2));
+    // A flow already on its way somewhere is left alone: the controller moves a flow one move at a time.
+    let flow = flowKeyString(trace.flowKey(Math.floor(random() * trace.options.flows)));
+    for (let tries = 0; inFlight.has(flow) && tries < 100; tries++) {
+      flow = flowKeyString(trace.flowKey(Math.floor(random() * trace.options.flows)));
+    }
+    if (inFlight.has(flow)) continue;
+    const { owner } = (await api(ends.ingress.admin, `/owner?flow=${encodeURIComponent(flow)}`)) as {
+      owner: string;
+    };
+    const home = clusters.find((c) => c.members.includes(owner))!;
+    const others = clusters.filter((c) => c !== home);
+    const candidates =
+      i % 2 === 0 || others.length === 0
+        ? home.members.filter((m) => m !== owner)
+        : others.flatMap((c) => c.members);
+    if (candidates.length === 0) continue;
+    const to = candidates[Math.floor(random() * candidates.length)]!;
+    inFlight.add(flow);
+    moves.push(
+      (api(ends.controller.admin, '/move', { flow, to }) as Promise<MoveRecord>)
+        .catch((err: unknown) => {
+          logger.warn('move failed', { flow, to, error: String(err) });
+          return undefined;
+        })
+        .finally(() => inFlight.delete(flow)),
+    );
+  }
+  return (await Promise.all(moves)).filter((m): m is MoveRecord => m !== undefined && 'duration_ms' in m);
+}
+
+function summariseMoves(moves: readonly MoveRecord[]): MoveSummary {
+  const done = moves.filter((m) => !m.aborted);
+  const mean = (xs: number[]): number =>
+    xs.length === 0 ? 0 : Math.round(xs.reduce((a, b) => a + b, 0) / xs.length);
+  const ms = done.map((m) => m.duration_ms).sort((a, b) => a - b);
+  const pct = (p: number): number =>
+    ms.length === 0 ? 0 : Math.round(ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]! * 100) / 100;
+  return {
+    count: done.length,
+    intra: done.filter((m) => m.intra).length,
+    inter: done.filter((m) => !m.intra).length,
+    aborted: moves.length - done.length,
+    state_bytes_intra: mean(done.filter((m) => m.intra).map((m) => m.state_bytes)),
+    state_bytes_inter: mean(done.filter((m) => !m.intra).map((m) => m.state_bytes)),
+    p50_ms: pct(0.5),
+    p99_ms: pct(0.99),
+  };
+}
+
+/** xorshift32: the same moves for the same seed. */
+function seeded(seed: number): () => number {
+  let x = (seed * 0x9e3779b1) >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 0x100000000;
+  };
+}
 
 /** Sums the instances' replication counters from their /metrics. */
 async function replicationTotals(
@@ -113,7 +220,9 @@ export async function runDemo(
     const ends = await deployment.start();
     await gen.connect(topology.host, ends.ingress.port);
     logger.info('demo running', { instances: ends.instances.length, packets: trace.total, runDir });
+    const moving = moveDuring(gen, trace, options.moves, ends, topology.host, logger);
     const result = await gen.run(trace);
+    const moves = summariseMoves(await moving);
     const report = await deployment.sinkReport();
     const own = await deployment.digests();
     const run = { flows: own.flatMap((d) => d.flows), global: mergeGlobal(own.map((d) => d.global)) };
@@ -160,6 +269,7 @@ export async function runDemo(
         replicas_match: replicaProblems.length === 0,
       },
       global_matches_oracle: cmp.globalMatches,
+      moves,
       mismatched_flows: [
         ...cmp.mismatched,
         ...cmp.missing,

@@ -183,6 +183,7 @@ export class LocalDeployment {
         vni: t.vni,
         flowIdleMs: t.flowIdleMs,
         stampLog: this.options.stampLog ?? null,
+        controller: { host: t.host, admin: cp.admin! },
       };
       this.ingress = this.spawn('ingress', 'ingress', ingressSpec);
       const ip = await this.ingress.ports;

@@ -18,7 +18,7 @@ import { createLogger } from '../log.js';
 import { AdminServer, MetricsRegistry } from '../metrics.js';
 import { NfInstance } from '../nf/instance.js';
 import type { ProcessorOptions } from '../nf/processor.js';
-import { parseFlowKeyString } from '../packet/flow-key.js';
+import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { Peer } from '../nf/replication.js';
 import type { FlowDigest, RunDigest } from '../state/digest.js';
 import type { Endpoint } from '../switch/ingress.js';
@@ -26,7 +26,7 @@ import { Ingress } from '../switch/ingress.js';
 import { LinkType, PcapWriter } from '../traffic/pcap.js';
 import type { SinkReport } from '../traffic/sink.js';
 import { Sink } from '../traffic/sink.js';
-import type { MetricSource } from '../types.js';
+import type { FlowKey, MetricSource } from '../types.js';
 
 export interface NfSpec {
   id: string;
@@ -60,6 +60,8 @@ export interface IngressSpec {
   vni: number;
   flowIdleMs: number;
   stampLog: string | null;
+  /** The controller to tell where this ingress's rule API is (it re-points flows when it moves them). */
+  controller?: { host: string; admin: number };
 }
 
 export interface SinkSpec {
@@ -103,6 +105,7 @@ export async function runNf(spec: NfSpec): Promise<void> {
     await nf.setCluster(version, members, peers);
     return { ok: true };
   });
+  addMoveRoutes(admin, nf);
   let reporter: NodeJS.Timeout | undefined;
   if (spec.controller !== undefined) {
     const c = spec.controller;
@@ -150,6 +153,86 @@ export async function runController(spec: ControllerSpec): Promise<void> {
     admin,
     { admin: admin.port, report },
   );
+}
+
+/**
+ * The steps of a flow move on an NF instance, driven by the controller:
+ *   POST /move/expect  { flow }                          destination: hold the flow's packets
+ *   POST /move/freeze  { flow, to: {host, port}, intra } source: park the flow, close its batch, hand back its
+ *                                                        version and next sequence number (and its full state
+ *                                                        when the destination is in another cluster)
+ *   POST /move/install { flow, expected, version, from, state? } destination: take the state (from its own
+ *                                                        replica of `from` when no state is given) and resume
+ *   POST /move/finish  { flow }                          source: wait for the end-of-move marker, forward
+ *   POST /move/abort   { flow }                          either side: undo
+ */
+function addMoveRoutes(admin: AdminServer, nf: NfInstance): void {
+  const frozen = new Map<string, Uint8Array>();
+  const flowOf = (body: unknown): { b: Record<string, unknown>; key: FlowKey } => {
+    const b = (body ?? {}) as Record<string, unknown>;
+    if (typeof b.flow !== 'string')
+      throw new NfsError(ErrorCode.CONFIG, 'move.flow: must be a flow key string');
+    return { b, key: canonical(parseFlowKeyString(b.flow)) };
+  };
+  admin.route('POST', '/move/expect', async (body) => {
+    const { key } = flowOf(body);
+    return nf.moveStep('expect', key);
+  });
+  admin.route('POST', '/move/freeze', async (body) => {
+    const { b, key } = flowOf(body);
+    const to = b.to as { host?: unknown; port?: unknown } | undefined;
+    if (typeof to?.host !== 'string' || typeof to.port !== 'number') {
+      throw new NfsError(ErrorCode.CONFIG, 'move.to: must be { host, port }');
+    }
+    const r = await nf.moveStep('freeze', key, { to: { host: to.host, port: to.port } });
+    if (r.frozen === undefined)
+      throw new NfsError(ErrorCode.STATE, `move: ${b.flow as string} is not here to move`);
+    frozen.set(flowKeyString(key), r.frozen.state);
+    const { version, expected, lastDelta } = r.frozen;
+    return {
+      version,
+      expected,
+      last_delta_bytes: lastDelta,
+      full_bytes: r.frozen.state.length,
+      ...(b.intra === true ? {} : { state: Buffer.from(r.frozen.state).toString('base64') }),
+    };
+  });
+  admin.route('POST', '/move/state', (body) => {
+    const { key } = flowOf(body);
+    const state = frozen.get(flowKeyString(key));
+    if (state === undefined) throw new NfsError(ErrorCode.STATE, 'move: no frozen state for that flow');
+    return { state: Buffer.from(state).toString('base64') };
+  });
+  admin.route('POST', '/move/install', async (body) => {
+    const { b, key } = flowOf(body);
+    const expected = b.expected;
+    if (typeof expected !== 'number') throw new NfsError(ErrorCode.CONFIG, 'move.expected: must be a number');
+    let state: Uint8Array | undefined;
+    if (typeof b.state === 'string') state = Buffer.from(b.state, 'base64');
+    else if (typeof b.from === 'string' && typeof b.version === 'number') {
+      state = nf.replicas?.stateOf(b.from, key, b.version);
+    }
+    if (state === undefined)
+      throw new NfsError(ErrorCode.STATE, 'move: no replica of that flow at that version');
+    return nf.moveStep('install', key, { state, expected });
+  });
+  admin.route('POST', '/move/finish', async (body) => {
+    const { key } = flowOf(body);
+    const forwarded = await nf.waitHandOver(key, 5000);
+    frozen.delete(flowKeyString(key));
+    if (forwarded === undefined)
+      throw new NfsError(ErrorCode.TIMEOUT, 'move: no end-of-move marker within 5 s');
+    return { forwarded };
+  });
+  admin.route('POST', '/move/abort', async (body) => {
+    const { key } = flowOf(body);
+    frozen.delete(flowKeyString(key));
+    return nf.moveStep('abort', key);
+  });
+}
+
+function canonical(k: FlowKey): FlowKey {
+  return canonicalKey(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto);
 }
 
 /** Load reports to the controller every 100 ms, over UDP (they double as heartbeats). */
@@ -212,6 +295,15 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
   admin.route('GET', '/rules', () => ingress.switch.listRules());
   admin.route('POST', '/rules', (body) => installRule(ingress, spec.instances, body));
   admin.route('POST', '/live', (body) => setLive(ingress, spec.instances, body));
+  admin.route('GET', '/owner', (query) => ownerOf(ingress, spec.instances, query));
+  if (spec.controller !== undefined) {
+    const res = await fetch(`http://${spec.controller.host}:${spec.controller.admin}/ingress`, {
+      method: 'POST',
+      body: JSON.stringify({ host: spec.host, admin: admin.port }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (!res.ok) throw new NfsError(ErrorCode.PROCESS, `controller refused the ingress: ${await res.text()}`);
+  }
   attach(ingress, admin, { ...ports, admin: admin.port });
 }
 
@@ -265,13 +357,18 @@ function installRule(
   }
   const secondary = index('secondary');
   const key = parseFlowKeyString(b.flow);
-  return {
-    installed: ingress.switch.installRule(key, {
-      primary,
-      epoch,
-      ...(secondary === undefined ? {} : { secondary }),
-    }),
-  };
+  const spec = { primary, epoch, ...(secondary === undefined ? {} : { secondary }) };
+  // A move also tells the old owner, with an end-of-move marker, that nothing more will come its way.
+  return { installed: b.move === true ? ingress.repoint(key, spec) : ingress.switch.installRule(key, spec) };
+}
+
+/** GET /owner?flow=…: the instance that owns a flow now. */
+function ownerOf(ingress: Ingress, instances: readonly Endpoint[], query: unknown): { owner: string | null } {
+  const flow = (query ?? {}) as Record<string, unknown>;
+  if (typeof flow.flow !== 'string')
+    throw new NfsError(ErrorCode.CONFIG, 'owner.flow: must be a flow key string');
+  const at = ingress.switch.owner(parseFlowKeyString(flow.flow));
+  return { owner: at < 0 ? null : instances[at]!.id };
 }
 
 /** POST /live { instances: ["nf-0", "nf-2"] }: the instances that own flows without a rule. */

@@ -20,13 +20,13 @@ import { createNf } from '../nfs/index.js';
 import { mergeGlobal } from '../state/digest.js';
 import { LocalGlobalState } from '../state/global-local.js';
 import type { RunDigest } from '../state/digest.js';
-import type { Logger, MetricSample, MetricSource } from '../types.js';
+import type { FlowKey, Logger, MetricSample, MetricSource } from '../types.js';
 import { dropReasonName } from '../types.js';
-import { flowHash } from '../packet/flow-key.js';
+import { flowHash, flowKeyString } from '../packet/flow-key.js';
 import { datagramFlowHash } from './dispatch.js';
-import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
+import type { FromWorker, MoveOp, ToWorker, WorkerInit } from './messages.js';
 import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
-import type { ProcessorOptions } from './processor.js';
+import type { FrozenFlow, ProcessorOptions } from './processor.js';
 import type { Peer } from './replication.js';
 import { ReplicaStore, Replicator } from './replication.js';
 
@@ -84,6 +84,10 @@ export class NfInstance implements MetricSource {
   private replicator: Replicator | undefined;
   private lastElu: EventLoopUtilization | undefined;
   private clusterVersion = 0;
+  private moveIds = 0;
+  private readonly moveReplies = new Map<number, (m: Extract<FromWorker, { type: 'moved' }>) => void>();
+  /** Per flow: a move's source waiting for its hand-over, or the hand-over that came first. */
+  private readonly handOvers = new Map<string, ((forwarded: number) => void) | number>();
   readonly replicas: ReplicaStore | undefined;
   /** Called when a worker dies: the instance can no longer own its flows. */
   onFatal: (err: Error) => void = () => undefined;
@@ -135,6 +139,8 @@ export class NfInstance implements MetricSource {
       const shard = new Shard(worker, counters);
       worker.on('message', (msg: FromWorker) => {
         if (msg.type === 'records') this.replicate(shard, msg.records, msg.ship);
+        else if (msg.type === 'moved') this.moveReplies.get(msg.id)?.(msg);
+        else if (msg.type === 'handedOver') this.handedOver(msg.key, msg.forwarded);
         else this.replies.get(worker)?.resolve(msg);
       });
       worker.on('error', (err) => {
@@ -214,6 +220,59 @@ export class NfInstance implements MetricSource {
       flows: this.counter('flows'),
       busy,
     };
+  }
+
+  /**
+   * One step of a flow move, run by the worker that owns the flow (see FlowProcessor). A freeze also waits
+   * until the peers have acknowledged the batch it closed, so an intra-cluster destination's replica is
+   * current when the freeze returns.
+   */
+  async moveStep(
+    op: MoveOp,
+    key: FlowKey,
+    extra: { to?: { host: string; port: number }; state?: Uint8Array; expected?: number } = {},
+  ): Promise<{ ok: boolean; frozen?: FrozenFlow }> {
+    const id = ++this.moveIds;
+    const shard =
+      this.shards[flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto) % this.shards.length]!;
+    const reply = new Promise<Extract<FromWorker, { type: 'moved' }>>((resolve) => {
+      this.moveReplies.set(id, (m) => {
+        this.moveReplies.delete(id);
+        resolve(m);
+      });
+    });
+    shard.worker.postMessage({ type: 'move', id, op, key, ...extra } satisfies ToWorker);
+    const m = await reply;
+    if (op === 'freeze' && m.ok) await this.replicator?.settled(2000);
+    return m.frozen === undefined ? { ok: m.ok } : { ok: m.ok, frozen: m.frozen };
+  }
+
+  /** Resolves with the packets forwarded once a frozen flow's end-of-move marker has been handled. */
+  waitHandOver(key: FlowKey, ms: number): Promise<number | undefined> {
+    const k = flowKeyString(key);
+    const done = this.handOvers.get(k);
+    if (typeof done === 'number') {
+      this.handOvers.delete(k);
+      return Promise.resolve(done);
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.handOvers.delete(k);
+        resolve(undefined);
+      }, ms);
+      this.handOvers.set(k, (n: number) => {
+        clearTimeout(timer);
+        this.handOvers.delete(k);
+        resolve(n);
+      });
+    });
+  }
+
+  private handedOver(key: FlowKey, forwarded: number): void {
+    const k = flowKeyString(key);
+    const waiting = this.handOvers.get(k);
+    if (typeof waiting === 'function') waiting(forwarded);
+    else this.handOvers.set(k, forwarded);
   }
 
   /** Connects to the cluster peers this instance replicates to (their replication ports are known now). */

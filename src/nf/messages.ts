@@ -10,7 +10,7 @@
  */
 import type { RunDigest } from '../state/digest.js';
 import type { FlowKey } from '../types.js';
-import type { ProcessorOptions } from './processor.js';
+import type { FrozenFlow, ProcessorOptions } from './processor.js';
 
 export interface WorkerInit {
   index: number;
@@ -33,13 +33,29 @@ export type ToWorker =
   /** After-replication release: the peers acknowledged every records block up to `ship`. */
   | { type: 'commit'; ship: number }
   /** A peer asked for this flow's full state (its replica has a gap). */
-  | { type: 'resend'; key: FlowKey };
+  | { type: 'resend'; key: FlowKey }
+  /** A step of a flow move (see FlowProcessor.expect/freeze/install/abort); answered by `moved`. */
+  | {
+      type: 'move';
+      id: number;
+      op: MoveOp;
+      key: FlowKey;
+      to?: { host: string; port: number };
+      state?: Uint8Array;
+      expected?: number;
+    };
+
+export type MoveOp = 'expect' | 'freeze' | 'install' | 'abort';
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'digest'; digest: RunDigest }
   | { type: 'stopped' }
   /** Replication records of the batches closed since the last message (layout: nf/replication.ts). */
-  | { type: 'records'; records: ArrayBuffer; ship: number };
+  | { type: 'records'; records: ArrayBuffer; ship: number }
+  /** The answer to a `move` step; `frozen` for a freeze, `ok` false when the flow was not in a state to move. */
+  | { type: 'moved'; id: number; ok: boolean; frozen?: FrozenFlow }
+  /** A moving flow's end-of-move marker arrived and its parked packets went to the destination. */
+  | { type: 'handedOver'; key: FlowKey; forwarded: number };
 
 /** The order of the counters in a worker's shared Float64Array; drops by reason follow them. */
 export const WORKER_COUNTERS = [

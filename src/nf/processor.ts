@@ -346,17 +346,18 @@ export class FlowProcessor {
 
   /**
    * Move destination: the flow's state arrived. Processing resumes at `expected`; parked packets below it
-   * are duplicates, the rest run in stamp order. The next batch carries the full state to this instance's
-   * own peers.
+   * are duplicates, the rest run in stamp order. The state goes to this instance's own peers at once.
    */
   install(key: FlowKey, state: Uint8Array, expected: number): void {
     this.expect(key);
     const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto)!;
     flow.state = this.nf.codec.decodeFull(new ByteReader(state));
     flow.mark = this.nf.codec.mark(flow.state);
-    flow.version = 0;
     flow.expected = expected;
     flow.move = MoveState.NONE;
+    // This instance's own peers learn the flow at once, as version 1 of its life here.
+    flow.version = 1;
+    this.onBatch?.(flow, 1, state, true);
     this.resume(flow);
   }
 

@@ -144,11 +144,15 @@ export class Replicator implements MetricSource {
     return k;
   }
 
-  /** Resolves when every peer has acknowledged everything sent so far (or after `ms`). */
+  /**
+   * Resolves when every peer has acknowledged everything sent before this call (or after `ms`); later
+   * sends, which keep coming under traffic, are not waited for.
+   */
   async settled(ms: number): Promise<boolean> {
+    const target = this.sends;
     const end = Date.now() + ms;
-    while (this.committed < this.sends && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
-    return this.committed >= this.sends;
+    while (this.committed < target && Date.now() < end) await new Promise((r) => setTimeout(r, 1));
+    return this.committed >= target;
   }
 
   stop(): void {
@@ -425,6 +429,17 @@ export class ReplicaStore implements MetricSource {
     );
   }
 
+  /**
+   * The full encoding of `origin`'s replica of a flow, if it is at exactly `version` (a move inside the
+   * cluster needs nothing else from the source); undefined otherwise.
+   */
+  stateOf(origin: string, key: FlowKey, version: number): Uint8Array | undefined {
+    const r = this.replicas.get(origin)?.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (r === undefined || r.stale || r.version !== version) return undefined;
+    if (r.deltas.length > 0 && !this.compact(r)) return undefined;
+    return r.full;
+  }
+
   /** The replica's state, decoded from its full encoding and the deltas since. */
   private materialise(r: Replica): unknown {
     const codec = this.options.nf.codec;
@@ -433,16 +448,19 @@ export class ReplicaStore implements MetricSource {
     return state;
   }
 
-  private compact(r: Replica): void {
+  /** Folds the deltas into a new full encoding; false (and the replica set aside) if they do not apply. */
+  private compact(r: Replica): boolean {
     const w = new ByteWriter(r.full.length * 2);
     try {
       this.options.nf.codec.encodeFull(this.materialise(r), w);
       r.full = w.view().slice();
       r.deltas = [];
+      return true;
     } catch {
       // A delta that does not apply is a corrupt replica: keep it out of use until a full state repairs it.
       this.drops.malformed++;
       r.stale = true;
+      return false;
     }
   }
 

@@ -12,6 +12,8 @@ import { LocalGlobalState } from '../state/global-local.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import { FlowProcessor } from './processor.js';
+import type { FrozenFlow } from './processor.js';
+import { flowKeyString } from '../packet/flow-key.js';
 import { RecordKind, writeRecord } from './replication.js';
 import { ByteWriter } from '../state/bytes.js';
 
@@ -75,6 +77,55 @@ function commit(ship: number): void {
   }
 }
 
+// Moves: where each frozen flow's parked packets go once its end-of-move marker arrives.
+const destinations = new Map<string, { host: string; port: number }>();
+const forwarder = dgram.createSocket('udp4');
+forwarder.on('error', () => {
+  sendErrors++;
+});
+processor.onMarker = (key) => {
+  const to = destinations.get(flowKeyString(key));
+  if (to === undefined) return;
+  destinations.delete(flowKeyString(key));
+  const forwarded = processor.handOver(key, (buf, offset, length) => {
+    forwarder.send(buf, offset, length, to.port, to.host);
+  });
+  // The flow left: its replicas go (an END record) before anyone asks.
+  shipRecords();
+  port.postMessage({ type: 'handedOver', key, forwarded } satisfies FromWorker);
+};
+
+function move(msg: Extract<ToWorker, { type: 'move' }>): void {
+  let ok = true;
+  let frozen: FrozenFlow | undefined;
+  switch (msg.op) {
+    case 'expect':
+      processor.expect(msg.key);
+      break;
+    case 'freeze':
+      frozen = processor.freeze(msg.key);
+      ok = frozen !== undefined && msg.to !== undefined;
+      if (ok) destinations.set(flowKeyString(msg.key), msg.to!);
+      // The batch the freeze closed goes to the peers now, so an intra-cluster destination can catch up.
+      shipRecords();
+      break;
+    case 'install':
+      processor.install(msg.key, msg.state!, msg.expected!);
+      shipRecords();
+      break;
+    case 'abort':
+      destinations.delete(flowKeyString(msg.key));
+      processor.abort(msg.key);
+      break;
+  }
+  port.postMessage({
+    type: 'moved',
+    id: msg.id,
+    ok,
+    ...(frozen === undefined ? {} : { frozen }),
+  } satisfies FromWorker);
+}
+
 const shared = new Float64Array(init.counters);
 function publish(): void {
   const c = processor.counters;
@@ -122,6 +173,7 @@ port.on('message', (msg: ToWorker) => {
     processor.resend(msg.key);
     return;
   }
+  if (msg.type === 'move') return move(msg);
   if (msg.type === 'digest') {
     processor.flushBatches();
     shipRecords();
@@ -133,6 +185,7 @@ port.on('message', (msg: ToWorker) => {
   shipRecords();
   publish();
   if (sendErrors > 0) logger.warn('send errors', { count: sendErrors });
+  forwarder.close();
   socket.close(() => {
     reply({ type: 'stopped' });
     port.close();

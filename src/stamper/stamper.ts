@@ -47,6 +47,11 @@ export class Stamper implements MetricSource {
     return ++flow.seq;
   }
 
+  /** The last sequence number given to a flow's packets (0 if it has none). */
+  lastSeq(key: FlowKey): number {
+    return this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto)?.seq ?? 0;
+  }
+
   get size(): number {
     return this.flows.size;
   }

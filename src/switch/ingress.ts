@@ -18,15 +18,16 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { wallClock } from '../clock.js';
-import { buildUdp } from '../packet/build.js';
+import { buildIcmp, buildTcp, buildUdp } from '../packet/build.js';
 import { packetFlowHash, parseIpv4 } from '../packet/flow-key.js';
 import { Packet } from '../packet/packet.js';
 import { Stamper } from '../stamper/stamper.js';
 import type { PcapWriter } from '../traffic/pcap.js';
-import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
-import { DropReason, dropReasonName } from '../types.js';
+import type { Clock, FlowKey, Logger, MetricSample, MetricSource } from '../types.js';
+import { DropReason, dropReasonName, IpProto } from '../types.js';
 import { STAMP_HEADER_LENGTH, StampFlag, StampView, writeStampHeader } from '../wire/geneve.js';
 import { Switch } from './switch.js';
+import type { RuleSpec } from './switch.js';
 
 export interface Endpoint {
   id: string;
@@ -68,6 +69,7 @@ export class Ingress implements MetricSource {
   received = 0;
   forwarded = 0;
   copies = 0;
+  markers = 0;
   noRoute = 0;
   sendErrors = 0;
   readonly drops = new Float64Array(16);
@@ -211,6 +213,57 @@ export class Ingress implements MetricSource {
     }
   }
 
+  /**
+   * Moves a flow: installs its new rule and, if its owner changed, sends the old owner an end-of-move
+   * marker carrying the last sequence number the old owner was sent. Packets to one instance leave in
+   * order, so every packet stamped before the rule changed reaches the old owner before the marker does.
+   */
+  repoint(key: FlowKey, spec: RuleSpec): boolean {
+    const before = this.switch.owner(key);
+    if (!this.switch.installRule(key, spec)) return false;
+    if (before < 0 || before === spec.primary) return true;
+    const at = this.nextSlot();
+    writeStampHeader(this.ring, at, {
+      vni: this.options.vni,
+      flags: StampFlag.END_OF_MOVE,
+      epoch: spec.epoch,
+      seq: Math.max(1, this.stamper.lastSeq(key)),
+      timeMs: Math.round(this.clock.now() * 1000) / 1000,
+    });
+    const inner = at + STAMP_HEADER_LENGTH;
+    const empty = this.ring.subarray(0, 0);
+    const ends = { srcIp: key.srcIp, dstIp: key.dstIp };
+    const n =
+      key.proto === IpProto.TCP
+        ? buildTcp(this.ring, inner, {
+            ...ends,
+            srcPort: key.srcPort,
+            dstPort: key.dstPort,
+            seq: 0,
+            ack: 0,
+            flags: 0,
+            payload: empty,
+          })
+        : key.proto === IpProto.ICMP
+          ? buildIcmp(this.ring, inner, {
+              ...ends,
+              type: 8,
+              code: 0,
+              id: key.srcPort,
+              seq: 0,
+              payload: empty,
+            })
+          : buildUdp(this.ring, inner, {
+              ...ends,
+              srcPort: key.srcPort,
+              dstPort: key.dstPort,
+              payload: empty,
+            });
+    this.out[before]!.send(this.ring, at, STAMP_HEADER_LENGTH + n);
+    this.markers++;
+    return true;
+  }
+
   private nextSlot(): number {
     const at = this.slot * SLOT;
     this.slot = (this.slot + 1) % SLOTS;
@@ -225,6 +278,7 @@ export class Ingress implements MetricSource {
     out.push(['nfstate_ingress_received_total', {}, this.received]);
     out.push(['nfstate_ingress_forwarded_total', {}, this.forwarded]);
     out.push(['nfstate_ingress_secondary_copies_total', {}, this.copies]);
+    out.push(['nfstate_ingress_move_markers_total', {}, this.markers]);
     out.push(['nfstate_ingress_no_route_total', {}, this.noRoute]);
     out.push(['nfstate_ingress_send_errors_total', {}, this.sendErrors]);
     for (let r = 1; r < dropReasonName.length; r++) {

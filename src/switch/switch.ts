@@ -9,7 +9,7 @@
  *   const route = sw.route(pkt, hash); // route.primary, route.secondary (-1: none), route.epoch
  */
 import { ErrorCode, NfsError } from '../errors.js';
-import { flowKeyString } from '../packet/flow-key.js';
+import { flowHash, flowKeyString } from '../packet/flow-key.js';
 import { FlowTable } from '../packet/flow-table.js';
 import type { FlowKey, MetricSample, MetricSource, PacketView } from '../types.js';
 import { Maglev } from './maglev.js';
@@ -98,6 +98,14 @@ export class Switch implements MetricSource {
     const at = this.maglev.lookup(hash);
     this.fallback.primary = at < 0 ? -1 : this.live[at]!;
     return this.fallback;
+  }
+
+  /** Which instance owns a flow now: its rule's primary, or the default placement. -1 if none is live. */
+  owner(key: FlowKey): number {
+    const rule = this.rules.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (rule !== undefined) return rule.primary;
+    const at = this.maglev.lookup(flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto));
+    return at < 0 ? -1 : this.live[at]!;
   }
 
   listRules(): {

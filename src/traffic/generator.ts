@@ -96,6 +96,8 @@ export class Generator {
   private readonly acks = dgram.createSocket('udp4');
   private readonly ring = new Uint8Array(SLOT * SLOTS);
   private acked = 0;
+  /** Packets sent so far in the current run. */
+  sent = 0;
   private lastAckAt = 0;
   private wake: (() => void) | undefined;
 
@@ -165,6 +167,7 @@ export class Generator {
       }
       budget = Math.min(budget, source.total - sent);
       for (let k = 0; k < budget; k++) this.sendOne(source, sent++);
+      this.sent = sent;
       // Let acknowledgements and timers in between bursts.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }

@@ -11,7 +11,9 @@
  */
 import { ErrorCode, NfsError } from '../errors.js';
 import { buildTcp, buildUdp, TcpFlag } from '../packet/build.js';
-import { parseIpv4 } from '../packet/flow-key.js';
+import { canonicalKey, parseIpv4 } from '../packet/flow-key.js';
+import type { FlowKey } from '../types.js';
+import { IpProto } from '../types.js';
 
 export interface TraceOptions {
   flows: number;
@@ -98,6 +100,12 @@ export class SyntheticTrace {
       }
     }
     this.payload = new Uint8Array(payload);
+  }
+
+  /** Flow f's canonical key. */
+  flowKey(f: number): FlowKey {
+    const proto = this.options.proto === 'udp' ? IpProto.UDP : IpProto.TCP;
+    return canonicalKey(this.srcIp[f]!, this.dstIp, this.srcPort[f]!, this.options.dstPort, proto);
   }
 
   /** Packets of flow f. */
