@@ -393,3 +393,27 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | typeof 
     req.on('close', abort);
   });
 }
+
+/**
+ * Calls another role's admin API: GET without a body, POST with one, JSON both ways, with a deadline. A
+ * non-2xx answer throws NfsError with the server's own message (its `{ error }`), so callers can pass it on.
+ */
+export async function adminCall(
+  host: string,
+  port: number,
+  path: string,
+  body?: unknown,
+  timeoutMs = 10_000,
+): Promise<Record<string, unknown>> {
+  const res = await fetch(`http://${host}:${port}${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const json = (await res.json()) as Record<string, unknown>;
+  if (!res.ok) {
+    const message = typeof json.error === 'string' ? json.error : `${path}: HTTP ${res.status}`;
+    throw new NfsError(ErrorCode.PROCESS, `${host}:${port}${path}: ${message}`);
+  }
+  return json;
+}

@@ -17,6 +17,7 @@ import { once } from 'node:events';
 import { ErrorCode, NfsError } from '../errors.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { AdminServer } from '../metrics.js';
+import { adminCall } from '../metrics.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
 import { ClusterMap } from './clusters.js';
 
@@ -128,13 +129,12 @@ export class Controller implements MetricSource {
         const peers = members
           .filter((p) => p.id !== m.id)
           .map((p) => ({ id: p.id, host: p.host, port: p.replication }));
-        const res = await fetch(`http://${m.host}:${m.admin}/cluster`, {
-          method: 'POST',
-          body: JSON.stringify({ version, cluster: clusterId, members: members.map((p) => p.id), peers }),
-          signal: AbortSignal.timeout(5000),
+        await adminCall(m.host, m.admin, '/cluster', {
+          version,
+          cluster: clusterId,
+          members: members.map((p) => p.id),
+          peers,
         });
-        if (!res.ok)
-          throw new NfsError(ErrorCode.PROCESS, `${m.id}: cluster configuration refused (${res.status})`);
         m.configured = true;
       }),
     );
@@ -171,7 +171,7 @@ export class Controller implements MetricSource {
     ingress: { host: string; admin: number },
     to: string,
   ): Promise<MoveRecord> {
-    const owner = await call(ingress.host, ingress.admin, `/owner?flow=${encodeURIComponent(flow)}`);
+    const owner = await adminCall(ingress.host, ingress.admin, `/owner?flow=${encodeURIComponent(flow)}`);
     const src = this.instances.get(owner.owner as string);
     const dst = this.instances.get(to);
     if (src === undefined || dst === undefined)
@@ -198,8 +198,8 @@ export class Controller implements MetricSource {
     let frozen: Record<string, unknown> | undefined;
     let stateBytes = 0;
     try {
-      await call(dst.host, dst.admin, '/move/expect', { flow });
-      frozen = await call(src.host, src.admin, '/move/freeze', {
+      await adminCall(dst.host, dst.admin, '/move/expect', { flow });
+      frozen = await adminCall(src.host, src.admin, '/move/freeze', {
         flow,
         to: { host: dst.host, port: dst.port },
         intra,
@@ -207,7 +207,7 @@ export class Controller implements MetricSource {
       const resume = { flow, expected: frozen.expected, version: frozen.version, from: src.id };
       if (intra) {
         try {
-          await call(dst.host, dst.admin, '/move/install', resume);
+          await adminCall(dst.host, dst.admin, '/move/install', resume);
           stateBytes = frozen.last_delta_bytes as number;
         } catch {
           // The destination's replica is not current (it joined late, or missed a batch): ship it all.
@@ -215,25 +215,25 @@ export class Controller implements MetricSource {
         }
       }
       if (!intra) {
-        const state = frozen.state ?? (await call(src.host, src.admin, '/move/state', { flow })).state;
-        await call(dst.host, dst.admin, '/move/install', { ...resume, state });
+        const state = frozen.state ?? (await adminCall(src.host, src.admin, '/move/state', { flow })).state;
+        await adminCall(dst.host, dst.admin, '/move/install', { ...resume, state });
         stateBytes = frozen.full_bytes as number;
       }
     } catch (err) {
       await Promise.allSettled([
-        call(dst.host, dst.admin, '/move/abort', { flow }),
-        frozen === undefined ? Promise.resolve({}) : call(src.host, src.admin, '/move/abort', { flow }),
+        adminCall(dst.host, dst.admin, '/move/abort', { flow }),
+        frozen === undefined ? Promise.resolve({}) : adminCall(src.host, src.admin, '/move/abort', { flow }),
       ]);
       this.logger.warn('move aborted', { flow, from: src.id, to: dst.id, error: String(err) });
       return record({ aborted: true, error: String(err) });
     }
-    await call(ingress.host, ingress.admin, '/rules', {
+    await adminCall(ingress.host, ingress.admin, '/rules', {
       flow,
       primary: dst.id,
       epoch: ++this.epoch,
       move: true,
     });
-    const { forwarded } = await call(src.host, src.admin, '/move/finish', { flow });
+    const { forwarded } = await adminCall(src.host, src.admin, '/move/finish', { flow });
     return record({ state_bytes: stateBytes, buffered: forwarded as number });
   }
 
@@ -298,25 +298,6 @@ export interface MoveRecord {
 }
 
 const MAX_MOVES_KEPT = 10_000;
-
-async function call(
-  host: string,
-  port: number,
-  path: string,
-  body?: unknown,
-): Promise<Record<string, unknown>> {
-  const res = await fetch(`http://${host}:${port}${path}`, {
-    method: body === undefined ? 'GET' : 'POST',
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  const json = (await res.json()) as Record<string, unknown>;
-  if (!res.ok) {
-    const message = typeof json.error === 'string' ? json.error : `${path}: ${res.status}`;
-    throw new NfsError(ErrorCode.STATE, message);
-  }
-  return json;
-}
 
 /** The flow's key string in canonical form, so that both spellings of a connection are one flow. */
 function canonicalString(flow: string): string {

@@ -14,6 +14,7 @@ import type { TraceOptions } from '../traffic/trace.js';
 import { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
 import type { Topology } from './config.js';
+import { adminCall } from '../metrics.js';
 import { mergeGlobal } from '../state/digest.js';
 import type { MoveRecord } from '../controller/controller.js';
 import { flowKeyString } from '../packet/flow-key.js';
@@ -101,13 +102,8 @@ async function moveDuring(
   logger: Logger,
 ): Promise<MoveRecord[]> {
   if (n === 0) return [];
-  const api = async (port: number, path: string, body?: unknown): Promise<unknown> => {
-    const res = await fetch(`http://${host}:${port}${path}`, {
-      method: body === undefined ? 'GET' : 'POST',
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    return res.json();
-  };
+  const api = (port: number, path: string, body?: unknown): Promise<unknown> =>
+    adminCall(host, port, path, body);
   const clusters = (await api(ends.controller.admin, '/clusters')) as { id: string; members: string[] }[];
   const random = seeded(trace.options.seed);
   const moves: Promise<MoveRecord | undefined>[] = [];

@@ -18,6 +18,7 @@ import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, NfsError } from '../errors.js';
+import { adminCall } from '../metrics.js';
 import { createNf } from '../nfs/index.js';
 import { LocalGlobalState } from '../state/global-local.js';
 import type { FlowDigest, RunDigest } from '../state/digest.js';
@@ -237,12 +238,8 @@ export class LocalDeployment {
   }
 
   /** A GET on the controller's API. */
-  async controllerGet(path: string): Promise<unknown> {
-    const res = await fetch(`http://${this.topology.host}:${this.controllerAdmin}${path}`, {
-      signal: AbortSignal.timeout(10_000),
-    });
-    if (!res.ok) throw new NfsError(ErrorCode.PROCESS, `controller ${path}: ${res.status}`);
-    return res.json();
+  controllerGet(path: string): Promise<unknown> {
+    return adminCall(this.topology.host, this.controllerAdmin, path);
   }
 
   /** For each instance: the replicas it holds, by the instance they came from. */

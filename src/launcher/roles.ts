@@ -15,7 +15,7 @@ import { wallClock } from '../clock.js';
 import type { LoadReport } from '../controller/controller.js';
 import { Controller } from '../controller/controller.js';
 import { createLogger } from '../log.js';
-import { AdminServer, MetricsRegistry } from '../metrics.js';
+import { AdminServer, adminCall, MetricsRegistry } from '../metrics.js';
 import { NfInstance } from '../nf/instance.js';
 import type { ProcessorOptions } from '../nf/processor.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
@@ -109,15 +109,14 @@ export async function runNf(spec: NfSpec): Promise<void> {
   let reporter: NodeJS.Timeout | undefined;
   if (spec.controller !== undefined) {
     const c = spec.controller;
-    const res = await fetch(`http://${c.host}:${c.admin}/register`, {
-      method: 'POST',
-      body: JSON.stringify({ id: spec.id, host: spec.host, port, replication, admin: admin.port }),
-      signal: AbortSignal.timeout(10_000),
+    const { report } = await adminCall(c.host, c.admin, '/register', {
+      id: spec.id,
+      host: spec.host,
+      port,
+      replication,
+      admin: admin.port,
     });
-    if (!res.ok)
-      throw new NfsError(ErrorCode.PROCESS, `controller refused registration: ${await res.text()}`);
-    const { report } = (await res.json()) as { report: number };
-    reporter = reportLoad(spec.id, { host: c.host, report }, () => nf.load());
+    reporter = reportLoad(spec.id, { host: c.host, report: report as number }, () => nf.load());
   }
   attach(
     {
@@ -297,12 +296,10 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
   admin.route('POST', '/live', (body) => setLive(ingress, spec.instances, body));
   admin.route('GET', '/owner', (query) => ownerOf(ingress, spec.instances, query));
   if (spec.controller !== undefined) {
-    const res = await fetch(`http://${spec.controller.host}:${spec.controller.admin}/ingress`, {
-      method: 'POST',
-      body: JSON.stringify({ host: spec.host, admin: admin.port }),
-      signal: AbortSignal.timeout(10_000),
+    await adminCall(spec.controller.host, spec.controller.admin, '/ingress', {
+      host: spec.host,
+      admin: admin.port,
     });
-    if (!res.ok) throw new NfsError(ErrorCode.PROCESS, `controller refused the ingress: ${await res.text()}`);
   }
   attach(ingress, admin, { ...ports, admin: admin.port });
 }
