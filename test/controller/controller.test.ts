@@ -131,3 +131,63 @@ describe('Controller', () => {
     assert.match(((await res.json()) as { error: string }).error, /register\.port/);
   });
 });
+
+describe('Controller moves', () => {
+  /** An instance or ingress admin API that answers each path with a canned reply and records the calls. */
+  async function fake(replies: Record<string, (body: unknown) => [number, unknown]>) {
+    const calls: { path: string; body: unknown }[] = [];
+    const server = http.createServer((req, res) => {
+      let text = '';
+      req.on('data', (c: Buffer) => (text += c.toString()));
+      req.on('end', () => {
+        const path = (req.url ?? '').split('?')[0]!;
+        const body = text === '' ? undefined : (JSON.parse(text) as unknown);
+        calls.push({ path, body });
+        const [status, reply] = replies[path]?.(body) ?? [200, { ok: true }];
+        res.statusCode = status;
+        res.end(JSON.stringify(reply));
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return { server, port: (server.address() as AddressInfo).port, calls };
+  }
+
+  it('undoes both sides when the destination fails after the source froze the flow', async () => {
+    const admin = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
+    const controller = new Controller({ clusterSize: 4, host: '127.0.0.1' }, silentLogger, wallClock);
+    await controller.start(admin);
+    const base = `http://127.0.0.1:${await admin.start()}`;
+    const src = await fake({
+      '/move/freeze': () => [200, { version: 3, expected: 91, last_delta_bytes: 24, full_bytes: 41 }],
+    });
+    // The destination accepts the flow, then dies (here: fails) before it can take the state.
+    const dst = await fake({ '/move/install': () => [500, { error: 'gone' }] });
+    const ingress = await fake({ '/owner': () => [200, { owner: 'nf-0' }] });
+    for (const [i, f] of [src, dst].entries()) {
+      const res = await fetch(`${base}/register`, {
+        method: 'POST',
+        body: JSON.stringify({ id: `nf-${i}`, host: '127.0.0.1', port: 1, replication: 2, admin: f.port }),
+      });
+      assert.equal(res.status, 200);
+    }
+    await fetch(`${base}/ingress`, {
+      method: 'POST',
+      body: JSON.stringify({ host: '127.0.0.1', admin: ingress.port }),
+    });
+    const flow = 'udp 10.0.0.1:5000 198.51.100.10:80';
+    const res = await fetch(`${base}/move`, { method: 'POST', body: JSON.stringify({ flow, to: 'nf-1' }) });
+    const record = (await res.json()) as { aborted: boolean; from: string; to: string };
+    assert.equal(record.aborted, true);
+    assert.deepEqual(
+      src.calls.map((c) => c.path).filter((p) => p.startsWith('/move')),
+      ['/move/freeze', '/move/state', '/move/abort'],
+      'the source resumes the flow',
+    );
+    assert.ok(dst.calls.some((c) => c.path === '/move/abort'));
+    assert.ok(!ingress.calls.some((c) => c.path === '/rules'), 'the switch never changed');
+    controller.stop();
+    await admin.stop();
+    for (const f of [src, dst, ingress]) f.server.close();
+  });
+});
