@@ -89,6 +89,12 @@ program
     int('--moves', 0, 100000),
     0,
   )
+  .option(
+    '--drain <n>',
+    'drain N instances during the run: move all their flows away, then remove them',
+    int('--drain', 0, 1024),
+    0,
+  )
   .option('--keep', 'keep the run directory (logs, stamp log)', false)
   .option('--json', 'print one JSON object', false)
   .action(async (o: Record<string, unknown>) => {
@@ -103,6 +109,7 @@ program
         window: o.window as number,
         keep: o.keep === true,
         moves: o.moves as number,
+        drain: o.drain as number,
       },
       logger,
     );
@@ -122,6 +129,10 @@ program
             : [
                 `moves: ${summary.moves.count} (${summary.moves.intra} intra, ${summary.moves.inter} inter, ${summary.moves.aborted} aborted), state bytes intra ${summary.moves.state_bytes_intra} / inter ${summary.moves.state_bytes_inter}, p50 ${summary.moves.p50_ms} ms, p99 ${summary.moves.p99_ms} ms`,
               ]),
+          ...summary.drained.map(
+            (d) =>
+              `drained ${d.id}: ${d.moved} flows moved, ${d.aborted} aborted, in ${Math.round(d.duration_ms)} ms`,
+          ),
           `replication (${summary.replication.mode}): ${summary.replication.bytes_sent} bytes in ${summary.replication.messages} messages, replicas match: ${summary.replication.replicas_match}`,
           ...(summary.run_dir === null ? [] : [`run directory: ${summary.run_dir}`]),
           '',

@@ -56,6 +56,7 @@ export class Controller implements MetricSource {
   private ingress: { host: string; admin: number } | undefined;
   private epoch = 0;
   private readonly moving = new Set<string>();
+  private readonly draining = new Set<string>();
   /** Recent moves, oldest first (bounded). */
   readonly moves: MoveRecord[] = [];
   reports = 0;
@@ -83,6 +84,7 @@ export class Controller implements MetricSource {
       return { ok: true };
     });
     admin.route('POST', '/move', (body) => this.move(body));
+    admin.route('POST', '/drain', (body) => this.drain(body));
     admin.route('GET', '/moves', () => this.moves);
     admin.route('GET', '/clusters', () =>
       this.map.clusters().map((c) => ({ id: c.id, members: c.members.map((m) => m.id) })),
@@ -219,22 +221,79 @@ export class Controller implements MetricSource {
         await adminCall(dst.host, dst.admin, '/move/install', { ...resume, state });
         stateBytes = frozen.full_bytes as number;
       }
+      const rule = await adminCall(ingress.host, ingress.admin, '/rules', {
+        flow,
+        primary: dst.id,
+        epoch: ++this.epoch,
+        move: true,
+      });
+      if (rule.installed !== true) throw new NfsError(ErrorCode.STATE, 'move: the switch kept a newer rule');
     } catch (err) {
       await Promise.allSettled([
-        adminCall(dst.host, dst.admin, '/move/abort', { flow }),
-        frozen === undefined ? Promise.resolve({}) : adminCall(src.host, src.admin, '/move/abort', { flow }),
+        adminCall(dst.host, dst.admin, '/move/abort', { flow, side: 'destination' }),
+        frozen === undefined
+          ? Promise.resolve({})
+          : adminCall(src.host, src.admin, '/move/abort', { flow, side: 'source' }),
       ]);
       this.logger.warn('move aborted', { flow, from: src.id, to: dst.id, error: String(err) });
       return record({ aborted: true, error: String(err) });
     }
-    await adminCall(ingress.host, ingress.admin, '/rules', {
-      flow,
-      primary: dst.id,
-      epoch: ++this.epoch,
-      move: true,
-    });
     const { forwarded } = await adminCall(src.host, src.admin, '/move/finish', { flow });
     return record({ state_bytes: stateBytes, buffered: forwarded as number });
+  }
+
+  /**
+   * Drains an instance and lets it leave: new flows stop going to it (running flows are pinned where they
+   * are), each of its flows moves to another member of its cluster (another cluster if it is alone), then it
+   * leaves its cluster and the remaining members are told their new peers.
+   */
+  private async drain(
+    body: unknown,
+  ): Promise<{ id: string; moved: number; aborted: number; duration_ms: number }> {
+    const b = (body ?? {}) as Record<string, unknown>;
+    const inst = typeof b.id === 'string' ? this.instances.get(b.id) : undefined;
+    if (inst === undefined)
+      throw new NfsError(ErrorCode.CONFIG, `drain.id: no instance ${JSON.stringify(b.id)}`);
+    const ingress = this.ingress;
+    if (ingress === undefined) throw new NfsError(ErrorCode.STATE, 'drain: no ingress has registered');
+    const started = this.clock.now();
+    this.draining.add(inst.id);
+    const live = [...this.instances.keys()].filter((id) => !this.draining.has(id));
+    if (live.length === 0) throw new NfsError(ErrorCode.STATE, 'drain: it is the last instance');
+    await adminCall(ingress.host, ingress.admin, '/live', { instances: live });
+    const { flows } = (await adminCall(
+      ingress.host,
+      ingress.admin,
+      `/flows?owner=${encodeURIComponent(inst.id)}`,
+    )) as {
+      flows: string[];
+    };
+    const cluster = this.map.clusterOf(inst.id);
+    const mates = (cluster?.members ?? []).map((m) => m.id).filter((id) => live.includes(id));
+    const targets = mates.length > 0 ? mates : live;
+    let moved = 0;
+    let aborted = 0;
+    // A few moves at a time: enough to overlap round trips, few enough to keep each move short.
+    const queue = [...flows];
+    await Promise.all(
+      Array.from({ length: Math.min(DRAIN_PARALLEL, queue.length) }, async (_, lane) => {
+        for (let i = lane; i < queue.length; i += DRAIN_PARALLEL) {
+          const r = await this.move({ flow: queue[i], to: targets[i % targets.length] }).catch(
+            () => undefined,
+          );
+          if (r !== undefined && !r.aborted) moved++;
+          else aborted++;
+        }
+      }),
+    );
+    if (aborted === 0) {
+      const left = this.map.leave(inst.id);
+      this.instances.delete(inst.id);
+      this.draining.delete(inst.id);
+      if (left !== undefined) await this.configure(left);
+    }
+    this.logger.info('instance drained', { id: inst.id, moved, aborted });
+    return { id: inst.id, moved, aborted, duration_ms: this.clock.now() - started };
   }
 
   private list(): unknown[] {
@@ -298,6 +357,7 @@ export interface MoveRecord {
 }
 
 const MAX_MOVES_KEPT = 10_000;
+const DRAIN_PARALLEL = 8;
 
 /** The flow's key string in canonical form, so that both spellings of a connection are one flow. */
 function canonicalString(flow: string): string {

@@ -30,6 +30,8 @@ export interface DemoOptions {
   keep: boolean;
   /** Flow moves during the run, at random moments, alternating inside and across clusters. */
   moves: number;
+  /** Instances drained (all their flows moved away, then removed) during the run, one after another. */
+  drain: number;
 }
 
 export interface DemoSummary {
@@ -62,6 +64,7 @@ export interface DemoSummary {
     replicas_match: boolean;
   };
   moves: MoveSummary;
+  drained: { id: string; moved: number; aborted: number; duration_ms: number }[];
   mismatched_flows: string[];
   run_dir: string | null;
 }
@@ -142,6 +145,24 @@ async function moveDuring(
   return (await Promise.all(moves)).filter((m): m is MoveRecord => m !== undefined && 'duration_ms' in m);
 }
 
+/** Drains instances nf-0, nf-1, … one after another while the generator is between 20 % and 60 % done. */
+async function drainDuring(
+  gen: Generator,
+  total: number,
+  n: number,
+  ends: Endpoints,
+  host: string,
+): Promise<{ id: string; moved: number; aborted: number; duration_ms: number }[]> {
+  const out: { id: string; moved: number; aborted: number; duration_ms: number }[] = [];
+  for (let i = 0; i < n && i < ends.instances.length - 1; i++) {
+    const at = Math.floor(total * (0.2 + (0.4 * i) / Math.max(1, n)));
+    while (gen.sent < at) await new Promise((r) => setTimeout(r, 2));
+    const r = await adminCall(host, ends.controller.admin, '/drain', { id: ends.instances[i]!.id });
+    out.push(r as unknown as { id: string; moved: number; aborted: number; duration_ms: number });
+  }
+  return out;
+}
+
 function summariseMoves(moves: readonly MoveRecord[]): MoveSummary {
   const done = moves.filter((m) => !m.aborted);
   const mean = (xs: number[]): number =>
@@ -217,8 +238,10 @@ export async function runDemo(
     await gen.connect(topology.host, ends.ingress.port);
     logger.info('demo running', { instances: ends.instances.length, packets: trace.total, runDir });
     const moving = moveDuring(gen, trace, options.moves, ends, topology.host, logger);
+    const draining = drainDuring(gen, trace.total, options.drain, ends, topology.host);
     const result = await gen.run(trace);
     const moves = summariseMoves(await moving);
+    const drained = await draining;
     const report = await deployment.sinkReport();
     const own = await deployment.digests();
     const run = { flows: own.flatMap((d) => d.flows), global: mergeGlobal(own.map((d) => d.global)) };
@@ -266,6 +289,7 @@ export async function runDemo(
       },
       global_matches_oracle: cmp.globalMatches,
       moves,
+      drained,
       mismatched_flows: [
         ...cmp.mismatched,
         ...cmp.missing,

@@ -163,7 +163,7 @@ export async function runController(spec: ControllerSpec): Promise<void> {
  *   POST /move/install { flow, expected, version, from, state? } destination: take the state (from its own
  *                                                        replica of `from` when no state is given) and resume
  *   POST /move/finish  { flow }                          source: wait for the end-of-move marker, forward
- *   POST /move/abort   { flow }                          either side: undo
+ *   POST /move/abort   { flow, side }                    undo: the source resumes, the destination forgets
  */
 function addMoveRoutes(admin: AdminServer, nf: NfInstance): void {
   const frozen = new Map<string, Uint8Array>();
@@ -224,9 +224,9 @@ function addMoveRoutes(admin: AdminServer, nf: NfInstance): void {
     return { forwarded };
   });
   admin.route('POST', '/move/abort', async (body) => {
-    const { key } = flowOf(body);
+    const { b, key } = flowOf(body);
     frozen.delete(flowKeyString(key));
-    return nf.moveStep('abort', key);
+    return nf.moveStep(b.side === 'destination' ? 'forget' : 'abort', key);
   });
 }
 
@@ -295,6 +295,7 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
   admin.route('POST', '/rules', (body) => installRule(ingress, spec.instances, body));
   admin.route('POST', '/live', (body) => setLive(ingress, spec.instances, body));
   admin.route('GET', '/owner', (query) => ownerOf(ingress, spec.instances, query));
+  admin.route('GET', '/flows', (query) => flowsOf(ingress, spec.instances, query));
   if (spec.controller !== undefined) {
     await adminCall(spec.controller.host, spec.controller.admin, '/ingress', {
       host: spec.host,
@@ -369,7 +370,11 @@ function ownerOf(ingress: Ingress, instances: readonly Endpoint[], query: unknow
 }
 
 /** POST /live { instances: ["nf-0", "nf-2"] }: the instances that own flows without a rule. */
-function setLive(ingress: Ingress, instances: readonly Endpoint[], body: unknown): { live: string[] } {
+function setLive(
+  ingress: Ingress,
+  instances: readonly Endpoint[],
+  body: unknown,
+): { live: string[]; pinned: number } {
   const list = (body ?? {}) as Record<string, unknown>;
   if (!Array.isArray(list.instances))
     throw new NfsError(ErrorCode.CONFIG, 'live.instances: must be a list of instance ids');
@@ -379,8 +384,16 @@ function setLive(ingress: Ingress, instances: readonly Endpoint[], body: unknown
       throw new NfsError(ErrorCode.CONFIG, `live.instances[${i}]: no instance ${JSON.stringify(id)}`);
     return at;
   });
-  ingress.switch.setLive(live);
-  return { live: live.map((i) => instances[i]!.id) };
+  const pinned = ingress.setLive(live);
+  return { live: live.map((i) => instances[i]!.id), pinned };
+}
+
+/** GET /flows?owner=nf-3: the flows running through an instance now. */
+function flowsOf(ingress: Ingress, instances: readonly Endpoint[], query: unknown): { flows: string[] } {
+  const q = (query ?? {}) as Record<string, unknown>;
+  const at = instances.findIndex((e) => e.id === q.owner);
+  if (at < 0) throw new NfsError(ErrorCode.CONFIG, `flows.owner: no instance ${JSON.stringify(q.owner)}`);
+  return { flows: ingress.flowsOf(at).map(flowKeyString) };
 }
 
 /** Wires a started role to the launcher's IPC channel (if any) and to the process's signals. */

@@ -45,7 +45,7 @@ export type ToWorker =
       expected?: number;
     };
 
-export type MoveOp = 'expect' | 'freeze' | 'install' | 'abort';
+export type MoveOp = 'expect' | 'freeze' | 'install' | 'abort' | 'forget';
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'digest'; digest: RunDigest }

@@ -382,17 +382,25 @@ export class FlowProcessor {
     return n;
   }
 
-  /** A move that cannot finish: the source resumes the flow where it stopped; a destination forgets it. */
+  /** A move that cannot finish, at its source: the flow resumes where it stopped. */
   abort(key: FlowKey): void {
     const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
-    if (flow === undefined) return;
-    if (flow.move === MoveState.INCOMING) {
-      flow.held.length = 0;
-      this.flows.delete(flow.key);
-      return;
-    }
+    if (flow?.move !== MoveState.OUTGOING) return;
     flow.move = MoveState.NONE;
     this.resume(flow);
+  }
+
+  /**
+   * A move that cannot finish, at its destination: the flow goes, installed or not (no packet of it was
+   * routed here yet), without releasing what its state holds — the source still owns it.
+   */
+  forget(key: FlowKey): void {
+    const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow === undefined) return;
+    flow.held.length = 0;
+    flow.batchCount = 0;
+    this.flows.delete(flow.key);
+    if (flow.state !== undefined) this.onEnd?.(flow);
   }
 
   private owns(flow: FlowEntry): boolean {

@@ -117,6 +117,10 @@ function move(msg: Extract<ToWorker, { type: 'move' }>): void {
       destinations.delete(flowKeyString(msg.key));
       processor.abort(msg.key);
       break;
+    case 'forget':
+      processor.forget(msg.key);
+      shipRecords();
+      break;
   }
   port.postMessage({
     type: 'moved',

@@ -52,6 +52,11 @@ export class Stamper implements MetricSource {
     return this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto)?.seq ?? 0;
   }
 
+  /** The flows it is numbering now (not hot path: membership changes walk them). */
+  *keys(): IterableIterator<FlowKey> {
+    for (const [key] of this.flows.entries()) yield key;
+  }
+
   get size(): number {
     return this.flows.size;
   }

@@ -264,6 +264,31 @@ export class Ingress implements MetricSource {
     return true;
   }
 
+  /**
+   * Changes which instances own new flows. A flow that is already running keeps its owner — its state is
+   * there — by a rule pinning it, for every flow whose default owner the change would alter; only a move
+   * takes a flow elsewhere.
+   */
+  setLive(live: readonly number[]): number {
+    const before = new Map<FlowKey, number>();
+    for (const key of this.stamper.keys()) before.set(key, this.switch.owner(key));
+    this.switch.setLive(live);
+    let pinned = 0;
+    for (const [key, owner] of before) {
+      if (owner >= 0 && this.switch.owner(key) !== owner) {
+        // Epoch 0: a pin is the weakest rule, so the controller's next rule for the flow always wins.
+        this.switch.installRule(key, { primary: owner, epoch: 0 });
+        pinned++;
+      }
+    }
+    return pinned;
+  }
+
+  /** The flows running through an instance now (those the stamper knows). */
+  flowsOf(instance: number): FlowKey[] {
+    return [...this.stamper.keys()].filter((key) => this.switch.owner(key) === instance);
+  }
+
   private nextSlot(): number {
     const at = this.slot * SLOT;
     this.slot = (this.slot + 1) % SLOTS;

@@ -56,6 +56,7 @@ export class Switch implements MetricSource {
 
   /** The instances that may own flows by default (indexes into the instance list). */
   setLive(live: readonly number[]): void {
+    for (const i of live) this.check(i);
     this.live = [...live];
     this.maglev = new Maglev(this.live.map((i) => this.instances[i]!));
     this.defaultEpoch++;

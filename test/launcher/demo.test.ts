@@ -48,6 +48,16 @@ describe('nfstate demo (multi-process on loopback)', () => {
     });
   }
 
+  it('draining two instances under traffic moves all their flows away with nothing lost, then they leave', async () => {
+    const s = await demo(['--nf', 'nat', '--packets', '100', '--drain', '2']);
+    assertClean(s);
+    assert.equal(s.drained.length, 2);
+    for (const d of s.drained) {
+      assert.equal(d.aborted, 0);
+      assert.ok(d.moved > 0, `${d.id} had flows to move`);
+    }
+  });
+
   it('an intra-cluster move ships the last batch’s changes, an inter-cluster one the whole log-like state', async () => {
     // ids state grows by ~26 B per packet (its per-packet log); flows here have 150 packets, and a move
     // happens after at least a tenth of the run. Inside the cluster only the delta of the batch the move

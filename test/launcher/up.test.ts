@@ -131,7 +131,7 @@ describe('nfstate up', () => {
       method: 'POST',
       body: JSON.stringify({ instances: ['nf-1'] }),
     });
-    assert.deepEqual(await live.json(), { live: ['nf-1'] });
+    assert.deepEqual(((await live.json()) as { live: string[] }).live, ['nf-1']);
     const before = await metrics(ends.instances[0]!.admin);
     const others = Array.from({ length: 10 }, () => dgram.createSocket('udp4'));
     for (const o of others) o.send('spread', ends.ingress.servicePort, '127.0.0.1');
