@@ -1,0 +1,42 @@
+/**
+ * nfstate's public API: the contracts an NF is written against, the built-in NFs, and the components a
+ * deployment is made of. Everything not exported here is internal and may change.
+ *
+ *   import { createNf, LocalGlobalState, runOracle } from 'nfstate';
+ *   const nat = createNf('nat', { publicIp: '203.0.113.1' }, new LocalGlobalState());
+ */
+export type {
+  FlowContext,
+  FlowKey,
+  GlobalSnapshot,
+  GlobalState,
+  NetworkFunction,
+  NfEvent,
+  NfFactory,
+  PacketView,
+  SharedCounters,
+  SharedPool,
+  SharedSets,
+  StateCodec,
+} from './types.js';
+export { DropReason, IpProto, Verdict } from './types.js';
+export { ErrorCode, NfsError } from './errors.js';
+export { ByteReader, ByteWriter } from './state/bytes.js';
+export { GivenGlobalState, LocalGlobalState } from './state/global-local.js';
+export { createNf, nfTypes } from './nfs/index.js';
+export { Packet } from './packet/packet.js';
+export { buildIcmp, buildTcp, buildUdp, TcpFlag } from './packet/build.js';
+export { canonicalKey, flowHash, flowKeyOf, flowKeyString, parseFlowKeyString } from './packet/flow-key.js';
+export { StampFlag, StampView, writeStampHeader } from './wire/geneve.js';
+export { FlowProcessor } from './nf/processor.js';
+export { NfInstance } from './nf/instance.js';
+export { Ingress } from './switch/ingress.js';
+export { Controller } from './controller/controller.js';
+export { Sink } from './traffic/sink.js';
+export { Generator, PcapSource } from './traffic/generator.js';
+export { SyntheticTrace } from './traffic/trace.js';
+export { LinkType, PcapWriter, readPcap } from './traffic/pcap.js';
+export { compareRuns, readTrace, runOracle } from './traffic/oracle.js';
+export { LocalDeployment } from './launcher/local.js';
+export { loadTopology, parseTopology } from './launcher/config.js';
+export type { Topology } from './launcher/config.js';
