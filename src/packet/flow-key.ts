@@ -17,7 +17,7 @@ const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
 
 /** One murmur3_32 body step: mixes the 32-bit word `k` into the running hash `h`. */
-function mix(h: number, k: number): number {
+export function mix(h: number, k: number): number {
   k = Math.imul(k, C1);
   k = (k << 15) | (k >>> 17);
   k = Math.imul(k, C2);
