@@ -34,6 +34,8 @@ export const DropReason = {
   BUFFER_FULL: 9,
   POLICY: 10,
   STALE_EPOCH: 11,
+  /** Parked at a move's source and dropped there: the move's guarantee was `none`. */
+  MOVE_DISCARDED: 12,
 } as const;
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
 export const dropReasonName: readonly string[] = Object.entries(DropReason)

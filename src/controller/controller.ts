@@ -8,9 +8,18 @@
  *   await c.start(admin);          // routes on an AdminServer; returns the UDP report port
  *
  * HTTP API: POST /register (answers with the instance's cluster, its secondary and the UDP port for load
- * reports), GET /instances, GET /clusters, plus /metrics and /healthz.
+ * reports), GET /instances, POST /instances { count?, host? } (start instances through the provisioner),
+ * GET /clusters, GET /flows?owner= (every running flow and its owner, from the ingress), POST /move
+ * { flow | flows, to, guarantee? } (moveFlows), POST /drain { id }, GET /moves, plus /metrics and /healthz.
  *
- * Load report (UDP, one JSON object): { "id": "nf-3", "received": n, "processed": n, "flows": n, "busy": 0..1 }.
+ * Elasticity: an instance that registers while the deployment runs joins a cluster (the members first
+ * accept it, then connect to it and send it the full state of their flows), the ingress learns its
+ * address, and it becomes live for new flows; running flows stay where they are.
+ *
+ * Load report (UDP, one JSON object):
+ *   { "id": "nf-3", "received": n, "processed": n, "flows": n, "busy": 0..1, "queue": n }
+ * Every report feeds the load-balancing unit (balancer.ts; GET /lb shows it, POST /lb { enabled } turns it
+ * on or off).
  */
 import dgram from 'node:dgram';
 import { once } from 'node:events';
@@ -20,6 +29,10 @@ import type { AdminServer } from '../metrics.js';
 import { adminCall } from '../metrics.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
 import { ClusterMap } from './clusters.js';
+import type { Guarantee } from '../nf/processor.js';
+import { parseGuarantee } from '../nf/processor.js';
+import type { BalancerOptions } from './balancer.js';
+import { Balancer, DEFAULT_BALANCER } from './balancer.js';
 
 export interface InstanceInfo {
   id: string;
@@ -37,6 +50,8 @@ export interface LoadReport {
   processed: number;
   flows: number;
   busy: number;
+  /** Packets received but not yet processed. */
+  queue: number;
 }
 
 interface Registered extends InstanceInfo {
@@ -44,6 +59,18 @@ interface Registered extends InstanceInfo {
   reportedAt: number;
   /** The cluster configuration this instance has acknowledged. */
   configured: boolean;
+  /** When it registered, and when it became live for new flows (clock ms; undefined until then). */
+  registeredAt: number;
+  liveAt: number | undefined;
+}
+
+/**
+ * Starts NF instances when asked (POST /instances); they then register like any other. The local launcher
+ * is one: it forked the controller and starts instances next to it.
+ */
+export interface Provisioner {
+  /** Starts `count` instances (on `host`, when given); resolves with their ids once each has registered. */
+  add(count: number, host: string | undefined): Promise<string[]>;
 }
 
 const MAX_REPORT_BYTES = 1024;
@@ -57,24 +84,62 @@ export class Controller implements MetricSource {
   private epoch = 0;
   private readonly moving = new Set<string>();
   private readonly draining = new Set<string>();
+  /** Registered while an ingress runs, and not yet known to it: no flow may be sent its way. */
+  private readonly joining = new Set<string>();
+  private liveUpdates: Promise<unknown> = Promise.resolve();
+  private configuring: Promise<unknown> = Promise.resolve();
   /** Recent moves, oldest first (bounded). */
   readonly moves: MoveRecord[] = [];
   reports = 0;
   badReports = 0;
+  readonly balancer: Balancer;
+  private balancing: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly options: { clusterSize: number; host: string; reportPort?: number },
+    private readonly options: {
+      clusterSize: number;
+      host: string;
+      reportPort?: number;
+      lb?: BalancerOptions;
+      provisioner?: Provisioner;
+      /** A move's deadline up to the re-point (default 2000 ms): past it, the move aborts. */
+      moveTimeoutMs?: number;
+    },
     private readonly logger: Logger,
     private readonly clock: Clock,
   ) {
     this.map = new ClusterMap(options.clusterSize);
+    this.balancer = new Balancer(
+      { ...(options.lb ?? DEFAULT_BALANCER) },
+      {
+        instances: () => this.liveIds().map((id) => ({ id, cluster: this.map.clusterOf(id)?.id })),
+        flowPackets: (id) => this.flowPackets(id),
+        // One batched exchange per destination; a flow it cannot move comes back aborted.
+        move: (flows, to) =>
+          this.moveFlows(flows, to, 'order-preserving').catch(() =>
+            flows.map((flow) => ({ flow, aborted: true })),
+          ),
+        // With a provisioner the deployment grows by one; the next rounds fill the newcomer.
+        needInstance: (from) => {
+          if (this.options.provisioner === undefined) return;
+          this.addInstances({ host: this.instances.get(from)?.host }).catch((err: unknown) => {
+            this.logger.warn('could not add an instance for the load-balancing unit', { error: String(err) });
+          });
+        },
+      },
+      logger,
+      clock,
+    );
   }
 
   /** Adds the API to `admin` and opens the UDP report port; returns that port. */
   async start(admin: AdminServer): Promise<number> {
     admin.registry.add(this);
+    admin.registry.add(this.balancer);
     admin.route('POST', '/register', (body) => this.register(body));
     admin.route('GET', '/instances', () => this.list());
+    admin.route('POST', '/instances', (body) => this.addInstances(body));
+    admin.route('GET', '/flows', (query) => this.flows(query));
     admin.route('POST', '/ingress', (body) => {
       const b = (body ?? {}) as Record<string, unknown>;
       if (typeof b.host !== 'string' || typeof b.admin !== 'number') {
@@ -83,9 +148,17 @@ export class Controller implements MetricSource {
       this.ingress = { host: b.host, admin: b.admin };
       return { ok: true };
     });
-    admin.route('POST', '/move', (body) => this.move(body));
+    admin.route('POST', '/move', (body) => this.moveRequest(body));
     admin.route('POST', '/drain', (body) => this.drain(body));
     admin.route('GET', '/moves', () => this.moves);
+    admin.route('GET', '/lb', () => this.balancer.status());
+    admin.route('POST', '/lb', (body) => {
+      const b = (body ?? {}) as Record<string, unknown>;
+      if (typeof b.enabled !== 'boolean')
+        throw new NfsError(ErrorCode.CONFIG, 'lb.enabled: must be a boolean');
+      this.balancer.options.enabled = b.enabled;
+      return this.balancer.status();
+    });
     admin.route('GET', '/clusters', () =>
       this.map.clusters().map((c) => ({ id: c.id, members: c.members.map((m) => m.id) })),
     );
@@ -94,11 +167,25 @@ export class Controller implements MetricSource {
     });
     this.socket.bind(this.options.reportPort ?? 0, this.options.host);
     await once(this.socket, 'listening');
+    this.balancing = setInterval(() => void this.balancer.tick(), LB_TICK_MS);
     return this.socket.address().port;
   }
 
   stop(): void {
+    clearInterval(this.balancing);
     this.socket.close();
+  }
+
+  /** The switch's packet counters of an instance's flows: the load-balancing unit's flow weights. */
+  private async flowPackets(id: string): Promise<Map<string, number>> {
+    const ingress = this.ingress;
+    if (ingress === undefined) return new Map();
+    const { flows, packets } = (await adminCall(
+      ingress.host,
+      ingress.admin,
+      `/flows?owner=${encodeURIComponent(id)}`,
+    )) as { flows: string[]; packets: number[] };
+    return new Map(flows.map((f, i) => [f, packets[i]!]));
   }
 
   collect(out: MetricSample[]): void {
@@ -112,20 +199,43 @@ export class Controller implements MetricSource {
     body: unknown,
   ): Promise<{ cluster: string; secondary: string | null; report: number }> {
     const info = parseInstance(body);
-    this.instances.set(info.id, { ...info, load: undefined, reportedAt: 0, configured: false });
+    this.instances.set(info.id, {
+      ...info,
+      load: undefined,
+      reportedAt: 0,
+      configured: false,
+      registeredAt: this.clock.now(),
+      liveAt: undefined,
+    });
     const cluster = this.map.join({ id: info.id, host: info.host });
     this.logger.info('instance registered', { id: info.id, host: info.host, cluster });
     await this.configure(cluster);
+    await this.admit(info);
     return { cluster, secondary: this.map.secondaryOf(info.id) ?? null, report: this.socket.address().port };
   }
 
-  /** Tells every member of a cluster its peers; the members then replicate to each other. */
-  private async configure(clusterId: string): Promise<void> {
-    const cluster = this.map.clusters().find((c) => c.id === clusterId);
-    if (cluster === undefined) return;
-    // Pushes for concurrent joins may arrive in any order; the version lets a member keep the newest.
+  /**
+   * Tells every member of a cluster its members and peers; the members then replicate to each other. Two
+   * rounds with one member list: first every member accepts frames from all the others, then each connects
+   * to its peers, so that no first connection between a newcomer and a member is refused and no catch-up
+   * is lost. One configuration at a time: a member that joined meanwhile is not named as a peer before it
+   * has had its own first round.
+   */
+  private configure(clusterId: string): Promise<void> {
+    const run = this.configuring.then(async () => {
+      const cluster = this.map.clusters().find((c) => c.id === clusterId);
+      if (cluster === undefined) return;
+      const members = cluster.members.map((m) => this.instances.get(m.id)!);
+      await this.push(clusterId, members, false);
+      await this.push(clusterId, members, true);
+    });
+    this.configuring = run.catch(() => undefined);
+    return run;
+  }
+
+  private async push(clusterId: string, members: readonly Registered[], connect: boolean): Promise<void> {
+    // A member keeps the newest version it gets, and versions rise in the order configurations run.
     const version = ++this.configVersion;
-    const members = cluster.members.map((m) => this.instances.get(m.id)!);
     await Promise.all(
       members.map(async (m) => {
         const peers = members
@@ -135,111 +245,561 @@ export class Controller implements MetricSource {
           version,
           cluster: clusterId,
           members: members.map((p) => p.id),
-          peers,
+          ...(connect ? { peers } : {}),
         });
-        m.configured = true;
+        if (connect) m.configured = true;
       }),
     );
   }
 
   /**
-   * Moves a flow (DESIGN §5): the destination holds the flow's packets; the source parks them and hands
-   * over its state — only the changes since the last replicated batch when both are in one cluster, the
-   * full state otherwise; the switch is re-pointed and sends the source an end-of-move marker; the source
-   * forwards what it parked. Any failure before the switch changes undoes both sides: the flow stays with
-   * its source and nothing is lost.
+   * A registered instance becomes live for new flows. With an ingress running, the ingress first learns
+   * its address; running flows keep their owners (the ingress pins each one whose default owner the new
+   * live set changes). Without one yet, the ingress gets every registered instance when it starts.
    */
+  private async admit(inst: InstanceInfo): Promise<void> {
+    const ingress = this.ingress;
+    if (ingress !== undefined) {
+      this.joining.add(inst.id);
+      try {
+        await adminCall(ingress.host, ingress.admin, '/instances', {
+          id: inst.id,
+          host: inst.host,
+          port: inst.port,
+        });
+      } catch (err) {
+        // Unknown to the ingress, it must not stay registered: every later live set would name it.
+        this.joining.delete(inst.id);
+        this.instances.delete(inst.id);
+        const left = this.map.leave(inst.id);
+        if (left !== undefined) await this.configure(left).catch(() => undefined);
+        throw err;
+      }
+      this.joining.delete(inst.id);
+      await this.pushLive(ingress);
+    }
+    const r = this.instances.get(inst.id);
+    if (r === undefined) return;
+    r.liveAt = this.clock.now();
+    this.logger.info('instance live', {
+      id: inst.id,
+      cluster: this.map.clusterOf(inst.id)?.id,
+      join_ms: round2(r.liveAt - r.registeredAt),
+    });
+  }
+
+  /** The instances that may own new flows: registered, known to the ingress, not draining. */
+  private liveIds(): string[] {
+    return [...this.instances.keys()].filter((id) => !this.draining.has(id) && !this.joining.has(id));
+  }
+
+  /**
+   * Tells the ingress which instances own new flows. One update at a time, each with the list as it is
+   * when it goes, so a join and a drain at once cannot leave the older list in place.
+   */
+  private async pushLive(ingress: { host: string; admin: number }): Promise<void> {
+    const update = this.liveUpdates.then(() =>
+      adminCall(ingress.host, ingress.admin, '/live', { instances: this.liveIds() }),
+    );
+    this.liveUpdates = update.catch(() => undefined);
+    await update;
+  }
+
+  /**
+   * POST /instances { count?, host? }: starts instances through the provisioner; each registers, joins a
+   * cluster and is live for new flows before this answers, with the time each took from the request.
+   */
+  private async addInstances(
+    body: unknown,
+  ): Promise<{ added: { id: string; cluster: string | null; ms: number; join_ms: number }[] }> {
+    const b = (body ?? {}) as Record<string, unknown>;
+    const count = b.count ?? 1;
+    if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || count > MAX_ADD) {
+      throw new NfsError(ErrorCode.CONFIG, `instances.count: must be an integer 1..${MAX_ADD}`);
+    }
+    const host = b.host;
+    if (host !== undefined && (typeof host !== 'string' || host === '')) {
+      throw new NfsError(ErrorCode.CONFIG, 'instances.host: must be a non-empty string');
+    }
+    const provisioner = this.options.provisioner;
+    if (provisioner === undefined) {
+      throw new NfsError(
+        ErrorCode.STATE,
+        'instances: this controller has no provisioner (no launcher started it), so it cannot start ' +
+          'instances; start one on its host with `nfstate nf --controller HOST:PORT …` and it joins when it registers',
+      );
+    }
+    const started = this.clock.now();
+    this.logger.info('instances requested', { count, ...(host === undefined ? {} : { host }) });
+    const ids = await provisioner.add(count, host);
+    const now = this.clock.now();
+    return {
+      added: ids.map((id) => {
+        const r = this.instances.get(id);
+        const live = r?.liveAt ?? now;
+        return {
+          id,
+          cluster: this.map.clusterOf(id)?.id ?? null,
+          ms: round2(live - started),
+          join_ms: round2(live - (r?.registeredAt ?? started)),
+        };
+      }),
+    };
+  }
+
+  /** GET /flows?owner=ID: every running flow (or those of one instance), with its owner and packets so far. */
+  private async flows(query: unknown): Promise<{ flows: FlowOwner[] }> {
+    const owner = ((query ?? {}) as Record<string, unknown>).owner;
+    if (owner !== undefined && (typeof owner !== 'string' || !this.instances.has(owner))) {
+      throw new NfsError(ErrorCode.CONFIG, `flows.owner: no instance ${JSON.stringify(owner)}`);
+    }
+    const ingress = this.ingress;
+    if (ingress === undefined) throw new NfsError(ErrorCode.STATE, 'flows: no ingress has registered');
+    const { flows } = (await adminCall(ingress.host, ingress.admin, '/flows/owners')) as unknown as {
+      flows: FlowOwner[];
+    };
+    return { flows: owner === undefined ? flows : flows.filter((f) => f.owner === owner) };
+  }
+
+  private get moveTimeoutMs(): number {
+    return this.options.moveTimeoutMs ?? DEFAULT_MOVE_TIMEOUT_MS;
+  }
+
+  /**
+   * POST /move. `{ flow, to, guarantee? }` moves one flow and answers its MoveRecord; a flow that is already
+   * moving is refused (retriable). `{ flows, to, guarantee? }` moves many and answers one MoveRecord per
+   * flow, in order (see moveFlows).
+   */
+  private async moveRequest(body: unknown): Promise<MoveRecord | MoveRecord[]> {
+    const b = (body ?? {}) as Record<string, unknown>;
+    if (b.flows === undefined) return this.move(b);
+    if (!Array.isArray(b.flows) || b.flows.length === 0 || !b.flows.every((f) => typeof f === 'string'))
+      throw new NfsError(ErrorCode.CONFIG, 'move.flows: must be a non-empty list of flow key strings');
+    if (typeof b.to !== 'string') throw new NfsError(ErrorCode.CONFIG, 'move.to: must be an instance id');
+    const guarantee = parseGuarantee(b.guarantee, 'move.guarantee');
+    return this.moveFlows(b.flows.map(canonicalString), b.to, guarantee);
+  }
+
+  /** Moves one flow: `{ flow, to, guarantee? }`. */
   private async move(body: unknown): Promise<MoveRecord> {
     const b = (body ?? {}) as Record<string, unknown>;
     if (typeof b.flow !== 'string')
       throw new NfsError(ErrorCode.CONFIG, 'move.flow: must be a flow key string');
     if (typeof b.to !== 'string') throw new NfsError(ErrorCode.CONFIG, 'move.to: must be an instance id');
+    const [record] = await this.moveFlows(
+      [canonicalString(b.flow)],
+      b.to,
+      parseGuarantee(b.guarantee, 'move.guarantee'),
+    );
+    if (record!.refused === true)
+      throw new NfsError(record!.code ?? ErrorCode.STATE, record!.error ?? 'move: refused', {
+        retriable: record!.code === ErrorCode.STATE,
+      });
+    return record!;
+  }
+
+  /**
+   * Moves `flows` (canonical key strings) to `to`. They are grouped by source, and each group is one
+   * exchange (moveGroup); the groups run concurrently. A flow that is already moving, already on `to`, or
+   * owned by no known instance is refused on its own (`refused`), never the whole batch.
+   */
+  async moveFlows(flows: readonly string[], to: string, guarantee: Guarantee): Promise<MoveRecord[]> {
     const ingress = this.ingress;
     if (ingress === undefined) throw new NfsError(ErrorCode.STATE, 'move: no ingress has registered');
-    const flow = canonicalString(b.flow);
+    const dst = this.instances.get(to);
+    if (dst === undefined) throw new NfsError(ErrorCode.CONFIG, `move.to: no instance ${JSON.stringify(to)}`);
+    const out = new Array<MoveRecord>(flows.length);
+    const refuse = (i: number, from: string, code: ErrorCode, error: string): void => {
+      out[i] = { ...emptyRecord(flows[i]!, from, to, guarantee), aborted: true, refused: true, code, error };
+    };
     // One move of a flow at a time: a second one would find it half-way and could undo the first's steps.
-    if (this.moving.has(flow))
-      throw new NfsError(ErrorCode.STATE, `move: ${flow} is already moving`, { retriable: true });
-    this.moving.add(flow);
+    const claimed: number[] = [];
+    flows.forEach((flow, i) => {
+      if (this.moving.has(flow)) refuse(i, '', ErrorCode.STATE, `move: ${flow} is already moving`);
+      else {
+        this.moving.add(flow);
+        claimed.push(i);
+      }
+    });
+    const groups = new Map<Registered, number[]>();
     try {
-      return await this.moveOne(flow, ingress, b.to);
-    } finally {
-      this.moving.delete(flow);
+      const { owners } = (await this.call(
+        ingress,
+        'ingress',
+        '/owner',
+        { flows: claimed.map((i) => flows[i]) },
+        this.clock.now() + this.moveTimeoutMs,
+      )) as { owners: (string | null)[] };
+      claimed.forEach((i, j) => {
+        const owner = owners[j] ?? null;
+        const src = owner === null ? undefined : this.instances.get(owner);
+        if (src === undefined)
+          refuse(i, owner ?? '', ErrorCode.STATE, `move: ${flows[i]!} has no known owner`);
+        else if (src.id === dst.id)
+          refuse(i, src.id, ErrorCode.CONFIG, `move: ${flows[i]!} is already on ${dst.id}`);
+        else {
+          const group = groups.get(src);
+          if (group === undefined) groups.set(src, [i]);
+          else group.push(i);
+        }
+      });
+    } catch (err) {
+      for (const i of claimed) this.moving.delete(flows[i]!);
+      throw err;
+    }
+    for (const i of claimed) if (out[i] !== undefined) this.moving.delete(flows[i]!);
+    await Promise.all(
+      [...groups].map(async ([src, at]) => {
+        const group = at.map((i) => flows[i]!);
+        const records = await this.moveGroup(src, dst, group, guarantee, ingress);
+        at.forEach((i, j) => (out[i] = records[j]!));
+      }),
+    );
+    return out;
+  }
+
+  /**
+   * Moves `flows` from `src` to `dst` in one exchange (DESIGN §5), each step carrying the whole list: the
+   * destination learns to expect the flows (expect) while the source parks their packets and hands over
+   * their state (freeze) — only the changes since the last replicated batch inside a cluster, the full state
+   * across; the destination installs it while the source confirms it still holds every flow (commit); one
+   * switch update re-points them all, and the source hands over what it parked once the end-of-move markers
+   * come (finish).
+   *
+   * The move has a deadline (`moveTimeoutMs`) up to the re-point, the commit point. A step that fails or
+   * misses it aborts every flow not yet re-pointed, on both sides: each stays with its source, which
+   * processes what it parked, and the destination forgets it. A flow that fails alone — gone from the source,
+   * no state to install, parked packets at the bound, a newer rule at the switch — aborts alone. The
+   * flows stay claimed (`moving`) until the destination has forgotten the aborted ones, so that a late
+   * forget cannot hit a later move of the same flow.
+   */
+  private async moveGroup(
+    src: Registered,
+    dst: Registered,
+    flows: readonly string[],
+    guarantee: Guarantee,
+    ingress: { host: string; admin: number },
+  ): Promise<MoveRecord[]> {
+    const started = this.clock.now();
+    const deadline = started + this.moveTimeoutMs;
+    const n = flows.length;
+    const sameCluster = this.map.clusterOf(src.id)?.id === this.map.clusterOf(dst.id)?.id;
+    const intra = new Array<boolean>(n).fill(sameCluster);
+    const stateBytes = new Array<number>(n).fill(0);
+    const buffered = new Array<number>(n).fill(0);
+    const failed = new Array<NfsError | undefined>(n).fill(undefined);
+    const repointed = new Array<boolean>(n).fill(false);
+    const pending = (): number[] => flows.flatMap((_, i) => (failed[i] === undefined ? [i] : []));
+    const names = (at: readonly number[]): string[] => at.map((i) => flows[i]!);
+    const fail = (i: number, code: ErrorCode, message: string): void => {
+      failed[i] ??= new NfsError(code, `move: ${flows[i]!}: ${message}`);
+    };
+    try {
+      const left = Math.max(1, Math.ceil(deadline - this.clock.now()));
+      // Both at once: nothing reaches the destination before the re-point. If either fails, both have
+      // settled before the abort goes out, so that an abort never overtakes the step it undoes.
+      const [expected, freeze] = await Promise.allSettled([
+        this.call(dst, dst.id, '/move/expect', { flows, guarantee }, deadline),
+        this.call(
+          src,
+          src.id,
+          '/move/freeze',
+          {
+            flows,
+            to: { host: dst.host, port: dst.port },
+            intra: sameCluster,
+            guarantee,
+            settle_ms: left,
+            deadline_ms: left,
+          },
+          deadline,
+        ),
+      ]);
+      if (expected.status === 'rejected') throw expected.reason;
+      if (freeze.status === 'rejected') throw freeze.reason;
+      const frozen = (freeze.value as { flows: (Frozen | null)[] }).flows;
+      flows.forEach((_, i) => {
+        if ((frozen[i] ?? null) === null) fail(i, ErrorCode.STATE, `not at ${src.id} to move`);
+      });
+      const ready = pending();
+      const [install, commit] = await Promise.allSettled([
+        this.install(src, dst, flows, ready, frozen, sameCluster, { intra, stateBytes }, deadline),
+        this.call(src, src.id, '/move/commit', { flows: names(ready) }, deadline),
+      ]);
+      if (install.status === 'rejected') throw install.reason;
+      if (commit.status === 'rejected') throw commit.reason;
+      const committed = commit.value.ok as boolean[];
+      ready.forEach((i, j) => {
+        if (!install.value[j]) fail(i, ErrorCode.STATE, `${dst.id} could not install its state`);
+        if (committed[j] !== true)
+          fail(
+            i,
+            ErrorCode.STATE,
+            `${src.id} took it back (its parked packets reached the bound, or the deadline passed)`,
+          );
+      });
+      const go = pending();
+      if (go.length > 0) {
+        const epoch = ++this.epoch;
+        const rules = go.map((i) => ({ flow: flows[i], primary: dst.id, epoch, move: true }));
+        const taken = await this.repoint(ingress, rules, deadline);
+        go.forEach((i, j) => {
+          if (taken[j] === true) repointed[i] = true;
+          else fail(i, ErrorCode.STATE, 'the switch kept a newer rule');
+        });
+      }
+    } catch (err) {
+      const e = err instanceof NfsError ? err : new NfsError(ErrorCode.PROCESS, String(err), { cause: err });
+      for (const i of pending()) if (!repointed[i]) failed[i] = e;
+    }
+    const aborted = flows.flatMap((_, i) => (failed[i] === undefined ? [] : [i]));
+    if (aborted.length > 0) await this.abort(src, dst, names(aborted));
+    const moved = flows.flatMap((_, i) => (repointed[i] ? [i] : []));
+    let finishError: string | undefined;
+    if (moved.length > 0) {
+      // Committed: the end-of-move markers close the move. The source hands over on its own after
+      // `wait_ms` if a marker is lost, so this waits a little longer than that.
+      try {
+        const { parked } = (await this.call(
+          src,
+          src.id,
+          '/move/finish',
+          { flows: names(moved), wait_ms: this.moveTimeoutMs },
+          this.clock.now() + 2 * this.moveTimeoutMs,
+        )) as { parked: number[] };
+        moved.forEach((i, j) => (buffered[i] = parked[j] ?? 0));
+      } catch (err) {
+        finishError = String(err);
+        this.logger.warn('move: hand-over unconfirmed', { from: src.id, to: dst.id, error: finishError });
+      }
+    }
+    const duration = this.clock.now() - started;
+    const records = flows.map((flow, i): MoveRecord => {
+      const e = failed[i];
+      return {
+        ...emptyRecord(flow, src.id, dst.id, guarantee),
+        intra: intra[i]!,
+        state_bytes: e === undefined ? stateBytes[i]! : 0,
+        buffered: buffered[i]!,
+        duration_ms: duration,
+        group: n,
+        aborted: e !== undefined,
+        ...(e === undefined
+          ? finishError === undefined
+            ? {}
+            : { error: finishError }
+          : { error: e.message, code: e.code }),
+      };
+    });
+    for (const i of moved) this.moving.delete(flows[i]!);
+    for (const r of records) this.moves.push(r);
+    if (this.moves.length > MAX_MOVES_KEPT) this.moves.splice(0, this.moves.length - MAX_MOVES_KEPT);
+    if (aborted.length > 0)
+      this.logger.warn('move aborted', {
+        from: src.id,
+        to: dst.id,
+        flows: aborted.length,
+        error: failed[aborted[0]!]!.message,
+      });
+    return records;
+  }
+
+  /**
+   * Re-points the switch: the commit point of a move. A request that missed the deadline may still be
+   * applied later, so it is never given up on while the switch may hold it: the same request is sent again
+   * until the switch answers, which makes the outcome certain. That is safe because it is idempotent — same
+   * epoch, and a flow whose owner is already the destination gets no second marker. Only a switch that
+   * cannot be reached, or that answers nothing for REPOINT_CONFIRM_MS, leaves the move to abort.
+   */
+  private async repoint(
+    ingress: { host: string; admin: number },
+    rules: readonly Record<string, unknown>[],
+    deadline: number,
+  ): Promise<boolean[]> {
+    const giveUp = this.clock.now() + REPOINT_CONFIRM_MS;
+    let until = deadline;
+    for (;;) {
+      try {
+        const r = await this.call(ingress, 'ingress', '/rules', { rules }, until);
+        return r.installed as boolean[];
+      } catch (err) {
+        if (!(err instanceof NfsError) || err.code !== ErrorCode.TIMEOUT || this.clock.now() >= giveUp)
+          throw err;
+        this.logger.warn('move: re-point not confirmed yet, asking again', { flows: rules.length });
+        until = Math.min(giveUp, this.clock.now() + this.moveTimeoutMs);
+      }
     }
   }
 
-  private async moveOne(
-    flow: string,
-    ingress: { host: string; admin: number },
-    to: string,
-  ): Promise<MoveRecord> {
-    const owner = await adminCall(ingress.host, ingress.admin, `/owner?flow=${encodeURIComponent(flow)}`);
-    const src = this.instances.get(owner.owner as string);
-    const dst = this.instances.get(to);
-    if (src === undefined || dst === undefined)
-      throw new NfsError(ErrorCode.CONFIG, `move: unknown instance`);
-    if (src.id === dst.id) throw new NfsError(ErrorCode.CONFIG, `move: ${flow} is already on ${dst.id}`);
-    let intra = this.map.clusterOf(src.id)?.id === this.map.clusterOf(dst.id)?.id;
-    const started = this.clock.now();
-    const record = (r: Partial<MoveRecord>): MoveRecord => {
-      const m: MoveRecord = {
-        flow,
-        from: src.id,
-        to: dst.id,
-        intra,
-        state_bytes: 0,
-        buffered: 0,
-        duration_ms: this.clock.now() - started,
-        aborted: false,
-        ...r,
+  /**
+   * Installs the frozen flows at `at` on the destination: inside a cluster (`intra`) from its own replicas,
+   * which the freeze brought up to date, falling back to the full state for a flow whose replica is behind;
+   * across clusters from the full state the freeze answered with. Resolves with, per flow of `at`, whether it
+   * installed, and records in `out` what travelled.
+   */
+  private async install(
+    src: Registered,
+    dst: Registered,
+    flows: readonly string[],
+    at: readonly number[],
+    frozen: readonly (Frozen | null)[],
+    intra: boolean,
+    out: { intra: boolean[]; stateBytes: number[] },
+    deadline: number,
+  ): Promise<boolean[]> {
+    const ok = new Array<boolean>(at.length).fill(false);
+    const item = (i: number, state?: string): Record<string, unknown> => {
+      const f = frozen[i]!;
+      return {
+        flow: flows[i],
+        expected: f.expected,
+        version: f.version,
+        ...(state === undefined ? {} : { state }),
       };
-      this.moves.push(m);
-      if (this.moves.length > MAX_MOVES_KEPT) this.moves.shift();
-      return m;
     };
-    let frozen: Record<string, unknown> | undefined;
-    let stateBytes = 0;
-    try {
-      await adminCall(dst.host, dst.admin, '/move/expect', { flow });
-      frozen = await adminCall(src.host, src.admin, '/move/freeze', {
-        flow,
-        to: { host: dst.host, port: dst.port },
-        intra,
+    // Positions in `at` still to install from their full state.
+    let rest = at.map((_, j) => j);
+    if (intra && at.length > 0) {
+      const r = await this.installChunks(
+        dst,
+        src.id,
+        at.map((i) => item(i)),
+        deadline,
+      );
+      rest = rest.filter((j) => {
+        if (r[j] !== true) return true;
+        ok[j] = true;
+        out.stateBytes[at[j]!] = frozen[at[j]!]!.last_delta_bytes;
+        return false;
       });
-      const resume = { flow, expected: frozen.expected, version: frozen.version, from: src.id };
-      if (intra) {
-        try {
-          await adminCall(dst.host, dst.admin, '/move/install', resume);
-          stateBytes = frozen.last_delta_bytes as number;
-        } catch {
-          // The destination's replica is not current (it joined late, or missed a batch): ship it all.
-          intra = false;
-        }
-      }
-      if (!intra) {
-        const state = frozen.state ?? (await adminCall(src.host, src.admin, '/move/state', { flow })).state;
-        await adminCall(dst.host, dst.admin, '/move/install', { ...resume, state });
-        stateBytes = frozen.full_bytes as number;
-      }
-      const rule = await adminCall(ingress.host, ingress.admin, '/rules', {
-        flow,
-        primary: dst.id,
-        epoch: ++this.epoch,
-        move: true,
-      });
-      if (rule.installed !== true) throw new NfsError(ErrorCode.STATE, 'move: the switch kept a newer rule');
-    } catch (err) {
-      await Promise.allSettled([
-        adminCall(dst.host, dst.admin, '/move/abort', { flow, side: 'destination' }),
-        frozen === undefined
-          ? Promise.resolve({})
-          : adminCall(src.host, src.admin, '/move/abort', { flow, side: 'source' }),
-      ]);
-      this.logger.warn('move aborted', { flow, from: src.id, to: dst.id, error: String(err) });
-      return record({ aborted: true, error: String(err) });
+      if (rest.length === 0) return ok;
     }
-    const { forwarded } = await adminCall(src.host, src.admin, '/move/finish', { flow });
-    return record({ state_bytes: stateBytes, buffered: forwarded as number });
+    const states = new Map<number, string>();
+    for (const j of rest) {
+      const s = frozen[at[j]!]!.state;
+      if (s !== undefined) states.set(j, s);
+    }
+    const missing = rest.filter((j) => !states.has(j));
+    if (missing.length > 0) {
+      const r = (await this.call(
+        src,
+        src.id,
+        '/move/state',
+        { flows: missing.map((j) => flows[at[j]!]) },
+        deadline,
+      )) as { states: (string | null)[] };
+      missing.forEach((j, k) => {
+        const s = r.states[k];
+        if (typeof s === 'string') states.set(j, s);
+      });
+    }
+    const send = rest.filter((j) => states.has(j));
+    const r = await this.installChunks(
+      dst,
+      src.id,
+      send.map((j) => item(at[j]!, states.get(j))),
+      deadline,
+    );
+    send.forEach((j, k) => {
+      const i = at[j]!;
+      ok[j] = r[k] === true;
+      // The destination's replica was behind, or the clusters differ: the whole state travelled.
+      out.intra[i] = false;
+      out.stateBytes[i] = frozen[i]!.full_bytes;
+    });
+    return ok;
+  }
+
+  /** POST /move/install in as few requests as the admin API's body limit allows; per item, installed or not. */
+  private async installChunks(
+    dst: Registered,
+    from: string,
+    items: readonly Record<string, unknown>[],
+    deadline: number,
+  ): Promise<boolean[]> {
+    const chunks: Record<string, unknown>[][] = [[]];
+    let bytes = 0;
+    for (const item of items) {
+      const size = JSON.stringify(item).length + 1;
+      if (bytes + size > INSTALL_BODY_BYTES && chunks.at(-1)!.length > 0) {
+        chunks.push([]);
+        bytes = 0;
+      }
+      chunks.at(-1)!.push(item);
+      bytes += size;
+    }
+    const answers = await Promise.all(
+      chunks.map(async (chunk) =>
+        chunk.length === 0
+          ? []
+          : (
+              (await this.call(
+                dst,
+                dst.id,
+                '/move/install',
+                // The source hands over within `wait_ms` of the re-point (see finish): the destination waits.
+                { from, flows: chunk, wait_ms: this.moveTimeoutMs },
+                deadline,
+              )) as {
+                ok: boolean[];
+              }
+            ).ok,
+      ),
+    );
+    return answers.flat();
+  }
+
+  /**
+   * Undoes a move of `flows` on both sides: the source resumes them and processes what it parked; the
+   * destination forgets them. Only the source is waited for — the flows' fate is there, and a destination
+   * that hangs must not hold them back — and the flows stay claimed until the destination has answered or
+   * its time is up.
+   */
+  private async abort(src: Registered, dst: Registered, flows: string[]): Promise<void> {
+    const deadline = this.clock.now() + this.moveTimeoutMs;
+    void this.call(dst, dst.id, '/move/abort', { flows, side: 'destination' }, deadline)
+      .catch((err: unknown) => {
+        this.logger.warn('move abort: destination did not answer', { to: dst.id, error: String(err) });
+      })
+      .finally(() => {
+        for (const f of flows) this.moving.delete(f);
+      });
+    await this.call(src, src.id, '/move/abort', { flows, side: 'source' }, deadline).catch((err: unknown) => {
+      this.logger.error('move abort: source did not answer', { from: src.id, error: String(err) });
+    });
+  }
+
+  /**
+   * One admin call of a move, bounded by `deadline` (clock ms). A missed deadline becomes NFS_ERR_TIMEOUT, an
+   * unreachable role NFS_ERR_PROCESS; both say which step on which role.
+   */
+  private async call(
+    to: { host: string; admin: number },
+    who: string,
+    path: string,
+    body: unknown,
+    deadline: number,
+  ): Promise<Record<string, unknown>> {
+    try {
+      return await adminCall(
+        to.host,
+        to.admin,
+        path,
+        body,
+        Math.max(1, Math.ceil(deadline - this.clock.now())),
+      );
+    } catch (err) {
+      if (err instanceof NfsError) throw err;
+      if (err instanceof Error && err.name === 'TimeoutError')
+        throw new NfsError(ErrorCode.TIMEOUT, `move: ${path} on ${who} missed the move's deadline`, {
+          cause: err,
+          retriable: true,
+        });
+      throw new NfsError(ErrorCode.PROCESS, `move: ${path} on ${who} failed: ${String(err)}`, {
+        cause: err,
+        retriable: true,
+      });
+    }
   }
 
   /**
@@ -258,9 +818,9 @@ export class Controller implements MetricSource {
     if (ingress === undefined) throw new NfsError(ErrorCode.STATE, 'drain: no ingress has registered');
     const started = this.clock.now();
     this.draining.add(inst.id);
-    const live = [...this.instances.keys()].filter((id) => !this.draining.has(id));
+    const live = this.liveIds();
     if (live.length === 0) throw new NfsError(ErrorCode.STATE, 'drain: it is the last instance');
-    await adminCall(ingress.host, ingress.admin, '/live', { instances: live });
+    await this.pushLive(ingress);
     const { flows } = (await adminCall(
       ingress.host,
       ingress.admin,
@@ -271,24 +831,25 @@ export class Controller implements MetricSource {
     const cluster = this.map.clusterOf(inst.id);
     const mates = (cluster?.members ?? []).map((m) => m.id).filter((id) => live.includes(id));
     const targets = mates.length > 0 ? mates : live;
-    let moved = 0;
-    let aborted = 0;
-    // A few moves at a time: enough to overlap round trips, few enough to keep each move short.
-    const queue = [...flows];
-    await Promise.all(
-      Array.from({ length: Math.min(DRAIN_PARALLEL, queue.length) }, async (_, lane) => {
-        for (let i = lane; i < queue.length; i += DRAIN_PARALLEL) {
-          const r = await this.move({ flow: queue[i], to: targets[i % targets.length] }).catch(
-            () => undefined,
-          );
-          if (r !== undefined && !r.aborted) moved++;
-          else aborted++;
-        }
-      }),
-    );
+    // One batched move per target, all at once: the flows are spread over the targets in turn.
+    const byTarget = targets.map((_, t) => flows.filter((__, i) => i % targets.length === t));
+    const records = (
+      await Promise.all(
+        byTarget.map((batch, t) =>
+          batch.length === 0
+            ? Promise.resolve([])
+            : this.moveFlows(batch.map(canonicalString), targets[t]!, 'order-preserving').catch(() =>
+                batch.map((flow) => ({ aborted: true, flow })),
+              ),
+        ),
+      )
+    ).flat();
+    const moved = records.filter((r) => !r.aborted).length;
+    const aborted = records.length - moved;
     if (aborted === 0) {
       const left = this.map.leave(inst.id);
       this.instances.delete(inst.id);
+      this.balancer.forget(inst.id);
       this.draining.delete(inst.id);
       if (left !== undefined) await this.configure(left);
     }
@@ -307,6 +868,7 @@ export class Controller implements MetricSource {
       cluster: this.map.clusterOf(i.id)?.id ?? null,
       secondary: this.map.secondaryOf(i.id) ?? null,
       configured: i.configured,
+      live: !this.draining.has(i.id) && !this.joining.has(i.id),
       load: i.load ?? null,
       reported_ms_ago: i.reportedAt === 0 ? null : Math.round(now - i.reportedAt),
     }));
@@ -326,7 +888,7 @@ export class Controller implements MetricSource {
     }
     const o = (r ?? {}) as Record<string, unknown>;
     const inst = typeof o.id === 'string' ? this.instances.get(o.id) : undefined;
-    const nums = [o.received, o.processed, o.flows, o.busy];
+    const nums = [o.received, o.processed, o.flows, o.busy, o.queue];
     if (inst === undefined || !nums.every((n) => typeof n === 'number' && Number.isFinite(n) && n >= 0)) {
       this.badReports++;
       return;
@@ -338,26 +900,78 @@ export class Controller implements MetricSource {
       processed: o.processed as number,
       flows: o.flows as number,
       busy: o.busy as number,
+      queue: o.queue as number,
     };
+    this.balancer.observe(inst.id, inst.load);
   }
+}
+
+/** A running flow as the ingress sees it. */
+export interface FlowOwner {
+  flow: string;
+  owner: string | null;
+  packets: number;
 }
 
 export interface MoveRecord {
   flow: string;
   from: string;
   to: string;
+  guarantee: Guarantee;
   /** Inside one cluster: only the changes since the last replicated batch travel. */
   intra: boolean;
   state_bytes: number;
-  /** Packets the source parked and forwarded to the destination. */
+  /** Packets the source parked: forwarded to the destination, or dropped under `none`. */
   buffered: number;
+  /** The whole exchange this flow moved in (every flow of one source in one request): its figures are theirs. */
   duration_ms: number;
+  /** Flows moved in that exchange. */
+  group: number;
   aborted: boolean;
+  /** Not attempted: the flow was already moving, already there, or owned by no known instance. */
+  refused?: boolean;
   error?: string;
+  code?: ErrorCode;
+}
+
+/** What a source's freeze answers per flow (null: not there to move). */
+interface Frozen {
+  version: number;
+  expected: number;
+  last_delta_bytes: number;
+  full_bytes: number;
+  state?: string;
+}
+
+function emptyRecord(flow: string, from: string, to: string, guarantee: Guarantee): MoveRecord {
+  return {
+    flow,
+    from,
+    to,
+    guarantee,
+    intra: false,
+    state_bytes: 0,
+    buffered: 0,
+    duration_ms: 0,
+    group: 0,
+    aborted: false,
+  };
 }
 
 const MAX_MOVES_KEPT = 10_000;
-const DRAIN_PARALLEL = 8;
+/** The load-balancing unit's round: as often as instances report. */
+const LB_TICK_MS = 100;
+export const DEFAULT_MOVE_TIMEOUT_MS = 2000;
+/** How long a move waits for the switch to confirm a re-point it may already have applied. */
+const REPOINT_CONFIRM_MS = 30_000;
+/** Install requests stay under the admin API's body limit (MAX_BODY_BYTES), with room to spare. */
+const INSTALL_BODY_BYTES = 512 * 1024;
+/** Instances one POST /instances may start. */
+const MAX_ADD = 64;
+
+function round2(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}
 
 /** The flow's key string in canonical form, so that both spellings of a connection are one flow. */
 function canonicalString(flow: string): string {

@@ -18,6 +18,9 @@ import { isIPv4 } from 'node:net';
 import { isMap, isPair, isScalar, LineCounter, parseDocument } from 'yaml';
 import type { Document } from 'yaml';
 import { ErrorCode, NfsError } from '../errors.js';
+import type { BalancerOptions } from '../controller/balancer.js';
+import { DEFAULT_BALANCER } from '../controller/balancer.js';
+import { DEFAULT_MOVE_TIMEOUT_MS } from '../controller/controller.js';
 
 /** The built-in NF types a topology can name. */
 export const NF_TYPES = ['nat', 'firewall', 'lb', 'ids'] as const;
@@ -31,6 +34,11 @@ export interface Topology {
   };
   readonly clusters: number;
   readonly perCluster: number;
+  /**
+   * Instances that can be added while the deployment runs. Shared pools (NAT ports) are split from the
+   * start among clusters × perCluster + spareInstances instances, so a newcomer has a slice of its own.
+   */
+  readonly spareInstances: number;
   /** Worker threads per NF instance. */
   readonly threads: number;
   readonly batch: { readonly size: number; readonly timeoutMs: number };
@@ -52,6 +60,10 @@ export interface Topology {
   readonly replication: Replication;
   /** When processed packets leave: at once, or once their batch is acknowledged by the peers. */
   readonly release: Release;
+  /** The controller's load-balancing unit (see controller/balancer.ts). */
+  readonly lb: Readonly<BalancerOptions>;
+  /** Flow moves: the deadline up to the re-point, past which a move aborts. */
+  readonly move: { readonly timeoutMs: number };
 }
 
 export const RELEASE_MODES = ['immediate', 'after-replication'] as const;
@@ -64,6 +76,7 @@ export type Replication = (typeof REPLICATION_MODES)[number];
 export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
   clusters: 3,
   perCluster: 4,
+  spareInstances: 4,
   threads: 2,
   batch: { size: 30, timeoutMs: 50 },
   reorder: { maxHeld: 1024, gapTimeoutMs: 250 },
@@ -75,17 +88,22 @@ export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
   vni: 1,
   replication: 'cluster',
   release: 'immediate',
+  lb: DEFAULT_BALANCER,
+  move: { timeoutMs: DEFAULT_MOVE_TIMEOUT_MS },
 });
 
 const MAX_THREADS = 64;
 const MAX_BATCH = 100_000;
 const MAX_VNI = 0xffffff;
+/** A move's source waits this long at most for a hand-over (see launcher/roles.ts, /move/finish). */
+const MAX_MOVE_TIMEOUT_MS = 60_000;
 
 const FIELDS = {
   root: [
     'nf',
     'clusters',
     'perCluster',
+    'spareInstances',
     'threads',
     'batch',
     'reorder',
@@ -97,6 +115,8 @@ const FIELDS = {
     'vni',
     'replication',
     'release',
+    'lb',
+    'move',
   ],
   nf: ['type', 'config'],
   batch: ['size', 'timeoutMs'],
@@ -104,6 +124,18 @@ const FIELDS = {
   ingress: ['port', 'servicePort', 'adminPort'],
   egress: ['deliver'],
   sink: ['port', 'pcap'],
+  move: ['timeoutMs'],
+  lb: [
+    'enabled',
+    'high',
+    'low',
+    'sustainMs',
+    'settleMs',
+    'cooldownMs',
+    'capacityPps',
+    'queueLimit',
+    'maxMovesPerRound',
+  ],
 } as const;
 
 /**
@@ -207,11 +239,18 @@ function validate(obj: unknown, where: string): Topology {
   const ingress = section(root, 'ingress', FIELDS.ingress);
   const egress = section(root, 'egress', FIELDS.egress);
   const sink = section(root, 'sink', FIELDS.sink);
+  const move = section(root, 'move', FIELDS.move);
+  const lb = section(root, 'lb', FIELDS.lb);
+  const high = positive(lb, ['lb', 'high'], d.lb.high);
+  const low = positive(lb, ['lb', 'low'], d.lb.low);
+  if (low >= high)
+    throw new FieldError(['lb', 'low'], `lb.low: must be below lb.high (${high}) (got ${low})`);
 
   return {
     nf: { type, config: { ...config } },
     clusters: int(root, ['clusters'], d.clusters, 1),
     perCluster: int(root, ['perCluster'], d.perCluster, 1),
+    spareInstances: int(root, ['spareInstances'], d.spareInstances, 0),
     threads: int(root, ['threads'], d.threads, 1, MAX_THREADS),
     batch: {
       size: int(batch, ['batch', 'size'], d.batch.size, 1, MAX_BATCH),
@@ -236,6 +275,18 @@ function validate(obj: unknown, where: string): Topology {
     vni: int(root, ['vni'], d.vni, 0, MAX_VNI),
     replication: oneOf(root, 'replication', REPLICATION_MODES, d.replication),
     release: oneOf(root, 'release', RELEASE_MODES, d.release),
+    lb: {
+      enabled: bool(lb, ['lb', 'enabled'], d.lb.enabled),
+      high,
+      low,
+      sustainMs: int(lb, ['lb', 'sustainMs'], d.lb.sustainMs, 0),
+      settleMs: int(lb, ['lb', 'settleMs'], d.lb.settleMs, 0),
+      cooldownMs: int(lb, ['lb', 'cooldownMs'], d.lb.cooldownMs, 0),
+      capacityPps: int(lb, ['lb', 'capacityPps'], d.lb.capacityPps, 0),
+      queueLimit: int(lb, ['lb', 'queueLimit'], d.lb.queueLimit, 1),
+      maxMovesPerRound: int(lb, ['lb', 'maxMovesPerRound'], d.lb.maxMovesPerRound, 1),
+    },
+    move: { timeoutMs: int(move, ['move', 'timeoutMs'], d.move.timeoutMs, 1, MAX_MOVE_TIMEOUT_MS) },
   };
 }
 
@@ -285,6 +336,13 @@ function int(obj: Mapping, path: readonly string[], def: number, min: number, ma
     return v;
   const range = max === undefined ? `>= ${min}` : `${min}..${max}`;
   throw new FieldError(path, `${path.join('.')}: must be an integer ${range} (got ${describe(v)})`);
+}
+
+function bool(obj: Mapping, path: readonly string[], def: boolean): boolean {
+  const v = obj[path[path.length - 1]!];
+  if (v === undefined) return def;
+  if (typeof v === 'boolean') return v;
+  throw new FieldError(path, `${path.join('.')}: must be true or false (got ${describe(v)})`);
 }
 
 function positive(obj: Mapping, path: readonly string[], def: number): number {

@@ -16,7 +16,11 @@ import type { Logger } from '../types.js';
 import type { Topology } from './config.js';
 import { adminCall } from '../metrics.js';
 import { mergeGlobal } from '../state/digest.js';
-import type { MoveRecord } from '../controller/controller.js';
+import type { RunDigest } from '../state/digest.js';
+import type { SinkReport } from '../traffic/sink.js';
+import type { FlowOwner, MoveRecord } from '../controller/controller.js';
+import type { BalancerStatus } from '../controller/balancer.js';
+import type { Guarantee } from '../nf/processor.js';
 import { flowKeyString } from '../packet/flow-key.js';
 import { LocalDeployment } from './local.js';
 import type { Endpoints } from './local.js';
@@ -30,8 +34,29 @@ export interface DemoOptions {
   keep: boolean;
   /** Flow moves during the run, at random moments, alternating inside and across clusters. */
   moves: number;
+  /** The guarantee the moves ask for (OpenNF's choice; see nf/processor.ts). */
+  guarantee: Guarantee;
+  /** Flows per POST /move: 1 moves each flow on its own, more moves them in batches to one instance. */
+  moveBatch: number;
   /** Instances drained (all their flows moved away, then removed) during the run, one after another. */
   drain: number;
+  /** Instances added during the run, one after another; each then takes its share of the flows. */
+  add: number;
+}
+
+/** An instance `--add` started during the run. */
+export interface AddedInstance {
+  id: string;
+  cluster: string | null;
+  /** From the request until it was registered, in its cluster and live for new flows; of that, from its
+   * registration on (the rest is starting the process). */
+  ms: number;
+  join_ms: number;
+  /** Flows moved onto it right after it joined, how many of them from its own cluster, and the mean
+   * state bytes a move shipped. */
+  flows: number;
+  intra: number;
+  state_bytes: number;
 }
 
 export interface DemoSummary {
@@ -61,12 +86,35 @@ export interface DemoSummary {
     release: string;
     bytes_sent: number;
     messages: number;
+    /** Of bytes_sent: full states sent to peers that joined a cluster (instances added, clusters re-formed). */
+    catch_up_bytes: number;
     replicas_match: boolean;
   };
   moves: MoveSummary;
+  /** The load-balancing unit: what it moved, and the instances' loads as it saw them. */
+  lb: LbSummary;
   drained: { id: string; moved: number; aborted: number; duration_ms: number }[];
+  added: AddedInstance[];
   mismatched_flows: string[];
   run_dir: string | null;
+}
+
+export interface LbSummary extends Pick<
+  BalancerStatus,
+  'rounds' | 'moves' | 'intra' | 'inter' | 'aborted' | 'scale_out_requests'
+> {
+  enabled: boolean;
+  capacity_pps: number;
+  /** Under --skew: the instance the heavy flows started on. */
+  skewed: string | null;
+  /** Flows moved off and onto each instance. */
+  from: Record<string, number>;
+  to: Record<string, number>;
+  /** The most moves of any one flow, and the shortest time between two moves of one flow (null: none). */
+  max_moves_per_flow: number;
+  min_gap_ms: number | null;
+  /** Per instance: the highest load seen and how long it was overloaded. */
+  load: Record<string, { peak: number; overloaded_ms: number }>;
 }
 
 export interface MoveSummary {
@@ -79,6 +127,9 @@ export interface MoveSummary {
   state_bytes_inter: number;
   p50_ms: number;
   p99_ms: number;
+  guarantee: Guarantee;
+  /** Packets the moves dropped (under `none`: what the sources had parked), from the instances' counters. */
+  dropped: number;
 }
 
 /**
@@ -100,6 +151,7 @@ async function moveDuring(
   gen: Generator,
   trace: SyntheticTrace,
   n: number,
+  guarantee: Guarantee,
   ends: Endpoints,
   host: string,
   logger: Logger,
@@ -134,7 +186,15 @@ async function moveDuring(
     const to = candidates[Math.floor(random() * candidates.length)]!;
     inFlight.add(flow);
     moves.push(
-      (api(ends.controller.admin, '/move', { flow, to }) as Promise<MoveRecord>)
+      (
+        adminCall(
+          host,
+          ends.controller.admin,
+          '/move',
+          { flow, to, guarantee },
+          MOVE_CALL_MS,
+        ) as unknown as Promise<MoveRecord>
+      )
         .catch((err: unknown) => {
           logger.warn('move failed', { flow, to, error: String(err) });
           return undefined;
@@ -143,6 +203,72 @@ async function moveDuring(
     );
   }
   return (await Promise.all(moves)).filter((m): m is MoveRecord => m !== undefined && 'duration_ms' in m);
+}
+
+/**
+ * A move answers within its deadline, its hand-over wait and its re-point confirmation, which together can
+ * take longer than an admin call's default on a loaded machine.
+ */
+const MOVE_CALL_MS = 60_000;
+
+/**
+ * Moves `options.moves` random flows in batches of `options.moveBatch`: each batch is one POST /move of many
+ * flows to one random instance, at a random moment of the first 80 % of the trace (flows already there are
+ * left out), and the controller makes one exchange per source. Batches run concurrently.
+ */
+async function moveBatchesDuring(
+  gen: Generator,
+  trace: SyntheticTrace,
+  options: DemoOptions,
+  ends: Endpoints,
+  host: string,
+  logger: Logger,
+): Promise<MoveRecord[]> {
+  const { moves: n, moveBatch: size, guarantee } = options;
+  const random = seeded(trace.options.seed);
+  const ids = ends.instances.map((i) => i.id);
+  const batches: Promise<MoveRecord[]>[] = [];
+  const inFlight = new Set<string>();
+  const count = Math.ceil(n / size);
+  for (let b = 0; b < count; b++) {
+    const at = Math.floor(((b + random()) / count) * 0.8 * trace.total);
+    while (gen.sent < at) await new Promise((r) => setTimeout(r, 2));
+    const to = ids[Math.floor(random() * ids.length)]!;
+    // Every flow not moving already, in a random order (Fisher–Yates with the seeded generator).
+    const order = Array.from({ length: trace.options.flows }, (_, f) => f);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    const pool = order.map((f) => flowKeyString(trace.flowKey(f))).filter((f) => !inFlight.has(f));
+    const { owners } = (await adminCall(host, ends.ingress.admin, '/owner', { flows: pool })) as {
+      owners: (string | null)[];
+    };
+    const flows = pool
+      .filter((_, i) => owners[i] !== null && owners[i] !== to)
+      .slice(0, Math.min(size, n - b * size));
+    if (flows.length === 0) continue;
+    for (const f of flows) inFlight.add(f);
+    batches.push(
+      (
+        adminCall(
+          host,
+          ends.controller.admin,
+          '/move',
+          { flows, to, guarantee },
+          MOVE_CALL_MS,
+        ) as unknown as Promise<MoveRecord[]>
+      )
+        .catch((err: unknown) => {
+          logger.warn('batched move failed', { flows: flows.length, to, error: String(err) });
+          return [];
+        })
+        .finally(() => {
+          for (const f of flows) inFlight.delete(f);
+        }),
+    );
+  }
+  return (await Promise.all(batches)).flat().filter((m) => m.refused !== true);
 }
 
 /** Drains instances nf-0, nf-1, … one after another while the generator is between 20 % and 60 % done. */
@@ -163,7 +289,110 @@ async function drainDuring(
   return out;
 }
 
-function summariseMoves(moves: readonly MoveRecord[]): MoveSummary {
+/**
+ * Adds instances one after another while the generator is between 20 % and 60 % done (POST /instances on
+ * the controller). Each then takes its share of the running flows, which never move by themselves (and
+ * this trace starts every flow at once): from its cluster mates when they have flows, so that only the
+ * changes since their last batch travel, else from the busiest instances elsewhere.
+ */
+async function addDuring(
+  gen: Generator,
+  total: number,
+  n: number,
+  controller: number,
+  host: string,
+  logger: Logger,
+): Promise<{ added: AddedInstance[]; admins: number[] }> {
+  const added: AddedInstance[] = [];
+  const admins: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const at = Math.floor(total * (0.2 + (0.4 * i) / Math.max(1, n)));
+    while (gen.sent < at) await new Promise((r) => setTimeout(r, 2));
+    const reply = (await adminCall(
+      host,
+      controller,
+      '/instances',
+      { count: 1 },
+      ADD_TIMEOUT_MS,
+    )) as unknown as {
+      added: { id: string; cluster: string | null; ms: number; join_ms: number }[];
+    };
+    for (const a of reply.added) {
+      const moves = await takeShare(a.id, controller, host, logger);
+      const bytes = moves.reduce((sum, m) => sum + m.state_bytes, 0);
+      added.push({
+        ...a,
+        flows: moves.length,
+        intra: moves.filter((m) => m.intra).length,
+        state_bytes: moves.length === 0 ? 0 : Math.round(bytes / moves.length),
+      });
+    }
+  }
+  const instances = (await adminCall(host, controller, '/instances')) as unknown as {
+    id: string;
+    admin: number;
+  }[];
+  for (const a of added) {
+    const inst = instances.find((x) => x.id === a.id);
+    if (inst !== undefined) admins.push(inst.admin);
+  }
+  return { added, admins };
+}
+
+/**
+ * Moves flows onto a newcomer, one at a time from whichever source has the most, until it has its even
+ * share or no source has more than it would. Returns the moves that completed.
+ */
+async function takeShare(
+  id: string,
+  controller: number,
+  host: string,
+  logger: Logger,
+): Promise<MoveRecord[]> {
+  const instances = (await adminCall(host, controller, '/instances')) as unknown as {
+    id: string;
+    cluster: string | null;
+    live: boolean;
+  }[];
+  const { flows } = (await adminCall(host, controller, '/flows')) as unknown as { flows: FlowOwner[] };
+  const share = Math.floor(flows.length / Math.max(1, instances.filter((i) => i.live).length));
+  const byOwner = new Map<string, string[]>();
+  for (const f of flows) {
+    if (f.owner === null || f.owner === id) continue;
+    byOwner.set(f.owner, [...(byOwner.get(f.owner) ?? []), f.flow]);
+  }
+  const home = instances.find((i) => i.id === id)?.cluster;
+  const mates = [...byOwner.keys()].filter((o) => instances.find((i) => i.id === o)?.cluster === home);
+  const sources = mates.length > 0 ? mates : [...byOwner.keys()];
+  const picked: string[] = [];
+  while (picked.length < share) {
+    const from = sources.sort((a, b) => byOwner.get(b)!.length - byOwner.get(a)!.length)[0];
+    if (from === undefined || byOwner.get(from)!.length <= picked.length + 1) break;
+    picked.push(byOwner.get(from)!.pop()!);
+  }
+  const done: MoveRecord[] = [];
+  await Promise.all(
+    Array.from({ length: Math.min(SHARE_PARALLEL, picked.length) }, async (_, lane) => {
+      for (let i = lane; i < picked.length; i += SHARE_PARALLEL) {
+        const flow = picked[i]!;
+        try {
+          const m = (await adminCall(host, controller, '/move', { flow, to: id })) as unknown as MoveRecord;
+          if (!m.aborted) done.push(m);
+        } catch (err) {
+          // Moving already (a --moves move): it stays where that move takes it.
+          logger.warn('move to a new instance failed', { flow, to: id, error: String(err) });
+        }
+      }
+    }),
+  );
+  return done;
+}
+
+/** Starting a process, its workers and its registration takes well under this, even on a busy machine. */
+const ADD_TIMEOUT_MS = 60_000;
+const SHARE_PARALLEL = 8;
+
+function summariseMoves(moves: readonly MoveRecord[], guarantee: Guarantee): MoveSummary {
   const done = moves.filter((m) => !m.aborted);
   const mean = (xs: number[]): number =>
     xs.length === 0 ? 0 : Math.round(xs.reduce((a, b) => a + b, 0) / xs.length);
@@ -179,7 +408,22 @@ function summariseMoves(moves: readonly MoveRecord[]): MoveSummary {
     state_bytes_inter: mean(done.filter((m) => !m.intra).map((m) => m.state_bytes)),
     p50_ms: pct(0.5),
     p99_ms: pct(0.99),
+    guarantee,
+    dropped: 0,
   };
+}
+
+/** Packets dropped by moves, summed over the instances' `move_discarded` drop counters. */
+async function droppedByMoves(adminPorts: readonly number[]): Promise<number> {
+  let sum = 0;
+  for (const port of adminPorts) {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    for (const line of text.split('\n')) {
+      if (line.startsWith('nfstate_nf_dropped_total{') && line.includes('reason="move_discarded"'))
+        sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return sum;
 }
 
 /** xorshift32: the same moves for the same seed. */
@@ -197,15 +441,17 @@ function seeded(seed: number): () => number {
 /** Sums the instances' replication counters from their /metrics. */
 async function replicationTotals(
   adminPorts: readonly number[],
-): Promise<{ bytes_sent: number; messages: number }> {
+): Promise<{ bytes_sent: number; messages: number; catch_up_bytes: number }> {
   let bytes = 0;
   let messages = 0;
+  let catchUp = 0;
   for (const port of adminPorts) {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     bytes += metricValue(text, 'nfstate_replication_sent_bytes_total');
     messages += metricValue(text, 'nfstate_replication_messages_total');
+    catchUp += metricValue(text, 'nfstate_replication_catch_up_bytes_total');
   }
-  return { bytes_sent: bytes, messages };
+  return { bytes_sent: bytes, messages, catch_up_bytes: catchUp };
 }
 
 function metricValue(text: string, name: string): number {
@@ -213,12 +459,104 @@ function metricValue(text: string, name: string): number {
   return line === undefined ? 0 : Number(line.slice(name.length + 1));
 }
 
-export async function runDemo(
-  topology: Topology,
-  options: DemoOptions,
-  logger: Logger,
-): Promise<DemoSummary> {
-  const trace = new SyntheticTrace(options.trace);
+/**
+ * Picks the heavy flows of a skewed trace among those the switch places on one instance (the owner of
+ * flow 0), so that the skew overloads that instance.
+ */
+async function heavyOnOne(
+  options: TraceOptions,
+  ingressAdmin: number,
+  host: string,
+): Promise<{ heavy: number[]; on: string }> {
+  const keys = new SyntheticTrace({ ...options, packets: 1, skew: 0 });
+  const want = Math.max(1, Math.round(options.flows * 0.05));
+  const ownerOf = async (f: number): Promise<string> =>
+    (await adminCall(host, ingressAdmin, `/owner?flow=${encodeURIComponent(flowKeyString(keys.flowKey(f)))}`))
+      .owner as string;
+  const on = await ownerOf(0);
+  const heavy = [0];
+  for (let f = 1; f < options.flows && heavy.length < want; f++) if ((await ownerOf(f)) === on) heavy.push(f);
+  return { heavy, on };
+}
+
+async function summariseLb(
+  controllerAdmin: number,
+  host: string,
+  capacity: number,
+  skewed: string | null,
+): Promise<LbSummary> {
+  const s = (await adminCall(host, controllerAdmin, '/lb')) as unknown as BalancerStatus;
+  const from: Record<string, number> = {};
+  const to: Record<string, number> = {};
+  const times = new Map<string, number[]>();
+  for (const m of s.history) {
+    if (m.aborted) continue;
+    from[m.from] = (from[m.from] ?? 0) + 1;
+    to[m.to] = (to[m.to] ?? 0) + 1;
+    times.set(m.flow, [...(times.get(m.flow) ?? []), m.at_ms]);
+  }
+  let maxMoves = 0;
+  let minGap: number | null = null;
+  for (const at of times.values()) {
+    maxMoves = Math.max(maxMoves, at.length);
+    for (let i = 1; i < at.length; i++) minGap = Math.min(minGap ?? Infinity, at[i]! - at[i - 1]!);
+  }
+  return {
+    enabled: s.options.enabled,
+    capacity_pps: capacity,
+    skewed,
+    rounds: s.rounds,
+    moves: s.moves,
+    intra: s.intra,
+    inter: s.inter,
+    aborted: s.aborted,
+    scale_out_requests: s.scale_out_requests,
+    from,
+    to,
+    max_moves_per_flow: maxMoves,
+    min_gap_ms: minGap,
+    load: Object.fromEntries(
+      s.instances.map((i) => [i.id, { peak: i.peak, overloaded_ms: i.overloaded_ms }]),
+    ),
+  };
+}
+
+/**
+ * Checks a run against the oracle, which replays the stamp log (complete once the ingress has stopped)
+ * through the NF one packet at a time: the final state of the instances (`own`: a digest of each) and, flow by
+ * flow, what the sink received against what the oracle forwarded (`lost`; packets sent but never stamped
+ * count too). `nfDropped`: what the NF itself drops by policy, which is no loss.
+ */
+export function checkRun(
+  nf: Topology['nf'],
+  stampLog: string,
+  own: readonly RunDigest[],
+  report: SinkReport,
+  sent: number,
+): { stamped: number; cmp: ReturnType<typeof compareRuns>; lost: number; nfDropped: number } {
+  const run = { flows: own.flatMap((d) => d.flows), global: mergeGlobal(own.map((d) => d.global)) };
+  const ref = runOracle(nf, readTrace(stampLog), givenAllocations(run.flows));
+  const cmp = compareRuns(run, ref);
+  const deliveredBy = new Map(report.flows.map((f) => [f.flow, f.delivered]));
+  let lost = Math.max(0, sent - ref.packets);
+  let nfDropped = 0;
+  for (const [flow, expected] of ref.forwarded) lost += Math.max(0, expected - (deliveredBy.get(flow) ?? 0));
+  for (const f of ref.flows) nfDropped += f.packets - f.forwarded;
+  return { stamped: ref.packets, cmp, lost, nfDropped };
+}
+
+export async function runDemo(given: Topology, options: DemoOptions, logger: Logger): Promise<DemoSummary> {
+  const skewed = options.trace.skew > 1;
+  // On one machine every instance shares the same cores, so the skew cannot make one instance busy and
+  // leave the others idle. Instead each is taken to be provisioned for 3x its even share of the rate: the
+  // instance carrying the heavy flows goes over that, the others stay well under.
+  const instances = given.clusters * given.perCluster;
+  const topology =
+    skewed && given.lb.capacityPps === 0 && options.rate > 0
+      ? { ...given, lb: { ...given.lb, capacityPps: Math.ceil((3 * options.rate) / instances) } }
+      : given;
+  let trace = new SyntheticTrace(options.trace);
+  let skewedOn: string | null = null;
   const runDir = mkdtempSync(join(tmpdir(), 'nfstate-demo-'));
   const stampLog = join(runDir, 'stamps.pcap');
   const gen = new Generator(
@@ -235,27 +573,31 @@ export async function runDemo(
       ackTo: { host: topology.host, port: ackPort },
     });
     const ends = await deployment.start();
+    if (skewed) {
+      const { heavy, on } = await heavyOnOne(options.trace, ends.ingress.admin, topology.host);
+      trace = new SyntheticTrace({ ...options.trace, heavy });
+      skewedOn = on;
+    }
     await gen.connect(topology.host, ends.ingress.port);
     logger.info('demo running', { instances: ends.instances.length, packets: trace.total, runDir });
-    const moving = moveDuring(gen, trace, options.moves, ends, topology.host, logger);
+    const moving =
+      options.moveBatch > 1
+        ? moveBatchesDuring(gen, trace, options, ends, topology.host, logger)
+        : moveDuring(gen, trace, options.moves, options.guarantee, ends, topology.host, logger);
     const draining = drainDuring(gen, trace.total, options.drain, ends, topology.host);
+    const adding = addDuring(gen, trace.total, options.add, ends.controller.admin, topology.host, logger);
     const result = await gen.run(trace);
-    const moves = summariseMoves(await moving);
+    const moves = summariseMoves(await moving, options.guarantee);
+    const lb = await summariseLb(ends.controller.admin, topology.host, topology.lb.capacityPps, skewedOn);
     const drained = await draining;
+    const { added, admins } = await adding;
     const report = await deployment.sinkReport();
     const own = await deployment.digests();
-    const run = { flows: own.flatMap((d) => d.flows), global: mergeGlobal(own.map((d) => d.global)) };
     const replicaProblems = await deployment.checkReplicas(own);
-    const replication = await replicationTotals(ends.instances.map((i) => i.admin));
+    const replication = await replicationTotals([...ends.instances.map((i) => i.admin), ...admins]);
+    moves.dropped = await droppedByMoves([...ends.instances.map((i) => i.admin), ...admins]);
     await deployment.stopIngress();
-    const ref = runOracle(topology.nf, readTrace(stampLog), givenAllocations(run.flows));
-    const cmp = compareRuns(run, ref);
-    const deliveredBy = new Map(report.flows.map((f) => [f.flow, f.delivered]));
-    let lost = Math.max(0, result.sent - ref.packets);
-    let nfDropped = 0;
-    for (const [flow, expected] of ref.forwarded)
-      lost += Math.max(0, expected - (deliveredBy.get(flow) ?? 0));
-    for (const f of ref.flows) nfDropped += f.packets - f.forwarded;
+    const { stamped, cmp, lost, nfDropped } = checkRun(topology.nf, stampLog, own, report, result.sent);
     const summary: DemoSummary = {
       nf: topology.nf.type,
       clusters: topology.clusters,
@@ -265,7 +607,7 @@ export async function runDemo(
       batch: topology.batch.size,
       flows: options.trace.flows,
       sent: result.sent,
-      stamped: ref.packets,
+      stamped,
       delivered: report.delivered,
       lost,
       reordered: report.reordered,
@@ -289,7 +631,9 @@ export async function runDemo(
       },
       global_matches_oracle: cmp.globalMatches,
       moves,
+      lb,
       drained,
+      added,
       mismatched_flows: [
         ...cmp.mismatched,
         ...cmp.missing,

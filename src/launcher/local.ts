@@ -26,7 +26,15 @@ import type { Endpoint } from '../switch/ingress.js';
 import type { SinkReport } from '../traffic/sink.js';
 import type { Topology } from './config.js';
 import { parseHostPort } from './config.js';
-import type { ControllerSpec, IngressSpec, NfSpec, RoleCommand, RoleReply, SinkSpec } from './roles.js';
+import type {
+  ControllerSpec,
+  IngressSpec,
+  NfSpec,
+  ProvisionRequest,
+  RoleCommand,
+  RoleReply,
+  SinkSpec,
+} from './roles.js';
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const START_TIMEOUT_MS = 20_000;
@@ -44,6 +52,8 @@ export class RoleProcess {
   readonly ports: Promise<Record<string, number>>;
   private readonly waiting: ((msg: RoleReply) => void)[] = [];
   private exited = false;
+  /** The role asks for more NF instances (the controller does, for POST /instances). */
+  onProvision: ((req: ProvisionRequest) => void) | undefined;
 
   constructor(
     readonly name: string,
@@ -53,10 +63,12 @@ export class RoleProcess {
       const timer = setTimeout(() => {
         reject(new NfsError(ErrorCode.PROCESS, `${name}: not ready within ${START_TIMEOUT_MS} ms`));
       }, START_TIMEOUT_MS);
-      child.on('message', (msg: RoleReply) => {
+      child.on('message', (msg: RoleReply | ProvisionRequest) => {
         if (msg.type === 'ready') {
           clearTimeout(timer);
           resolve(msg.ports);
+        } else if (msg.type === 'provision') {
+          this.onProvision?.(msg);
         } else {
           this.waiting.shift()?.(msg);
         }
@@ -112,6 +124,10 @@ export class LocalDeployment {
   ingress: RoleProcess | undefined;
   instances: RoleProcess[] = [];
   private readonly logFds: number[] = [];
+  private sinkPort = 0;
+  /** Authenticates replication between the instances, those added later too. */
+  private readonly key = randomBytes(32).toString('hex');
+  private nextIndex = 0;
 
   constructor(
     private readonly topology: Topology,
@@ -139,38 +155,17 @@ export class LocalDeployment {
       const controllerSpec: ControllerSpec = {
         host: t.host,
         adminPort: 0,
-        // The no-cluster baseline is one cluster of everyone.
-        clusterSize: t.replication === 'all' ? count : t.perCluster,
+        // The no-cluster baseline is one cluster of everyone, instances added later included.
+        clusterSize: t.replication === 'all' ? count + t.spareInstances : t.perCluster,
+        lb: { ...t.lb },
+        moveTimeoutMs: t.move.timeoutMs,
       };
       this.controller = this.spawn('controller', 'controller', controllerSpec);
+      this.controller.onProvision = (req) => void this.provision(req);
       const cp = await this.controller.ports;
       this.controllerAdmin = cp.admin!;
-      const key = randomBytes(32).toString('hex');
-      for (let i = 0; i < count; i++) {
-        const spec: NfSpec = {
-          id: `nf-${i}`,
-          host: t.host,
-          port: 0,
-          adminPort: 0,
-          threads: t.threads,
-          nf: { type: t.nf.type, config: { ...t.nf.config } },
-          processor: {
-            release: t.release,
-            batchSize: t.batch.size,
-            batchTimeoutMs: t.batch.timeoutMs,
-            maxHeld: t.reorder.maxHeld,
-            gapTimeoutMs: t.reorder.gapTimeoutMs,
-            // Longer than the stamper's, so a flow the stamper restarts at 1 has left the instance too.
-            flowIdleMs: t.flowIdleMs * 2,
-          },
-          egress: { host: t.host, port: sinkPorts.port! },
-          partition: { index: i, count },
-          // Members and peers come from the controller once the instance has registered.
-          ...(t.replication === 'off' ? {} : { cluster: { members: [], key } }),
-          controller: { host: t.host, admin: cp.admin! },
-        };
-        this.instances.push(this.spawn(spec.id, 'nf', spec));
-      }
+      this.sinkPort = sinkPorts.port!;
+      for (let i = 0; i < count; i++) this.instances.push(this.spawnNf());
       // An instance is ready once registered, and the controller configures a cluster before answering.
       await Promise.all(this.instances.map((p) => p.ports));
       const registered = (await this.controllerGet('/instances')) as Endpoints['instances'];
@@ -200,6 +195,82 @@ export class LocalDeployment {
     }
   }
 
+  /**
+   * Starts `count` more NF instances: the next free ids, the same NF, configuration and cluster key, each
+   * with a spare slice of the shared pools. Each registers with the controller, which places it in a
+   * cluster and makes it live; resolves with their ids once all have.
+   */
+  async add(count: number, host?: string): Promise<string[]> {
+    const t = this.topology;
+    if (host !== undefined && host !== t.host) {
+      throw new NfsError(
+        ErrorCode.CONFIG,
+        `add: this deployment runs every instance on ${t.host}, not ${host}`,
+      );
+    }
+    const most = t.clusters * t.perCluster + t.spareInstances;
+    if (this.nextIndex + count > most) {
+      throw new NfsError(
+        ErrorCode.CONFIG,
+        `add ${count}: ${this.nextIndex} instances started of at most ${most}, the number the shared pools ` +
+          `are split among from the start (clusters × perCluster + spareInstances); raise spareInstances ` +
+          `(${t.spareInstances}) in the topology for more`,
+      );
+    }
+    const added = Array.from({ length: count }, () => this.spawnNf());
+    this.instances.push(...added);
+    const started = await Promise.allSettled(added.map((p) => p.ports));
+    const failed = started.findIndex((r) => r.status === 'rejected');
+    if (failed >= 0) {
+      // What did not start holds no flows; the rest of the deployment goes on without it.
+      const gone = added.filter((_, i) => started[i]!.status === 'rejected');
+      await Promise.all(gone.map((p) => p.stop()));
+      this.instances = this.instances.filter((p) => !gone.includes(p));
+      throw (started[failed] as PromiseRejectedResult).reason;
+    }
+    return added.map((p) => p.name);
+  }
+
+  /** The controller asked for instances (POST /instances): start them and answer it. */
+  private async provision(req: ProvisionRequest): Promise<void> {
+    let reply: RoleCommand;
+    try {
+      reply = { type: 'provisioned', id: req.id, instances: await this.add(req.count, req.host) };
+    } catch (err) {
+      reply = { type: 'provisioned', id: req.id, error: err instanceof Error ? err.message : String(err) };
+    }
+    if (this.controller?.child.connected === true) this.controller.child.send(reply);
+  }
+
+  /** An NF instance with the next index: it registers with the controller, which gives it its peers. */
+  private spawnNf(): RoleProcess {
+    const t = this.topology;
+    const i = this.nextIndex++;
+    const spec: NfSpec = {
+      id: `nf-${i}`,
+      host: t.host,
+      port: 0,
+      adminPort: 0,
+      threads: t.threads,
+      nf: { type: t.nf.type, config: { ...t.nf.config } },
+      processor: {
+        release: t.release,
+        batchSize: t.batch.size,
+        batchTimeoutMs: t.batch.timeoutMs,
+        maxHeld: t.reorder.maxHeld,
+        gapTimeoutMs: t.reorder.gapTimeoutMs,
+        // Longer than the stamper's, so a flow the stamper restarts at 1 has left the instance too.
+        flowIdleMs: t.flowIdleMs * 2,
+      },
+      egress: { host: t.host, port: this.sinkPort },
+      partition: { index: i, count: t.clusters * t.perCluster + t.spareInstances },
+      // Members and peers come from the controller once the instance has registered.
+      ...(t.replication === 'off' ? {} : { cluster: { members: [], key: this.key } }),
+      controller: { host: t.host, admin: this.controllerAdmin },
+    };
+    return this.spawn(spec.id, 'nf', spec);
+  }
+
   /** Each instance's flow digests and global state, in instance order. */
   async digests(): Promise<RunDigest[]> {
     const replies = await Promise.all(this.instances.map((p) => p.request({ type: 'digest' })));
@@ -218,20 +289,22 @@ export class LocalDeployment {
     if (this.topology.replication === 'off') return [];
     const held = await this.replicaDigests();
     const clusters = (await this.controllerGet('/clusters')) as { id: string; members: string[] }[];
-    const index = (id: string): number => Number(id.slice(3));
+    const at = new Map(this.instances.map((p, i) => [p.name, i]));
     const problems: string[] = [];
     own.forEach((digest, i) => {
+      const self = this.instances[i]!.name;
       const want = new Map(digest.flows.map((f) => [f.flow, f.digest]));
-      const members = clusters.find((c) => c.members.includes(`nf-${i}`))?.members ?? [];
-      for (const j of members.map(index)) {
-        if (j === i) continue;
-        const got = new Map((held[j]![`nf-${i}`] ?? []).map((f) => [f.flow, f.digest]));
+      const members = clusters.find((c) => c.members.includes(self))?.members ?? [];
+      for (const peer of members) {
+        const j = at.get(peer);
+        if (peer === self || j === undefined) continue;
+        const got = new Map((held[j]![self] ?? []).map((f) => [f.flow, f.digest]));
         for (const [flow, d] of want) {
           if (got.get(flow) !== d)
-            problems.push(`nf-${j} holds ${flow} of nf-${i} ${got.has(flow) ? 'differently' : 'not at all'}`);
+            problems.push(`${peer} holds ${flow} of ${self} ${got.has(flow) ? 'differently' : 'not at all'}`);
         }
         if (got.size !== want.size)
-          problems.push(`nf-${j} holds ${got.size} flows of nf-${i}, which has ${want.size}`);
+          problems.push(`${peer} holds ${got.size} flows of ${self}, which has ${want.size}`);
       }
     });
     return problems;

@@ -7,17 +7,25 @@
  *   launcher → child   { type: 'digest' } | { type: 'report' } | { type: 'stop' }
  *   child → launcher   { type: 'digest', digest } | { type: 'report', report } | { type: 'stopped' }
  *
+ * and the controller, the other way round, asks the launcher for more NF instances (POST /instances):
+ *
+ *   controller → launcher   { type: 'provision', id, count, host? }
+ *   launcher → controller   { type: 'provisioned', id, instances } | { type: 'provisioned', id, error }
+ *
  * SIGINT and SIGTERM stop the role in order (sockets, workers, admin port) before the process exits.
  */
 import { ErrorCode, NfsError } from '../errors.js';
 import dgram from 'node:dgram';
 import { wallClock } from '../clock.js';
 import type { LoadReport } from '../controller/controller.js';
+import type { BalancerOptions } from '../controller/balancer.js';
 import { Controller } from '../controller/controller.js';
+import type { Provisioner } from '../controller/controller.js';
 import { createLogger } from '../log.js';
 import { AdminServer, adminCall, MetricsRegistry } from '../metrics.js';
 import { NfInstance } from '../nf/instance.js';
 import type { ProcessorOptions } from '../nf/processor.js';
+import { parseGuarantee } from '../nf/processor.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { Peer } from '../nf/replication.js';
 import type { FlowDigest, RunDigest } from '../state/digest.js';
@@ -49,6 +57,9 @@ export interface ControllerSpec {
   host: string;
   adminPort: number;
   clusterSize: number;
+  lb: BalancerOptions;
+  /** A move's deadline up to the re-point; the controller's default when absent. */
+  moveTimeoutMs?: number;
 }
 
 export interface IngressSpec {
@@ -73,7 +84,19 @@ export interface SinkSpec {
   pcap: string | null;
 }
 
-export type RoleCommand = { type: 'digest' } | { type: 'report' } | { type: 'stop' } | { type: 'replicas' };
+export type RoleCommand =
+  | { type: 'digest' }
+  | { type: 'report' }
+  | { type: 'stop' }
+  | { type: 'replicas' }
+  | { type: 'provisioned'; id: number; instances?: string[]; error?: string };
+/** A request a role makes of the launcher, answered by a `provisioned` command with the same id. */
+export interface ProvisionRequest {
+  type: 'provision';
+  id: number;
+  count: number;
+  host?: string;
+}
 export type RoleReply =
   | { type: 'ready'; ports: Record<string, number> }
   | { type: 'digest'; digest: RunDigest }
@@ -137,7 +160,17 @@ export async function runNf(spec: NfSpec): Promise<void> {
 
 export async function runController(spec: ControllerSpec): Promise<void> {
   const logger = createLogger('controller');
-  const controller = new Controller({ clusterSize: spec.clusterSize, host: spec.host }, logger, wallClock);
+  const controller = new Controller(
+    {
+      clusterSize: spec.clusterSize,
+      host: spec.host,
+      lb: spec.lb,
+      ...(process.connected ? { provisioner: launcherProvisioner() } : {}),
+      ...(spec.moveTimeoutMs === undefined ? {} : { moveTimeoutMs: spec.moveTimeoutMs }),
+    },
+    logger,
+    wallClock,
+  );
   const admin = new AdminServer({ host: spec.host, port: spec.adminPort, registry: new MetricsRegistry() });
   const report = await controller.start(admin);
   await admin.start();
@@ -154,80 +187,179 @@ export async function runController(spec: ControllerSpec): Promise<void> {
   );
 }
 
+/** The launcher that forked this process starts instances for the controller (LocalDeployment.add). */
+function launcherProvisioner(): Provisioner {
+  let ids = 0;
+  const waiting = new Map<number, (reply: Extract<RoleCommand, { type: 'provisioned' }>) => void>();
+  process.on('message', (msg: RoleCommand) => {
+    if (msg.type === 'provisioned') waiting.get(msg.id)?.(msg);
+  });
+  return {
+    add: (count, host) =>
+      new Promise((resolve, reject) => {
+        const id = ++ids;
+        waiting.set(id, (reply) => {
+          waiting.delete(id);
+          if (reply.instances !== undefined) resolve(reply.instances);
+          else reject(new NfsError(ErrorCode.PROCESS, `instances: ${reply.error ?? 'the launcher failed'}`));
+        });
+        const req: ProvisionRequest = {
+          type: 'provision',
+          id,
+          count,
+          ...(host === undefined ? {} : { host }),
+        };
+        process.send?.(req);
+      }),
+  };
+}
+
 /**
- * The steps of a flow move on an NF instance, driven by the controller:
- *   POST /move/expect  { flow }                          destination: hold the flow's packets
- *   POST /move/freeze  { flow, to: {host, port}, intra } source: park the flow, close its batch, hand back its
- *                                                        version and next sequence number (and its full state
- *                                                        when the destination is in another cluster)
- *   POST /move/install { flow, expected, version, from, state? } destination: take the state (from its own
- *                                                        replica of `from` when no state is given) and resume
- *   POST /move/finish  { flow }                          source: wait for the end-of-move marker, forward
- *   POST /move/abort   { flow, side }                    undo: the source resumes, the destination forgets
+ * The steps of a move of one or more flows on an NF instance, driven by the controller. Each step names its
+ * flows in a list and answers per flow, in the same order:
+ *   POST /move/expect  { flows, guarantee }           destination: hold the flows' packets
+ *   POST /move/freeze  { flows, to: {host, port}, intra, guarantee, settle_ms, deadline_ms }
+ *                                                     source: park each flow and close its batch (resuming it
+ *                                                     if no commit comes within `deadline_ms`); answers
+ *                                                     { flows: [{ version, expected, last_delta_bytes, full_bytes,
+ *                                                     state? } | null] } — the full state when `intra` is false,
+ *                                                     null for a flow that is not here to move
+ *   POST /move/state   { flows }                      source: the frozen flows' full states
+ *   POST /move/install { from, flows: [{ flow, expected, version, state? }], wait_ms }
+ *                                                     destination: take each state (from its own replica of
+ *                                                     `from` when none is given) and resume, waiting up to
+ *                                                     `wait_ms` for the source's packets; { ok: [bool] }
+ *   POST /move/commit  { flows }                      source: the re-point comes; { ok: [bool] }, false for a
+ *                                                     flow it took back because its parked packets hit the bound
+ *   POST /move/finish  { flows, wait_ms }             source: wait for the end-of-move markers, hand over;
+ *                                                     { parked: [n] }
+ *   POST /move/abort   { flows, side }                undo: the source resumes, the destination forgets
  */
 function addMoveRoutes(admin: AdminServer, nf: NfInstance): void {
   const frozen = new Map<string, Uint8Array>();
-  const flowOf = (body: unknown): { b: Record<string, unknown>; key: FlowKey } => {
+  const read = (body: unknown): { b: Record<string, unknown>; keys: FlowKey[] } => {
     const b = (body ?? {}) as Record<string, unknown>;
-    if (typeof b.flow !== 'string')
-      throw new NfsError(ErrorCode.CONFIG, 'move.flow: must be a flow key string');
-    return { b, key: canonical(parseFlowKeyString(b.flow)) };
+    return { b, keys: flowList(b.flows, 'move.flows') };
   };
   admin.route('POST', '/move/expect', async (body) => {
-    const { key } = flowOf(body);
-    return nf.moveStep('expect', key);
+    const { b, keys } = read(body);
+    const guarantee = parseGuarantee(b.guarantee, 'move.guarantee');
+    await nf.moveStep(
+      'expect',
+      keys.map((key) => ({ key })),
+      { guarantee },
+    );
+    return { ok: true };
   });
   admin.route('POST', '/move/freeze', async (body) => {
-    const { b, key } = flowOf(body);
+    const { b, keys } = read(body);
     const to = b.to as { host?: unknown; port?: unknown } | undefined;
     if (typeof to?.host !== 'string' || typeof to.port !== 'number') {
       throw new NfsError(ErrorCode.CONFIG, 'move.to: must be { host, port }');
     }
-    const r = await nf.moveStep('freeze', key, { to: { host: to.host, port: to.port } });
-    if (r.frozen === undefined)
-      throw new NfsError(ErrorCode.STATE, `move: ${b.flow as string} is not here to move`);
-    frozen.set(flowKeyString(key), r.frozen.state);
-    const { version, expected, lastDelta } = r.frozen;
+    const results = await nf.moveStep(
+      'freeze',
+      keys.map((key) => ({ key })),
+      {
+        to: { host: to.host, port: to.port },
+        guarantee: parseGuarantee(b.guarantee, 'move.guarantee'),
+        // Only a destination in the cluster installs from its replicas, which must be current first.
+        settleMs: b.intra === true ? millis(b.settle_ms, 'move.settle_ms', 2000) : 0,
+        deadlineMs: millis(b.deadline_ms, 'move.deadline_ms', 60_000),
+      },
+    );
     return {
-      version,
-      expected,
-      last_delta_bytes: lastDelta,
-      full_bytes: r.frozen.state.length,
-      ...(b.intra === true ? {} : { state: Buffer.from(r.frozen.state).toString('base64') }),
+      flows: results.map((r, i) => {
+        if (r.frozen === undefined) return null;
+        frozen.set(flowKeyString(keys[i]!), r.frozen.state);
+        const { version, expected, lastDelta, state } = r.frozen;
+        return {
+          version,
+          expected,
+          last_delta_bytes: lastDelta,
+          full_bytes: state.length,
+          ...(b.intra === true ? {} : { state: Buffer.from(state).toString('base64') }),
+        };
+      }),
     };
   });
   admin.route('POST', '/move/state', (body) => {
-    const { key } = flowOf(body);
-    const state = frozen.get(flowKeyString(key));
-    if (state === undefined) throw new NfsError(ErrorCode.STATE, 'move: no frozen state for that flow');
-    return { state: Buffer.from(state).toString('base64') };
+    const { keys } = read(body);
+    return {
+      states: keys.map((key) => {
+        const state = frozen.get(flowKeyString(key));
+        return state === undefined ? null : Buffer.from(state).toString('base64');
+      }),
+    };
   });
   admin.route('POST', '/move/install', async (body) => {
-    const { b, key } = flowOf(body);
-    const expected = b.expected;
-    if (typeof expected !== 'number') throw new NfsError(ErrorCode.CONFIG, 'move.expected: must be a number');
-    let state: Uint8Array | undefined;
-    if (typeof b.state === 'string') state = Buffer.from(b.state, 'base64');
-    else if (typeof b.from === 'string' && typeof b.version === 'number') {
-      state = nf.replicas?.stateOf(b.from, key, b.version);
-    }
-    if (state === undefined)
-      throw new NfsError(ErrorCode.STATE, 'move: no replica of that flow at that version');
-    return nf.moveStep('install', key, { state, expected });
+    const b = (body ?? {}) as Record<string, unknown>;
+    if (!Array.isArray(b.flows) || b.flows.length === 0)
+      throw new NfsError(ErrorCode.CONFIG, 'move.flows: must be a non-empty list');
+    const from = b.from;
+    const wanted = b.flows.map((f: unknown, i) => {
+      const o = (f ?? {}) as Record<string, unknown>;
+      if (typeof o.flow !== 'string')
+        throw new NfsError(ErrorCode.CONFIG, `move.flows[${i}].flow: must be a flow key string`);
+      if (typeof o.expected !== 'number' || !Number.isSafeInteger(o.expected) || o.expected < 1)
+        throw new NfsError(ErrorCode.CONFIG, `move.flows[${i}].expected: must be an integer >= 1`);
+      const key = canonical(parseFlowKeyString(o.flow));
+      let state: Uint8Array | undefined;
+      if (typeof o.state === 'string') state = Buffer.from(o.state, 'base64');
+      else if (typeof from === 'string' && typeof o.version === 'number')
+        state = nf.replicas?.stateOf(from, key, o.version);
+      return { key, expected: o.expected, state };
+    });
+    // A flow whose replica here is not at the source's version cannot be installed from it.
+    const ready = wanted.flatMap(({ key, expected, state }) =>
+      state === undefined ? [] : [{ key, expected, state }],
+    );
+    if (ready.length > 0)
+      await nf.moveStep('install', ready, { waitMs: millis(b.wait_ms, 'move.wait_ms', 5000) });
+    return { ok: wanted.map((w) => w.state !== undefined) };
+  });
+  admin.route('POST', '/move/commit', async (body) => {
+    const { keys } = read(body);
+    const results = await nf.moveStep(
+      'commit',
+      keys.map((key) => ({ key })),
+    );
+    return { ok: results.map((r) => r.ok) };
   });
   admin.route('POST', '/move/finish', async (body) => {
-    const { key } = flowOf(body);
-    const forwarded = await nf.waitHandOver(key, 5000);
-    frozen.delete(flowKeyString(key));
-    if (forwarded === undefined)
-      throw new NfsError(ErrorCode.TIMEOUT, 'move: no end-of-move marker within 5 s');
-    return { forwarded };
+    const { b, keys } = read(body);
+    const parked = await nf.finishMoves(keys, millis(b.wait_ms, 'move.wait_ms', 5000));
+    for (const key of keys) frozen.delete(flowKeyString(key));
+    return { parked };
   });
   admin.route('POST', '/move/abort', async (body) => {
-    const { b, key } = flowOf(body);
-    frozen.delete(flowKeyString(key));
-    return nf.moveStep(b.side === 'destination' ? 'forget' : 'abort', key);
+    const { b, keys } = read(body);
+    for (const key of keys) frozen.delete(flowKeyString(key));
+    await nf.moveStep(
+      b.side === 'destination' ? 'forget' : 'abort',
+      keys.map((key) => ({ key })),
+    );
+    return { ok: true };
   });
+}
+
+/** A non-empty list of flow key strings, in canonical form. */
+function flowList(v: unknown, field: string): FlowKey[] {
+  if (!Array.isArray(v) || v.length === 0)
+    throw new NfsError(ErrorCode.CONFIG, `${field}: must be a non-empty list of flow key strings`);
+  return v.map((f: unknown, i) => {
+    if (typeof f !== 'string')
+      throw new NfsError(ErrorCode.CONFIG, `${field}[${i}]: must be a flow key string`);
+    return canonical(parseFlowKeyString(f));
+  });
+}
+
+/** A duration in milliseconds, 1..60000; `def` when absent. */
+function millis(v: unknown, field: string, def: number): number {
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > 60_000)
+    throw new NfsError(ErrorCode.CONFIG, `${field}: must be a number of milliseconds in 1..60000`);
+  return v;
 }
 
 function canonical(k: FlowKey): FlowKey {
@@ -252,7 +384,8 @@ function reportLoad(
 
 const LOAD_REPORT_MS = 100;
 
-function parseClusterConfig(body: unknown): { version: number; members: string[]; peers: Peer[] } {
+/** POST /cluster { version, members, peers? }: without `peers`, only whom to accept frames from changes. */
+function parseClusterConfig(body: unknown): { version: number; members: string[]; peers?: Peer[] } {
   const b = (body ?? {}) as Record<string, unknown>;
   const version = b.version;
   if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) {
@@ -263,6 +396,7 @@ function parseClusterConfig(body: unknown): { version: number; members: string[]
   if (!Array.isArray(members) || !members.every((m) => typeof m === 'string')) {
     throw new NfsError(ErrorCode.CONFIG, 'cluster.members: must be a list of instance ids');
   }
+  if (peers === undefined) return { version, members };
   if (
     !Array.isArray(peers) ||
     !peers.every((p: unknown) => {
@@ -292,10 +426,21 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
   const ports = await ingress.start();
   const admin = await serveAdmin(spec.host, spec.adminPort, ingress);
   admin.route('GET', '/rules', () => ingress.switch.listRules());
-  admin.route('POST', '/rules', (body) => installRule(ingress, spec.instances, body));
-  admin.route('POST', '/live', (body) => setLive(ingress, spec.instances, body));
-  admin.route('GET', '/owner', (query) => ownerOf(ingress, spec.instances, query));
-  admin.route('GET', '/flows', (query) => flowsOf(ingress, spec.instances, query));
+  // Instances can join while it runs: the routes read the ingress's own, growing list.
+  const instances = ingress.endpoints;
+  admin.route('POST', '/rules', (body) => installRule(ingress, instances, body));
+  admin.route('POST', '/live', (body) => setLive(ingress, instances, body));
+  admin.route('GET', '/owner', (query) => ownerOf(ingress, instances, query));
+  admin.route('POST', '/owner', (body) => ownersOf(ingress, instances, body));
+  admin.route('GET', '/flows', (query) => flowsOf(ingress, instances, query));
+  admin.route('GET', '/flows/owners', () => ({
+    flows: ingress.owners().map((f) => ({
+      flow: flowKeyString(f.key),
+      owner: instances[f.owner]?.id ?? null,
+      packets: f.packets,
+    })),
+  }));
+  admin.route('POST', '/instances', (body) => addInstance(ingress, body));
   if (spec.controller !== undefined) {
     await adminCall(spec.controller.host, spec.controller.admin, '/ingress', {
       host: spec.host,
@@ -331,33 +476,71 @@ async function serveAdmin(host: string, port: number, source: MetricSource): Pro
   return admin;
 }
 
-/** POST /rules { flow: "udp 10.0.0.1:5000 198.51.100.10:80", primary: "nf-3", secondary?: "nf-4", epoch } */
+/**
+ * POST /rules { flow: "udp 10.0.0.1:5000 198.51.100.10:80", primary: "nf-3", secondary?: "nf-4", epoch, move? }
+ * → { installed }, or many at once: { rules: [ … ] } → { installed: [ … ] }. Every rule of a list is checked
+ * before any is installed, so a bad one changes nothing.
+ */
 function installRule(
   ingress: Ingress,
   instances: readonly Endpoint[],
   body: unknown,
-): { installed: boolean } {
+): { installed: boolean | boolean[] } {
   const b = (body ?? {}) as Record<string, unknown>;
-  const index = (field: string): number | undefined => {
-    const v = b[field];
+  if (b.rules === undefined) {
+    const rule = parseRule(instances, b, 'rule');
+    return { installed: applyRule(ingress, rule) };
+  }
+  if (!Array.isArray(b.rules)) throw new NfsError(ErrorCode.CONFIG, 'rules: must be a list of rules');
+  const rules = b.rules.map((r: unknown, i) => parseRule(instances, r, `rules[${i}]`));
+  return { installed: rules.map((r) => applyRule(ingress, r)) };
+}
+
+interface RuleRequest {
+  key: FlowKey;
+  spec: { primary: number; epoch: number; secondary?: number };
+  move: boolean;
+}
+
+function parseRule(instances: readonly Endpoint[], rule: unknown, field: string): RuleRequest {
+  const b = (rule ?? {}) as Record<string, unknown>;
+  const index = (name: string): number | undefined => {
+    const v = b[name];
     if (v === undefined || v === null) return undefined;
     const i = instances.findIndex((e) => e.id === v);
-    if (i < 0) throw new NfsError(ErrorCode.CONFIG, `rule.${field}: no instance ${JSON.stringify(v)}`);
+    if (i < 0) throw new NfsError(ErrorCode.CONFIG, `${field}.${name}: no instance ${JSON.stringify(v)}`);
     return i;
   };
   if (typeof b.flow !== 'string')
-    throw new NfsError(ErrorCode.CONFIG, 'rule.flow: must be a flow key string');
+    throw new NfsError(ErrorCode.CONFIG, `${field}.flow: must be a flow key string`);
   const primary = index('primary');
-  if (primary === undefined) throw new NfsError(ErrorCode.CONFIG, 'rule.primary: required');
+  if (primary === undefined) throw new NfsError(ErrorCode.CONFIG, `${field}.primary: required`);
   const epoch = b.epoch;
   if (typeof epoch !== 'number' || !Number.isInteger(epoch) || epoch < 0) {
-    throw new NfsError(ErrorCode.CONFIG, 'rule.epoch: must be an integer >= 0');
+    throw new NfsError(ErrorCode.CONFIG, `${field}.epoch: must be an integer >= 0`);
   }
   const secondary = index('secondary');
   const key = parseFlowKeyString(b.flow);
   const spec = { primary, epoch, ...(secondary === undefined ? {} : { secondary }) };
+  return { key, spec, move: b.move === true };
+}
+
+function applyRule(ingress: Ingress, r: RuleRequest): boolean {
   // A move also tells the old owner, with an end-of-move marker, that nothing more will come its way.
-  return { installed: b.move === true ? ingress.repoint(key, spec) : ingress.switch.installRule(key, spec) };
+  return r.move ? ingress.repoint(r.key, r.spec) : ingress.switch.installRule(r.key, r.spec);
+}
+
+/** POST /instances { id, host, port }: an instance joined; it owns no flow until `/live` lists it. */
+async function addInstance(ingress: Ingress, body: unknown): Promise<{ id: string; index: number }> {
+  const b = (body ?? {}) as Record<string, unknown>;
+  if (typeof b.id !== 'string' || b.id === '')
+    throw new NfsError(ErrorCode.CONFIG, 'instance.id: must be a non-empty string');
+  if (typeof b.host !== 'string' || b.host === '')
+    throw new NfsError(ErrorCode.CONFIG, 'instance.host: must be a non-empty string');
+  const port = b.port;
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
+    throw new NfsError(ErrorCode.CONFIG, 'instance.port: must be a port number 1..65535');
+  return { id: b.id, index: await ingress.addInstance({ id: b.id, host: b.host, port }) };
 }
 
 /** GET /owner?flow=…: the instance that owns a flow now. */
@@ -367,6 +550,21 @@ function ownerOf(ingress: Ingress, instances: readonly Endpoint[], query: unknow
     throw new NfsError(ErrorCode.CONFIG, 'owner.flow: must be a flow key string');
   const at = ingress.switch.owner(parseFlowKeyString(flow.flow));
   return { owner: at < 0 ? null : instances[at]!.id };
+}
+
+/** POST /owner { flows: [ … ] }: the instance that owns each flow now (null: none is live). */
+function ownersOf(
+  ingress: Ingress,
+  instances: readonly Endpoint[],
+  body: unknown,
+): { owners: (string | null)[] } {
+  const keys = flowList(((body ?? {}) as Record<string, unknown>).flows, 'owner.flows');
+  return {
+    owners: keys.map((key) => {
+      const at = ingress.switch.owner(key);
+      return at < 0 ? null : (instances[at]?.id ?? null);
+    }),
+  };
 }
 
 /** POST /live { instances: ["nf-0", "nf-2"] }: the instances that own flows without a rule. */
@@ -388,12 +586,17 @@ function setLive(
   return { live: live.map((i) => instances[i]!.id), pinned };
 }
 
-/** GET /flows?owner=nf-3: the flows running through an instance now. */
-function flowsOf(ingress: Ingress, instances: readonly Endpoint[], query: unknown): { flows: string[] } {
+/** GET /flows?owner=nf-3: the flows running through an instance now, and each one's packets so far. */
+function flowsOf(
+  ingress: Ingress,
+  instances: readonly Endpoint[],
+  query: unknown,
+): { flows: string[]; packets: number[] } {
   const q = (query ?? {}) as Record<string, unknown>;
   const at = instances.findIndex((e) => e.id === q.owner);
   if (at < 0) throw new NfsError(ErrorCode.CONFIG, `flows.owner: no instance ${JSON.stringify(q.owner)}`);
-  return { flows: ingress.flowsOf(at).map(flowKeyString) };
+  const flows = ingress.flowsOf(at);
+  return { flows: flows.map(([key]) => flowKeyString(key)), packets: flows.map(([, n]) => n) };
 }
 
 /** Wires a started role to the launcher's IPC channel (if any) and to the process's signals. */

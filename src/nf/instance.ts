@@ -15,6 +15,7 @@ import { once } from 'node:events';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
+import type { LoadReport } from '../controller/controller.js';
 import type { AdminServer } from '../metrics.js';
 import { createNf } from '../nfs/index.js';
 import { mergeGlobal } from '../state/digest.js';
@@ -24,9 +25,9 @@ import type { FlowKey, Logger, MetricSample, MetricSource } from '../types.js';
 import { dropReasonName } from '../types.js';
 import { flowHash, flowKeyString } from '../packet/flow-key.js';
 import { datagramFlowHash } from './dispatch.js';
-import type { FromWorker, MoveOp, ToWorker, WorkerInit } from './messages.js';
+import type { FromWorker, MoveFlow, MoveOp, MoveResult, ToWorker, WorkerInit } from './messages.js';
 import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
-import type { FrozenFlow, ProcessorOptions } from './processor.js';
+import type { Guarantee, ProcessorOptions } from './processor.js';
 import type { Peer } from './replication.js';
 import { ReplicaStore, Replicator } from './replication.js';
 
@@ -72,6 +73,8 @@ export class NfInstance implements MetricSource {
   private shards: Shard[] = [];
   private flushScheduled = false;
   private pendingPackets = 0;
+  /** Datagrams handed towards the workers: the difference to what they have taken is the queue. */
+  private dispatched = 0;
   private packetsAtLastTurn = 0;
   private deferrals = 0;
   private started = false;
@@ -87,7 +90,7 @@ export class NfInstance implements MetricSource {
   private moveIds = 0;
   private readonly moveReplies = new Map<number, (m: Extract<FromWorker, { type: 'moved' }>) => void>();
   /** Per flow: a move's source waiting for its hand-over, or the hand-over that came first. */
-  private readonly handOvers = new Map<string, ((forwarded: number) => void) | number>();
+  private readonly handOvers = new Map<string, ((parked: number) => void) | number>();
   readonly replicas: ReplicaStore | undefined;
   /** Called when a worker dies: the instance can no longer own its flows. */
   onFatal: (err: Error) => void = () => undefined;
@@ -138,9 +141,11 @@ export class NfInstance implements MetricSource {
       const worker = new Worker(workerUrl, { workerData: init });
       const shard = new Shard(worker, counters);
       worker.on('message', (msg: FromWorker) => {
-        if (msg.type === 'records') this.replicate(shard, msg.records, msg.ship);
+        if (msg.type === 'records') this.replicate(shard, i, msg.records, msg.ship);
+        else if (msg.type === 'snapshot')
+          this.replicator?.catchUp(msg.peers, i, new Uint8Array(msg.records), msg.last);
         else if (msg.type === 'moved') this.moveReplies.get(msg.id)?.(msg);
-        else if (msg.type === 'handedOver') this.handedOver(msg.key, msg.forwarded);
+        else if (msg.type === 'handedOver') this.handedOver(msg.key, msg.parked);
         else this.replies.get(worker)?.resolve(msg);
       });
       worker.on('error', (err) => {
@@ -151,6 +156,9 @@ export class NfInstance implements MetricSource {
       this.shards.push(shard);
     }
     await Promise.all(this.shards.map((s) => this.ask(s.worker, 'ready')));
+    // Load is measured from here: starting up is not load.
+    this.lastElu = performance.eventLoopUtilization();
+    for (const s of this.shards) s.lastElu = s.worker.performance.eventLoopUtilization();
     this.socket.on('message', (msg) => {
       this.dispatch(msg);
     });
@@ -166,8 +174,8 @@ export class NfInstance implements MetricSource {
    * Sends a worker's records block to the peers. In after-replication mode, remembers which send carried
    * it so that the worker can release the block's packets once every peer has acknowledged it.
    */
-  private replicate(shard: Shard, records: ArrayBuffer, ship: number): void {
-    const k = this.replicator?.send(new Uint8Array(records));
+  private replicate(shard: Shard, source: number, records: ArrayBuffer, ship: number): void {
+    const k = this.replicator?.send(new Uint8Array(records), source);
     if (this.options.processor.release !== 'after-replication') return;
     if (k === undefined) shard.worker.postMessage({ type: 'commit', ship } satisfies ToWorker);
     else shard.awaiting.push(k, ship);
@@ -190,21 +198,22 @@ export class NfInstance implements MetricSource {
 
   /**
    * The cluster changed (configuration `version`, rising): accept frames from `members`, replicate to
-   * `peers`. No-op without replication.
+   * `peers`. Without `peers` only the members change: a controller first lets every member accept a
+   * newcomer, then has them connect, so that no first connection is refused. No-op without replication.
    */
-  async setCluster(version: number, members: readonly string[], peers: readonly Peer[]): Promise<void> {
+  async setCluster(version: number, members: readonly string[], peers?: readonly Peer[]): Promise<void> {
     // A configuration older than the one applied arrived late: the newer one already holds.
     if (this.replicas === undefined || version <= this.clusterVersion) return;
     this.clusterVersion = version;
     this.replicas.setMembers(members);
-    await this.replicateTo(peers);
+    if (peers !== undefined) await this.replicateTo(peers);
   }
 
   /**
-   * Load for the controller: packet counters and how busy the threads are (event-loop utilisation since the
-   * last call, the busiest thread's).
+   * Load for the controller: packet counters, how busy the threads are (event-loop utilisation since the
+   * last call, the busiest thread's) and the queue (received here, not yet taken by a worker).
    */
-  load(): { received: number; processed: number; flows: number; busy: number } {
+  load(): LoadReport {
     let busy = 0;
     const elu = performance.eventLoopUtilization();
     busy = Math.max(busy, performance.eventLoopUtilization(elu, this.lastElu).utilization);
@@ -219,80 +228,154 @@ export class NfInstance implements MetricSource {
       processed: this.counter('processed'),
       flows: this.counter('flows'),
       busy,
+      queue: Math.max(0, this.dispatched - this.counter('received')),
     };
   }
 
   /**
-   * One step of a flow move, run by the worker that owns the flow (see FlowProcessor). A freeze also waits
-   * until the peers have acknowledged the batch it closed, so an intra-cluster destination's replica is
-   * current when the freeze returns.
+   * One step of a move of `flows`, each run by the worker that owns it (see FlowProcessor), one message per
+   * worker; the results come back in the order of `flows`. A freeze can also wait, up to `settleMs`, until
+   * the peers have acknowledged the batches it closed, so that an intra-cluster destination's replicas are
+   * current when it returns.
    */
   async moveStep(
     op: MoveOp,
-    key: FlowKey,
-    extra: { to?: { host: string; port: number }; state?: Uint8Array; expected?: number } = {},
-  ): Promise<{ ok: boolean; frozen?: FrozenFlow }> {
-    const id = ++this.moveIds;
-    const shard =
-      this.shards[flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto) % this.shards.length]!;
-    const reply = new Promise<Extract<FromWorker, { type: 'moved' }>>((resolve) => {
-      this.moveReplies.set(id, (m) => {
-        this.moveReplies.delete(id);
-        resolve(m);
-      });
+    flows: readonly MoveFlow[],
+    extra: {
+      guarantee?: Guarantee;
+      to?: { host: string; port: number };
+      settleMs?: number;
+      waitMs?: number;
+      deadlineMs?: number;
+    } = {},
+  ): Promise<MoveResult[]> {
+    const byShard = new Map<Shard, number[]>();
+    flows.forEach((f, i) => {
+      const k = f.key;
+      const shard =
+        this.shards[flowHash(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto) % this.shards.length]!;
+      const list = byShard.get(shard);
+      if (list === undefined) byShard.set(shard, [i]);
+      else list.push(i);
     });
-    shard.worker.postMessage({ type: 'move', id, op, key, ...extra } satisfies ToWorker);
-    const m = await reply;
-    if (op === 'freeze' && m.ok) await this.replicator?.settled(2000);
-    return m.frozen === undefined ? { ok: m.ok } : { ok: m.ok, frozen: m.frozen };
+    const results: MoveResult[] = new Array<MoveResult>(flows.length);
+    const { guarantee, to, waitMs, deadlineMs } = extra;
+    await Promise.all(
+      [...byShard].map(async ([shard, at]) => {
+        const id = ++this.moveIds;
+        const reply = new Promise<MoveResult[]>((resolve) => {
+          this.moveReplies.set(id, (m) => {
+            this.moveReplies.delete(id);
+            resolve(m.results);
+          });
+        });
+        shard.worker.postMessage({
+          type: 'move',
+          id,
+          op,
+          flows: at.map((i) => flows[i]!),
+          ...(guarantee === undefined ? {} : { guarantee }),
+          ...(to === undefined ? {} : { to }),
+          ...(waitMs === undefined ? {} : { waitMs }),
+          ...(deadlineMs === undefined ? {} : { deadlineMs }),
+        } satisfies ToWorker);
+        const r = await reply;
+        at.forEach((i, j) => (results[i] = r[j]!));
+      }),
+    );
+    const settleMs = extra.settleMs ?? 0;
+    if (op === 'freeze' && settleMs > 0 && results.some((r) => r.ok))
+      await this.replicator?.settled(settleMs);
+    return results;
   }
 
-  /** Resolves with the packets forwarded once a frozen flow's end-of-move marker has been handled. */
-  waitHandOver(key: FlowKey, ms: number): Promise<number | undefined> {
-    const k = flowKeyString(key);
-    const done = this.handOvers.get(k);
-    if (typeof done === 'number') {
-      this.handOvers.delete(k);
-      return Promise.resolve(done);
-    }
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.handOvers.delete(k);
-        resolve(undefined);
-      }, ms);
-      this.handOvers.set(k, (n: number) => {
+  /**
+   * Move source, once the switch is re-pointed: waits up to `ms` for each frozen flow's end-of-move marker to
+   * be handled, then hands over the rest anyway — the rule changed before this call, so what was in flight to
+   * this instance has arrived by then. Resolves with the packets each flow had parked.
+   */
+  async finishMoves(keys: readonly FlowKey[], ms: number): Promise<number[]> {
+    const names = keys.map(flowKeyString);
+    const parked = await new Promise<(number | undefined)[]>((resolve) => {
+      const out = new Array<number | undefined>(keys.length).fill(undefined);
+      let left = 0;
+      const done = (): void => {
         clearTimeout(timer);
-        this.handOvers.delete(k);
-        resolve(n);
+        for (const n of names) if (typeof this.handOvers.get(n) === 'function') this.handOvers.delete(n);
+        resolve(out);
+      };
+      names.forEach((n, i) => {
+        const already = this.handOvers.get(n);
+        if (typeof already === 'number') {
+          this.handOvers.delete(n);
+          out[i] = already;
+          return;
+        }
+        left++;
+        this.handOvers.set(n, (count) => {
+          this.handOvers.delete(n);
+          out[i] = count;
+          if (--left === 0) done();
+        });
       });
+      const timer = setTimeout(done, ms);
+      if (left === 0) done();
+    });
+    const late = keys.filter((_, i) => parked[i] === undefined);
+    if (late.length === 0) return parked as number[];
+    const forced = await this.moveStep(
+      'handOver',
+      late.map((key) => ({ key })),
+    );
+    let j = 0;
+    return parked.map((p, i) => {
+      if (p !== undefined) return p;
+      const r = forced[j++]!;
+      if (r.ok) return r.parked ?? 0;
+      // The marker was handled between the wait and the forced hand-over.
+      const raced = this.handOvers.get(names[i]!);
+      this.handOvers.delete(names[i]!);
+      return typeof raced === 'number' ? raced : 0;
     });
   }
 
-  private handedOver(key: FlowKey, forwarded: number): void {
+  private handedOver(key: FlowKey, parked: number): void {
     const k = flowKeyString(key);
     const waiting = this.handOvers.get(k);
-    if (typeof waiting === 'function') waiting(forwarded);
-    else this.handOvers.set(k, forwarded);
+    if (typeof waiting === 'function') waiting(parked);
+    else this.handOvers.set(k, parked);
   }
 
-  /** Connects to the cluster peers this instance replicates to (their replication ports are known now). */
+  /**
+   * Replicates to `peers` from now on (their replication ports are known now). Connections to peers that
+   * stay are kept; a peer that is new gets a catch-up from every worker — the full state of each flow
+   * this instance owns — before their further records, so it holds current replicas at once.
+   */
   async replicateTo(peers: readonly Peer[]): Promise<void> {
     const cluster = this.options.cluster;
     if (cluster === undefined) return;
-    this.replicator?.stop();
-    this.replicator = new Replicator(
-      { self: this.options.id, key: Buffer.from(cluster.key, 'hex'), peers },
-      this.options.logger,
-    );
-    this.replicator.onCommit = this.commit;
-    this.replicator.onRepair = (key) => {
-      const shard =
-        this.shards[
-          flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto) % this.shards.length
-        ]!;
-      shard.worker.postMessage({ type: 'resend', key } satisfies ToWorker);
-    };
-    await this.replicator.start();
+    if (this.replicator === undefined) {
+      this.replicator = new Replicator(
+        {
+          self: this.options.id,
+          key: Buffer.from(cluster.key, 'hex'),
+          peers: [],
+          sources: this.shards.length,
+        },
+        this.options.logger,
+      );
+      this.replicator.onCommit = this.commit;
+      this.replicator.onRepair = (key) => {
+        const shard =
+          this.shards[
+            flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto) % this.shards.length
+          ]!;
+        shard.worker.postMessage({ type: 'resend', key } satisfies ToWorker);
+      };
+    }
+    const joined = await this.replicator.setPeers(peers);
+    if (joined.length === 0) return;
+    for (const s of this.shards) s.worker.postMessage({ type: 'snapshot', peers: joined } satisfies ToWorker);
   }
 
   /** Per-flow digests and the merged global state of every worker (closes open batches first). */
@@ -387,6 +470,7 @@ export class NfInstance implements MetricSource {
     p.set(msg, shard.used + 2);
     shard.used += 2 + n;
     this.pendingPackets++;
+    this.dispatched++;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flush);

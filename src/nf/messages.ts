@@ -10,7 +10,7 @@
  */
 import type { RunDigest } from '../state/digest.js';
 import type { FlowKey } from '../types.js';
-import type { FrozenFlow, ProcessorOptions } from './processor.js';
+import type { FrozenFlow, Guarantee, ProcessorOptions } from './processor.js';
 
 export interface WorkerInit {
   index: number;
@@ -34,28 +34,56 @@ export type ToWorker =
   | { type: 'commit'; ship: number }
   /** A peer asked for this flow's full state (its replica has a gap). */
   | { type: 'resend'; key: FlowKey }
-  /** A step of a flow move (see FlowProcessor.expect/freeze/install/abort); answered by `moved`. */
+  /** Peers joined the cluster: answered by `snapshot` parts, the full state of every flow of this worker. */
+  | { type: 'snapshot'; peers: string[] }
+  /**
+   * A step of a move of one or more flows (see FlowProcessor.expect/freeze/commit/install/handOver/abort/
+   * forget); answered by one `moved` with a result per flow, in order.
+   */
   | {
       type: 'move';
       id: number;
       op: MoveOp;
-      key: FlowKey;
+      flows: MoveFlow[];
+      guarantee?: Guarantee;
       to?: { host: string; port: number };
-      state?: Uint8Array;
-      expected?: number;
+      /** Install: how long the source may take to hand over (see FlowProcessor.install). */
+      waitMs?: number;
+      /** Freeze: how long the move may take to commit before the source gives it up (FlowProcessor.freeze). */
+      deadlineMs?: number;
     };
 
-export type MoveOp = 'expect' | 'freeze' | 'install' | 'abort' | 'forget';
+/** `handOver` forces a frozen flow's hand-over when its end-of-move marker has not come. */
+export type MoveOp = 'expect' | 'freeze' | 'commit' | 'install' | 'handOver' | 'abort' | 'forget';
+
+/** One flow of a move step: its state and next sequence number for an install. */
+export interface MoveFlow {
+  key: FlowKey;
+  state?: Uint8Array;
+  expected?: number;
+}
+
+/** One flow's answer to a move step: `frozen` for a freeze, `parked` for a hand-over. */
+export interface MoveResult {
+  ok: boolean;
+  frozen?: FrozenFlow;
+  parked?: number;
+}
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'digest'; digest: RunDigest }
   | { type: 'stopped' }
   /** Replication records of the batches closed since the last message (layout: nf/replication.ts). */
   | { type: 'records'; records: ArrayBuffer; ship: number }
-  /** The answer to a `move` step; `frozen` for a freeze, `ok` false when the flow was not in a state to move. */
-  | { type: 'moved'; id: number; ok: boolean; frozen?: FrozenFlow }
-  /** A moving flow's end-of-move marker arrived and its parked packets went to the destination. */
-  | { type: 'handedOver'; key: FlowKey; forwarded: number };
+  /**
+   * Part of a catch-up for `peers`: full-state records (same layout) of this worker's flows at their current
+   * versions, sent after every records message that came before; `last` on the final part.
+   */
+  | { type: 'snapshot'; peers: string[]; records: ArrayBuffer; last: boolean }
+  /** The answer to a `move` step; a result's `ok` is false when its flow was not in a state for that step. */
+  | { type: 'moved'; id: number; results: MoveResult[] }
+  /** A moving flow's end-of-move marker arrived and its parked packets went to the destination (or, under `none`, were dropped). */
+  | { type: 'handedOver'; key: FlowKey; parked: number };
 
 /** The order of the counters in a worker's shared Float64Array; drops by reason follow them. */
 export const WORKER_COUNTERS = [
@@ -70,6 +98,9 @@ export const WORKER_COUNTERS = [
   'flowsCreated',
   'flowsExpired',
   'events',
+  'moveOverflows',
+  'moveTimeouts',
+  'lateProcessed',
   'flows',
 ] as const;
 export const DROPS_AT = WORKER_COUNTERS.length;

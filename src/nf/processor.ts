@@ -15,6 +15,7 @@
  * - A batch closes after `batchSize` packets or `batchTimeoutMs`, whichever is first, and emits the
  *   flow's state delta since the previous batch.
  */
+import { ErrorCode, NfsError } from '../errors.js';
 import { flowHash, flowKeyOf, flowKeyString, packetFlowHash } from '../packet/flow-key.js';
 import { FlowTable } from '../packet/flow-table.js';
 import { Packet } from '../packet/packet.js';
@@ -60,6 +61,49 @@ interface Held {
 export const MoveState = { NONE: 0, INCOMING: 1, OUTGOING: 2 } as const;
 export type MoveState = (typeof MoveState)[keyof typeof MoveState];
 
+/**
+ * OpenNF's guarantees for a move. `order-preserving`: the destination processes the flow strictly in stamp
+ * order, the source's parked packets before the switch's new ones. `loss-free`: the destination processes the
+ * switch's packets as they come and the source's (older) ones when they arrive: nothing is lost, order may
+ * not hold. `none`: the source drops what it parked and the destination starts at the first packet it sees.
+ */
+export const GUARANTEES = ['none', 'loss-free', 'order-preserving'] as const;
+export type Guarantee = (typeof GUARANTEES)[number];
+
+/** A guarantee named in an API request; absent means `order-preserving`. */
+export function parseGuarantee(v: unknown, field: string): Guarantee {
+  if (v === undefined) return 'order-preserving';
+  if (typeof v !== 'string' || !(GUARANTEES as readonly string[]).includes(v))
+    throw new NfsError(ErrorCode.CONFIG, `${field}: must be one of ${GUARANTEES.join(', ')}`);
+  return v as Guarantee;
+}
+
+/**
+ * A flow's part in a move while it lasts. At the source: whether the re-point is under way. At the
+ * destination after the install: whether the source's hand-over may still come — until then an
+ * order-preserving destination does not give up on the gap the source's packets will fill, and a loss-free
+ * one keeps the window of sequence numbers the switch's packets skipped, one bit each for those processed.
+ *
+ *   lateFrom                 lateTo = the switch's first packet here
+ *      |  1  0  1  1  0  …  |  processed normally from here on (flow.expected)
+ */
+class MoveTrack {
+  /** Source: the controller is re-pointing the switch, so parking may exceed `maxHeld` (up to twice it). */
+  committed = false;
+  /** Source: not committed by then (clock ms), the move is given up and the flow resumes here. */
+  frozenUntil = Infinity;
+  /** Destination: installed, the source's packets may still come. */
+  catchingUp = false;
+  /** Order-preserving destination: until then (clock ms) a gap is not skipped; the gap timeout runs after. */
+  waitUntil = 0;
+  late: Uint8Array | undefined = undefined;
+  lateFrom = 0;
+  lateTo = 0;
+  /** Late sequence numbers not yet seen. */
+  lateLeft = 0;
+  constructor(readonly guarantee: Guarantee) {}
+}
+
 /** What a move's source hands over: the flow's state and where its sequence stands. */
 export interface FrozenFlow {
   version: number;
@@ -84,6 +128,8 @@ export class FlowEntry {
   mark = 0;
   lastActive = 0;
   forwarded = 0;
+  /** Set only while the flow moves. */
+  track: MoveTrack | undefined = undefined;
   /** After-replication mode: this batch's output, as (buffer, offset, length) triples. */
   out: (Uint8Array | number)[] = [];
 
@@ -110,6 +156,12 @@ export class ProcessorCounters {
   /** Packets parked during moves, and end-of-move markers for flows not moving here. */
   parked = 0;
   strayMarkers = 0;
+  /** Moves the source took back because its parked packets reached the bound before the re-point. */
+  moveOverflows = 0;
+  /** Moves the source took back because no commit came before the move's deadline. */
+  moveTimeouts = 0;
+  /** Packets a loss-free destination processed behind later ones (the source's, forwarded). */
+  lateProcessed = 0;
   readonly drops = new Float64Array(16);
 }
 
@@ -125,15 +177,18 @@ export class FlowProcessor {
   private closedOut: (Uint8Array | number)[] = [];
   private readonly holdOutput: boolean;
   private gapWatch: FlowEntry[] = [];
+  /** Flows frozen for a move and not yet committed: each is given up at its deadline. */
+  private frozen: FlowEntry[] = [];
   private readonly idle: TimerWheel<FlowEntry>;
   onBatch: BatchSink | undefined;
   /** A flow left (idle, or moved away): replicas of it can go too. Called after its last batch. */
   onEnd: ((flow: FlowEntry) => void) | undefined;
   /**
-   * A moving flow's end-of-move marker arrived: every packet the switch sent here is parked. The callee
-   * forwards them (`handOver`) to the destination.
+   * A moving flow's end-of-move marker arrived (at `buf[offset, offset+length)`, valid during the call):
+   * every packet the switch sent here is parked. The callee forwards them and then the marker (`handOver`)
+   * to the destination.
    */
-  onMarker: ((key: FlowKey) => void) | undefined;
+  onMarker: ((key: FlowKey, buf: Uint8Array, offset: number, length: number) => void) | undefined;
 
   constructor(
     private readonly nf: NetworkFunction<unknown>,
@@ -163,7 +218,12 @@ export class FlowProcessor {
     const now = this.clock.now();
     let flow = this.flows.getPacket(this.pkt);
     if ((stamp.flags & StampFlag.END_OF_MOVE) !== 0) {
-      if (flow?.move === MoveState.OUTGOING) this.onMarker?.(flow.key);
+      // A forwarded marker comes from a move's source after its parked packets: nothing more of the flow
+      // comes from there. Only the switch's own marker ends a move here.
+      const forwarded = (stamp.flags & StampFlag.FORWARDED) !== 0;
+      if (forwarded && flow?.track?.catchingUp === true) this.caughtUp(flow);
+      else if (!forwarded && flow?.move === MoveState.OUTGOING)
+        this.onMarker?.(flow.key, buf, offset, length);
       else this.counters.strayMarkers++;
       return;
     }
@@ -177,6 +237,7 @@ export class FlowProcessor {
     flow.lastActive = now;
     const seq = stamp.seq;
     if (flow.move === MoveState.INCOMING) return this.park(flow, seq, buf, offset, length);
+    if (flow.track?.catchingUp === true && this.catchUp(flow, buf, offset, length)) return;
     if (seq < flow.expected) return this.drop(DropReason.DUPLICATE);
     if (flow.move === MoveState.OUTGOING) return this.park(flow, seq, buf, offset, length);
     if (seq > flow.expected) return this.hold(flow, seq, buf, offset, length, now);
@@ -186,6 +247,7 @@ export class FlowProcessor {
 
   /** Time-driven work: batch timeouts, gaps that never filled, idle flows. */
   tick(now: number): void {
+    if (this.frozen.length > 0) this.expireFreezes(now);
     if (this.openBatches.length > 0) {
       const open = this.openBatches;
       let kept = 0;
@@ -201,7 +263,10 @@ export class FlowProcessor {
       let kept = 0;
       for (const flow of watch) {
         if (flow.held.length === 0) continue;
-        if (now - flow.heldSince >= this.options.gapTimeoutMs) this.skipGap(flow);
+        // The source's packets are on their way after a move: the gap clock starts once they are overdue.
+        const since =
+          flow.track?.catchingUp === true ? Math.max(flow.heldSince, flow.track.waitUntil) : flow.heldSince;
+        if (now - since >= this.options.gapTimeoutMs) this.skipGap(flow);
         if (flow.held.length > 0) watch[kept++] = flow;
       }
       watch.length = kept;
@@ -210,7 +275,10 @@ export class FlowProcessor {
       // A flow that moved away (or whose move was called off) left the table; a new one may have its key.
       if (!this.owns(flow)) return;
       const deadline = flow.lastActive + this.options.flowIdleMs;
-      if (deadline > now || flow.held.length > 0 || flow.move !== MoveState.NONE) {
+      // An expected flow that never got its state is the leftover of a move called off: it goes quietly.
+      if (deadline <= now && flow.move === MoveState.INCOMING && flow.state === undefined) {
+        this.forget(flow.key);
+      } else if (deadline > now || flow.held.length > 0 || flow.move !== MoveState.NONE) {
         this.idle.add(flow, Math.max(deadline, now + 1));
       } else this.expire(flow);
     });
@@ -315,7 +383,7 @@ export class FlowProcessor {
   }
 
   /** Move destination: hold every packet of `key` (no gap skipping) until `install` gives it a state. */
-  expect(key: FlowKey): void {
+  expect(key: FlowKey, guarantee: Guarantee = 'order-preserving'): void {
     let flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
     if (flow === undefined) {
       flow = new FlowEntry(key, flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto));
@@ -325,19 +393,30 @@ export class FlowProcessor {
       this.idle.add(flow, flow.lastActive + this.options.flowIdleMs);
     }
     flow.move = MoveState.INCOMING;
+    flow.track = new MoveTrack(guarantee);
   }
 
   /**
    * Move source: closes the flow's batch (so its last changes go to the replicas), stops processing it —
    * its packets are parked from now on — and returns its full state. Undefined for a flow this worker does
-   * not own or that is already moving.
+   * not own, that is already moving, or that is still taking in a loss-free move's late packets (until that
+   * move's wait is over). Not committed within `timeoutMs`, the move is given up here: the flow resumes, and
+   * a later commit fails, so the switch is never re-pointed to a flow that moved on.
    */
-  freeze(key: FlowKey): FrozenFlow | undefined {
+  freeze(
+    key: FlowKey,
+    guarantee: Guarantee = 'order-preserving',
+    timeoutMs = Infinity,
+  ): FrozenFlow | undefined {
     const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
     if (flow?.state === undefined || flow.move !== MoveState.NONE) return undefined;
+    if (flow.track?.late !== undefined && this.clock.now() < flow.track.waitUntil) return undefined;
     let lastDelta = 0;
     if (flow.batchCount > 0) lastDelta = this.closeBatch(flow);
     flow.move = MoveState.OUTGOING;
+    flow.track = new MoveTrack(guarantee);
+    flow.track.frozenUntil = this.clock.now() + timeoutMs;
+    if (timeoutMs !== Infinity) this.frozen.push(flow);
     const w = this.delta;
     w.reset();
     this.nf.codec.encodeFull(flow.state, w);
@@ -345,38 +424,74 @@ export class FlowProcessor {
   }
 
   /**
-   * Move destination: the flow's state arrived. Processing resumes at `expected`; parked packets below it
-   * are duplicates, the rest run in stamp order. The state goes to this instance's own peers at once.
+   * Move source, just before the switch is re-pointed: true if the flow is still frozen here. False when its
+   * parked packets reached the bound first and it took the flow back (see `park`): the move must abort.
    */
-  install(key: FlowKey, state: Uint8Array, expected: number): void {
-    this.expect(key);
-    const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto)!;
+  commit(key: FlowKey): boolean {
+    const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow?.move !== MoveState.OUTGOING || flow.track === undefined) return false;
+    flow.track.committed = true;
+    return true;
+  }
+
+  /**
+   * Move destination: the flow's state arrived. Processing resumes at `expected`; parked packets below it
+   * are duplicates, the rest run as the move's guarantee (given to `expect`) says. Order-preserving, a gap
+   * below the switch's packets is the source's to fill: it is not skipped for `waitMs` (how long the source
+   * may take to hand over), then the gap timeout runs as usual. The state goes to this instance's own peers
+   * at once.
+   */
+  install(key: FlowKey, state: Uint8Array, expected: number, waitMs = 0): void {
+    let flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow?.move !== MoveState.INCOMING) this.expect(key);
+    flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto)!;
     flow.state = this.nf.codec.decodeFull(new ByteReader(state));
     flow.mark = this.nf.codec.mark(flow.state);
     flow.expected = expected;
     flow.move = MoveState.NONE;
+    const track = flow.track ?? new MoveTrack('order-preserving');
+    flow.track = track;
+    track.catchingUp = true;
+    track.waitUntil = this.clock.now() + waitMs;
     // This instance's own peers learn the flow at once, as version 1 of its life here.
     flow.version = 1;
     this.onBatch?.(flow, 1, state, true);
     this.resume(flow);
+    // The switch's packets already wait past a gap: without order to keep, start with them now.
+    const first = flow.held[0];
+    if (first !== undefined && track.guarantee !== 'order-preserving') {
+      this.jump(flow, track, first.seq);
+      this.drain(flow);
+    }
   }
 
   /**
-   * Move source, after the end-of-move marker: hands every parked packet, in stamp order, to `forward` (the
-   * destination), and forgets the flow without releasing what it holds — the state lives on elsewhere.
-   * Returns how many packets were forwarded.
+   * Move source, after the end-of-move marker (`marker`; absent when the hand-over is forced): hands every
+   * parked packet, in stamp order, then the marker, to `forward` (the destination) — or, under `none`,
+   * drops them, counted — and forgets the flow without releasing what it holds: the state lives on
+   * elsewhere. Returns how many packets it had parked.
    */
-  handOver(key: FlowKey, forward: Emit): number {
+  handOver(key: FlowKey, forward: Emit, marker?: Uint8Array): number {
     const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
     if (flow?.move !== MoveState.OUTGOING) return 0;
     const held = flow.held;
-    for (const h of held) {
-      this.stamp.parse(h.buf, h.offset, h.length);
-      this.stamp.setFlags(this.stamp.flags | StampFlag.FORWARDED);
-      forward(h.buf, h.offset, h.length);
-    }
     const n = held.length;
+    if (flow.track?.guarantee === 'none') {
+      this.counters.drops[DropReason.MOVE_DISCARDED]! += n;
+    } else {
+      for (const h of held) {
+        this.stamp.parse(h.buf, h.offset, h.length);
+        this.stamp.setFlags(this.stamp.flags | StampFlag.FORWARDED);
+        forward(h.buf, h.offset, h.length);
+      }
+      // After the packets, on the same path: a loss-free destination learns that nothing more comes.
+      if (marker !== undefined && this.stamp.parse(marker, 0, marker.length) === DropReason.NONE) {
+        this.stamp.setFlags(this.stamp.flags | StampFlag.FORWARDED);
+        forward(marker, 0, marker.length);
+      }
+    }
     held.length = 0;
+    flow.track = undefined;
     this.flows.delete(flow.key);
     this.onEnd?.(flow);
     return n;
@@ -387,6 +502,7 @@ export class FlowProcessor {
     const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
     if (flow?.move !== MoveState.OUTGOING) return;
     flow.move = MoveState.NONE;
+    flow.track = undefined;
     this.resume(flow);
   }
 
@@ -399,6 +515,7 @@ export class FlowProcessor {
     if (flow === undefined) return;
     flow.held.length = 0;
     flow.batchCount = 0;
+    flow.track = undefined;
     this.flows.delete(flow.key);
     if (flow.state !== undefined) this.onEnd?.(flow);
   }
@@ -408,15 +525,125 @@ export class FlowProcessor {
     return this.flows.get(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto) === flow;
   }
 
-  /** Parks a packet of a moving flow, in stamp order, bounded like the hold list. */
+  /** Gives up the moves whose commit did not come in time (see `freeze`). */
+  private expireFreezes(now: number): void {
+    const frozen = this.frozen;
+    let kept = 0;
+    for (const flow of frozen) {
+      const track = flow.track;
+      if (flow.move !== MoveState.OUTGOING || track === undefined || track.committed) continue;
+      if (now < track.frozenUntil) {
+        frozen[kept++] = flow;
+        continue;
+      }
+      this.counters.moveTimeouts++;
+      flow.move = MoveState.NONE;
+      flow.track = undefined;
+      this.resume(flow);
+    }
+    frozen.length = kept;
+  }
+
+  /**
+   * Parks a packet of a moving flow, in stamp order, bounded like the hold list. A source whose bound is
+   * reached before the re-point takes the flow back rather than drop a packet; once the re-point is under
+   * way, it may park twice as many (only packets stamped before the switch changed still come).
+   */
   private park(flow: FlowEntry, seq: number, buf: Uint8Array, offset: number, length: number): void {
     const held = flow.held;
     let at = held.length;
     while (at > 0 && held[at - 1]!.seq > seq) at--;
     if (at > 0 && held[at - 1]!.seq === seq) return this.drop(DropReason.DUPLICATE);
-    if (held.length >= this.options.maxHeld) return this.drop(DropReason.BUFFER_FULL);
+    const committed = flow.track?.committed === true;
+    if (held.length >= (committed ? 2 : 1) * this.options.maxHeld) {
+      if (flow.move !== MoveState.OUTGOING || committed) return this.drop(DropReason.BUFFER_FULL);
+      held.splice(at, 0, { seq, buf, offset, length });
+      this.counters.moveOverflows++;
+      flow.move = MoveState.NONE;
+      flow.track = undefined;
+      this.resume(flow);
+      return;
+    }
     held.splice(at, 0, { seq, buf, offset, length });
     this.counters.parked++;
+  }
+
+  /**
+   * A loss-free or none destination catching up with its source. True when the packet was dealt with here;
+   * false when it goes the ordinary way (after a jump, if it is the switch's first past a gap).
+   */
+  private catchUp(flow: FlowEntry, buf: Uint8Array, offset: number, length: number): boolean {
+    const track = flow.track!;
+    if (track.guarantee === 'order-preserving') return false;
+    const seq = this.stamp.seq;
+    if (track.late !== undefined && seq >= track.lateFrom && seq < track.lateTo) {
+      this.runLate(flow, track, seq);
+      return true;
+    }
+    if (seq > flow.expected && (this.stamp.flags & StampFlag.FORWARDED) === 0 && track.late === undefined) {
+      this.jump(flow, track, seq);
+      // Forwarded packets that came before it, past a sequence number the source never had, are late too.
+      const held = flow.held;
+      let n = 0;
+      while (n < held.length && held[n]!.seq < seq) n++;
+      if (n > 0) {
+        const late = held.splice(0, n);
+        for (const h of late) {
+          this.stamp.parse(h.buf, h.offset, h.length);
+          this.pkt.parse(h.buf, this.stamp.innerOffset, this.stamp.innerLength);
+          if (flow.track !== undefined) this.runLate(flow, flow.track, h.seq);
+        }
+        // The views pointed at the late packets; back to the one that arrived.
+        this.stamp.parse(buf, offset, length);
+        this.pkt.parse(buf, this.stamp.innerOffset, this.stamp.innerLength);
+      }
+    } else if (track.guarantee === 'none') {
+      flow.track = undefined;
+    }
+    return false;
+  }
+
+  /**
+   * The destination's first packet from the switch is `first`, past sequence numbers only the source can
+   * fill. `none` skips them for good; `loss-free` remembers them (as many as the source can have parked) and
+   * processes each when it comes.
+   */
+  private jump(flow: FlowEntry, track: MoveTrack, first: number): void {
+    if (track.guarantee === 'loss-free') {
+      const from = Math.max(flow.expected, first - 2 * this.options.maxHeld);
+      track.late = new Uint8Array((first - from + 7) >>> 3);
+      track.lateFrom = from;
+      track.lateTo = first;
+      track.lateLeft = first - from;
+    } else {
+      flow.track = undefined;
+    }
+    flow.expected = first;
+  }
+
+  /** Processes a late packet (the views point at it) behind later ones, once. */
+  private runLate(flow: FlowEntry, track: MoveTrack, seq: number): void {
+    const i = seq - track.lateFrom;
+    const bit = 1 << (i & 7);
+    const late = track.late!;
+    if ((late[i >>> 3]! & bit) !== 0) return this.drop(DropReason.DUPLICATE);
+    late[i >>> 3]! |= bit;
+    this.counters.lateProcessed++;
+    const next = flow.expected;
+    this.run(flow);
+    flow.expected = next;
+    if (--track.lateLeft === 0) this.caughtUp(flow);
+  }
+
+  /**
+   * A loss-free or none destination has everything its source will hand over: the flow is an ordinary one
+   * again. Late sequence numbers the source never had were lost before the move; they count as a gap.
+   */
+  private caughtUp(flow: FlowEntry): void {
+    const track = flow.track;
+    if (track === undefined) return;
+    flow.track = undefined;
+    this.counters.gapSkipped += track.lateLeft;
   }
 
   /** Runs what a flow can run after it stopped moving; the rest waits for its gap as usual. */

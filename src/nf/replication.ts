@@ -18,6 +18,10 @@
  *   ACK        body = u64 sequence number of the last REPLICATE applied (receiver → sender)
  *   REPAIR     body = a flow's 5-tuple, as in a record (receiver → sender): send this flow's full state
  *
+ * A peer that joins the cluster is sent a catch-up first: from each worker (a source of records), the full
+ * state of every flow it owns, in one or a few REPLICATE frames, and only then that worker's further
+ * records. So a newcomer holds current replicas at once, without a REPAIR per flow.
+ *
  * Record layout (big endian):
  *
  *   +-------+--------+--------+---------+---------+-----------+------+-----------+-------------+
@@ -92,47 +96,87 @@ export interface Peer {
  * commits back: its replica is out of date and a new secondary or a snapshot repairs it.
  */
 export class Replicator implements MetricSource {
-  private readonly links: Link[];
+  private links: Link[];
   private sends = 0;
   private committed = 0;
   bytesSent = 0;
   messages = 0;
   dropped = 0;
+  /** Bytes of the catch-ups sent to peers that joined (part of bytesSent), and the peers caught up. */
+  catchUpBytes = 0;
+  catchUps = 0;
   onCommit: (k: number) => void = () => undefined;
   /** A peer lacks a flow's history: the owner should send that flow's full state in its next records. */
   onRepair: (key: FlowKey) => void = () => undefined;
   repairs = 0;
 
   constructor(
-    private readonly options: { self: string; key: Uint8Array; peers: readonly Peer[] },
+    private readonly options: {
+      self: string;
+      key: Uint8Array;
+      peers: readonly Peer[];
+      /** How many sources (workers) feed `send`; a joining peer waits for each one's catch-up. */
+      sources?: number;
+    },
     private readonly logger: Logger,
   ) {
-    this.links = options.peers.map(
-      (p) =>
-        new Link(
-          p,
-          options.self,
-          options.key,
-          logger,
-          () => {
-            this.checkCommit();
-          },
-          (key) => {
-            this.repairs++;
-            this.onRepair(key);
-          },
-        ),
-    );
+    this.links = options.peers.map((p) => this.link(p, false));
   }
 
   async start(): Promise<void> {
     await Promise.all(this.links.map((l) => l.connect()));
   }
 
-  /** Ships a block of records to every peer; returns its number for `onCommit`. */
-  send(records: Uint8Array): number {
+  /**
+   * Replicates to `peers` from now on. Links to peers that stay are kept, so their replicas see no gap;
+   * links to peers that left close. A new peer gets none of a source's records until that source's
+   * catch-up (`catchUp`) has gone to it. Resolves with the new peers' ids after each one's first
+   * connection attempt, so that a catch-up asked for then finds the connection up.
+   */
+  async setPeers(peers: readonly Peer[]): Promise<string[]> {
+    const same = (a: Peer, b: Peer): boolean => a.id === b.id && a.host === b.host && a.port === b.port;
+    const kept = this.links.filter((l) => peers.some((p) => same(p, l.peer)));
+    for (const l of this.links) if (!kept.includes(l)) l.close();
+    const added = peers.filter((p) => !kept.some((l) => same(l.peer, p))).map((p) => this.link(p, true));
+    this.links = [...kept, ...added];
+    // A peer that left may have been the one holding commits back.
+    this.checkCommit();
+    await Promise.all(added.map((l) => l.connect()));
+    return added.map((l) => l.peer.id);
+  }
+
+  /**
+   * A source's catch-up for peers that joined: full states of its flows (`records`, possibly empty), in
+   * one or more parts. After the `last` part the source's records flow to them as to everyone.
+   */
+  catchUp(peers: readonly string[], source: number, records: Uint8Array, last: boolean): void {
+    for (const link of this.links) {
+      if (!peers.includes(link.peer.id) || !link.behind.has(source)) continue;
+      if (records.length > 0) {
+        const n = link.send(records, this.sends);
+        if (n < 0) this.dropped++;
+        else {
+          this.bytesSent += n;
+          this.catchUpBytes += n;
+          this.messages++;
+        }
+      }
+      if (last) {
+        link.behind.delete(source);
+        if (link.behind.size === 0) this.catchUps++;
+      }
+    }
+  }
+
+  /** Ships a block of records from `source` to every peer; returns its number for `onCommit`. */
+  send(records: Uint8Array, source = 0): number {
     const k = ++this.sends;
     for (const link of this.links) {
+      // Its catch-up from this source, still to come, carries these flows' states as of later.
+      if (link.behind.has(source)) {
+        link.skip(k);
+        continue;
+      }
       const n = link.send(records, k);
       if (n < 0) this.dropped++;
       else {
@@ -165,6 +209,26 @@ export class Replicator implements MetricSource {
     out.push(['nfstate_replication_dropped_messages_total', {}, this.dropped]);
     out.push(['nfstate_replication_committed', {}, this.committed]);
     out.push(['nfstate_replication_repairs_requested_total', {}, this.repairs]);
+    out.push(['nfstate_replication_catch_up_bytes_total', {}, this.catchUpBytes]);
+    out.push(['nfstate_replication_catch_ups_total', {}, this.catchUps]);
+  }
+
+  private link(p: Peer, joining: boolean): Link {
+    const link = new Link(
+      p,
+      this.options.self,
+      this.options.key,
+      this.logger,
+      () => {
+        this.checkCommit();
+      },
+      (key) => {
+        this.repairs++;
+        this.onRepair(key);
+      },
+    );
+    if (joining) for (let s = 0; s < (this.options.sources ?? 1); s++) link.behind.add(s);
+    return link;
   }
 
   private checkCommit(): void {
@@ -188,6 +252,8 @@ class Link {
   private inFlight: number[] = [];
   private lastSend = 0;
   ackedSend = 0;
+  /** Sources whose catch-up this peer has not had yet (it joined the cluster after them). */
+  readonly behind = new Set<number>();
   private closed = false;
   private backoffMs = RECONNECT_MIN_MS;
   private timer: NodeJS.Timeout | undefined;
@@ -251,6 +317,13 @@ class Link {
     this.inFlight.push(k, this.seq);
     this.socket.write(frame);
     return frame.length;
+  }
+
+  /** Send k carries nothing this peer needs: it must not hold commits back. */
+  skip(k: number): void {
+    this.lastSend = k;
+    if (this.inFlight.length === 0) this.ackedSend = k;
+    else this.inFlight.push(k, this.seq);
   }
 
   close(): void {

@@ -9,10 +9,10 @@ import { wallClock } from '../clock.js';
 import { createLogger } from '../log.js';
 import { createNf } from '../nfs/index.js';
 import { LocalGlobalState } from '../state/global-local.js';
-import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
+import type { FromWorker, MoveResult, ToWorker, WorkerInit } from './messages.js';
 import { DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import { FlowProcessor } from './processor.js';
-import type { FrozenFlow } from './processor.js';
+import type { FlowKey } from '../types.js';
 import { flowKeyString } from '../packet/flow-key.js';
 import { RecordKind, writeRecord } from './replication.js';
 import { ByteWriter } from '../state/bytes.js';
@@ -68,6 +68,32 @@ function shipRecords(): void {
   port.postMessage({ type: 'records', records: block, ship } satisfies FromWorker, [block]);
 }
 
+/**
+ * Peers joined the cluster: they get the full state of every flow here, at its current version, so that
+ * a move to them right away ships only a delta. Open batches close first, which makes every version
+ * exact; their records reach the other peers in the block shipped before the catch-up.
+ */
+function snapshot(peers: string[]): void {
+  processor.flushBatches();
+  shipRecords();
+  const block = new ByteWriter(64 * 1024);
+  const state = new ByteWriter(1024);
+  const post = (last: boolean): void => {
+    const records = block.view().slice().buffer;
+    block.reset();
+    port.postMessage({ type: 'snapshot', peers, records, last } satisfies FromWorker, [records]);
+  };
+  for (const [key, flow] of processor.flows.entries()) {
+    // A flow still arriving in a move has no state here yet.
+    if (flow.state === undefined) continue;
+    state.reset();
+    nf.codec.encodeFull(flow.state, state);
+    writeRecord(block, key, flow.version, RecordKind.FULL, state.view());
+    if (block.length >= RECORDS_FLUSH_BYTES) post(false);
+  }
+  post(true);
+}
+
 function commit(ship: number): void {
   while (awaiting.length > 0 && awaiting[0]!.ship <= ship) {
     const { out } = awaiting.shift()!;
@@ -83,51 +109,72 @@ const forwarder = dgram.createSocket('udp4');
 forwarder.on('error', () => {
   sendErrors++;
 });
-processor.onMarker = (key) => {
-  const to = destinations.get(flowKeyString(key));
-  if (to === undefined) return;
-  destinations.delete(flowKeyString(key));
-  const forwarded = processor.handOver(key, (buf, offset, length) => {
-    forwarder.send(buf, offset, length, to.port, to.host);
-  });
+function handOver(key: FlowKey, marker?: Uint8Array): number {
+  const k = flowKeyString(key);
+  const to = destinations.get(k);
+  if (to === undefined) return 0;
+  destinations.delete(k);
+  const parked = processor.handOver(
+    key,
+    (buf, offset, length) => {
+      forwarder.send(buf, offset, length, to.port, to.host);
+    },
+    marker,
+  );
   // The flow left: its replicas go (an END record) before anyone asks.
   shipRecords();
-  port.postMessage({ type: 'handedOver', key, forwarded } satisfies FromWorker);
+  return parked;
+}
+
+processor.onMarker = (key, buf, offset, length) => {
+  if (!destinations.has(flowKeyString(key))) return;
+  const parked = handOver(key, buf.subarray(offset, offset + length));
+  port.postMessage({ type: 'handedOver', key, parked } satisfies FromWorker);
 };
 
 function move(msg: Extract<ToWorker, { type: 'move' }>): void {
-  let ok = true;
-  let frozen: FrozenFlow | undefined;
-  switch (msg.op) {
-    case 'expect':
-      processor.expect(msg.key);
-      break;
-    case 'freeze':
-      frozen = processor.freeze(msg.key);
-      ok = frozen !== undefined && msg.to !== undefined;
-      if (ok) destinations.set(flowKeyString(msg.key), msg.to!);
-      // The batch the freeze closed goes to the peers now, so an intra-cluster destination can catch up.
-      shipRecords();
-      break;
-    case 'install':
-      processor.install(msg.key, msg.state!, msg.expected!);
-      shipRecords();
-      break;
-    case 'abort':
-      destinations.delete(flowKeyString(msg.key));
-      processor.abort(msg.key);
-      break;
-    case 'forget':
-      processor.forget(msg.key);
-      shipRecords();
-      break;
+  const results: MoveResult[] = [];
+  for (const f of msg.flows) {
+    switch (msg.op) {
+      case 'expect':
+        processor.expect(f.key, msg.guarantee);
+        results.push({ ok: true });
+        break;
+      case 'freeze': {
+        const frozen = processor.freeze(f.key, msg.guarantee, msg.deadlineMs);
+        if (frozen !== undefined && msg.to !== undefined) {
+          destinations.set(flowKeyString(f.key), msg.to);
+          results.push({ ok: true, frozen });
+        } else results.push({ ok: false });
+        break;
+      }
+      case 'commit':
+        results.push({ ok: processor.commit(f.key) });
+        break;
+      case 'install':
+        processor.install(f.key, f.state!, f.expected!, msg.waitMs);
+        results.push({ ok: true });
+        break;
+      case 'handOver': {
+        const frozen = destinations.has(flowKeyString(f.key));
+        results.push({ ok: frozen, parked: frozen ? handOver(f.key) : 0 });
+        break;
+      }
+      case 'abort':
+        destinations.delete(flowKeyString(f.key));
+        processor.abort(f.key);
+        results.push({ ok: true });
+        break;
+      case 'forget':
+        processor.forget(f.key);
+        results.push({ ok: true });
+        break;
+    }
   }
-  port.postMessage({
-    type: 'moved',
-    id: msg.id,
-    ok,
-    ...(frozen === undefined ? {} : { frozen }),
-  } satisfies FromWorker);
+  // The batches a freeze closed go to the peers now, so an intra-cluster destination can catch up; an
+  // install's state and a forgotten flow's end reach this instance's own peers.
+  if (msg.op === 'freeze' || msg.op === 'install' || msg.op === 'forget') shipRecords();
+  port.postMessage({ type: 'moved', id: msg.id, results } satisfies FromWorker);
 }
 
 const shared = new Float64Array(init.counters);
@@ -178,6 +225,7 @@ port.on('message', (msg: ToWorker) => {
     return;
   }
   if (msg.type === 'move') return move(msg);
+  if (msg.type === 'snapshot') return snapshot(msg.peers);
   if (msg.type === 'digest') {
     processor.flushBatches();
     shipRecords();

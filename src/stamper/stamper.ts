@@ -52,9 +52,12 @@ export class Stamper implements MetricSource {
     return this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto)?.seq ?? 0;
   }
 
-  /** The flows it is numbering now (not hot path: membership changes walk them). */
-  *keys(): IterableIterator<FlowKey> {
-    for (const [key] of this.flows.entries()) yield key;
+  /**
+   * The flows it is numbering now, each with its last sequence number, which is also its packet count
+   * (not hot path: membership changes and flow statistics walk them).
+   */
+  *counts(): IterableIterator<[FlowKey, number]> {
+    for (const [key, flow] of this.flows.entries()) yield [key, flow.seq];
   }
 
   get size(): number {

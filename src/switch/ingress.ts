@@ -18,6 +18,7 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { wallClock } from '../clock.js';
+import { ErrorCode, NfsError } from '../errors.js';
 import { buildIcmp, buildTcp, buildUdp } from '../packet/build.js';
 import { packetFlowHash, parseIpv4 } from '../packet/flow-key.js';
 import { Packet } from '../packet/packet.js';
@@ -53,6 +54,8 @@ const SLOTS = 4096;
 export class Ingress implements MetricSource {
   readonly stamper: Stamper;
   readonly switch: Switch;
+  /** Where each instance is, by switch index: the configured ones, then those added at runtime. */
+  readonly endpoints: Endpoint[];
   private readonly data = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
   private readonly service = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
   private readonly out: dgram.Socket[] = [];
@@ -81,6 +84,7 @@ export class Ingress implements MetricSource {
   ) {
     this.stamper = new Stamper({ flowIdleMs: options.flowIdleMs });
     this.switch = new Switch(options.instances.map((i) => i.id));
+    this.endpoints = [...options.instances];
   }
 
   get port(): number {
@@ -95,16 +99,7 @@ export class Ingress implements MetricSource {
     if (this.started) return { port: this.port, servicePort: this.servicePort };
     this.started = true;
     const { options } = this;
-    for (const inst of options.instances) {
-      const s = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 * 1024 * 1024 });
-      // A vanished instance shows up as ECONNREFUSED on its socket; count it, never crash.
-      s.on('error', () => {
-        this.sendErrors++;
-      });
-      s.connect(inst.port, inst.host);
-      await once(s, 'connect');
-      this.out.push(s);
-    }
+    for (const inst of options.instances) this.out.push(await this.connect(inst));
     this.data.on('message', (msg) => {
       this.onData(msg);
     });
@@ -123,6 +118,49 @@ export class Ingress implements MetricSource {
     }, 250);
     this.logger.info('ingress listening', { port: this.port, servicePort: this.servicePort });
     return { port: this.port, servicePort: this.servicePort };
+  }
+
+  /**
+   * An instance joined the deployment: packets can go to it from now on (by rule, or by default once
+   * `setLive` lists it). Returns its switch index. A known id that comes back at another address (its
+   * process restarted) keeps its index and gets a new socket.
+   */
+  async addInstance(inst: Endpoint): Promise<number> {
+    if (!this.started) throw new NfsError(ErrorCode.STATE, 'ingress: instances join a running ingress only');
+    const same = (e: Endpoint): boolean => e.id === inst.id && e.host === inst.host && e.port === inst.port;
+    if (this.endpoints.some(same)) return this.endpoints.findIndex(same);
+    const socket = await this.connect(inst);
+    // Decided after the connect: the ingress may have stopped, or a concurrent call for the same instance
+    // got here first.
+    if (this.stopped) {
+      socket.close();
+      throw new NfsError(ErrorCode.STATE, 'ingress: stopped while an instance joined');
+    }
+    const at = this.endpoints.findIndex((e) => e.id === inst.id);
+    if (at >= 0 && same(this.endpoints[at]!)) {
+      socket.close();
+      return at;
+    }
+    if (at >= 0) {
+      this.out[at]!.close();
+      this.out[at] = socket;
+      this.endpoints[at] = { ...inst };
+      return at;
+    }
+    this.endpoints.push({ ...inst });
+    this.out.push(socket);
+    return this.switch.addInstance(inst.id);
+  }
+
+  private async connect(inst: Endpoint): Promise<dgram.Socket> {
+    const s = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 * 1024 * 1024 });
+    // A vanished instance shows up as ECONNREFUSED on its socket; count it, never crash.
+    s.on('error', () => {
+      this.sendErrors++;
+    });
+    s.connect(inst.port, inst.host);
+    await once(s, 'connect');
+    return s;
   }
 
   async stop(): Promise<void> {
@@ -271,7 +309,7 @@ export class Ingress implements MetricSource {
    */
   setLive(live: readonly number[]): number {
     const before = new Map<FlowKey, number>();
-    for (const key of this.stamper.keys()) before.set(key, this.switch.owner(key));
+    for (const [key] of this.stamper.counts()) before.set(key, this.switch.owner(key));
     this.switch.setLive(live);
     let pinned = 0;
     for (const [key, owner] of before) {
@@ -284,9 +322,22 @@ export class Ingress implements MetricSource {
     return pinned;
   }
 
-  /** The flows running through an instance now (those the stamper knows). */
-  flowsOf(instance: number): FlowKey[] {
-    return [...this.stamper.keys()].filter((key) => this.switch.owner(key) === instance);
+  /**
+   * The flows running through an instance now (those the stamper knows), each with its packet count so
+   * far: the switch's per-flow counters, which the load-balancing unit turns into flow rates.
+   */
+  flowsOf(instance: number): [FlowKey, number][] {
+    const out: [FlowKey, number][] = [];
+    for (const flow of this.stamper.counts()) if (this.switch.owner(flow[0]) === instance) out.push(flow);
+    return out;
+  }
+
+  /** Every flow running now (those the stamper knows): its owner's switch index and its packets so far. */
+  owners(): { key: FlowKey; owner: number; packets: number }[] {
+    const out: { key: FlowKey; owner: number; packets: number }[] = [];
+    for (const [key, packets] of this.stamper.counts())
+      out.push({ key, owner: this.switch.owner(key), packets });
+    return out;
   }
 
   private nextSlot(): number {

@@ -49,9 +49,22 @@ export class Switch implements MetricSource {
   defaultPackets = 0;
   staleRules = 0;
 
-  constructor(private readonly instances: readonly string[]) {
+  private readonly instances: string[];
+
+  constructor(instances: readonly string[]) {
+    this.instances = [...instances];
     this.maglev = new Maglev([]);
     this.setLive(instances.map((_, i) => i));
+  }
+
+  /**
+   * An instance joined: it can be named in rules at once, and owns flows by default once `setLive` lists
+   * it. Returns its index; an id already known keeps its index.
+   */
+  addInstance(id: string): number {
+    const known = this.instances.indexOf(id);
+    if (known >= 0) return known;
+    return this.instances.push(id) - 1;
   }
 
   /** The instances that may own flows by default (indexes into the instance list). */

@@ -21,8 +21,10 @@ export interface TraceOptions {
   /** Payload bytes per packet. */
   payload: number;
   proto: 'udp' | 'tcp';
-  /** 0 = uniform; k > 1 = about 5% of flows send k times as many packets. */
+  /** 0 = uniform; k > 1 = about 5% of flows send k times as many packets, k times as fast. */
   skew: number;
+  /** Which flows are the heavy ones under skew (default: the first 5 %). */
+  heavy?: readonly number[];
   seed: number;
   dst: string;
   dstPort: number;
@@ -73,28 +75,33 @@ export class SyntheticTrace {
     this.counts = new Uint32Array(flows);
     this.srcIp = new Uint32Array(flows);
     this.srcPort = new Uint16Array(flows);
-    const heavy = skew > 1 ? Math.max(1, Math.round(flows * 0.05)) : 0;
+    const heavy = new Set(
+      skew <= 1
+        ? []
+        : (options.heavy ?? Array.from({ length: Math.max(1, Math.round(flows * 0.05)) }, (_, f) => f)),
+    );
+    const weight = new Uint32Array(flows);
     let total = 0;
     for (let f = 0; f < flows; f++) {
       const h = mix(options.seed * 0x9e3779b1 + f);
       // 10.x.y.z with distinct hosts per flow index; ports vary with the seed.
       this.srcIp[f] = (0x0a000000 | ((f + 1) & 0xffffff)) >>> 0;
       this.srcPort[f] = 1024 + (h % 60000);
-      this.counts[f] = f < heavy ? packets * Math.round(skew) : packets;
+      weight[f] = heavy.has(f) ? Math.round(skew) : 1;
+      this.counts[f] = packets * weight[f]!;
       total += this.counts[f]!;
     }
     this.total = total;
     this.flowOf = new Uint32Array(total);
     this.indexOf = new Uint32Array(total);
-    // Round robin over the flows that still have packets: every flow progresses, heavy ones last longer.
-    const sent = new Uint32Array(flows);
+    // Weighted round robin: each round a flow sends as many packets as its weight, so a heavy flow runs
+    // as long as the others at k times their rate.
     let at = 0;
-    while (at < total) {
+    for (let round = 0; round < packets; round++) {
       for (let f = 0; f < flows; f++) {
-        if (sent[f]! < this.counts[f]!) {
+        for (let j = 0; j < weight[f]!; j++) {
           this.flowOf[at] = f;
-          this.indexOf[at] = sent[f]!;
-          sent[f]!++;
+          this.indexOf[at] = round * weight[f]! + j;
           at++;
         }
       }

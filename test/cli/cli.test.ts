@@ -51,6 +51,12 @@ describe('nfstate command line', () => {
     );
   });
 
+  it('scale add: rejects bad flags and names a controller it cannot reach', async () => {
+    await rejects(['scale', 'add', '--controller', 'nohost'], /--controller/);
+    await rejects(['scale', 'add', '--controller', '127.0.0.1:9', '--count', '0'], /--count/);
+    await rejects(['scale', 'add', '--controller', '127.0.0.1:1'], /no answer from 127\.0\.0\.1:1/);
+  });
+
   it('prints usage for help', async () => {
     const r = await nfstate(['--help']);
     assert.equal(r.code, 0);

@@ -171,6 +171,49 @@ describe('nfstate oracle, gen and sink', () => {
     }
   });
 
+  it('a controller started by hand cannot start instances (scale add says so); one started with --controller joins', async () => {
+    const controller = spawn(process.execPath, [CLI, 'controller', '--cluster-size', '2'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const { admin } = JSON.parse(await firstLine(controller)) as { admin: number };
+    const r = await nfstate(['scale', 'add', '--controller', `127.0.0.1:${admin}`]);
+    assert.equal(r.code, 2);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr.trim(), /^nfstate: .*no provisioner.*`nfstate nf --controller HOST:PORT/);
+    const nf = spawn(
+      process.execPath,
+      [
+        CLI,
+        'nf',
+        '--nf',
+        'ids',
+        '--id',
+        'nf-7',
+        '--threads',
+        '1',
+        '--egress',
+        '127.0.0.1:9',
+        '--controller',
+        `127.0.0.1:${admin}`,
+      ],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    await firstLine(nf);
+    const instances = (await (await fetch(`http://127.0.0.1:${admin}/instances`)).json()) as {
+      id: string;
+      cluster: string;
+    }[];
+    assert.deepEqual(
+      instances.map((i) => [i.id, i.cluster]),
+      [['nf-7', 'c0']],
+    );
+    for (const c of [nf, controller]) {
+      c.kill('SIGINT');
+      const [code] = (await once(c, 'exit')) as [number | null];
+      assert.equal(code, 0);
+    }
+  });
+
   it('sink: counts stamped packets by flow and prints a report on SIGINT', async () => {
     const sink = spawn(process.execPath, [CLI, 'sink', '--port', '0'], {
       stdio: ['ignore', 'pipe', 'ignore'],

@@ -8,6 +8,8 @@ import { wallClock } from '../../src/clock.js';
 import { Controller } from '../../src/controller/controller.js';
 import { silentLogger } from '../../src/log.js';
 import { AdminServer, MetricsRegistry } from '../../src/metrics.js';
+import type { FakeAdmin } from '../helpers/admin.js';
+import { fakeAdmin } from '../helpers/admin.js';
 
 interface Push {
   version: number;
@@ -104,21 +106,23 @@ describe('Controller', () => {
     const send = (m: string): void => {
       s.send(m, reportPort, '127.0.0.1');
     };
-    send(JSON.stringify({ id: 'nf-1', received: 10, processed: 9, flows: 3, busy: 0.25 }));
+    send(JSON.stringify({ id: 'nf-1', received: 10, processed: 9, flows: 3, busy: 0.25, queue: 1 }));
     send('not json');
-    send(JSON.stringify({ id: 'nf-9', received: 1, processed: 1, flows: 1, busy: 0 }));
-    send(JSON.stringify({ id: 'nf-1', received: -1, processed: 1, flows: 1, busy: 0 }));
-    for (let i = 0; i < 100 && controller.reports + controller.badReports < 4; i++)
+    send(JSON.stringify({ id: 'nf-9', received: 1, processed: 1, flows: 1, busy: 0, queue: 0 }));
+    send(JSON.stringify({ id: 'nf-1', received: -1, processed: 1, flows: 1, busy: 0, queue: 0 }));
+    send(JSON.stringify({ id: 'nf-1', received: 1, processed: 1, flows: 1, busy: 0 }));
+    for (let i = 0; i < 100 && controller.reports + controller.badReports < 5; i++)
       await new Promise((r) => setTimeout(r, 10));
     s.close();
     assert.equal(controller.reports, 1);
-    assert.equal(controller.badReports, 3);
+    assert.equal(controller.badReports, 4);
     const instances = (await (await fetch(`${base}/instances`)).json()) as { id: string; load: unknown }[];
     assert.deepEqual(instances.find((i) => i.id === 'nf-1')?.load, {
       received: 10,
       processed: 9,
       flows: 3,
       busy: 0.25,
+      queue: 1,
     });
   });
 
@@ -132,62 +136,190 @@ describe('Controller', () => {
   });
 });
 
-describe('Controller moves', () => {
-  /** An instance or ingress admin API that answers each path with a canned reply and records the calls. */
-  async function fake(replies: Record<string, (body: unknown) => [number, unknown]>) {
-    const calls: { path: string; body: unknown }[] = [];
-    const server = http.createServer((req, res) => {
-      let text = '';
-      req.on('data', (c: Buffer) => (text += c.toString()));
-      req.on('end', () => {
-        const path = (req.url ?? '').split('?')[0]!;
-        const body = text === '' ? undefined : (JSON.parse(text) as unknown);
-        calls.push({ path, body });
-        const [status, reply] = replies[path]?.(body) ?? [200, { ok: true }];
-        res.statusCode = status;
-        res.end(JSON.stringify(reply));
-      });
+describe('Controller elasticity', () => {
+  const register = (base: string, id: string, admin: number): Promise<Response> =>
+    fetch(`${base}/register`, {
+      method: 'POST',
+      body: JSON.stringify({ id, host: '127.0.0.1', port: 7000, replication: 8000, admin }),
     });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    return { server, port: (server.address() as AddressInfo).port, calls };
-  }
+  const clusters = async (base: string): Promise<{ id: string; members: string[] }[]> =>
+    (await (await fetch(`${base}/clusters`)).json()) as { id: string; members: string[] }[];
+  const lastPeers = (f: FakeAdmin): string[] =>
+    (
+      (f.calls.filter((c) => c.path === '/cluster' && 'peers' in (c.body as object)).at(-1)?.body ?? {}) as {
+        peers: { id: string }[];
+      }
+    ).peers.map((p) => p.id);
 
-  it('undoes both sides when the destination fails after the source froze the flow', async () => {
+  it('a newcomer joins a cluster with room, else forms a new one; members accept it before they connect; the ingress learns it and makes it live', async () => {
     const admin = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
-    const controller = new Controller({ clusterSize: 4, host: '127.0.0.1' }, silentLogger, wallClock);
+    const controller = new Controller({ clusterSize: 2, host: '127.0.0.1' }, silentLogger, wallClock);
     await controller.start(admin);
     const base = `http://127.0.0.1:${await admin.start()}`;
-    const src = await fake({
-      '/move/freeze': () => [200, { version: 3, expected: 91, last_delta_bytes: 24, full_bytes: 41 }],
-    });
-    // The destination accepts the flow, then dies (here: fails) before it can take the state.
-    const dst = await fake({ '/move/install': () => [500, { error: 'gone' }] });
-    const ingress = await fake({ '/owner': () => [200, { owner: 'nf-0' }] });
-    for (const [i, f] of [src, dst].entries()) {
-      const res = await fetch(`${base}/register`, {
-        method: 'POST',
-        body: JSON.stringify({ id: `nf-${i}`, host: '127.0.0.1', port: 1, replication: 2, admin: f.port }),
-      });
-      assert.equal(res.status, 200);
-    }
+    const nfs = await Promise.all(Array.from({ length: 5 }, () => fakeAdmin({})));
+    const ingress = await fakeAdmin({});
+    for (let i = 0; i < 3; i++) assert.equal((await register(base, `nf-${i}`, nfs[i]!.port)).status, 200);
+    assert.equal(ingress.calls.length, 0, 'no ingress yet: it gets the registered instances when it starts');
     await fetch(`${base}/ingress`, {
       method: 'POST',
       body: JSON.stringify({ host: '127.0.0.1', admin: ingress.port }),
     });
-    const flow = 'udp 10.0.0.1:5000 198.51.100.10:80';
-    const res = await fetch(`${base}/move`, { method: 'POST', body: JSON.stringify({ flow, to: 'nf-1' }) });
-    const record = (await res.json()) as { aborted: boolean; from: string; to: string };
-    assert.equal(record.aborted, true);
-    assert.deepEqual(
-      src.calls.map((c) => c.path).filter((p) => p.startsWith('/move')),
-      ['/move/freeze', '/move/state', '/move/abort'],
-      'the source resumes the flow',
+
+    // c0 = {nf-0, nf-1} is full, c1 = {nf-2} has room: nf-3 joins c1.
+    assert.equal((await register(base, 'nf-3', nfs[3]!.port)).status, 200);
+    assert.deepEqual(await clusters(base), [
+      { id: 'c0', members: ['nf-0', 'nf-1'] },
+      { id: 'c1', members: ['nf-2', 'nf-3'] },
+    ]);
+    assert.deepEqual(lastPeers(nfs[2]!), ['nf-3']);
+    assert.deepEqual(lastPeers(nfs[3]!), ['nf-2']);
+    assert.equal(nfs[0]!.calls.filter((c) => c.path === '/cluster').length, 4, 'c0 was not reconfigured');
+    // Every member of c1 accepted nf-3 (a push without peers) before any was told to connect to it.
+    const pushes = [nfs[2]!, nfs[3]!].map((f) =>
+      f.calls
+        .filter((c) => c.path === '/cluster')
+        .slice(-2)
+        .map((c) => c.body as { version: number; peers?: unknown }),
     );
-    assert.ok(dst.calls.some((c) => c.path === '/move/abort'));
-    assert.ok(!ingress.calls.some((c) => c.path === '/rules'), 'the switch never changed');
+    for (const [accept, connect] of pushes) {
+      assert.equal(accept!.peers, undefined);
+      assert.ok(connect!.peers !== undefined);
+    }
+    assert.ok(Math.max(...pushes.map((p) => p[0]!.version)) < Math.min(...pushes.map((p) => p[1]!.version)));
+    assert.deepEqual(
+      ingress.calls.map((c) => [c.path, c.body]),
+      [
+        ['/instances', { id: 'nf-3', host: '127.0.0.1', port: 7000 }],
+        ['/live', { instances: ['nf-0', 'nf-1', 'nf-2', 'nf-3'] }],
+      ],
+    );
+
+    // Every cluster is full: nf-4 forms a new one, alone, and replicates to nobody yet.
+    assert.equal((await register(base, 'nf-4', nfs[4]!.port)).status, 200);
+    assert.deepEqual((await clusters(base)).at(-1), { id: 'c2', members: ['nf-4'] });
+    assert.deepEqual(lastPeers(nfs[4]!), []);
+    const instances = (await (await fetch(`${base}/instances`)).json()) as { id: string; live: boolean }[];
+    assert.ok(instances.every((i) => i.live));
     controller.stop();
     await admin.stop();
-    for (const f of [src, dst, ingress]) f.server.close();
+    await Promise.all([...nfs, ingress].map((f) => f.close()));
+  });
+
+  it('an instance the ingress cannot take is not left registered, and no live set names it', async () => {
+    const admin = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
+    const controller = new Controller({ clusterSize: 2, host: '127.0.0.1' }, silentLogger, wallClock);
+    await controller.start(admin);
+    const base = `http://127.0.0.1:${await admin.start()}`;
+    const nfs = [await fakeAdmin({}), await fakeAdmin({})];
+    const ingress = await fakeAdmin({ '/instances': () => [400, { error: 'instance.port: out of range' }] });
+    assert.equal((await register(base, 'nf-0', nfs[0]!.port)).status, 200);
+    await fetch(`${base}/ingress`, {
+      method: 'POST',
+      body: JSON.stringify({ host: '127.0.0.1', admin: ingress.port }),
+    });
+    const refused = await register(base, 'nf-1', nfs[1]!.port);
+    assert.equal(refused.status, 400);
+    assert.match(((await refused.json()) as { error: string }).error, /instance\.port/);
+    const instances = (await (await fetch(`${base}/instances`)).json()) as { id: string }[];
+    assert.deepEqual(
+      instances.map((i) => i.id),
+      ['nf-0'],
+    );
+    assert.deepEqual(await clusters(base), [{ id: 'c0', members: ['nf-0'] }]);
+    assert.deepEqual(lastPeers(nfs[0]!), [], 'nf-0 no longer replicates to it');
+    assert.ok(!ingress.calls.some((c) => c.path === '/live'));
+    controller.stop();
+    await admin.stop();
+    await Promise.all([...nfs, ingress].map((f) => f.close()));
+  });
+
+  it('POST /instances starts instances through the provisioner, or says clearly that there is none', async () => {
+    const nf = await fakeAdmin({});
+    let base = '';
+    const provisioner = {
+      add: async (count: number): Promise<string[]> => {
+        // As a launcher's instance would: it registers before the launcher answers.
+        const ids = Array.from({ length: count }, (_, i) => `nf-${10 + i}`);
+        for (const id of ids) await register(base, id, nf.port);
+        return ids;
+      },
+    };
+    const run = async (
+      withProvisioner: boolean,
+      body: unknown,
+    ): Promise<[number, Record<string, unknown>]> => {
+      const admin = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
+      const controller = new Controller(
+        { clusterSize: 4, host: '127.0.0.1', ...(withProvisioner ? { provisioner } : {}) },
+        silentLogger,
+        wallClock,
+      );
+      await controller.start(admin);
+      base = `http://127.0.0.1:${await admin.start()}`;
+      const res = await fetch(`${base}/instances`, { method: 'POST', body: JSON.stringify(body) });
+      const reply = (await res.json()) as Record<string, unknown>;
+      controller.stop();
+      await admin.stop();
+      return [res.status, reply];
+    };
+
+    const [status, reply] = await run(false, {});
+    assert.equal(status, 400);
+    assert.equal(reply.code, 'NFS_ERR_STATE');
+    assert.match(reply.error as string, /no provisioner.*nfstate nf --controller/);
+
+    const [ok, added] = await run(true, { count: 2 });
+    assert.equal(ok, 200);
+    const list = added.added as { id: string; cluster: string; ms: number }[];
+    assert.deepEqual(
+      list.map((a) => [a.id, a.cluster]),
+      [
+        ['nf-10', 'c0'],
+        ['nf-11', 'c0'],
+      ],
+    );
+    assert.ok(list.every((a) => a.ms >= 0));
+
+    for (const bad of [{ count: 0 }, { count: 1.5 }, { count: 'two' }, { host: 7 }]) {
+      const [code, r] = await run(true, bad);
+      assert.equal(code, 400, JSON.stringify(bad));
+      assert.match(r.error as string, /instances\.(count|host)/);
+    }
+    await nf.close();
+  });
+
+  it('GET /flows lists every running flow with its owner, from the ingress; ?owner= filters', async () => {
+    const admin = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
+    const controller = new Controller({ clusterSize: 4, host: '127.0.0.1' }, silentLogger, wallClock);
+    await controller.start(admin);
+    const base = `http://127.0.0.1:${await admin.start()}`;
+    const noIngress = await fetch(`${base}/flows`);
+    assert.equal(noIngress.status, 400);
+    assert.match(((await noIngress.json()) as { error: string }).error, /no ingress/);
+    const flows = [
+      { flow: 'udp 10.0.0.1:5000 198.51.100.10:80', owner: 'nf-0', packets: 12 },
+      { flow: 'udp 10.0.0.2:5000 198.51.100.10:80', owner: 'nf-1', packets: 3 },
+      { flow: 'tcp 10.0.0.3:4000 198.51.100.10:80', owner: 'nf-0', packets: 40 },
+    ];
+    const nf = await fakeAdmin({});
+    const ingress = await fakeAdmin({ '/flows/owners': () => [200, { flows }] });
+    for (const id of ['nf-0', 'nf-1']) await register(base, id, nf.port);
+    await fetch(`${base}/ingress`, {
+      method: 'POST',
+      body: JSON.stringify({ host: '127.0.0.1', admin: ingress.port }),
+    });
+    const all = (await (await fetch(`${base}/flows`)).json()) as { flows: unknown[] };
+    assert.deepEqual(all.flows, flows);
+    const one = (await (await fetch(`${base}/flows?owner=nf-0`)).json()) as { flows: { flow: string }[] };
+    assert.deepEqual(
+      one.flows.map((f) => f.flow),
+      [flows[0]!.flow, flows[2]!.flow],
+    );
+    const unknown = await fetch(`${base}/flows?owner=nf-9`);
+    assert.equal(unknown.status, 400);
+    assert.match(((await unknown.json()) as { error: string }).error, /flows\.owner: no instance "nf-9"/);
+    controller.stop();
+    await admin.stop();
+    await Promise.all([nf.close(), ingress.close()]);
   });
 });

@@ -39,6 +39,7 @@ void test('defaults fill everything but nf.type', () => {
   assert.deepEqual(DEFAULT_TOPOLOGY, {
     clusters: 3,
     perCluster: 4,
+    spareInstances: 4,
     threads: 2,
     batch: { size: 30, timeoutMs: 50 },
     reorder: { maxHeld: 1024, gapTimeoutMs: 250 },
@@ -50,9 +51,30 @@ void test('defaults fill everything but nf.type', () => {
     vni: 1,
     replication: 'cluster',
     release: 'immediate',
+    lb: {
+      enabled: true,
+      high: 0.85,
+      low: 0.6,
+      sustainMs: 300,
+      settleMs: 500,
+      cooldownMs: 5000,
+      capacityPps: 0,
+      queueLimit: 4096,
+      maxMovesPerRound: 32,
+    },
+    move: { timeoutMs: 2000 },
   });
   assert.ok(Object.isFrozen(DEFAULT_TOPOLOGY.batch));
   assert.notEqual(t.batch, DEFAULT_TOPOLOGY.batch, 'the result must not share the frozen defaults');
+});
+
+void test('move.timeoutMs: a move deadline in milliseconds, 1..60000', () => {
+  assert.equal(parseTopology({ nf: { type: 'nat' }, move: { timeoutMs: 500 } }).move.timeoutMs, 500);
+  configError(
+    () => parseTopology({ nf: { type: 'nat' }, move: { timeoutMs: 0 } }),
+    'move.timeoutMs: must be an integer 1..60000 (got 0)',
+  );
+  configError(() => parseTopology({ nf: { type: 'nat' }, move: { timeout: 5 } }), /did you mean 'timeoutMs'/);
 });
 
 void test('given values are kept; empty sections mean defaults', () => {
@@ -85,11 +107,16 @@ void test('each bad field names its path and what was given', () => {
     [{ nf, clusters: 'three' }, 'clusters: must be an integer >= 1 (got "three")'],
     [{ nf, clusters: 0 }, 'clusters: must be an integer >= 1 (got 0)'],
     [{ nf, perCluster: 1.5 }, 'perCluster: must be an integer >= 1 (got 1.5)'],
+    [{ nf, spareInstances: -1 }, 'spareInstances: must be an integer >= 0 (got -1)'],
     [{ nf, threads: 65 }, 'threads: must be an integer 1..64 (got 65)'],
     [{ nf, batch: { size: 0 } }, 'batch.size: must be an integer 1..100000 (got 0)'],
     [{ nf, batch: { timeoutMs: 0 } }, 'batch.timeoutMs: must be a number > 0 (got 0)'],
     [{ nf, replication: 'some' }, 'replication: must be one of cluster, all, off (got "some")'],
     [{ nf, release: 'later' }, 'release: must be one of immediate, after-replication (got "later")'],
+    [{ nf, lb: { enabled: 'yes' } }, 'lb.enabled: must be true or false (got "yes")'],
+    [{ nf, lb: { low: 0.9, high: 0.8 } }, 'lb.low: must be below lb.high (0.8) (got 0.9)'],
+    [{ nf, lb: { cooldownMs: -5 } }, 'lb.cooldownMs: must be an integer >= 0 (got -5)'],
+    [{ nf, lb: { enable: false } }, "lb: unknown field 'enable' (did you mean 'enabled'?)"],
     [{ nf, batch: { timeoutMs: Infinity } }, 'batch.timeoutMs: must be a number > 0 (got Infinity)'],
     [{ nf, batch: [1] }, 'batch: must be a mapping (got a list)'],
     [{ nf, reorder: { maxHeld: -1 } }, 'reorder.maxHeld: must be an integer >= 1 (got -1)'],

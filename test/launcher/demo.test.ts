@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { DemoSummary } from '../../src/launcher/demo.js';
+import type { AddedInstance, DemoSummary } from '../../src/launcher/demo.js';
 import { nfstate } from '../helpers/cli.js';
 
 async function demo(args: string[]): Promise<DemoSummary> {
@@ -48,6 +48,70 @@ describe('nfstate demo (multi-process on loopback)', () => {
     });
   }
 
+  it('--guarantee loss-free: 200 moves lose nothing (the source’s packets may come behind)', async () => {
+    const s = await demo(['--nf', 'nat', '--moves', '200', '--guarantee', 'loss-free']);
+    assert.equal(s.moves.guarantee, 'loss-free');
+    assert.equal(s.moves.count + s.moves.aborted, 200);
+    assert.equal(s.lost, 0, 'lost');
+    assert.equal(s.duplicated, 0, 'duplicated');
+    assert.equal(s.moves.dropped, 0);
+    assert.equal(s.delivered, s.sent - s.nf_dropped);
+  });
+
+  it('--guarantee none: the run completes, and what the moves dropped is every packet not delivered', async () => {
+    const s = await demo(['--nf', 'nat', '--moves', '200', '--guarantee', 'none']);
+    assert.equal(s.moves.guarantee, 'none');
+    assert.equal(s.moves.count + s.moves.aborted, 200);
+    assert.equal(s.duplicated, 0, 'duplicated');
+    assert.equal(s.delivered + s.moves.dropped, s.sent - s.nf_dropped);
+    assert.equal(s.lost, s.moves.dropped);
+  });
+
+  it('--move-batch: flows moved many at a time, one exchange per source, lose and reorder nothing', async () => {
+    const s = await demo(['--nf', 'ids', '--flows', '300', '--moves', '240', '--move-batch', '80']);
+    assertClean(s);
+    assert.ok(s.moves.count > 0 && s.moves.intra > 0 && s.moves.inter > 0, JSON.stringify(s.moves));
+  });
+
+  it('under --skew the load-balancing unit moves heavy flows off the overloaded instance, none more often than its cooldown allows', async () => {
+    const args = ['--nf', 'ids', '--skew', '10', '--flows', '200', '--packets', '60', '--rate', '4000'];
+    const on = await demo([...args, '--cooldown', '1000']);
+    const off = await demo([...args, '--lb', 'off']);
+    for (const s of [on, off]) assertClean(s);
+    const skewed = on.lb.skewed!;
+    assert.ok(
+      on.lb.load[skewed]!.peak > 0.85,
+      `the heavy flows overload ${skewed}: ${JSON.stringify(on.lb)}`,
+    );
+    assert.ok((on.lb.from[skewed] ?? 0) >= 2, `flows left ${skewed}: ${JSON.stringify(on.lb.from)}`);
+    assert.ok(on.lb.intra >= 1, 'the first moves stay inside the cluster');
+    assert.equal(off.lb.skewed, skewed);
+    const overloaded = (s: DemoSummary, id: string): number => s.lb.load[id]!.overloaded_ms;
+    assert.ok(
+      overloaded(on, skewed) < overloaded(off, skewed) / 2,
+      `with the unit, ${skewed} is overloaded for ${overloaded(on, skewed)} ms; without, ${overloaded(off, skewed)} ms`,
+    );
+    for (const id of Object.keys(on.lb.load)) {
+      if (id !== skewed) assert.equal(overloaded(on, id), 0, `${id} was overloaded by what it received`);
+    }
+    assert.ok(
+      on.lb.min_gap_ms === null || on.lb.min_gap_ms >= 1000,
+      `a flow moved again within its cooldown`,
+    );
+    assert.equal(off.lb.moves, 0);
+    assert.equal(off.lb.rounds, 0);
+  });
+
+  it('when no instance has room, the load-balancing unit has an instance started and fills it', async () => {
+    const s = await demo([
+      ...['--nf', 'nat', '--clusters', '1', '--per-cluster', '2', '--skew', '10'],
+      ...['--flows', '100', '--packets', '100', '--rate', '2000', '--capacity', '1200'],
+    ]);
+    assertClean(s);
+    assert.ok(s.lb.scale_out_requests >= 1, JSON.stringify(s.lb));
+    assert.ok((s.lb.to['nf-2'] ?? 0) > 0, `flows moved to the new instance: ${JSON.stringify(s.lb.to)}`);
+  });
+
   it('draining two instances under traffic moves all their flows away with nothing lost, then they leave', async () => {
     const s = await demo(['--nf', 'nat', '--packets', '100', '--drain', '2']);
     assertClean(s);
@@ -56,6 +120,38 @@ describe('nfstate demo (multi-process on loopback)', () => {
       assert.equal(d.aborted, 0);
       assert.ok(d.moved > 0, `${d.id} had flows to move`);
     }
+  });
+
+  it('adding two instances under traffic: each joins a cluster and takes flows, the second catches up on its mate’s flows at once, nothing is lost', async () => {
+    // Three full clusters of four: the first newcomer forms a fourth cluster, the second joins it.
+    const s = await demo(['--nf', 'ids', '--packets', '150', '--add', '2']);
+    assertClean(s); // replicas_match covers the newcomers: they hold their mates' flows, their mates theirs
+    assert.deepEqual(
+      s.added.map((a) => [a.id, a.cluster]),
+      [
+        ['nf-12', 'c3'],
+        ['nf-13', 'c3'],
+      ],
+    );
+    const [first, second] = s.added as [AddedInstance, AddedInstance];
+    for (const a of s.added) assert.ok(a.flows > 0 && a.ms >= a.join_ms, JSON.stringify(a));
+    // nf-12's flows came from other clusters, whole. nf-13's came from nf-12, which sent it the full state
+    // of its flows when it joined: every move to it was installed from its own replica (intra), and only
+    // the changes since the last batch travelled.
+    assert.equal(first.intra, 0);
+    assert.equal(second.intra, second.flows, JSON.stringify(second));
+    assert.ok(
+      second.state_bytes * 3 < first.state_bytes,
+      `${second.state_bytes} B per move into nf-13 vs ${first.state_bytes} B into nf-12`,
+    );
+    assert.ok(s.replication.catch_up_bytes > 0);
+  });
+
+  it('nat: instances added under traffic, with moves going on, take flows and their ports; every port stays unique', async () => {
+    const s = await demo(['--nf', 'nat', '--add', '2', '--moves', '20']);
+    assertClean(s); // includes the check that every allocation is unique deployment-wide
+    assert.equal(s.added.length, 2);
+    for (const a of s.added) assert.ok(a.flows > 0, JSON.stringify(a));
   });
 
   it('an intra-cluster move ships the last batch’s changes, an inter-cluster one the whole log-like state', async () => {

@@ -8,23 +8,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
 import type { Endpoints } from '../../src/launcher/local.js';
-import { CLI } from '../helpers/cli.js';
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-}
-
-async function metrics(port: number): Promise<string> {
-  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-  assert.equal(res.status, 200);
-  return res.text();
-}
-
-function sample(text: string, name: string, labels = ''): number {
-  const line = text.split('\n').find((l) => l.startsWith(name + (labels === '' ? ' ' : `{${labels}`)));
-  return line === undefined ? NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+import { CLI, nfstate } from '../helpers/cli.js';
+import { metrics, sample, until } from '../helpers/poll.js';
 
 describe('nfstate up', () => {
   it('runs a topology: plain UDP in the front door comes out at the egress destination, bad input is counted, metrics are served, SIGINT stops it', async () => {
@@ -145,5 +130,42 @@ describe('nfstate up', () => {
     assert.equal(code, 0);
     client.close();
     dest.close();
+  });
+
+  it('scale add: its launcher starts an instance that joins a cluster and takes new flows; past the spare pool slices it says so', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'nfstate-up-')), 'topology.yaml');
+    writeFileSync(
+      file,
+      ['nf: { type: ids }', 'clusters: 1', 'perCluster: 2', 'threads: 1', 'spareInstances: 1', ''].join('\n'),
+    );
+    const child = spawn(process.execPath, [CLI, 'up', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [first] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
+    const ends = JSON.parse(first) as Endpoints;
+    const controller = `127.0.0.1:${ends.controller.admin}`;
+    const r = await nfstate(['scale', 'add', '--controller', controller, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const { added } = JSON.parse(r.stdout) as { added: { id: string; cluster: string }[] };
+    assert.deepEqual(
+      added.map((a) => [a.id, a.cluster]),
+      [['nf-2', 'c1']],
+    );
+    const onNewcomer = async (): Promise<number> =>
+      (
+        (await (await fetch(`http://${controller}/flows?owner=nf-2`)).json()) as {
+          flows: unknown[];
+        }
+      ).flows.length;
+    const clients = Array.from({ length: 30 }, () => dgram.createSocket('udp4'));
+    for (const c of clients) c.send('a new flow', ends.ingress.servicePort, '127.0.0.1');
+    await until(async () => (await onNewcomer()) > 0);
+    assert.ok((await onNewcomer()) > 0, 'new flows are placed on the newcomer');
+    for (const c of clients) c.close();
+
+    const full = await nfstate(['scale', 'add', '--controller', controller]);
+    assert.equal(full.code, 2);
+    assert.match(full.stderr, /add 1: 3 instances started of at most 3.*spareInstances/);
+    child.kill('SIGINT');
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 0, 'the added instance stops with the rest');
   });
 });

@@ -167,6 +167,67 @@ describe('batch replication', () => {
     );
   });
 
+  it('a peer that joins gets each source’s catch-up before that source’s further records; the others see no gap', async () => {
+    const [a, b] = [await store(), await store()];
+    const out = new Replicator(
+      { self: 'nf-a', key, peers: [{ id: 'a', host: '127.0.0.1', port: a.port }], sources: 2 },
+      silentLogger,
+    );
+    replicators.push(out);
+    await out.start();
+    // Two workers' shards: flows 1 and 2 on source 0, flow 3 on source 1.
+    const srcs = [source(3), source(3)];
+    const feed = (packets: number, from: number): void => {
+      for (let seq = from; seq < from + packets; seq++) {
+        for (const f of [1, 2]) srcs[0]!.p.receive(...args(stamped({ flow: f, seq })));
+        srcs[1]!.p.receive(...args(stamped({ flow: 3, seq })));
+      }
+      srcs.forEach((src, i) => out.send(src.take(), i));
+    };
+    feed(9, 1);
+    assert.ok(await out.settled(2000));
+
+    assert.deepEqual(
+      await out.setPeers([
+        { id: 'a', host: '127.0.0.1', port: a.port },
+        { id: 'b', host: '127.0.0.1', port: b.port },
+      ]),
+      ['b'],
+    );
+    feed(3, 10);
+    assert.ok(await out.settled(2000), 'a peer still waiting for its catch-up holds no commit back');
+    assert.equal(b.records, 0, 'nothing of a source reaches the newcomer before its catch-up');
+    // Source 0's catch-up: the full state of each of its flows at its current version, as a worker sends it.
+    for (const [k] of srcs[0]!.p.flows.entries()) srcs[0]!.p.resend(k);
+    out.catchUp(['b'], 0, srcs[0]!.take(), true);
+    feed(6, 13);
+    assert.ok(await out.settled(2000));
+    assert.deepEqual(
+      (b.digests()['nf-a'] ?? []).map((d) => d.flow).sort(),
+      srcs[0]!.p
+        .digest()
+        .flows.map((d) => d.flow)
+        .sort(),
+      'source 0 is caught up, source 1 not yet',
+    );
+    for (const [k] of srcs[1]!.p.flows.entries()) srcs[1]!.p.resend(k);
+    out.catchUp(['b'], 1, srcs[1]!.take(), true);
+    feed(5, 19);
+    srcs.forEach((src, i) => {
+      src.p.flushBatches();
+      out.send(src.take(), i);
+    });
+    assert.ok(await out.settled(2000));
+    const mine = srcs.flatMap((src) => src.p.digest().flows.map((f) => [f.flow, f.digest]));
+    for (const peer of [a, b]) {
+      assert.deepEqual((peer.digests()['nf-a'] ?? []).map((f) => [f.flow, f.digest]).sort(), mine.sort());
+      assert.equal(peer.drops.gap, 0);
+      assert.equal(peer.repairsRequested, 0);
+    }
+    assert.equal(out.catchUps, 1);
+    assert.ok(out.catchUpBytes > 0);
+  });
+
   it('rejects a sender outside the cluster and applies nothing from it', async () => {
     const peer = await store(['nf-a']);
     const out = await replicator('nf-z', peer);

@@ -154,4 +154,26 @@ describe('Ingress', () => {
     await until(() => sinks[0]!.seen.length + sinks[1]!.seen.length > before);
     assert.ok(sinks.some((s) => s.seen.some((x) => x.srcPort === 4001)));
   });
+
+  it('takes an instance added while it runs: new flows go to it once live, running flows stay where they are', async () => {
+    const owner = (): Map<string, number> =>
+      new Map(ingress.owners().map((f) => [`${f.key.srcPort}`, f.owner]));
+    const before = owner();
+    sinks.push(await listener());
+    const newcomer = { id: 'nf-2', host: '127.0.0.1', port: sinks[2]!.port };
+    assert.equal(await ingress.addInstance(newcomer), 2);
+    assert.equal(await ingress.addInstance(newcomer), 2, 'adding it again changes nothing');
+    assert.deepEqual(
+      ingress.endpoints.map((e) => e.id),
+      ['nf-0', 'nf-1', 'nf-2'],
+    );
+    assert.ok(ingress.setLive([0, 1, 2]) > 0, 'running flows whose default owner changed are pinned');
+    assert.deepEqual(owner(), before);
+    for (let port = 2000; port < 2040; port++) client.send(geneve(port, true), ingress.port, '127.0.0.1');
+    for (let port = 5000; port < 5060; port++) client.send(geneve(port, true), ingress.port, '127.0.0.1');
+    await until(() => sinks[2]!.seen.length > 0);
+    await new Promise((r) => setTimeout(r, 50));
+    const ports = sinks[2]!.seen.map((x) => x.srcPort);
+    assert.ok(ports.length > 0 && ports.every((p) => p >= 5000), `nf-2 got ${ports.join(' ')}`);
+  });
 });

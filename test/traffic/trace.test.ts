@@ -43,6 +43,25 @@ describe('SyntheticTrace', () => {
     }
   });
 
+  it('sends the chosen heavy flows k times as fast, so they run as long as the others', () => {
+    const t = new SyntheticTrace({ ...DEFAULT_TRACE, flows: 10, packets: 5, skew: 4, heavy: [3, 7] });
+    assert.equal(t.total, 8 * 5 + 2 * 20);
+    const pkt = new Packet();
+    const seen = new Map<string, number>();
+    const heavy = new Set([3, 7].map((f) => flowKeyString(t.flowKey(f))));
+    const all = packetsOf(t);
+    for (let i = 0; i < all.length; i++) {
+      const p = all[i]!;
+      assert.equal(pkt.parse(p, 0, p.length), DropReason.NONE);
+      const k = flowKeyString(flowKeyOf(pkt));
+      seen.set(k, (seen.get(k) ?? 0) + 1);
+      // After each round of 16 packets, every heavy flow has sent 4 for each light flow's 1.
+      if ((i + 1) % 16 === 0) {
+        for (const [flow, n] of seen) assert.equal(n, ((i + 1) / 16) * (heavy.has(flow) ? 4 : 1));
+      }
+    }
+  });
+
   it('rejects bad sizes with a clear error', () => {
     assert.throws(() => new SyntheticTrace({ ...DEFAULT_TRACE, flows: 0 }), /--flows/);
     assert.throws(() => new SyntheticTrace({ ...DEFAULT_TRACE, payload: 5000 }), /--payload/);
