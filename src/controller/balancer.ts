@@ -60,7 +60,10 @@ export interface BalancerEnv {
   /** The switch's packet counter of every flow the instance owns, by flow key string. */
   flowPackets(id: string): Promise<Map<string, number>>;
   /** Moves flows to `to`; one result per flow. */
-  move(flows: string[], to: string): Promise<readonly { flow: string; aborted: boolean }[]>;
+  move(
+    flows: string[],
+    to: string,
+  ): Promise<readonly { flow: string; aborted: boolean; duration_ms: number }[]>;
   /** No instance has room for what `from` must shed. */
   needInstance(from: string, load: number): void;
 }
@@ -75,6 +78,7 @@ export interface BalancerMove {
   /** The source's load when it was picked. */
   load: number;
   at_ms: number;
+  duration_ms: number;
   aborted: boolean;
 }
 
@@ -239,6 +243,7 @@ export class Balancer implements MetricSource {
         pps: Math.round(rate),
         load: round(src.load),
         at_ms: now,
+        duration_ms: 0,
         aborted: false,
       };
       plan.set(to, [...(plan.get(to) ?? []), m]);
@@ -263,9 +268,11 @@ export class Balancer implements MetricSource {
           picked.map((m) => m.flow),
           to,
         );
-        const aborted = new Set(results.filter((r) => r.aborted).map((r) => r.flow));
+        const byFlow = new Map(results.map((r) => [r.flow, r]));
         for (const m of picked) {
-          m.aborted = aborted.has(m.flow) || !results.some((r) => r.flow === m.flow);
+          const r = byFlow.get(m.flow);
+          m.aborted = r === undefined || r.aborted;
+          m.duration_ms = r?.duration_ms ?? 0;
           if (!m.aborted) this.movedAt.set(m.flow, this.clock.now());
           this.history.push(m);
         }

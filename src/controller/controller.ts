@@ -117,7 +117,7 @@ export class Controller implements MetricSource {
         // One batched exchange per destination; a flow it cannot move comes back aborted.
         move: (flows, to) =>
           this.moveFlows(flows, to, 'order-preserving').catch(() =>
-            flows.map((flow) => ({ flow, aborted: true })),
+            flows.map((flow) => ({ flow, aborted: true, duration_ms: 0 })),
           ),
         // With a provisioner the deployment grows by one; the next rounds fill the newcomer.
         needInstance: (from) => {

@@ -113,6 +113,9 @@ export interface LbSummary extends Pick<
   /** The most moves of any one flow, and the shortest time between two moves of one flow (null: none). */
   max_moves_per_flow: number;
   min_gap_ms: number | null;
+  /** Duration of the unit's moves. */
+  p50_ms: number;
+  p99_ms: number;
   /** Per instance: the highest load seen and how long it was overloaded. */
   load: Record<string, { peak: number; overloaded_ms: number }>;
 }
@@ -392,13 +395,17 @@ async function takeShare(
 const ADD_TIMEOUT_MS = 60_000;
 const SHARE_PARALLEL = 8;
 
+/** The p-quantile of ascending `sorted` (0 when empty), to 0.01. */
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! * 100) / 100;
+}
+
 function summariseMoves(moves: readonly MoveRecord[], guarantee: Guarantee): MoveSummary {
   const done = moves.filter((m) => !m.aborted);
   const mean = (xs: number[]): number =>
     xs.length === 0 ? 0 : Math.round(xs.reduce((a, b) => a + b, 0) / xs.length);
   const ms = done.map((m) => m.duration_ms).sort((a, b) => a - b);
-  const pct = (p: number): number =>
-    ms.length === 0 ? 0 : Math.round(ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]! * 100) / 100;
   return {
     count: done.length,
     intra: done.filter((m) => m.intra).length,
@@ -406,8 +413,8 @@ function summariseMoves(moves: readonly MoveRecord[], guarantee: Guarantee): Mov
     aborted: moves.length - done.length,
     state_bytes_intra: mean(done.filter((m) => m.intra).map((m) => m.state_bytes)),
     state_bytes_inter: mean(done.filter((m) => !m.intra).map((m) => m.state_bytes)),
-    p50_ms: pct(0.5),
-    p99_ms: pct(0.99),
+    p50_ms: percentile(ms, 0.5),
+    p99_ms: percentile(ms, 0.99),
     guarantee,
     dropped: 0,
   };
@@ -495,6 +502,10 @@ async function summariseLb(
     to[m.to] = (to[m.to] ?? 0) + 1;
     times.set(m.flow, [...(times.get(m.flow) ?? []), m.at_ms]);
   }
+  const durations = s.history
+    .filter((m) => !m.aborted)
+    .map((m) => m.duration_ms)
+    .sort((a, b) => a - b);
   let maxMoves = 0;
   let minGap: number | null = null;
   for (const at of times.values()) {
@@ -514,6 +525,8 @@ async function summariseLb(
     from,
     to,
     max_moves_per_flow: maxMoves,
+    p50_ms: percentile(durations, 0.5),
+    p99_ms: percentile(durations, 0.99),
     min_gap_ms: minGap,
     load: Object.fromEntries(
       s.instances.map((i) => [i.id, { peak: i.peak, overloaded_ms: i.overloaded_ms }]),

@@ -50,13 +50,13 @@ class Sim implements BalancerEnv {
     return Promise.resolve(out);
   }
 
-  move(flows: string[], to: string): Promise<{ flow: string; aborted: boolean }[]> {
+  move(flows: string[], to: string): Promise<{ flow: string; aborted: boolean; duration_ms: number }[]> {
     return Promise.resolve(
       flows.map((flow) => {
-        if (this.refuse.has(flow)) return { flow, aborted: true };
+        if (this.refuse.has(flow)) return { flow, aborted: true, duration_ms: 0 };
         this.moves.push({ flow, from: this.owner.get(flow)!, to, at: this.clock.now() });
         this.owner.set(flow, to);
-        return { flow, aborted: false };
+        return { flow, aborted: false, duration_ms: 0 };
       }),
     );
   }
