@@ -394,13 +394,18 @@ program
 program
   .command('bench')
   .description('benchmarks; each reports ratios against a baseline measured in the same run')
-  .argument('<experiment>', 'dataplane | memory')
+  .argument('<experiment>', 'dataplane | memory | global')
   .option('--quick', 'a short run (under 60 s)', false)
   .option('--flows <n>', 'memory: concurrent flows', int('--flows', 1), 100_000)
   .option('--packets <n>', 'memory: packets per flow', int('--packets', 1), 3)
+  .option('--writers <n>', 'global: concurrent writers', int('--writers', 1, 256), 8)
+  .option('--batch <n>', 'global: updates per submit', int('--batch', 1, 128), 100)
   .option('--json', 'print one JSON object', false)
   .action(
-    async (experiment: string, o: { quick: boolean; json: boolean; flows: number; packets: number }) => {
+    async (
+      experiment: string,
+      o: { quick: boolean; json: boolean; flows: number; packets: number; writers: number; batch: number },
+    ) => {
       const out = (line: string): void => {
         process.stdout.write(line + '\n');
       };
@@ -416,8 +421,19 @@ program
           json: o.json,
           out,
         });
+      } else if (experiment === 'global') {
+        const { runGlobalBench } = await import('../../bench/global.js');
+        await runGlobalBench({
+          writers: o.writers,
+          batch: o.batch,
+          seconds: o.quick ? 2 : 5,
+          json: o.json,
+          out,
+        });
       } else {
-        throw new InvalidArgumentError(`unknown experiment '${experiment}' (expected dataplane or memory)`);
+        throw new InvalidArgumentError(
+          `unknown experiment '${experiment}' (expected dataplane, memory or global)`,
+        );
       }
     },
   );
@@ -511,12 +527,25 @@ program
     int('--move-timeout', 1, 60_000),
     DEFAULT_TOPOLOGY.move.timeoutMs,
   )
+  .option(
+    '--heartbeat-ms <ms>',
+    'how often each instance sends a heartbeat (the controller tells it when it registers)',
+    int('--heartbeat-ms', 1, 60_000),
+    DEFAULT_TOPOLOGY.failure.heartbeatMs,
+  )
+  .option(
+    '--miss-count <n>',
+    'heartbeat intervals of silence after which an instance is declared failed',
+    int('--miss-count', 2, 1000),
+    DEFAULT_TOPOLOGY.failure.missCount,
+  )
   .action(async (o: { host: string; port: number; clusterSize: number } & Record<string, unknown>) => {
     await runController({
       host: o.host,
       adminPort: o.port,
       clusterSize: o.clusterSize,
       moveTimeoutMs: o.moveTimeout as number,
+      failure: { heartbeatMs: o.heartbeatMs as number, missCount: o.missCount as number },
       lb: lbFlags({ ...DEFAULT_BALANCER }, o),
     });
   });

@@ -7,10 +7,11 @@
  *   const c = new Controller({ clusterSize: 4, host: '127.0.0.1' }, logger);
  *   await c.start(admin);          // routes on an AdminServer; returns the UDP report port
  *
- * HTTP API: POST /register (answers with the instance's cluster, its secondary and the UDP port for load
- * reports), GET /instances, POST /instances { count?, host? } (start instances through the provisioner),
- * GET /clusters, GET /flows?owner= (every running flow and its owner, from the ingress), POST /move
- * { flow | flows, to, guarantee? } (moveFlows), POST /drain { id }, GET /moves, plus /metrics and /healthz.
+ * HTTP API: POST /register (answers with the instance's cluster, its secondary, the UDP port for load
+ * reports and heartbeats, and the heartbeat interval), GET /instances, POST /instances { count?, host? }
+ * (start instances through the provisioner), GET /clusters, GET /flows?owner= (every running flow and its
+ * owner, from the ingress), POST /move { flow | flows, to, guarantee? } (moveFlows), POST /drain { id },
+ * GET /moves, GET /failures (instances declared failed), plus /metrics and /healthz.
  *
  * Elasticity: an instance that registers while the deployment runs joins a cluster (the members first
  * accept it, then connect to it and send it the full state of their flows), the ingress learns its
@@ -20,6 +21,10 @@
  *   { "id": "nf-3", "received": n, "processed": n, "flows": n, "busy": 0..1, "queue": n }
  * Every report feeds the load-balancing unit (balancer.ts; GET /lb shows it, POST /lb { enabled } turns it
  * on or off).
+ *
+ * Failure detection: instances also send heartbeats to the same UDP port (detector.ts; the register answer
+ * says how often). One silent for too long is declared failed and fenced: GET /failures lists it, and it
+ * owns no new flow and is no load-balancing candidate any more.
  */
 import dgram from 'node:dgram';
 import { once } from 'node:events';
@@ -33,6 +38,8 @@ import type { Guarantee } from '../nf/processor.js';
 import { parseGuarantee } from '../nf/processor.js';
 import type { BalancerOptions } from './balancer.js';
 import { Balancer, DEFAULT_BALANCER } from './balancer.js';
+import type { FailureOptions } from './detector.js';
+import { DEFAULT_FAILURE, FailureDetector, looksLikeHeartbeat } from './detector.js';
 
 export interface InstanceInfo {
   id: string;
@@ -93,6 +100,7 @@ export class Controller implements MetricSource {
   reports = 0;
   badReports = 0;
   readonly balancer: Balancer;
+  readonly detector: FailureDetector;
   private balancing: NodeJS.Timeout | undefined;
 
   constructor(
@@ -104,11 +112,21 @@ export class Controller implements MetricSource {
       provisioner?: Provisioner;
       /** A move's deadline up to the re-point (default 2000 ms): past it, the move aborts. */
       moveTimeoutMs?: number;
+      failure?: FailureOptions;
     },
     private readonly logger: Logger,
     private readonly clock: Clock,
   ) {
     this.map = new ClusterMap(options.clusterSize);
+    this.detector = new FailureDetector({ ...(options.failure ?? DEFAULT_FAILURE) }, clock);
+    this.detector.onFailed = (id, { detectMs }) => {
+      this.balancer.forget(id);
+      this.logger.error('instance failed', {
+        id,
+        cluster: this.map.clusterOf(id)?.id,
+        detect_ms: round2(detectMs),
+      });
+    };
     this.balancer = new Balancer(
       { ...(options.lb ?? DEFAULT_BALANCER) },
       {
@@ -136,6 +154,7 @@ export class Controller implements MetricSource {
   async start(admin: AdminServer): Promise<number> {
     admin.registry.add(this);
     admin.registry.add(this.balancer);
+    admin.registry.add(this.detector);
     admin.route('POST', '/register', (body) => this.register(body));
     admin.route('GET', '/instances', () => this.list());
     admin.route('POST', '/instances', (body) => this.addInstances(body));
@@ -151,6 +170,7 @@ export class Controller implements MetricSource {
     admin.route('POST', '/move', (body) => this.moveRequest(body));
     admin.route('POST', '/drain', (body) => this.drain(body));
     admin.route('GET', '/moves', () => this.moves);
+    admin.route('GET', '/failures', () => this.detector.list());
     admin.route('GET', '/lb', () => this.balancer.status());
     admin.route('POST', '/lb', (body) => {
       const b = (body ?? {}) as Record<string, unknown>;
@@ -168,11 +188,13 @@ export class Controller implements MetricSource {
     this.socket.bind(this.options.reportPort ?? 0, this.options.host);
     await once(this.socket, 'listening');
     this.balancing = setInterval(() => void this.balancer.tick(), LB_TICK_MS);
+    this.detector.start();
     return this.socket.address().port;
   }
 
   stop(): void {
     clearInterval(this.balancing);
+    this.detector.stop();
     this.socket.close();
   }
 
@@ -197,8 +219,14 @@ export class Controller implements MetricSource {
 
   private async register(
     body: unknown,
-  ): Promise<{ cluster: string; secondary: string | null; report: number }> {
+  ): Promise<{ cluster: string; secondary: string | null; report: number; heartbeat_ms: number }> {
     const info = parseInstance(body);
+    if (this.detector.isFailed(info.id)) {
+      throw new NfsError(
+        ErrorCode.STATE,
+        `register: ${info.id} was declared failed and stays fenced; start it under a new id`,
+      );
+    }
     this.instances.set(info.id, {
       ...info,
       load: undefined,
@@ -211,7 +239,14 @@ export class Controller implements MetricSource {
     this.logger.info('instance registered', { id: info.id, host: info.host, cluster });
     await this.configure(cluster);
     await this.admit(info);
-    return { cluster, secondary: this.map.secondaryOf(info.id) ?? null, report: this.socket.address().port };
+    // Only now: the instance starts its heartbeats when it has this answer.
+    this.detector.watch(info.id);
+    return {
+      cluster,
+      secondary: this.map.secondaryOf(info.id) ?? null,
+      report: this.socket.address().port,
+      heartbeat_ms: this.detector.options.heartbeatMs,
+    };
   }
 
   /**
@@ -288,9 +323,13 @@ export class Controller implements MetricSource {
     });
   }
 
-  /** The instances that may own new flows: registered, known to the ingress, not draining. */
+  /** The instances that may own new flows: registered, known to the ingress, not draining, not failed. */
   private liveIds(): string[] {
-    return [...this.instances.keys()].filter((id) => !this.draining.has(id) && !this.joining.has(id));
+    return [...this.instances.keys()].filter((id) => this.isLive(id));
+  }
+
+  private isLive(id: string): boolean {
+    return !this.draining.has(id) && !this.joining.has(id) && !this.detector.isFailed(id);
   }
 
   /**
@@ -850,6 +889,7 @@ export class Controller implements MetricSource {
       const left = this.map.leave(inst.id);
       this.instances.delete(inst.id);
       this.balancer.forget(inst.id);
+      this.detector.forget(inst.id);
       this.draining.delete(inst.id);
       if (left !== undefined) await this.configure(left);
     }
@@ -868,13 +908,18 @@ export class Controller implements MetricSource {
       cluster: this.map.clusterOf(i.id)?.id ?? null,
       secondary: this.map.secondaryOf(i.id) ?? null,
       configured: i.configured,
-      live: !this.draining.has(i.id) && !this.joining.has(i.id),
+      live: this.isLive(i.id),
+      failed: this.detector.isFailed(i.id),
       load: i.load ?? null,
       reported_ms_ago: i.reportedAt === 0 ? null : Math.round(now - i.reportedAt),
     }));
   }
 
   private onReport(msg: Buffer): void {
+    if (looksLikeHeartbeat(msg)) {
+      this.detector.receive(msg);
+      return;
+    }
     if (msg.length > MAX_REPORT_BYTES) {
       this.badReports++;
       return;
@@ -893,6 +938,7 @@ export class Controller implements MetricSource {
       this.badReports++;
       return;
     }
+    if (!this.detector.alive(inst.id)) return;
     this.reports++;
     inst.reportedAt = this.clock.now();
     inst.load = {

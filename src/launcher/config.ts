@@ -21,6 +21,8 @@ import { ErrorCode, NfsError } from '../errors.js';
 import type { BalancerOptions } from '../controller/balancer.js';
 import { DEFAULT_BALANCER } from '../controller/balancer.js';
 import { DEFAULT_MOVE_TIMEOUT_MS } from '../controller/controller.js';
+import type { FailureOptions } from '../controller/detector.js';
+import { DEFAULT_FAILURE } from '../controller/detector.js';
 
 /** The built-in NF types a topology can name. */
 export const NF_TYPES = ['nat', 'firewall', 'lb', 'ids'] as const;
@@ -64,6 +66,8 @@ export interface Topology {
   readonly lb: Readonly<BalancerOptions>;
   /** Flow moves: the deadline up to the re-point, past which a move aborts. */
   readonly move: { readonly timeoutMs: number };
+  /** The controller's failure detection unit (see controller/detector.ts). */
+  readonly failure: Readonly<FailureOptions>;
 }
 
 export const RELEASE_MODES = ['immediate', 'after-replication'] as const;
@@ -90,6 +94,7 @@ export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
   release: 'immediate',
   lb: DEFAULT_BALANCER,
   move: { timeoutMs: DEFAULT_MOVE_TIMEOUT_MS },
+  failure: { ...DEFAULT_FAILURE },
 });
 
 const MAX_THREADS = 64;
@@ -97,6 +102,8 @@ const MAX_BATCH = 100_000;
 const MAX_VNI = 0xffffff;
 /** A move's source waits this long at most for a hand-over (see launcher/roles.ts, /move/finish). */
 const MAX_MOVE_TIMEOUT_MS = 60_000;
+const MAX_HEARTBEAT_MS = 60_000;
+const MAX_MISS_COUNT = 1000;
 
 const FIELDS = {
   root: [
@@ -117,6 +124,7 @@ const FIELDS = {
     'release',
     'lb',
     'move',
+    'failure',
   ],
   nf: ['type', 'config'],
   batch: ['size', 'timeoutMs'],
@@ -125,6 +133,7 @@ const FIELDS = {
   egress: ['deliver'],
   sink: ['port', 'pcap'],
   move: ['timeoutMs'],
+  failure: ['heartbeatMs', 'missCount'],
   lb: [
     'enabled',
     'high',
@@ -240,6 +249,7 @@ function validate(obj: unknown, where: string): Topology {
   const egress = section(root, 'egress', FIELDS.egress);
   const sink = section(root, 'sink', FIELDS.sink);
   const move = section(root, 'move', FIELDS.move);
+  const failure = section(root, 'failure', FIELDS.failure);
   const lb = section(root, 'lb', FIELDS.lb);
   const high = positive(lb, ['lb', 'high'], d.lb.high);
   const low = positive(lb, ['lb', 'low'], d.lb.low);
@@ -287,6 +297,11 @@ function validate(obj: unknown, where: string): Topology {
       maxMovesPerRound: int(lb, ['lb', 'maxMovesPerRound'], d.lb.maxMovesPerRound, 1),
     },
     move: { timeoutMs: int(move, ['move', 'timeoutMs'], d.move.timeoutMs, 1, MAX_MOVE_TIMEOUT_MS) },
+    failure: {
+      heartbeatMs: int(failure, ['failure', 'heartbeatMs'], d.failure.heartbeatMs, 1, MAX_HEARTBEAT_MS),
+      // One lost datagram must not fail an instance: at least two intervals of silence.
+      missCount: int(failure, ['failure', 'missCount'], d.failure.missCount, 2, MAX_MISS_COUNT),
+    },
   };
 }
 

@@ -39,6 +39,7 @@ import type {
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const START_TIMEOUT_MS = 20_000;
 const REPLY_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 5000;
 
 export interface DeploymentOptions {
   logDir: string;
@@ -87,7 +88,9 @@ export class RoleProcess {
   }
 
   request(cmd: RoleCommand): Promise<RoleReply> {
-    if (this.exited) return Promise.resolve({ type: 'error', error: `${this.name} has exited` });
+    // Sending on a closed channel would throw an 'error' event that no one handles.
+    if (this.exited || !this.child.connected)
+      return Promise.resolve({ type: 'error', error: `${this.name} has exited` });
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         resolve({ type: 'error', error: `${this.name}: no reply to ${cmd.type}` });
@@ -100,11 +103,15 @@ export class RoleProcess {
     });
   }
 
+  /**
+   * Asks the role to stop in order. One that cannot answer — killed and not yet reaped, or stopped by
+   * SIGSTOP — is killed when its time is up, so that stopping a deployment never hangs on it.
+   */
   async stop(): Promise<void> {
     if (this.exited) return;
     const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
     await this.request({ type: 'stop' });
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
     await exited;
     clearTimeout(timer);
   }
@@ -159,6 +166,7 @@ export class LocalDeployment {
         clusterSize: t.replication === 'all' ? count + t.spareInstances : t.perCluster,
         lb: { ...t.lb },
         moveTimeoutMs: t.move.timeoutMs,
+        failure: { ...t.failure },
       };
       this.controller = this.spawn('controller', 'controller', controllerSpec);
       this.controller.onProvision = (req) => void this.provision(req);

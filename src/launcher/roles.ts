@@ -20,6 +20,8 @@ import { wallClock } from '../clock.js';
 import type { LoadReport } from '../controller/controller.js';
 import type { BalancerOptions } from '../controller/balancer.js';
 import { Controller } from '../controller/controller.js';
+import type { FailureOptions } from '../controller/detector.js';
+import { DEFAULT_FAILURE, encodeHeartbeat } from '../controller/detector.js';
 import type { Provisioner } from '../controller/controller.js';
 import { createLogger } from '../log.js';
 import { AdminServer, adminCall, MetricsRegistry } from '../metrics.js';
@@ -60,6 +62,8 @@ export interface ControllerSpec {
   lb: BalancerOptions;
   /** A move's deadline up to the re-point; the controller's default when absent. */
   moveTimeoutMs?: number;
+  /** Heartbeat interval and miss count of the failure detection unit; the defaults when absent. */
+  failure?: FailureOptions;
 }
 
 export interface IngressSpec {
@@ -129,17 +133,23 @@ export async function runNf(spec: NfSpec): Promise<void> {
     return { ok: true };
   });
   addMoveRoutes(admin, nf);
-  let reporter: NodeJS.Timeout | undefined;
+  let stopReports: (() => void) | undefined;
   if (spec.controller !== undefined) {
     const c = spec.controller;
-    const { report } = await adminCall(c.host, c.admin, '/register', {
+    const answer = await adminCall(c.host, c.admin, '/register', {
       id: spec.id,
       host: spec.host,
       port,
       replication,
       admin: admin.port,
     });
-    reporter = reportLoad(spec.id, { host: c.host, report: report as number }, () => nf.load());
+    const hb = answer.heartbeat_ms;
+    stopReports = reportToController(
+      spec.id,
+      { host: c.host, report: answer.report as number },
+      typeof hb === 'number' && hb > 0 ? hb : DEFAULT_FAILURE.heartbeatMs,
+      () => nf.load(),
+    );
   }
   attach(
     {
@@ -147,7 +157,7 @@ export async function runNf(spec: NfSpec): Promise<void> {
         nf.collect(out);
       },
       stop: async () => {
-        clearInterval(reporter);
+        stopReports?.();
         await nf.stop();
       },
       digest: () => nf.digest(),
@@ -167,6 +177,7 @@ export async function runController(spec: ControllerSpec): Promise<void> {
       lb: spec.lb,
       ...(process.connected ? { provisioner: launcherProvisioner() } : {}),
       ...(spec.moveTimeoutMs === undefined ? {} : { moveTimeoutMs: spec.moveTimeoutMs }),
+      ...(spec.failure === undefined ? {} : { failure: spec.failure }),
     },
     logger,
     wallClock,
@@ -366,20 +377,38 @@ function canonical(k: FlowKey): FlowKey {
   return canonicalKey(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto);
 }
 
-/** Load reports to the controller every 100 ms, over UDP (they double as heartbeats). */
-function reportLoad(
+/**
+ * Heartbeats to the controller's failure detection unit every `heartbeatMs`, the first at once, and load
+ * reports every 100 ms, over UDP from one socket. Returns what stops both, with a goodbye (sequence number
+ * 0), so that an orderly stop is not taken for a failure.
+ */
+function reportToController(
   id: string,
   to: { host: string; report: number },
+  heartbeatMs: number,
   load: () => LoadReport,
-): NodeJS.Timeout {
+): () => void {
   const socket = dgram.createSocket('udp4');
   socket.on('error', () => undefined);
   socket.unref();
-  const timer = setInterval(() => {
+  let seq = 0;
+  const beat = (): void => {
+    socket.send(encodeHeartbeat(id, ++seq), to.report, to.host);
+  };
+  beat();
+  const heartbeats = setInterval(beat, heartbeatMs);
+  const reports = setInterval(() => {
     socket.send(JSON.stringify({ id, ...load() }), to.report, to.host);
   }, LOAD_REPORT_MS);
-  timer.unref();
-  return timer;
+  heartbeats.unref();
+  reports.unref();
+  return () => {
+    clearInterval(heartbeats);
+    clearInterval(reports);
+    socket.send(encodeHeartbeat(id, 0), to.report, to.host, () => {
+      socket.close();
+    });
+  };
 }
 
 const LOAD_REPORT_MS = 100;

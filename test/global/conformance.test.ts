@@ -9,7 +9,7 @@ import { Sequencer, SequencerClient, SequencerServer } from '../../src/global/se
 import type { CommittedUpdate, GlobalStore, GlobalUpdate, WatchHandle } from '../../src/global/store.js';
 import { silentLogger } from '../../src/log.js';
 import { encodeFrame } from '../../src/wire/frame.js';
-import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
+import { startEtcd, type EtcdCluster } from '../../src/global/etcd-local.js';
 import { until } from '../helpers/poll.js';
 
 const key = randomBytes(32);

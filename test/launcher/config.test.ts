@@ -63,6 +63,7 @@ void test('defaults fill everything but nf.type', () => {
       maxMovesPerRound: 32,
     },
     move: { timeoutMs: 2000 },
+    failure: { heartbeatMs: 50, missCount: 3 },
   });
   assert.ok(Object.isFrozen(DEFAULT_TOPOLOGY.batch));
   assert.notEqual(t.batch, DEFAULT_TOPOLOGY.batch, 'the result must not share the frozen defaults');
@@ -75,6 +76,31 @@ void test('move.timeoutMs: a move deadline in milliseconds, 1..60000', () => {
     'move.timeoutMs: must be an integer 1..60000 (got 0)',
   );
   configError(() => parseTopology({ nf: { type: 'nat' }, move: { timeout: 5 } }), /did you mean 'timeoutMs'/);
+});
+
+void test('failure: heartbeat interval and miss count of the failure detection unit', () => {
+  const t = parseTopology({ nf: { type: 'nat' }, failure: { heartbeatMs: 20, missCount: 5 } });
+  assert.deepEqual(t.failure, { heartbeatMs: 20, missCount: 5 });
+  assert.deepEqual(parseTopology({ nf: { type: 'nat' }, failure: null }).failure, {
+    heartbeatMs: 50,
+    missCount: 3,
+  });
+  configError(
+    () => parseTopology({ nf: { type: 'nat' }, failure: { heartbeatMs: 0 } }),
+    'failure.heartbeatMs: must be an integer 1..60000 (got 0)',
+  );
+  configError(
+    () => parseTopology({ nf: { type: 'nat' }, failure: { missCount: 1 } }),
+    'failure.missCount: must be an integer 2..1000 (got 1)',
+  );
+  configError(
+    () => parseTopology({ nf: { type: 'nat' }, failure: { missCount: 2.5 } }),
+    'failure.missCount: must be an integer 2..1000 (got 2.5)',
+  );
+  configError(
+    () => parseTopology({ nf: { type: 'nat' }, failure: { missCnt: 3 } }),
+    /did you mean 'missCount'/,
+  );
 });
 
 void test('given values are kept; empty sections mean defaults', () => {

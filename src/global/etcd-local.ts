@@ -1,6 +1,6 @@
 /**
- * A real etcd cluster on loopback for tests: members in a temporary directory, fast elections, and
- * SIGKILL/restart per member for fault injection.
+ * A real etcd cluster on loopback, for the tests, the benches and a demo that brings its own: members in a
+ * temporary directory, fast elections, and SIGKILL per member for fault injection.
  *
  *   const cluster = await startEtcd(3);
  *   const store = new EtcdGlobalStore({ hosts: cluster.clientUrls, prefix: 't/', logger });
@@ -9,10 +9,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ErrorCode, NfsError } from '../errors.js';
 
 export const ETCD_BIN = process.env.ETCD_BIN ?? '/usr/bin/etcd';
 
@@ -44,6 +45,12 @@ async function healthy(url: string): Promise<boolean> {
 
 /** Starts `members` etcd members and waits until every one reports healthy (a leader is elected). */
 export async function startEtcd(members = 3, timeoutMs = 15_000): Promise<EtcdCluster> {
+  if (!existsSync(ETCD_BIN)) {
+    throw new NfsError(
+      ErrorCode.CONFIG,
+      `etcd: no binary at ${ETCD_BIN} (install Debian's etcd-server, or set ETCD_BIN)`,
+    );
+  }
   const dir = mkdtempSync(join(tmpdir(), 'nfstate-etcd-'));
   const names = Array.from({ length: members }, (_, i) => `m${i}`);
   const clientPorts: number[] = [];
@@ -104,7 +111,10 @@ export async function startEtcd(members = 3, timeoutMs = 15_000): Promise<EtcdCl
     if (ok.every(Boolean)) break;
     if (Date.now() > end) {
       await stop();
-      throw new Error(`etcd (${ETCD_BIN}) did not become healthy within ${timeoutMs} ms`);
+      throw new NfsError(
+        ErrorCode.PROCESS,
+        `etcd (${ETCD_BIN}) did not become healthy within ${timeoutMs} ms`,
+      );
     }
     await new Promise((r) => setTimeout(r, 50));
   }

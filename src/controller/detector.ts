@@ -1,0 +1,219 @@
+/**
+ * The failure detection unit (FDU): every NF instance sends the controller a heartbeat datagram every
+ * `heartbeatMs`; an instance that stays silent for `missCount` intervals is declared failed. This catches
+ * the silent failures (a paused process, a partition, a dead host) that no connection reset reveals.
+ *
+ *   const fdu = new FailureDetector({ heartbeatMs: 50, missCount: 3 }, clock);
+ *   fdu.onFailed = (id, { detectMs }) => …;
+ *   fdu.watch('nf-3');            // once it has registered
+ *   socket.on('message', (m) => fdu.receive(m));
+ *   fdu.start();                  // or call check() from a test's ManualClock
+ *
+ * A failed instance stays failed: it is fenced. A paused process that resumes does not know it was
+ * declared dead and may try to act on flows that are no longer its own, so its late heartbeats are
+ * counted and never bring it back. It may only return as a new instance, under a new id.
+ *
+ * Heartbeat (UDP, 8 + n bytes, big-endian):
+ *
+ *   0      1      2      3      4                          8
+ *   +------+------+------+------+--------------------------+------------------------+
+ *   | 'N'  | 'H'  | ver 1| n    | sequence (u32, rising)   | instance id (n bytes,  |
+ *   |      |      |      |      |                          | UTF-8)                 |
+ *   +------+------+------+------+--------------------------+------------------------+
+ *
+ * Sequence number 0 says goodbye: the instance is stopping in order, and its silence from then on is no
+ * failure. A load report on the same port is JSON and starts with '{': the magic tells them apart.
+ */
+import type { Clock, MetricSample, MetricSource } from '../types.js';
+
+export interface FailureOptions {
+  /** How often each instance sends a heartbeat. */
+  heartbeatMs: number;
+  /** Intervals without a sign of life after which an instance is declared failed. */
+  missCount: number;
+}
+
+export const DEFAULT_FAILURE: Readonly<FailureOptions> = Object.freeze({ heartbeatMs: 50, missCount: 3 });
+
+export interface FailureInfo {
+  /** The last sign of life (clock ms). */
+  lastSeenMs: number;
+  /** From the last sign of life to the declaration. */
+  detectMs: number;
+}
+
+interface Failed extends FailureInfo {
+  id: string;
+  /** When it was declared failed (clock ms). */
+  at: number;
+  /** Signs of life received since: the instance was only paused, or cut off. */
+  fenced: number;
+}
+
+const MAGIC_0 = 0x4e; // 'N'
+const MAGIC_1 = 0x48; // 'H'
+const VERSION = 1;
+const HEADER_BYTES = 8;
+const MAX_ID_BYTES = 255;
+
+export function encodeHeartbeat(id: string, seq: number): Uint8Array {
+  const idBytes = Buffer.from(id, 'utf8');
+  if (idBytes.length > MAX_ID_BYTES) throw new RangeError(`heartbeat: id longer than ${MAX_ID_BYTES} bytes`);
+  const out = new Uint8Array(HEADER_BYTES + idBytes.length);
+  const view = new DataView(out.buffer);
+  out[0] = MAGIC_0;
+  out[1] = MAGIC_1;
+  out[2] = VERSION;
+  out[3] = idBytes.length;
+  view.setUint32(4, seq >>> 0);
+  out.set(idBytes, HEADER_BYTES);
+  return out;
+}
+
+/** Whether a datagram on the report port is meant as a heartbeat (well-formed or not) rather than a load report. */
+export function looksLikeHeartbeat(msg: Uint8Array): boolean {
+  return msg.length >= 2 && msg[0] === MAGIC_0 && msg[1] === MAGIC_1;
+}
+
+/** The heartbeat's id and sequence number, or undefined when the datagram is not a well-formed one. */
+export function decodeHeartbeat(msg: Uint8Array): { id: string; seq: number } | undefined {
+  if (msg.length < HEADER_BYTES || msg[0] !== MAGIC_0 || msg[1] !== MAGIC_1 || msg[2] !== VERSION)
+    return undefined;
+  const n = msg[3]!;
+  if (n === 0 || msg.length !== HEADER_BYTES + n) return undefined;
+  const seq = new DataView(msg.buffer, msg.byteOffset, msg.byteLength).getUint32(4);
+  return { id: Buffer.from(msg.buffer, msg.byteOffset + HEADER_BYTES, n).toString('utf8'), seq };
+}
+
+export class FailureDetector implements MetricSource {
+  /** Watched instances: the last sign of life (clock ms) and the last heartbeat sequence number. */
+  private readonly watched = new Map<string, { lastSeen: number; seq: number }>();
+  private readonly failed = new Map<string, Failed>();
+  private lastCheck: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  heartbeats = 0;
+  badHeartbeats = 0;
+  fencedHeartbeats = 0;
+  onFailed: ((id: string, info: FailureInfo) => void) | undefined;
+
+  constructor(
+    readonly options: Readonly<FailureOptions>,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Silence longer than this is a failure. */
+  get timeoutMs(): number {
+    return this.options.heartbeatMs * this.options.missCount;
+  }
+
+  /** Checks several times per interval, so that detection comes at most a fifth of one late. */
+  start(): void {
+    if (this.timer !== undefined) return;
+    this.lastCheck = this.clock.now();
+    this.timer = setInterval(
+      () => {
+        this.check();
+      },
+      Math.max(1, this.options.heartbeatMs / 5),
+    );
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** An instance has registered: from now on, its silence counts. */
+  watch(id: string): void {
+    if (this.failed.has(id)) return;
+    this.watched.set(id, { lastSeen: this.clock.now(), seq: -1 });
+  }
+
+  /** An instance left in order (drained): its silence means nothing any more. */
+  forget(id: string): void {
+    this.watched.delete(id);
+  }
+
+  isFailed(id: string): boolean {
+    return this.failed.has(id);
+  }
+
+  /** A heartbeat datagram. */
+  receive(msg: Uint8Array): void {
+    const hb = decodeHeartbeat(msg);
+    const w = hb === undefined ? undefined : this.watched.get(hb.id);
+    if (hb !== undefined && w !== undefined) {
+      if (hb.seq === 0) {
+        this.watched.delete(hb.id);
+        return;
+      }
+      // A repeated or older sequence number is a duplicated or reordered datagram: no news of now.
+      if (hb.seq <= w.seq) {
+        this.badHeartbeats++;
+        return;
+      }
+      this.heartbeats++;
+      w.seq = hb.seq;
+      w.lastSeen = this.clock.now();
+    } else if (hb === undefined || !this.fence(hb.id)) {
+      this.badHeartbeats++;
+    }
+  }
+
+  /**
+   * Another sign of life (a load report). False when the instance is fenced: what it says must not be
+   * acted on.
+   */
+  alive(id: string): boolean {
+    const w = this.watched.get(id);
+    if (w !== undefined) {
+      w.lastSeen = this.clock.now();
+      return true;
+    }
+    return !this.fence(id);
+  }
+
+  /** Declares failed every instance silent for longer than the timeout. */
+  check(): void {
+    const now = this.clock.now();
+    const last = this.lastCheck;
+    this.lastCheck = now;
+    // The controller itself was stalled (a pause, a long task): the heartbeats that came meanwhile are
+    // still queued on the socket and are read after this timer, so silence proves nothing yet.
+    if (last !== undefined && now - last > this.options.heartbeatMs) return;
+    for (const [id, w] of this.watched) {
+      const detectMs = now - w.lastSeen;
+      if (detectMs <= this.timeoutMs) continue;
+      this.watched.delete(id);
+      this.failed.set(id, { id, at: now, lastSeenMs: w.lastSeen, detectMs, fenced: 0 });
+      this.onFailed?.(id, { lastSeenMs: w.lastSeen, detectMs });
+    }
+  }
+
+  /** GET /failures: every instance declared failed, oldest first. */
+  list(): { id: string; at: number; last_seen: number; detect_ms: number; fenced_heartbeats: number }[] {
+    return [...this.failed.values()].map((f) => ({
+      id: f.id,
+      at: f.at,
+      last_seen: f.lastSeenMs,
+      detect_ms: Math.round(f.detectMs * 100) / 100,
+      fenced_heartbeats: f.fenced,
+    }));
+  }
+
+  collect(out: MetricSample[]): void {
+    out.push(['nfstate_fdu_failures_total', {}, this.failed.size]);
+    out.push(['nfstate_fdu_heartbeats_total', {}, this.heartbeats]);
+    out.push(['nfstate_fdu_bad_heartbeats_total', {}, this.badHeartbeats]);
+    out.push(['nfstate_fdu_fenced_heartbeats_total', {}, this.fencedHeartbeats]);
+  }
+
+  /** Counts a sign of life from a failed instance; false when the id is not a failed one. */
+  private fence(id: string): boolean {
+    const f = this.failed.get(id);
+    if (f === undefined) return false;
+    f.fenced++;
+    this.fencedHeartbeats++;
+    return true;
+  }
+}

@@ -1,0 +1,218 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ManualClock } from '../../src/clock.js';
+import type { FailureInfo } from '../../src/controller/detector.js';
+import { decodeHeartbeat, encodeHeartbeat, FailureDetector } from '../../src/controller/detector.js';
+
+/** A detector at 50 ms × 3, checked every 10 ms of manual time as the real one is. */
+function setup(): {
+  fdu: FailureDetector;
+  clock: ManualClock;
+  failed: [string, FailureInfo][];
+  run: (ms: number, beat?: (t: number) => void) => void;
+} {
+  const clock = new ManualClock(0);
+  const fdu = new FailureDetector({ heartbeatMs: 50, missCount: 3 }, clock);
+  const failed: [string, FailureInfo][] = [];
+  fdu.onFailed = (id, info) => failed.push([id, info]);
+  fdu.check();
+  const run = (ms: number, beat?: (t: number) => void): void => {
+    for (let i = 0; i < ms; i += 10) {
+      clock.advance(10);
+      beat?.(clock.now());
+      fdu.check();
+    }
+  };
+  return { fdu, clock, failed, run };
+}
+
+describe('heartbeat wire format', () => {
+  it('round-trips id and sequence number', () => {
+    const msg = encodeHeartbeat('nf-12', 0xfffffffe);
+    assert.deepEqual([...msg.subarray(0, 4)], [0x4e, 0x48, 1, 5]);
+    assert.deepEqual(decodeHeartbeat(msg), { id: 'nf-12', seq: 0xfffffffe });
+  });
+
+  it('rejects every truncation, a wrong magic or version, and trailing bytes', () => {
+    const msg = encodeHeartbeat('nf-1', 7);
+    for (let n = 0; n < msg.length; n++) assert.equal(decodeHeartbeat(msg.subarray(0, n)), undefined);
+    for (const at of [0, 1, 2]) {
+      const bad = msg.slice();
+      bad[at] = bad[at]! ^ 0xff;
+      assert.equal(decodeHeartbeat(bad), undefined);
+    }
+    assert.equal(decodeHeartbeat(new Uint8Array([...msg, 0])), undefined);
+    assert.equal(decodeHeartbeat(new Uint8Array([0x4e, 0x48, 1, 0, 0, 0, 0, 1])), undefined);
+  });
+
+  it('decodes in place from a larger buffer', () => {
+    const msg = encodeHeartbeat('nf-3', 9);
+    const big = new Uint8Array(msg.length + 6);
+    big.set(msg, 3);
+    assert.deepEqual(decodeHeartbeat(big.subarray(3, 3 + msg.length)), { id: 'nf-3', seq: 9 });
+  });
+});
+
+describe('FailureDetector', () => {
+  it('declares an instance failed after missCount silent intervals, not before', () => {
+    const { fdu, failed, run } = setup();
+    fdu.watch('nf-0');
+    fdu.receive(encodeHeartbeat('nf-0', 1));
+    run(150);
+    assert.equal(failed.length, 0, 'exactly missCount intervals of silence is not yet a failure');
+    assert.equal(fdu.isFailed('nf-0'), false);
+    run(10);
+    assert.equal(failed.length, 1);
+    const [id, info] = failed[0]!;
+    assert.equal(id, 'nf-0');
+    assert.equal(info.lastSeenMs, 0);
+    assert.equal(info.detectMs, 160);
+    assert.equal(fdu.isFailed('nf-0'), true);
+    assert.deepEqual(fdu.list(), [
+      { id: 'nf-0', at: 160, last_seen: 0, detect_ms: 160, fenced_heartbeats: 0 },
+    ]);
+    run(1000);
+    assert.equal(failed.length, 1, 'declared once');
+  });
+
+  it('counts silence from registration when no heartbeat ever comes', () => {
+    const { fdu, failed, run } = setup();
+    run(100);
+    fdu.watch('nf-0');
+    run(150);
+    assert.equal(failed.length, 0);
+    run(10);
+    assert.deepEqual(
+      failed.map(([id]) => id),
+      ['nf-0'],
+    );
+  });
+
+  it('keeps alive an instance whose heartbeats jitter within the bound', () => {
+    const { fdu, failed, run } = setup();
+    fdu.watch('nf-0');
+    fdu.watch('nf-1');
+    let seq = 0;
+    let next = 0;
+    // Gaps from 10 to 140 ms, pseudo-random but fixed: never missCount × heartbeatMs of silence.
+    let r = 12345;
+    run(10_000, (t) => {
+      if (t < next) return;
+      seq++;
+      fdu.receive(encodeHeartbeat('nf-0', seq));
+      fdu.receive(encodeHeartbeat('nf-1', seq));
+      r = (r * 1103515245 + 12345) % 2 ** 31;
+      next = t + 10 + 10 * (r % 14);
+    });
+    assert.equal(failed.length, 0);
+    assert.equal(fdu.heartbeats, 2 * seq);
+  });
+
+  it('takes a load report as a sign of life', () => {
+    const { fdu, failed, run } = setup();
+    fdu.watch('nf-0');
+    run(2000, (t) => {
+      if (t % 100 === 0) assert.equal(fdu.alive('nf-0'), true);
+    });
+    assert.equal(failed.length, 0);
+  });
+
+  it('keeps a failed instance failed when it sends again, and counts what it sends', () => {
+    const { fdu, failed, run } = setup();
+    fdu.watch('nf-0');
+    fdu.watch('nf-1');
+    let seq = 0;
+    const both = (t: number): void => {
+      if (t % 50 !== 0) return;
+      seq++;
+      fdu.receive(encodeHeartbeat('nf-1', seq));
+    };
+    run(200, both);
+    assert.deepEqual(
+      failed.map(([id]) => id),
+      ['nf-0'],
+    );
+    // It wakes up: its heartbeats and its load reports are fenced, and it may not register again.
+    let late = 0;
+    run(500, (t) => {
+      both(t);
+      if (t % 50 === 0) fdu.receive(encodeHeartbeat('nf-0', ++late));
+    });
+    assert.equal(fdu.alive('nf-0'), false);
+    fdu.watch('nf-0');
+    run(500, both);
+    assert.equal(fdu.isFailed('nf-0'), true);
+    assert.equal(failed.length, 1);
+    assert.equal(fdu.fencedHeartbeats, late + 1);
+    assert.equal(fdu.list()[0]!.fenced_heartbeats, late + 1);
+    assert.equal(fdu.isFailed('nf-1'), false);
+  });
+
+  it('counts garbage, unknown ids and replayed sequence numbers as bad, and they keep nobody alive', () => {
+    const { fdu, failed, run } = setup();
+    fdu.watch('nf-0');
+    fdu.receive(encodeHeartbeat('nf-0', 5));
+    const bad = [
+      new Uint8Array(0),
+      new Uint8Array([1, 2, 3]),
+      Buffer.from('not a heartbeat at all'),
+      encodeHeartbeat('nf-9', 1),
+      encodeHeartbeat('nf-0', 5),
+      encodeHeartbeat('nf-0', 4),
+    ];
+    run(150, () => {
+      for (const m of bad) fdu.receive(m);
+    });
+    assert.equal(fdu.heartbeats, 1);
+    assert.equal(fdu.badHeartbeats, 15 * bad.length);
+    run(10);
+    assert.deepEqual(
+      failed.map(([id]) => id),
+      ['nf-0'],
+    );
+  });
+
+  it('forgets an instance that left in order, or said goodbye', () => {
+    const { fdu, failed, run } = setup();
+    fdu.watch('nf-0');
+    fdu.watch('nf-1');
+    fdu.forget('nf-0');
+    fdu.receive(encodeHeartbeat('nf-1', 1));
+    fdu.receive(encodeHeartbeat('nf-1', 0));
+    run(1000);
+    assert.equal(failed.length, 0);
+    assert.equal(fdu.badHeartbeats, 0);
+  });
+
+  it('declares nobody failed on the first check after the controller itself stalled', () => {
+    const { fdu, clock, failed, run } = setup();
+    fdu.watch('nf-0');
+    clock.advance(1000);
+    fdu.check();
+    assert.equal(failed.length, 0, 'heartbeats queued during the stall are read after this check');
+    fdu.receive(encodeHeartbeat('nf-0', 1));
+    run(100);
+    assert.equal(failed.length, 0);
+    run(100);
+    assert.deepEqual(
+      failed.map(([id]) => id),
+      ['nf-0'],
+    );
+  });
+
+  it('exports its counters', () => {
+    const { fdu } = setup();
+    fdu.receive(new Uint8Array([0]));
+    const out: (readonly [string, Record<string, string>, number])[] = [];
+    fdu.collect(out);
+    assert.deepEqual(
+      out.map(([name, , v]) => [name, v]),
+      [
+        ['nfstate_fdu_failures_total', 0],
+        ['nfstate_fdu_heartbeats_total', 0],
+        ['nfstate_fdu_bad_heartbeats_total', 1],
+        ['nfstate_fdu_fenced_heartbeats_total', 0],
+      ],
+    );
+  });
+});

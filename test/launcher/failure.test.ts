@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { parseTopology } from '../../src/launcher/config.js';
+import type { Endpoints, RoleProcess } from '../../src/launcher/local.js';
+import { LocalDeployment } from '../../src/launcher/local.js';
+import { adminCall } from '../../src/metrics.js';
+import { metrics, sample, until } from '../helpers/poll.js';
+
+interface FailureRow {
+  id: string;
+  at: number;
+  last_seen: number;
+  detect_ms: number;
+  fenced_heartbeats: number;
+}
+
+/**
+ * One cluster of three instances and no traffic; instances are killed and paused under the controller's
+ * failure detection unit at its defaults (heartbeats every 50 ms, failed after 3 missed).
+ */
+describe('failure detection (multi-process on loopback)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nfstate-failure-'));
+  const deployment = new LocalDeployment(
+    parseTopology({ nf: { type: 'firewall' }, clusters: 1, perCluster: 3, threads: 1, spareInstances: 0 }),
+    { logDir: dir },
+  );
+  let ends: Endpoints;
+  const failures = async (): Promise<FailureRow[]> =>
+    (await adminCall('127.0.0.1', ends.controller.admin, '/failures')) as unknown as FailureRow[];
+  const proc = (id: string): RoleProcess => deployment.instances.find((p) => p.name === id)!;
+
+  /** Signals `id`, then waits until the controller lists it as failed; the row and how long that took. */
+  async function failAndWait(id: string, signal: NodeJS.Signals): Promise<[FailureRow, number]> {
+    const t0 = performance.now();
+    proc(id).child.kill(signal);
+    let row: FailureRow | undefined;
+    await until(async () => (row = (await failures()).find((f) => f.id === id)) !== undefined, 3000);
+    assert.ok(row !== undefined, `${id} not declared failed after ${signal}`);
+    return [row, performance.now() - t0];
+  }
+
+  before(async () => {
+    ends = await deployment.start();
+  });
+
+  after(async () => {
+    await deployment.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts with every instance heartbeating and none failed', async () => {
+    assert.deepEqual(await failures(), []);
+    await until(
+      async () => sample(await metrics(ends.controller.admin), 'nfstate_fdu_heartbeats_total') >= 30,
+    );
+    const m = await metrics(ends.controller.admin);
+    assert.ok(sample(m, 'nfstate_fdu_heartbeats_total') >= 30);
+    assert.equal(sample(m, 'nfstate_fdu_bad_heartbeats_total'), 0);
+    assert.equal(sample(m, 'nfstate_fdu_failures_total'), 0);
+  });
+
+  it('detects a killed instance after three missed heartbeats', async (t) => {
+    const [row, seen] = await failAndWait('nf-0', 'SIGKILL');
+    t.diagnostic(`SIGKILL nf-0: detect_ms ${row.detect_ms}, listed ${seen.toFixed(1)} ms after the kill`);
+    assert.ok(row.detect_ms > 150 && row.detect_ms < 300, `detect_ms ${row.detect_ms}`);
+    assert.ok(row.at > row.last_seen);
+    const inst = (await deployment.controllerGet('/instances')) as {
+      id: string;
+      live: boolean;
+      failed: boolean;
+    }[];
+    assert.deepEqual(inst.map((i) => [i.id, i.live, i.failed]).sort(), [
+      ['nf-0', false, true],
+      ['nf-1', true, false],
+      ['nf-2', true, false],
+    ]);
+  });
+
+  it('detects a paused instance, and keeps it failed and fenced once it resumes', async (t) => {
+    const [row, seen] = await failAndWait('nf-1', 'SIGSTOP');
+    t.diagnostic(`SIGSTOP nf-1: detect_ms ${row.detect_ms}, listed ${seen.toFixed(1)} ms after the pause`);
+    assert.ok(row.detect_ms > 150 && row.detect_ms < 300, `detect_ms ${row.detect_ms}`);
+    assert.equal(row.fenced_heartbeats, 0);
+    proc('nf-1').child.kill('SIGCONT');
+    const fenced = async (): Promise<number> =>
+      (await failures()).find((f) => f.id === 'nf-1')!.fenced_heartbeats;
+    await until(async () => (await fenced()) >= 5);
+    assert.ok((await fenced()) >= 5, 'the resumed instance keeps sending and is counted');
+    const m = await metrics(ends.controller.admin);
+    assert.ok(sample(m, 'nfstate_fdu_fenced_heartbeats_total') >= 5);
+    assert.equal(sample(m, 'nfstate_fdu_failures_total'), 2);
+    assert.deepEqual((await failures()).map((f) => f.id).sort(), ['nf-0', 'nf-1']);
+  });
+});
