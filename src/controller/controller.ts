@@ -26,8 +26,10 @@
  * says how often). One silent for too long is declared failed and fenced: GET /failures lists it, and it
  * owns no new flow and is no load-balancing candidate any more.
  */
+import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
+import net from 'node:net';
 import { ErrorCode, NfsError } from '../errors.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { AdminServer } from '../metrics.js';
@@ -69,6 +71,8 @@ interface Registered extends InstanceInfo {
   /** When it registered, and when it became live for new flows (clock ms; undefined until then). */
   registeredAt: number;
   liveAt: number | undefined;
+  /** Proves a liveness connection comes from the instance that registered (it got this in the answer). */
+  token: string;
 }
 
 /**
@@ -99,6 +103,12 @@ export class Controller implements MetricSource {
   readonly moves: MoveRecord[] = [];
   reports = 0;
   badReports = 0;
+  badLiveness = 0;
+  private readonly liveness = net.createServer((socket) => {
+    this.onLiveness(socket);
+  });
+  private readonly livenessSockets = new Set<net.Socket>();
+  private stopped = false;
   readonly balancer: Balancer;
   readonly detector: FailureDetector;
   private balancing: NodeJS.Timeout | undefined;
@@ -187,15 +197,60 @@ export class Controller implements MetricSource {
     });
     this.socket.bind(this.options.reportPort ?? 0, this.options.host);
     await once(this.socket, 'listening');
+    this.liveness.listen(0, this.options.host);
+    await once(this.liveness, 'listening');
     this.balancing = setInterval(() => void this.balancer.tick(), LB_TICK_MS);
     this.detector.start();
     return this.socket.address().port;
   }
 
   stop(): void {
+    this.stopped = true;
     clearInterval(this.balancing);
     this.detector.stop();
     this.socket.close();
+    this.liveness.close();
+    for (const s of this.livenessSockets) s.destroy();
+  }
+
+  /**
+   * A liveness connection: the instance names itself (`ID TOKEN\n`) and keeps it open; `bye\n` before it
+   * closes means an orderly stop. Closing without one means the process died (the kernel closes a dead
+   * process's sockets at once), which the detector takes as a failure without waiting for heartbeats.
+   */
+  private onLiveness(socket: net.Socket): void {
+    this.livenessSockets.add(socket);
+    let id: string | undefined;
+    let text = '';
+    let bye = false;
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('utf8');
+      if (text.length > MAX_LIVENESS_BYTES) {
+        this.badLiveness++;
+        socket.destroy();
+        return;
+      }
+      const lines = text.split('\n');
+      text = lines.pop()!;
+      for (const line of lines) {
+        if (id !== undefined) {
+          bye ||= line === 'bye';
+          continue;
+        }
+        const [name, token] = line.split(' ');
+        if (name === undefined || this.instances.get(name)?.token !== token) {
+          this.badLiveness++;
+          socket.destroy();
+          return;
+        }
+        id = name;
+      }
+    });
+    socket.on('close', () => {
+      this.livenessSockets.delete(socket);
+      if (id !== undefined && !bye && !this.stopped) this.detector.lost(id);
+    });
   }
 
   /** The switch's packet counters of an instance's flows: the load-balancing unit's flow weights. */
@@ -215,11 +270,17 @@ export class Controller implements MetricSource {
     out.push(['nfstate_controller_clusters', {}, this.map.clusters().length]);
     out.push(['nfstate_controller_load_reports_total', {}, this.reports]);
     out.push(['nfstate_controller_bad_load_reports_total', {}, this.badReports]);
+    out.push(['nfstate_controller_bad_liveness_connections_total', {}, this.badLiveness]);
   }
 
-  private async register(
-    body: unknown,
-  ): Promise<{ cluster: string; secondary: string | null; report: number; heartbeat_ms: number }> {
+  private async register(body: unknown): Promise<{
+    cluster: string;
+    secondary: string | null;
+    report: number;
+    heartbeat_ms: number;
+    liveness: number;
+    token: string;
+  }> {
     const info = parseInstance(body);
     if (this.detector.isFailed(info.id)) {
       throw new NfsError(
@@ -234,6 +295,7 @@ export class Controller implements MetricSource {
       configured: false,
       registeredAt: this.clock.now(),
       liveAt: undefined,
+      token: randomBytes(16).toString('hex'),
     });
     const cluster = this.map.join({ id: info.id, host: info.host });
     this.logger.info('instance registered', { id: info.id, host: info.host, cluster });
@@ -246,6 +308,8 @@ export class Controller implements MetricSource {
       secondary: this.map.secondaryOf(info.id) ?? null,
       report: this.socket.address().port,
       heartbeat_ms: this.detector.options.heartbeatMs,
+      liveness: (this.liveness.address() as net.AddressInfo).port,
+      token: this.instances.get(info.id)!.token,
     };
   }
 
@@ -1007,6 +1071,7 @@ function emptyRecord(flow: string, from: string, to: string, guarantee: Guarante
 const MAX_MOVES_KEPT = 10_000;
 /** The load-balancing unit's round: as often as instances report. */
 const LB_TICK_MS = 100;
+const MAX_LIVENESS_BYTES = 512;
 export const DEFAULT_MOVE_TIMEOUT_MS = 2000;
 /** How long a move waits for the switch to confirm a re-point it may already have applied. */
 const REPOINT_CONFIRM_MS = 30_000;

@@ -35,11 +35,15 @@ export interface FailureOptions {
 
 export const DEFAULT_FAILURE: Readonly<FailureOptions> = Object.freeze({ heartbeatMs: 50, missCount: 3 });
 
+/** How a failure was noticed: missed heartbeats, or the instance's liveness connection closing. */
+export type FailureHow = 'heartbeats' | 'connection';
+
 export interface FailureInfo {
   /** The last sign of life (clock ms). */
   lastSeenMs: number;
   /** From the last sign of life to the declaration. */
   detectMs: number;
+  how: FailureHow;
 }
 
 interface Failed extends FailureInfo {
@@ -138,6 +142,18 @@ export class FailureDetector implements MetricSource {
     return this.failed.has(id);
   }
 
+  /**
+   * The instance's liveness connection closed without a goodbye. A process that dies has its sockets
+   * closed by the kernel at once, so this is the fast path for crashes (a paused process keeps its
+   * connection and is caught by its silence).
+   */
+  lost(id: string): void {
+    const w = this.watched.get(id);
+    if (w === undefined) return;
+    const now = this.clock.now();
+    this.declare(id, w, now, 'connection');
+  }
+
   /** A heartbeat datagram. */
   receive(msg: Uint8Array): void {
     const hb = decodeHeartbeat(msg);
@@ -183,20 +199,32 @@ export class FailureDetector implements MetricSource {
     if (last !== undefined && now - last > this.options.heartbeatMs) return;
     for (const [id, w] of this.watched) {
       const detectMs = now - w.lastSeen;
-      if (detectMs <= this.timeoutMs) continue;
-      this.watched.delete(id);
-      this.failed.set(id, { id, at: now, lastSeenMs: w.lastSeen, detectMs, fenced: 0 });
-      this.onFailed?.(id, { lastSeenMs: w.lastSeen, detectMs });
+      if (detectMs > this.timeoutMs) this.declare(id, w, now, 'heartbeats');
     }
   }
 
+  private declare(id: string, w: { lastSeen: number }, now: number, how: FailureHow): void {
+    const detectMs = now - w.lastSeen;
+    this.watched.delete(id);
+    this.failed.set(id, { id, at: now, lastSeenMs: w.lastSeen, detectMs, fenced: 0, how });
+    this.onFailed?.(id, { lastSeenMs: w.lastSeen, detectMs, how });
+  }
+
   /** GET /failures: every instance declared failed, oldest first. */
-  list(): { id: string; at: number; last_seen: number; detect_ms: number; fenced_heartbeats: number }[] {
+  list(): {
+    id: string;
+    at: number;
+    last_seen: number;
+    detect_ms: number;
+    how: FailureHow;
+    fenced_heartbeats: number;
+  }[] {
     return [...this.failed.values()].map((f) => ({
       id: f.id,
       at: f.at,
       last_seen: f.lastSeenMs,
       detect_ms: Math.round(f.detectMs * 100) / 100,
+      how: f.how,
       fenced_heartbeats: f.fenced,
     }));
   }

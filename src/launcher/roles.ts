@@ -16,6 +16,7 @@
  */
 import { ErrorCode, NfsError } from '../errors.js';
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { wallClock } from '../clock.js';
 import type { LoadReport } from '../controller/controller.js';
 import type { BalancerOptions } from '../controller/balancer.js';
@@ -144,12 +145,25 @@ export async function runNf(spec: NfSpec): Promise<void> {
       admin: admin.port,
     });
     const hb = answer.heartbeat_ms;
-    stopReports = reportToController(
+    const stopBeats = reportToController(
       spec.id,
       { host: c.host, report: answer.report as number },
       typeof hb === 'number' && hb > 0 ? hb : DEFAULT_FAILURE.heartbeatMs,
       () => nf.load(),
     );
+    // Held open for the life of the process: when it dies, the kernel closes it and the controller knows
+    // at once. Without it (an older controller, a refused connection) the heartbeats still tell.
+    const liveness =
+      typeof answer.liveness === 'number' && typeof answer.token === 'string'
+        ? net.connect(answer.liveness, c.host)
+        : undefined;
+    liveness?.on('error', () => undefined);
+    liveness?.setNoDelay(true);
+    liveness?.write(`${spec.id} ${answer.token as string}\n`);
+    stopReports = () => {
+      liveness?.end('bye\n');
+      stopBeats();
+    };
   }
   attach(
     {

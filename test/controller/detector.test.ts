@@ -69,10 +69,26 @@ describe('FailureDetector', () => {
     assert.equal(info.detectMs, 160);
     assert.equal(fdu.isFailed('nf-0'), true);
     assert.deepEqual(fdu.list(), [
-      { id: 'nf-0', at: 160, last_seen: 0, detect_ms: 160, fenced_heartbeats: 0 },
+      { id: 'nf-0', at: 160, last_seen: 0, detect_ms: 160, how: 'heartbeats', fenced_heartbeats: 0 },
     ]);
     run(1000);
     assert.equal(failed.length, 1, 'declared once');
+  });
+
+  it('declares an instance failed at once when its liveness connection closes, once and only if watched', () => {
+    const { fdu, failed, run } = setup();
+    fdu.watch('nf-0');
+    fdu.watch('nf-1');
+    fdu.receive(encodeHeartbeat('nf-0', 1));
+    run(20);
+    fdu.lost('nf-0');
+    assert.deepEqual(failed, [['nf-0', { lastSeenMs: 0, detectMs: 20, how: 'connection' }]]);
+    fdu.lost('nf-0');
+    fdu.receive(encodeHeartbeat('nf-1', 0));
+    fdu.lost('nf-1');
+    fdu.lost('nf-9');
+    run(1000);
+    assert.equal(failed.length, 1, 'a goodbye, or an instance never watched, is no failure');
   });
 
   it('counts silence from registration when no heartbeat ever comes', () => {

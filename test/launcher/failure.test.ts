@@ -14,6 +14,7 @@ interface FailureRow {
   at: number;
   last_seen: number;
   detect_ms: number;
+  how: 'heartbeats' | 'connection';
   fenced_heartbeats: number;
 }
 
@@ -62,10 +63,11 @@ describe('failure detection (multi-process on loopback)', () => {
     assert.equal(sample(m, 'nfstate_fdu_failures_total'), 0);
   });
 
-  it('detects a killed instance after three missed heartbeats', async (t) => {
+  it('detects a killed instance at once, by its liveness connection closing, before any heartbeat is missed', async (t) => {
     const [row, seen] = await failAndWait('nf-0', 'SIGKILL');
     t.diagnostic(`SIGKILL nf-0: detect_ms ${row.detect_ms}, listed ${seen.toFixed(1)} ms after the kill`);
-    assert.ok(row.detect_ms > 150 && row.detect_ms < 300, `detect_ms ${row.detect_ms}`);
+    assert.equal(row.how, 'connection');
+    assert.ok(row.detect_ms < 150, `detect_ms ${row.detect_ms}: sooner than three missed heartbeats`);
     assert.ok(row.at > row.last_seen);
     const inst = (await deployment.controllerGet('/instances')) as {
       id: string;
@@ -82,6 +84,7 @@ describe('failure detection (multi-process on loopback)', () => {
   it('detects a paused instance, and keeps it failed and fenced once it resumes', async (t) => {
     const [row, seen] = await failAndWait('nf-1', 'SIGSTOP');
     t.diagnostic(`SIGSTOP nf-1: detect_ms ${row.detect_ms}, listed ${seen.toFixed(1)} ms after the pause`);
+    assert.equal(row.how, 'heartbeats', 'a paused process keeps its connection: only its silence tells');
     assert.ok(row.detect_ms > 150 && row.detect_ms < 300, `detect_ms ${row.detect_ms}`);
     assert.equal(row.fenced_heartbeats, 0);
     proc('nf-1').child.kill('SIGCONT');
