@@ -246,7 +246,9 @@ export class Balancer implements MetricSource {
         duration_ms: 0,
         aborted: false,
       };
-      plan.set(to, [...(plan.get(to) ?? []), m]);
+      const picked = plan.get(to);
+      if (picked === undefined) plan.set(to, [m]);
+      else picked.push(m);
       predicted -= share;
       moves++;
     }

@@ -257,12 +257,7 @@ export class Controller implements MetricSource {
   private async flowPackets(id: string): Promise<Map<string, number>> {
     const ingress = this.ingress;
     if (ingress === undefined) return new Map();
-    const { flows, packets } = (await adminCall(
-      ingress.host,
-      ingress.admin,
-      `/flows?owner=${encodeURIComponent(id)}`,
-    )) as { flows: string[]; packets: number[] };
-    return new Map(flows.map((f, i) => [f, packets[i]!]));
+    return new Map((await ingressFlows(ingress, id)).map((f) => [f.flow, f.packets]));
   }
 
   collect(out: MetricSample[]): void {
@@ -458,10 +453,7 @@ export class Controller implements MetricSource {
     }
     const ingress = this.ingress;
     if (ingress === undefined) throw new NfsError(ErrorCode.STATE, 'flows: no ingress has registered');
-    const { flows } = (await adminCall(ingress.host, ingress.admin, '/flows/owners')) as unknown as {
-      flows: FlowOwner[];
-    };
-    return { flows: owner === undefined ? flows : flows.filter((f) => f.owner === owner) };
+    return { flows: await ingressFlows(ingress, owner) };
   }
 
   private get moveTimeoutMs(): number {
@@ -924,13 +916,7 @@ export class Controller implements MetricSource {
     const live = this.liveIds();
     if (live.length === 0) throw new NfsError(ErrorCode.STATE, 'drain: it is the last instance');
     await this.pushLive(ingress);
-    const { flows } = (await adminCall(
-      ingress.host,
-      ingress.admin,
-      `/flows?owner=${encodeURIComponent(inst.id)}`,
-    )) as {
-      flows: string[];
-    };
+    const flows = (await ingressFlows(ingress, inst.id)).map((f) => f.flow);
     const cluster = this.map.clusterOf(inst.id);
     const mates = (cluster?.members ?? []).map((m) => m.id).filter((id) => live.includes(id));
     const targets = mates.length > 0 ? mates : live;
@@ -1017,6 +1003,12 @@ export class Controller implements MetricSource {
 }
 
 /** A running flow as the ingress sees it. */
+/** The running flows the ingress knows, or those `owner` owns. */
+async function ingressFlows(ingress: { host: string; admin: number }, owner?: string): Promise<FlowOwner[]> {
+  const path = owner === undefined ? '/flows' : `/flows?owner=${encodeURIComponent(owner)}`;
+  return ((await adminCall(ingress.host, ingress.admin, path)) as unknown as { flows: FlowOwner[] }).flows;
+}
+
 export interface FlowOwner {
   flow: string;
   owner: string | null;

@@ -420,19 +420,6 @@ function summariseMoves(moves: readonly MoveRecord[], guarantee: Guarantee): Mov
   };
 }
 
-/** Packets dropped by moves, summed over the instances' `move_discarded` drop counters. */
-async function droppedByMoves(adminPorts: readonly number[]): Promise<number> {
-  let sum = 0;
-  for (const port of adminPorts) {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    for (const line of text.split('\n')) {
-      if (line.startsWith('nfstate_nf_dropped_total{') && line.includes('reason="move_discarded"'))
-        sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-    }
-  }
-  return sum;
-}
-
 /** xorshift32: the same moves for the same seed. */
 function seeded(seed: number): () => number {
   let x = (seed * 0x9e3779b1) >>> 0 || 1;
@@ -445,25 +432,33 @@ function seeded(seed: number): () => number {
   };
 }
 
-/** Sums the instances' replication counters from their /metrics. */
-async function replicationTotals(
+/**
+ * Sums, from one scrape of each instance's /metrics, its replication counters and the packets its moves
+ * dropped (the `move_discarded` drop reason).
+ */
+async function instanceTotals(
   adminPorts: readonly number[],
-): Promise<{ bytes_sent: number; messages: number; catch_up_bytes: number }> {
-  let bytes = 0;
-  let messages = 0;
-  let catchUp = 0;
+): Promise<{ bytes_sent: number; messages: number; catch_up_bytes: number; moveDropped: number }> {
+  const out = { bytes_sent: 0, messages: 0, catch_up_bytes: 0, moveDropped: 0 };
   for (const port of adminPorts) {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    bytes += metricValue(text, 'nfstate_replication_sent_bytes_total');
-    messages += metricValue(text, 'nfstate_replication_messages_total');
-    catchUp += metricValue(text, 'nfstate_replication_catch_up_bytes_total');
+    out.bytes_sent += metricSum(text, 'nfstate_replication_sent_bytes_total');
+    out.messages += metricSum(text, 'nfstate_replication_messages_total');
+    out.catch_up_bytes += metricSum(text, 'nfstate_replication_catch_up_bytes_total');
+    out.moveDropped += metricSum(text, 'nfstate_nf_dropped_total', 'reason="move_discarded"');
   }
-  return { bytes_sent: bytes, messages, catch_up_bytes: catchUp };
+  return out;
 }
 
-function metricValue(text: string, name: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(name + ' '));
-  return line === undefined ? 0 : Number(line.slice(name.length + 1));
+/** The sum of a metric's series in a Prometheus text scrape, of those carrying `label` when given. */
+function metricSum(text: string, name: string, label = ''): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const next = line[name.length];
+    if (line.startsWith(name) && (next === ' ' || next === '{') && line.includes(label))
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
 }
 
 /**
@@ -607,8 +602,11 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     const report = await deployment.sinkReport();
     const own = await deployment.digests();
     const replicaProblems = await deployment.checkReplicas(own);
-    const replication = await replicationTotals([...ends.instances.map((i) => i.admin), ...admins]);
-    moves.dropped = await droppedByMoves([...ends.instances.map((i) => i.admin), ...admins]);
+    const { moveDropped, ...replication } = await instanceTotals([
+      ...ends.instances.map((i) => i.admin),
+      ...admins,
+    ]);
+    moves.dropped = moveDropped;
     await deployment.stopIngress();
     const { stamped, cmp, lost, nfDropped } = checkRun(topology.nf, stampLog, own, report, result.sent);
     const summary: DemoSummary = {

@@ -18,7 +18,7 @@ import { ErrorCode, NfsError } from '../errors.js';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { wallClock } from '../clock.js';
-import type { LoadReport } from '../controller/controller.js';
+import type { FlowOwner, LoadReport } from '../controller/controller.js';
 import type { BalancerOptions } from '../controller/balancer.js';
 import { Controller } from '../controller/controller.js';
 import type { FailureOptions } from '../controller/detector.js';
@@ -476,13 +476,6 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
   admin.route('GET', '/owner', (query) => ownerOf(ingress, instances, query));
   admin.route('POST', '/owner', (body) => ownersOf(ingress, instances, body));
   admin.route('GET', '/flows', (query) => flowsOf(ingress, instances, query));
-  admin.route('GET', '/flows/owners', () => ({
-    flows: ingress.owners().map((f) => ({
-      flow: flowKeyString(f.key),
-      owner: instances[f.owner]?.id ?? null,
-      packets: f.packets,
-    })),
-  }));
   admin.route('POST', '/instances', (body) => addInstance(ingress, body));
   if (spec.controller !== undefined) {
     await adminCall(spec.controller.host, spec.controller.admin, '/ingress', {
@@ -629,17 +622,18 @@ function setLive(
   return { live: live.map((i) => instances[i]!.id), pinned };
 }
 
-/** GET /flows?owner=nf-3: the flows running through an instance now, and each one's packets so far. */
-function flowsOf(
-  ingress: Ingress,
-  instances: readonly Endpoint[],
-  query: unknown,
-): { flows: string[]; packets: number[] } {
-  const q = (query ?? {}) as Record<string, unknown>;
-  const at = instances.findIndex((e) => e.id === q.owner);
-  if (at < 0) throw new NfsError(ErrorCode.CONFIG, `flows.owner: no instance ${JSON.stringify(q.owner)}`);
-  const flows = ingress.flowsOf(at);
-  return { flows: flows.map(([key]) => flowKeyString(key)), packets: flows.map(([, n]) => n) };
+/** GET /flows[?owner=nf-3]: the flows running now (or one instance's), with owners and packets so far. */
+function flowsOf(ingress: Ingress, instances: readonly Endpoint[], query: unknown): { flows: FlowOwner[] } {
+  const owner = ((query ?? {}) as Record<string, unknown>).owner;
+  const at = owner === undefined ? undefined : instances.findIndex((e) => e.id === owner);
+  if (at === -1) throw new NfsError(ErrorCode.CONFIG, `flows.owner: no instance ${JSON.stringify(owner)}`);
+  return {
+    flows: ingress.flows(at).map((f) => ({
+      flow: flowKeyString(f.key),
+      owner: instances[f.owner]?.id ?? null,
+      packets: f.packets,
+    })),
+  };
 }
 
 /** Wires a started role to the launcher's IPC channel (if any) and to the process's signals. */

@@ -323,20 +323,16 @@ export class Ingress implements MetricSource {
   }
 
   /**
-   * The flows running through an instance now (those the stamper knows), each with its packet count so
-   * far: the switch's per-flow counters, which the load-balancing unit turns into flow rates.
+   * The flows running now (those the stamper knows), or only those `instance` owns: each with its owner's
+   * switch index and its packets so far — the switch's per-flow counters, which the load-balancing unit
+   * turns into flow rates.
    */
-  flowsOf(instance: number): [FlowKey, number][] {
-    const out: [FlowKey, number][] = [];
-    for (const flow of this.stamper.counts()) if (this.switch.owner(flow[0]) === instance) out.push(flow);
-    return out;
-  }
-
-  /** Every flow running now (those the stamper knows): its owner's switch index and its packets so far. */
-  owners(): { key: FlowKey; owner: number; packets: number }[] {
+  flows(instance?: number): { key: FlowKey; owner: number; packets: number }[] {
     const out: { key: FlowKey; owner: number; packets: number }[] = [];
-    for (const [key, packets] of this.stamper.counts())
-      out.push({ key, owner: this.switch.owner(key), packets });
+    for (const [key, packets] of this.stamper.counts()) {
+      const owner = this.switch.owner(key);
+      if (instance === undefined || owner === instance) out.push({ key, owner, packets });
+    }
     return out;
   }
 

@@ -302,7 +302,12 @@ describe('Controller elasticity', () => {
       { flow: 'tcp 10.0.0.3:4000 198.51.100.10:80', owner: 'nf-0', packets: 40 },
     ];
     const nf = await fakeAdmin({});
-    const ingress = await fakeAdmin({ '/flows/owners': () => [200, { flows }] });
+    const ingress = await fakeAdmin({
+      '/flows': (_, q) => [
+        200,
+        { flows: flows.filter((f) => !q.has('owner') || f.owner === q.get('owner')) },
+      ],
+    });
     for (const id of ['nf-0', 'nf-1']) await register(base, id, nf.port);
     await fetch(`${base}/ingress`, {
       method: 'POST',

@@ -22,7 +22,7 @@ export interface FakeAdmin {
 }
 
 export async function fakeAdmin(
-  replies: Record<string, (body: unknown) => FakeReply | Promise<FakeReply>>,
+  replies: Record<string, (body: unknown, query: URLSearchParams) => FakeReply | Promise<FakeReply>>,
 ): Promise<FakeAdmin> {
   const calls: { path: string; body: unknown }[] = [];
   const server = http.createServer((req, res) => {
@@ -30,10 +30,11 @@ export async function fakeAdmin(
     req.on('data', (c: Buffer) => (text += c.toString()));
     req.on('end', () => {
       void (async () => {
-        const path = (req.url ?? '').split('?')[0]!;
+        const url = new URL(req.url ?? '', 'http://fake');
+        const path = url.pathname;
         const body = text === '' ? undefined : (JSON.parse(text) as unknown);
         calls.push({ path, body });
-        const reply = (await replies[path]?.(body)) ?? [200, { ok: true }];
+        const reply = (await replies[path]?.(body, url.searchParams)) ?? [200, { ok: true }];
         if (reply === HANG) return;
         res.statusCode = reply[0];
         res.end(JSON.stringify(reply[1]));

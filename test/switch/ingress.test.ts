@@ -157,7 +157,7 @@ describe('Ingress', () => {
 
   it('takes an instance added while it runs: new flows go to it once live, running flows stay where they are', async () => {
     const owner = (): Map<string, number> =>
-      new Map(ingress.owners().map((f) => [`${f.key.srcPort}`, f.owner]));
+      new Map(ingress.flows().map((f) => [`${f.key.srcPort}`, f.owner]));
     const before = owner();
     sinks.push(await listener());
     const newcomer = { id: 'nf-2', host: '127.0.0.1', port: sinks[2]!.port };
