@@ -121,6 +121,18 @@ program
     int('--add', 0, 64),
     0,
   )
+  .option(
+    '--kill <n>',
+    'kill -9 N random instances at random moments during the run, one at a time; each is failed over and replaced',
+    int('--kill', 0, 64),
+    0,
+  )
+  .option(
+    '--pause <n>',
+    'pause N random instances (SIGSTOP) until failed over, then wake them (SIGCONT): they must exit, fenced',
+    int('--pause', 0, 64),
+    0,
+  )
   .addOption(lbOption())
   .option(
     '--capacity <pps>',
@@ -146,6 +158,8 @@ program
         moveBatch: o.moveBatch as number,
         drain: o.drain as number,
         add: o.add as number,
+        kill: o.kill as number,
+        pause: o.pause as number,
       },
       logger,
     );
@@ -178,6 +192,11 @@ program
             (a) =>
               `added ${a.id} to ${a.cluster ?? 'no cluster'} in ${Math.round(a.ms)} ms (${Math.round(a.join_ms)} ms from its registration), then ${a.flows} flows moved onto it (${a.intra} intra), ${a.state_bytes} state bytes per move`,
           ),
+          ...(summary.failovers.each.length === 0
+            ? []
+            : [
+                `failovers: ${summary.failovers.count} (detected p50 ${summary.failovers.detect_ms_p50} ms, recovered p50 ${summary.failovers.recover_ms_p50} ms, max ${summary.failovers.recover_ms_max} ms after the signal), ${summary.failovers.replayed} packets replayed${summary.failovers.woke_fenced > 0 ? `, ${summary.failovers.woke_fenced} woken instances exited fenced` : ''}`,
+              ]),
           `replication (${summary.replication.mode}): ${summary.replication.bytes_sent} bytes in ${summary.replication.messages} messages, replicas match: ${summary.replication.replicas_match}`,
           ...(summary.run_dir === null ? [] : [`run directory: ${summary.run_dir}`]),
           '',
@@ -192,6 +211,7 @@ program
     if (
       summary.lost > (m.guarantee === 'none' ? m.dropped : 0) ||
       summary.duplicated > 0 ||
+      summary.failovers.each.some((f) => f.error !== undefined) ||
       (ordered && (summary.reordered > 0 || !summary.state_matches_oracle))
     ) {
       process.exitCode = 1;

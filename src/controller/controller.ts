@@ -73,6 +73,8 @@ interface Registered extends InstanceInfo {
   liveAt: number | undefined;
   /** Proves a liveness connection comes from the instance that registered (it got this in the answer). */
   token: string;
+  /** Its fencing token: written into every packet it emits, so that the egress can drop them once it failed. */
+  emitter: number;
 }
 
 /**
@@ -108,6 +110,14 @@ export class Controller implements MetricSource {
     this.onLiveness(socket);
   });
   private readonly livenessSockets = new Set<net.Socket>();
+  /** Each instance's liveness connection, through which a failed one that still listens learns it is fenced. */
+  private readonly livenessOf = new Map<string, net.Socket>();
+  private emitters = 0;
+  /** Failovers run one at a time, in the order the failures were declared. */
+  private failing: Promise<unknown> = Promise.resolve();
+  readonly failovers: FailoverRecord[] = [];
+  /** The secondaries the ingress was last told, by primary. */
+  private secondaries = new Map<string, string | null>();
   private stopped = false;
   readonly balancer: Balancer;
   readonly detector: FailureDetector;
@@ -123,19 +133,30 @@ export class Controller implements MetricSource {
       /** A move's deadline up to the re-point (default 2000 ms): past it, the move aborts. */
       moveTimeoutMs?: number;
       failure?: FailureOptions;
+      /** The egress's admin API, told to drop a failed instance's output (fence). */
+      egress?: { host: string; admin: number };
+      /** Start a replacement through the provisioner when an instance fails (default true). */
+      replaceFailed?: boolean;
     },
     private readonly logger: Logger,
     private readonly clock: Clock,
   ) {
     this.map = new ClusterMap(options.clusterSize);
     this.detector = new FailureDetector({ ...(options.failure ?? DEFAULT_FAILURE) }, clock);
-    this.detector.onFailed = (id, { detectMs }) => {
+    this.detector.onFailed = (id, { detectMs, how }) => {
       this.balancer.forget(id);
       this.logger.error('instance failed', {
         id,
         cluster: this.map.clusterOf(id)?.id,
         detect_ms: round2(detectMs),
+        how,
       });
+      const declared = this.clock.now();
+      this.failing = this.failing
+        .then(() => this.failover(id, declared, detectMs))
+        .catch((err: unknown) => {
+          this.logger.error('failover failed', { id, error: String(err) });
+        });
     };
     this.balancer = new Balancer(
       { ...(options.lb ?? DEFAULT_BALANCER) },
@@ -175,12 +196,14 @@ export class Controller implements MetricSource {
         throw new NfsError(ErrorCode.CONFIG, 'ingress: must be { host, admin }');
       }
       this.ingress = { host: b.host, admin: b.admin };
-      return { ok: true };
+      this.secondaries = this.secondaryMap();
+      return { ok: true, secondaries: Object.fromEntries(this.secondaries) };
     });
     admin.route('POST', '/move', (body) => this.moveRequest(body));
     admin.route('POST', '/drain', (body) => this.drain(body));
     admin.route('GET', '/moves', () => this.moves);
     admin.route('GET', '/failures', () => this.detector.list());
+    admin.route('GET', '/failovers', () => this.failovers);
     admin.route('GET', '/lb', () => this.balancer.status());
     admin.route('POST', '/lb', (body) => {
       const b = (body ?? {}) as Record<string, unknown>;
@@ -245,10 +268,12 @@ export class Controller implements MetricSource {
           return;
         }
         id = name;
+        this.livenessOf.set(name, socket);
       }
     });
     socket.on('close', () => {
       this.livenessSockets.delete(socket);
+      if (id !== undefined && this.livenessOf.get(id) === socket) this.livenessOf.delete(id);
       if (id !== undefined && !bye && !this.stopped) this.detector.lost(id);
     });
   }
@@ -275,6 +300,7 @@ export class Controller implements MetricSource {
     heartbeat_ms: number;
     liveness: number;
     token: string;
+    emitter: number;
   }> {
     const info = parseInstance(body);
     if (this.detector.isFailed(info.id)) {
@@ -291,21 +317,170 @@ export class Controller implements MetricSource {
       registeredAt: this.clock.now(),
       liveAt: undefined,
       token: randomBytes(16).toString('hex'),
+      // 1 … 65535 (the stamp has 16 bits for it); 0 means no instance.
+      emitter: (this.emitters = (this.emitters % 65535) + 1),
     });
     const cluster = this.map.join({ id: info.id, host: info.host });
     this.logger.info('instance registered', { id: info.id, host: info.host, cluster });
     await this.configure(cluster);
     await this.admit(info);
+    await this.pushSecondaries();
     // Only now: the instance starts its heartbeats when it has this answer.
     this.detector.watch(info.id);
+    const registered = this.instances.get(info.id)!;
     return {
       cluster,
       secondary: this.map.secondaryOf(info.id) ?? null,
       report: this.socket.address().port,
       heartbeat_ms: this.detector.options.heartbeatMs,
       liveness: (this.liveness.address() as net.AddressInfo).port,
-      token: this.instances.get(info.id)!.token,
+      token: registered.token,
+      emitter: registered.emitter,
     };
+  }
+
+  /**
+   * Fails over an instance the detector declared failed (DESIGN.md §6), one step after the other:
+   * 1. fence it: the egress drops its output from now on, and if it still listens (paused, not dead) it is
+   *    told, and exits when it can; it is already fenced at the controller (detector);
+   * 2. it owns no new flow (the live set; its running flows stay pinned to it meanwhile);
+   * 3. its secondary takes over every flow it had: the replicas' state, then its kept copies replayed;
+   * 4. the switch sends those flows to the successor (a rule each, a new epoch);
+   * 5. it leaves its cluster: the others stop accepting its frames and get new peers, and the ingress learns
+   *    the new secondaries, whose primaries close their batches at once so that no packet falls between a
+   *    secondary's last record and its first copy;
+   * 6. with a provisioner, a replacement starts and joins (in the background).
+   * Packets in flight meanwhile are not lost: until the re-point the switch sends them to the failed instance
+   * and copies to the secondary, which from step 3 on processes the copies itself.
+   */
+  private async failover(id: string, declared: number, detectMs: number): Promise<void> {
+    const x = this.instances.get(id);
+    if (x === undefined) return;
+    const ingress = this.ingress;
+    const cluster = this.map.clusterOf(id)?.id;
+    const record: FailoverRecord = {
+      id,
+      successor: null,
+      declared_at: declared,
+      detect_ms: round2(detectMs),
+      flows: 0,
+      with_state: 0,
+      replayed: 0,
+      gaps: 0,
+      takeover_ms: 0,
+      took_over_at: 0,
+      recovered_at: 0,
+      recover_ms: 0,
+      replacement: null,
+    };
+    const deadline = this.clock.now() + FAILOVER_STEP_MS;
+    const egress = this.options.egress;
+    if (egress !== undefined) {
+      await this.call(egress, 'egress', '/fence', { emitter: x.emitter }, deadline).catch((err: unknown) => {
+        this.logger.error('failover: the egress was not told to fence', { id, error: String(err) });
+      });
+    }
+    this.livenessOf.get(id)?.end('fenced\n');
+    try {
+      if (ingress !== undefined) await this.pushLive(ingress);
+      const flows = ingress === undefined ? [] : (await ingressFlows(ingress, id)).map((f) => f.flow);
+      const successor = this.successorOf(id);
+      if (successor === undefined) {
+        record.error = `no live member of its cluster to take over ${flows.length} flows: their state is lost`;
+      } else {
+        record.successor = successor.id;
+        const r = (await this.call(
+          successor,
+          successor.id,
+          '/takeover',
+          { origin: id, flows },
+          this.clock.now() + TAKEOVER_MS,
+        )) as unknown as TakeoverAnswer;
+        Object.assign(record, {
+          flows: r.flows,
+          with_state: r.with_state,
+          replayed: r.replayed,
+          gaps: r.gaps,
+          takeover_ms: r.ms,
+          took_over_at: this.clock.now(),
+        });
+      }
+      // Without a successor the flows still need an owner, or the switch would send them to the dead.
+      const to = successor ?? this.instances.get(this.liveIds()[0] ?? '');
+      if (ingress !== undefined && to !== undefined && flows.length > 0) {
+        const epoch = ++this.epoch;
+        await this.repoint(
+          ingress,
+          flows.map((flow) => ({ flow, primary: to.id, epoch })),
+          this.clock.now() + this.moveTimeoutMs,
+        );
+      }
+      record.recovered_at = this.clock.now();
+      record.recover_ms = round2(record.recovered_at - declared + detectMs);
+    } catch (err) {
+      record.error = err instanceof Error ? err.message : String(err);
+    }
+    this.map.leave(id);
+    this.instances.delete(id);
+    this.livenessOf.delete(id);
+    if (cluster !== undefined) await this.configure(cluster).catch(() => undefined);
+    await this.pushSecondaries().catch(() => undefined);
+    this.failovers.push(record);
+    if (this.failovers.length > MAX_MOVES_KEPT) this.failovers.shift();
+    if (record.error === undefined) this.logger.info('failover', { ...record });
+    else this.logger.error('failover', { ...record });
+    if (this.options.provisioner !== undefined && this.options.replaceFailed !== false) {
+      this.addInstances({ host: x.host })
+        .then(({ added }) => (record.replacement = added[0]?.id ?? null))
+        .catch((err: unknown) => {
+          this.logger.error('failover: no replacement started', { id, error: String(err) });
+        });
+    }
+  }
+
+  /** Who takes over a failed instance: its secondary, or if that failed too another live member of its cluster. */
+  private successorOf(id: string): Registered | undefined {
+    const secondary = this.map.secondaryOf(id);
+    const mates = this.map.clusterOf(id)?.members.map((m) => m.id) ?? [];
+    const pick = [secondary, ...mates].find((m) => m !== undefined && m !== id && this.isLive(m));
+    return pick === undefined ? undefined : this.instances.get(pick);
+  }
+
+  /** Every registered instance the ingress knows, with its secondary (null: it has none). */
+  private secondaryMap(): Map<string, string | null> {
+    const out = new Map<string, string | null>();
+    for (const id of this.instances.keys()) {
+      if (this.joining.has(id) || this.detector.isFailed(id)) continue;
+      const s = this.map.secondaryOf(id);
+      out.set(id, s === undefined || this.detector.isFailed(s) ? null : s);
+    }
+    return out;
+  }
+
+  /**
+   * Tells the ingress the secondaries after a cluster changed. A primary whose secondary changed closes its
+   * open batches at once: the new secondary holds its flows as of those records, and its copies start with
+   * the switch's next packets, so nothing falls between (until then the old secondary still has them).
+   */
+  private async pushSecondaries(): Promise<void> {
+    const ingress = this.ingress;
+    if (ingress === undefined) return;
+    const next = this.secondaryMap();
+    const changed = [...next].filter(([id, s]) => this.secondaries.get(id) !== s);
+    if (changed.length === 0) return;
+    this.secondaries = next;
+    await adminCall(ingress.host, ingress.admin, '/secondaries', {
+      secondaries: Object.fromEntries(changed),
+    });
+    await Promise.all(
+      changed.map(async ([id, s]) => {
+        const inst = this.instances.get(id);
+        if (s === null || inst === undefined) return;
+        await adminCall(inst.host, inst.admin, '/flush', {}).catch((err: unknown) => {
+          this.logger.warn('could not flush after a secondary changed', { id, error: String(err) });
+        });
+      }),
+    );
   }
 
   /**
@@ -942,6 +1117,7 @@ export class Controller implements MetricSource {
       this.detector.forget(inst.id);
       this.draining.delete(inst.id);
       if (left !== undefined) await this.configure(left);
+      await this.pushSecondaries();
     }
     this.logger.info('instance drained', { id: inst.id, moved, aborted });
     return { id: inst.id, moved, aborted, duration_ms: this.clock.now() - started };
@@ -1015,6 +1191,38 @@ export interface FlowOwner {
   packets: number;
 }
 
+/** One failover, as GET /failovers lists it (times in clock ms). */
+export interface FailoverRecord {
+  id: string;
+  /** The instance that took its flows over; null when there was none. */
+  successor: string | null;
+  declared_at: number;
+  /** From its last sign of life to the declaration. */
+  detect_ms: number;
+  flows: number;
+  with_state: number;
+  replayed: number;
+  gaps: number;
+  /** The successor's part: decoding the replicas and replaying the copies; when it had done so. */
+  takeover_ms: number;
+  took_over_at: number;
+  /** When the switch sent its flows to the successor; from the last sign of life to then. */
+  recovered_at: number;
+  recover_ms: number;
+  /** The instance started in its place, once it has joined. */
+  replacement: string | null;
+  error?: string;
+}
+
+/** A successor's answer to POST /takeover (NfInstance.takeOver). */
+interface TakeoverAnswer {
+  flows: number;
+  with_state: number;
+  replayed: number;
+  gaps: number;
+  ms: number;
+}
+
 export interface MoveRecord {
   flow: string;
   from: string;
@@ -1061,6 +1269,10 @@ function emptyRecord(flow: string, from: string, to: string, guarantee: Guarante
 }
 
 const MAX_MOVES_KEPT = 10_000;
+/** Deadline of a failover's small steps (fencing the egress). */
+const FAILOVER_STEP_MS = 1000;
+/** Deadline of a takeover: replicas to decode and copies to replay, for every flow of the failed instance. */
+const TAKEOVER_MS = 10_000;
 /** The load-balancing unit's round: as often as instances report. */
 const LB_TICK_MS = 100;
 const MAX_LIVENESS_BYTES = 512;

@@ -18,7 +18,9 @@ import { adminCall } from '../metrics.js';
 import { mergeGlobal } from '../state/digest.js';
 import type { RunDigest } from '../state/digest.js';
 import type { SinkReport } from '../traffic/sink.js';
-import type { FlowOwner, MoveRecord } from '../controller/controller.js';
+import type { FailoverRecord, FlowOwner, MoveRecord } from '../controller/controller.js';
+import { wallClock } from '../clock.js';
+import { EXIT_FENCED } from './roles.js';
 import type { BalancerStatus } from '../controller/balancer.js';
 import type { Guarantee } from '../nf/processor.js';
 import { flowKeyString } from '../packet/flow-key.js';
@@ -42,6 +44,40 @@ export interface DemoOptions {
   drain: number;
   /** Instances added during the run, one after another; each then takes its share of the flows. */
   add: number;
+  /** NF instances killed (SIGKILL) at random moments during the run, one at a time, each replaced. */
+  kill: number;
+  /** NF instances paused (SIGSTOP) until failed over, then woken (SIGCONT), which must make them exit. */
+  pause: number;
+}
+
+/** What the run's failovers (--kill, --pause) showed. Times in ms from the signal. */
+export interface FailoverSummary {
+  count: number;
+  /** To the controller's declaration. */
+  detect_ms_p50: number;
+  detect_ms_max: number;
+  /** To the successor having replayed every kept packet: the first packet it processed is before that. */
+  recover_ms_p50: number;
+  recover_ms_max: number;
+  /** Kept copies replayed, over all failovers, and flows whose copies did not continue their replica. */
+  replayed: number;
+  gaps: number;
+  /** Paused instances that exited as fenced once woken, and their output the egress dropped meanwhile. */
+  woke_fenced: number;
+  fenced_output: number;
+  /** Per failover: the instance, signal, successor, replacement and its figures. */
+  each: {
+    id: string;
+    signal: string;
+    successor: string | null;
+    replacement: string | null;
+    detect_ms: number;
+    recover_ms: number;
+    flows: number;
+    replayed: number;
+    gaps: number;
+    error?: string;
+  }[];
 }
 
 /** An instance `--add` started during the run. */
@@ -95,6 +131,7 @@ export interface DemoSummary {
   lb: LbSummary;
   drained: { id: string; moved: number; aborted: number; duration_ms: number }[];
   added: AddedInstance[];
+  failovers: FailoverSummary;
   mismatched_flows: string[];
   run_dir: string | null;
 }
@@ -395,6 +432,99 @@ async function takeShare(
 const ADD_TIMEOUT_MS = 60_000;
 const SHARE_PARALLEL = 8;
 
+/**
+ * Kills (SIGKILL) then pauses (SIGSTOP) random live instances at random moments while the generator is
+ * between 20 % and 80 % done, one at a time: each waits until the controller has failed the last one over
+ * and its replacement has joined. A paused instance is woken (SIGCONT) once failed over, and must then exit
+ * on its own, fenced, within a few seconds.
+ */
+async function faultsDuring(
+  gen: Generator,
+  total: number,
+  options: { kill: number; pause: number; seed: number },
+  deployment: LocalDeployment,
+  controller: number,
+  host: string,
+  logger: Logger,
+): Promise<Omit<FailoverSummary, 'fenced_output'>> {
+  const rand = seeded(options.seed + 7);
+  const n = options.kill + options.pause;
+  const points = Array.from({ length: n }, () => Math.floor(total * (0.2 + 0.6 * rand()))).sort(
+    (a, b) => a - b,
+  );
+  const each: FailoverSummary['each'] = [];
+  let woke = 0;
+  for (let i = 0; i < n; i++) {
+    while (gen.sent < points[i]!) await sleep(2);
+    const live = (
+      (await adminCall(host, controller, '/instances')) as unknown as { id: string; live: boolean }[]
+    )
+      .filter((x) => x.live)
+      .map((x) => x.id);
+    if (live.length < 2) break;
+    const victim = live[Math.floor(rand() * live.length)]!;
+    const signal = i < options.kill ? 'SIGKILL' : 'SIGSTOP';
+    const at = wallClock.now();
+    deployment.signal(victim, signal);
+    logger.info('demo: instance signalled', { id: victim, signal });
+    let record: FailoverRecord | undefined;
+    const until = Date.now() + FAILOVER_WAIT_MS;
+    while (Date.now() < until) {
+      const all = (await adminCall(host, controller, '/failovers')) as unknown as FailoverRecord[];
+      record = all.find((r) => r.id === victim);
+      if (record !== undefined && (record.replacement !== null || record.error !== undefined)) break;
+      await sleep(20);
+    }
+    if (signal === 'SIGSTOP') {
+      deployment.signal(victim, 'SIGCONT');
+      const woken = Date.now() + FAILOVER_WAIT_MS;
+      const p = deployment.instance(victim);
+      while (p?.exited === false && Date.now() < woken) await sleep(20);
+      if (p?.exitCode === EXIT_FENCED) woke++;
+    }
+    each.push({
+      id: victim,
+      signal,
+      successor: record?.successor ?? null,
+      replacement: record?.replacement ?? null,
+      detect_ms: record === undefined ? -1 : round2(record.declared_at - at),
+      recover_ms: record === undefined || record.took_over_at === 0 ? -1 : round2(record.took_over_at - at),
+      flows: record?.flows ?? 0,
+      replayed: record?.replayed ?? 0,
+      gaps: record?.gaps ?? 0,
+      ...(record === undefined
+        ? { error: `not failed over within ${FAILOVER_WAIT_MS} ms` }
+        : record.error === undefined
+          ? {}
+          : { error: record.error }),
+    });
+  }
+  const done = each.filter((e) => e.recover_ms >= 0);
+  const detect = done.map((e) => e.detect_ms).sort((a, b) => a - b);
+  const recover = done.map((e) => e.recover_ms).sort((a, b) => a - b);
+  return {
+    count: done.length,
+    detect_ms_p50: percentile(detect, 0.5),
+    detect_ms_max: detect.at(-1) ?? 0,
+    recover_ms_p50: percentile(recover, 0.5),
+    recover_ms_max: recover.at(-1) ?? 0,
+    replayed: each.reduce((a, e) => a + e.replayed, 0),
+    gaps: each.reduce((a, e) => a + e.gaps, 0),
+    woke_fenced: woke,
+    each,
+  };
+}
+
+const FAILOVER_WAIT_MS = 15_000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function round2(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}
+
 /** The p-quantile of ascending `sorted` (0 when empty), to 0.01. */
 function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return 0;
@@ -441,7 +571,11 @@ async function instanceTotals(
 ): Promise<{ bytes_sent: number; messages: number; catch_up_bytes: number; moveDropped: number }> {
   const out = { bytes_sent: 0, messages: 0, catch_up_bytes: 0, moveDropped: 0 };
   for (const port of adminPorts) {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    // A killed or fenced instance is gone, and its counters with it.
+    const text = await fetch(`http://127.0.0.1:${port}/metrics`).then(
+      (r) => r.text(),
+      () => '',
+    );
     out.bytes_sent += metricSum(text, 'nfstate_replication_sent_bytes_total');
     out.messages += metricSum(text, 'nfstate_replication_messages_total');
     out.catch_up_bytes += metricSum(text, 'nfstate_replication_catch_up_bytes_total');
@@ -594,7 +728,17 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
         : moveDuring(gen, trace, options.moves, options.guarantee, ends, topology.host, logger);
     const draining = drainDuring(gen, trace.total, options.drain, ends, topology.host);
     const adding = addDuring(gen, trace.total, options.add, ends.controller.admin, topology.host, logger);
+    const faulting = faultsDuring(
+      gen,
+      trace.total,
+      { kill: options.kill, pause: options.pause, seed: options.trace.seed },
+      deployment,
+      ends.controller.admin,
+      topology.host,
+      logger,
+    );
     const result = await gen.run(trace);
+    const faults = await faulting;
     const moves = summariseMoves(await moving, options.guarantee);
     const lb = await summariseLb(ends.controller.admin, topology.host, topology.lb.capacityPps, skewedOn);
     const drained = await draining;
@@ -602,9 +746,11 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     const report = await deployment.sinkReport();
     const own = await deployment.digests();
     const replicaProblems = await deployment.checkReplicas(own);
+    const now = (await adminCall(topology.host, ends.controller.admin, '/instances')) as unknown as {
+      admin: number;
+    }[];
     const { moveDropped, ...replication } = await instanceTotals([
-      ...ends.instances.map((i) => i.admin),
-      ...admins,
+      ...new Set([...ends.instances.map((i) => i.admin), ...admins, ...now.map((i) => i.admin)]),
     ]);
     moves.dropped = moveDropped;
     await deployment.stopIngress();
@@ -645,6 +791,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       lb,
       drained,
       added,
+      failovers: { ...faults, fenced_output: report.fenced },
       mismatched_flows: [
         ...cmp.mismatched,
         ...cmp.missing,

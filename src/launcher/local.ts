@@ -52,7 +52,9 @@ export interface DeploymentOptions {
 export class RoleProcess {
   readonly ports: Promise<Record<string, number>>;
   private readonly waiting: ((msg: RoleReply) => void)[] = [];
-  private exited = false;
+  exited = false;
+  /** The exit status once it exited (null: killed by a signal). */
+  exitCode: number | null = null;
   /** The role asks for more NF instances (the controller does, for POST /instances). */
   onProvision: ((req: ProvisionRequest) => void) | undefined;
 
@@ -76,6 +78,7 @@ export class RoleProcess {
       });
       child.on('exit', (code, signal) => {
         this.exited = true;
+        this.exitCode = code;
         clearTimeout(timer);
         reject(
           new NfsError(ErrorCode.PROCESS, `${name}: exited during start (code ${code}, signal ${signal})`),
@@ -167,6 +170,7 @@ export class LocalDeployment {
         lb: { ...t.lb },
         moveTimeoutMs: t.move.timeoutMs,
         failure: { ...t.failure },
+        egress: { host: t.host, admin: sinkPorts.admin! },
       };
       this.controller = this.spawn('controller', 'controller', controllerSpec);
       this.controller.onProvision = (req) => void this.provision(req);
@@ -279,9 +283,28 @@ export class LocalDeployment {
     return this.spawn(spec.id, 'nf', spec);
   }
 
-  /** Each instance's flow digests and global state, in instance order. */
+  /**
+   * Sends `signal` to an NF instance's process (the demo's --kill and --pause). Resolves with whether it
+   * was running.
+   */
+  signal(id: string, signal: NodeJS.Signals): boolean {
+    const p = this.instance(id);
+    if (p === undefined || p.exited) return false;
+    return p.child.kill(signal);
+  }
+
+  instance(id: string): RoleProcess | undefined {
+    return this.instances.find((i) => i.name === id);
+  }
+
+  /** The NF instances whose processes still run: killed and fenced ones have left, their flows elsewhere. */
+  running(): RoleProcess[] {
+    return this.instances.filter((p) => !p.exited);
+  }
+
+  /** Each running instance's flow digests and global state, in the order of `running()`. */
   async digests(): Promise<RunDigest[]> {
-    const replies = await Promise.all(this.instances.map((p) => p.request({ type: 'digest' })));
+    const replies = await Promise.all(this.running().map((p) => p.request({ type: 'digest' })));
     return replies.map((r) => {
       if (r.type !== 'digest') throw new NfsError(ErrorCode.PROCESS, `digest failed: ${JSON.stringify(r)}`);
       return r.digest;
@@ -289,18 +312,19 @@ export class LocalDeployment {
   }
 
   /**
-   * Checks that every member of each instance's cluster holds its flows exactly as the instance does
-   * (same flows, same state digests). Call after `digests()`, which closes the open batches and waits for
+   * Checks that every member of each running instance's cluster holds its flows exactly as the instance
+   * does (same flows, same state digests). Call after `digests()` (nothing may exit between), which closes the open batches and waits for
    * their acknowledgements. Returns the disagreements, empty when every replica matches.
    */
   async checkReplicas(own: readonly RunDigest[]): Promise<string[]> {
     if (this.topology.replication === 'off') return [];
     const held = await this.replicaDigests();
     const clusters = (await this.controllerGet('/clusters')) as { id: string; members: string[] }[];
-    const at = new Map(this.instances.map((p, i) => [p.name, i]));
+    const running = this.running();
+    const at = new Map(running.map((p, i) => [p.name, i]));
     const problems: string[] = [];
     own.forEach((digest, i) => {
-      const self = this.instances[i]!.name;
+      const self = running[i]!.name;
       const want = new Map(digest.flows.map((f) => [f.flow, f.digest]));
       const members = clusters.find((c) => c.members.includes(self))?.members ?? [];
       for (const peer of members) {
@@ -325,7 +349,7 @@ export class LocalDeployment {
 
   /** For each instance: the replicas it holds, by the instance they came from. */
   private async replicaDigests(): Promise<Record<string, FlowDigest[]>[]> {
-    const replies = await Promise.all(this.instances.map((p) => p.request({ type: 'replicas' })));
+    const replies = await Promise.all(this.running().map((p) => p.request({ type: 'replicas' })));
     return replies.map((r) => {
       if (r.type !== 'replicas')
         throw new NfsError(ErrorCode.PROCESS, `replicas failed: ${JSON.stringify(r)}`);

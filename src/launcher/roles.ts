@@ -65,6 +65,8 @@ export interface ControllerSpec {
   moveTimeoutMs?: number;
   /** Heartbeat interval and miss count of the failure detection unit; the defaults when absent. */
   failure?: FailureOptions;
+  /** The egress's admin API, told to fence a failed instance's output (absent: no egress to tell). */
+  egress?: { host: string; admin: number };
 }
 
 export interface IngressSpec {
@@ -134,6 +136,16 @@ export async function runNf(spec: NfSpec): Promise<void> {
     return { ok: true };
   });
   addMoveRoutes(admin, nf);
+  admin.route('POST', '/takeover', (body) => {
+    const b = (body ?? {}) as Record<string, unknown>;
+    if (typeof b.origin !== 'string' || b.origin === '')
+      throw new NfsError(ErrorCode.CONFIG, 'takeover.origin: must be an instance id');
+    return nf.takeOver(b.origin, b.flows === undefined ? [] : flowList(b.flows, 'takeover.flows'));
+  });
+  admin.route('POST', '/flush', () => {
+    nf.flushBatches();
+    return { ok: true };
+  });
   let stopReports: (() => void) | undefined;
   if (spec.controller !== undefined) {
     const c = spec.controller;
@@ -144,6 +156,7 @@ export async function runNf(spec: NfSpec): Promise<void> {
       replication,
       admin: admin.port,
     });
+    if (typeof answer.emitter === 'number') nf.setEmitter(answer.emitter);
     const hb = answer.heartbeat_ms;
     const stopBeats = reportToController(
       spec.id,
@@ -158,6 +171,13 @@ export async function runNf(spec: NfSpec): Promise<void> {
         ? net.connect(answer.liveness, c.host)
         : undefined;
     liveness?.on('error', () => undefined);
+    // The controller failed this instance over while it could not answer (paused, cut off): another
+    // instance owns its flows now, and the egress and the peers refuse what it sends. It must not go on.
+    liveness?.on('data', (chunk: Buffer) => {
+      if (!chunk.toString('utf8').includes('fenced')) return;
+      logger.error("fenced by the controller: another instance took over this one's flows; exiting");
+      process.exit(EXIT_FENCED);
+    });
     liveness?.setNoDelay(true);
     liveness?.write(`${spec.id} ${answer.token as string}\n`);
     stopReports = () => {
@@ -192,6 +212,7 @@ export async function runController(spec: ControllerSpec): Promise<void> {
       ...(process.connected ? { provisioner: launcherProvisioner() } : {}),
       ...(spec.moveTimeoutMs === undefined ? {} : { moveTimeoutMs: spec.moveTimeoutMs }),
       ...(spec.failure === undefined ? {} : { failure: spec.failure }),
+      ...(spec.egress === undefined ? {} : { egress: spec.egress }),
     },
     logger,
     wallClock,
@@ -426,6 +447,8 @@ function reportToController(
 }
 
 const LOAD_REPORT_MS = 100;
+/** Exit status of an NF instance that learns it was failed over (see runNf). */
+export const EXIT_FENCED = 3;
 
 /** POST /cluster { version, members, peers? }: without `peers`, only whom to accept frames from changes. */
 function parseClusterConfig(body: unknown): { version: number; members: string[]; peers?: Peer[] } {
@@ -477,11 +500,14 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
   admin.route('POST', '/owner', (body) => ownersOf(ingress, instances, body));
   admin.route('GET', '/flows', (query) => flowsOf(ingress, instances, query));
   admin.route('POST', '/instances', (body) => addInstance(ingress, body));
+  admin.route('POST', '/secondaries', (body) => setSecondaries(ingress, instances, body));
   if (spec.controller !== undefined) {
-    await adminCall(spec.controller.host, spec.controller.admin, '/ingress', {
+    // The answer names each instance's secondary: copies flow from the first packet on.
+    const answer = await adminCall(spec.controller.host, spec.controller.admin, '/ingress', {
       host: spec.host,
       admin: admin.port,
     });
+    setSecondaries(ingress, instances, answer);
   }
   attach(ingress, admin, { ...ports, admin: admin.port });
 }
@@ -501,6 +527,10 @@ export async function runSink(spec: SinkSpec): Promise<void> {
   const { port } = await sink.start();
   const admin = await serveAdmin(spec.host, spec.adminPort, sink);
   admin.route('GET', '/report', () => sink.report());
+  admin.route('POST', '/fence', (body) => {
+    sink.fence(((body ?? {}) as Record<string, unknown>).emitter as number);
+    return { ok: true };
+  });
   attach(sink, admin, { port, admin: admin.port });
 }
 
@@ -513,7 +543,34 @@ async function serveAdmin(host: string, port: number, source: MetricSource): Pro
 }
 
 /**
- * POST /rules { flow: "udp 10.0.0.1:5000 198.51.100.10:80", primary: "nf-3", secondary?: "nf-4", epoch, move? }
+ * POST /secondaries { secondaries: { "nf-0": "nf-1", "nf-1": null, … } }: where copies of each named
+ * instance's packets go (null: nowhere). Every entry is checked before any applies.
+ */
+function setSecondaries(
+  ingress: Ingress,
+  instances: readonly Endpoint[],
+  body: unknown,
+): { secondaries: Record<string, string | null> } {
+  const given = ((body ?? {}) as Record<string, unknown>).secondaries;
+  if (given === null || typeof given !== 'object' || Array.isArray(given))
+    throw new NfsError(ErrorCode.CONFIG, 'secondaries: must map instance ids to instance ids or null');
+  const index = (id: unknown, field: string): number => {
+    const at = instances.findIndex((e) => e.id === id);
+    if (at < 0) throw new NfsError(ErrorCode.CONFIG, `${field}: no instance ${JSON.stringify(id)}`);
+    return at;
+  };
+  const pairs = Object.entries(given as Record<string, unknown>).map(([primary, secondary]) => [
+    index(primary, 'secondaries'),
+    secondary === null ? -1 : index(secondary, `secondaries.${primary}`),
+  ]);
+  for (const [p, s] of pairs) ingress.switch.setSecondary(p!, s!);
+  const out: Record<string, string | null> = {};
+  instances.forEach((e, i) => (out[e.id] = instances[ingress.switch.secondaryOf(i)]?.id ?? null));
+  return { secondaries: out };
+}
+
+/**
+ * POST /rules { flow: "udp 10.0.0.1:5000 198.51.100.10:80", primary: "nf-3", epoch, move? }
  * → { installed }, or many at once: { rules: [ … ] } → { installed: [ … ] }. Every rule of a list is checked
  * before any is installed, so a bad one changes nothing.
  */
@@ -534,7 +591,7 @@ function installRule(
 
 interface RuleRequest {
   key: FlowKey;
-  spec: { primary: number; epoch: number; secondary?: number };
+  spec: { primary: number; epoch: number };
   move: boolean;
 }
 
@@ -555,10 +612,7 @@ function parseRule(instances: readonly Endpoint[], rule: unknown, field: string)
   if (typeof epoch !== 'number' || !Number.isInteger(epoch) || epoch < 0) {
     throw new NfsError(ErrorCode.CONFIG, `${field}.epoch: must be an integer >= 0`);
   }
-  const secondary = index('secondary');
-  const key = parseFlowKeyString(b.flow);
-  const spec = { primary, epoch, ...(secondary === undefined ? {} : { secondary }) };
-  return { key, spec, move: b.move === true };
+  return { key: parseFlowKeyString(b.flow), spec: { primary, epoch }, move: b.move === true };
 }
 
 function applyRule(ingress: Ingress, r: RuleRequest): boolean {

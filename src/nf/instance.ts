@@ -24,12 +24,32 @@ import type { RunDigest } from '../state/digest.js';
 import type { FlowKey, Logger, MetricSample, MetricSource } from '../types.js';
 import { dropReasonName } from '../types.js';
 import { flowHash, flowKeyString } from '../packet/flow-key.js';
-import { datagramFlowHash } from './dispatch.js';
+import { datagramFlowHash, isCopy, readTuple, stampAt, stampSeq } from './dispatch.js';
+import type { Tuple } from './dispatch.js';
+import { ReplayLog } from './replay-log.js';
+import { FlowTable } from '../packet/flow-table.js';
+import { ErrorCode, NfsError } from '../errors.js';
+import { StampFlag } from '../wire/geneve.js';
 import type { FromWorker, MoveFlow, MoveOp, MoveResult, ToWorker, WorkerInit } from './messages.js';
 import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import type { Guarantee, ProcessorOptions } from './processor.js';
 import type { Peer } from './replication.js';
 import { ReplicaStore, Replicator } from './replication.js';
+
+/** What a takeover did (see NfInstance.takeOver). */
+export interface TakeoverReport {
+  flows: number;
+  /** Flows resumed from a replica; the others (first batch never closed) start from their copies. */
+  with_state: number;
+  /** Replicas that were behind (a lost delta awaiting repair): their flows continue from copies alone. */
+  stale: number;
+  /** Kept copies replayed. */
+  replayed: number;
+  /** Flows whose kept copies did not start where their state ends: packets lost in the failure. */
+  gaps: number;
+  /** From handing the flows to the workers until every worker had replayed them. */
+  ms: number;
+}
 
 export interface NfInstanceOptions {
   id: string;
@@ -50,6 +70,10 @@ export interface NfInstanceOptions {
 }
 
 const BATCH_BYTES = 256 * 1024;
+/** Copies a secondary keeps for its primaries' flows, at most (about 10^5 typical packets). */
+const REPLAY_LOG_BYTES = 64 * 1024 * 1024;
+/** A flow whose copies no record trimmed for this long has left its primary: they go. */
+const REPLAY_LOG_IDLE_MS = 10_000;
 const MIN_TRANSFER_PACKETS = 64;
 const MAX_DEFERRALS = 3;
 
@@ -92,6 +116,15 @@ export class NfInstance implements MetricSource {
   /** Per flow: a move's source waiting for its hand-over, or the hand-over that came first. */
   private readonly handOvers = new Map<string, ((parked: number) => void) | number>();
   readonly replicas: ReplicaStore | undefined;
+  /** As a secondary: copies of the primaries' packets since their last replicated batch. */
+  readonly replayLog: ReplayLog | undefined;
+  /** Flows taken over in a failover (clock ms when): their copies, until the switch is re-pointed, run here. */
+  private readonly adopted = new FlowTable<number>();
+  private readonly tuple: Tuple = { srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 };
+  private coarseNow = Date.now();
+  private sweeper: NodeJS.Timeout | undefined;
+  /** Copies whose datagram carried no flow. */
+  badCopies = 0;
   /** Called when a worker dies: the instance can no longer own its flows. */
   onFatal: (err: Error) => void = () => undefined;
 
@@ -105,6 +138,11 @@ export class NfInstance implements MetricSource {
         },
         options.logger,
       );
+      const log = new ReplayLog({ maxBytes: REPLAY_LOG_BYTES, idleMs: REPLAY_LOG_IDLE_MS });
+      this.replayLog = log;
+      this.replicas.onCovered = (key, next) => {
+        log.trim(key, next);
+      };
     }
   }
 
@@ -166,6 +204,15 @@ export class NfInstance implements MetricSource {
     await once(this.socket, 'listening');
     const replication =
       this.replicas === undefined ? 0 : await this.replicas.listen(options.host, options.cluster?.port ?? 0);
+    this.sweeper = setInterval(() => {
+      this.coarseNow = Date.now();
+      this.replayLog?.sweep(this.coarseNow);
+      const old: FlowKey[] = [];
+      for (const [key, at] of this.adopted.entries())
+        if (this.coarseNow - at > REPLAY_LOG_IDLE_MS) old.push(key);
+      for (const key of old) this.adopted.delete(key);
+    }, 1000);
+    this.sweeper.unref();
     options.logger.info('nf instance listening', { port: this.port, threads: options.threads, replication });
     return { port: this.port, replication };
   }
@@ -378,6 +425,80 @@ export class NfInstance implements MetricSource {
     for (const s of this.shards) s.worker.postMessage({ type: 'snapshot', peers: joined } satisfies ToWorker);
   }
 
+  /**
+   * Failover (DESIGN.md §6): `origin` failed and this instance, its secondary, takes over its flows — those it
+   * holds replicas of, and `listed` (the switch's flows of the origin; a flow whose first batch never closed
+   * there has copies only). Each flow resumes from its replica's state at the sequence number the state
+   * covers, and the copies kept since then are replayed in stamp order, marked REPLAY so that the egress
+   * drops what the origin had already emitted. From the moment this is called, further copies of these flows
+   * are processed here, until the switch sends them here directly. Resolves once every worker has processed
+   * its replay.
+   */
+  async takeOver(origin: string, listed: readonly FlowKey[]): Promise<TakeoverReport> {
+    const replicas = this.replicas;
+    const log = this.replayLog;
+    if (replicas === undefined || log === undefined)
+      throw new NfsError(
+        ErrorCode.STATE,
+        'takeover: this instance does not replicate, so it holds nothing to take over',
+      );
+    const { flows: states, stale } = replicas.adopt(origin);
+    const state = new FlowTable<(typeof states)[number]>();
+    for (const a of states) state.set(a.key, a);
+    const keys = [...states.map((a) => a.key), ...listed.filter((k) => !state.has(k))];
+    const report: TakeoverReport = {
+      flows: keys.length,
+      with_state: states.length,
+      stale,
+      replayed: 0,
+      gaps: 0,
+      ms: 0,
+    };
+    const now = Date.now();
+    const steps: MoveFlow[] = keys.map((key) => {
+      const a = state.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+      const from = a?.next ?? 1;
+      const { seqs, copies } = log.take(key);
+      let i = 0;
+      while (i < seqs.length && seqs[i]! < from) i++;
+      // The copies must start where the state ends; if not, the packets between were never kept.
+      if (i < seqs.length && seqs[i]! > from) report.gaps++;
+      this.adopted.set(key, now);
+      const step: MoveFlow = a === undefined ? { key } : { key, state: a.state, expected: a.next };
+      if (i === seqs.length) return step;
+      let bytes = 0;
+      for (let j = i; j < copies.length; j++) bytes += 2 + copies[j]!.length;
+      const replay = new Uint8Array(bytes);
+      let at = 0;
+      for (let j = i; j < copies.length; j++) {
+        const c = copies[j]!;
+        const flags = stampAt(c) + 1;
+        c[flags] = (c[flags]! & ~StampFlag.COPY) | StampFlag.REPLAY;
+        replay[at] = c.length >>> 8;
+        replay[at + 1] = c.length & 0xff;
+        replay.set(c, at + 2);
+        at += 2 + c.length;
+      }
+      report.replayed += copies.length - i;
+      return { ...step, replay };
+    });
+    const started = performance.now();
+    await this.moveStep('adopt', steps);
+    report.ms = Math.round((performance.now() - started) * 100) / 100;
+    this.options.logger.info('took over a failed instance', { origin, ...report });
+    return report;
+  }
+
+  /** Closes every open batch and replicates it now: this instance's secondary changed (see Controller). */
+  flushBatches(): void {
+    for (const s of this.shards) s.worker.postMessage({ type: 'flush' } satisfies ToWorker);
+  }
+
+  /** The fencing token the controller gave this instance: every packet emitted from now on carries it. */
+  setEmitter(token: number): void {
+    for (const s of this.shards) s.worker.postMessage({ type: 'emitter', token } satisfies ToWorker);
+  }
+
   /** Per-flow digests and the merged global state of every worker (closes open batches first). */
   async digest(): Promise<RunDigest> {
     this.flush();
@@ -399,6 +520,7 @@ export class NfInstance implements MetricSource {
   async stop(): Promise<void> {
     if (this.stopped || !this.started) return;
     this.stopped = true;
+    clearInterval(this.sweeper);
     this.socket.close();
     this.flush();
     this.replicator?.stop();
@@ -416,6 +538,8 @@ export class NfInstance implements MetricSource {
   collect(out: MetricSample[]): void {
     this.replicator?.collect(out);
     this.replicas?.collect(out);
+    this.replayLog?.collect(out);
+    out.push(['nfstate_nf_bad_copies_total', { instance: this.options.id }, this.badCopies]);
     const labels = { instance: this.options.id };
     for (let i = 0; i < WORKER_COUNTERS.length; i++) {
       let sum = 0;
@@ -459,6 +583,29 @@ export class NfInstance implements MetricSource {
   }
 
   private dispatch(msg: Buffer): void {
+    const at = stampAt(msg);
+    if (isCopy(msg, at)) this.onCopy(msg, at);
+    else this.toWorker(msg);
+  }
+
+  /**
+   * A copy of a packet of a flow whose secondary this is: kept until a record covers it, or, for a flow this
+   * instance took over and the switch still sends to the failed one, processed at once — as a replay, since
+   * the failed instance may have processed it too.
+   */
+  private onCopy(msg: Buffer, at: number): void {
+    const t = this.tuple;
+    if (!readTuple(msg, t)) {
+      this.badCopies++;
+      return;
+    }
+    if (this.adopted.get(t.srcIp, t.dstIp, t.srcPort, t.dstPort, t.proto) !== undefined) {
+      msg[at + 1] = (msg[at + 1]! & ~StampFlag.COPY) | StampFlag.REPLAY;
+      this.toWorker(msg);
+    } else this.replayLog?.keep(msg, t, stampSeq(msg, at), this.coarseNow);
+  }
+
+  private toWorker(msg: Uint8Array): void {
     const shards = this.shards;
     const hash = datagramFlowHash(msg);
     const shard = shards[hash % shards.length]!;

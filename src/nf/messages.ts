@@ -30,6 +30,10 @@ export type ToWorker =
   | ArrayBuffer
   | { type: 'digest' }
   | { type: 'stop' }
+  /** Close every open batch and ship the records now. */
+  | { type: 'flush' }
+  /** This instance's fencing token from the controller, for every packet it emits from now on. */
+  | { type: 'emitter'; token: number }
   /** After-replication release: the peers acknowledged every records block up to `ship`. */
   | { type: 'commit'; ship: number }
   /** A peer asked for this flow's full state (its replica has a gap). */
@@ -54,13 +58,17 @@ export type ToWorker =
     };
 
 /** `handOver` forces a frozen flow's hand-over when its end-of-move marker has not come. */
-export type MoveOp = 'expect' | 'freeze' | 'commit' | 'install' | 'handOver' | 'abort' | 'forget';
+export type MoveOp = 'expect' | 'freeze' | 'commit' | 'install' | 'handOver' | 'abort' | 'forget' | 'adopt';
 
-/** One flow of a move step: its state and next sequence number for an install. */
+/**
+ * One flow of a move step: its state and next sequence number for an install. A failover's `adopt` takes
+ * the state (when a replica was usable) and then the kept copies to replay (`replay`, laid out like a batch).
+ */
 export interface MoveFlow {
   key: FlowKey;
   state?: Uint8Array;
   expected?: number;
+  replay?: Uint8Array;
 }
 
 /** One flow's answer to a move step: `frozen` for a freeze, `parked` for a hand-over. */

@@ -189,6 +189,8 @@ export class FlowProcessor {
    * to the destination.
    */
   onMarker: ((key: FlowKey, buf: Uint8Array, offset: number, length: number) => void) | undefined;
+  /** This instance's fencing token, written into every packet it emits (see StampView.emitter). */
+  emitter = 0;
 
   constructor(
     private readonly nf: NetworkFunction<unknown>,
@@ -367,6 +369,7 @@ export class FlowProcessor {
     if (verdict === Verdict.FORWARD) {
       this.counters.forwarded++;
       flow.forwarded++;
+      stamp.setEmitter(this.emitter);
       const at = stamp.innerOffset - stamp.headerLength;
       const length = stamp.headerLength + stamp.innerLength;
       // Held output keeps a reference into the batch buffer the packet came in: no copy.
@@ -442,27 +445,48 @@ export class FlowProcessor {
    * at once.
    */
   install(key: FlowKey, state: Uint8Array, expected: number, waitMs = 0): void {
-    let flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
-    if (flow?.move !== MoveState.INCOMING) this.expect(key);
-    flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto)!;
-    flow.state = this.nf.codec.decodeFull(new ByteReader(state));
-    flow.mark = this.nf.codec.mark(flow.state);
-    flow.expected = expected;
-    flow.move = MoveState.NONE;
-    const track = flow.track ?? new MoveTrack('order-preserving');
+    const before = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    const track =
+      before?.move === MoveState.INCOMING && before.track !== undefined
+        ? before.track
+        : new MoveTrack('order-preserving');
+    const flow = this.adopt(key, state, expected);
     flow.track = track;
     track.catchingUp = true;
     track.waitUntil = this.clock.now() + waitMs;
-    // This instance's own peers learn the flow at once, as version 1 of its life here.
-    flow.version = 1;
-    this.onBatch?.(flow, 1, state, true);
-    this.resume(flow);
     // The switch's packets already wait past a gap: without order to keep, start with them now.
     const first = flow.held[0];
     if (first !== undefined && track.guarantee !== 'order-preserving') {
       this.jump(flow, track, first.seq);
       this.drain(flow);
     }
+  }
+
+  /**
+   * This instance owns the flow from now on, with `state`, which covers every packet before `expected`:
+   * the state a move installs, or a failed instance's replica that its successor takes over (the kept
+   * copies of the packets since then follow as ordinary packets). What the flow already holds here runs
+   * from `expected` on. This instance's own peers learn the flow at once, as version 1 of its life here.
+   */
+  adopt(key: FlowKey, state: Uint8Array, expected: number): FlowEntry {
+    let flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow === undefined) {
+      flow = new FlowEntry(key, flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto));
+      this.flows.set(key, flow);
+      this.counters.flowsCreated++;
+      flow.lastActive = this.clock.now();
+      this.idle.add(flow, flow.lastActive + this.options.flowIdleMs);
+    }
+    flow.state = this.nf.codec.decodeFull(new ByteReader(state));
+    flow.mark = this.nf.codec.mark(flow.state);
+    flow.expected = expected;
+    flow.move = MoveState.NONE;
+    flow.track = undefined;
+    flow.batchCount = 0;
+    flow.version = 1;
+    this.onBatch?.(flow, 1, state, true);
+    this.resume(flow);
+    return flow;
   }
 
   /**
@@ -644,6 +668,9 @@ export class FlowProcessor {
     if (track === undefined) return;
     flow.track = undefined;
     this.counters.gapSkipped += track.lateLeft;
+    // The source's packets were never copied to this instance's secondary, only the switch's since the
+    // re-point: replicate them now rather than at the batch's end, so that a failure here cannot lose them.
+    if (flow.batchCount > 0) this.closeBatch(flow);
   }
 
   /** Runs what a flow can run after it stopped moving; the rest waits for its gap as usual. */

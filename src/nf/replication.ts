@@ -24,11 +24,12 @@
  *
  * Record layout (big endian):
  *
- *   +-------+--------+--------+---------+---------+-----------+------+-----------+-------------+
- *   | proto | src ip | dst ip | src port| dst port| version   | kind | length    | state bytes |
- *   |  u8   |  u32   |  u32   |   u16   |   u16   |   u32     |  u8  |   u32     |  length     |
- *   +-------+--------+--------+---------+---------+-----------+------+-----------+-------------+
- *   kind 0 = full state (version 1, or a repair), 1 = delta since version - 1, 2 = the flow ended (no bytes)
+ *   +-------+--------+--------+---------+---------+---------+--------+------+--------+-------------+
+ *   | proto | src ip | dst ip | src port| dst port| version | next   | kind | length | state bytes |
+ *   |  u8   |  u32   |  u32   |   u16   |   u16   |   u32   |  u53   |  u8  |  u32   |  length     |
+ *   +-------+--------+--------+---------+---------+---------+--------+------+--------+-------------+
+ *   kind 0 = full state (version 1, or a repair), 1 = delta since version - 1, 2 = the flow ended (no bytes);
+ *   next = the first sequence number the state does not cover (what the secondary's kept copies start at)
  *
  * A receiver accepts frames only from the members it was given and only with the cluster key; anything
  * else is counted by reason and not applied. A delta that does not follow the replica's version (a gap,
@@ -50,7 +51,7 @@ export const RecordKind = { FULL: 0, DELTA: 1, END: 2 } as const;
 
 /** Largest replication frame a receiver accepts: many flows' deltas, well under what a peer buffers. */
 export const MAX_REPLICATION_FRAME = 16 * 1024 * 1024;
-const RECORD_HEADER = 1 + 4 + 4 + 2 + 2 + 4 + 1 + 4;
+const RECORD_HEADER = 1 + 4 + 4 + 2 + 2 + 4 + 8 + 1 + 4;
 const RECONNECT_MIN_MS = 50;
 const RECONNECT_MAX_MS = 2000;
 
@@ -74,11 +75,13 @@ export function writeRecord(
   w: ByteWriter,
   key: FlowKey,
   version: number,
+  next: number,
   kind: number,
   state: Uint8Array,
 ): void {
   writeFlowKey(w, key);
   w.u32(version);
+  w.u53(next);
   w.u8(kind);
   w.bytes(state);
 }
@@ -364,7 +367,16 @@ class Replica {
   constructor(
     public version: number,
     public full: Uint8Array,
+    /** The first sequence number the state does not cover. */
+    public next: number,
   ) {}
+}
+
+/** A failed origin's flow as its successor takes it over: its state (if a replica was usable) and next seq. */
+export interface Adopted {
+  key: FlowKey;
+  state: Uint8Array;
+  next: number;
 }
 
 const COMPACT_AFTER = 32;
@@ -392,6 +404,8 @@ export class ReplicaStore implements MetricSource {
   };
   records = 0;
   bytesReceived = 0;
+  /** A record says a flow's state covers every packet before `next` (Infinity: the flow ended there). */
+  onCovered: (key: FlowKey, next: number) => void = () => undefined;
 
   private members: readonly string[];
 
@@ -402,9 +416,34 @@ export class ReplicaStore implements MetricSource {
     this.members = options.members;
   }
 
-  /** The instances whose frames are accepted from now on (a cluster changed). */
+  /**
+   * The instances whose frames are accepted from now on (a cluster changed). A connection from an instance
+   * that is no member any more closes, and its replicas go: it left, or it failed and was taken over.
+   */
   setMembers(members: readonly string[]): void {
     this.members = [...members];
+    for (const [socket, origin] of this.sockets)
+      if (origin !== undefined && !members.includes(origin)) socket.destroy();
+    for (const origin of [...this.replicas.keys()])
+      if (!members.includes(origin)) this.replicas.delete(origin);
+  }
+
+  /**
+   * Failover: `origin` failed and this instance takes over its flows. Hands over the state of each flow it
+   * holds a usable replica of (a stale one is counted: its flow continues from its kept copies alone), and
+   * fences the origin here at once — its connections close and nothing more from it is accepted — so that
+   * one that was only paused cannot change what is taken over.
+   */
+  adopt(origin: string): { flows: Adopted[]; stale: number } {
+    const table = this.replicas.get(origin);
+    this.setMembers(this.members.filter((m) => m !== origin));
+    const flows: Adopted[] = [];
+    let stale = 0;
+    for (const [key, r] of table?.entries() ?? []) {
+      if (r.stale || (r.deltas.length > 0 && !this.compact(r))) stale++;
+      else flows.push({ key, state: r.full, next: r.next });
+    }
+    return { flows, stale };
   }
 
   get port(): number {
@@ -419,7 +458,7 @@ export class ReplicaStore implements MetricSource {
   }
 
   async stop(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
+    for (const socket of this.sockets.keys()) socket.destroy();
     this.server.close();
     await Promise.resolve();
   }
@@ -456,10 +495,11 @@ export class ReplicaStore implements MetricSource {
     }
   }
 
-  private readonly sockets = new Set<net.Socket>();
+  /** Open connections, each with the member it said it is (once its HELLO was accepted). */
+  private readonly sockets = new Map<net.Socket, string | undefined>();
 
   private accept(socket: net.Socket): void {
-    this.sockets.add(socket);
+    this.sockets.set(socket, undefined);
     socket.on('close', () => this.sockets.delete(socket));
     const decoder = new FrameDecoder({ key: this.options.key, maxFrame: MAX_REPLICATION_FRAME });
     let origin: string | undefined;
@@ -474,7 +514,10 @@ export class ReplicaStore implements MetricSource {
           const id = type === ReplicationFrame.HELLO ? new TextDecoder().decode(body) : undefined;
           if (id === undefined) this.reject(socket, 'no_hello');
           else if (!this.members.includes(id)) this.reject(socket, 'not_member', id);
-          else origin = id;
+          else {
+            origin = id;
+            this.sockets.set(socket, id);
+          }
           return;
         }
         if (type !== ReplicationFrame.REPLICATE) return;
@@ -558,19 +601,24 @@ export class ReplicaStore implements MetricSource {
         if (r.remaining < RECORD_HEADER) throw new RangeError('truncated record');
         const key = readFlowKey(r);
         const version = r.u32();
+        const next = r.u53();
         const kind = r.u8();
         const state = r.bytes();
         this.records++;
         const replica = table.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
         if (kind === RecordKind.END) {
           table.delete(key);
+          this.onCovered(key, Infinity);
         } else if (kind === RecordKind.FULL) {
-          if (replica === undefined) table.set(key, new Replica(version, state));
-          else Object.assign(replica, { version, full: state, deltas: [], stale: false });
+          if (replica === undefined) table.set(key, new Replica(version, state, next));
+          else Object.assign(replica, { version, full: state, next, deltas: [], stale: false });
+          this.onCovered(key, next);
         } else if (replica !== undefined && !replica.stale && replica.version === version - 1) {
           replica.deltas.push(state);
           replica.version = version;
+          replica.next = next;
           if (replica.deltas.length >= COMPACT_AFTER) this.compact(replica);
+          this.onCovered(key, next);
         } else {
           this.drops.gap++;
           if (replica !== undefined) replica.stale = true;

@@ -47,12 +47,12 @@ const records = new ByteWriter(64 * 1024);
 const RECORDS_FLUSH_BYTES = 256 * 1024;
 if (init.replicate) {
   processor.onBatch = (flow, version, bytes, full) => {
-    writeRecord(records, flow.key, version, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
+    writeRecord(records, flow.key, version, flow.expected, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
     if (records.length >= RECORDS_FLUSH_BYTES) shipRecords();
   };
   const none = new Uint8Array(0);
   processor.onEnd = (flow) => {
-    writeRecord(records, flow.key, flow.version, RecordKind.END, none);
+    writeRecord(records, flow.key, flow.version, flow.expected, RecordKind.END, none);
   };
 }
 /** After-replication release: output waiting for its records block (by ship number) to be acknowledged. */
@@ -88,7 +88,7 @@ function snapshot(peers: string[]): void {
     if (flow.state === undefined) continue;
     state.reset();
     nf.codec.encodeFull(flow.state, state);
-    writeRecord(block, key, flow.version, RecordKind.FULL, state.view());
+    writeRecord(block, key, flow.version, flow.expected, RecordKind.FULL, state.view());
     if (block.length >= RECORDS_FLUSH_BYTES) post(false);
   }
   post(true);
@@ -169,11 +169,16 @@ function move(msg: Extract<ToWorker, { type: 'move' }>): void {
         processor.forget(f.key);
         results.push({ ok: true });
         break;
+      case 'adopt':
+        if (f.state !== undefined) processor.adopt(f.key, f.state, f.expected!);
+        if (f.replay !== undefined) onBatch(f.replay);
+        results.push({ ok: true });
+        break;
     }
   }
   // The batches a freeze closed go to the peers now, so an intra-cluster destination can catch up; an
-  // install's state and a forgotten flow's end reach this instance's own peers.
-  if (msg.op === 'freeze' || msg.op === 'install' || msg.op === 'forget') shipRecords();
+  // installed or adopted flow's state and a forgotten flow's end reach this instance's own peers.
+  if (msg.op === 'freeze' || msg.op === 'install' || msg.op === 'adopt' || msg.op === 'forget') shipRecords();
   port.postMessage({ type: 'moved', id: msg.id, results } satisfies FromWorker);
 }
 
@@ -187,8 +192,8 @@ function publish(): void {
   for (let r = 0; r < c.drops.length; r++) shared[DROPS_AT + r] = c.drops[r]!;
 }
 
-function onBatch(ab: ArrayBuffer): void {
-  const bytes = new Uint8Array(ab);
+function onBatch(ab: ArrayBuffer | Uint8Array): void {
+  const bytes = ab instanceof Uint8Array ? ab : new Uint8Array(ab);
   const end = bytes.length;
   let at = 0;
   while (at + 2 <= end) {
@@ -220,6 +225,15 @@ function reply(msg: FromWorker): void {
 port.on('message', (msg: ToWorker) => {
   if (msg instanceof ArrayBuffer) return onBatch(msg);
   if (msg.type === 'commit') return commit(msg.ship);
+  if (msg.type === 'flush') {
+    processor.flushBatches();
+    shipRecords();
+    return;
+  }
+  if (msg.type === 'emitter') {
+    processor.emitter = msg.token;
+    return;
+  }
   if (msg.type === 'resend') {
     processor.resend(msg.key);
     return;

@@ -1,11 +1,13 @@
 /**
  * The switch: where each stamped packet goes. Exact rules, installed by the controller for flows it has
  * placed (moves, failovers), win; every other flow goes to a default owner by Maglev consistent hashing
- * over the live instances, so a change of membership moves only about 1/N of the flows. A rule may name
- * a secondary, which receives a copy of each packet. Rules carry an epoch so a stale one is recognisable.
+ * over the live instances, so a change of membership moves only about 1/N of the flows. Rules carry an
+ * epoch so a stale one is recognisable. Each instance may have a secondary (the controller names it: the
+ * next member of its cluster), which receives a copy of every packet of the instance's flows.
  *
  *   const sw = new Switch(['nf-0', 'nf-1']);
- *   sw.installRule(key, { primary: 1, secondary: 0, epoch: 2 });
+ *   sw.installRule(key, { primary: 1, epoch: 2 });
+ *   sw.setSecondary(1, 0);
  *   const route = sw.route(pkt, hash); // route.primary, route.secondary (-1: none), route.epoch
  */
 import { ErrorCode, NfsError } from '../errors.js';
@@ -22,20 +24,18 @@ export interface Route {
   epoch: number;
 }
 
-export class Rule implements Route {
+export class Rule {
   packets = 0;
   bytes = 0;
   constructor(
     readonly key: FlowKey,
     public primary: number,
-    public secondary: number,
     public epoch: number,
   ) {}
 }
 
 export interface RuleSpec {
   primary: number;
-  secondary?: number;
   epoch: number;
 }
 
@@ -45,7 +45,10 @@ export class Switch implements MetricSource {
   private live: number[] = [];
   /** Epoch of the default (hashed) placement; bumped whenever the live set changes. */
   private defaultEpoch = 1;
-  private readonly fallback: Route = { primary: -1, secondary: -1, epoch: 1 };
+  /** The route `route` returns, filled in place. */
+  private readonly out: Route = { primary: -1, secondary: -1, epoch: 1 };
+  /** By instance index: its secondary's index, or -1. */
+  private readonly secondaries: number[] = [];
   defaultPackets = 0;
   staleRules = 0;
 
@@ -73,13 +76,23 @@ export class Switch implements MetricSource {
     this.live = [...live];
     this.maglev = new Maglev(this.live.map((i) => this.instances[i]!));
     this.defaultEpoch++;
-    this.fallback.epoch = this.defaultEpoch;
+  }
+
+  /** Copies of `primary`'s packets go to `secondary` from now on (-1: to none). */
+  setSecondary(primary: number, secondary: number): void {
+    this.check(primary);
+    if (secondary !== -1) this.check(secondary);
+    while (this.secondaries.length <= primary) this.secondaries.push(-1);
+    this.secondaries[primary] = secondary;
+  }
+
+  secondaryOf(primary: number): number {
+    return this.secondaries[primary] ?? -1;
   }
 
   /** Installs or replaces a flow's rule; a rule older than the installed one is refused (false). */
   installRule(key: FlowKey, spec: RuleSpec): boolean {
     this.check(spec.primary);
-    if (spec.secondary !== undefined && spec.secondary !== -1) this.check(spec.secondary);
     const existing = this.rules.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
     if (existing !== undefined) {
       if (spec.epoch < existing.epoch) {
@@ -87,11 +100,10 @@ export class Switch implements MetricSource {
         return false;
       }
       existing.primary = spec.primary;
-      existing.secondary = spec.secondary ?? -1;
       existing.epoch = spec.epoch;
       return true;
     }
-    this.rules.set(key, new Rule(key, spec.primary, spec.secondary ?? -1, spec.epoch));
+    this.rules.set(key, new Rule(key, spec.primary, spec.epoch));
     return true;
   }
 
@@ -99,19 +111,23 @@ export class Switch implements MetricSource {
     return this.rules.delete(key);
   }
 
+  /** Where the packet goes; the answer is valid until the next call. */
   route(pkt: PacketView, hash: number): Route {
-    if (this.rules.size > 0) {
-      const rule = this.rules.getPacket(pkt);
-      if (rule !== undefined) {
-        rule.packets++;
-        rule.bytes += pkt.length;
-        return rule;
-      }
+    const out = this.out;
+    const rule = this.rules.size > 0 ? this.rules.getPacket(pkt) : undefined;
+    if (rule !== undefined) {
+      rule.packets++;
+      rule.bytes += pkt.length;
+      out.primary = rule.primary;
+      out.epoch = rule.epoch;
+    } else {
+      this.defaultPackets++;
+      const at = this.maglev.lookup(hash);
+      out.primary = at < 0 ? -1 : this.live[at]!;
+      out.epoch = this.defaultEpoch;
     }
-    this.defaultPackets++;
-    const at = this.maglev.lookup(hash);
-    this.fallback.primary = at < 0 ? -1 : this.live[at]!;
-    return this.fallback;
+    out.secondary = out.primary < 0 ? -1 : (this.secondaries[out.primary] ?? -1);
+    return out;
   }
 
   /** Which instance owns a flow now: its rule's primary, or the default placement. -1 if none is live. */
@@ -133,7 +149,7 @@ export class Switch implements MetricSource {
     return [...this.rules.entries()].map(([key, r]) => ({
       flow: flowKeyString(key),
       primary: this.instances[r.primary]!,
-      secondary: r.secondary < 0 ? null : this.instances[r.secondary]!,
+      secondary: this.instances[this.secondaryOf(r.primary)] ?? null,
       epoch: r.epoch,
       packets: r.packets,
       bytes: r.bytes,

@@ -1,6 +1,6 @@
 /**
  * The sink: the end of a deployment's path. It checks every flow by stamp — delivered, reordered,
- * duplicated (replays included) — records latency from the ingress stamp in an HDR histogram,
+ * duplicated (replays included) —, drops the output of instances the controller fenced, records latency from the ingress stamp in an HDR histogram,
  * acknowledges to the generator so a closed-loop run never overflows a buffer, and can write what it
  * receives to pcap or deliver the inner UDP payloads on to a real UDP destination (the egress role).
  *
@@ -11,6 +11,7 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { wallClock } from '../clock.js';
+import { ErrorCode, NfsError } from '../errors.js';
 import { flowKeyOf, flowKeyString } from '../packet/flow-key.js';
 import { FlowTable } from '../packet/flow-table.js';
 import { Packet } from '../packet/packet.js';
@@ -69,8 +70,12 @@ export interface SinkReport {
   received: number;
   delivered: number;
   reordered: number;
+  /** Stamps seen twice, not counting replays. */
   duplicated: number;
+  /** Replayed output (REPLAY flag) whose stamp was already delivered: dropped, as the flag asks. */
   replays: number;
+  /** Output of fenced instances (failed over, then awake again), dropped. */
+  fenced: number;
   flows: FlowReport[];
   latency: LatencySummary;
   /** The histogram itself (HDR base64) so reports from many sinks can be merged. */
@@ -97,6 +102,10 @@ export class Sink implements MetricSource {
   reordered = 0;
   duplicated = 0;
   replays = 0;
+  /** Output of fenced instances, dropped. */
+  fencedDrops = 0;
+  /** By fencing token: instances whose output is no longer accepted (see `fence`). */
+  private readonly fenced = new Uint8Array(65536);
   firstAt = 0;
   lastAt = 0;
   readonly drops = new Float64Array(16);
@@ -148,6 +157,10 @@ export class Sink implements MetricSource {
     const r = view.parse(msg, 0, msg.length);
     if (r !== DropReason.NONE) return this.drop(r);
     if (!view.hasStamp || view.seq === 0) return this.drop(DropReason.BAD_HEADER);
+    if (this.fenced[view.emitter] === 1) {
+      this.fencedDrops++;
+      return;
+    }
     const pr = this.pkt.parse(msg, view.innerOffset, view.innerLength);
     if (pr !== DropReason.NONE) return this.drop(pr);
     const now = this.clock.now();
@@ -159,9 +172,13 @@ export class Sink implements MetricSource {
     }
     const seq = view.seq;
     if (!flow.mark(seq)) {
-      flow.duplicated++;
-      this.duplicated++;
+      // A failover's successor re-emits what its failed predecessor may have delivered: expected, and no
+      // duplicate at the far end. Any other stamp seen twice is one.
       if ((view.flags & StampFlag.REPLAY) !== 0) this.replays++;
+      else {
+        flow.duplicated++;
+        this.duplicated++;
+      }
       return;
     }
     if (seq < flow.maxSeq) {
@@ -184,6 +201,16 @@ export class Sink implements MetricSource {
     if ((this.delivered & 63) === 0) this.sendAck();
   }
 
+  /**
+   * The controller failed over the instance with this fencing token: its output is dropped from now on, so
+   * that one that was only paused cannot deliver anything when it wakes up (its successor replays it).
+   */
+  fence(token: number): void {
+    if (!Number.isInteger(token) || token < 1 || token > 65535)
+      throw new NfsError(ErrorCode.CONFIG, 'fence.emitter: must be a fencing token 1..65535');
+    this.fenced[token] = 1;
+  }
+
   report(): SinkReport {
     const flows: FlowReport[] = [];
     for (const [key, f] of this.flows.entries()) {
@@ -204,6 +231,7 @@ export class Sink implements MetricSource {
       reordered: this.reordered,
       duplicated: this.duplicated,
       replays: this.replays,
+      fenced: this.fencedDrops,
       flows,
       latency: this.latency.toJSON(),
       histogram: this.latency.encode(),
@@ -218,6 +246,8 @@ export class Sink implements MetricSource {
     out.push(['nfstate_sink_delivered_total', {}, this.delivered]);
     out.push(['nfstate_sink_reordered_total', {}, this.reordered]);
     out.push(['nfstate_sink_duplicated_total', {}, this.duplicated]);
+    out.push(['nfstate_sink_replays_dropped_total', {}, this.replays]);
+    out.push(['nfstate_sink_fenced_total', {}, this.fencedDrops]);
     out.push(['nfstate_sink_flows', {}, this.flows.size]);
     for (let r = 1; r < dropReasonName.length; r++) {
       out.push(['nfstate_sink_dropped_total', { reason: dropReasonName[r]! }, this.drops[r]!]);

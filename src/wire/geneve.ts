@@ -20,7 +20,7 @@
  *   +=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+
  *  8|   Option Class = 0xFFF0       |  Type = 0x01  |R R R|Len = 6  |
  *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
- * 12|  version = 1  |     flags     |        reserved = 0           |
+ * 12|  version = 1  |     flags     |        emitter                |
  *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  * 16|                         rule epoch                            |
  *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
@@ -227,6 +227,14 @@ export class StampView {
   get epoch(): number {
     return this.stamp < 0 ? 0 : read32(this.buf, this.stamp + 4);
   }
+  /**
+   * On an NF instance's output: the fencing token of the instance that emitted it (0 before any NF). The
+   * egress drops output of an instance the controller has fenced after failing it over.
+   */
+  get emitter(): number {
+    const s = this.stamp;
+    return s < 0 ? 0 : (this.buf[s + 2]! << 8) | this.buf[s + 3]!;
+  }
   /** The flow sequence number; exact up to 2^53, which a per-flow counter never reaches. */
   get seq(): number {
     const s = this.stamp;
@@ -249,6 +257,12 @@ export class StampView {
   }
   setFlags(flags: number): void {
     if (this.stamp >= 0) this.buf[this.stamp + 1] = flags;
+  }
+  setEmitter(token: number): void {
+    const s = this.stamp;
+    if (s < 0) return;
+    this.buf[s + 2] = token >>> 8;
+    this.buf[s + 3] = token;
   }
   setEpoch(epoch: number): void {
     if (this.stamp >= 0) write32(this.buf, this.stamp + 4, epoch);

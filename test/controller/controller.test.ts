@@ -191,8 +191,11 @@ describe('Controller elasticity', () => {
       [
         ['/instances', { id: 'nf-3', host: '127.0.0.1', port: 7000 }],
         ['/live', { instances: ['nf-0', 'nf-1', 'nf-2', 'nf-3'] }],
+        // Only the changed secondaries; nf-2 had none, and closes its batches so nf-3 starts from them.
+        ['/secondaries', { secondaries: { 'nf-2': 'nf-3', 'nf-3': 'nf-2' } }],
       ],
     );
+    assert.equal(nfs[2]!.calls.filter((c) => c.path === '/flush').length, 1);
 
     // Every cluster is full: nf-4 forms a new one, alone, and replicates to nobody yet.
     assert.equal((await register(base, 'nf-4', nfs[4]!.port)).status, 200);

@@ -59,7 +59,7 @@ function source(batchSize = 3) {
   );
   const w = new ByteWriter();
   p.onBatch = (flow, version, bytes, full) => {
-    writeRecord(w, flow.key, version, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
+    writeRecord(w, flow.key, version, flow.expected, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
   };
   const take = (): Uint8Array => {
     const out = w.view().slice();
@@ -142,10 +142,10 @@ describe('batch replication', () => {
     );
     const w = new ByteWriter();
     p.onBatch = (flow, version, bytes, full) => {
-      writeRecord(w, flow.key, version, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
+      writeRecord(w, flow.key, version, flow.expected, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
     };
     p.onEnd = (flow) => {
-      writeRecord(w, flow.key, flow.version, RecordKind.END, new Uint8Array(0));
+      writeRecord(w, flow.key, flow.version, flow.expected, RecordKind.END, new Uint8Array(0));
     };
     for (const flow of [1, 2]) for (let seq = 1; seq <= 4; seq++) p.receive(...args(stamped({ flow, seq })));
     out.send(w.view().slice());

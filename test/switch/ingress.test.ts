@@ -118,11 +118,12 @@ describe('Ingress', () => {
     );
   });
 
-  it('follows an exact rule and copies to its secondary with the copy flag', async () => {
+  it("follows an exact rule and copies to its primary's secondary with the copy flag", async () => {
     const d = geneve(3000, true);
     const pkt = new Packet();
     pkt.parse(d, STAMP_HEADER_LENGTH, d.length - STAMP_HEADER_LENGTH);
-    ingress.switch.installRule(flowKeyOf(pkt), { primary: 1, secondary: 0, epoch: 9 });
+    ingress.switch.installRule(flowKeyOf(pkt), { primary: 1, epoch: 9 });
+    ingress.switch.setSecondary(1, 0);
     client.send(d, ingress.port, '127.0.0.1');
     await until(() => sinks[0]!.seen.some((x) => x.srcPort === 3000));
     assert.deepEqual(
@@ -133,6 +134,7 @@ describe('Ingress', () => {
       sinks[0]!.seen.filter((x) => x.srcPort === 3000).map((x) => x.flags),
       [StampFlag.COPY],
     );
+    ingress.switch.setSecondary(1, -1);
   });
 
   it('counts malformed datagrams by reason and keeps going', async () => {

@@ -38,13 +38,16 @@ describe('Switch', () => {
     }
   });
 
-  it('lets an exact rule win, with its secondary, and counts its packets', () => {
+  it("lets an exact rule win, copies to its primary's secondary, and counts its packets", () => {
     const sw = new Switch(['a', 'b', 'c']);
     const p = udp(5000);
-    assert.ok(sw.installRule(flowKeyOf(p), { primary: 2, secondary: 1, epoch: 5 }));
-    const r = sw.route(p, packetFlowHash(p));
+    assert.ok(sw.installRule(flowKeyOf(p), { primary: 2, epoch: 5 }));
+    let r = sw.route(p, packetFlowHash(p));
+    assert.deepEqual([r.primary, r.secondary, r.epoch], [2, -1, 5]);
+    sw.setSecondary(2, 1);
+    r = sw.route(p, packetFlowHash(p));
     assert.deepEqual([r.primary, r.secondary, r.epoch], [2, 1, 5]);
-    sw.route(p, packetFlowHash(p));
+    assert.equal(sw.listRules()[0]?.secondary, 'b');
     const rule = sw.listRules()[0];
     assert.equal(rule?.packets, 2);
     assert.equal(rule.primary, 'c');

@@ -17,13 +17,13 @@ function sink(): Sink {
 }
 
 describe('Sink', () => {
-  it('counts delivered, reordered and duplicated per flow by stamp', () => {
+  it('counts delivered, reordered and duplicated per flow by stamp, and drops replays already delivered', () => {
     const s = sink();
     for (const seq of [1, 2, 4, 3, 3, 5]) s.onDatagram(stamped({ flow: 0, seq, timeMs: 1_700_000_000_000 }));
     s.onDatagram(stamped({ flow: 1, seq: 1, timeMs: 1_700_000_000_000 }));
     s.onDatagram(stamped({ flow: 1, seq: 1, flags: StampFlag.REPLAY, timeMs: 1_700_000_000_000 }));
     const r = s.report();
-    assert.deepEqual([r.delivered, r.reordered, r.duplicated, r.replays], [6, 1, 2, 1]);
+    assert.deepEqual([r.delivered, r.reordered, r.duplicated, r.replays], [6, 1, 1, 1]);
     const f0 = r.flows.find((f) => f.delivered === 5)!;
     assert.deepEqual([f0.maxSeq, f0.reordered, f0.duplicated], [5, 1, 1]);
     assert.equal(r.latency.count, 6);
