@@ -373,17 +373,23 @@ export class Controller implements MetricSource {
       recover_ms: 0,
       replacement: null,
     };
-    const deadline = this.clock.now() + FAILOVER_STEP_MS;
     const egress = this.options.egress;
-    if (egress !== undefined) {
+    const fence = async (): Promise<void> => {
+      if (egress === undefined) return;
+      const deadline = this.clock.now() + FAILOVER_STEP_MS;
       await this.call(egress, 'egress', '/fence', { emitter: x.emitter }, deadline).catch((err: unknown) => {
         this.logger.error('failover: the egress was not told to fence', { id, error: String(err) });
       });
-    }
+    };
+    const owned = async (): Promise<string[]> => {
+      if (ingress === undefined) return [];
+      await this.pushLive(ingress);
+      return (await ingressFlows(ingress, id)).map((f) => f.flow);
+    };
     this.livenessOf.get(id)?.end('fenced\n');
     try {
-      if (ingress !== undefined) await this.pushLive(ingress);
-      const flows = ingress === undefined ? [] : (await ingressFlows(ingress, id)).map((f) => f.flow);
+      // Both before the takeover, whose replayed output the egress must accept and the instance's not.
+      const [, flows] = await Promise.all([fence(), owned()]);
       const successor = this.successorOf(id);
       if (successor === undefined) {
         record.error = `no live member of its cluster to take over ${flows.length} flows: their state is lost`;

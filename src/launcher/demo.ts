@@ -65,6 +65,8 @@ export interface FailoverSummary {
   /** Paused instances that exited as fenced once woken, and their output the egress dropped meanwhile. */
   woke_fenced: number;
   fenced_output: number;
+  /** Replayed output the sink dropped because the failed instance had delivered it already. */
+  replays_dropped: number;
   /** Per failover: the instance, signal, successor, replacement and its figures. */
   each: {
     id: string;
@@ -446,7 +448,7 @@ async function faultsDuring(
   controller: number,
   host: string,
   logger: Logger,
-): Promise<Omit<FailoverSummary, 'fenced_output'>> {
+): Promise<Omit<FailoverSummary, 'fenced_output' | 'replays_dropped'>> {
   const rand = seeded(options.seed + 7);
   const n = options.kill + options.pause;
   const points = Array.from({ length: n }, () => Math.floor(total * (0.2 + 0.6 * rand()))).sort(
@@ -791,7 +793,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       lb,
       drained,
       added,
-      failovers: { ...faults, fenced_output: report.fenced },
+      failovers: { ...faults, fenced_output: report.fenced, replays_dropped: report.replays },
       mismatched_flows: [
         ...cmp.mismatched,
         ...cmp.missing,

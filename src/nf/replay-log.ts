@@ -1,12 +1,13 @@
 /**
- * A secondary's copies of the packets its primaries processed since their last replicated batch
+ * A secondary's copies of the packets its primaries processed since their last replicated batches
  * (DESIGN.md §6). The switch sends the secondary a copy of every packet of a flow (COPY flag); the copy
- * waits here until the flow's next replication record says its state covers it (`trim`), and if the
- * primary fails first, the secondary replays what is left, in stamp order, on top of that state (`take`).
+ * waits here until the replica it can resume from covers it (`trim`: the state before the flow's last
+ * batch, see Replica in replication.ts), and if the primary fails first, the secondary replays what is
+ * left, in stamp order, on top of that state (`take`).
  *
  *   const log = new ReplayLog({ maxBytes: 64 << 20 });
  *   log.keep(datagram, tuple, seq, now);   // main thread, per copy: no parse, no copy of the bytes
- *   log.trim(key, next);                    // a record arrived: its state covers every seq below next
+ *   log.trim(key, next);                    // a replica now covers every seq below next
  *   const copies = log.take(key);           // failover: the rest, in stamp order
  *
  * A copy keeps a reference to the datagram the socket handed over, so keeping costs no copy. Memory is

@@ -358,18 +358,29 @@ class Link {
 /**
  * A replica is kept encoded: the last full state plus the deltas since, applied only when the state is
  * needed (a move, a failover, a check). Receiving a batch then costs a copy, not a decode, on a thread
- * that also receives packets. Every COMPACT_AFTER deltas it is folded into a new full encoding, which
- * bounds both the memory and the work of the next materialisation.
+ * that also receives packets. Every COMPACT_AFTER deltas all but the last are folded into a new full
+ * encoding, which bounds both the memory and the work of the next materialisation.
+ *
+ * The state before the last delta stays recoverable, with where it ends (`prevNext`), because a failover
+ * resumes from there, not from the last batch: in output-commit mode the failed instance releases a batch's
+ * packets only once the peers have acknowledged it, so it may have died between this replica's
+ * acknowledgement and the release. Replaying that batch too re-emits them; the egress drops what did leave.
  */
 class Replica {
   deltas: Uint8Array[] = [];
   stale = false;
+  /** Whether the last record was a delta (so the state before it is full + all deltas but the last). */
+  lastIsDelta = false;
+  /** The first sequence number the state before the last delta does not cover. */
+  prevNext: number;
   constructor(
     public version: number,
     public full: Uint8Array,
     /** The first sequence number the state does not cover. */
     public next: number,
-  ) {}
+  ) {
+    this.prevNext = next;
+  }
 }
 
 /** A failed origin's flow as its successor takes it over: its state (if a replica was usable) and next seq. */
@@ -404,7 +415,7 @@ export class ReplicaStore implements MetricSource {
   };
   records = 0;
   bytesReceived = 0;
-  /** A record says a flow's state covers every packet before `next` (Infinity: the flow ended there). */
+  /** A flow's replica can resume from every packet before `next` on (Infinity: the flow ended there). */
   onCovered: (key: FlowKey, next: number) => void = () => undefined;
 
   private members: readonly string[];
@@ -440,8 +451,9 @@ export class ReplicaStore implements MetricSource {
     const flows: Adopted[] = [];
     let stale = 0;
     for (const [key, r] of table?.entries() ?? []) {
-      if (r.stale || (r.deltas.length > 0 && !this.compact(r))) stale++;
-      else flows.push({ key, state: r.full, next: r.next });
+      const state = r.stale ? undefined : this.encoded(r, r.deltas.length - (r.lastIsDelta ? 1 : 0));
+      if (state === undefined) stale++;
+      else flows.push({ key, state, next: r.prevNext });
     }
     return { flows, stale };
   }
@@ -552,32 +564,42 @@ export class ReplicaStore implements MetricSource {
   stateOf(origin: string, key: FlowKey, version: number): Uint8Array | undefined {
     const r = this.replicas.get(origin)?.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
     if (r === undefined || r.stale || r.version !== version) return undefined;
-    if (r.deltas.length > 0 && !this.compact(r)) return undefined;
-    return r.full;
+    return this.encoded(r, r.deltas.length);
   }
 
-  /** The replica's state, decoded from its full encoding and the deltas since. */
-  private materialise(r: Replica): unknown {
+  /** The replica's state, decoded from its full encoding and its first `deltas` deltas. */
+  private materialise(r: Replica, deltas = r.deltas.length): unknown {
     const codec = this.options.nf.codec;
     const state = codec.decodeFull(new ByteReader(r.full));
-    for (const d of r.deltas) codec.applyDelta(state, new ByteReader(d));
+    for (let i = 0; i < deltas; i++) codec.applyDelta(state, new ByteReader(r.deltas[i]!));
     return state;
   }
 
-  /** Folds the deltas into a new full encoding; false (and the replica set aside) if they do not apply. */
-  private compact(r: Replica): boolean {
+  /**
+   * The full encoding of the state after the first `deltas` deltas; undefined (and the replica set aside)
+   * if they do not apply.
+   */
+  private encoded(r: Replica, deltas: number): Uint8Array | undefined {
+    if (deltas === 0) return r.full;
     const w = new ByteWriter(r.full.length * 2);
     try {
-      this.options.nf.codec.encodeFull(this.materialise(r), w);
-      r.full = w.view().slice();
-      r.deltas = [];
-      return true;
+      this.options.nf.codec.encodeFull(this.materialise(r, deltas), w);
+      return w.view().slice();
     } catch {
       // A delta that does not apply is a corrupt replica: keep it out of use until a full state repairs it.
       this.drops.malformed++;
       r.stale = true;
-      return false;
+      return undefined;
     }
+  }
+
+  /** Folds every delta but the last into the full encoding (see Replica). */
+  private compact(r: Replica): void {
+    const keep = r.lastIsDelta ? 1 : 0;
+    const full = this.encoded(r, r.deltas.length - keep);
+    if (full === undefined) return;
+    r.full = full;
+    r.deltas = r.deltas.slice(r.deltas.length - keep);
   }
 
   private reject(socket: net.Socket, reason: ReplicationDrop, who?: string): void {
@@ -611,14 +633,25 @@ export class ReplicaStore implements MetricSource {
           this.onCovered(key, Infinity);
         } else if (kind === RecordKind.FULL) {
           if (replica === undefined) table.set(key, new Replica(version, state, next));
-          else Object.assign(replica, { version, full: state, next, deltas: [], stale: false });
+          else
+            Object.assign(replica, {
+              version,
+              full: state,
+              next,
+              prevNext: next,
+              lastIsDelta: false,
+              deltas: [],
+              stale: false,
+            });
           this.onCovered(key, next);
         } else if (replica !== undefined && !replica.stale && replica.version === version - 1) {
           replica.deltas.push(state);
           replica.version = version;
+          replica.prevNext = replica.next;
           replica.next = next;
+          replica.lastIsDelta = true;
           if (replica.deltas.length >= COMPACT_AFTER) this.compact(replica);
-          this.onCovered(key, next);
+          this.onCovered(key, replica.prevNext);
         } else {
           this.drops.gap++;
           if (replica !== undefined) replica.stale = true;
