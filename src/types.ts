@@ -157,6 +157,14 @@ export interface GlobalState {
    * Runs `choose` once; the oracle's implementation returns the choice the deployment made instead.
    */
   decide(name: string, key: FlowKey, choose: () => number): number;
+  /**
+   * The runtime names the flow packet the NF is about to run — `writer`, the flow's incarnation here
+   * (crdt/pn-counter.ts writerOf), and its sequence number — and `unbind`s after the call, so that the
+   * eventual updates the call makes count once even when a successor replays the packet after a
+   * failover. Process-local state has nothing to do with it.
+   */
+  bind(writer: number, seq: number): void;
+  unbind(): void;
   /** A deterministic dump of everything, for comparison against the oracle. */
   snapshot(): GlobalSnapshot;
 }

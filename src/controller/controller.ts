@@ -320,6 +320,8 @@ export class Controller implements MetricSource {
       // 1 … 65535 (the stamp has 16 bits for it); 0 means no instance.
       emitter: (this.emitters = (this.emitters % 65535) + 1),
     });
+    // Until the ingress knows it, no live set may name it: another registration's would, and be refused.
+    if (this.ingress !== undefined) this.joining.add(info.id);
     const cluster = this.map.join({ id: info.id, host: info.host });
     this.logger.info('instance registered', { id: info.id, host: info.host, cluster });
     await this.configure(cluster);
@@ -499,10 +501,12 @@ export class Controller implements MetricSource {
   private configure(clusterId: string): Promise<void> {
     const run = this.configuring.then(async () => {
       const cluster = this.map.clusters().find((c) => c.id === clusterId);
-      if (cluster === undefined) return;
-      const members = cluster.members.map((m) => this.instances.get(m.id)!);
-      await this.push(clusterId, members, false);
-      await this.push(clusterId, members, true);
+      if (cluster !== undefined) {
+        const members = cluster.members.map((m) => this.instances.get(m.id)!);
+        await this.push(clusterId, members, false);
+        await this.push(clusterId, members, true);
+      }
+      await this.pushGossip();
     });
     this.configuring = run.catch(() => undefined);
     return run;
@@ -528,6 +532,26 @@ export class Controller implements MetricSource {
   }
 
   /**
+   * Tells every instance in a cluster the instances outside it, with which it exchanges eventual global
+   * state (POST /gossip): an instance joined or left the deployment. One version for all, rising.
+   */
+  private async pushGossip(): Promise<void> {
+    const version = ++this.configVersion;
+    const placed = [...this.instances.values()].filter((p) => this.map.clusterOf(p.id) !== undefined);
+    await Promise.all(
+      placed.map(async (m) => {
+        const mine = this.map.clusterOf(m.id)?.id;
+        const gossip = placed
+          .filter((p) => this.map.clusterOf(p.id)?.id !== mine)
+          .map((p) => ({ id: p.id, host: p.host, port: p.replication }));
+        await adminCall(m.host, m.admin, '/gossip', { version, gossip }).catch((err: unknown) => {
+          this.logger.warn('could not tell an instance its gossip peers', { id: m.id, error: String(err) });
+        });
+      }),
+    );
+  }
+
+  /**
    * A registered instance becomes live for new flows. With an ingress running, the ingress first learns
    * its address; running flows keep their owners (the ingress pins each one whose default owner the new
    * live set changes). Without one yet, the ingress gets every registered instance when it starts.
@@ -535,7 +559,6 @@ export class Controller implements MetricSource {
   private async admit(inst: InstanceInfo): Promise<void> {
     const ingress = this.ingress;
     if (ingress !== undefined) {
-      this.joining.add(inst.id);
       try {
         await adminCall(ingress.host, ingress.admin, '/instances', {
           id: inst.id,

@@ -15,7 +15,7 @@ import { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
 import type { Topology } from './config.js';
 import { adminCall } from '../metrics.js';
-import { mergeGlobal } from '../state/digest.js';
+import { deploymentGlobal } from '../state/digest.js';
 import type { RunDigest } from '../state/digest.js';
 import type { SinkReport } from '../traffic/sink.js';
 import type { FailoverRecord, FlowOwner, MoveRecord } from '../controller/controller.js';
@@ -678,7 +678,7 @@ export function checkRun(
   report: SinkReport,
   sent: number,
 ): { stamped: number; cmp: ReturnType<typeof compareRuns>; lost: number; nfDropped: number } {
-  const run = { flows: own.flatMap((d) => d.flows), global: mergeGlobal(own.map((d) => d.global)) };
+  const run = { flows: own.flatMap((d) => d.flows), global: deploymentGlobal(own) };
   const ref = runOracle(nf, readTrace(stampLog), givenAllocations(run.flows));
   const cmp = compareRuns(run, ref);
   const deliveredBy = new Map(report.flows.map((f) => [f.flow, f.delivered]));

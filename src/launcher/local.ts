@@ -138,6 +138,8 @@ export class LocalDeployment {
   /** Authenticates replication between the instances, those added later too. */
   private readonly key = randomBytes(32).toString('hex');
   private nextIndex = 0;
+  /** The instances the last `digests()` answered for, in its order. */
+  private digested: RoleProcess[] = [];
 
   constructor(
     private readonly topology: Topology,
@@ -302,13 +304,24 @@ export class LocalDeployment {
     return this.instances.filter((p) => !p.exited);
   }
 
-  /** Each running instance's flow digests and global state, in the order of `running()`. */
+  /**
+   * Each running instance's flow digests and global state. One that exits meanwhile (fenced after a
+   * failover) is left out: its flows are elsewhere.
+   */
   async digests(): Promise<RunDigest[]> {
-    const replies = await Promise.all(this.running().map((p) => p.request({ type: 'digest' })));
-    return replies.map((r) => {
-      if (r.type !== 'digest') throw new NfsError(ErrorCode.PROCESS, `digest failed: ${JSON.stringify(r)}`);
-      return r.digest;
+    const asked = this.running();
+    const replies = await Promise.all(asked.map((p) => p.request({ type: 'digest' })));
+    this.digested = [];
+    const out: RunDigest[] = [];
+    replies.forEach((r, i) => {
+      if (r.type === 'digest') {
+        this.digested.push(asked[i]!);
+        out.push(r.digest);
+      } else if (!asked[i]!.exited) {
+        throw new NfsError(ErrorCode.PROCESS, `digest failed: ${JSON.stringify(r)}`);
+      }
     });
+    return out;
   }
 
   /**
@@ -320,7 +333,7 @@ export class LocalDeployment {
     if (this.topology.replication === 'off') return [];
     const held = await this.replicaDigests();
     const clusters = (await this.controllerGet('/clusters')) as { id: string; members: string[] }[];
-    const running = this.running();
+    const running = this.digested;
     const at = new Map(running.map((p, i) => [p.name, i]));
     const problems: string[] = [];
     own.forEach((digest, i) => {
@@ -349,7 +362,7 @@ export class LocalDeployment {
 
   /** For each instance: the replicas it holds, by the instance they came from. */
   private async replicaDigests(): Promise<Record<string, FlowDigest[]>[]> {
-    const replies = await Promise.all(this.running().map((p) => p.request({ type: 'replicas' })));
+    const replies = await Promise.all(this.digested.map((p) => p.request({ type: 'replicas' })));
     return replies.map((r) => {
       if (r.type !== 'replicas')
         throw new NfsError(ErrorCode.PROCESS, `replicas failed: ${JSON.stringify(r)}`);

@@ -135,6 +135,14 @@ export async function runNf(spec: NfSpec): Promise<void> {
     await nf.setCluster(version, members, peers);
     return { ok: true };
   });
+  admin.route('POST', '/gossip', async (body) => {
+    const b = (body ?? {}) as Record<string, unknown>;
+    const version = b.version;
+    if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1)
+      throw new NfsError(ErrorCode.CONFIG, 'gossip.version: must be an integer >= 1');
+    await nf.setGossip(version, peerList(b.gossip, 'gossip.peers') ?? []);
+    return { ok: true };
+  });
   addMoveRoutes(admin, nf);
   admin.route('POST', '/takeover', (body) => {
     const b = (body ?? {}) as Record<string, unknown>;
@@ -458,21 +466,25 @@ function parseClusterConfig(body: unknown): { version: number; members: string[]
     throw new NfsError(ErrorCode.CONFIG, 'cluster.version: must be an integer >= 1');
   }
   const members = b.members;
-  const peers = b.peers;
   if (!Array.isArray(members) || !members.every((m) => typeof m === 'string')) {
     throw new NfsError(ErrorCode.CONFIG, 'cluster.members: must be a list of instance ids');
   }
-  if (peers === undefined) return { version, members };
+  const peers = peerList(b.peers, 'cluster.peers');
+  return { version, members, ...(peers === undefined ? {} : { peers }) };
+}
+
+function peerList(v: unknown, field: string): Peer[] | undefined {
+  if (v === undefined) return undefined;
   if (
-    !Array.isArray(peers) ||
-    !peers.every((p: unknown) => {
+    !Array.isArray(v) ||
+    !v.every((p: unknown) => {
       const o = (p ?? {}) as Record<string, unknown>;
       return typeof o.id === 'string' && typeof o.host === 'string' && typeof o.port === 'number';
     })
   ) {
-    throw new NfsError(ErrorCode.CONFIG, 'cluster.peers: must be a list of { id, host, port }');
+    throw new NfsError(ErrorCode.CONFIG, `${field}: must be a list of { id, host, port }`);
   }
-  return { version, members, peers: peers as Peer[] };
+  return v as Peer[];
 }
 
 export async function runIngress(spec: IngressSpec): Promise<void> {

@@ -34,7 +34,9 @@ import type { FromWorker, MoveFlow, MoveOp, MoveResult, ToWorker, WorkerInit } f
 import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import type { Guarantee, ProcessorOptions } from './processor.js';
 import type { Peer } from './replication.js';
-import { ReplicaStore, Replicator } from './replication.js';
+import { ReplicaStore, Replicator, writeGlobalRecord } from './replication.js';
+import { ByteWriter } from '../state/bytes.js';
+import { MAX_REPLICAS } from '../state/crdt/index.js';
 
 /** What a takeover did (see NfInstance.takeOver). */
 export interface TakeoverReport {
@@ -76,6 +78,12 @@ const REPLAY_LOG_BYTES = 64 * 1024 * 1024;
 const REPLAY_LOG_IDLE_MS = 10_000;
 const MIN_TRANSFER_PACKETS = 64;
 const MAX_DEFERRALS = 3;
+const EMPTY = new Uint8Array(0);
+/**
+ * How often eventual global state goes to the instances outside the cluster: what the detections that read
+ * it across the deployment lag by, against one frame per peer per round.
+ */
+const GOSSIP_MS = 200;
 
 class Shard {
   readonly pending = new Uint8Array(BATCH_BYTES);
@@ -109,8 +117,14 @@ export class NfInstance implements MetricSource {
     { resolve: (msg: FromWorker) => void; reject: (err: Error) => void }
   >();
   private replicator: Replicator | undefined;
+  /** Eventual global state to the instances outside the cluster. */
+  private gossiper: Replicator | undefined;
+  private readonly gossipFrame = new ByteWriter(64 * 1024);
+  private readonly gossipOut: Uint8Array[] = [];
+  private gossipTimer: NodeJS.Timeout | undefined;
   private lastElu: EventLoopUtilization | undefined;
   private clusterVersion = 0;
+  private gossipVersion = 0;
   private moveIds = 0;
   private readonly moveReplies = new Map<number, (m: Extract<FromWorker, { type: 'moved' }>) => void>();
   /** Per flow: a move's source waiting for its hand-over, or the hand-over that came first. */
@@ -143,6 +157,9 @@ export class NfInstance implements MetricSource {
       this.replicas.onCovered = (key, next) => {
         log.trim(key, next);
       };
+      this.replicas.onGlobal = (states) => {
+        this.spread(undefined, states);
+      };
     }
   }
 
@@ -156,6 +173,13 @@ export class NfInstance implements MetricSource {
     const { options } = this;
     // Workers would each fail on a bad NF config; fail here instead, with the config's own message.
     createNf(options.nf.type, options.nf.config, new LocalGlobalState());
+    const replicas = options.partition.count * options.threads;
+    if (replicas > MAX_REPLICAS)
+      throw new NfsError(
+        ErrorCode.CONFIG,
+        `instance: ${options.partition.count} instances × ${options.threads} threads is more than the ` +
+          `${MAX_REPLICAS} replicas of eventual global state (each worker is one); use fewer threads or instances`,
+      );
     const workerUrl = new URL('./worker.js', import.meta.url);
     for (let i = 0; i < options.threads; i++) {
       const counters = new SharedArrayBuffer(COUNTER_SLOTS * 8);
@@ -175,11 +199,13 @@ export class NfInstance implements MetricSource {
         },
         counters,
         replicate: options.cluster !== undefined,
+        // Unique in the deployment like the partition, which no two workers, now or later, share.
+        replica: options.partition.index * options.threads + i,
       };
       const worker = new Worker(workerUrl, { workerData: init });
       const shard = new Shard(worker, counters);
       worker.on('message', (msg: FromWorker) => {
-        if (msg.type === 'records') this.replicate(shard, i, msg.records, msg.ship);
+        if (msg.type === 'records') this.replicate(shard, i, msg.records, msg.ship, msg.global);
         else if (msg.type === 'snapshot')
           this.replicator?.catchUp(msg.peers, i, new Uint8Array(msg.records), msg.last);
         else if (msg.type === 'moved') this.moveReplies.get(msg.id)?.(msg);
@@ -221,11 +247,42 @@ export class NfInstance implements MetricSource {
    * Sends a worker's records block to the peers. In after-replication mode, remembers which send carried
    * it so that the worker can release the block's packets once every peer has acknowledged it.
    */
-  private replicate(shard: Shard, source: number, records: ArrayBuffer, ship: number): void {
+  private replicate(
+    shard: Shard,
+    source: number,
+    records: ArrayBuffer,
+    ship: number,
+    global: ArrayBuffer | undefined,
+  ): void {
     const k = this.replicator?.send(new Uint8Array(records), source);
+    if (global !== undefined) this.spread(shard, [new Uint8Array(global)]);
     if (this.options.processor.release !== 'after-replication') return;
     if (k === undefined) shard.worker.postMessage({ type: 'commit', ship } satisfies ToWorker);
     else shard.awaiting.push(k, ship);
+  }
+
+  /**
+   * Eventual global state (deltas, or all of it) goes to this instance's workers other than the one it came
+   * from (`from`: undefined when it came from another instance) and, when a worker of this instance made
+   * it, beyond the cluster (whose peers have it in the records frame) to every other instance, gathered
+   * for the next gossip round.
+   */
+  private spread(from: Shard | undefined, states: readonly Uint8Array[]): void {
+    for (const s of this.shards) {
+      if (s === from) continue;
+      const copies = states.map((st) => new Uint8Array(st).buffer);
+      s.worker.postMessage({ type: 'merge', states: copies } satisfies ToWorker, copies);
+    }
+    if (from !== undefined && this.gossiper !== undefined) this.gossipOut.push(...states);
+  }
+
+  /** One frame per gossip peer per round, however many deltas the workers made meanwhile. */
+  private gossipRound(): void {
+    if (this.gossipOut.length === 0 || this.gossiper === undefined) return;
+    this.gossipFrame.reset();
+    for (const state of this.gossipOut) writeGlobalRecord(this.gossipFrame, state);
+    this.gossipOut.length = 0;
+    this.gossiper.send(this.gossipFrame.view());
   }
 
   private readonly commit = (k: number): void => {
@@ -246,14 +303,48 @@ export class NfInstance implements MetricSource {
   /**
    * The cluster changed (configuration `version`, rising): accept frames from `members`, replicate to
    * `peers`. Without `peers` only the members change: a controller first lets every member accept a
-   * newcomer, then has them connect, so that no first connection is refused. No-op without replication.
+   * newcomer, then has them connect, so that no first connection is refused. Once connected, the eventual
+   * global state is shared in full (shareGlobal). No-op without replication.
    */
   async setCluster(version: number, members: readonly string[], peers?: readonly Peer[]): Promise<void> {
     // A configuration older than the one applied arrived late: the newer one already holds.
     if (this.replicas === undefined || version <= this.clusterVersion) return;
     this.clusterVersion = version;
     this.replicas.setMembers(members);
-    if (peers !== undefined) await this.replicateTo(peers);
+    if (peers === undefined) return;
+    await this.replicateTo(peers);
+    this.shareGlobal();
+  }
+
+  /**
+   * The instances outside the cluster changed (`version`, rising): eventual global state goes to `peers`
+   * from now on, and is accepted from them (nothing else of theirs is).
+   */
+  async setGossip(version: number, peers: readonly Peer[]): Promise<void> {
+    const cluster = this.options.cluster;
+    if (cluster === undefined || this.replicas === undefined || version <= this.gossipVersion) return;
+    this.gossipVersion = version;
+    this.replicas.setGossip(peers.map((p) => p.id));
+    this.gossiper ??= new Replicator(
+      { self: this.options.id, key: Buffer.from(cluster.key, 'hex'), peers: [], sources: this.shards.length },
+      this.options.logger,
+    );
+    this.gossipTimer ??= setInterval(() => {
+      this.gossipRound();
+    }, GOSSIP_MS);
+    const joined = await this.gossiper.setPeers(peers);
+    // Gossip has no catch-up of flows: the full global state each worker sends next is all they need.
+    for (let s = 0; s < this.shards.length; s++) this.gossiper.catchUp(joined, s, EMPTY, true);
+    this.shareGlobal();
+  }
+
+  /**
+   * Every worker sends all its eventual global state once: a newcomer learns it, and after a failover the
+   * entries the failed instance sent only to its cluster reach everyone (deltas carry a replica's own
+   * changes only, crdt/index.ts). Merging what one already has changes nothing.
+   */
+  private shareGlobal(): void {
+    for (const s of this.shards) s.worker.postMessage({ type: 'flush', global: true } satisfies ToWorker);
   }
 
   /**
@@ -464,7 +555,8 @@ export class NfInstance implements MetricSource {
       // The copies must start where the state ends; if not, the packets between were never kept.
       if (i < seqs.length && seqs[i]! > from) report.gaps++;
       this.adopted.set(key, now);
-      const step: MoveFlow = a === undefined ? { key } : { key, state: a.state, expected: a.next };
+      const step: MoveFlow =
+        a === undefined ? { key } : { key, state: a.state, expected: a.next, born: a.born };
       if (i === seqs.length) return step;
       let bytes = 0;
       for (let j = i; j < copies.length; j++) bytes += 2 + copies[j]!.length;
@@ -514,7 +606,11 @@ export class NfInstance implements MetricSource {
     // The workers shipped their last records before answering; let the peers acknowledge them, so that
     // replicas asked for after this call are as of the same last batch.
     await this.replicator?.settled(2000);
-    return { flows: parts.flatMap((p) => p.flows), global: mergeGlobal(parts.map((p) => p.global)) };
+    return {
+      flows: parts.flatMap((p) => p.flows),
+      global: mergeGlobal(parts.map((p) => p.global)),
+      eventual: parts.flatMap((p) => p.eventual ?? []),
+    };
   }
 
   async stop(): Promise<void> {
@@ -524,6 +620,8 @@ export class NfInstance implements MetricSource {
     this.socket.close();
     this.flush();
     this.replicator?.stop();
+    this.gossiper?.stop();
+    clearInterval(this.gossipTimer);
     await this.replicas?.stop();
     await Promise.all(
       this.shards.map(async (s) => {

@@ -24,14 +24,18 @@ export interface WorkerInit {
   instance: string;
   /** Whether closed batches are shipped to the main thread for replication to the cluster. */
   replicate: boolean;
+  /** This worker's replica id for eventual global state, unique in the deployment (0 … 1023). */
+  replica: number;
 }
 
 export type ToWorker =
   | ArrayBuffer
   | { type: 'digest' }
   | { type: 'stop' }
-  /** Close every open batch and ship the records now. */
-  | { type: 'flush' }
+  /** Close every open batch and ship the records now, with the whole eventual global state if `global`. */
+  | { type: 'flush'; global?: boolean }
+  /** Eventual global state from another worker or instance (CrdtGlobalState encodings) to join. */
+  | { type: 'merge'; states: ArrayBuffer[] }
   /** This instance's fencing token from the controller, for every packet it emits from now on. */
   | { type: 'emitter'; token: number }
   /** After-replication release: the peers acknowledged every records block up to `ship`. */
@@ -68,6 +72,7 @@ export interface MoveFlow {
   key: FlowKey;
   state?: Uint8Array;
   expected?: number;
+  born?: number;
   replay?: Uint8Array;
 }
 
@@ -81,8 +86,11 @@ export type FromWorker =
   | { type: 'ready' }
   | { type: 'digest'; digest: RunDigest }
   | { type: 'stopped' }
-  /** Replication records of the batches closed since the last message (layout: nf/replication.ts). */
-  | { type: 'records'; records: ArrayBuffer; ship: number }
+  /**
+   * Replication records of the batches closed since the last message (layout: nf/replication.ts); `global`
+   * is the eventual global state among them (a delta, or all of it), for the instance's other workers.
+   */
+  | { type: 'records'; records: ArrayBuffer; ship: number; global?: ArrayBuffer }
   /**
    * Part of a catch-up for `peers`: full-state records (same layout) of this worker's flows at their current
    * versions, sent after every records message that came before; `last` on the final part.

@@ -27,6 +27,7 @@ import type { Clock, FlowKey, GlobalState, NetworkFunction, NfEvent } from '../t
 import { DropReason, Verdict } from '../types.js';
 import { StampFlag, StampView } from '../wire/geneve.js';
 import { PacketContext } from './context.js';
+import { writerOf } from '../state/crdt/index.js';
 
 export interface ProcessorOptions {
   /**
@@ -132,6 +133,13 @@ export class FlowEntry {
   track: MoveTrack | undefined = undefined;
   /** After-replication mode: this batch's output, as (buffer, offset, length) triples. */
   out: (Uint8Array | number)[] = [];
+  /**
+   * The flow's incarnation here: the ingress time (µs) of the packet its state began with, or of the move
+   * that brought it. Replication carries it, so that a failover's successor replays the flow's packets as
+   * the same writer of eventual global state (`writer`), whose updates then count once.
+   */
+  born = 0;
+  writer = 0;
 
   constructor(
     readonly key: FlowKey,
@@ -362,8 +370,13 @@ export class FlowProcessor {
     const stamp = this.stamp;
     const ctx = this.ctx;
     ctx.set(flow.key, flow.hash, stamp.seq, stamp.timeMs);
-    flow.state ??= this.nf.initFlow(this.pkt, ctx);
+    if (flow.state === undefined) {
+      this.incarnate(flow, Math.round(stamp.timeMs * 1000));
+      this.global.bind(flow.writer, stamp.seq);
+      flow.state = this.nf.initFlow(this.pkt, ctx);
+    } else this.global.bind(flow.writer, stamp.seq);
     const verdict = this.nf.process(this.pkt, flow.state, ctx);
+    this.global.unbind();
     flow.expected = stamp.seq + 1;
     this.counters.processed++;
     if (verdict === Verdict.FORWARD) {
@@ -450,7 +463,8 @@ export class FlowProcessor {
       before?.move === MoveState.INCOMING && before.track !== undefined
         ? before.track
         : new MoveTrack('order-preserving');
-    const flow = this.adopt(key, state, expected);
+    // A new incarnation: the source's updates to eventual global state stay its own writer's.
+    const flow = this.adopt(key, state, expected, Math.round(this.clock.now() * 1000));
     flow.track = track;
     track.catchingUp = true;
     track.waitUntil = this.clock.now() + waitMs;
@@ -468,7 +482,7 @@ export class FlowProcessor {
    * copies of the packets since then follow as ordinary packets). What the flow already holds here runs
    * from `expected` on. This instance's own peers learn the flow at once, as version 1 of its life here.
    */
-  adopt(key: FlowKey, state: Uint8Array, expected: number): FlowEntry {
+  adopt(key: FlowKey, state: Uint8Array, expected: number, born: number): FlowEntry {
     let flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
     if (flow === undefined) {
       flow = new FlowEntry(key, flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto));
@@ -480,6 +494,7 @@ export class FlowProcessor {
     flow.state = this.nf.codec.decodeFull(new ByteReader(state));
     flow.mark = this.nf.codec.mark(flow.state);
     flow.expected = expected;
+    this.incarnate(flow, born);
     flow.move = MoveState.NONE;
     flow.track = undefined;
     flow.batchCount = 0;
@@ -736,11 +751,20 @@ export class FlowProcessor {
     return w.length;
   }
 
+  private incarnate(flow: FlowEntry, born: number): void {
+    flow.born = born;
+    flow.writer = writerOf(flow.key, born);
+  }
+
   private expire(flow: FlowEntry): void {
     if (flow.batchCount > 0) this.closeBatch(flow);
     if (flow.state !== undefined) {
       this.ctx.set(flow.key, flow.hash, flow.expected, this.clock.now());
+      // As if it were the flow's next packet: a successor that replays the flow and releases it counts
+      // the release the same way, once.
+      this.global.bind(flow.writer, flow.expected);
       this.nf.releaseFlow(flow.state, this.ctx);
+      this.global.unbind();
     }
     this.flows.delete(flow.key);
     this.counters.flowsExpired++;

@@ -24,12 +24,14 @@
  *
  * Record layout (big endian):
  *
- *   +-------+--------+--------+---------+---------+---------+--------+------+--------+-------------+
- *   | proto | src ip | dst ip | src port| dst port| version | next   | kind | length | state bytes |
- *   |  u8   |  u32   |  u32   |   u16   |   u16   |   u32   |  u53   |  u8  |  u32   |  length     |
- *   +-------+--------+--------+---------+---------+---------+--------+------+--------+-------------+
- *   kind 0 = full state (version 1, or a repair), 1 = delta since version - 1, 2 = the flow ended (no bytes);
- *   next = the first sequence number the state does not cover (what the secondary's kept copies start at)
+ *   +-------+--------+--------+---------+---------+---------+------+------+------+--------+-------------+
+ *   | proto | src ip | dst ip | src port| dst port| version | next | born | kind | length | state bytes |
+ *   |  u8   |  u32   |  u32   |   u16   |   u16   |   u32   | u53  | u53  |  u8  |  u32   |  length     |
+ *   +-------+--------+--------+---------+---------+---------+------+------+------+--------+-------------+
+ *   kind 0 = full state (version 1, or a repair), 1 = delta since version - 1, 2 = the flow ended (no bytes),
+ *   3 = eventual global state (state-global-crdt.ts encoding; the 5-tuple and numbers are 0);
+ *   next = the first sequence number the state does not cover (what the secondary's kept copies start at);
+ *   born = the flow's incarnation at its owner (FlowEntry.born), which a successor keeps
  *
  * A receiver accepts frames only from the members it was given and only with the cluster key; anything
  * else is counted by reason and not applied. A delta that does not follow the replica's version (a gap,
@@ -47,11 +49,11 @@ import { stateDigest } from '../state/digest.js';
 import type { FlowDigest } from '../state/digest.js';
 
 export const ReplicationFrame = { HELLO: 1, REPLICATE: 2, ACK: 3, REPAIR: 4 } as const;
-export const RecordKind = { FULL: 0, DELTA: 1, END: 2 } as const;
+export const RecordKind = { FULL: 0, DELTA: 1, END: 2, GLOBAL: 3 } as const;
 
 /** Largest replication frame a receiver accepts: many flows' deltas, well under what a peer buffers. */
 export const MAX_REPLICATION_FRAME = 16 * 1024 * 1024;
-const RECORD_HEADER = 1 + 4 + 4 + 2 + 2 + 4 + 8 + 1 + 4;
+const RECORD_HEADER = 1 + 4 + 4 + 2 + 2 + 4 + 8 + 8 + 1 + 4;
 const RECONNECT_MIN_MS = 50;
 const RECONNECT_MAX_MS = 2000;
 
@@ -70,20 +72,31 @@ function readFlowKey(r: ByteReader): FlowKey {
   return canonicalKey(r.u32(), r.u32(), r.u16(), r.u16(), proto);
 }
 
-/** Appends one record; workers call this from their batch hook. */
+/** Appends one flow record (`flow`: its key, version, next sequence number and incarnation). */
 export function writeRecord(
   w: ByteWriter,
-  key: FlowKey,
-  version: number,
-  next: number,
+  flow: { key: FlowKey; version: number; expected: number; born: number },
   kind: number,
   state: Uint8Array,
 ): void {
-  writeFlowKey(w, key);
-  w.u32(version);
-  w.u53(next);
+  writeFlowKey(w, flow.key);
+  w.u32(flow.version);
+  w.u53(flow.expected);
+  w.u53(flow.born);
   w.u8(kind);
   w.bytes(state);
+}
+
+const NO_FLOW = {
+  key: { srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 },
+  version: 0,
+  expected: 0,
+  born: 0,
+};
+
+/** Appends a record of eventual global state (a CRDT delta or full state, CrdtGlobalState's encoding). */
+export function writeGlobalRecord(w: ByteWriter, state: Uint8Array): void {
+  writeRecord(w, NO_FLOW, RecordKind.GLOBAL, state);
 }
 
 export interface Peer {
@@ -378,16 +391,18 @@ class Replica {
     public full: Uint8Array,
     /** The first sequence number the state does not cover. */
     public next: number,
+    public born: number,
   ) {
     this.prevNext = next;
   }
 }
 
-/** A failed origin's flow as its successor takes it over: its state (if a replica was usable) and next seq. */
+/** A failed origin's flow as its successor takes it over: its state, next sequence number and incarnation. */
 export interface Adopted {
   key: FlowKey;
   state: Uint8Array;
   next: number;
+  born: number;
 }
 
 const COMPACT_AFTER = 32;
@@ -417,8 +432,12 @@ export class ReplicaStore implements MetricSource {
   bytesReceived = 0;
   /** A flow's replica can resume from every packet before `next` on (Infinity: the flow ended there). */
   onCovered: (key: FlowKey, next: number) => void = () => undefined;
+  /** Eventual global state arrived from `origin` (a cluster peer's deltas, or a gossip peer's), per frame. */
+  onGlobal: (states: Uint8Array[], origin: string) => void = () => undefined;
 
   private members: readonly string[];
+  /** Instances outside the cluster whose eventual global state is accepted (and nothing else of theirs). */
+  private gossip: readonly string[] = [];
 
   constructor(
     private readonly options: { members: readonly string[]; key: Uint8Array; nf: NetworkFunction<unknown> },
@@ -428,15 +447,23 @@ export class ReplicaStore implements MetricSource {
   }
 
   /**
-   * The instances whose frames are accepted from now on (a cluster changed). A connection from an instance
-   * that is no member any more closes, and its replicas go: it left, or it failed and was taken over.
+   * The instances whose frames are accepted from now on (a cluster changed): the cluster's `members`, and
+   * for their eventual global state only, the rest of the deployment (`gossip`). A connection from an
+   * instance that is neither any more closes, and its replicas go: it left, or it failed and was taken over.
    */
-  setMembers(members: readonly string[]): void {
+  setMembers(members: readonly string[], gossip: readonly string[] = this.gossip): void {
     this.members = [...members];
-    for (const [socket, origin] of this.sockets)
-      if (origin !== undefined && !members.includes(origin)) socket.destroy();
+    this.setGossip(gossip);
     for (const origin of [...this.replicas.keys()])
       if (!members.includes(origin)) this.replicas.delete(origin);
+  }
+
+  /** The instances outside the cluster whose eventual global state is accepted from now on. */
+  setGossip(gossip: readonly string[]): void {
+    this.gossip = gossip.filter((g) => !this.members.includes(g));
+    for (const [socket, origin] of this.sockets)
+      if (origin !== undefined && !this.members.includes(origin) && !this.gossip.includes(origin))
+        socket.destroy();
   }
 
   /**
@@ -447,13 +474,16 @@ export class ReplicaStore implements MetricSource {
    */
   adopt(origin: string): { flows: Adopted[]; stale: number } {
     const table = this.replicas.get(origin);
-    this.setMembers(this.members.filter((m) => m !== origin));
+    this.setMembers(
+      this.members.filter((m) => m !== origin),
+      this.gossip.filter((g) => g !== origin),
+    );
     const flows: Adopted[] = [];
     let stale = 0;
     for (const [key, r] of table?.entries() ?? []) {
       const state = r.stale ? undefined : this.encoded(r, r.deltas.length - (r.lastIsDelta ? 1 : 0));
       if (state === undefined) stale++;
-      else flows.push({ key, state, next: r.prevNext });
+      else flows.push({ key, state, next: r.prevNext, born: r.born });
     }
     return { flows, stale };
   }
@@ -525,7 +555,8 @@ export class ReplicaStore implements MetricSource {
         if (origin === undefined) {
           const id = type === ReplicationFrame.HELLO ? new TextDecoder().decode(body) : undefined;
           if (id === undefined) this.reject(socket, 'no_hello');
-          else if (!this.members.includes(id)) this.reject(socket, 'not_member', id);
+          else if (!this.members.includes(id) && !this.gossip.includes(id))
+            this.reject(socket, 'not_member', id);
           else {
             origin = id;
             this.sockets.set(socket, id);
@@ -618,26 +649,38 @@ export class ReplicaStore implements MetricSource {
       this.replicas.set(origin, table);
     }
     const r = new ByteReader(body);
+    const global: Uint8Array[] = [];
     try {
       while (r.remaining > 0) {
         if (r.remaining < RECORD_HEADER) throw new RangeError('truncated record');
         const key = readFlowKey(r);
         const version = r.u32();
         const next = r.u53();
+        const born = r.u53();
         const kind = r.u8();
         const state = r.bytes();
         this.records++;
+        if (kind === RecordKind.GLOBAL) {
+          global.push(state);
+          continue;
+        }
+        // Eventual global state is all a gossip peer (outside the cluster) sends that counts.
+        if (!this.members.includes(origin)) {
+          this.drops.not_member++;
+          continue;
+        }
         const replica = table.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
         if (kind === RecordKind.END) {
           table.delete(key);
           this.onCovered(key, Infinity);
         } else if (kind === RecordKind.FULL) {
-          if (replica === undefined) table.set(key, new Replica(version, state, next));
+          if (replica === undefined) table.set(key, new Replica(version, state, next, born));
           else
             Object.assign(replica, {
               version,
               full: state,
               next,
+              born,
               prevNext: next,
               lastIsDelta: false,
               deltas: [],
@@ -662,5 +705,6 @@ export class ReplicaStore implements MetricSource {
       // Records before the bad one were whole and stay applied; the rest of the frame is not trusted.
       this.drops.malformed++;
     }
+    if (global.length > 0) this.onGlobal(global, origin);
   }
 }

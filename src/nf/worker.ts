@@ -14,14 +14,19 @@ import { DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import { FlowProcessor } from './processor.js';
 import type { FlowKey } from '../types.js';
 import { flowKeyString } from '../packet/flow-key.js';
-import { RecordKind, writeRecord } from './replication.js';
+import { RecordKind, writeGlobalRecord, writeRecord } from './replication.js';
 import { ByteWriter } from '../state/bytes.js';
+import { CrdtGlobalState } from '../state/global-crdt.js';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const logger = createLogger('nf-worker', { fields: { instance: init.instance, worker: init.index } });
-const global = new LocalGlobalState({ partition: init.partition });
+// Pools stay with this worker's share; counters and sets are CRDTs, replicated with the flows' records.
+const global = new CrdtGlobalState(new LocalGlobalState({ partition: init.partition }), {
+  replica: init.replica,
+});
 const nf = createNf(init.nf.type, init.nf.config, global);
+let badMerges = 0;
 const socket = dgram.createSocket('udp4');
 let sendErrors = 0;
 socket.on('error', () => {
@@ -46,26 +51,44 @@ const processor = new FlowProcessor(
 const records = new ByteWriter(64 * 1024);
 const RECORDS_FLUSH_BYTES = 256 * 1024;
 if (init.replicate) {
-  processor.onBatch = (flow, version, bytes, full) => {
-    writeRecord(records, flow.key, version, flow.expected, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
+  processor.onBatch = (flow, _version, bytes, full) => {
+    writeRecord(records, flow, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
     if (records.length >= RECORDS_FLUSH_BYTES) shipRecords();
   };
   const none = new Uint8Array(0);
   processor.onEnd = (flow) => {
-    writeRecord(records, flow.key, flow.version, flow.expected, RecordKind.END, none);
+    writeRecord(records, flow, RecordKind.END, none);
   };
 }
 /** After-replication release: output waiting for its records block (by ship number) to be acknowledged. */
 const awaiting: { ship: number; out: (Uint8Array | number)[] }[] = [];
 let ships = 0;
 
-function shipRecords(): void {
+/**
+ * Sends the records gathered since the last call to the main thread, and with them, last, what changed in
+ * the eventual global state meanwhile (or all of it, `full`): in the same frame as the flow records whose
+ * packets made those changes, as exactly-once counting under replay needs (crdt/index.ts). The main thread
+ * also passes the global part to this instance's other workers and to the rest of the deployment.
+ */
+function shipRecords(full = false): void {
+  if (!init.replicate) return;
+  const state = full ? global.encodeFull() : global.takeDelta();
+  if (state.length > 0) writeGlobalRecord(records, state);
   if (records.length === 0) return;
   const block = records.view().slice().buffer;
   records.reset();
   const ship = ++ships;
   if (init.options.release === 'after-replication') awaiting.push({ ship, out: processor.takeCommitted() });
-  port.postMessage({ type: 'records', records: block, ship } satisfies FromWorker, [block]);
+  const eventual = state.length > 0 ? state.slice().buffer : undefined;
+  port.postMessage(
+    {
+      type: 'records',
+      records: block,
+      ship,
+      ...(eventual === undefined ? {} : { global: eventual }),
+    } satisfies FromWorker,
+    eventual === undefined ? [block] : [block, eventual],
+  );
 }
 
 /**
@@ -88,7 +111,7 @@ function snapshot(peers: string[]): void {
     if (flow.state === undefined) continue;
     state.reset();
     nf.codec.encodeFull(flow.state, state);
-    writeRecord(block, key, flow.version, flow.expected, RecordKind.FULL, state.view());
+    writeRecord(block, flow, RecordKind.FULL, state.view());
     if (block.length >= RECORDS_FLUSH_BYTES) post(false);
   }
   post(true);
@@ -170,7 +193,7 @@ function move(msg: Extract<ToWorker, { type: 'move' }>): void {
         results.push({ ok: true });
         break;
       case 'adopt':
-        if (f.state !== undefined) processor.adopt(f.key, f.state, f.expected!);
+        if (f.state !== undefined) processor.adopt(f.key, f.state, f.expected!, f.born!);
         if (f.replay !== undefined) onBatch(f.replay);
         results.push({ ok: true });
         break;
@@ -227,7 +250,18 @@ port.on('message', (msg: ToWorker) => {
   if (msg.type === 'commit') return commit(msg.ship);
   if (msg.type === 'flush') {
     processor.flushBatches();
-    shipRecords();
+    shipRecords(msg.global === true);
+    return;
+  }
+  if (msg.type === 'merge') {
+    for (const state of msg.states) {
+      try {
+        global.merge(new Uint8Array(state));
+      } catch (err) {
+        // Checked before anything is joined: a bad state changes nothing here.
+        if (badMerges++ === 0) logger.warn('global state merge refused', { error: String(err) });
+      }
+    }
     return;
   }
   if (msg.type === 'emitter') {
@@ -244,13 +278,24 @@ port.on('message', (msg: ToWorker) => {
     processor.flushBatches();
     shipRecords();
     publish();
-    return reply({ type: 'digest', digest: processor.digest() });
+    // Counters and sets are compared as the join of every replica (CrdtGlobalState.joinSnapshots): each
+    // holds the others' entries too, so their values must not be added up.
+    const d = processor.digest();
+    return reply({
+      type: 'digest',
+      digest: {
+        flows: d.flows,
+        global: { pools: d.global.pools, counters: {}, sets: {} },
+        eventual: [Buffer.from(global.encodeFull()).toString('base64')],
+      },
+    });
   }
   clearInterval(ticker);
   processor.flushBatches();
   shipRecords();
   publish();
   if (sendErrors > 0) logger.warn('send errors', { count: sendErrors });
+  if (badMerges > 0) logger.warn('global state merges refused', { count: badMerges });
   forwarder.close();
   socket.close(() => {
     reply({ type: 'stopped' });

@@ -118,6 +118,7 @@ export class ByteReader {
   bytes(): Uint8Array {
     const n = this.u32();
     const at = this.take(n);
-    return this.buf.slice(at, at + n);
+    // Uint8Array's slice, not Buffer's: a Buffer's `slice` is a view into memory the caller may reuse.
+    return Uint8Array.prototype.slice.call(this.buf, at, at + n);
   }
 }

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { GlobalSnapshot, NetworkFunction } from '../types.js';
 import { ByteWriter } from './bytes.js';
+import { CrdtGlobalState } from './global-crdt.js';
 
 export interface FlowDigest {
   /** flowKeyString of the canonical key. */
@@ -21,6 +22,11 @@ export interface FlowDigest {
 export interface RunDigest {
   flows: FlowDigest[];
   global: GlobalSnapshot;
+  /**
+   * Eventual global state as CRDT replicas (base64 CrdtGlobalState encodings), one per worker; its
+   * counters and sets are then left out of `global`, and compared as the join of every replica.
+   */
+  eventual?: string[];
 }
 
 const scratch = new ByteWriter(4096);
@@ -56,4 +62,19 @@ export function mergeGlobal(parts: readonly GlobalSnapshot[]): GlobalSnapshot {
     out.counters[name] = Object.fromEntries(Object.entries(values).filter(([, v]) => v !== 0));
   }
   return out;
+}
+
+/**
+ * The global state of a whole deployment from its instances' digests: pools and process-local values
+ * merged (mergeGlobal), and eventual counters and sets as the join of every replica (digests that carry
+ * `eventual`), which counts each update once however many replicas hold it.
+ */
+export function deploymentGlobal(digests: readonly RunDigest[]): GlobalSnapshot {
+  const merged = mergeGlobal(digests.map((d) => d.global));
+  const eventual = digests
+    .flatMap((d) => d.eventual ?? [])
+    .map((b) => new Uint8Array(Buffer.from(b, 'base64')));
+  if (eventual.length === 0) return merged;
+  const joined = CrdtGlobalState.joinSnapshots(eventual);
+  return mergeGlobal([merged, { pools: {}, ...joined }]);
 }

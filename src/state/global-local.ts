@@ -13,6 +13,7 @@
  */
 import { ErrorCode, NfsError } from '../errors.js';
 import { canonicalKey, flowKeyString } from '../packet/flow-key.js';
+import { LowestFree } from './lowest-free.js';
 import type {
   FlowKey,
   GlobalSnapshot,
@@ -31,15 +32,14 @@ function ownerName(k: FlowKey): string {
 type GivenLookup = (owner: string, poolName: string) => number | undefined;
 
 /**
- * A pool of the integers [first, last]. Free values are handed out lowest first: every value at or
- * above `next` has never been handed out, and the min-heap holds the released ones below it. Forced
- * (given) values can be taken out of that order, so both sources skip values that are taken, and the
- * heap may hold stale entries, which are dropped when they surface.
+ * A pool of the integers [first, last]. Free values are handed out lowest first (lowest-free.ts).
+ * Forced (given) values can be taken out of that order: `free` then holds stale entries for them, which
+ * it drops because they are owned.
  */
 class LocalPool implements SharedPool {
   readonly size: number;
-  private next: number;
-  private readonly heap: number[] = [];
+  private readonly free: LowestFree;
+  private readonly isFree = (v: number): boolean => !this.owners.has(v);
   /** value → its current owner, and the owner's key string → value (acquire is idempotent per flow). */
   private readonly owners = new Map<number, FlowKey>();
   private readonly ownerKeys = new Map<number, string>();
@@ -57,7 +57,7 @@ class LocalPool implements SharedPool {
     private readonly given: GivenLookup | undefined,
   ) {
     this.size = last - first + 1;
-    this.next = first;
+    this.free = new LowestFree(first, last);
   }
 
   get inUse(): number {
@@ -79,7 +79,7 @@ class LocalPool implements SharedPool {
       this.take(forced, owner, k);
       return forced;
     }
-    const v = this.lowestFree();
+    const v = this.free.take(this.isFree);
     if (v >= 0) this.take(v, owner, k);
     return v;
   }
@@ -97,8 +97,7 @@ class LocalPool implements SharedPool {
     this.owners.delete(value);
     this.ownerKeys.delete(value);
     this.byOwner.delete(k);
-    // Values at or above `next` come back through `next` itself; only lower ones go to the heap.
-    if (value < this.next) heapPush(this.heap, value);
+    this.free.offer(value);
   }
 
   ownerOf(value: number): FlowKey | undefined {
@@ -118,50 +117,6 @@ class LocalPool implements SharedPool {
     this.ownerKeys.set(value, k);
     this.byOwner.set(k, value);
   }
-
-  private lowestFree(): number {
-    while (this.heap.length > 0) {
-      const v = heapPop(this.heap);
-      if (!this.owners.has(v)) return v;
-    }
-    while (this.next <= this.last) {
-      const v = this.next++;
-      if (!this.owners.has(v)) return v;
-    }
-    return -1;
-  }
-}
-
-function heapPush(h: number[], v: number): void {
-  let i = h.length;
-  h.push(v);
-  while (i > 0) {
-    const parent = (i - 1) >> 1;
-    const p = h[parent]!;
-    if (p <= v) break;
-    h[i] = p;
-    i = parent;
-  }
-  h[i] = v;
-}
-
-function heapPop(h: number[]): number {
-  const top = h[0]!;
-  const last = h.pop()!;
-  const n = h.length;
-  if (n === 0) return top;
-  let i = 0;
-  for (;;) {
-    const l = 2 * i + 1;
-    if (l >= n) break;
-    const r = l + 1;
-    const c = r < n && h[r]! < h[l]! ? r : l;
-    if (h[c]! >= last) break;
-    h[i] = h[c]!;
-    i = c;
-  }
-  h[i] = last;
-  return top;
 }
 
 class LocalCounters implements SharedCounters {
@@ -278,6 +233,10 @@ export class LocalGlobalState implements GlobalState {
   decide(_name: string, _key: FlowKey, choose: () => number): number {
     return choose();
   }
+
+  /** One process counts each packet once by itself: there is no replay to tell apart. */
+  bind(): void {}
+  unbind(): void {}
 
   /**
    * Everything, with names and keys sorted. Counters that are zero and sets that are empty are left

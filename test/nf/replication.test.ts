@@ -58,8 +58,8 @@ function source(batchSize = 3) {
     new ManualClock(),
   );
   const w = new ByteWriter();
-  p.onBatch = (flow, version, bytes, full) => {
-    writeRecord(w, flow.key, version, flow.expected, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
+  p.onBatch = (flow, _version, bytes, full) => {
+    writeRecord(w, flow, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
   };
   const take = (): Uint8Array => {
     const out = w.view().slice();
@@ -141,11 +141,11 @@ describe('batch replication', () => {
       clock,
     );
     const w = new ByteWriter();
-    p.onBatch = (flow, version, bytes, full) => {
-      writeRecord(w, flow.key, version, flow.expected, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
+    p.onBatch = (flow, _version, bytes, full) => {
+      writeRecord(w, flow, full ? RecordKind.FULL : RecordKind.DELTA, bytes);
     };
     p.onEnd = (flow) => {
-      writeRecord(w, flow.key, flow.version, flow.expected, RecordKind.END, new Uint8Array(0));
+      writeRecord(w, flow, RecordKind.END, new Uint8Array(0));
     };
     for (const flow of [1, 2]) for (let seq = 1; seq <= 4; seq++) p.receive(...args(stamped({ flow, seq })));
     out.send(w.view().slice());

@@ -1,0 +1,764 @@
+/**
+ * Integer pools shared by a whole deployment and kept strongly consistent (DESIGN.md §7): a replicated
+ * state machine over a GlobalStore. Every allocation is decided once, in the log's order, by the same
+ * rule at every instance, so all instances agree on who holds what. A successor that replays a failed
+ * instance's packets claims the flow's NAT port again and gets the one the failed instance chose.
+ *
+ *   const pools = new StrongPools(store, { self: 'nat-1' }, logger);
+ *   pools.define('nat.port', 1024, 65535);           // before start, the same at every instance
+ *   await pools.start();
+ *   const port = await pools.claim('nat.port', owner, incarnation);  // -1: the pool is exhausted
+ *   pools.valueOf('nat.port', owner, incarnation);   // synchronous reads of the applied state
+ *   pools.ownerOf('nat.port', port);
+ *   await pools.release('nat.port', owner, incarnation);
+ *
+ * The rule. A value is held by (pool, owner, incarnation), and updates apply in log order:
+ *   - CLAIM v: if that owner's incarnation already holds a value, nothing changes and the claim answers
+ *     with that value (a replay after failover, or two instances claiming for one flow). Otherwise the
+ *     claim wins v if v is free, and loses if v is taken or outside the pool.
+ *   - CLAIM_ANY: the same, but it takes the lowest free value, or answers -1 when none is free.
+ *   - RELEASE: frees what the owner's incarnation holds, if anything.
+ * A proposer names the lowest value free in its own view that it has not proposed already, so its own
+ * claims never collide with each other. When its candidate lost, or its view has nothing left to
+ * propose, it claims ANY, which cannot lose: a claim takes at most two rounds, and exhaustion is
+ * decided in the log, not by a stale view.
+ *
+ * Ids. Each update is `pool:<self>:<boot>:<seq>`, unique per attempt (`boot` is random per process).
+ * Resubmitting an attempt whose outcome is unknown (TIMEOUT, a dropped connection) reuses its id, so it
+ * applies exactly once. A successor's replayed claim is a new update, which the rule answers with the
+ * value already held. Ids derived from (owner, incarnation) would make it a duplicate instead, whose
+ * outcome the successor may have applied before it asked and cannot learn from the submit's result.
+ * Updates with other ids belong to other users of the log and are ignored.
+ *
+ * Update layout, the data of one update (big-endian; `str` is a u32 length and UTF-8 bytes):
+ *
+ *   +---------+------+---------------+-----------------------+------+-------+
+ *   | version | op   | incarnation   | candidate             | pool | owner |
+ *   | u8 = 1  | u8   | u53 (8 bytes) | u53, for CLAIM only   | str  | str   |
+ *   +---------+------+---------------+-----------------------+------+-------+
+ *   op: 1 CLAIM, 2 CLAIM_ANY, 3 RELEASE
+ *
+ * An update that does not decode (another version, truncated, trailing bytes, bad UTF-8) is counted and
+ * skipped, and one for a pool this instance did not define is counted and ignored: the same at every
+ * instance that defines the same pools, so the state stays the same everywhere.
+ *
+ * Failure. A call has `deadlineMs` from when it is made. A submit that fails retriably leaves its
+ * updates' outcome open, so they go again, with the same ids, until they apply or the deadline passes;
+ * then the call rejects with the store's error (NFS_ERR_TIMEOUT when etcd has no quorum or the sequencer
+ * does not answer). A claim that rejected may still commit later: its owner then holds a value, which a
+ * new claim returns and `release` frees.
+ *
+ * Memory: at most `maxPending` calls wait at once, and more are refused; the state is one entry per
+ * holding, and the free structures (state/lowest-free.ts) grow only with the values given back.
+ */
+import { isUtf8 } from 'node:buffer';
+import { randomBytes } from 'node:crypto';
+import { ErrorCode, NfsError } from '../errors.js';
+import { ByteReader, ByteWriter } from '../state/bytes.js';
+import { LowestFree } from '../state/lowest-free.js';
+import type { Logger, MetricSample, MetricSource } from '../types.js';
+import {
+  DEFAULT_DEADLINE_MS,
+  MAX_ID_BYTES,
+  type CommittedUpdate,
+  type GlobalStore,
+  type GlobalUpdate,
+  type WatchHandle,
+} from './store.js';
+
+export const PoolOp = { CLAIM: 1, CLAIM_ANY: 2, RELEASE: 3 } as const;
+export type PoolOp = (typeof PoolOp)[keyof typeof PoolOp];
+
+export const POOL_UPDATE_VERSION = 1;
+
+/** One update of the pools' log, decoded. */
+export interface PoolUpdate {
+  readonly op: PoolOp;
+  readonly pool: string;
+  readonly owner: string;
+  readonly incarnation: number;
+  /** The value a CLAIM proposes; -1 for the other ops. */
+  readonly candidate: number;
+}
+
+const ID_PREFIX = 'pool:';
+/** `self` is one part of every id; the rest (prefix, boot, sequence number) takes under 48 bytes. */
+const MAX_SELF_BYTES = MAX_ID_BYTES - 64;
+/** A submit is given until its oldest call's deadline; past it by this much, the call fails regardless. */
+const SUBMIT_GRACE_MS = 250;
+const MAX_BACKOFF_MS = 200;
+
+const utf8 = new TextEncoder();
+
+export function encodePoolUpdate(u: PoolUpdate): Uint8Array {
+  const w = new ByteWriter(64);
+  w.u8(POOL_UPDATE_VERSION);
+  w.u8(u.op);
+  w.u53(u.incarnation);
+  if (u.op === PoolOp.CLAIM) w.u53(u.candidate);
+  w.bytes(utf8.encode(u.pool));
+  w.bytes(utf8.encode(u.owner));
+  return w.view().slice();
+}
+
+/** The update in `data`, or undefined when it is not one this version can read. */
+export function decodePoolUpdate(data: Uint8Array): PoolUpdate | undefined {
+  try {
+    const r = new ByteReader(data);
+    if (r.u8() !== POOL_UPDATE_VERSION) return undefined;
+    const op = r.u8();
+    if (op !== PoolOp.CLAIM && op !== PoolOp.CLAIM_ANY && op !== PoolOp.RELEASE) return undefined;
+    const incarnation = r.u53();
+    const candidate = op === PoolOp.CLAIM ? r.u53() : -1;
+    const pool = r.bytes();
+    const owner = r.bytes();
+    if (r.remaining !== 0 || !Number.isSafeInteger(incarnation) || !Number.isSafeInteger(candidate)) {
+      return undefined;
+    }
+    if (!isUtf8(pool) || !isUtf8(owner)) return undefined;
+    return { op, pool: text(pool), owner: text(owner), incarnation, candidate };
+  } catch {
+    return undefined;
+  }
+}
+
+// A fatal TextDecoder costs microseconds per short string; checking first and then decoding does not.
+function text(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('utf8');
+}
+
+/** What a claim came to when it applied: a value, or one of these. */
+const EXHAUSTED = -1;
+const LOST = -2;
+
+interface Holding {
+  readonly owner: string;
+  readonly incarnation: number;
+  readonly value: number;
+}
+
+function holdingKey(owner: string, incarnation: number): string {
+  return `${incarnation} ${owner}`;
+}
+
+const Stage = { QUEUED: 0, SUBMITTING: 1, COMMITTED: 2, DONE: 3 } as const;
+type Stage = (typeof Stage)[keyof typeof Stage];
+
+/** One claim or release of this instance, from the call until its update applies here or it fails. */
+interface Call {
+  readonly op: typeof PoolOp.CLAIM | typeof PoolOp.RELEASE;
+  readonly pool: Pool;
+  readonly owner: string;
+  readonly incarnation: number;
+  readonly key: string;
+  readonly deadline: number;
+  readonly promise: Promise<number>;
+  resolve(value: number): void;
+  reject(err: Error): void;
+  stage: Stage;
+  /** The current attempt's update; a claim whose candidate lost gets a new one. */
+  id: string;
+  data: Uint8Array;
+  /** The value this attempt proposes, or -1 for ANY (and for a release). */
+  candidate: number;
+  /** The store's last error for this call, which its rejection reports. */
+  lastError: Error | undefined;
+  readonly signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** One pool's applied state, the same at every instance, and this instance's proposals. */
+class Pool {
+  readonly byValue = new Map<number, Holding>();
+  readonly byOwner = new Map<string, Holding>();
+  /** The latest call of this instance per holding key: calls for one owner go one after another. */
+  readonly busy = new Map<string, Call>();
+  /** Candidates this instance proposed whose claims are not decided yet. */
+  private readonly proposed = new Set<number>();
+  /** Lowest free in the applied state: where CLAIM_ANY takes from. */
+  private readonly free: LowestFree;
+  /** Lowest free in this instance's view that it has not proposed: where its candidates come from. */
+  private readonly proposable: LowestFree;
+  private readonly isFree = (v: number): boolean => !this.byValue.has(v);
+  private readonly isProposable = (v: number): boolean => !this.byValue.has(v) && !this.proposed.has(v);
+
+  constructor(
+    readonly name: string,
+    readonly first: number,
+    readonly last: number,
+  ) {
+    this.free = new LowestFree(first, last);
+    this.proposable = new LowestFree(first, last);
+  }
+
+  get size(): number {
+    return this.last - this.first + 1;
+  }
+
+  /** A candidate for a new claim, or -1 when this view has none left. */
+  propose(): number {
+    const v = this.proposable.take(this.isProposable);
+    if (v >= 0) this.proposed.add(v);
+    return v;
+  }
+
+  /** The claim that proposed `v` is decided (or given up): `v` may be proposed again if it is free. */
+  settleProposal(v: number): void {
+    if (this.proposed.delete(v) && !this.byValue.has(v)) this.proposable.offer(v);
+  }
+
+  applyClaim(owner: string, incarnation: number, candidate: number): number {
+    const key = holdingKey(owner, incarnation);
+    const held = this.byOwner.get(key);
+    if (held !== undefined) return held.value;
+    let value = candidate;
+    if (candidate < 0) {
+      value = this.free.take(this.isFree);
+      if (value < 0) return EXHAUSTED;
+    } else if (candidate < this.first || candidate > this.last || this.byValue.has(candidate)) {
+      return LOST;
+    }
+    const h: Holding = { owner, incarnation, value };
+    this.byValue.set(value, h);
+    this.byOwner.set(key, h);
+    return value;
+  }
+
+  /** Frees what the owner's incarnation holds; returns that value, or -1. */
+  applyRelease(owner: string, incarnation: number): number {
+    const key = holdingKey(owner, incarnation);
+    const h = this.byOwner.get(key);
+    if (h === undefined) return -1;
+    this.byOwner.delete(key);
+    this.byValue.delete(h.value);
+    this.free.offer(h.value);
+    if (!this.proposed.has(h.value)) this.proposable.offer(h.value);
+    return h.value;
+  }
+}
+
+export interface StrongPoolsOptions {
+  /** This instance's name, unique in the deployment; it is part of every update id. */
+  self: string;
+  /** How long a call's update waits for others to share its submit, in ms (default 1). */
+  batchMs?: number;
+  /** The most updates in one submit (default 512). */
+  maxBatch?: number;
+  /** How long a claim or release may take, in ms, before it rejects (default DEFAULT_DEADLINE_MS). */
+  deadlineMs?: number;
+  /** The most calls in progress at once (default 65536). */
+  maxPending?: number;
+}
+
+export class StrongPools implements MetricSource {
+  /** This instance's calls and the log's oddities; plain fields read at scrape time. */
+  readonly counts = {
+    claims: 0,
+    /** Candidates of this instance that another claim took first. */
+    conflicts: 0,
+    releases: 0,
+    batches: 0,
+    /** Updates submitted again after an unknown outcome. */
+    resubmits: 0,
+    failed: 0,
+    malformed: 0,
+    undeclared: 0,
+  };
+  private readonly pools = new Map<string, Pool>();
+  private readonly batchMs: number;
+  private readonly maxBatch: number;
+  private readonly deadlineMs: number;
+  private readonly maxPending: number;
+  private readonly idStem: string;
+  private nextSeq = 0;
+  private watch: WatchHandle | undefined;
+  private running = false;
+  /** Set when the watch failed: the state can no longer follow the log. */
+  private broken: Error | undefined;
+  /** The last revision applied; a restart resumes after it. */
+  private applied = 0;
+  private readonly byId = new Map<string, Call>();
+  private pending = 0;
+  /** Calls whose update waits for the next submit; settled ones are skipped when they come up. */
+  private queue: Call[] = [];
+  private queueHead = 0;
+  private submitting = false;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private backoffMs = 0;
+  /** Every call in progress, oldest first, which is also deadline order. */
+  private byAge: Call[] = [];
+  private ageHead = 0;
+  private sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly store: GlobalStore,
+    options: StrongPoolsOptions,
+    private readonly logger: Logger,
+  ) {
+    const { self } = options;
+    if (typeof self !== 'string' || self.length === 0 || Buffer.byteLength(self) > MAX_SELF_BYTES) {
+      throw new NfsError(ErrorCode.CONFIG, `strongPools.self: must be 1..${MAX_SELF_BYTES} UTF-8 bytes`);
+    }
+    this.batchMs = checkCount('batchMs', options.batchMs ?? 1, 0);
+    this.maxBatch = checkCount('maxBatch', options.maxBatch ?? 512, 1);
+    this.deadlineMs = checkCount('deadlineMs', options.deadlineMs ?? DEFAULT_DEADLINE_MS, 1);
+    this.maxPending = checkCount('maxPending', options.maxPending ?? 65536, 1);
+    this.idStem = `${ID_PREFIX}${self}:${randomBytes(8).toString('hex')}:`;
+  }
+
+  /** Declares the pool of the integers [first, last]. Every instance declares the same, before start. */
+  define(name: string, first: number, last: number): void {
+    const existing = this.pools.get(name);
+    if (existing !== undefined) {
+      if (existing.first === first && existing.last === last) return;
+      throw new NfsError(
+        ErrorCode.CONFIG,
+        `strongPools.${name}: already defined as [${existing.first}, ${existing.last}], not [${first}, ${last}]`,
+      );
+    }
+    if (this.watch !== undefined || this.applied > 0) {
+      // Updates for it that applied before would have been ignored here and not elsewhere.
+      throw new NfsError(ErrorCode.STATE, `strongPools.${name}: pools must be defined before start`);
+    }
+    if (name.length === 0 || !Number.isSafeInteger(first) || !Number.isSafeInteger(last)) {
+      throw new NfsError(ErrorCode.CONFIG, `strongPools.${name}: bad name or range [${first}, ${last}]`);
+    }
+    if (first < 0 || first > last) {
+      throw new NfsError(
+        ErrorCode.CONFIG,
+        `strongPools.${name}: range [${first}, ${last}] is empty or negative`,
+      );
+    }
+    this.pools.set(name, new Pool(name, first, last));
+  }
+
+  /**
+   * Follows the log from `afterRevision` (default: where this instance stopped, or 0 at first), applying
+   * every update. Safe to repeat.
+   */
+  start(afterRevision = this.applied): Promise<void> {
+    if (this.running) return Promise.resolve();
+    this.running = true;
+    this.broken = undefined;
+    this.watch = this.store.watch(
+      afterRevision,
+      (u) => {
+        this.apply(u);
+      },
+      (err) => {
+        this.watchFailed(err);
+      },
+    );
+    return Promise.resolve();
+  }
+
+  /** Stops following the log; calls in progress reject. Safe to repeat. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    clearTimeout(this.flushTimer);
+    clearTimeout(this.sweepTimer);
+    this.flushTimer = undefined;
+    this.sweepTimer = undefined;
+    const watch = this.watch;
+    this.watch = undefined;
+    this.failAll(new NfsError(ErrorCode.STATE, 'strong pools stopped'));
+    await watch?.stop();
+  }
+
+  /**
+   * A value of pool `name` for `owner`'s `incarnation`: the value it holds, or one decided in the log
+   * for it now; -1 when the pool has no free value. Resolves once the decision applied here.
+   */
+  async claim(
+    name: string,
+    owner: string,
+    incarnation: number,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<number> {
+    const pool = this.poolFor(name);
+    checkOwner(owner, incarnation);
+    const key = holdingKey(owner, incarnation);
+    for (let busy = pool.busy.get(key); busy !== undefined; busy = pool.busy.get(key)) {
+      if (busy.op === PoolOp.CLAIM) return busy.promise;
+      await busy.promise.then(ignore, ignore);
+    }
+    this.counts.claims++;
+    const held = pool.byOwner.get(key);
+    if (held !== undefined) return held.value;
+    const call = this.open(PoolOp.CLAIM, pool, owner, incarnation, options.signal);
+    this.propose(call);
+    return call.promise;
+  }
+
+  /**
+   * Frees, in log order at every instance, what `owner`'s `incarnation` holds in pool `name`. Resolves
+   * with the value freed, or -1 when it held nothing by the time the release applied.
+   */
+  async release(
+    name: string,
+    owner: string,
+    incarnation: number,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<number> {
+    const pool = this.poolFor(name);
+    checkOwner(owner, incarnation);
+    const key = holdingKey(owner, incarnation);
+    for (let busy = pool.busy.get(key); busy !== undefined; busy = pool.busy.get(key)) {
+      if (busy.op === PoolOp.RELEASE) return busy.promise;
+      await busy.promise.then(ignore, ignore);
+    }
+    this.counts.releases++;
+    const call = this.open(PoolOp.RELEASE, pool, owner, incarnation, options.signal);
+    this.send(call, PoolOp.RELEASE, -1);
+    return call.promise;
+  }
+
+  /** The value `owner`'s `incarnation` holds, as applied here. */
+  valueOf(name: string, owner: string, incarnation: number): number | undefined {
+    return this.pools.get(name)?.byOwner.get(holdingKey(owner, incarnation))?.value;
+  }
+
+  /** The owner holding `value`, as applied here. */
+  ownerOf(name: string, value: number): string | undefined {
+    return this.pools.get(name)?.byValue.get(value)?.owner;
+  }
+
+  size(name: string): number {
+    return this.poolFor(name).size;
+  }
+
+  inUse(name: string): number {
+    return this.poolFor(name).byValue.size;
+  }
+
+  /** Every holding of the pool, by value: a deterministic dump for comparing instances. */
+  holdings(name: string): { value: number; owner: string; incarnation: number }[] {
+    const out = [...this.poolFor(name).byValue.values()].map((h) => ({ ...h }));
+    return out.sort((a, b) => a.value - b.value);
+  }
+
+  collect(out: MetricSample[]): void {
+    const c = this.counts;
+    out.push(['nfstate_strong_pool_claims_total', {}, c.claims]);
+    out.push(['nfstate_strong_pool_conflicts_total', {}, c.conflicts]);
+    out.push(['nfstate_strong_pool_releases_total', {}, c.releases]);
+    out.push(['nfstate_strong_pool_batches_total', {}, c.batches]);
+    out.push(['nfstate_strong_pool_resubmits_total', {}, c.resubmits]);
+    out.push(['nfstate_strong_pool_failed_total', {}, c.failed]);
+    out.push(['nfstate_strong_pool_malformed_total', {}, c.malformed]);
+    out.push(['nfstate_strong_pool_undeclared_total', {}, c.undeclared]);
+    out.push(['nfstate_strong_pool_pending', {}, this.pending]);
+    for (const p of this.pools.values())
+      out.push(['nfstate_strong_pool_in_use', { pool: p.name }, p.byValue.size]);
+  }
+
+  private poolFor(name: string): Pool {
+    const pool = this.pools.get(name);
+    if (pool === undefined) throw new NfsError(ErrorCode.CONFIG, `strongPools.${name}: not defined`);
+    return pool;
+  }
+
+  private open(
+    op: Call['op'],
+    pool: Pool,
+    owner: string,
+    incarnation: number,
+    signal: AbortSignal | undefined,
+  ): Call {
+    if (this.broken !== undefined) throw this.broken;
+    if (!this.running) throw new NfsError(ErrorCode.STATE, 'strong pools are not started');
+    signal?.throwIfAborted();
+    if (this.pending >= this.maxPending) {
+      throw new NfsError(ErrorCode.STATE, `strong pools: ${this.pending} calls already in progress`, {
+        retriable: true,
+      });
+    }
+    let resolve!: (value: number) => void;
+    let reject!: (err: Error) => void;
+    const promise = new Promise<number>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const key = holdingKey(owner, incarnation);
+    const call: Call = {
+      op,
+      pool,
+      owner,
+      incarnation,
+      key,
+      deadline: Date.now() + this.deadlineMs,
+      promise,
+      resolve,
+      reject,
+      stage: Stage.QUEUED,
+      id: '',
+      data: new Uint8Array(0),
+      candidate: -1,
+      lastError: undefined,
+      signal,
+      onAbort: undefined,
+    };
+    if (signal !== undefined) {
+      call.onAbort = () => {
+        this.fail(call, signal.reason as Error);
+      };
+      signal.addEventListener('abort', call.onAbort, { once: true });
+    }
+    pool.busy.set(key, call);
+    this.pending++;
+    // Settled calls at the front need no sweep: dropping them here keeps the list to the calls in progress.
+    while (this.byAge[this.ageHead]?.stage === Stage.DONE) this.ageHead++;
+    this.byAge.push(call);
+    this.armSweep();
+    return call;
+  }
+
+  /** Queues a claim's next attempt: the candidate its view proposes, or ANY when it has none. */
+  private propose(call: Call): void {
+    const candidate = call.pool.propose();
+    this.send(call, candidate < 0 ? PoolOp.CLAIM_ANY : PoolOp.CLAIM, candidate);
+  }
+
+  private send(call: Call, op: PoolOp, candidate: number): void {
+    call.candidate = candidate;
+    call.id = `${this.idStem}${this.nextSeq++}`;
+    call.data = encodePoolUpdate({
+      op,
+      pool: call.pool.name,
+      owner: call.owner,
+      incarnation: call.incarnation,
+      candidate,
+    });
+    call.stage = Stage.QUEUED;
+    this.byId.set(call.id, call);
+    this.queue.push(call);
+    this.kick();
+  }
+
+  private kick(): void {
+    if (!this.running || this.submitting || this.flushTimer !== undefined) return;
+    const waiting = this.queue.length - this.queueHead;
+    if (waiting === 0) return;
+    const wait = this.backoffMs > 0 ? this.backoffMs : waiting >= this.maxBatch ? 0 : this.batchMs;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      void this.flush();
+    }, wait);
+  }
+
+  private async flush(): Promise<void> {
+    const calls: Call[] = [];
+    const ids: string[] = [];
+    const updates: GlobalUpdate[] = [];
+    while (calls.length < this.maxBatch && this.queueHead < this.queue.length) {
+      const call = this.queue[this.queueHead++]!;
+      if (call.stage !== Stage.QUEUED) continue;
+      call.stage = Stage.SUBMITTING;
+      calls.push(call);
+      ids.push(call.id);
+      updates.push({ id: call.id, data: call.data });
+    }
+    if (this.queueHead === this.queue.length) {
+      this.queue = [];
+      this.queueHead = 0;
+    }
+    if (calls.length === 0) return;
+    this.submitting = true;
+    this.counts.batches++;
+    try {
+      // The oldest call's deadline bounds the submit, so that it fails with the store's own words.
+      await this.store.submit(updates, { deadlineMs: Math.max(1, calls[0]!.deadline - Date.now()) });
+      this.backoffMs = 0;
+      for (let i = 0; i < calls.length; i++) {
+        const call = calls[i]!;
+        if (call.stage !== Stage.SUBMITTING || call.id !== ids[i]) continue;
+        call.stage = Stage.COMMITTED;
+        call.lastError = undefined;
+      }
+    } catch (thrown) {
+      const err = thrown instanceof Error ? thrown : new Error(String(thrown));
+      const retriable = err instanceof NfsError && err.retriable;
+      this.backoffMs = retriable ? Math.min(MAX_BACKOFF_MS, Math.max(5, this.backoffMs * 2)) : 0;
+      const again: Call[] = [];
+      const now = Date.now();
+      for (let i = 0; i < calls.length; i++) {
+        const call = calls[i]!;
+        if (call.stage !== Stage.SUBMITTING || call.id !== ids[i]) continue;
+        call.lastError = err;
+        if (!retriable || now >= call.deadline) {
+          this.fail(call, this.failure(call, err));
+          continue;
+        }
+        call.stage = Stage.QUEUED;
+        this.counts.resubmits++;
+        again.push(call);
+      }
+      // The calls still waiting would go to the same store: if they time out, this is why.
+      if (retriable)
+        for (let i = this.queueHead; i < this.queue.length; i++) this.queue[i]!.lastError ??= err;
+      if (again.length > 0) {
+        this.logger.warn('strong pools: submit failed, resubmitting', {
+          updates: again.length,
+          err: err.message,
+        });
+        this.queue = again.concat(this.queue.slice(this.queueHead));
+        this.queueHead = 0;
+      }
+    } finally {
+      this.submitting = false;
+      this.kick();
+    }
+  }
+
+  private apply(u: CommittedUpdate): void {
+    this.applied = u.revision;
+    if (!u.id.startsWith(ID_PREFIX)) return;
+    const m = decodePoolUpdate(u.data);
+    if (m === undefined) {
+      this.counts.malformed++;
+      return;
+    }
+    const pool = this.pools.get(m.pool);
+    if (pool === undefined) {
+      this.counts.undeclared++;
+      return;
+    }
+    const outcome =
+      m.op === PoolOp.RELEASE
+        ? pool.applyRelease(m.owner, m.incarnation)
+        : pool.applyClaim(m.owner, m.incarnation, m.op === PoolOp.CLAIM ? m.candidate : -1);
+    const call = this.byId.get(u.id);
+    if (call === undefined) return;
+    this.byId.delete(u.id);
+    if (outcome === LOST) {
+      this.counts.conflicts++;
+      pool.settleProposal(call.candidate);
+      this.send(call, PoolOp.CLAIM_ANY, -1);
+      return;
+    }
+    this.settle(call, outcome);
+  }
+
+  private settle(call: Call, value: number): void {
+    this.close(call);
+    call.resolve(value);
+  }
+
+  private fail(call: Call, err: Error): void {
+    this.close(call);
+    this.counts.failed++;
+    call.reject(err);
+  }
+
+  private close(call: Call): void {
+    call.stage = Stage.DONE;
+    this.pending--;
+    this.byId.delete(call.id);
+    if (call.pool.busy.get(call.key) === call) call.pool.busy.delete(call.key);
+    if (call.op === PoolOp.CLAIM && call.candidate >= 0) call.pool.settleProposal(call.candidate);
+    if (call.onAbort !== undefined) call.signal?.removeEventListener('abort', call.onAbort);
+  }
+
+  private failure(call: Call, err: Error): NfsError {
+    const what = `strong pool ${call.pool.name}: ${call.op === PoolOp.CLAIM ? 'claim' : 'release'} for '${call.owner}' #${call.incarnation}`;
+    const nfs = err instanceof NfsError ? err : undefined;
+    return new NfsError(nfs?.code ?? ErrorCode.STATE, `${what}: ${err.message}`, {
+      cause: err,
+      retriable: nfs?.retriable ?? false,
+    });
+  }
+
+  /** Fails the calls past their deadline, oldest first, and waits for the next one. */
+  private sweep(): void {
+    const now = Date.now();
+    while (this.ageHead < this.byAge.length) {
+      const call = this.byAge[this.ageHead]!;
+      if (call.stage !== Stage.DONE) {
+        if (now < this.expiry(call)) break;
+        this.fail(call, this.expired(call));
+      }
+      this.ageHead++;
+    }
+    if (this.ageHead === this.byAge.length) {
+      this.byAge = [];
+      this.ageHead = 0;
+    } else if (this.ageHead > 1024 && this.ageHead * 2 > this.byAge.length) {
+      this.byAge = this.byAge.slice(this.ageHead);
+      this.ageHead = 0;
+    }
+    this.armSweep();
+  }
+
+  /** A call in a submit is left to that submit's outcome, which its deadline bounds, for a little longer. */
+  private expiry(call: Call): number {
+    return call.stage === Stage.SUBMITTING ? call.deadline + SUBMIT_GRACE_MS : call.deadline;
+  }
+
+  private armSweep(): void {
+    if (this.sweepTimer !== undefined || !this.running) return;
+    let call = this.byAge[this.ageHead];
+    while (call?.stage === Stage.DONE) call = this.byAge[++this.ageHead];
+    if (call === undefined) return;
+    this.sweepTimer = setTimeout(
+      () => {
+        this.sweepTimer = undefined;
+        this.sweep();
+      },
+      Math.max(1, this.expiry(call) - Date.now()),
+    );
+  }
+
+  private expired(call: Call): NfsError {
+    if (call.lastError !== undefined) return this.failure(call, call.lastError);
+    const why =
+      call.stage === Stage.COMMITTED
+        ? `committed, but not applied here within ${this.deadlineMs} ms (the watch is behind)`
+        : `not decided within ${this.deadlineMs} ms`;
+    return this.failure(call, new NfsError(ErrorCode.TIMEOUT, why, { retriable: true }));
+  }
+
+  private watchFailed(err: Error): void {
+    this.broken = new NfsError(ErrorCode.STATE, `strong pools: the watch failed: ${err.message}`, {
+      cause: err,
+    });
+    this.logger.error('strong pools: the watch failed, the pools no longer follow the log', {
+      err: err.message,
+    });
+    this.failAll(this.broken);
+  }
+
+  private failAll(err: Error): void {
+    for (let i = this.ageHead; i < this.byAge.length; i++) {
+      const call = this.byAge[i]!;
+      if (call.stage !== Stage.DONE) this.fail(call, err);
+    }
+    this.byAge = [];
+    this.ageHead = 0;
+    this.queue = [];
+    this.queueHead = 0;
+  }
+}
+
+function checkCount(field: string, v: number, min: number): number {
+  if (!Number.isSafeInteger(v) || v < min) {
+    throw new NfsError(ErrorCode.CONFIG, `strongPools.${field}: must be an integer ≥ ${min} (got ${v})`);
+  }
+  return v;
+}
+
+function checkOwner(owner: string, incarnation: number): void {
+  if (typeof owner !== 'string' || owner.length === 0) {
+    throw new NfsError(ErrorCode.USAGE, 'strong pools: owner must be a non-empty string');
+  }
+  if (!Number.isSafeInteger(incarnation) || incarnation < 0) {
+    throw new NfsError(
+      ErrorCode.USAGE,
+      `strong pools: incarnation must be a safe integer ≥ 0 (got ${incarnation})`,
+    );
+  }
+}
+
+function ignore(): void {
+  // A call that comes after another for the same owner waits for it, whatever it came to.
+}
