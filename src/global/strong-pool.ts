@@ -42,8 +42,9 @@
  * skipped, and one for a pool this instance did not define is counted and ignored: the same at every
  * instance that defines the same pools, so the state stays the same everywhere.
  *
- * Failure. A call has `deadlineMs` from when it is made. A submit that fails retriably leaves its
- * updates' outcome open, so they go again, with the same ids, until they apply or the deadline passes;
+ * Failure. A call has `deadlineMs` from when it is made, and one submit at most `attemptMs` of it. A
+ * submit that fails retriably (a TIMEOUT too) leaves its updates' outcome open, so they go again, with
+ * the same ids, until they apply or the deadline passes;
  * then the call rejects with the store's error (NFS_ERR_TIMEOUT when etcd has no quorum or the sequencer
  * does not answer). A claim that rejected may still commit later: its owner then holds a value, which a
  * new claim returns and `release` frees.
@@ -84,7 +85,7 @@ export interface PoolUpdate {
 const ID_PREFIX = 'pool:';
 /** `self` is one part of every id; the rest (prefix, boot, sequence number) takes under 48 bytes. */
 const MAX_SELF_BYTES = MAX_ID_BYTES - 64;
-/** A submit is given until its oldest call's deadline; past it by this much, the call fails regardless. */
+/** A submit never outlives its oldest call's deadline; past it by this much, the call fails regardless. */
 const SUBMIT_GRACE_MS = 250;
 const MAX_BACKOFF_MS = 200;
 
@@ -246,6 +247,12 @@ export interface StrongPoolsOptions {
   maxBatch?: number;
   /** How long a claim or release may take, in ms, before it rejects (default DEFAULT_DEADLINE_MS). */
   deadlineMs?: number;
+  /**
+   * How long one submit may take, in ms, before its updates go again with the same ids (default a
+   * quarter of `deadlineMs`). etcd holds a write sent to a member whose leader just died until its own
+   * request timeout, so a call must try again within its deadline rather than wait on one attempt.
+   */
+  attemptMs?: number;
   /** The most calls in progress at once (default 65536). */
   maxPending?: number;
 }
@@ -268,6 +275,7 @@ export class StrongPools implements MetricSource {
   private readonly batchMs: number;
   private readonly maxBatch: number;
   private readonly deadlineMs: number;
+  private readonly attemptMs: number;
   private readonly maxPending: number;
   private readonly idStem: string;
   private nextSeq = 0;
@@ -302,6 +310,7 @@ export class StrongPools implements MetricSource {
     this.batchMs = checkCount('batchMs', options.batchMs ?? 1, 0);
     this.maxBatch = checkCount('maxBatch', options.maxBatch ?? 512, 1);
     this.deadlineMs = checkCount('deadlineMs', options.deadlineMs ?? DEFAULT_DEADLINE_MS, 1);
+    this.attemptMs = checkCount('attemptMs', options.attemptMs ?? Math.ceil(this.deadlineMs / 4), 1);
     this.maxPending = checkCount('maxPending', options.maxPending ?? 65536, 1);
     this.idStem = `${ID_PREFIX}${self}:${randomBytes(8).toString('hex')}:`;
   }
@@ -567,8 +576,9 @@ export class StrongPools implements MetricSource {
     this.submitting = true;
     this.counts.batches++;
     try {
-      // The oldest call's deadline bounds the submit, so that it fails with the store's own words.
-      await this.store.submit(updates, { deadlineMs: Math.max(1, calls[0]!.deadline - Date.now()) });
+      // The oldest call's deadline bounds the last attempt, so that it fails with the store's own words.
+      const deadlineMs = Math.max(1, Math.min(this.attemptMs, calls[0]!.deadline - Date.now()));
+      await this.store.submit(updates, { deadlineMs });
       this.backoffMs = 0;
       for (let i = 0; i < calls.length; i++) {
         const call = calls[i]!;

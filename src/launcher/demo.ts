@@ -15,7 +15,7 @@ import { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
 import type { Topology } from './config.js';
 import { adminCall } from '../metrics.js';
-import { deploymentGlobal } from '../state/digest.js';
+import { deploymentGlobal, eventualConverged } from '../state/digest.js';
 import type { RunDigest } from '../state/digest.js';
 import type { SinkReport } from '../traffic/sink.js';
 import type { FailoverRecord, FlowOwner, MoveRecord } from '../controller/controller.js';
@@ -118,6 +118,8 @@ export interface DemoSummary {
   latency_us: { p50: number; p90: number; p99: number; max: number };
   state_matches_oracle: boolean;
   global_matches_oracle: boolean;
+  /** Every worker of every instance holds the same eventual global state (counters, sets) at the end. */
+  global_converged: boolean;
   /** Batch replication: bytes and frames sent to cluster peers, and whether every replica equals its origin. */
   replication: {
     mode: string;
@@ -518,6 +520,8 @@ async function faultsDuring(
 }
 
 const FAILOVER_WAIT_MS = 15_000;
+/** Longer than a gossip round (instance.ts GOSSIP_MS) and the records' shipping interval together. */
+const SETTLE_MS = 500;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -746,6 +750,9 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     const drained = await draining;
     const { added, admins } = await adding;
     const report = await deployment.sinkReport();
+    // The first round closes every batch and ships the last changes; the second finds them everywhere.
+    await deployment.digests();
+    await sleep(SETTLE_MS);
     const own = await deployment.digests();
     const replicaProblems = await deployment.checkReplicas(own);
     const now = (await adminCall(topology.host, ends.controller.admin, '/instances')) as unknown as {
@@ -789,6 +796,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
         replicas_match: replicaProblems.length === 0,
       },
       global_matches_oracle: cmp.globalMatches,
+      global_converged: eventualConverged(own),
       moves,
       lb,
       drained,

@@ -155,7 +155,7 @@ export class NfInstance implements MetricSource {
       const log = new ReplayLog({ maxBytes: REPLAY_LOG_BYTES, idleMs: REPLAY_LOG_IDLE_MS });
       this.replayLog = log;
       this.replicas.onCovered = (key, next) => {
-        log.trim(key, next);
+        log.trim(key, next, this.coarseNow);
       };
       this.replicas.onGlobal = (states) => {
         this.spread(undefined, states);

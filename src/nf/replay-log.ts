@@ -25,6 +25,8 @@ class Kept {
   copies: Uint8Array[] = [];
   bytes = 0;
   lastAt = 0;
+  /** A replica covers every packet below: a copy that comes after its record is not kept. */
+  floor = 0;
   constructor(readonly key: FlowKey) {}
 }
 
@@ -39,11 +41,15 @@ export class ReplayLog implements MetricSource {
   constructor(private readonly options: { maxBytes: number; idleMs: number }) {}
 
   keep(copy: Uint8Array, t: Tuple, seq: number, now: number): void {
+    let kept = this.flows.get(t.srcIp, t.dstIp, t.srcPort, t.dstPort, t.proto);
+    if (kept !== undefined && seq < kept.floor) {
+      this.trimmed++;
+      return;
+    }
     if (this.bytes + copy.length > this.options.maxBytes) {
       this.refused++;
       return;
     }
-    let kept = this.flows.get(t.srcIp, t.dstIp, t.srcPort, t.dstPort, t.proto);
     if (kept === undefined) {
       kept = new Kept(canonicalKey(t.srcIp, t.dstIp, t.srcPort, t.dstPort, t.proto));
       this.flows.set(kept.key, kept);
@@ -66,19 +72,30 @@ export class ReplayLog implements MetricSource {
     this.kept++;
   }
 
-  /** The flow's state now covers every packet before `next` (Infinity: the flow ended at its owner). */
-  trim(key: FlowKey, next: number): void {
-    const kept = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
-    if (kept === undefined) return;
-    const seqs = kept.seqs;
-    let n = 0;
-    while (n < seqs.length && seqs[n]! < next) n++;
-    if (n === 0) return;
-    this.trimmed += n;
-    if (n === seqs.length) {
-      this.drop(kept);
+  /**
+   * A replica covers every packet before `next` (Infinity: the flow ended at its owner). The flow is
+   * remembered with that floor, even without copies, since a copy may come after the record that covers it.
+   */
+  trim(key: FlowKey, next: number, now = 0): void {
+    let kept = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (next === Infinity) {
+      if (kept !== undefined) {
+        this.trimmed += kept.seqs.length;
+        this.drop(kept);
+      }
       return;
     }
+    if (kept === undefined) {
+      kept = new Kept(key);
+      this.flows.set(key, kept);
+    }
+    kept.floor = Math.max(kept.floor, next);
+    kept.lastAt = now;
+    const seqs = kept.seqs;
+    let n = 0;
+    while (n < seqs.length && seqs[n]! < kept.floor) n++;
+    if (n === 0) return;
+    this.trimmed += n;
     let freed = 0;
     for (let i = 0; i < n; i++) freed += kept.copies[i]!.length;
     seqs.splice(0, n);
@@ -96,7 +113,7 @@ export class ReplayLog implements MetricSource {
     return { seqs: kept.seqs, copies: kept.copies };
   }
 
-  /** Forgets flows that kept copies without a trim for `idleMs` (not hot path: once a second or so). */
+  /** Forgets flows with neither a copy nor a trim for `idleMs` (not hot path: once a second or so). */
   sweep(now: number): void {
     const stale: Kept[] = [];
     for (const [, kept] of this.flows.entries())

@@ -78,3 +78,13 @@ export function deploymentGlobal(digests: readonly RunDigest[]): GlobalSnapshot 
   const joined = CrdtGlobalState.joinSnapshots(eventual);
   return mergeGlobal([merged, { pools: {}, ...joined }]);
 }
+
+/**
+ * Whether every worker of every instance holds the whole deployment's eventual global state (the join of all
+ * of them): what the NFs read is the same everywhere once gossip has settled.
+ */
+export function eventualConverged(digests: readonly RunDigest[]): boolean {
+  const all = digests.flatMap((d) => d.eventual ?? []).map((b) => new Uint8Array(Buffer.from(b, 'base64')));
+  const whole = JSON.stringify(CrdtGlobalState.joinSnapshots(all));
+  return all.every((e) => JSON.stringify(CrdtGlobalState.joinSnapshots([e])) === whole);
+}

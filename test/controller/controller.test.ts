@@ -18,20 +18,30 @@ interface Push {
   peers: { id: string; port: number }[];
 }
 
-/** Stands in for an instance's admin port: records the cluster configurations pushed to it. */
-async function fakeInstance(): Promise<{ server: http.Server; port: number; pushes: Push[] }> {
+/**
+ * Stands in for an instance's admin port: records the cluster configurations pushed to it, and the gossip
+ * peers (the instances outside its cluster) it is told.
+ */
+async function fakeInstance(): Promise<{
+  server: http.Server;
+  port: number;
+  pushes: Push[];
+  gossip: { version: number; gossip: { id: string }[] }[];
+}> {
   const pushes: Push[] = [];
+  const gossip: { version: number; gossip: { id: string }[] }[] = [];
   const server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
     req.on('end', () => {
-      pushes.push(JSON.parse(body) as Push);
+      if (req.url === '/cluster') pushes.push(JSON.parse(body) as Push);
+      else if (req.url === '/gossip') gossip.push(JSON.parse(body) as (typeof gossip)[number]);
       res.end('{"ok":true}');
     });
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  return { server, port: (server.address() as AddressInfo).port, pushes };
+  return { server, port: (server.address() as AddressInfo).port, pushes, gossip };
 }
 
 describe('Controller', () => {
@@ -87,6 +97,11 @@ describe('Controller', () => {
       'versions rise',
     );
     assert.deepEqual(fakes[2]!.pushes.at(-1)!.peers, []);
+    // Eventual global state goes beyond the cluster: each instance is told the instances outside its own.
+    assert.deepEqual(
+      fakes.map((f) => f.gossip.at(-1)!.gossip.map((g) => g.id)),
+      [['nf-2'], ['nf-2'], ['nf-0', 'nf-1']],
+    );
     const instances = (await (await fetch(`${base}/instances`)).json()) as {
       id: string;
       secondary: string | null;

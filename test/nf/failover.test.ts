@@ -67,9 +67,14 @@ describe('failover between two instances (takeover with replay)', () => {
     client.close();
   });
 
-  async function send(to: number, from: number, to_: number, flags = 0): Promise<void> {
-    for (let seq = from; seq <= to_; seq++) {
-      for (let f = 0; f < FLOWS; f++) client.send(stamped({ flow: f, seq, flags }), to, '127.0.0.1');
+  /** Packets `from` … `last` of every flow to `to`, and as the switch does, a copy of each to `copyTo`. */
+  async function send(to: number, from: number, last: number, copyTo?: number): Promise<void> {
+    for (let seq = from; seq <= last; seq++) {
+      for (let f = 0; f < FLOWS; f++) {
+        client.send(stamped({ flow: f, seq }), to, '127.0.0.1');
+        if (copyTo !== undefined)
+          client.send(stamped({ flow: f, seq, flags: StampFlag.COPY }), copyTo, '127.0.0.1');
+      }
       if (seq % 8 === 0) await new Promise((r) => setTimeout(r, 2));
     }
   }
@@ -90,8 +95,7 @@ describe('failover between two instances (takeover with replay)', () => {
     await a.replicateTo([{ id: 'nf-b', host: '127.0.0.1', port: b.replicas!.port }]);
     await b.replicateTo([{ id: 'nf-a', host: '127.0.0.1', port: a.replicas!.port }]);
 
-    await send(a.port, 1, BEFORE);
-    await send(b.port, 1, BEFORE, StampFlag.COPY);
+    await send(a.port, 1, BEFORE, b.port);
     await until(() => a.counter('processed') === FLOWS * BEFORE);
     const log = b.replayLog!;
     // Two records per flow reached nf-b (versions 1 and 2, next = 17 and 33); the copies from 17 on stay.
