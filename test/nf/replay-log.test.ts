@@ -45,6 +45,14 @@ describe('ReplayLog (a secondary’s kept copies)', () => {
     assert.equal(samples.find(([n]) => n === 'nfstate_replay_log_bytes')?.[2], 0);
   });
 
+  it('does not keep a copy that comes after the record covering it', () => {
+    const log = new ReplayLog({ maxBytes: 1 << 20, idleMs: 1000 });
+    log.trim(key, 5);
+    for (let seq = 3; seq <= 6; seq++) log.keep(copy(seq), t, seq, 0);
+    assert.deepEqual(log.take(key).seqs, [5, 6]);
+    assert.equal(log.trimmed, 2);
+  });
+
   it('refuses copies past its byte bound, counted, and sweeps flows no record trims', () => {
     const log = new ReplayLog({ maxBytes: 450, idleMs: 1000 });
     for (let seq = 1; seq <= 6; seq++) log.keep(copy(seq), t, seq, 0);
