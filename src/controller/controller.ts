@@ -324,9 +324,23 @@ export class Controller implements MetricSource {
     if (this.ingress !== undefined) this.joining.add(info.id);
     const cluster = this.map.join({ id: info.id, host: info.host });
     this.logger.info('instance registered', { id: info.id, host: info.host, cluster });
-    await this.configure(cluster);
-    await this.admit(info);
-    await this.pushSecondaries();
+    try {
+      await this.configure(cluster);
+      await this.admit(info);
+    } catch (err) {
+      // The instance gives up when its registration fails: it must not stay registered, or every later live
+      // set, secondary and failover would count on a process that is gone.
+      this.joining.delete(info.id);
+      this.instances.delete(info.id);
+      const left = this.map.leave(info.id);
+      if (left !== undefined) await this.configure(left).catch(() => undefined);
+      if (this.ingress !== undefined) await this.pushLive(this.ingress).catch(() => undefined);
+      throw err;
+    }
+    await this.pushSecondaries().catch((err: unknown) => {
+      // Its flows go unprotected until the next change of secondaries succeeds.
+      this.logger.error('could not tell the ingress the secondaries', { error: String(err) });
+    });
     // Only now: the instance starts its heartbeats when it has this answer.
     this.detector.watch(info.id);
     const registered = this.instances.get(info.id)!;
@@ -460,7 +474,8 @@ export class Controller implements MetricSource {
     for (const id of this.instances.keys()) {
       if (this.joining.has(id) || this.detector.isFailed(id)) continue;
       const s = this.map.secondaryOf(id);
-      out.set(id, s === undefined || this.detector.isFailed(s) ? null : s);
+      // One still joining is unknown to the ingress: it becomes the secondary when its own push comes.
+      out.set(id, s === undefined || this.detector.isFailed(s) || this.joining.has(s) ? null : s);
     }
     return out;
   }
@@ -559,20 +574,11 @@ export class Controller implements MetricSource {
   private async admit(inst: InstanceInfo): Promise<void> {
     const ingress = this.ingress;
     if (ingress !== undefined) {
-      try {
-        await adminCall(ingress.host, ingress.admin, '/instances', {
-          id: inst.id,
-          host: inst.host,
-          port: inst.port,
-        });
-      } catch (err) {
-        // Unknown to the ingress, it must not stay registered: every later live set would name it.
-        this.joining.delete(inst.id);
-        this.instances.delete(inst.id);
-        const left = this.map.leave(inst.id);
-        if (left !== undefined) await this.configure(left).catch(() => undefined);
-        throw err;
-      }
+      await adminCall(ingress.host, ingress.admin, '/instances', {
+        id: inst.id,
+        host: inst.host,
+        port: inst.port,
+      });
       this.joining.delete(inst.id);
       await this.pushLive(ingress);
     }

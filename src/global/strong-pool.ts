@@ -44,10 +44,10 @@
  *
  * Failure. A call has `deadlineMs` from when it is made, and one submit at most `attemptMs` of it. A
  * submit that fails retriably (a TIMEOUT too) leaves its updates' outcome open, so they go again, with
- * the same ids, until they apply or the deadline passes;
- * then the call rejects with the store's error (NFS_ERR_TIMEOUT when etcd has no quorum or the sequencer
- * does not answer). A claim that rejected may still commit later: its owner then holds a value, which a
- * new claim returns and `release` frees.
+ * the same ids, until they apply or the deadline passes; then the call rejects with NFS_ERR_TIMEOUT
+ * and the store's words (etcd: "leader lost or no quorum?"). An error that retrying cannot help rejects
+ * at once, with the store's code. A claim that rejected may still commit later: its owner then holds a
+ * value, which a new claim returns and `release` frees.
  *
  * Memory: at most `maxPending` calls wait at once, and more are refused; the state is one entry per
  * holding, and the free structures (state/lowest-free.ts) grow only with the values given back.
@@ -595,9 +595,13 @@ export class StrongPools implements MetricSource {
       for (let i = 0; i < calls.length; i++) {
         const call = calls[i]!;
         if (call.stage !== Stage.SUBMITTING || call.id !== ids[i]) continue;
-        call.lastError = err;
-        if (!retriable || now >= call.deadline) {
+        if (!retriable) {
           this.fail(call, this.failure(call, err));
+          continue;
+        }
+        call.lastError = telling(call.lastError, err);
+        if (now >= call.deadline) {
+          this.fail(call, this.expired(call));
           continue;
         }
         call.stage = Stage.QUEUED;
@@ -605,8 +609,12 @@ export class StrongPools implements MetricSource {
         again.push(call);
       }
       // The calls still waiting would go to the same store: if they time out, this is why.
-      if (retriable)
-        for (let i = this.queueHead; i < this.queue.length; i++) this.queue[i]!.lastError ??= err;
+      if (retriable) {
+        for (let i = this.queueHead; i < this.queue.length; i++) {
+          const call = this.queue[i]!;
+          call.lastError = telling(call.lastError, err);
+        }
+      }
       if (again.length > 0) {
         this.logger.warn('strong pools: submit failed, resubmitting', {
           updates: again.length,
@@ -670,13 +678,10 @@ export class StrongPools implements MetricSource {
     if (call.onAbort !== undefined) call.signal?.removeEventListener('abort', call.onAbort);
   }
 
+  /** A store error that retrying cannot help, with the call it ended. */
   private failure(call: Call, err: Error): NfsError {
-    const what = `strong pool ${call.pool.name}: ${call.op === PoolOp.CLAIM ? 'claim' : 'release'} for '${call.owner}' #${call.incarnation}`;
-    const nfs = err instanceof NfsError ? err : undefined;
-    return new NfsError(nfs?.code ?? ErrorCode.STATE, `${what}: ${err.message}`, {
-      cause: err,
-      retriable: nfs?.retriable ?? false,
-    });
+    const code = err instanceof NfsError ? err.code : ErrorCode.STATE;
+    return new NfsError(code, `${named(call)}: ${err.message}`, { cause: err });
   }
 
   /** Fails the calls past their deadline, oldest first, and waits for the next one. */
@@ -719,13 +724,21 @@ export class StrongPools implements MetricSource {
     );
   }
 
+  /**
+   * The deadline passed: always NFS_ERR_TIMEOUT, since the outcome may still be open, with what the
+   * store last said, if it said anything.
+   */
   private expired(call: Call): NfsError {
-    if (call.lastError !== undefined) return this.failure(call, call.lastError);
     const why =
-      call.stage === Stage.COMMITTED
-        ? `committed, but not applied here within ${this.deadlineMs} ms (the watch is behind)`
-        : `not decided within ${this.deadlineMs} ms`;
-    return this.failure(call, new NfsError(ErrorCode.TIMEOUT, why, { retriable: true }));
+      call.lastError !== undefined
+        ? `not committed within ${this.deadlineMs} ms: ${call.lastError.message}`
+        : call.stage === Stage.COMMITTED
+          ? `committed, but not applied here within ${this.deadlineMs} ms (the watch is behind)`
+          : `not decided within ${this.deadlineMs} ms`;
+    return new NfsError(ErrorCode.TIMEOUT, `${named(call)}: ${why}`, {
+      cause: call.lastError,
+      retriable: true,
+    });
   }
 
   private watchFailed(err: Error): void {
@@ -767,6 +780,21 @@ function checkOwner(owner: string, incarnation: number): void {
       `strong pools: incarnation must be a safe integer ≥ 0 (got ${incarnation})`,
     );
   }
+}
+
+function named(call: Call): string {
+  const what = call.op === PoolOp.CLAIM ? 'claim' : 'release';
+  return `strong pool ${call.pool.name}: ${what} for '${call.owner}' #${call.incarnation}`;
+}
+
+/**
+ * Which of two store errors explains a failure better: a timeout says what the store was waiting for
+ * (etcd: "leader lost or no quorum?"), where the errors between two of them (a client's circuit breaker
+ * on a dead member) say less.
+ */
+function telling(previous: Error | undefined, next: Error): Error {
+  const timeout = (e: Error | undefined): boolean => e instanceof NfsError && e.code === ErrorCode.TIMEOUT;
+  return timeout(previous) && !timeout(next) ? previous! : next;
 }
 
 function ignore(): void {

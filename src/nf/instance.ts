@@ -152,7 +152,10 @@ export class NfInstance implements MetricSource {
         },
         options.logger,
       );
-      const log = new ReplayLog({ maxBytes: REPLAY_LOG_BYTES, idleMs: REPLAY_LOG_IDLE_MS });
+      const log = new ReplayLog({
+        maxBytes: REPLAY_LOG_BYTES,
+        idleMs: options.processor.flowIdleMs + REPLAY_LOG_IDLE_MS,
+      });
       this.replayLog = log;
       this.replicas.onCovered = (key, next) => {
         log.trim(key, next, this.coarseNow);

@@ -106,6 +106,8 @@ export interface Comparison {
   mismatched: string[];
   missing: string[];
   extra: string[];
+  /** Flows two instances hold at once. */
+  twice: string[];
   /** Allocations held by two flows at once. */
   duplicateAllocations: string[];
   globalMatches: boolean;
@@ -123,6 +125,8 @@ export function compareRuns(run: RunDigest, ref: RunDigest): Comparison {
     else if (m.digest !== r.digest || m.packets !== r.packets) mismatched.push(flow);
   }
   const extra = [...mine.keys()].filter((f) => !theirs.has(f));
+  const seen = new Set<string>();
+  const twice = run.flows.filter((f) => seen.has(f.flow) || !seen.add(f.flow)).map((f) => f.flow);
   const duplicateAllocations: string[] = [];
   for (const [pool, allocs] of Object.entries(run.global.pools)) {
     const seen = new Map<number, string>();
@@ -138,11 +142,13 @@ export function compareRuns(run: RunDigest, ref: RunDigest): Comparison {
       mismatched.length === 0 &&
       missing.length === 0 &&
       extra.length === 0 &&
+      twice.length === 0 &&
       duplicateAllocations.length === 0,
     flows: theirs.size,
     mismatched,
     missing,
     extra,
+    twice,
     duplicateAllocations,
     globalMatches,
   };
