@@ -95,6 +95,10 @@ export class FailureDetector implements MetricSource {
   private readonly failed = new Map<string, Failed>();
   private lastCheck: number | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Until then (clock ms), silence must last twice as long: a failure was declared just before. */
+  private wary = 0;
+  /** Checks that declared nobody because too many instances were silent at once (a shared cause). */
+  suspended = 0;
   heartbeats = 0;
   badHeartbeats = 0;
   fencedHeartbeats = 0;
@@ -197,16 +201,25 @@ export class FailureDetector implements MetricSource {
     // The controller itself was stalled (a pause, a long task): the heartbeats that came meanwhile are
     // still queued on the socket and are read after this timer, so silence proves nothing yet.
     if (last !== undefined && now - last > this.options.heartbeatMs) return;
-    for (const [id, w] of this.watched) {
-      const detectMs = now - w.lastSeen;
-      if (detectMs > this.timeoutMs) this.declare(id, w, now, 'heartbeats');
+    const timeout = now < this.wary ? 2 * this.timeoutMs : this.timeoutMs;
+    const silent = [...this.watched].filter(([, w]) => now - w.lastSeen > timeout);
+    if (silent.length === 0) return;
+    // Many instances silent at once is the host or the network (overloaded, cut off), not each of them:
+    // failing them all over would only add load and lose what two failures in one cluster lose.
+    if (silent.length > 1 && silent.length > this.watched.size / MASS_SILENCE) {
+      this.suspended++;
+      return;
     }
+    for (const [id, w] of silent) this.declare(id, w, now, 'heartbeats');
   }
 
   private declare(id: string, w: { lastSeen: number }, now: number, how: FailureHow): void {
     const detectMs = now - w.lastSeen;
     this.watched.delete(id);
     this.failed.set(id, { id, at: now, lastSeenMs: w.lastSeen, detectMs, fenced: 0, how });
+    // A failover loads the machine and the network it runs on: silence right after it is weaker evidence.
+    // A crash is still caught at once, by its connection.
+    this.wary = now + WARY_MS;
     this.onFailed?.(id, { lastSeenMs: w.lastSeen, detectMs, how });
   }
 
@@ -234,6 +247,7 @@ export class FailureDetector implements MetricSource {
     out.push(['nfstate_fdu_heartbeats_total', {}, this.heartbeats]);
     out.push(['nfstate_fdu_bad_heartbeats_total', {}, this.badHeartbeats]);
     out.push(['nfstate_fdu_fenced_heartbeats_total', {}, this.fencedHeartbeats]);
+    out.push(['nfstate_fdu_suspended_checks_total', {}, this.suspended]);
   }
 
   /** Counts a sign of life from a failed instance; false when the id is not a failed one. */
@@ -245,3 +259,8 @@ export class FailureDetector implements MetricSource {
     return true;
   }
 }
+
+/** More than 1 in this many instances silent at one check suspends declarations by silence. */
+const MASS_SILENCE = 3;
+/** How long after a declaration silence must last twice as long. */
+const WARY_MS = 2000;

@@ -228,7 +228,52 @@ describe('FailureDetector', () => {
         ['nfstate_fdu_heartbeats_total', 0],
         ['nfstate_fdu_bad_heartbeats_total', 1],
         ['nfstate_fdu_fenced_heartbeats_total', 0],
+        ['nfstate_fdu_suspended_checks_total', 0],
       ],
     );
+  });
+
+  it('declares nobody while more than a third of the instances are silent at once, then the one still silent', () => {
+    const { fdu, failed, run } = setup();
+    const ids = Array.from({ length: 6 }, (_, i) => `nf-${i}`);
+    let seq = 0;
+    const beat = (who: readonly string[]) => (): void => {
+      seq++;
+      for (const id of who) fdu.receive(encodeHeartbeat(id, seq));
+    };
+    for (const id of ids) fdu.watch(id);
+    // Three of six fall silent together (the host stalled): no one is declared.
+    run(400, beat(ids.slice(3)));
+    assert.deepEqual(failed, []);
+    assert.ok(fdu.suspended > 0);
+    // Two of them come back; the one that stays silent is one in six, and is declared.
+    run(200, beat(ids.slice(1)));
+    assert.deepEqual(
+      failed.map(([id]) => id),
+      ['nf-0'],
+    );
+  });
+
+  it('right after a declaration, wants twice the silence before the next', () => {
+    const { fdu, failed, run } = setup();
+    for (const id of ['nf-0', 'nf-1', 'nf-2', 'nf-3', 'nf-4', 'nf-5']) fdu.watch(id);
+    let seq = 0;
+    const others = (): void => {
+      seq++;
+      for (const id of ['nf-2', 'nf-3', 'nf-4', 'nf-5']) fdu.receive(encodeHeartbeat(id, seq));
+    };
+    fdu.lost('nf-0');
+    // nf-1 falls silent just after nf-0's crash: 150 ms is not enough now, 300 ms is.
+    run(200, others);
+    assert.deepEqual(
+      failed.map(([id]) => id),
+      ['nf-0'],
+    );
+    run(150, others);
+    assert.deepEqual(
+      failed.map(([id]) => id),
+      ['nf-0', 'nf-1'],
+    );
+    assert.ok(failed[1]![1].detectMs > 300 && failed[1]![1].detectMs <= 320);
   });
 });
