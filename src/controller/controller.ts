@@ -460,9 +460,12 @@ export class Controller implements MetricSource {
     }
   }
 
-  /** Who takes over a failed instance: its secondary, or if that failed too another live member of its cluster. */
+  /**
+   * Who takes over a failed instance: its secondary as the ingress knows it (where its copies went), or if
+   * that failed too another live member of its cluster.
+   */
   private successorOf(id: string): Registered | undefined {
-    const secondary = this.map.secondaryOf(id);
+    const secondary = this.secondaries.get(id) ?? undefined;
     const mates = this.map.clusterOf(id)?.members.map((m) => m.id) ?? [];
     const pick = [secondary, ...mates].find((m) => m !== undefined && m !== id && this.isLive(m));
     return pick === undefined ? undefined : this.instances.get(pick);
@@ -499,9 +502,17 @@ export class Controller implements MetricSource {
       changed.map(async ([id, s]) => {
         const inst = this.instances.get(id);
         if (s === null || inst === undefined) return;
-        await adminCall(inst.host, inst.admin, '/flush', {}).catch((err: unknown) => {
-          this.logger.warn('could not flush after a secondary changed', { id, error: String(err) });
-        });
+        const flush = (): Promise<void> =>
+          adminCall(inst.host, inst.admin, '/flush', {}).then(
+            () => undefined,
+            (err: unknown) => {
+              this.logger.warn('could not flush after a secondary changed', { id, error: String(err) });
+            },
+          );
+        await flush();
+        // Packets stamped before the switch changed may still wait in the primary's queue: a second flush,
+        // once they are processed, covers them too, since the new secondary never got their copies.
+        setTimeout(() => void flush(), SECOND_FLUSH_MS).unref();
       }),
     );
   }
@@ -1304,6 +1315,8 @@ function emptyRecord(flow: string, from: string, to: string, guarantee: Guarante
 }
 
 const MAX_MOVES_KEPT = 10_000;
+/** When a primary whose secondary changed closes its batches again (see pushSecondaries). */
+const SECOND_FLUSH_MS = 100;
 /** Deadline of a failover's small steps (fencing the egress). */
 const FAILOVER_STEP_MS = 1000;
 /** Deadline of a takeover: replicas to decode and copies to replay, for every flow of the failed instance. */

@@ -149,6 +149,8 @@ export class NfInstance implements MetricSource {
           members: options.cluster.members,
           key: Buffer.from(options.cluster.key, 'hex'),
           nf: createNf(options.nf.type, options.nf.config, new LocalGlobalState()),
+          // The cluster's primaries release output this way too (one topology).
+          resumeBeforeLastBatch: options.processor.release === 'after-replication',
         },
         options.logger,
       );

@@ -440,7 +440,16 @@ export class ReplicaStore implements MetricSource {
   private gossip: readonly string[] = [];
 
   constructor(
-    private readonly options: { members: readonly string[]; key: Uint8Array; nf: NetworkFunction<unknown> },
+    private readonly options: {
+      members: readonly string[];
+      key: Uint8Array;
+      nf: NetworkFunction<unknown>;
+      /**
+       * The primaries release output only once a batch is acknowledged (after-replication): a failover
+       * resumes from the state before each flow's last batch (see Replica), else from the last.
+       */
+      resumeBeforeLastBatch?: boolean;
+    },
     private readonly logger: Logger,
   ) {
     this.members = options.members;
@@ -480,10 +489,12 @@ export class ReplicaStore implements MetricSource {
     );
     const flows: Adopted[] = [];
     let stale = 0;
+    const back = this.options.resumeBeforeLastBatch === true;
     for (const [key, r] of table?.entries() ?? []) {
-      const state = r.stale ? undefined : this.encoded(r, r.deltas.length - (r.lastIsDelta ? 1 : 0));
+      const before = back && r.lastIsDelta;
+      const state = r.stale ? undefined : this.encoded(r, r.deltas.length - (before ? 1 : 0));
       if (state === undefined) stale++;
-      else flows.push({ key, state, next: r.prevNext, born: r.born });
+      else flows.push({ key, state, next: before ? r.prevNext : r.next, born: r.born });
     }
     return { flows, stale };
   }
@@ -694,7 +705,7 @@ export class ReplicaStore implements MetricSource {
           replica.next = next;
           replica.lastIsDelta = true;
           if (replica.deltas.length >= COMPACT_AFTER) this.compact(replica);
-          this.onCovered(key, replica.prevNext);
+          this.onCovered(key, this.options.resumeBeforeLastBatch === true ? replica.prevNext : next);
         } else {
           this.drops.gap++;
           if (replica !== undefined) replica.stale = true;
