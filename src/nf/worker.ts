@@ -106,7 +106,7 @@ function snapshot(peers: string[]): void {
     block.reset();
     port.postMessage({ type: 'snapshot', peers, records, last } satisfies FromWorker, [records]);
   };
-  for (const [key, flow] of processor.flows.entries()) {
+  for (const [, flow] of processor.flows.entries()) {
     // A flow still arriving in a move has no state here yet.
     if (flow.state === undefined) continue;
     state.reset();
