@@ -17,7 +17,9 @@
  *     with that value (a replay after failover, or two instances claiming for one flow). Otherwise the
  *     claim wins v if v is free, and loses if v is taken or outside the pool.
  *   - CLAIM_ANY: the same, but it takes the lowest free value, or answers -1 when none is free.
- *   - RELEASE: frees what the owner's incarnation holds, if anything.
+ *   - RELEASE: frees what the owner's incarnation holds, if anything. A later claim for the same
+ *     incarnation is a new claim: a replay of a flow that had already ended gets some free value, and
+ *     its replayed release frees that.
  * A proposer names the lowest value free in its own view that it has not proposed already, so its own
  * claims never collide with each other. When its candidate lost, or its view has nothing left to
  * propose, it claims ANY, which cannot lose: a claim takes at most two rounds, and exhaustion is
@@ -49,6 +51,10 @@
  * at once, with the store's code. A claim that rejected may still commit later: its owner then holds a
  * value, which a new claim returns and `release` frees.
  *
+ * State. An instance builds its state by applying the log from revision 0. If the store no longer
+ * has that far back (the sequencer's window, an etcd compaction), the watch fails and every call
+ * rejects from then on: starting from a snapshot is not done here.
+ *
  * Memory: at most `maxPending` calls wait at once, and more are refused; the state is one entry per
  * holding, and the free structures (state/lowest-free.ts) grow only with the values given back.
  */
@@ -70,7 +76,7 @@ import {
 export const PoolOp = { CLAIM: 1, CLAIM_ANY: 2, RELEASE: 3 } as const;
 export type PoolOp = (typeof PoolOp)[keyof typeof PoolOp];
 
-export const POOL_UPDATE_VERSION = 1;
+const POOL_UPDATE_VERSION = 1;
 
 /** One update of the pools' log, decoded. */
 export interface PoolUpdate {

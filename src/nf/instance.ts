@@ -36,6 +36,7 @@ import type { Guarantee, ProcessorOptions } from './processor.js';
 import type { Peer } from './replication.js';
 import { ReplicaStore, Replicator, writeGlobalRecord } from './replication.js';
 import { ByteWriter } from '../state/bytes.js';
+import { CrdtGlobalState } from '../state/global-crdt.js';
 import { MAX_REPLICAS } from '../state/crdt/index.js';
 
 /** What a takeover did (see NfInstance.takeOver). */
@@ -79,11 +80,17 @@ const REPLAY_LOG_IDLE_MS = 10_000;
 const MIN_TRANSFER_PACKETS = 64;
 const MAX_DEFERRALS = 3;
 const EMPTY = new Uint8Array(0);
+/** The gossip accumulator joins counters and sets only. */
+const NO_POOLS = new LocalGlobalState();
 /**
  * How often eventual global state goes to the instances outside the cluster: what the detections that read
  * it across the deployment lag by, against one frame per peer per round.
  */
 const GOSSIP_MS = 200;
+/** How often the workers join the eventual global state the instance received. */
+const MERGE_MS = 50;
+/** Connections come up in bursts (a cluster forming): one full share for the burst. */
+const SHARE_AFTER_CONNECT_MS = 50;
 
 class Shard {
   readonly pending = new Uint8Array(BATCH_BYTES);
@@ -120,8 +127,18 @@ export class NfInstance implements MetricSource {
   /** Eventual global state to the instances outside the cluster. */
   private gossiper: Replicator | undefined;
   private readonly gossipFrame = new ByteWriter(64 * 1024);
-  private readonly gossipOut: Uint8Array[] = [];
+  /**
+   * What this instance's workers changed since the last gossip round, joined: an entry updated many times
+   * in a round travels once, and each peer merges one state per round instead of one per worker shipment.
+   */
+  private gossipOut: CrdtGlobalState | undefined;
+  /** Eventual global state received since the last merge round, joined (see spread). */
+  private mergeOut: CrdtGlobalState | undefined;
+  private merger: NodeJS.Timeout | undefined;
+  /** Eventual global states that did not decode. */
+  badGlobal = 0;
   private gossipTimer: NodeJS.Timeout | undefined;
+  private sharing: NodeJS.Timeout | undefined;
   private lastElu: EventLoopUtilization | undefined;
   private clusterVersion = 0;
   private gossipVersion = 0;
@@ -163,7 +180,7 @@ export class NfInstance implements MetricSource {
         log.trim(key, next, this.coarseNow);
       };
       this.replicas.onGlobal = (states) => {
-        this.spread(undefined, states);
+        this.spread(false, states);
       };
     }
   }
@@ -235,6 +252,7 @@ export class NfInstance implements MetricSource {
     await once(this.socket, 'listening');
     const replication =
       this.replicas === undefined ? 0 : await this.replicas.listen(options.host, options.cluster?.port ?? 0);
+    if (this.replicas !== undefined) this.merger = setInterval(this.mergeRound, MERGE_MS);
     this.sweeper = setInterval(() => {
       this.coarseNow = Date.now();
       this.replayLog?.sweep(this.coarseNow);
@@ -260,33 +278,51 @@ export class NfInstance implements MetricSource {
     global: ArrayBuffer | undefined,
   ): void {
     const k = this.replicator?.send(new Uint8Array(records), source);
-    if (global !== undefined) this.spread(shard, [new Uint8Array(global)]);
+    if (global !== undefined) this.spread(true, [new Uint8Array(global)]);
     if (this.options.processor.release !== 'after-replication') return;
     if (k === undefined) shard.worker.postMessage({ type: 'commit', ship } satisfies ToWorker);
     else shard.awaiting.push(k, ship);
   }
 
   /**
-   * Eventual global state (deltas, or all of it) goes to this instance's workers other than the one it came
-   * from (`from`: undefined when it came from another instance) and, when a worker of this instance made
-   * it, beyond the cluster (whose peers have it in the records frame) to every other instance, gathered
-   * for the next gossip round.
+   * Eventual global state (deltas, or all of it), from this instance's workers (`fromWorker`) or from other
+   * instances, is joined here and goes to every worker once per MERGE_MS (merging a worker's own entries
+   * back changes nothing), and what this instance's workers made goes beyond the cluster (whose peers
+   * have it in the records frame) to every other instance, gathered for the next gossip round. Joining
+   * here makes a worker merge one state per round instead of every shipment of every peer's worker: on a
+   * busy machine the messages, more than the merges, were what cost.
    */
-  private spread(from: Shard | undefined, states: readonly Uint8Array[]): void {
-    for (const s of this.shards) {
-      if (s === from) continue;
-      const copies = states.map((st) => new Uint8Array(st).buffer);
-      s.worker.postMessage({ type: 'merge', states: copies } satisfies ToWorker, copies);
+  private spread(fromWorker: boolean, states: readonly Uint8Array[]): void {
+    try {
+      this.mergeOut ??= new CrdtGlobalState(NO_POOLS, { replica: 0 });
+      for (const st of states) this.mergeOut.merge(st);
+      if (!fromWorker || this.gossiper === undefined) return;
+      this.gossipOut ??= new CrdtGlobalState(NO_POOLS, { replica: 0 });
+      for (const st of states) this.gossipOut.merge(st);
+    } catch (err) {
+      // Decoded before anything is joined: a bad state changes nothing.
+      this.badGlobal++;
+      this.options.logger.warn('eventual global state refused', { error: String(err) });
     }
-    if (from !== undefined && this.gossiper !== undefined) this.gossipOut.push(...states);
   }
+
+  private readonly mergeRound = (): void => {
+    const joined = this.mergeOut;
+    if (joined === undefined) return;
+    this.mergeOut = undefined;
+    const state = joined.encodeFull();
+    for (const s of this.shards) {
+      const copy = new Uint8Array(state).buffer;
+      s.worker.postMessage({ type: 'merge', states: [copy] } satisfies ToWorker, [copy]);
+    }
+  };
 
   /** One frame per gossip peer per round, however many deltas the workers made meanwhile. */
   private gossipRound(): void {
-    if (this.gossipOut.length === 0 || this.gossiper === undefined) return;
+    if (this.gossipOut === undefined || this.gossiper === undefined) return;
     this.gossipFrame.reset();
-    for (const state of this.gossipOut) writeGlobalRecord(this.gossipFrame, state);
-    this.gossipOut.length = 0;
+    writeGlobalRecord(this.gossipFrame, this.gossipOut.encodeFull());
+    this.gossipOut = undefined;
     this.gossiper.send(this.gossipFrame.view());
   }
 
@@ -330,10 +366,18 @@ export class NfInstance implements MetricSource {
     if (cluster === undefined || this.replicas === undefined || version <= this.gossipVersion) return;
     this.gossipVersion = version;
     this.replicas.setGossip(peers.map((p) => p.id));
-    this.gossiper ??= new Replicator(
-      { self: this.options.id, key: Buffer.from(cluster.key, 'hex'), peers: [], sources: this.shards.length },
-      this.options.logger,
-    );
+    if (this.gossiper === undefined) {
+      this.gossiper = new Replicator(
+        {
+          self: this.options.id,
+          key: Buffer.from(cluster.key, 'hex'),
+          peers: [],
+          sources: this.shards.length,
+        },
+        this.options.logger,
+      );
+      this.gossiper.onConnected = this.reconnected;
+    }
     this.gossipTimer ??= setInterval(() => {
       this.gossipRound();
     }, GOSSIP_MS);
@@ -351,6 +395,15 @@ export class NfInstance implements MetricSource {
   private shareGlobal(): void {
     for (const s of this.shards) s.worker.postMessage({ type: 'flush', global: true } satisfies ToWorker);
   }
+
+  /** A replication or gossip connection came up: share all eventual global state once, soon (debounced). */
+  private readonly reconnected = (): void => {
+    if (this.sharing !== undefined) return;
+    this.sharing = setTimeout(() => {
+      this.sharing = undefined;
+      this.shareGlobal();
+    }, SHARE_AFTER_CONNECT_MS);
+  };
 
   /**
    * Load for the controller: packet counters, how busy the threads are (event-loop utilisation since the
@@ -508,6 +561,7 @@ export class NfInstance implements MetricSource {
         this.options.logger,
       );
       this.replicator.onCommit = this.commit;
+      this.replicator.onConnected = this.reconnected;
       this.replicator.onRepair = (key) => {
         const shard =
           this.shards[
@@ -627,6 +681,8 @@ export class NfInstance implements MetricSource {
     this.replicator?.stop();
     this.gossiper?.stop();
     clearInterval(this.gossipTimer);
+    clearInterval(this.merger);
+    clearTimeout(this.sharing);
     await this.replicas?.stop();
     await Promise.all(
       this.shards.map(async (s) => {
@@ -643,6 +699,7 @@ export class NfInstance implements MetricSource {
     this.replicas?.collect(out);
     this.replayLog?.collect(out);
     out.push(['nfstate_nf_bad_copies_total', { instance: this.options.id }, this.badCopies]);
+    out.push(['nfstate_nf_bad_global_states_total', { instance: this.options.id }, this.badGlobal]);
     const labels = { instance: this.options.id };
     for (let i = 0; i < WORKER_COUNTERS.length; i++) {
       let sum = 0;

@@ -124,6 +124,11 @@ export class Replicator implements MetricSource {
   onCommit: (k: number) => void = () => undefined;
   /** A peer lacks a flow's history: the owner should send that flow's full state in its next records. */
   onRepair: (key: FlowKey) => void = () => undefined;
+  /**
+   * A connection to a peer came up (again): what was sent while it was down never arrived, which flow
+   * records repair by themselves (REPAIR on a gap) and eventual global state does not.
+   */
+  onConnected: () => void = () => undefined;
   repairs = 0;
 
   constructor(
@@ -242,6 +247,9 @@ export class Replicator implements MetricSource {
         this.repairs++;
         this.onRepair(key);
       },
+      () => {
+        this.onConnected();
+      },
     );
     if (joining) for (let s = 0; s < (this.options.sources ?? 1); s++) link.behind.add(s);
     return link;
@@ -281,6 +289,7 @@ class Link {
     private readonly logger: Logger,
     private readonly onAck: () => void,
     private readonly onRepair: (key: FlowKey) => void,
+    private readonly onConnected: () => void,
   ) {}
 
   get connected(): boolean {
@@ -308,6 +317,7 @@ class Link {
         socket.write(
           encodeFrame(ReplicationFrame.HELLO, ++this.seq, new TextEncoder().encode(this.self), this.key),
         );
+        this.onConnected();
         resolve();
       });
       socket.on('error', (err) => {
