@@ -393,7 +393,7 @@ export class NfInstance implements MetricSource {
    * changes only, crdt/index.ts). Merging what one already has changes nothing.
    */
   private shareGlobal(): void {
-    for (const s of this.shards) s.worker.postMessage({ type: 'flush', global: true } satisfies ToWorker);
+    for (const s of this.shards) s.worker.postMessage({ type: 'share' } satisfies ToWorker);
   }
 
   /** A replication or gossip connection came up: share all eventual global state once, soon (debounced). */

@@ -32,8 +32,10 @@ export type ToWorker =
   | ArrayBuffer
   | { type: 'digest' }
   | { type: 'stop' }
-  /** Close every open batch and ship the records now, with the whole eventual global state if `global`. */
-  | { type: 'flush'; global?: boolean }
+  /** Close every open batch and ship the records now. */
+  | { type: 'flush' }
+  /** Ship the whole eventual global state now (open batches stay open). */
+  | { type: 'share' }
   /** Eventual global state from another worker or instance (CrdtGlobalState encodings) to join. */
   | { type: 'merge'; states: ArrayBuffer[] }
   /** This instance's fencing token from the controller, for every packet it emits from now on. */

@@ -250,7 +250,11 @@ port.on('message', (msg: ToWorker) => {
   if (msg.type === 'commit') return commit(msg.ship);
   if (msg.type === 'flush') {
     processor.flushBatches();
-    shipRecords(msg.global === true);
+    shipRecords();
+    return;
+  }
+  if (msg.type === 'share') {
+    shipRecords(true);
     return;
   }
   if (msg.type === 'merge') {
