@@ -342,8 +342,9 @@ export class LocalDeployment {
       const members = clusters.find((c) => c.members.includes(self))?.members ?? [];
       for (const peer of members) {
         const j = at.get(peer);
-        if (peer === self || j === undefined) continue;
-        const got = new Map((held[j]![self] ?? []).map((f) => [f.flow, f.digest]));
+        const theirs = j === undefined ? undefined : held[j];
+        if (peer === self || theirs === undefined) continue;
+        const got = new Map((theirs[self] ?? []).map((f) => [f.flow, f.digest]));
         for (const [flow, d] of want) {
           if (got.get(flow) !== d)
             problems.push(`${peer} holds ${flow} of ${self} ${got.has(flow) ? 'differently' : 'not at all'}`);
@@ -361,12 +362,13 @@ export class LocalDeployment {
   }
 
   /** For each instance: the replicas it holds, by the instance they came from. */
-  private async replicaDigests(): Promise<Record<string, FlowDigest[]>[]> {
+  /** Per instance of the last `digests()`: its replicas; undefined for one that exited since (fenced). */
+  private async replicaDigests(): Promise<(Record<string, FlowDigest[]> | undefined)[]> {
     const replies = await Promise.all(this.digested.map((p) => p.request({ type: 'replicas' })));
-    return replies.map((r) => {
-      if (r.type !== 'replicas')
-        throw new NfsError(ErrorCode.PROCESS, `replicas failed: ${JSON.stringify(r)}`);
-      return r.replicas;
+    return replies.map((r, i) => {
+      if (r.type === 'replicas') return r.replicas;
+      if (this.digested[i]!.exited) return undefined;
+      throw new NfsError(ErrorCode.PROCESS, `replicas failed: ${JSON.stringify(r)}`);
     });
   }
 

@@ -22,12 +22,19 @@ interface FailureRow {
 
 /**
  * One cluster of three instances and no traffic; instances are killed and paused under the controller's
- * failure detection unit at its defaults (heartbeats every 50 ms, failed after 3 missed).
+ * failure detection unit at 50 ms heartbeats, failed after 3 missed.
  */
 describe('failure detection (multi-process on loopback)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'nfstate-failure-'));
   const deployment = new LocalDeployment(
-    parseTopology({ nf: { type: 'firewall' }, clusters: 1, perCluster: 3, threads: 1, spareInstances: 0 }),
+    parseTopology({
+      nf: { type: 'firewall' },
+      clusters: 1,
+      perCluster: 3,
+      threads: 1,
+      spareInstances: 0,
+      failure: { heartbeatMs: 50, missCount: 3 },
+    }),
     { logDir: dir },
   );
   let ends: Endpoints;
