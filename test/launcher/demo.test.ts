@@ -85,7 +85,7 @@ describe('nfstate demo (multi-process on loopback)', () => {
   });
 
   it('under --skew the load-balancing unit moves heavy flows off the overloaded instance, none more often than its cooldown allows', async () => {
-    const args = ['--nf', 'ids', '--skew', '10', '--flows', '200', '--packets', '60', '--rate', '4000'];
+    const args = ['--nf', 'nat', '--skew', '10', '--flows', '200', '--packets', '60', '--rate', '4000'];
     const on = await demo([...args, '--cooldown', '1000']);
     const off = await demo([...args, '--lb', 'off']);
     for (const s of [on, off]) assertClean(s);
