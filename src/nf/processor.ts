@@ -400,14 +400,7 @@ export class FlowProcessor {
 
   /** Move destination: hold every packet of `key` (no gap skipping) until `install` gives it a state. */
   expect(key: FlowKey, guarantee: Guarantee = 'order-preserving'): void {
-    let flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
-    if (flow === undefined) {
-      flow = new FlowEntry(key, flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto));
-      this.flows.set(key, flow);
-      this.counters.flowsCreated++;
-      flow.lastActive = this.clock.now();
-      this.idle.add(flow, flow.lastActive + this.options.flowIdleMs);
-    }
+    const flow = this.entry(key);
     flow.move = MoveState.INCOMING;
     flow.track = new MoveTrack(guarantee);
   }
@@ -483,14 +476,7 @@ export class FlowProcessor {
    * from `expected` on. This instance's own peers learn the flow at once, as version 1 of its life here.
    */
   adopt(key: FlowKey, state: Uint8Array, expected: number, born: number): FlowEntry {
-    let flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
-    if (flow === undefined) {
-      flow = new FlowEntry(key, flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto));
-      this.flows.set(key, flow);
-      this.counters.flowsCreated++;
-      flow.lastActive = this.clock.now();
-      this.idle.add(flow, flow.lastActive + this.options.flowIdleMs);
-    }
+    const flow = this.entry(key);
     flow.state = this.nf.codec.decodeFull(new ByteReader(state));
     flow.mark = this.nf.codec.mark(flow.state);
     flow.expected = expected;
@@ -749,6 +735,19 @@ export class FlowProcessor {
     this.counters.deltaBytes += w.length;
     this.onBatch?.(flow, flow.version, w.view(), flow.version === 1);
     return w.length;
+  }
+
+  /** The flow's entry, made (with no state yet) if this worker has none. */
+  private entry(key: FlowKey): FlowEntry {
+    let flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow === undefined) {
+      flow = new FlowEntry(key, flowHash(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto));
+      this.flows.set(key, flow);
+      this.counters.flowsCreated++;
+      flow.lastActive = this.clock.now();
+      this.idle.add(flow, flow.lastActive + this.options.flowIdleMs);
+    }
+    return flow;
   }
 
   private incarnate(flow: FlowEntry, born: number): void {
