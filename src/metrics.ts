@@ -315,7 +315,7 @@ export class AdminServer {
       sendJson(res, 200, result === undefined ? {} : result);
     } catch (err) {
       if (err instanceof NfsError) {
-        sendJson(res, 400, { error: err.message, code: err.code });
+        sendJson(res, 400, { error: err.message, code: err.code, retriable: err.retriable });
       } else {
         this.logger?.error('admin handler failed', { path: url.pathname, err });
         sendJson(res, 500, { error: err instanceof Error ? err.message : String(err) });
@@ -413,7 +413,9 @@ export async function adminCall(
   const json = (await res.json()) as Record<string, unknown>;
   if (!res.ok) {
     const message = typeof json.error === 'string' ? json.error : `${path}: HTTP ${res.status}`;
-    throw new NfsError(ErrorCode.PROCESS, `${host}:${port}${path}: ${message}`);
+    // A refusal keeps the server's code and retry hint, so a caller can tell "try again" from "broken".
+    const code = Object.values(ErrorCode).find((c) => c === json.code) ?? ErrorCode.PROCESS;
+    throw new NfsError(code, `${host}:${port}${path}: ${message}`, { retriable: json.retriable === true });
   }
   return json;
 }

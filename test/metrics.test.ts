@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { test } from 'node:test';
 import { ErrorCode, NfsError } from '../src/errors.js';
-import { AdminServer, MAX_BODY_BYTES, MetricsRegistry, escapeLabelValue } from '../src/metrics.js';
+import { AdminServer, MAX_BODY_BYTES, adminCall, MetricsRegistry, escapeLabelValue } from '../src/metrics.js';
 import type { MetricSample, MetricSource } from '../src/types.js';
 
 function source(samples: MetricSample[]): MetricSource {
@@ -128,6 +128,9 @@ void test('admin server: metrics, healthz, routes, and error mapping', async () 
   admin.route('POST', '/nfs-error', () => {
     throw new NfsError(ErrorCode.STATE, 'no such flow');
   });
+  admin.route('POST', '/busy', () => {
+    throw new NfsError(ErrorCode.STATE, 'flow is moving', { retriable: true });
+  });
   admin.route('GET', '/crash', () => {
     throw new Error('bug');
   });
@@ -161,7 +164,20 @@ void test('admin server: metrics, healthz, routes, and error mapping', async () 
     const nfs = await call(port, 'POST', '/nfs-error', '{}');
     assert.deepEqual(
       [nfs.status, JSON.parse(nfs.body)],
-      [400, { error: 'no such flow', code: 'NFS_ERR_STATE' }],
+      [400, { error: 'no such flow', code: 'NFS_ERR_STATE', retriable: false }],
+    );
+    // The client turns a refusal back into the same code and retry hint; a crash stays NFS_ERR_PROCESS.
+    await assert.rejects(
+      adminCall('127.0.0.1', port, '/busy', {}),
+      (err: unknown) =>
+        err instanceof NfsError &&
+        err.code === ErrorCode.STATE &&
+        err.retriable &&
+        /flow is moving/.test(err.message),
+    );
+    await assert.rejects(
+      adminCall('127.0.0.1', port, '/crash'),
+      (err: unknown) => err instanceof NfsError && err.code === ErrorCode.PROCESS && !err.retriable,
     );
 
     const crash = await call(port, 'GET', '/crash');

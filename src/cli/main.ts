@@ -174,10 +174,10 @@ program
           `throughput ${summary.throughput_pps} packets/s over ${summary.duration_ms} ms`,
           `latency p50 ${l.p50} us  p99 ${l.p99} us  max ${l.max} us`,
           `state matches oracle: ${summary.state_matches_oracle}  (global: ${summary.global_matches_oracle})`,
-          ...(summary.moves.count + summary.moves.aborted === 0
+          ...(summary.moves.count + summary.moves.aborted + summary.moves.failed === 0
             ? []
             : [
-                `moves (${summary.moves.guarantee}): ${summary.moves.count} (${summary.moves.intra} intra, ${summary.moves.inter} inter, ${summary.moves.aborted} aborted), state bytes intra ${summary.moves.state_bytes_intra} / inter ${summary.moves.state_bytes_inter}, p50 ${summary.moves.p50_ms} ms, p99 ${summary.moves.p99_ms} ms${summary.moves.dropped > 0 ? `, ${summary.moves.dropped} packets dropped by moves` : ''}`,
+                `moves (${summary.moves.guarantee}): ${summary.moves.count} (${summary.moves.intra} intra, ${summary.moves.inter} inter, ${summary.moves.aborted} aborted${summary.moves.failed > 0 ? `, ${summary.moves.failed} failed: ${summary.moves.errors.join('; ')}` : ''}), state bytes intra ${summary.moves.state_bytes_intra} / inter ${summary.moves.state_bytes_inter}, p50 ${summary.moves.p50_ms} ms, p99 ${summary.moves.p99_ms} ms${summary.moves.dropped > 0 ? `, ${summary.moves.dropped} packets dropped by moves` : ''}`,
               ]),
           ...(summary.lb.rounds === 0
             ? []

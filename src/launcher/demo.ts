@@ -15,6 +15,7 @@ import { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
 import type { Topology } from './config.js';
 import { adminCall } from '../metrics.js';
+import { ErrorCode, NfsError } from '../errors.js';
 import { deploymentGlobal, eventualConverged } from '../state/digest.js';
 import type { RunDigest } from '../state/digest.js';
 import type { SinkReport } from '../traffic/sink.js';
@@ -166,6 +167,9 @@ export interface MoveSummary {
   intra: number;
   inter: number;
   aborted: number;
+  /** Moves the controller never answered with a record, and the first few distinct errors they met. */
+  failed: number;
+  errors: string[];
   /** Mean state bytes shipped per move. */
   state_bytes_intra: number;
   state_bytes_inter: number;
@@ -187,6 +191,12 @@ export const DEMO_NF_CONFIG: Record<string, Record<string, unknown>> = {
   },
 };
 
+/** The moves a run asked for: those the controller answered, and the errors of those it never did. */
+interface MovesDone {
+  records: MoveRecord[];
+  failed: string[];
+}
+
 /**
  * Moves `n` random flows while the generator runs: each when the generator has sent its share of the trace,
  * alternately to another member of the flow's cluster and to another cluster. Moves run concurrently.
@@ -199,55 +209,78 @@ async function moveDuring(
   ends: Endpoints,
   host: string,
   logger: Logger,
-): Promise<MoveRecord[]> {
-  if (n === 0) return [];
+): Promise<MovesDone> {
+  const done: MovesDone = { records: [], failed: [] };
+  if (n === 0) return done;
   const api = (port: number, path: string, body?: unknown): Promise<unknown> =>
     adminCall(host, port, path, body);
   const clusters = (await api(ends.controller.admin, '/clusters')) as { id: string; members: string[] }[];
   const random = seeded(trace.options.seed);
-  const moves: Promise<MoveRecord | undefined>[] = [];
   const inFlight = new Set<string>();
-  for (let i = 0; i < n; i++) {
-    // Spread over the first 80 % of the trace, so every moved flow still has packets after its move.
-    const at = Math.floor(((i + random()) / n) * 0.8 * trace.total);
-    while (gen.sent < at) await new Promise((r) => setTimeout(r, 2));
-    // A flow already on its way somewhere is left alone: the controller moves a flow one move at a time.
-    let flow = flowKeyString(trace.flowKey(Math.floor(random() * trace.options.flows)));
-    for (let tries = 0; inFlight.has(flow) && tries < 100; tries++) {
-      flow = flowKeyString(trace.flowKey(Math.floor(random() * trace.options.flows)));
+  // A flow already on its way somewhere is left alone: the controller moves a flow one move at a time.
+  const pick = (): string | undefined => {
+    for (let tries = 0; tries < 100; tries++) {
+      const flow = flowKeyString(trace.flowKey(Math.floor(random() * trace.options.flows)));
+      if (!inFlight.has(flow)) return flow;
     }
-    if (inFlight.has(flow)) continue;
-    const { owner } = (await api(ends.ingress.admin, `/owner?flow=${encodeURIComponent(flow)}`)) as {
-      owner: string;
-    };
-    const home = clusters.find((c) => c.members.includes(owner))!;
-    const others = clusters.filter((c) => c !== home);
-    const candidates =
-      i % 2 === 0 || others.length === 0
-        ? home.members.filter((m) => m !== owner)
-        : others.flatMap((c) => c.members);
-    if (candidates.length === 0) continue;
-    const to = candidates[Math.floor(random() * candidates.length)]!;
-    inFlight.add(flow);
-    moves.push(
-      (
-        adminCall(
+    return undefined;
+  };
+  const moveOne = async (intra: boolean): Promise<MoveRecord> => {
+    for (let attempt = 1; ; attempt++) {
+      const flow = pick();
+      if (flow === undefined)
+        throw new NfsError(ErrorCode.STATE, 'move: every flow tried was moving already');
+      inFlight.add(flow);
+      try {
+        const { owner } = (await api(ends.ingress.admin, `/owner?flow=${encodeURIComponent(flow)}`)) as {
+          owner: string;
+        };
+        const home = clusters.find((c) => c.members.includes(owner))!;
+        const others = clusters.filter((c) => c !== home);
+        const candidates =
+          intra || others.length === 0
+            ? home.members.filter((m) => m !== owner)
+            : others.flatMap((c) => c.members);
+        const to = candidates[Math.floor(random() * candidates.length)]!;
+        return (await adminCall(
           host,
           ends.controller.admin,
           '/move',
           { flow, to, guarantee },
           MOVE_CALL_MS,
-        ) as unknown as Promise<MoveRecord>
-      )
-        .catch((err: unknown) => {
-          logger.warn('move failed', { flow, to, error: String(err) });
-          return undefined;
-        })
-        .finally(() => inFlight.delete(flow)),
+        )) as unknown as MoveRecord;
+      } catch (err) {
+        // A refusal (not a failure) means the load-balancing unit moved the flow meanwhile, or is moving it:
+        // another flow is picked. Failures of the move itself come back as aborted records, not here.
+        const refused =
+          err instanceof NfsError && (err.code === ErrorCode.STATE || err.code === ErrorCode.CONFIG);
+        if (!refused || attempt === MOVE_TRIES) throw err;
+      } finally {
+        inFlight.delete(flow);
+      }
+    }
+  };
+  const moves: Promise<void>[] = [];
+  for (let i = 0; i < n; i++) {
+    // Spread over the first 80 % of the trace, so every moved flow still has packets after its move.
+    const at = Math.floor(((i + random()) / n) * 0.8 * trace.total);
+    while (gen.sent < at) await new Promise((r) => setTimeout(r, 2));
+    moves.push(
+      moveOne(i % 2 === 0).then(
+        (m) => void done.records.push(m),
+        (err: unknown) => {
+          logger.warn('move failed', { error: String(err) });
+          done.failed.push(String(err));
+        },
+      ),
     );
   }
-  return (await Promise.all(moves)).filter((m): m is MoveRecord => m !== undefined && 'duration_ms' in m);
+  await Promise.all(moves);
+  return done;
 }
+
+/** Refused moves tried again with another flow before one counts as failed. */
+const MOVE_TRIES = 5;
 
 /**
  * A move answers within its deadline, its hand-over wait and its re-point confirmation, which together can
@@ -267,11 +300,12 @@ async function moveBatchesDuring(
   ends: Endpoints,
   host: string,
   logger: Logger,
-): Promise<MoveRecord[]> {
+): Promise<MovesDone> {
   const { moves: n, moveBatch: size, guarantee } = options;
   const random = seeded(trace.options.seed);
   const ids = ends.instances.map((i) => i.id);
-  const batches: Promise<MoveRecord[]>[] = [];
+  const done: MovesDone = { records: [], failed: [] };
+  const batches: Promise<void>[] = [];
   const inFlight = new Set<string>();
   const count = Math.ceil(n / size);
   for (let b = 0; b < count; b++) {
@@ -303,16 +337,20 @@ async function moveBatchesDuring(
           MOVE_CALL_MS,
         ) as unknown as Promise<MoveRecord[]>
       )
-        .catch((err: unknown) => {
-          logger.warn('batched move failed', { flows: flows.length, to, error: String(err) });
-          return [];
-        })
+        .then(
+          (records) => void done.records.push(...records.filter((m) => m.refused !== true)),
+          (err: unknown) => {
+            logger.warn('batched move failed', { flows: flows.length, to, error: String(err) });
+            done.failed.push(String(err));
+          },
+        )
         .finally(() => {
           for (const f of flows) inFlight.delete(f);
         }),
     );
   }
-  return (await Promise.all(batches)).flat().filter((m) => m.refused !== true);
+  await Promise.all(batches);
+  return done;
 }
 
 /** Drains instances nf-0, nf-1, … one after another while the generator is between 20 % and 60 % done. */
@@ -537,7 +575,7 @@ function percentile(sorted: readonly number[], p: number): number {
   return Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! * 100) / 100;
 }
 
-function summariseMoves(moves: readonly MoveRecord[], guarantee: Guarantee): MoveSummary {
+function summariseMoves({ records: moves, failed }: MovesDone, guarantee: Guarantee): MoveSummary {
   const done = moves.filter((m) => !m.aborted);
   const mean = (xs: number[]): number =>
     xs.length === 0 ? 0 : Math.round(xs.reduce((a, b) => a + b, 0) / xs.length);
@@ -547,6 +585,8 @@ function summariseMoves(moves: readonly MoveRecord[], guarantee: Guarantee): Mov
     intra: done.filter((m) => m.intra).length,
     inter: done.filter((m) => !m.intra).length,
     aborted: moves.length - done.length,
+    failed: failed.length,
+    errors: [...new Set(failed)].slice(0, 5),
     state_bytes_intra: mean(done.filter((m) => m.intra).map((m) => m.state_bytes)),
     state_bytes_inter: mean(done.filter((m) => !m.intra).map((m) => m.state_bytes)),
     p50_ms: percentile(ms, 0.5),

@@ -54,7 +54,7 @@ describe('nfstate demo (multi-process on loopback)', () => {
     it(`${nf}: 200 flow moves during the run, inside and across clusters, lose and reorder nothing`, async () => {
       const s = await demo(['--nf', nf, '--moves', '200']);
       assertClean(s);
-      assert.equal(s.moves.count + s.moves.aborted, 200);
+      assert.equal(s.moves.count + s.moves.aborted, 200, JSON.stringify(s.moves));
       assert.ok(s.moves.intra > 50 && s.moves.inter > 50, JSON.stringify(s.moves));
     });
   }
@@ -62,7 +62,7 @@ describe('nfstate demo (multi-process on loopback)', () => {
   it('--guarantee loss-free: 200 moves lose nothing (the source’s packets may come behind)', async () => {
     const s = await demo(['--nf', 'nat', '--moves', '200', '--guarantee', 'loss-free']);
     assert.equal(s.moves.guarantee, 'loss-free');
-    assert.equal(s.moves.count + s.moves.aborted, 200);
+    assert.equal(s.moves.count + s.moves.aborted, 200, JSON.stringify(s.moves));
     assert.equal(s.lost, 0, 'lost');
     assert.equal(s.duplicated, 0, 'duplicated');
     assert.equal(s.moves.dropped, 0);
@@ -72,7 +72,7 @@ describe('nfstate demo (multi-process on loopback)', () => {
   it('--guarantee none: the run completes, and what the moves dropped is every packet not delivered', async () => {
     const s = await demo(['--nf', 'nat', '--moves', '200', '--guarantee', 'none']);
     assert.equal(s.moves.guarantee, 'none');
-    assert.equal(s.moves.count + s.moves.aborted, 200);
+    assert.equal(s.moves.count + s.moves.aborted, 200, JSON.stringify(s.moves));
     assert.equal(s.duplicated, 0, 'duplicated');
     assert.equal(s.delivered + s.moves.dropped, s.sent - s.nf_dropped);
     assert.equal(s.lost, s.moves.dropped);
