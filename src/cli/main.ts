@@ -12,13 +12,19 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ErrorCode, NfsError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { adminCall } from '../metrics.js';
-import { DEFAULT_TOPOLOGY, parseHostPort, parseTopology, loadTopology } from '../launcher/config.js';
+import {
+  DEFAULT_TOPOLOGY,
+  GLOBAL_STORES,
+  parseHostPort,
+  parseTopology,
+  loadTopology,
+} from '../launcher/config.js';
 import type { Topology } from '../launcher/config.js';
 import { DEMO_NF_CONFIG, runDemo } from '../launcher/demo.js';
 import { GUARANTEES } from '../nf/processor.js';
 import type { Guarantee } from '../nf/processor.js';
 import { runController, runIngress, runNf, runSink } from '../launcher/roles.js';
-import type { ControllerSpec, IngressSpec, NfSpec, SinkSpec } from '../launcher/roles.js';
+import type { ControllerSpec, IngressSpec, NfSpec, SinkSpec, StrongStoreSpec } from '../launcher/roles.js';
 import { runUp } from '../launcher/up.js';
 import { DEFAULT_BALANCER } from '../controller/balancer.js';
 import type { BalancerOptions } from '../controller/balancer.js';
@@ -133,6 +139,22 @@ program
     int('--pause', 0, 64),
     0,
   )
+  .addOption(
+    new Option(
+      '--global <store>',
+      'where strong global state (NAT ports) is decided: local (the controller keeps the log), etcd, or none (each worker its own share)',
+    ).choices(GLOBAL_STORES),
+  )
+  .option(
+    '--etcd <urls>',
+    'with --global etcd: comma-separated client URLs (default: start a 3-member etcd for the run)',
+  )
+  .option(
+    '--etcd-kill <n>',
+    "with --global etcd and no --etcd: kill N members of the run's etcd during the run (1 keeps a quorum)",
+    int('--etcd-kill', 0, 3),
+    0,
+  )
   .addOption(lbOption())
   .option(
     '--capacity <pps>',
@@ -160,6 +182,8 @@ program
         add: o.add as number,
         kill: o.kill as number,
         pause: o.pause as number,
+        ownEtcd: o.global === 'etcd' && o.etcd === undefined,
+        etcdKill: o.etcdKill as number,
       },
       logger,
     );
@@ -198,6 +222,11 @@ program
                 `failovers: ${summary.failovers.count} (detected p50 ${summary.failovers.detect_ms_p50} ms, recovered p50 ${summary.failovers.recover_ms_p50} ms, max ${summary.failovers.recover_ms_max} ms after the signal), ${summary.failovers.replayed} packets replayed${summary.failovers.woke_fenced > 0 ? `, ${summary.failovers.woke_fenced} woken instances exited fenced` : ''}`,
               ]),
           `replication (${summary.replication.mode}): ${summary.replication.bytes_sent} bytes in ${summary.replication.messages} messages, replicas match: ${summary.replication.replicas_match}`,
+          ...(summary.strong.store === 'none'
+            ? []
+            : [
+                `strong global state (${summary.strong.store}${summary.strong.etcd_killed > 0 ? `, ${summary.strong.etcd_killed} etcd members killed` : ''}): ${summary.strong.claims} claims, ${summary.strong.conflicts} conflicts, ${summary.strong.flows_waited} new flows waited for the log${summary.strong.failed > 0 ? `, ${summary.strong.failed} FAILED (the log could not decide in time: lost quorum?)` : ''}`,
+              ]),
           ...(summary.run_dir === null ? [] : [`run directory: ${summary.run_dir}`]),
           '',
         ].join('\n'),
@@ -212,6 +241,7 @@ program
       summary.lost > (m.guarantee === 'none' ? m.dropped : 0) ||
       summary.duplicated > 0 ||
       summary.failovers.each.some((f) => f.error !== undefined) ||
+      summary.strong.failed > 0 ||
       (ordered && (summary.reordered > 0 || !summary.state_matches_oracle))
     ) {
       process.exitCode = 1;
@@ -246,10 +276,15 @@ function withFlags(base: Topology | undefined, o: Record<string, unknown>): Topo
   if (o.release !== undefined) t.release = o.release;
   if (o.replication === false) t.replication = 'off';
   else if (o.cluster === false) t.replication = 'all';
-  // Instances added during the run need slices of the shared pools of their own.
+  // Instances added during the run and the replacements of those killed or paused need ids and slices of
+  // the shared pools of their own, on top of the spares the load-balancing unit may ask for.
   const spare = (t.spareInstances as number | undefined) ?? DEFAULT_TOPOLOGY.spareInstances;
-  if (typeof o.add === 'number' && o.add > spare) t.spareInstances = o.add;
+  const more = [o.add, o.kill, o.pause].reduce<number>((n, x) => n + (typeof x === 'number' ? x : 0), 0);
+  t.spareInstances = spare + more;
   t.lb = lbFlags((t.lb ?? {}) as Partial<BalancerOptions>, o);
+  // `--global etcd` without endpoints: the demo starts its own etcd and fills them in.
+  if (o.global !== undefined && (o.global !== 'etcd' || typeof o.etcd === 'string'))
+    t.global = { store: o.global, endpoints: typeof o.etcd === 'string' ? o.etcd.split(',') : [] };
   return parseTopology(t);
 }
 
@@ -495,6 +530,11 @@ program
     '--controller <host:port>',
     'register with this controller, which forms clusters and sets the peers',
   )
+  .option(
+    '--global <store>',
+    "where strong global state (pools) is decided: local=HOST:PORT (a controller's sequencer; authenticated by --cluster-key) or etcd=URL,URL,… (default: each worker its --partition share)",
+  )
+  .option('--global-prefix <prefix>', 'with etcd: the key prefix of this deployment', 'nfstate/')
   .action(async (o: Record<string, unknown>) => {
     const part = /^(\d+)\/(\d+)$/.exec(o.partition as string);
     if (part === null) throw new InvalidArgumentError('--partition must look like 2/12');
@@ -518,6 +558,7 @@ program
       egress: parseHostPort(o.egress as string, '--egress'),
       partition: { index: Number(part[1]), count: Number(part[2]) },
       ...replicationFlags(o),
+      ...(typeof o.global === 'string' ? { global: globalFlag(o) } : {}),
       ...(typeof o.controller === 'string'
         ? {
             controller: (({ host, port }) => ({ host, admin: port }))(
@@ -559,6 +600,10 @@ program
     int('--miss-count', 2, 1000),
     DEFAULT_TOPOLOGY.failure.missCount,
   )
+  .option(
+    '--sequencer-key <hex>',
+    'keep the log of strong global state (`nfstate nf --global local=…`), for instances with this cluster key; its port is printed with the others',
+  )
   .action(async (o: { host: string; port: number; clusterSize: number } & Record<string, unknown>) => {
     await runController({
       host: o.host,
@@ -567,8 +612,35 @@ program
       moveTimeoutMs: o.moveTimeout as number,
       failure: { heartbeatMs: o.heartbeatMs as number, missCount: o.missCount as number },
       lb: lbFlags({ ...DEFAULT_BALANCER }, o),
+      ...(typeof o.sequencerKey === 'string'
+        ? { sequencer: { key: hexKey(o.sequencerKey, '--sequencer-key') } }
+        : {}),
     });
   });
+
+/** `--global local=HOST:PORT` or `--global etcd=URL,…` of `nfstate nf`. */
+function globalFlag(o: Record<string, unknown>): StrongStoreSpec {
+  const [store, at = ''] = (o.global as string).split(/=(.*)/s);
+  if (store === 'local') {
+    if (typeof o.clusterKey !== 'string')
+      throw new InvalidArgumentError('--global local=… needs --cluster-key');
+    const { host, port } = parseHostPort(at, '--global local');
+    return { store: 'local', host, port, key: hexKey(o.clusterKey, '--cluster-key') };
+  }
+  if (store === 'etcd') {
+    const endpoints = at.split(',').filter((u) => u !== '');
+    if (endpoints.length === 0 || !endpoints.every((u) => /^https?:\/\/[^/\s]+$/.test(u)))
+      throw new InvalidArgumentError('--global etcd=… needs client URLs like http://127.0.0.1:2379');
+    return { store: 'etcd', endpoints, prefix: o.globalPrefix as string };
+  }
+  throw new InvalidArgumentError('--global must be local=HOST:PORT or etcd=URL,URL,…');
+}
+
+function hexKey(v: string, flag: string): string {
+  if (!/^([0-9a-f]{2}){16,}$/i.test(v))
+    throw new InvalidArgumentError(`${flag} must be at least 16 bytes of hex`);
+  return v;
+}
 
 /** The replication part of an `nfstate nf` spec, from its flags; none without --cluster-key. */
 function replicationFlags(o: Record<string, unknown>): Pick<NfSpec, 'cluster' | 'peers'> {
@@ -576,9 +648,7 @@ function replicationFlags(o: Record<string, unknown>): Pick<NfSpec, 'cluster' | 
     if (o.replicateTo !== undefined) throw new InvalidArgumentError('--replicate-to needs --cluster-key');
     return {};
   }
-  if (!/^([0-9a-f]{2}){16,}$/i.test(o.clusterKey)) {
-    throw new InvalidArgumentError('--cluster-key must be at least 16 bytes of hex');
-  }
+  hexKey(o.clusterKey, '--cluster-key');
   const peers = typeof o.replicateTo === 'string' ? endpointList(o.replicateTo, '--replicate-to') : [];
   const accept =
     typeof o.accept === 'string' ? o.accept.split(',').filter((id) => id !== '') : peers.map((p) => p.id);

@@ -408,7 +408,9 @@ export class Controller implements MetricSource {
       const [, flows] = await Promise.all([fence(), owned()]);
       const successor = this.successorOf(id);
       if (successor === undefined) {
-        record.error = `no live member of its cluster to take over ${flows.length} flows: their state is lost`;
+        // An instance that held nothing yet (a replacement killed as it joined) needs no successor.
+        if (flows.length > 0)
+          record.error = `no live member of its cluster to take over ${flows.length} flows: their state is lost`;
       } else {
         record.successor = successor.id;
         const r = (await this.call(

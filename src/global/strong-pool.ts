@@ -63,6 +63,7 @@ import { randomBytes } from 'node:crypto';
 import { ErrorCode, NfsError } from '../errors.js';
 import { ByteReader, ByteWriter } from '../state/bytes.js';
 import { LowestFree } from '../state/lowest-free.js';
+import { sliceOf, type Partition } from '../state/global-local.js';
 import type { Logger, MetricSample, MetricSource } from '../types.js';
 import {
   DEFAULT_DEADLINE_MS,
@@ -135,10 +136,10 @@ function text(b: Uint8Array): string {
 }
 
 /** What a claim came to when it applied: a value, or one of these. */
-const EXHAUSTED = -1;
-const LOST = -2;
+export const EXHAUSTED = -1;
+export const LOST = -2;
 
-interface Holding {
+export interface Holding {
   readonly owner: string;
   readonly incarnation: number;
   readonly value: number;
@@ -174,20 +175,16 @@ interface Call {
   onAbort: (() => void) | undefined;
 }
 
-/** One pool's applied state, the same at every instance, and this instance's proposals. */
-class Pool {
+/**
+ * One pool's applied state, the same at every instance that applies the same log: what StrongPools keeps,
+ * and what an instance's worker threads mirror from it (state/global-strong.ts).
+ */
+export class PoolState {
   readonly byValue = new Map<number, Holding>();
   readonly byOwner = new Map<string, Holding>();
-  /** The latest call of this instance per holding key: calls for one owner go one after another. */
-  readonly busy = new Map<string, Call>();
-  /** Candidates this instance proposed whose claims are not decided yet. */
-  private readonly proposed = new Set<number>();
   /** Lowest free in the applied state: where CLAIM_ANY takes from. */
   private readonly free: LowestFree;
-  /** Lowest free in this instance's view that it has not proposed: where its candidates come from. */
-  private readonly proposable: LowestFree;
   private readonly isFree = (v: number): boolean => !this.byValue.has(v);
-  private readonly isProposable = (v: number): boolean => !this.byValue.has(v) && !this.proposed.has(v);
 
   constructor(
     readonly name: string,
@@ -195,26 +192,24 @@ class Pool {
     readonly last: number,
   ) {
     this.free = new LowestFree(first, last);
-    this.proposable = new LowestFree(first, last);
   }
 
   get size(): number {
     return this.last - this.first + 1;
   }
 
-  /** A candidate for a new claim, or -1 when this view has none left. */
-  propose(): number {
-    const v = this.proposable.take(this.isProposable);
-    if (v >= 0) this.proposed.add(v);
-    return v;
+  /** Applies one decoded update; returns what it came to (a value, EXHAUSTED or LOST; -1 for a release of nothing). */
+  apply(u: PoolUpdate): number {
+    return u.op === PoolOp.RELEASE
+      ? this.applyRelease(u.owner, u.incarnation)
+      : this.applyClaim(u.owner, u.incarnation, u.op === PoolOp.CLAIM ? u.candidate : -1);
   }
 
-  /** The claim that proposed `v` is decided (or given up): `v` may be proposed again if it is free. */
-  settleProposal(v: number): void {
-    if (this.proposed.delete(v) && !this.byValue.has(v)) this.proposable.offer(v);
+  valueOf(owner: string, incarnation: number): number | undefined {
+    return this.byOwner.get(holdingKey(owner, incarnation))?.value;
   }
 
-  applyClaim(owner: string, incarnation: number, candidate: number): number {
+  private applyClaim(owner: string, incarnation: number, candidate: number): number {
     const key = holdingKey(owner, incarnation);
     const held = this.byOwner.get(key);
     if (held !== undefined) return held.value;
@@ -231,16 +226,66 @@ class Pool {
     return value;
   }
 
-  /** Frees what the owner's incarnation holds; returns that value, or -1. */
-  applyRelease(owner: string, incarnation: number): number {
+  private applyRelease(owner: string, incarnation: number): number {
     const key = holdingKey(owner, incarnation);
     const h = this.byOwner.get(key);
     if (h === undefined) return -1;
     this.byOwner.delete(key);
     this.byValue.delete(h.value);
     this.free.offer(h.value);
-    if (!this.proposed.has(h.value)) this.proposable.offer(h.value);
+    this.released(h.value);
     return h.value;
+  }
+
+  /** A value went back to the pool: only a proposer has more to do. */
+  protected released: (value: number) => void = () => undefined;
+}
+
+/**
+ * One pool's applied state and this instance's proposals. Its candidates come from its own slice of the
+ * range first (`slice`), where no other instance proposes, so that its claims rarely lose and take one
+ * round; past the slice, from anywhere.
+ */
+class Pool extends PoolState {
+  /** The latest call of this instance per holding key: calls for one owner go one after another. */
+  readonly busy = new Map<string, Call>();
+  /** Candidates this instance proposed whose claims are not decided yet. */
+  private readonly proposed = new Set<number>();
+  /** Lowest free in this instance's view that it has not proposed, in its slice and anywhere. */
+  private readonly mine: LowestFree;
+  private readonly anywhere: LowestFree;
+  private readonly isProposable = (v: number): boolean => !this.byValue.has(v) && !this.proposed.has(v);
+
+  constructor(
+    name: string,
+    first: number,
+    last: number,
+    private readonly slice: readonly [number, number],
+  ) {
+    super(name, first, last);
+    this.mine = new LowestFree(slice[0], slice[1]);
+    this.anywhere = new LowestFree(first, last);
+    this.released = (value) => {
+      if (!this.proposed.has(value)) this.offer(value);
+    };
+  }
+
+  /** A candidate for a new claim, or -1 when this view has none left. */
+  propose(): number {
+    let v = this.mine.take(this.isProposable);
+    if (v < 0) v = this.anywhere.take(this.isProposable);
+    if (v >= 0) this.proposed.add(v);
+    return v;
+  }
+
+  /** The claim that proposed `v` is decided (or given up): `v` may be proposed again if it is free. */
+  settleProposal(v: number): void {
+    if (this.proposed.delete(v) && !this.byValue.has(v)) this.offer(v);
+  }
+
+  private offer(v: number): void {
+    if (v >= this.slice[0] && v <= this.slice[1]) this.mine.offer(v);
+    this.anywhere.offer(v);
   }
 }
 
@@ -261,6 +306,11 @@ export interface StrongPoolsOptions {
   attemptMs?: number;
   /** The most calls in progress at once (default 65536). */
   maxPending?: number;
+  /**
+   * This instance's slice of every pool (index of count, as the instances number themselves), where its
+   * candidates come from first (default: the whole range, as one slice).
+   */
+  slice?: Partition;
 }
 
 export class StrongPools implements MetricSource {
@@ -277,12 +327,18 @@ export class StrongPools implements MetricSource {
     malformed: 0,
     undeclared: 0,
   };
+  /**
+   * Each pool update as it applies here, in log order (its data, valid during the call): a mirror that
+   * applies the same to its own PoolStates holds the same state.
+   */
+  onApplied: ((data: Uint8Array) => void) | undefined;
   private readonly pools = new Map<string, Pool>();
   private readonly batchMs: number;
   private readonly maxBatch: number;
   private readonly deadlineMs: number;
   private readonly attemptMs: number;
   private readonly maxPending: number;
+  private readonly slice: Partition;
   private readonly idStem: string;
   private nextSeq = 0;
   private watch: WatchHandle | undefined;
@@ -318,6 +374,16 @@ export class StrongPools implements MetricSource {
     this.deadlineMs = checkCount('deadlineMs', options.deadlineMs ?? DEFAULT_DEADLINE_MS, 1);
     this.attemptMs = checkCount('attemptMs', options.attemptMs ?? Math.ceil(this.deadlineMs / 4), 1);
     this.maxPending = checkCount('maxPending', options.maxPending ?? 65536, 1);
+    this.slice = options.slice ?? { index: 0, count: 1 };
+    const { index, count } = this.slice;
+    if (
+      !Number.isSafeInteger(count) ||
+      count < 1 ||
+      !Number.isSafeInteger(index) ||
+      index < 0 ||
+      index >= count
+    )
+      throw new NfsError(ErrorCode.CONFIG, `strongPools.slice: bad slice ${index} of ${count}`);
     this.idStem = `${ID_PREFIX}${self}:${randomBytes(8).toString('hex')}:`;
   }
 
@@ -344,7 +410,7 @@ export class StrongPools implements MetricSource {
         `strongPools.${name}: range [${first}, ${last}] is empty or negative`,
       );
     }
-    this.pools.set(name, new Pool(name, first, last));
+    this.pools.set(name, new Pool(name, first, last, sliceOf(first, last, this.slice) ?? [first, last]));
   }
 
   /**
@@ -431,7 +497,7 @@ export class StrongPools implements MetricSource {
 
   /** The value `owner`'s `incarnation` holds, as applied here. */
   valueOf(name: string, owner: string, incarnation: number): number | undefined {
-    return this.pools.get(name)?.byOwner.get(holdingKey(owner, incarnation))?.value;
+    return this.pools.get(name)?.valueOf(owner, incarnation);
   }
 
   /** The owner holding `value`, as applied here. */
@@ -648,10 +714,8 @@ export class StrongPools implements MetricSource {
       this.counts.undeclared++;
       return;
     }
-    const outcome =
-      m.op === PoolOp.RELEASE
-        ? pool.applyRelease(m.owner, m.incarnation)
-        : pool.applyClaim(m.owner, m.incarnation, m.op === PoolOp.CLAIM ? m.candidate : -1);
+    const outcome = pool.apply(m);
+    this.onApplied?.(u.data);
     const call = this.byId.get(u.id);
     if (call === undefined) return;
     this.byId.delete(u.id);

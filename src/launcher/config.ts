@@ -68,7 +68,16 @@ export interface Topology {
   readonly move: { readonly timeoutMs: number };
   /** The controller's failure detection unit (see controller/detector.ts). */
   readonly failure: Readonly<FailureOptions>;
+  /**
+   * Where strong global state (the NAT's port pool) is decided: `local`, a log the controller keeps (one
+   * machine); `etcd`, a log in the etcd cluster at `endpoints`; `none`, no log: every worker has its own
+   * share of each pool, and a flow re-created after a failover may get another value.
+   */
+  readonly global: { readonly store: GlobalStoreKind; readonly endpoints: readonly string[] };
 }
+
+export const GLOBAL_STORES = ['local', 'etcd', 'none'] as const;
+export type GlobalStoreKind = (typeof GLOBAL_STORES)[number];
 
 export const RELEASE_MODES = ['immediate', 'after-replication'] as const;
 export type Release = (typeof RELEASE_MODES)[number];
@@ -95,6 +104,7 @@ export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
   lb: DEFAULT_BALANCER,
   move: { timeoutMs: DEFAULT_MOVE_TIMEOUT_MS },
   failure: { ...DEFAULT_FAILURE },
+  global: { store: 'local', endpoints: [] },
 });
 
 const MAX_THREADS = 64;
@@ -125,6 +135,7 @@ const FIELDS = {
     'lb',
     'move',
     'failure',
+    'global',
   ],
   nf: ['type', 'config'],
   batch: ['size', 'timeoutMs'],
@@ -134,6 +145,7 @@ const FIELDS = {
   sink: ['port', 'pcap'],
   move: ['timeoutMs'],
   failure: ['heartbeatMs', 'missCount'],
+  global: ['store', 'endpoints'],
   lb: [
     'enabled',
     'high',
@@ -250,6 +262,11 @@ function validate(obj: unknown, where: string): Topology {
   const sink = section(root, 'sink', FIELDS.sink);
   const move = section(root, 'move', FIELDS.move);
   const failure = section(root, 'failure', FIELDS.failure);
+  const global = section(root, 'global', FIELDS.global);
+  const store = oneOf(global, ['global', 'store'], GLOBAL_STORES, d.global.store);
+  const endpoints = urls(global, ['global', 'endpoints']);
+  if (store === 'etcd' && endpoints.length === 0)
+    throw new FieldError(['global', 'endpoints'], "global.endpoints: etcd needs its members' client URLs");
   const lb = section(root, 'lb', FIELDS.lb);
   const high = positive(lb, ['lb', 'high'], d.lb.high);
   const low = positive(lb, ['lb', 'low'], d.lb.low);
@@ -283,8 +300,8 @@ function validate(obj: unknown, where: string): Topology {
       pcap: pathOrNull(sink, ['sink', 'pcap']),
     },
     vni: int(root, ['vni'], d.vni, 0, MAX_VNI),
-    replication: oneOf(root, 'replication', REPLICATION_MODES, d.replication),
-    release: oneOf(root, 'release', RELEASE_MODES, d.release),
+    replication: oneOf(root, ['replication'], REPLICATION_MODES, d.replication),
+    release: oneOf(root, ['release'], RELEASE_MODES, d.release),
     lb: {
       enabled: bool(lb, ['lb', 'enabled'], d.lb.enabled),
       high,
@@ -302,16 +319,32 @@ function validate(obj: unknown, where: string): Topology {
       // One lost datagram must not fail an instance: at least two intervals of silence.
       missCount: int(failure, ['failure', 'missCount'], d.failure.missCount, 2, MAX_MISS_COUNT),
     },
+    global: { store, endpoints },
   };
 }
 
-function oneOf<T extends string>(obj: Mapping, key: string, modes: readonly T[], def: T): T {
-  const v = obj[key];
+function oneOf<T extends string>(obj: Mapping, path: readonly string[], modes: readonly T[], def: T): T {
+  const v = obj[path[path.length - 1]!];
   if (v === undefined) return def;
   if (typeof v !== 'string' || !(modes as readonly string[]).includes(v)) {
-    throw new FieldError([key], `${key}: must be one of ${modes.join(', ')} (got ${describe(v)})`);
+    throw new FieldError(path, `${path.join('.')}: must be one of ${modes.join(', ')} (got ${describe(v)})`);
   }
   return v as T;
+}
+
+/** A list of http(s) URLs (etcd members' client URLs); absent: none. */
+function urls(obj: Mapping, path: readonly string[]): string[] {
+  const v = obj[path[path.length - 1]!];
+  if (v === undefined || v === null) return [];
+  const field = path.join('.');
+  if (!Array.isArray(v)) throw new FieldError(path, `${field}: must be a list of URLs (got ${describe(v)})`);
+  return v.map((u, i) => {
+    if (typeof u === 'string' && /^https?:\/\/[^/\s]+$/.test(u)) return u;
+    throw new FieldError(
+      [...path, String(i)],
+      `${field}[${i}]: must be a URL like http://127.0.0.1:2379 (got ${describe(u)})`,
+    );
+  });
 }
 
 function nfType(v: unknown): NfType {

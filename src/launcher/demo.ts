@@ -26,6 +26,7 @@ import type { BalancerStatus } from '../controller/balancer.js';
 import type { Guarantee } from '../nf/processor.js';
 import { flowKeyString } from '../packet/flow-key.js';
 import { LocalDeployment } from './local.js';
+import { startEtcd, type EtcdCluster } from '../global/etcd-local.js';
 import type { Endpoints } from './local.js';
 
 export interface DemoOptions {
@@ -49,6 +50,26 @@ export interface DemoOptions {
   kill: number;
   /** NF instances paused (SIGSTOP) until failed over, then woken (SIGCONT), which must make them exit. */
   pause: number;
+  /**
+   * Start a 3-member etcd on loopback for the run's strong global state, and stop it afterwards (`--global
+   * etcd` without endpoints); `etcdKill` of its members are SIGKILLed half-way through the run.
+   */
+  ownEtcd: boolean;
+  etcdKill: number;
+}
+
+/** Strong global state during the run: where it was decided, and the instances' claims (killed ones aside). */
+export interface StrongSummary {
+  store: string;
+  /** Members of the demo's own etcd killed during the run. */
+  etcd_killed: number;
+  claims: number;
+  /** Claims whose proposed value another instance took first (decided again, in the log). */
+  conflicts: number;
+  /** Claims and releases the log could not decide in time (no quorum): each is logged as an error. */
+  failed: number;
+  /** New flows that waited for the log before their first packet. */
+  flows_waited: number;
 }
 
 /** What the run's failovers (--kill, --pause) showed. Times in ms from the signal. */
@@ -121,6 +142,7 @@ export interface DemoSummary {
   global_matches_oracle: boolean;
   /** Every worker of every instance holds the same eventual global state (counters, sets) at the end. */
   global_converged: boolean;
+  strong: StrongSummary;
   /** Batch replication: bytes and frames sent to cluster peers, and whether every replica equals its origin. */
   replication: {
     mode: string;
@@ -596,6 +618,33 @@ function summariseMoves({ records: moves, failed }: MovesDone, guarantee: Guaran
   };
 }
 
+/**
+ * Kills `n` members of the demo's own etcd (n < 2 keeps its quorum) one after another while the flows start
+ * (the trace's first `starting` packets: each claims its NAT port then), each a random one, the leader as
+ * likely as any. Returns how many it killed.
+ */
+async function etcdKillDuring(
+  gen: Generator,
+  starting: number,
+  n: number,
+  etcd: EtcdCluster | undefined,
+  seed: number,
+  logger: Logger,
+): Promise<number> {
+  if (etcd === undefined || n === 0) return 0;
+  const rand = seeded(seed + 13);
+  const members = Array.from({ length: etcd.clientUrls.length }, (_, i) => i);
+  let killed = 0;
+  for (let i = 0; i < n && members.length > 0; i++) {
+    while (gen.sent < (starting * (i + 1)) / (n + 1)) await sleep(1);
+    const [member] = members.splice(Math.floor(rand() * members.length), 1);
+    await etcd.kill(member!);
+    logger.info('demo: etcd member killed', { member });
+    killed++;
+  }
+  return killed;
+}
+
 /** xorshift32: the same moves for the same seed. */
 function seeded(seed: number): () => number {
   let x = (seed * 0x9e3779b1) >>> 0 || 1;
@@ -612,10 +661,15 @@ function seeded(seed: number): () => number {
  * Sums, from one scrape of each instance's /metrics, its replication counters and the packets its moves
  * dropped (the `move_discarded` drop reason).
  */
-async function instanceTotals(
-  adminPorts: readonly number[],
-): Promise<{ bytes_sent: number; messages: number; catch_up_bytes: number; moveDropped: number }> {
-  const out = { bytes_sent: 0, messages: 0, catch_up_bytes: 0, moveDropped: 0 };
+async function instanceTotals(adminPorts: readonly number[]): Promise<{
+  bytes_sent: number;
+  messages: number;
+  catch_up_bytes: number;
+  moveDropped: number;
+  strong: Omit<StrongSummary, 'store' | 'etcd_killed'>;
+}> {
+  const strong = { claims: 0, conflicts: 0, failed: 0, flows_waited: 0 };
+  const out = { bytes_sent: 0, messages: 0, catch_up_bytes: 0, moveDropped: 0, strong };
   for (const port of adminPorts) {
     // A killed or fenced instance is gone, and its counters with it.
     const text = await fetch(`http://127.0.0.1:${port}/metrics`).then(
@@ -626,6 +680,10 @@ async function instanceTotals(
     out.messages += metricSum(text, 'nfstate_replication_messages_total');
     out.catch_up_bytes += metricSum(text, 'nfstate_replication_catch_up_bytes_total');
     out.moveDropped += metricSum(text, 'nfstate_nf_dropped_total', 'reason="move_discarded"');
+    strong.claims += metricSum(text, 'nfstate_strong_pool_claims_total');
+    strong.conflicts += metricSum(text, 'nfstate_strong_pool_conflicts_total');
+    strong.failed += metricSum(text, 'nfstate_strong_pool_failed_total');
+    strong.flows_waited += metricSum(text, 'nfstate_nf_deciding_total');
   }
   return out;
 }
@@ -739,7 +797,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
   // leave the others idle. Instead each is taken to be provisioned for 3x its even share of the rate: the
   // instance carrying the heavy flows goes over that, the others stay well under.
   const instances = given.clusters * given.perCluster;
-  const topology =
+  let topology =
     skewed && given.lb.capacityPps === 0 && options.rate > 0
       ? { ...given, lb: { ...given.lb, capacityPps: Math.ceil((3 * options.rate) / instances) } }
       : given;
@@ -752,7 +810,13 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     logger,
   );
   let deployment: LocalDeployment | undefined;
+  let etcd: EtcdCluster | undefined;
+  let etcdKilled = 0;
   try {
+    if (options.ownEtcd) {
+      etcd = await startEtcd(3);
+      topology = { ...topology, global: { store: 'etcd', endpoints: etcd.clientUrls } };
+    }
     // The generator's socket must exist before the sink, which acknowledges to it.
     const ackPort = await gen.bind(topology.host);
     deployment = new LocalDeployment(topology, {
@@ -783,7 +847,16 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       topology.host,
       logger,
     );
+    const killingEtcd = etcdKillDuring(
+      gen,
+      trace.options.flows,
+      options.etcdKill,
+      etcd,
+      options.trace.seed,
+      logger,
+    );
     const result = await gen.run(trace);
+    etcdKilled = await killingEtcd;
     const faults = await faulting;
     const moves = summariseMoves(await moving, options.guarantee);
     const lb = await summariseLb(ends.controller.admin, topology.host, topology.lb.capacityPps, skewedOn);
@@ -798,7 +871,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     const now = (await adminCall(topology.host, ends.controller.admin, '/instances')) as unknown as {
       admin: number;
     }[];
-    const { moveDropped, ...replication } = await instanceTotals([
+    const { moveDropped, strong, ...replication } = await instanceTotals([
       ...new Set([...ends.instances.map((i) => i.admin), ...admins, ...now.map((i) => i.admin)]),
     ]);
     moves.dropped = moveDropped;
@@ -837,6 +910,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       },
       global_matches_oracle: cmp.globalMatches,
       global_converged: eventualConverged(own),
+      strong: { store: topology.global.store, etcd_killed: etcdKilled, ...strong },
       moves,
       lb,
       drained,
@@ -856,6 +930,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
   } finally {
     gen.close();
     await deployment?.stop();
+    await etcd?.stop();
     if (!options.keep) rmSync(runDir, { recursive: true, force: true });
   }
 }

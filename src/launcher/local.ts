@@ -34,6 +34,7 @@ import type {
   RoleCommand,
   RoleReply,
   SinkSpec,
+  StrongStoreSpec,
 } from './roles.js';
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
@@ -127,6 +128,17 @@ export interface Endpoints {
   instances: (Endpoint & { admin: number; replication: number; cluster: string; secondary: string | null })[];
 }
 
+/**
+ * The log every instance of the deployment decides strong global state in: the controller's sequencer,
+ * or etcd under a prefix of this deployment's own, so that runs sharing an etcd cluster never meet.
+ */
+function strongStore(t: Topology, sequencer: number | undefined, key: string): StrongStoreSpec | undefined {
+  if (t.global.store === 'local') return { store: 'local', host: t.host, port: sequencer!, key };
+  if (t.global.store === 'etcd')
+    return { store: 'etcd', endpoints: [...t.global.endpoints], prefix: `nfstate/${key.slice(0, 16)}/` };
+  return undefined;
+}
+
 export class LocalDeployment {
   sink: RoleProcess | undefined;
   controller: RoleProcess | undefined;
@@ -138,6 +150,8 @@ export class LocalDeployment {
   /** Authenticates replication between the instances, those added later too. */
   private readonly key = randomBytes(32).toString('hex');
   private nextIndex = 0;
+  /** Where the instances find the log of strong global state. */
+  private strong: StrongStoreSpec | undefined;
   /** The instances the last `digests()` answered for, in its order. */
   private digested: RoleProcess[] = [];
 
@@ -173,11 +187,13 @@ export class LocalDeployment {
         moveTimeoutMs: t.move.timeoutMs,
         failure: { ...t.failure },
         egress: { host: t.host, admin: sinkPorts.admin! },
+        ...(t.global.store === 'local' ? { sequencer: { key: this.key } } : {}),
       };
       this.controller = this.spawn('controller', 'controller', controllerSpec);
       this.controller.onProvision = (req) => void this.provision(req);
       const cp = await this.controller.ports;
       this.controllerAdmin = cp.admin!;
+      this.strong = strongStore(t, cp.sequencer, this.key);
       this.sinkPort = sinkPorts.port!;
       for (let i = 0; i < count; i++) this.instances.push(this.spawnNf());
       // An instance is ready once registered, and the controller configures a cluster before answering.
@@ -281,6 +297,7 @@ export class LocalDeployment {
       // Members and peers come from the controller once the instance has registered.
       ...(t.replication === 'off' ? {} : { cluster: { members: [], key: this.key } }),
       controller: { host: t.host, admin: this.controllerAdmin },
+      ...(this.strong === undefined ? {} : { global: this.strong }),
     };
     return this.spawn(spec.id, 'nf', spec);
   }

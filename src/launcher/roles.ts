@@ -37,7 +37,9 @@ import { Ingress } from '../switch/ingress.js';
 import { LinkType, PcapWriter } from '../traffic/pcap.js';
 import type { SinkReport } from '../traffic/sink.js';
 import { Sink } from '../traffic/sink.js';
-import type { FlowKey, MetricSource } from '../types.js';
+import type { FlowKey, Logger, MetricSource } from '../types.js';
+import type { GlobalStore } from '../global/store.js';
+import { SequencerClient, SequencerServer } from '../global/sequencer.js';
 
 export interface NfSpec {
   id: string;
@@ -54,6 +56,26 @@ export interface NfSpec {
   peers?: Peer[];
   /** The controller to register with and report load to. */
   controller?: { host: string; admin: number };
+  /** The deployment's log for strong global state (absent: each worker has its share of each pool). */
+  global?: StrongStoreSpec;
+}
+
+/** Where an instance finds the log: the controller's sequencer, or an etcd cluster under a key prefix. */
+export type StrongStoreSpec =
+  | { store: 'local'; host: string; port: number; key: string }
+  | { store: 'etcd'; endpoints: string[]; prefix: string };
+
+async function openStore(spec: StrongStoreSpec, logger: Logger): Promise<GlobalStore> {
+  if (spec.store === 'local')
+    return new SequencerClient({
+      host: spec.host,
+      port: spec.port,
+      key: Buffer.from(spec.key, 'hex'),
+      logger,
+    });
+  // Loaded only where used: the etcd client (gRPC) adds to every process's start otherwise.
+  const { EtcdGlobalStore } = await import('../global/etcd.js');
+  return new EtcdGlobalStore({ hosts: spec.endpoints, prefix: spec.prefix, logger });
 }
 
 export interface ControllerSpec {
@@ -67,6 +89,8 @@ export interface ControllerSpec {
   failure?: FailureOptions;
   /** The egress's admin API, told to fence a failed instance's output (absent: no egress to tell). */
   egress?: { host: string; admin: number };
+  /** Keep the deployment's log of strong global state (`local`), its clients authenticated by `key`. */
+  sequencer?: { key: string };
 }
 
 export interface IngressSpec {
@@ -121,7 +145,11 @@ interface Role extends MetricSource {
 
 export async function runNf(spec: NfSpec): Promise<void> {
   const logger = createLogger('nf', { fields: { instance: spec.id } });
-  const nf = new NfInstance({ ...spec, logger });
+  const nf = new NfInstance({
+    ...spec,
+    ...(spec.global === undefined ? {} : { strong: await openStore(spec.global, logger) }),
+    logger,
+  });
   nf.onFatal = () => {
     process.exitCode = 1;
     void nf.stop().finally(() => process.exit(1));
@@ -148,7 +176,9 @@ export async function runNf(spec: NfSpec): Promise<void> {
     const b = (body ?? {}) as Record<string, unknown>;
     if (typeof b.origin !== 'string' || b.origin === '')
       throw new NfsError(ErrorCode.CONFIG, 'takeover.origin: must be an instance id');
-    return nf.takeOver(b.origin, b.flows === undefined ? [] : flowList(b.flows, 'takeover.flows'));
+    // An instance that held no flows yet (a replacement killed at once) leaves nothing to take over.
+    const none = b.flows === undefined || (Array.isArray(b.flows) && b.flows.length === 0);
+    return nf.takeOver(b.origin, none ? [] : flowList(b.flows, 'takeover.flows'));
   });
   admin.route('POST', '/flush', () => {
     nf.flushBatches();
@@ -227,17 +257,22 @@ export async function runController(spec: ControllerSpec): Promise<void> {
   );
   const admin = new AdminServer({ host: spec.host, port: spec.adminPort, registry: new MetricsRegistry() });
   const report = await controller.start(admin);
+  const sequencer =
+    spec.sequencer === undefined
+      ? undefined
+      : new SequencerServer({ key: Buffer.from(spec.sequencer.key, 'hex'), logger });
+  await sequencer?.listen(spec.host, 0);
   await admin.start();
   attach(
     {
       collect: () => undefined,
       stop: async () => {
         controller.stop();
-        await Promise.resolve();
+        await sequencer?.stop();
       },
     },
     admin,
-    { admin: admin.port, report },
+    { admin: admin.port, report, ...(sequencer === undefined ? {} : { sequencer: sequencer.port }) },
   );
 }
 

@@ -38,6 +38,10 @@ import { ReplicaStore, Replicator, writeGlobalRecord } from './replication.js';
 import { ByteWriter } from '../state/bytes.js';
 import { CrdtGlobalState } from '../state/global-crdt.js';
 import { MAX_REPLICAS } from '../state/crdt/index.js';
+import type { GlobalStore } from '../global/store.js';
+import { PoolOp, StrongPools } from '../global/strong-pool.js';
+import { StrongGlobalState, type StrongRequest } from '../state/global-strong.js';
+import type { StrongAnswer } from './messages.js';
 
 /** What a takeover did (see NfInstance.takeOver). */
 export interface TakeoverReport {
@@ -69,6 +73,12 @@ export interface NfInstanceOptions {
    * included or not), and the cluster key (hex) that authenticates them. Absent: no replication.
    */
   cluster?: { members: readonly string[]; key: string; port?: number };
+  /**
+   * The deployment's log for strong global state: the NF's pools are decided in it, the same for every
+   * instance (global/strong-pool.ts), and this instance owns the store from `start` on. Absent: each worker
+   * has its own share of each pool (`partition`).
+   */
+  strong?: GlobalStore;
   logger: Logger;
 }
 
@@ -89,6 +99,14 @@ const NO_POOLS = new LocalGlobalState();
 const GOSSIP_MS = 200;
 /** How often the workers join the eventual global state the instance received. */
 const MERGE_MS = 50;
+/**
+ * How long a new flow waits for its claim before it goes on without a value. Only that flow's packets wait
+ * (parked, up to the reorder bound), so this can outlast an etcd leader election on a loaded machine (seen:
+ * over 2 s), which must lose nothing; only a lost quorum should fail claims. Each attempt is short, since
+ * etcd holds a write sent to a member whose leader died until its own request timeout.
+ */
+const STRONG_DEADLINE_MS = 8000;
+const STRONG_ATTEMPT_MS = 500;
 /** Connections come up in bursts (a cluster forming): one full share for the burst. */
 const SHARE_AFTER_CONNECT_MS = 50;
 
@@ -99,6 +117,8 @@ class Shard {
   readonly awaiting: number[] = [];
   lastElu: EventLoopUtilization | undefined;
   readonly view: Float64Array;
+  /** What this worker's claims came to since the last message to it. */
+  answers: StrongAnswer[] = [];
   constructor(
     readonly worker: Worker,
     counters: SharedArrayBuffer,
@@ -156,6 +176,13 @@ export class NfInstance implements MetricSource {
   private sweeper: NodeJS.Timeout | undefined;
   /** Copies whose datagram carried no flow. */
   badCopies = 0;
+  /** Strong pools, applied from the log here and mirrored in every worker. */
+  private strong: StrongPools | undefined;
+  /** Pool updates applied since the last message to the workers, and each worker's answers. */
+  private strongLog: Uint8Array[] = [];
+  private strongFlush: NodeJS.Immediate | undefined;
+  /** Claims that failed (no quorum, a deadline): logged once per burst, all counted by StrongPools. */
+  private strongErrors = 0;
   /** Called when a worker dies: the instance can no longer own its flows. */
   onFatal: (err: Error) => void = () => undefined;
 
@@ -193,8 +220,10 @@ export class NfInstance implements MetricSource {
     if (this.started) return { port: this.port, replication: this.replicas?.port ?? 0 };
     this.started = true;
     const { options } = this;
-    // Workers would each fail on a bad NF config; fail here instead, with the config's own message.
-    createNf(options.nf.type, options.nf.config, new LocalGlobalState());
+    // Workers would each fail on a bad NF config; fail here instead, with the config's own message. The
+    // pools the NF declares are the ones the log decides.
+    const declared = new StrongGlobalState(new LocalGlobalState());
+    createNf(options.nf.type, options.nf.config, declared);
     const replicas = options.partition.count * options.threads;
     if (replicas > MAX_REPLICAS)
       throw new NfsError(
@@ -220,6 +249,7 @@ export class NfInstance implements MetricSource {
           count: options.partition.count * options.threads,
         },
         counters,
+        strong: options.strong !== undefined,
         replicate: options.cluster !== undefined,
         // Unique in the deployment like the partition, which no two workers, now or later, share.
         replica: options.partition.index * options.threads + i,
@@ -232,6 +262,7 @@ export class NfInstance implements MetricSource {
           this.replicator?.catchUp(msg.peers, i, new Uint8Array(msg.records), msg.last);
         else if (msg.type === 'moved') this.moveReplies.get(msg.id)?.(msg);
         else if (msg.type === 'handedOver') this.handedOver(msg.key, msg.parked);
+        else if (msg.type === 'strong') this.askStrong(shard, msg.requests);
         else this.replies.get(worker)?.resolve(msg);
       });
       worker.on('error', (err) => {
@@ -242,6 +273,8 @@ export class NfInstance implements MetricSource {
       this.shards.push(shard);
     }
     await Promise.all(this.shards.map((s) => this.ask(s.worker, 'ready')));
+    // Before any packet: the workers' mirrors get the log from its start.
+    if (options.strong !== undefined) await this.startStrong(options.strong, declared);
     // Load is measured from here: starting up is not load.
     this.lastElu = performance.eventLoopUtilization();
     for (const s of this.shards) s.lastElu = s.worker.performance.eventLoopUtilization();
@@ -676,6 +709,9 @@ export class NfInstance implements MetricSource {
     if (this.stopped || !this.started) return;
     this.stopped = true;
     clearInterval(this.sweeper);
+    clearImmediate(this.strongFlush);
+    await this.strong?.stop();
+    await this.options.strong?.stop();
     this.socket.close();
     this.flush();
     this.replicator?.stop();
@@ -694,7 +730,79 @@ export class NfInstance implements MetricSource {
     );
   }
 
+  /**
+   * Follows the deployment's log from its start: the pools' state here, and every update passed on to the
+   * workers' mirrors in the same order.
+   */
+  private async startStrong(store: GlobalStore, declared: StrongGlobalState): Promise<void> {
+    const strong = new StrongPools(
+      store,
+      {
+        self: this.options.id,
+        slice: this.options.partition,
+        deadlineMs: STRONG_DEADLINE_MS,
+        attemptMs: STRONG_ATTEMPT_MS,
+      },
+      this.options.logger,
+    );
+    for (const p of declared.declared()) strong.define(p.name, p.first, p.last);
+    strong.onApplied = (data) => {
+      this.strongLog.push(data.slice());
+      this.flushStrongSoon();
+    };
+    this.strong = strong;
+    await store.start();
+    await strong.start();
+  }
+
+  /** A worker's flows asked for claims and releases: the log decides, and each claim's flow hears back. */
+  private askStrong(shard: Shard, requests: StrongRequest[]): void {
+    const strong = this.strong;
+    if (strong === undefined) return;
+    for (const r of requests) {
+      if (r.op === PoolOp.RELEASE) {
+        strong
+          .release(r.pool, r.owner, r.incarnation)
+          .catch((err: unknown) => this.strongFailed('release', err));
+        continue;
+      }
+      const answer = (value: number): void => {
+        shard.answers.push({ pool: r.pool, owner: r.owner, incarnation: r.incarnation, value });
+        this.flushStrongSoon();
+      };
+      strong.claim(r.pool, r.owner, r.incarnation).then(answer, (err: unknown) => {
+        // The flow cannot have a value now: it goes on without one, as with an exhausted pool.
+        this.strongFailed('claim', err);
+        answer(-1);
+      });
+    }
+  }
+
+  private strongFailed(what: string, err: unknown): void {
+    if (this.strongErrors++ % 1000 === 0)
+      this.options.logger.error(`strong global state: ${what} failed`, {
+        error: String(err),
+        failures: this.strongErrors,
+      });
+  }
+
+  /** The log's updates to every worker, and each its answers, once per turn of the event loop. */
+  private flushStrongSoon(): void {
+    this.strongFlush ??= setImmediate(() => {
+      this.strongFlush = undefined;
+      const log = this.strongLog;
+      this.strongLog = [];
+      for (const s of this.shards) {
+        if (log.length === 0 && s.answers.length === 0) continue;
+        const answers = s.answers;
+        s.answers = [];
+        s.worker.postMessage({ type: 'strong', log, answers } satisfies ToWorker);
+      }
+    });
+  }
+
   collect(out: MetricSample[]): void {
+    this.strong?.collect(out);
     this.replicator?.collect(out);
     this.replicas?.collect(out);
     this.replayLog?.collect(out);

@@ -9,6 +9,7 @@
  *   +--------+----------------------+--------+----------------------+ ...
  */
 import type { RunDigest } from '../state/digest.js';
+import type { StrongRequest } from '../state/global-strong.js';
 import type { FlowKey } from '../types.js';
 import type { FrozenFlow, Guarantee, ProcessorOptions } from './processor.js';
 
@@ -17,7 +18,11 @@ export interface WorkerInit {
   nf: { type: string; config: Record<string, unknown> };
   options: ProcessorOptions;
   egress: { host: string; port: number };
-  /** This worker's share of pools that must be unique across the deployment. */
+  /**
+   * Pools are strong (a mirror of the deployment's log, kept by the main thread: state/global-strong.ts),
+   * or, without a log, this worker's share of each pool (`partition`).
+   */
+  strong: boolean;
   partition: { index: number; count: number };
   /** Float64 counters the worker publishes every tick and the main thread reads at scrape time. */
   counters: SharedArrayBuffer;
@@ -44,6 +49,8 @@ export type ToWorker =
   | { type: 'commit'; ship: number }
   /** A peer asked for this flow's full state (its replica has a gap). */
   | { type: 'resend'; key: FlowKey }
+  /** Strong pools: the updates that applied since the last message, in log order, then claims' outcomes. */
+  | { type: 'strong'; log: Uint8Array[]; answers: StrongAnswer[] }
   /** Peers joined the cluster: answered by `snapshot` parts, the full state of every flow of this worker. */
   | { type: 'snapshot'; peers: string[] }
   /**
@@ -84,8 +91,18 @@ export interface MoveResult {
   frozen?: FrozenFlow;
   parked?: number;
 }
+/** What a worker's claim came to: the value, or -1 for none (exhausted, or not decided in time). */
+export interface StrongAnswer {
+  pool: string;
+  owner: string;
+  incarnation: number;
+  value: number;
+}
+
 export type FromWorker =
   | { type: 'ready' }
+  /** Claims and releases of strong pools that this worker's flows asked for, oldest first. */
+  | { type: 'strong'; requests: StrongRequest[] }
   | { type: 'digest'; digest: RunDigest }
   | { type: 'stopped' }
   /**
@@ -116,6 +133,7 @@ export const WORKER_COUNTERS = [
   'flowsCreated',
   'flowsExpired',
   'events',
+  'deciding',
   'moveOverflows',
   'moveTimeouts',
   'lateProcessed',

@@ -28,6 +28,7 @@ import { DropReason, Verdict } from '../types.js';
 import { StampFlag, StampView } from '../wire/geneve.js';
 import { PacketContext } from './context.js';
 import { writerOf } from '../state/crdt/index.js';
+import { DECISION_PENDING } from '../state/global-strong.js';
 
 export interface ProcessorOptions {
   /**
@@ -140,6 +141,8 @@ export class FlowEntry {
    */
   born = 0;
   writer = 0;
+  /** Its first packet waits for a strong global decision: every packet is parked until `decided`. */
+  deciding = false;
 
   constructor(
     readonly key: FlowKey,
@@ -161,6 +164,8 @@ export class ProcessorCounters {
   flowsCreated = 0;
   flowsExpired = 0;
   events = 0;
+  /** New flows that waited for a strong global decision before their first packet could run. */
+  deciding = 0;
   /** Packets parked during moves, and end-of-move markers for flows not moving here. */
   parked = 0;
   strayMarkers = 0;
@@ -246,13 +251,13 @@ export class FlowProcessor {
     }
     flow.lastActive = now;
     const seq = stamp.seq;
-    if (flow.move === MoveState.INCOMING) return this.park(flow, seq, buf, offset, length);
+    if (flow.move === MoveState.INCOMING || flow.deciding) return this.park(flow, seq, buf, offset, length);
     if (flow.track?.catchingUp === true && this.catchUp(flow, buf, offset, length)) return;
     if (seq < flow.expected) return this.drop(DropReason.DUPLICATE);
     if (flow.move === MoveState.OUTGOING) return this.park(flow, seq, buf, offset, length);
     if (seq > flow.expected) return this.hold(flow, seq, buf, offset, length, now);
-    this.run(flow);
-    this.drain(flow);
+    if (this.run(flow)) this.drain(flow);
+    else this.park(flow, seq, buf, offset, length);
   }
 
   /** Time-driven work: batch timeouts, gaps that never filled, idle flows. */
@@ -272,7 +277,8 @@ export class FlowProcessor {
       const watch = this.gapWatch;
       let kept = 0;
       for (const flow of watch) {
-        if (flow.held.length === 0) continue;
+        // A flow waiting for a decision has no gap; it comes back here when it resumes.
+        if (flow.held.length === 0 || flow.deciding) continue;
         // The source's packets are on their way after a move: the gap clock starts once they are overdue.
         const since =
           flow.track?.catchingUp === true ? Math.max(flow.heldSince, flow.track.waitUntil) : flow.heldSince;
@@ -356,24 +362,37 @@ export class FlowProcessor {
     const held = flow.held;
     let n = 0;
     while (n < held.length && held[n]!.seq === flow.expected) {
-      const h = held[n++]!;
+      const h = held[n]!;
       // The views still point at the packet that arrived last; re-point them at the held one.
       this.stamp.parse(h.buf, h.offset, h.length);
       this.pkt.parse(h.buf, this.stamp.innerOffset, this.stamp.innerLength);
-      this.run(flow);
+      if (!this.run(flow)) break;
+      n++;
     }
     if (n > 0) held.splice(0, n);
   }
 
-  /** Processes the packet the views point at, which is the flow's next one. */
-  private run(flow: FlowEntry): void {
+  /**
+   * Processes the packet the views point at, which is the flow's next one. False when the flow's first
+   * packet waits for a strong global decision (state/global-strong.ts): the flow is `deciding`, and the
+   * packet runs again on `decided`.
+   */
+  private run(flow: FlowEntry): boolean {
     const stamp = this.stamp;
     const ctx = this.ctx;
     ctx.set(flow.key, flow.hash, stamp.seq, stamp.timeMs);
     if (flow.state === undefined) {
       this.incarnate(flow, Math.round(stamp.timeMs * 1000));
       this.global.bind(flow.writer, stamp.seq);
-      flow.state = this.nf.initFlow(this.pkt, ctx);
+      try {
+        flow.state = this.nf.initFlow(this.pkt, ctx);
+      } catch (err) {
+        this.global.unbind();
+        if (err !== DECISION_PENDING) throw err;
+        flow.deciding = true;
+        this.counters.deciding++;
+        return false;
+      }
     } else this.global.bind(flow.writer, stamp.seq);
     const verdict = this.nf.process(this.pkt, flow.state, ctx);
     this.global.unbind();
@@ -396,6 +415,20 @@ export class FlowProcessor {
       this.openBatches.push(flow);
     }
     if (flow.batchCount >= this.options.batchSize) this.closeBatch(flow);
+    return true;
+  }
+
+  /** The strong global decision a new flow waited for is here: its packets run from the first. */
+  decided(key: FlowKey): void {
+    const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+    if (flow?.deciding !== true) return;
+    flow.deciding = false;
+    this.resume(flow);
+  }
+
+  /** Whether this worker holds the flow's state. */
+  has(key: FlowKey): boolean {
+    return this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto)?.state !== undefined;
   }
 
   /** Move destination: hold every packet of `key` (no gap skipping) until `install` gives it a state. */
@@ -481,6 +514,7 @@ export class FlowProcessor {
     flow.mark = this.nf.codec.mark(flow.state);
     flow.expected = expected;
     this.incarnate(flow, born);
+    flow.deciding = false;
     flow.move = MoveState.NONE;
     flow.track = undefined;
     flow.batchCount = 0;

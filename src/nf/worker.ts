@@ -17,12 +17,17 @@ import { flowKeyString } from '../packet/flow-key.js';
 import { RecordKind, writeGlobalRecord, writeRecord } from './replication.js';
 import { ByteWriter } from '../state/bytes.js';
 import { CrdtGlobalState } from '../state/global-crdt.js';
+import { StrongGlobalState } from '../state/global-strong.js';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const logger = createLogger('nf-worker', { fields: { instance: init.instance, worker: init.index } });
-// Pools stay with this worker's share; counters and sets are CRDTs, replicated with the flows' records.
-const global = new CrdtGlobalState(new LocalGlobalState({ partition: init.partition }), {
+// Counters and sets are CRDTs, replicated with the flows' records. Pools are the deployment's strong ones,
+// or without a log, this worker's share.
+const strong = init.strong
+  ? new StrongGlobalState(new LocalGlobalState(), (key: FlowKey): boolean => processor.has(key))
+  : undefined;
+const global = new CrdtGlobalState(strong ?? new LocalGlobalState({ partition: init.partition }), {
   replica: init.replica,
 });
 const nf = createNf(init.nf.type, init.nf.config, global);
@@ -33,7 +38,7 @@ socket.on('error', () => {
   sendErrors++;
 });
 
-const processor = new FlowProcessor(
+const processor: FlowProcessor = new FlowProcessor(
   nf,
   global,
   init.options,
@@ -225,6 +230,23 @@ function onBatch(ab: ArrayBuffer | Uint8Array): void {
     processor.receive(bytes, at, Math.min(n, end - at));
     at += n;
   }
+  askStrong();
+}
+
+/** The claims and releases this batch's flows asked for, in one message. */
+function askStrong(): void {
+  if (strong === undefined) return;
+  const requests = strong.takeRequests();
+  if (requests.length > 0) port.postMessage({ type: 'strong', requests } satisfies FromWorker);
+}
+
+function onStrong(msg: Extract<ToWorker, { type: 'strong' }>): void {
+  strong!.applyLog(msg.log);
+  for (const a of msg.answers) {
+    const key = strong!.answer(a.pool, a.owner, a.incarnation, a.value);
+    if (key !== undefined) processor.decided(key);
+  }
+  askStrong();
 }
 
 const tickMs = Math.max(1, Math.min(init.options.batchTimeoutMs, 10));
@@ -234,6 +256,8 @@ let shippedAt = 0;
 const ticker = setInterval(() => {
   const now = wallClock.now();
   processor.tick(now);
+  // Flows that ended release what they held.
+  askStrong();
   if (now - shippedAt >= SHIP_EVERY_MS) {
     shippedAt = now;
     shipRecords();
@@ -248,6 +272,7 @@ function reply(msg: FromWorker): void {
 port.on('message', (msg: ToWorker) => {
   if (msg instanceof ArrayBuffer) return onBatch(msg);
   if (msg.type === 'commit') return commit(msg.ship);
+  if (msg.type === 'strong') return onStrong(msg);
   if (msg.type === 'flush') {
     processor.flushBatches();
     shipRecords();

@@ -373,11 +373,13 @@ export class CrdtGlobalState implements GlobalState {
    */
   bind(writer: number, seq: number): void {
     this.maps.bind(writer, seq);
+    this.inner.bind(writer, seq);
   }
 
   /** Ends the binding, so that a stray add throws instead of being charged to the packet that ran last. */
   unbind(): void {
     this.maps.unbind();
+    this.inner.unbind();
   }
 
   /** This replica's changes since the last call (zero bytes: none), for every peer. */

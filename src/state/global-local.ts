@@ -24,8 +24,23 @@ import type {
 } from '../types.js';
 
 /** The owner's name: the same for both directions of a flow. */
-function ownerName(k: FlowKey): string {
+export function ownerName(k: FlowKey): string {
   return flowKeyString(canonicalKey(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto));
+}
+
+/**
+ * Slice `index` of `count` equal slices of [first, last] (the last one takes the remainder), or undefined
+ * when the range has fewer values than slices.
+ */
+export function sliceOf(
+  first: number,
+  last: number,
+  { index, count }: Partition,
+): [number, number] | undefined {
+  const size = Math.floor((last - first + 1) / count);
+  if (size < 1) return undefined;
+  const from = first + index * size;
+  return [from, index === count - 1 ? last : from + size - 1];
 }
 
 /** Where a pool learns the value an owner must get (the oracle's replay); undefined: choose freely. */
@@ -196,17 +211,15 @@ export class LocalGlobalState implements GlobalState {
     if (!Number.isSafeInteger(first) || !Number.isSafeInteger(last) || first > last) {
       throw new NfsError(ErrorCode.CONFIG, `global.pool.${name}: bad range [${first}, ${last}]`);
     }
-    const { index, count } = this.partition;
-    const slice = Math.floor((last - first + 1) / count);
-    if (slice < 1) {
+    const { count } = this.partition;
+    const slice = sliceOf(first, last, this.partition);
+    if (slice === undefined) {
       throw new NfsError(
         ErrorCode.CONFIG,
         `global.pool.${name}: [${first}, ${last}] is too small for ${count} partitions`,
       );
     }
-    const from = first + index * slice;
-    const to = index === count - 1 ? last : from + slice - 1;
-    const p = new LocalPool(name, from, to, this.givenLookup());
+    const p = new LocalPool(name, slice[0], slice[1], this.givenLookup());
     this.pools.set(name, p);
     this.ranges.set(name, [first, last]);
     return p;

@@ -64,6 +64,7 @@ void test('defaults fill everything but nf.type', () => {
     },
     move: { timeoutMs: 2000 },
     failure: { heartbeatMs: 50, missCount: 6 },
+    global: { store: 'local', endpoints: [] },
   });
   assert.ok(Object.isFrozen(DEFAULT_TOPOLOGY.batch));
   assert.notEqual(t.batch, DEFAULT_TOPOLOGY.batch, 'the result must not share the frozen defaults');
@@ -138,6 +139,12 @@ void test('each bad field names its path and what was given', () => {
     [{ nf, batch: { size: 0 } }, 'batch.size: must be an integer 1..100000 (got 0)'],
     [{ nf, batch: { timeoutMs: 0 } }, 'batch.timeoutMs: must be a number > 0 (got 0)'],
     [{ nf, replication: 'some' }, 'replication: must be one of cluster, all, off (got "some")'],
+    [{ nf, global: { store: 'zk' } }, 'global.store: must be one of local, etcd, none (got "zk")'],
+    [{ nf, global: { store: 'etcd' } }, "global.endpoints: etcd needs its members' client URLs"],
+    [
+      { nf, global: { store: 'etcd', endpoints: ['127.0.0.1:2379'] } },
+      'global.endpoints[0]: must be a URL like http://127.0.0.1:2379 (got "127.0.0.1:2379")',
+    ],
     [{ nf, release: 'later' }, 'release: must be one of immediate, after-replication (got "later")'],
     [{ nf, lb: { enabled: 'yes' } }, 'lb.enabled: must be true or false (got "yes")'],
     [{ nf, lb: { low: 0.9, high: 0.8 } }, 'lb.low: must be below lb.high (0.8) (got 0.9)'],

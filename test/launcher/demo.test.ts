@@ -215,7 +215,10 @@ describe('nfstate demo (multi-process on loopback)', () => {
     assert.equal(s.failovers.each.length, n);
     for (const f of s.failovers.each) {
       assert.equal(f.error, undefined, `${f.id}: ${f.error}`);
-      assert.ok(f.successor !== null && f.replacement !== null, `${f.id} taken over and replaced`);
+      assert.ok(
+        f.successor !== null && f.replacement !== null,
+        `${f.id} taken over and replaced: ${JSON.stringify(f)}`,
+      );
       assert.ok(f.recover_ms > 0 && f.detect_ms <= f.recover_ms);
     }
     assert.equal(s.failovers.count, n);
@@ -232,6 +235,53 @@ describe('nfstate demo (multi-process on loopback)', () => {
       assert.ok(s.failovers.replayed > 0, 'the successors replayed what no record covered');
     });
   }
+
+  for (const nf of ['nat', 'firewall', 'ids', 'lb']) {
+    for (const global of ['local', 'etcd']) {
+      it(`${nf}: --kill 5 --global ${global}: five failovers, one at a time, lose nothing`, async () => {
+        const s = await demo(['--nf', nf, '--packets', '100', '--kill', '5', '--global', global]);
+        assertFailedOver(s, 5);
+        assert.equal(s.state_matches_oracle, true);
+        assert.equal(s.global_matches_oracle, true);
+        assert.equal(s.strong.store, global);
+        assert.equal(s.strong.failed, 0);
+        // Only the NAT has a pool: each of its flows claimed its port in the log.
+        if (nf === 'nat') assert.ok(s.strong.claims >= 200 - 5 * 20, JSON.stringify(s.strong));
+      });
+    }
+  }
+
+  it('--global etcd --etcd-kill 1: one etcd member of three dies while the flows claim their ports; nothing is lost', async () => {
+    const s = await demo(['--nf', 'nat', '--global', 'etcd', '--etcd-kill', '1']);
+    assertClean(s);
+    assert.equal(s.strong.etcd_killed, 1);
+    assert.equal(s.strong.failed, 0);
+    assert.equal(s.strong.flows_waited, 200);
+  });
+
+  it('--global etcd --etcd-kill 2: without a quorum, claims fail with a clear error, never silently', async () => {
+    // Many flows, so that many still start after the second member is gone.
+    const r = await run([
+      '--nf',
+      'nat',
+      '--flows',
+      '600',
+      '--packets',
+      '5',
+      '--global',
+      'etcd',
+      '--etcd-kill',
+      '2',
+    ]);
+    assert.equal(r.code, 1, 'the run is reported as failed');
+    const s = JSON.parse(r.out) as DemoSummary;
+    assert.equal(s.strong.etcd_killed, 2);
+    assert.ok(s.strong.failed > 0, JSON.stringify(s.strong));
+    // The flows that got no port were rejected: their packets count as lost against the oracle.
+    assert.equal(s.state_matches_oracle, false);
+    assert.equal(s.reordered, 0);
+    assert.equal(s.duplicated, 0);
+  });
 
   it('--pause 1: a paused instance is failed over, and once woken it exits fenced; nothing it sends is accepted', async () => {
     const s = await demo(['--nf', 'nat', '--packets', '100', '--pause', '1']);
