@@ -317,7 +317,8 @@ function launcherProvisioner(): Provisioner {
  *   POST /move/install { from, flows: [{ flow, expected, version, state? }], wait_ms }
  *                                                     destination: take each state (from its own replica of
  *                                                     `from` when none is given) and resume, waiting up to
- *                                                     `wait_ms` for the source's packets; { ok: [bool] }
+ *                                                     `wait_ms` for the source's packets; { ok: [bool] },
+ *                                                     false for a flow not expected here (any more)
  *   POST /move/commit  { flows }                      source: the re-point comes; { ok: [bool] }, false for a
  *                                                     flow it took back because its parked packets hit the bound
  *   POST /move/finish  { flows, wait_ms }             source: wait for the end-of-move markers, hand over;
@@ -403,9 +404,13 @@ function addMoveRoutes(admin: AdminServer, nf: NfInstance): void {
     const ready = wanted.flatMap(({ key, expected, state }) =>
       state === undefined ? [] : [{ key, expected, state }],
     );
-    if (ready.length > 0)
-      await nf.moveStep('install', ready, { waitMs: millis(b.wait_ms, 'move.wait_ms', 5000) });
-    return { ok: wanted.map((w) => w.state !== undefined) };
+    const installed =
+      ready.length === 0
+        ? []
+        : await nf.moveStep('install', ready, { waitMs: millis(b.wait_ms, 'move.wait_ms', 5000) });
+    // Not installed either: a flow no longer expected here (its move was called off meanwhile).
+    let next = 0;
+    return { ok: wanted.map((w) => w.state !== undefined && installed[next++]!.ok) };
   });
   admin.route('POST', '/move/commit', async (body) => {
     const { keys } = read(body);

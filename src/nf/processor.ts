@@ -483,12 +483,12 @@ export class FlowProcessor {
    * may take to hand over), then the gap timeout runs as usual. The state goes to this instance's own peers
    * at once.
    */
-  install(key: FlowKey, state: Uint8Array, expected: number, waitMs = 0): void {
+  install(key: FlowKey, state: Uint8Array, expected: number, waitMs = 0): boolean {
     const before = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
-    const track =
-      before?.move === MoveState.INCOMING && before.track !== undefined
-        ? before.track
-        : new MoveTrack('order-preserving');
+    // Only a flow this instance expects: an install that arrives after its move was called off (the
+    // controller gave up on it at its deadline, and the abort came first) would leave a second owner.
+    if (before?.move !== MoveState.INCOMING || before.track === undefined) return false;
+    const track = before.track;
     // A new incarnation: the source's updates to eventual global state stay its own writer's.
     const flow = this.adopt(key, state, expected, Math.round(this.clock.now() * 1000));
     flow.track = track;
@@ -500,6 +500,7 @@ export class FlowProcessor {
       this.jump(flow, track, first.seq);
       this.drain(flow);
     }
+    return true;
   }
 
   /**

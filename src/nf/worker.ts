@@ -180,8 +180,7 @@ function move(msg: Extract<ToWorker, { type: 'move' }>): void {
         results.push({ ok: processor.commit(f.key) });
         break;
       case 'install':
-        processor.install(f.key, f.state!, f.expected!, msg.waitMs);
-        results.push({ ok: true });
+        results.push({ ok: processor.install(f.key, f.state!, f.expected!, msg.waitMs) });
         break;
       case 'handOver': {
         const frozen = destinations.has(flowKeyString(f.key));

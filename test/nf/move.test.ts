@@ -121,6 +121,27 @@ describe('moving a flow between processors', () => {
     );
   });
 
+  it('an install that comes after its move was called off is refused: the flow keeps one owner', () => {
+    const log: string[] = [];
+    const src = node('src', log);
+    const dst = node('dst', log);
+    feed(src, range(1, 5));
+    dst.expect(key);
+    const frozen = src.freeze(key)!;
+    // The controller gave up at its deadline: the abort reached both sides before the install did.
+    src.abort(key);
+    dst.forget(key);
+    assert.equal(dst.install(key, frozen.state, frozen.expected), false);
+    assert.equal(dst.has(key), false);
+    assert.equal(dst.flows.size, 0);
+    feed(src, [6]);
+    assert.equal(src.has(key), true);
+    assert.deepEqual(
+      log.map((l) => Number(l.split(':')[1])),
+      range(1, 6),
+    );
+  });
+
   it('counts an end-of-move marker for a flow that is not moving, and ignores it', () => {
     const src = node('src', []);
     feed(src, range(1, 3));
