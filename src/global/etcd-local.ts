@@ -5,6 +5,7 @@
  *   const cluster = await startEtcd(3);
  *   const store = new EtcdGlobalStore({ hosts: cluster.clientUrls, prefix: 't/', logger });
  *   cluster.kill(0);            // a minority: writes go on
+ *   cluster.restart(0);         // the same member again, on its data directory
  *   await cluster.stop();       // kills what is left, removes the directory
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,6 +22,11 @@ export interface EtcdCluster {
   readonly clientUrls: string[];
   /** SIGKILLs member `i`; resolves once it is gone. */
   kill(i: number): Promise<void>;
+  /**
+   * Starts member `i` again on its data directory, after `kill(i)`; a no-op while it runs. It serves
+   * once it rejoins a quorum (poll its `/health`).
+   */
+  restart(i: number): void;
   stop(): Promise<void>;
 }
 
@@ -62,7 +68,8 @@ export async function startEtcd(members = 3, timeoutMs = 15_000): Promise<EtcdCl
   const clientUrls = clientPorts.map((p) => `http://127.0.0.1:${p}`);
   const peerUrls = peerPorts.map((p) => `http://127.0.0.1:${p}`);
   const initial = names.map((n, i) => `${n}=${peerUrls[i]!}`).join(',');
-  const procs: (ChildProcess | undefined)[] = names.map((name, i) => {
+  const member = (i: number): ChildProcess => {
+    const name = names[i]!;
     const p = spawn(
       ETCD_BIN,
       [
@@ -86,7 +93,8 @@ export async function startEtcd(members = 3, timeoutMs = 15_000): Promise<EtcdCl
     );
     p.on('error', () => undefined);
     return p;
-  });
+  };
+  const procs: (ChildProcess | undefined)[] = names.map((_, i) => member(i));
   const kill = async (i: number): Promise<void> => {
     const p = procs[i];
     procs[i] = undefined;
@@ -118,5 +126,10 @@ export async function startEtcd(members = 3, timeoutMs = 15_000): Promise<EtcdCl
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { clientUrls, kill, stop };
+  const restart = (i: number): void => {
+    if (i < 0 || i >= members) throw new RangeError(`etcd: no member ${i}`);
+    // With a data directory, etcd ignores the --initial-cluster flags and rejoins as the member it was.
+    procs[i] ??= member(i);
+  };
+  return { clientUrls, kill, restart, stop };
 }

@@ -26,7 +26,8 @@
  *
  * Dedup memory is the keyspace itself: keys are never deleted, so the window is everything not yet
  * removed by an operator. Watches resume from the last revision they delivered; one that falls behind a
- * compaction is failed through `onFail`.
+ * compaction is failed through `onFail`. The client is etcd-client.ts's: no circuit breaker, so a store
+ * whose etcd regained its quorum commits again at once.
  */
 import {
   Etcd3,
@@ -38,6 +39,7 @@ import {
   type Watcher,
 } from 'etcd3';
 import { ErrorCode, NfsError } from '../errors.js';
+import { cancelWatcher, etcdClient } from './etcd-client.js';
 import type { Logger } from '../types.js';
 import {
   uniqueUpdates,
@@ -71,6 +73,8 @@ export class EtcdGlobalStore implements GlobalStore {
   private readonly keyPrefix: Buffer;
   private readonly maxTxnOps: number;
   private client: Etcd3 | undefined;
+  /** Set when stopping: the watch streams stop reconnecting (etcd-client.ts). */
+  private closing = { closing: false };
   private readonly watchers = new Set<{ stop(): Promise<void> }>();
 
   constructor(options: EtcdGlobalStoreOptions) {
@@ -86,7 +90,10 @@ export class EtcdGlobalStore implements GlobalStore {
   }
 
   start(): Promise<void> {
-    this.client ??= new Etcd3({ hosts: this.options.hosts });
+    if (this.client === undefined) {
+      this.closing = { closing: false };
+      this.client = etcdClient(this.options.hosts, this.closing);
+    }
     return Promise.resolve();
   }
 
@@ -94,6 +101,7 @@ export class EtcdGlobalStore implements GlobalStore {
     const client = this.client;
     if (client === undefined) return;
     this.client = undefined;
+    this.closing.closing = true;
     await Promise.all([...this.watchers].map((w) => w.stop()));
     client.close();
   }
@@ -211,7 +219,7 @@ export class EtcdGlobalStore implements GlobalStore {
         if (stopped) return;
         stopped = true;
         this.watchers.delete(handle);
-        await watcher?.cancel();
+        if (watcher !== undefined) await cancelWatcher(client, watcher, 'etcd');
       },
     };
     this.watchers.add(handle);
