@@ -155,6 +155,11 @@ program
     int('--etcd-kill', 0, 3),
     0,
   )
+  .option(
+    '--kill-controller',
+    'with --global etcd: kill -9 the leading controller during the run; the standby takes over',
+    false,
+  )
   .addOption(lbOption())
   .option(
     '--capacity <pps>',
@@ -167,6 +172,8 @@ program
   .action(async (o: Record<string, unknown>) => {
     const base = typeof o.config === 'string' ? loadTopology(o.config) : undefined;
     const topology = withFlags(base, o);
+    if (o.killController === true && o.global !== 'etcd' && topology.global.store !== 'etcd')
+      throw new InvalidArgumentError('--kill-controller needs --global etcd: only then is there a standby');
     const logger = createLogger('demo', { write: () => undefined });
     const summary = await runDemo(
       topology,
@@ -184,6 +191,7 @@ program
         pause: o.pause as number,
         ownEtcd: o.global === 'etcd' && o.etcd === undefined,
         etcdKill: o.etcdKill as number,
+        killController: o.killController === true,
       },
       logger,
     );
@@ -222,6 +230,16 @@ program
                 `failovers: ${summary.failovers.count} (detected p50 ${summary.failovers.detect_ms_p50} ms, recovered p50 ${summary.failovers.recover_ms_p50} ms, max ${summary.failovers.recover_ms_max} ms after the signal), ${summary.failovers.replayed} packets replayed${summary.failovers.woke_fenced > 0 ? `, ${summary.failovers.woke_fenced} woken instances exited fenced` : ''}`,
               ]),
           `replication (${summary.replication.mode}): ${summary.replication.bytes_sent} bytes in ${summary.replication.messages} messages, replicas match: ${summary.replication.replicas_match}`,
+          ...(summary.controller.lost
+            ? ['NO controller answered at the end of the run (etcd lost its quorum?)']
+            : []),
+          ...(summary.controller.killed
+            ? [
+                summary.controller.takeover_ms >= 0
+                  ? `controller killed: the standby took over in ${summary.controller.takeover_ms} ms`
+                  : 'controller killed: NO standby took over',
+              ]
+            : []),
           ...(summary.strong.store === 'none'
             ? []
             : [
@@ -242,6 +260,7 @@ program
       summary.duplicated > 0 ||
       summary.failovers.each.some((f) => f.error !== undefined) ||
       summary.strong.failed > 0 ||
+      (summary.controller.killed && summary.controller.takeover_ms < 0) ||
       (ordered && (summary.reordered > 0 || !summary.state_matches_oracle))
     ) {
       process.exitCode = 1;

@@ -56,6 +56,17 @@ export class ClusterMap {
     return cluster.id;
   }
 
+  /** Starts from the clusters a previous controller had (journal.ts): members in their join order. */
+  restore(clusters: readonly Cluster[]): void {
+    for (const c of clusters) {
+      const cluster: Cluster = { id: c.id, members: c.members.map((m) => ({ id: m.id, host: m.host })) };
+      this.byId.set(cluster.id, cluster);
+      for (const m of cluster.members) this.clusterOfMember.set(m.id, cluster);
+      const n = Number(c.id.slice(1));
+      if (Number.isSafeInteger(n)) this.next = Math.max(this.next, n + 1);
+    }
+  }
+
   clusterOf(id: string): Cluster | undefined {
     return this.clusterOfMember.get(id);
   }

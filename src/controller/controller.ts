@@ -42,6 +42,7 @@ import type { BalancerOptions } from './balancer.js';
 import { Balancer, DEFAULT_BALANCER } from './balancer.js';
 import type { FailureOptions } from './detector.js';
 import { DEFAULT_FAILURE, FailureDetector, looksLikeHeartbeat } from './detector.js';
+import type { ControllerSnapshot } from './journal.js';
 
 export interface InstanceInfo {
   id: string;
@@ -87,6 +88,8 @@ export interface Provisioner {
 }
 
 const MAX_REPORT_BYTES = 1024;
+/** Rule epochs a controller may use past its last journal save (epochs are u32 in the stamp). */
+const EPOCH_BLOCK = 1 << 16;
 
 export class Controller implements MetricSource {
   private readonly map: ClusterMap;
@@ -95,6 +98,9 @@ export class Controller implements MetricSource {
   private configVersion = 0;
   private ingress: { host: string; admin: number } | undefined;
   private epoch = 0;
+  /** Epochs below this may be used before a journal save: a successor starts here (nextEpoch). */
+  private epochCeiling = EPOCH_BLOCK;
+  private saving: Promise<void> = Promise.resolve();
   private readonly moving = new Set<string>();
   private readonly draining = new Set<string>();
   /** Registered while an ingress runs, and not yet known to it: no flow may be sent its way. */
@@ -137,6 +143,12 @@ export class Controller implements MetricSource {
       egress?: { host: string; admin: number };
       /** Start a replacement through the provisioner when an instance fails (default true). */
       replaceFailed?: boolean;
+      /** The liveness port (default: any). A standby that takes over binds the same (journal.ts). */
+      livenessPort?: number;
+      /** Where the registry is saved at each change of membership, for a standby (journal.ts). */
+      journal?: { save(s: ControllerSnapshot): Promise<void> };
+      /** The registry a previous controller saved: this one carries on from it. */
+      restore?: ControllerSnapshot;
     },
     private readonly logger: Logger,
     private readonly clock: Clock,
@@ -197,6 +209,7 @@ export class Controller implements MetricSource {
       }
       this.ingress = { host: b.host, admin: b.admin };
       this.secondaries = this.secondaryMap();
+      void this.persist();
       return { ok: true, secondaries: Object.fromEntries(this.secondaries) };
     });
     admin.route('POST', '/move', (body) => this.moveRequest(body));
@@ -220,11 +233,96 @@ export class Controller implements MetricSource {
     });
     this.socket.bind(this.options.reportPort ?? 0, this.options.host);
     await once(this.socket, 'listening');
-    this.liveness.listen(0, this.options.host);
+    this.liveness.listen(this.options.livenessPort ?? 0, this.options.host);
     await once(this.liveness, 'listening');
+    if (this.options.restore !== undefined) this.carryOn(this.options.restore);
     this.balancing = setInterval(() => void this.balancer.tick(), LB_TICK_MS);
     this.detector.start();
     return this.socket.address().port;
+  }
+
+  /**
+   * Everything a standby needs to carry on (journal.ts): saved at every change of membership, and before
+   * the rule epochs reach the ceiling saved last.
+   */
+  snapshot(): ControllerSnapshot {
+    return {
+      version: 1,
+      instances: [...this.instances.values()].map((i) => ({
+        id: i.id,
+        host: i.host,
+        port: i.port,
+        replication: i.replication,
+        admin: i.admin,
+        token: i.token,
+        emitter: i.emitter,
+        live: i.liveAt !== undefined,
+      })),
+      clusters: this.map.clusters(),
+      ingress: this.ingress ?? null,
+      failed: this.detector.list().map((f) => f.id),
+      emitters: this.emitters,
+      epochCeiling: this.epochCeiling,
+    };
+  }
+
+  /**
+   * Takes over from the controller that saved `s`: its instances (watched from now, so a silent one is
+   * failed over here), their clusters, the ingress, the failed ones (fenced here too), and counters above
+   * anything it may have handed out. The instances keep their configuration; they and the ingress reach
+   * this controller at the same ports.
+   */
+  private carryOn(s: ControllerSnapshot): void {
+    const now = this.clock.now();
+    this.map.restore(s.clusters);
+    for (const i of s.instances) {
+      const { live, ...info } = i;
+      this.instances.set(i.id, {
+        ...info,
+        load: undefined,
+        reportedAt: 0,
+        configured: true,
+        registeredAt: now,
+        liveAt: live ? now : undefined,
+      });
+      this.detector.watch(i.id);
+    }
+    for (const id of s.failed) this.detector.restoreFailed(id, now);
+    this.ingress = s.ingress ?? undefined;
+    this.secondaries = this.secondaryMap();
+    this.emitters = s.emitters;
+    this.epoch = s.epochCeiling;
+    this.epochCeiling = s.epochCeiling + EPOCH_BLOCK;
+    this.logger.info('controller carries on from the journal', {
+      instances: s.instances.length,
+      clusters: s.clusters.length,
+      failed: s.failed.length,
+    });
+    void this.persist();
+  }
+
+  /** Saves the registry (journal.ts), one save at a time, each with the state as it is when it starts. */
+  private persist(): Promise<void> {
+    const journal = this.options.journal;
+    if (journal === undefined) return Promise.resolve();
+    this.saving = this.saving
+      .then(() => journal.save(this.snapshot()))
+      .catch((err: unknown) => {
+        this.logger.error('controller journal not saved: a standby would carry on from an older one', {
+          error: String(err),
+        });
+      });
+    return this.saving;
+  }
+
+  /** A new rule epoch; half-way to the ceiling, the next ceiling is saved, long before it is reached. */
+  private nextEpoch(): number {
+    const epoch = ++this.epoch;
+    if (epoch === this.epochCeiling - EPOCH_BLOCK / 2) {
+      this.epochCeiling += EPOCH_BLOCK;
+      void this.persist();
+    }
+    return epoch;
   }
 
   stop(): void {
@@ -262,6 +360,12 @@ export class Controller implements MetricSource {
           continue;
         }
         const [name, token] = line.split(' ');
+        // A failed instance that reconnects (woken after a pause, or to a controller that took over since)
+        // learns that it is fenced, and exits.
+        if (name !== undefined && this.detector.isFailed(name)) {
+          socket.end('fenced\n');
+          return;
+        }
         if (name === undefined || this.instances.get(name)?.token !== token) {
           this.badLiveness++;
           socket.destroy();
@@ -341,6 +445,7 @@ export class Controller implements MetricSource {
       // Its flows go unprotected until the next change of secondaries succeeds.
       this.logger.error('could not tell the ingress the secondaries', { error: String(err) });
     });
+    await this.persist();
     // Only now: the instance starts its heartbeats when it has this answer.
     this.detector.watch(info.id);
     const registered = this.instances.get(info.id)!;
@@ -432,7 +537,7 @@ export class Controller implements MetricSource {
       // Without a successor the flows still need an owner, or the switch would send them to the dead.
       const to = successor ?? this.instances.get(this.liveIds()[0] ?? '');
       if (ingress !== undefined && to !== undefined && flows.length > 0) {
-        const epoch = ++this.epoch;
+        const epoch = this.nextEpoch();
         await this.repoint(
           ingress,
           flows.map((flow) => ({ flow, primary: to.id, epoch })),
@@ -449,6 +554,7 @@ export class Controller implements MetricSource {
     this.livenessOf.delete(id);
     if (cluster !== undefined) await this.configure(cluster).catch(() => undefined);
     await this.pushSecondaries().catch(() => undefined);
+    await this.persist();
     this.failovers.push(record);
     if (this.failovers.length > MAX_MOVES_KEPT) this.failovers.shift();
     if (record.error === undefined) this.logger.info('failover', { ...record });
@@ -858,7 +964,7 @@ export class Controller implements MetricSource {
       });
       const go = pending();
       if (go.length > 0) {
-        const epoch = ++this.epoch;
+        const epoch = this.nextEpoch();
         const rules = go.map((i) => ({ flow: flows[i], primary: dst.id, epoch, move: true }));
         const taken = await this.repoint(ingress, rules, deadline);
         go.forEach((i, j) => {
@@ -1166,6 +1272,7 @@ export class Controller implements MetricSource {
       this.draining.delete(inst.id);
       if (left !== undefined) await this.configure(left);
       await this.pushSecondaries();
+      await this.persist();
     }
     this.logger.info('instance drained', { id: inst.id, moved, aborted });
     return { id: inst.id, moved, aborted, duration_ms: this.clock.now() - started };

@@ -39,8 +39,11 @@ export interface FailureOptions {
  */
 export const DEFAULT_FAILURE: Readonly<FailureOptions> = Object.freeze({ heartbeatMs: 50, missCount: 6 });
 
-/** How a failure was noticed: missed heartbeats, or the instance's liveness connection closing. */
-export type FailureHow = 'heartbeats' | 'connection';
+/**
+ * How a failure was noticed: missed heartbeats, or the instance's liveness connection closing; `restored`:
+ * a previous controller declared it (journal.ts).
+ */
+export type FailureHow = 'heartbeats' | 'connection' | 'restored';
 
 export interface FailureInfo {
   /** The last sign of life (clock ms). */
@@ -144,6 +147,15 @@ export class FailureDetector implements MetricSource {
   /** An instance left in order (drained): its silence means nothing any more. */
   forget(id: string): void {
     this.watched.delete(id);
+  }
+
+  /**
+   * An instance a previous controller declared failed (journal.ts): it stays fenced here too, with no
+   * failover of its own, which that controller ran.
+   */
+  restoreFailed(id: string, now: number): void {
+    this.watched.delete(id);
+    this.failed.set(id, { id, at: now, lastSeenMs: now, detectMs: 0, fenced: 0, how: 'restored' });
   }
 
   isFailed(id: string): boolean {

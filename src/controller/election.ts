@@ -190,7 +190,7 @@ export class LeaderElection implements MetricSource {
       return Promise.reject(new NfsError(ErrorCode.STATE, 'election: stopped; make a new one'));
     }
     if (this.client !== undefined) return Promise.resolve();
-    this.client = etcdClient(this.hosts, this.reconnect);
+    this.client = etcdClient(this.hosts, this.reconnect, false);
     this.watch(this.client);
     return Promise.resolve();
   }

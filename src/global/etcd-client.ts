@@ -13,7 +13,7 @@
  * etcd3 (1.1.x) pitfalls this answers:
  *   - each member's calls pass a circuit breaker that refuses the member for 5 s after 3 failures, a
  *     deadline counting as one: after a quorum loss the client would refuse every call for up to 5 s
- *     more once etcd is back. The breaker is replaced by nothing (passThrough);
+ *     more once etcd is back. Where that matters, the breaker is replaced by nothing (passThrough);
  *   - the watch manager reconnects on a timer with up to 30 s of backoff, which outlives `close()`:
  *     the backoff is capped at MAX_RECONNECT_MS, and 0 once closing;
  *   - `Watcher.cancel()` while the watch's create request is unanswered waits for an answer that may
@@ -27,10 +27,17 @@ const MAX_RECONNECT_MS = 500;
 /** How long a watch's cancel may take before the stream is cancelled under it. */
 const CANCEL_WATCH_MS = 500;
 
-export function etcdClient(hosts: string[], closing: { closing: boolean }): Etcd3 {
+/**
+ * `breaker: false` replaces etcd3's per-member circuit breaker (the election, whose calls must recover the
+ * moment etcd does). The GlobalStore keeps it: without it, its instances under load lost packets and
+ * exited (seen in `nfstate demo --global etcd`; cause not found), while a claim's deadline (8 s) already
+ * outlasts the breaker's 5 s.
+ */
+export function etcdClient(hosts: string[], closing: { closing: boolean }, breaker = true): Etcd3 {
+  const watchBackoff = new Reconnect(closing, 25, MAX_RECONNECT_MS);
   return new Etcd3({
     hosts,
-    faultHandling: { host: passThrough, watchBackoff: new Reconnect(closing, 25, MAX_RECONNECT_MS) },
+    faultHandling: breaker ? { watchBackoff } : { host: passThrough, watchBackoff },
   });
 }
 

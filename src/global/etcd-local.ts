@@ -11,10 +11,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, NfsError } from '../errors.js';
+import { freePort } from '../launcher/free-port.js';
 
 export const ETCD_BIN = process.env.ETCD_BIN ?? '/usr/bin/etcd';
 
@@ -28,16 +28,6 @@ export interface EtcdCluster {
    */
   restart(i: number): void;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const addr = s.address();
-  const port = addr !== null && typeof addr === 'object' ? addr.port : 0;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 async function healthy(url: string): Promise<boolean> {

@@ -26,8 +26,8 @@
  *
  * Dedup memory is the keyspace itself: keys are never deleted, so the window is everything not yet
  * removed by an operator. Watches resume from the last revision they delivered; one that falls behind a
- * compaction is failed through `onFail`. The client is etcd-client.ts's: no circuit breaker, so a store
- * whose etcd regained its quorum commits again at once.
+ * compaction is failed through `onFail`. The client is etcd-client.ts's (capped watch backoff, bounded
+ * watch cancel).
  */
 import {
   Etcd3,

@@ -56,6 +56,18 @@ export interface DemoOptions {
    */
   ownEtcd: boolean;
   etcdKill: number;
+  /** SIGKILL the leading controller 40 % into the run (with etcd: the standby takes over). */
+  killController: boolean;
+}
+
+/** The controllers: whether a standby ran (etcd), and how long the deployment had none after a kill. */
+export interface ControllerSummary {
+  standby: boolean;
+  killed: boolean;
+  /** From the kill until the standby answered at the same address (-1: it never did). */
+  takeover_ms: number;
+  /** No controller answered at the end of the run (etcd without quorum: none may lead). */
+  lost: boolean;
 }
 
 /** Strong global state during the run: where it was decided, and the instances' claims (killed ones aside). */
@@ -143,6 +155,7 @@ export interface DemoSummary {
   /** Every worker of every instance holds the same eventual global state (counters, sets) at the end. */
   global_converged: boolean;
   strong: StrongSummary;
+  controller: ControllerSummary;
   /** Batch replication: bytes and frames sent to cluster peers, and whether every replica equals its origin. */
   replication: {
     mode: string;
@@ -645,6 +658,35 @@ async function etcdKillDuring(
   return killed;
 }
 
+/**
+ * SIGKILLs the leading controller 40 % into the run and waits until a controller answers at its address
+ * again (the standby, once it leads and has loaded the journal). Returns how long that took, in ms, or -1.
+ */
+async function controllerKillDuring(
+  gen: Generator,
+  total: number,
+  deployment: LocalDeployment,
+  admin: number,
+  host: string,
+  logger: Logger,
+): Promise<number> {
+  while (gen.sent < total * 0.4) await sleep(2);
+  const at = Date.now();
+  deployment.controller?.child.kill('SIGKILL');
+  logger.info('demo: controller killed');
+  while (Date.now() - at < CONTROLLER_TAKEOVER_WAIT_MS) {
+    await sleep(20);
+    const up = await adminCall(host, admin, '/instances', undefined, 500).then(
+      () => true,
+      () => false,
+    );
+    if (up) return Date.now() - at;
+  }
+  return -1;
+}
+
+const CONTROLLER_TAKEOVER_WAIT_MS = 30_000;
+
 /** xorshift32: the same moves for the same seed. */
 function seeded(seed: number): () => number {
   let x = (seed * 0x9e3779b1) >>> 0 || 1;
@@ -687,6 +729,29 @@ async function instanceTotals(adminPorts: readonly number[]): Promise<{
   }
   return out;
 }
+
+/**
+ * Waits until no instance has a strong claim in progress: the flows waiting for one (parked) have run, with
+ * a value or, past the claims' deadline, without one. Bounded by that deadline and a margin.
+ */
+async function strongSettled(adminPorts: readonly number[]): Promise<void> {
+  const until = Date.now() + STRONG_SETTLE_MS;
+  while (Date.now() < until) {
+    let pending = 0;
+    for (const port of adminPorts) {
+      const text = await fetch(`http://127.0.0.1:${port}/metrics`).then(
+        (r) => r.text(),
+        () => '',
+      );
+      pending += metricSum(text, 'nfstate_strong_pool_pending');
+    }
+    if (pending === 0) return;
+    await sleep(100);
+  }
+}
+
+/** A claim's deadline at the instances (8 s, nf/instance.ts) and a margin. */
+const STRONG_SETTLE_MS = 10_000;
 
 /** The sum of a metric's series in a Prometheus text scrape, of those carrying `label` when given. */
 function metricSum(text: string, name: string, label = ''): number {
@@ -847,6 +912,9 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       topology.host,
       logger,
     );
+    const killingController = options.killController
+      ? controllerKillDuring(gen, trace.total, deployment, ends.controller.admin, topology.host, logger)
+      : Promise.resolve(-1);
     const killingEtcd = etcdKillDuring(
       gen,
       trace.options.flows,
@@ -857,9 +925,36 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     );
     const result = await gen.run(trace);
     etcdKilled = await killingEtcd;
+    if (topology.global.store !== 'none') await strongSettled(ends.instances.map((i) => i.admin));
+    const takeoverMs = await killingController;
     const faults = await faulting;
     const moves = summariseMoves(await moving, options.guarantee);
-    const lb = await summariseLb(ends.controller.admin, topology.host, topology.lb.capacityPps, skewedOn);
+    // No controller answers once etcd lost its quorum (the leader stepped down, no standby can lead): the
+    // summary says so instead of failing.
+    // Set in a callback: a plain `false` would be narrowed away.
+    let controllerLost = false as boolean;
+    const lb = await summariseLb(
+      ends.controller.admin,
+      topology.host,
+      topology.lb.capacityPps,
+      skewedOn,
+    ).catch((): LbSummary => {
+      controllerLost = true;
+      const none = { rounds: 0, moves: 0, intra: 0, inter: 0, aborted: 0, scale_out_requests: 0 };
+      return {
+        ...none,
+        enabled: topology.lb.enabled,
+        capacity_pps: topology.lb.capacityPps,
+        skewed: skewedOn,
+        from: {},
+        to: {},
+        max_moves_per_flow: 0,
+        min_gap_ms: null,
+        p50_ms: 0,
+        p99_ms: 0,
+        load: {},
+      };
+    });
     const drained = await draining;
     const { added, admins } = await adding;
     const report = await deployment.sinkReport();
@@ -868,9 +963,11 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     await sleep(SETTLE_MS);
     const own = await deployment.digests();
     const replicaProblems = await deployment.checkReplicas(own);
-    const now = (await adminCall(topology.host, ends.controller.admin, '/instances')) as unknown as {
-      admin: number;
-    }[];
+    const now = controllerLost
+      ? []
+      : ((await adminCall(topology.host, ends.controller.admin, '/instances')) as unknown as {
+          admin: number;
+        }[]);
     const { moveDropped, strong, ...replication } = await instanceTotals([
       ...new Set([...ends.instances.map((i) => i.admin), ...admins, ...now.map((i) => i.admin)]),
     ]);
@@ -911,6 +1008,12 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       global_matches_oracle: cmp.globalMatches,
       global_converged: eventualConverged(own),
       strong: { store: topology.global.store, etcd_killed: etcdKilled, ...strong },
+      controller: {
+        standby: deployment.standby !== undefined,
+        killed: options.killController,
+        takeover_ms: takeoverMs,
+        lost: controllerLost,
+      },
       moves,
       lb,
       drained,

@@ -26,6 +26,7 @@ import type { Endpoint } from '../switch/ingress.js';
 import type { SinkReport } from '../traffic/sink.js';
 import type { Topology } from './config.js';
 import { parseHostPort } from './config.js';
+import { freePort } from './free-port.js';
 import type {
   ControllerSpec,
   IngressSpec,
@@ -132,16 +133,22 @@ export interface Endpoints {
  * The log every instance of the deployment decides strong global state in: the controller's sequencer,
  * or etcd under a prefix of this deployment's own, so that runs sharing an etcd cluster never meet.
  */
-function strongStore(t: Topology, sequencer: number | undefined, key: string): StrongStoreSpec | undefined {
+function strongStore(
+  t: Topology,
+  sequencer: number | undefined,
+  key: string,
+  prefix: string,
+): StrongStoreSpec | undefined {
   if (t.global.store === 'local') return { store: 'local', host: t.host, port: sequencer!, key };
-  if (t.global.store === 'etcd')
-    return { store: 'etcd', endpoints: [...t.global.endpoints], prefix: `nfstate/${key.slice(0, 16)}/` };
+  if (t.global.store === 'etcd') return { store: 'etcd', endpoints: [...t.global.endpoints], prefix };
   return undefined;
 }
 
 export class LocalDeployment {
   sink: RoleProcess | undefined;
   controller: RoleProcess | undefined;
+  /** With etcd: the controller that takes over when the first one dies. */
+  standby: RoleProcess | undefined;
   private controllerAdmin = 0;
   ingress: RoleProcess | undefined;
   instances: RoleProcess[] = [];
@@ -149,6 +156,8 @@ export class LocalDeployment {
   private sinkPort = 0;
   /** Authenticates replication between the instances, those added later too. */
   private readonly key = randomBytes(32).toString('hex');
+  /** This deployment's keys in etcd, so that deployments sharing an etcd cluster never meet. */
+  private readonly prefix = `nfstate/${this.key.slice(0, 16)}/`;
   private nextIndex = 0;
   /** Where the instances find the log of strong global state. */
   private strong: StrongStoreSpec | undefined;
@@ -189,11 +198,40 @@ export class LocalDeployment {
         egress: { host: t.host, admin: sinkPorts.admin! },
         ...(t.global.store === 'local' ? { sequencer: { key: this.key } } : {}),
       };
-      this.controller = this.spawn('controller', 'controller', controllerSpec);
-      this.controller.onProvision = (req) => void this.provision(req);
+      // With etcd, a standby controller waits to take over at the same ports (roles.ts, journal.ts).
+      const ha =
+        t.global.store === 'etcd'
+          ? {
+              admin: await freePort(t.host),
+              report: await freePort(t.host),
+              liveness: await freePort(t.host),
+            }
+          : undefined;
+      const controller = (name: string): RoleProcess => {
+        const spec: ControllerSpec =
+          ha === undefined
+            ? controllerSpec
+            : {
+                ...controllerSpec,
+                adminPort: ha.admin,
+                ha: {
+                  endpoints: [...t.global.endpoints],
+                  prefix: this.prefix,
+                  id: name,
+                  reportPort: ha.report,
+                  livenessPort: ha.liveness,
+                },
+              };
+        const p = this.spawn(name, 'controller', spec);
+        p.onProvision = (req) => void this.provision(req, p);
+        return p;
+      };
+      this.controller = controller('controller');
       const cp = await this.controller.ports;
+      // Only now: the first controller leads.
+      if (ha !== undefined) this.standby = controller('controller-standby');
       this.controllerAdmin = cp.admin!;
-      this.strong = strongStore(t, cp.sequencer, this.key);
+      this.strong = strongStore(t, cp.sequencer, this.key, this.prefix);
       this.sinkPort = sinkPorts.port!;
       for (let i = 0; i < count; i++) this.instances.push(this.spawnNf());
       // An instance is ready once registered, and the controller configures a cluster before answering.
@@ -262,14 +300,14 @@ export class LocalDeployment {
   }
 
   /** The controller asked for instances (POST /instances): start them and answer it. */
-  private async provision(req: ProvisionRequest): Promise<void> {
+  private async provision(req: ProvisionRequest, from: RoleProcess): Promise<void> {
     let reply: RoleCommand;
     try {
       reply = { type: 'provisioned', id: req.id, instances: await this.add(req.count, req.host) };
     } catch (err) {
       reply = { type: 'provisioned', id: req.id, error: err instanceof Error ? err.message : String(err) };
     }
-    if (this.controller?.child.connected === true) this.controller.child.send(reply);
+    if (from.child.connected) from.child.send(reply);
   }
 
   /** An NF instance with the next index: it registers with the controller, which gives it its peers. */
@@ -349,7 +387,12 @@ export class LocalDeployment {
   async checkReplicas(own: readonly RunDigest[]): Promise<string[]> {
     if (this.topology.replication === 'off') return [];
     const held = await this.replicaDigests();
-    const clusters = (await this.controllerGet('/clusters')) as { id: string; members: string[] }[];
+    let clusters: { id: string; members: string[] }[];
+    try {
+      clusters = (await this.controllerGet('/clusters')) as typeof clusters;
+    } catch (err) {
+      return [`replicas not checked: no controller answered (${String(err)})`];
+    }
     const running = this.digested;
     const at = new Map(running.map((p, i) => [p.name, i]));
     const problems: string[] = [];
@@ -404,6 +447,7 @@ export class LocalDeployment {
     await this.ingress?.stop();
     await Promise.all(this.instances.map((p) => p.stop()));
     await this.controller?.stop();
+    await this.standby?.stop();
     await this.sink?.stop();
     for (const fd of this.logFds.splice(0)) closeSync(fd);
   }

@@ -39,6 +39,8 @@ import type { SinkReport } from '../traffic/sink.js';
 import { Sink } from '../traffic/sink.js';
 import type { FlowKey, Logger, MetricSource } from '../types.js';
 import type { GlobalStore } from '../global/store.js';
+import type { LeaderElection } from '../controller/election.js';
+import type { EtcdJournal, ControllerSnapshot } from '../controller/journal.js';
 import { SequencerClient, SequencerServer } from '../global/sequencer.js';
 
 export interface NfSpec {
@@ -91,6 +93,11 @@ export interface ControllerSpec {
   egress?: { host: string; admin: number };
   /** Keep the deployment's log of strong global state (`local`), its clients authenticated by `key`. */
   sequencer?: { key: string };
+  /**
+   * One of several controllers, of which the one that leads (an etcd election) acts: the others stand by,
+   * and the next to lead carries on from the journal the leader saves in etcd, at the same ports.
+   */
+  ha?: { endpoints: string[]; prefix: string; id: string; reportPort: number; livenessPort: number };
 }
 
 export interface IngressSpec {
@@ -202,24 +209,12 @@ export async function runNf(spec: NfSpec): Promise<void> {
       typeof hb === 'number' && hb > 0 ? hb : DEFAULT_FAILURE.heartbeatMs,
       () => nf.load(),
     );
-    // Held open for the life of the process: when it dies, the kernel closes it and the controller knows
-    // at once. Without it (an older controller, a refused connection) the heartbeats still tell.
-    const liveness =
+    const stopLiveness =
       typeof answer.liveness === 'number' && typeof answer.token === 'string'
-        ? net.connect(answer.liveness, c.host)
-        : undefined;
-    liveness?.on('error', () => undefined);
-    // The controller failed this instance over while it could not answer (paused, cut off): another
-    // instance owns its flows now, and the egress and the peers refuse what it sends. It must not go on.
-    liveness?.on('data', (chunk: Buffer) => {
-      if (!chunk.toString('utf8').includes('fenced')) return;
-      logger.error("fenced by the controller: another instance took over this one's flows; exiting");
-      process.exit(EXIT_FENCED);
-    });
-    liveness?.setNoDelay(true);
-    liveness?.write(`${spec.id} ${answer.token as string}\n`);
+        ? keepLiveness(spec.id, answer.token, { host: c.host, port: answer.liveness }, logger)
+        : () => undefined;
     stopReports = () => {
-      liveness?.end('bye\n');
+      stopLiveness();
       stopBeats();
     };
   }
@@ -241,7 +236,11 @@ export async function runNf(spec: NfSpec): Promise<void> {
 }
 
 export async function runController(spec: ControllerSpec): Promise<void> {
-  const logger = createLogger('controller');
+  const logger = createLogger(
+    'controller',
+    spec.ha === undefined ? {} : { fields: { controller: spec.ha.id } },
+  );
+  const ha = spec.ha === undefined ? undefined : await lead(spec.ha, logger);
   const controller = new Controller(
     {
       clusterSize: spec.clusterSize,
@@ -251,11 +250,18 @@ export async function runController(spec: ControllerSpec): Promise<void> {
       ...(spec.moveTimeoutMs === undefined ? {} : { moveTimeoutMs: spec.moveTimeoutMs }),
       ...(spec.failure === undefined ? {} : { failure: spec.failure }),
       ...(spec.egress === undefined ? {} : { egress: spec.egress }),
+      ...(spec.ha === undefined
+        ? {}
+        : { reportPort: spec.ha.reportPort, livenessPort: spec.ha.livenessPort }),
+      ...(ha === undefined
+        ? {}
+        : { journal: ha.journal, ...(ha.restore === undefined ? {} : { restore: ha.restore }) }),
     },
     logger,
     wallClock,
   );
   const admin = new AdminServer({ host: spec.host, port: spec.adminPort, registry: new MetricsRegistry() });
+  if (ha !== undefined) admin.registry.add(ha.election);
   const report = await controller.start(admin);
   const sequencer =
     spec.sequencer === undefined
@@ -269,12 +275,102 @@ export async function runController(spec: ControllerSpec): Promise<void> {
       stop: async () => {
         controller.stop();
         await sequencer?.stop();
+        await ha?.election.stop();
+        ha?.journal.close();
       },
     },
     admin,
     { admin: admin.port, report, ...(sequencer === undefined ? {} : { sequencer: sequencer.port }) },
   );
 }
+
+/**
+ * Waits to lead the deployment's controllers (election.ts), then loads what the previous leader saved
+ * (journal.ts). Until it leads, a `stop` from the launcher ends it. Once it leads and loses the lease, it
+ * exits at once: another controller may lead from then on, and two must never act together.
+ */
+async function lead(
+  ha: NonNullable<ControllerSpec['ha']>,
+  logger: Logger,
+): Promise<{ election: LeaderElection; journal: EtcdJournal; restore: ControllerSnapshot | undefined }> {
+  // Loaded only here: the etcd client (gRPC) adds to every process's start otherwise.
+  const [{ LeaderElection }, { EtcdJournal }] = await Promise.all([
+    import('../controller/election.js'),
+    import('../controller/journal.js'),
+  ]);
+  const election = new LeaderElection({
+    hosts: ha.endpoints,
+    prefix: ha.prefix,
+    id: ha.id,
+    ttlSeconds: CONTROLLER_TTL_S,
+    logger,
+  });
+  await election.start();
+  const standing = (msg: RoleCommand): void => {
+    if (msg.type === 'stop') void election.stop().finally(() => process.exit(0));
+  };
+  process.on('message', standing);
+  logger.info('controller stands by for leadership', { id: ha.id });
+  await election.campaign();
+  process.off('message', standing);
+  election.onDemoted = (why) => {
+    logger.error('controller lost its leadership; exiting so that it never acts beside the new leader', {
+      why,
+    });
+    process.exit(EXIT_DEMOTED);
+  };
+  const journal = new EtcdJournal({ hosts: ha.endpoints, prefix: ha.prefix });
+  const restore = await journal.load();
+  logger.info('controller leads', { id: ha.id, term: election.term, carries_on: restore !== undefined });
+  return { election, journal, restore };
+}
+
+/**
+ * How long a dead leading controller's lease lives, which is how long the deployment goes without one
+ * (the dataplane forwards meanwhile). Shorter makes takeover quicker, and an etcd stall more likely to
+ * demote a healthy leader (election.ts).
+ */
+const CONTROLLER_TTL_S = 2;
+
+/**
+ * The instance's liveness connection to the controller, held open for the life of the process: when it dies,
+ * the kernel closes it and the controller knows at once. Without it (a refused connection) the heartbeats
+ * still tell. When the controller goes (a standby takes over at the same address, journal.ts) it connects
+ * again. Returns the orderly goodbye.
+ */
+function keepLiveness(
+  id: string,
+  token: string,
+  at: { host: string; port: number },
+  logger: Logger,
+): () => void {
+  let socket: net.Socket | undefined;
+  let leaving = false;
+  const connect = (): void => {
+    const s = net.connect(at.port, at.host);
+    socket = s;
+    s.setNoDelay(true);
+    s.on('error', () => undefined);
+    // The controller failed this instance over while it could not answer (paused, cut off): another
+    // instance owns its flows now, and the egress and the peers refuse what it sends. It must not go on.
+    s.on('data', (chunk: Buffer) => {
+      if (!chunk.toString('utf8').includes('fenced')) return;
+      logger.error("fenced by the controller: another instance took over this one's flows; exiting");
+      process.exit(EXIT_FENCED);
+    });
+    s.on('close', () => {
+      if (!leaving) setTimeout(connect, LIVENESS_RETRY_MS).unref();
+    });
+    s.write(`${id} ${token}\n`);
+  };
+  connect();
+  return () => {
+    leaving = true;
+    socket?.end('bye\n');
+  };
+}
+
+const LIVENESS_RETRY_MS = 200;
 
 /** The launcher that forked this process starts instances for the controller (LocalDeployment.add). */
 function launcherProvisioner(): Provisioner {
@@ -497,6 +593,8 @@ function reportToController(
 const LOAD_REPORT_MS = 100;
 /** Exit status of an NF instance that learns it was failed over (see runNf). */
 export const EXIT_FENCED = 3;
+/** The exit status of a controller that lost its leadership (another may lead now). */
+export const EXIT_DEMOTED = 4;
 
 /** POST /cluster { version, members, peers? }: without `peers`, only whom to accept frames from changes. */
 function parseClusterConfig(body: unknown): { version: number; members: string[]; peers?: Peer[] } {

@@ -667,6 +667,10 @@ export class NfInstance implements MetricSource {
       return { ...step, replay };
     });
     const started = performance.now();
+    // The failed instance's eventual global state received so far goes to the workers first: a flow's writer
+    // continues here, and its counts must include everything up to where its state resumes before the replay
+    // adds to them (a join keeps the larger of two partial sums, never their union).
+    this.mergeRound();
     await this.moveStep('adopt', steps);
     report.ms = Math.round((performance.now() - started) * 100) / 100;
     this.options.logger.info('took over a failed instance', { origin, ...report });

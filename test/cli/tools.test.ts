@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
+import { freePort } from '../../src/launcher/free-port.js';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import net from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
@@ -24,15 +24,6 @@ function tracePcap(name: string): string {
   for (let i = 0; i < t.total; i++) w.write(buf, 1_700_000_000_000 + i, 0, t.write(i, buf, 0));
   w.close();
   return path;
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  server.close();
-  return port;
 }
 
 function firstLine(child: ReturnType<typeof spawn>): Promise<string> {

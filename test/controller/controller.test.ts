@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { wallClock } from '../../src/clock.js';
 import { Controller } from '../../src/controller/controller.js';
+import type { ControllerSnapshot } from '../../src/controller/journal.js';
 import { silentLogger } from '../../src/log.js';
 import { AdminServer, MetricsRegistry } from '../../src/metrics.js';
 import type { FakeAdmin } from '../helpers/admin.js';
@@ -345,5 +346,94 @@ describe('Controller elasticity', () => {
     controller.stop();
     await admin.stop();
     await Promise.all([nf.close(), ingress.close()]);
+  });
+});
+
+describe('Controller: a standby carries on from the journal', () => {
+  it('saves the registry at each registration; a new controller restores it, fences the failed, and numbers rules above the old ceiling', async () => {
+    const saved: ControllerSnapshot[] = [];
+    const journal = { save: (s: ControllerSnapshot) => Promise.resolve(void saved.push(structuredClone(s))) };
+    const fakes = [await fakeInstance(), await fakeInstance(), await fakeInstance()];
+    const adminA = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
+    const a = new Controller({ clusterSize: 2, host: '127.0.0.1', journal }, silentLogger, wallClock);
+    await a.start(adminA);
+    const baseA = `http://127.0.0.1:${await adminA.start()}`;
+    const tokens: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${baseA}/register`, {
+        method: 'POST',
+        body: JSON.stringify({
+          id: `nf-${i}`,
+          host: '127.0.0.1',
+          port: 1000 + i,
+          replication: 2000 + i,
+          admin: fakes[i]!.port,
+        }),
+      });
+      tokens.push(((await res.json()) as { token: string }).token);
+    }
+    assert.equal(saved.length, 3, 'one save per registration, before its answer');
+    const last = saved.at(-1)!;
+    assert.deepEqual(
+      last.instances.map((i) => [i.id, i.token, i.emitter]),
+      [0, 1, 2].map((i) => [`nf-${i}`, tokens[i], i + 1]),
+    );
+    a.stop();
+    await adminA.stop();
+
+    // nf-2 was declared failed just before the leader died.
+    const before = { ...last, failed: ['nf-2'], instances: last.instances.filter((i) => i.id !== 'nf-2') };
+    const adminB = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
+    const b = new Controller(
+      { clusterSize: 2, host: '127.0.0.1', journal, restore: before },
+      silentLogger,
+      wallClock,
+    );
+    await b.start(adminB);
+    const baseB = `http://127.0.0.1:${await adminB.start()}`;
+    try {
+      const clusters = (await (await fetch(`${baseB}/clusters`)).json()) as {
+        id: string;
+        members: string[];
+      }[];
+      assert.deepEqual(clusters, [
+        { id: 'c0', members: ['nf-0', 'nf-1'] },
+        { id: 'c1', members: ['nf-2'] },
+      ]);
+      const listed = (await (await fetch(`${baseB}/instances`)).json()) as {
+        id: string;
+        secondary: string | null;
+      }[];
+      assert.deepEqual(
+        listed.map((i) => [i.id, i.secondary]),
+        [
+          ['nf-0', 'nf-1'],
+          ['nf-1', 'nf-0'],
+        ],
+      );
+      assert.ok(b.detector.isFailed('nf-2'), 'still fenced');
+      const refused = await fetch(`${baseB}/register`, {
+        method: 'POST',
+        body: JSON.stringify({
+          id: 'nf-2',
+          host: '127.0.0.1',
+          port: 1002,
+          replication: 2002,
+          admin: fakes[2]!.port,
+        }),
+      });
+      assert.equal(refused.status, 400, 'a failed instance cannot come back under its id');
+      const next = b.snapshot();
+      assert.equal(next.emitters, 3, 'fencing tokens go on from where they were');
+      assert.ok(
+        next.epochCeiling > last.epochCeiling,
+        'rule epochs start above anything the old leader used',
+      );
+      assert.equal(saved.at(-1)!.epochCeiling, next.epochCeiling, 'and that is saved at once');
+    } finally {
+      b.stop();
+      await adminB.stop();
+      for (const f of fakes) f.server.close();
+    }
   });
 });
