@@ -20,6 +20,8 @@
  *   - RELEASE: frees what the owner's incarnation holds, if anything. A later claim for the same
  *     incarnation is a new claim: a replay of a flow that had already ended gets some free value, and
  *     its replayed release frees that.
+ *   - DECIDE c (`decide`, no pool needed): the first decision for (name, owner, incarnation) in log order
+ *     is c, and every later one answers with it (DecisionState; the newest 2^20 are kept).
  * A proposer names the lowest value free in its own view that it has not proposed already, so its own
  * claims never collide with each other. When its candidate lost, or its view has nothing left to
  * propose, it claims ANY, which cannot lose: a claim takes at most two rounds, and exhaustion is
@@ -36,9 +38,9 @@
  *
  *   +---------+------+---------------+-----------------------+------+-------+
  *   | version | op   | incarnation   | candidate             | pool | owner |
- *   | u8 = 1  | u8   | u53 (8 bytes) | u53, for CLAIM only   | str  | str   |
+ *   | u8 = 1  | u8   | u53 (8 bytes) | u53, CLAIM and DECIDE | str  | str   |
  *   +---------+------+---------------+-----------------------+------+-------+
- *   op: 1 CLAIM, 2 CLAIM_ANY, 3 RELEASE
+ *   op: 1 CLAIM, 2 CLAIM_ANY, 3 RELEASE, 4 DECIDE (its candidate + 1, since "none" is -1; pool: its name)
  *
  * An update that does not decode (another version, truncated, trailing bytes, bad UTF-8) is counted and
  * skipped, and one for a pool this instance did not define is counted and ignored: the same at every
@@ -74,7 +76,7 @@ import {
   type WatchHandle,
 } from './store.js';
 
-export const PoolOp = { CLAIM: 1, CLAIM_ANY: 2, RELEASE: 3 } as const;
+export const PoolOp = { CLAIM: 1, CLAIM_ANY: 2, RELEASE: 3, DECIDE: 4 } as const;
 export type PoolOp = (typeof PoolOp)[keyof typeof PoolOp];
 
 const POOL_UPDATE_VERSION = 1;
@@ -85,7 +87,7 @@ export interface PoolUpdate {
   readonly pool: string;
   readonly owner: string;
   readonly incarnation: number;
-  /** The value a CLAIM proposes; -1 for the other ops. */
+  /** The value a CLAIM proposes, or a DECIDE (-1 and up); -1 for the other ops. */
   readonly candidate: number;
 }
 
@@ -104,6 +106,8 @@ export function encodePoolUpdate(u: PoolUpdate): Uint8Array {
   w.u8(u.op);
   w.u53(u.incarnation);
   if (u.op === PoolOp.CLAIM) w.u53(u.candidate);
+  // A decision may be -1 (none); it travels as candidate + 1.
+  else if (u.op === PoolOp.DECIDE) w.u53(u.candidate + 1);
   w.bytes(utf8.encode(u.pool));
   w.bytes(utf8.encode(u.owner));
   return w.view().slice();
@@ -115,9 +119,10 @@ export function decodePoolUpdate(data: Uint8Array): PoolUpdate | undefined {
     const r = new ByteReader(data);
     if (r.u8() !== POOL_UPDATE_VERSION) return undefined;
     const op = r.u8();
-    if (op !== PoolOp.CLAIM && op !== PoolOp.CLAIM_ANY && op !== PoolOp.RELEASE) return undefined;
+    if (op !== PoolOp.CLAIM && op !== PoolOp.CLAIM_ANY && op !== PoolOp.RELEASE && op !== PoolOp.DECIDE)
+      return undefined;
     const incarnation = r.u53();
-    const candidate = op === PoolOp.CLAIM ? r.u53() : -1;
+    const candidate = op === PoolOp.CLAIM ? r.u53() : op === PoolOp.DECIDE ? r.u53() - 1 : -1;
     const pool = r.bytes();
     const owner = r.bytes();
     if (r.remaining !== 0 || !Number.isSafeInteger(incarnation) || !Number.isSafeInteger(candidate)) {
@@ -152,10 +157,12 @@ function holdingKey(owner: string, incarnation: number): string {
 const Stage = { QUEUED: 0, SUBMITTING: 1, COMMITTED: 2, DONE: 3 } as const;
 type Stage = (typeof Stage)[keyof typeof Stage];
 
-/** One claim or release of this instance, from the call until its update applies here or it fails. */
+/** One claim, release or decision of this instance, from the call until its update applies here or it fails. */
 interface Call {
-  readonly op: typeof PoolOp.CLAIM | typeof PoolOp.RELEASE;
-  readonly pool: Pool;
+  readonly op: typeof PoolOp.CLAIM | typeof PoolOp.RELEASE | typeof PoolOp.DECIDE;
+  /** The pool, or for a decision, the decision's name (decisions need no definition). */
+  readonly name: string;
+  readonly pool: Pool | undefined;
   readonly owner: string;
   readonly incarnation: number;
   readonly key: string;
@@ -242,6 +249,49 @@ export class PoolState {
 }
 
 /**
+ * Decisions in the log: per (name, owner, incarnation), the first DECIDE applied wins, and a later one for
+ * the same answers with it, so a successor that replays a flow's first packet gets the choice the failed
+ * instance made (an lb backend by least connections, a NAT inbound mapping). Only the newest
+ * MAX_DECISIONS are kept, evicted in log order, the same at every instance: a decision matters only until
+ * the flow's first batch is replicated, a batch timeout later.
+ */
+export class DecisionState {
+  private readonly values = new Map<string, number>();
+  private order: string[] = [];
+  private head = 0;
+
+  apply(u: PoolUpdate): number {
+    const key = decisionKey(u.pool, u.owner, u.incarnation);
+    const made = this.values.get(key);
+    if (made !== undefined) return made;
+    this.values.set(key, u.candidate);
+    this.order.push(key);
+    if (this.values.size > MAX_DECISIONS) {
+      this.values.delete(this.order[this.head++]!);
+      if (this.head * 2 > this.order.length) {
+        this.order = this.order.slice(this.head);
+        this.head = 0;
+      }
+    }
+    return u.candidate;
+  }
+
+  valueOf(name: string, owner: string, incarnation: number): number | undefined {
+    return this.values.get(decisionKey(name, owner, incarnation));
+  }
+
+  get size(): number {
+    return this.values.size;
+  }
+}
+
+const MAX_DECISIONS = 1 << 20;
+
+function decisionKey(name: string, owner: string, incarnation: number): string {
+  return `${name}\u0000${holdingKey(owner, incarnation)}`;
+}
+
+/**
  * One pool's applied state and this instance's proposals. Its candidates come from its own slice of the
  * range first (`slice`), where no other instance proposes, so that its claims rarely lose and take one
  * round; past the slice, from anywhere.
@@ -317,6 +367,7 @@ export class StrongPools implements MetricSource {
   /** This instance's calls and the log's oddities; plain fields read at scrape time. */
   readonly counts = {
     claims: 0,
+    decisions: 0,
     /** Candidates of this instance that another claim took first. */
     conflicts: 0,
     releases: 0,
@@ -333,6 +384,8 @@ export class StrongPools implements MetricSource {
    */
   onApplied: ((data: Uint8Array) => void) | undefined;
   private readonly pools = new Map<string, Pool>();
+  /** Decisions as applied here. */
+  readonly decisions = new DecisionState();
   private readonly batchMs: number;
   private readonly maxBatch: number;
   private readonly deadlineMs: number;
@@ -495,6 +548,25 @@ export class StrongPools implements MetricSource {
     return call.promise;
   }
 
+  /**
+   * The decision `name` for `owner`'s `incarnation`: `candidate` if this is the first in log order, else the
+   * one made first (by this instance before, or another). Decisions need no definition.
+   */
+  decide(name: string, owner: string, incarnation: number, candidate: number): Promise<number> {
+    checkOwner(owner, incarnation);
+    if (!Number.isSafeInteger(candidate) || candidate < -1)
+      throw new NfsError(
+        ErrorCode.USAGE,
+        `strong pools: a decision is a safe integer ≥ -1 (got ${candidate})`,
+      );
+    const made = this.decisions.valueOf(name, owner, incarnation);
+    if (made !== undefined) return Promise.resolve(made);
+    this.counts.decisions++;
+    const call = this.open(PoolOp.DECIDE, name, owner, incarnation, undefined);
+    this.send(call, PoolOp.DECIDE, candidate);
+    return call.promise;
+  }
+
   /** The value `owner`'s `incarnation` holds, as applied here. */
   valueOf(name: string, owner: string, incarnation: number): number | undefined {
     return this.pools.get(name)?.valueOf(owner, incarnation);
@@ -522,6 +594,7 @@ export class StrongPools implements MetricSource {
   collect(out: MetricSample[]): void {
     const c = this.counts;
     out.push(['nfstate_strong_pool_claims_total', {}, c.claims]);
+    out.push(['nfstate_strong_pool_decisions_total', {}, c.decisions]);
     out.push(['nfstate_strong_pool_conflicts_total', {}, c.conflicts]);
     out.push(['nfstate_strong_pool_releases_total', {}, c.releases]);
     out.push(['nfstate_strong_pool_batches_total', {}, c.batches]);
@@ -542,7 +615,7 @@ export class StrongPools implements MetricSource {
 
   private open(
     op: Call['op'],
-    pool: Pool,
+    pool: Pool | string,
     owner: string,
     incarnation: number,
     signal: AbortSignal | undefined,
@@ -564,7 +637,8 @@ export class StrongPools implements MetricSource {
     const key = holdingKey(owner, incarnation);
     const call: Call = {
       op,
-      pool,
+      name: typeof pool === 'string' ? pool : pool.name,
+      pool: typeof pool === 'string' ? undefined : pool,
       owner,
       incarnation,
       key,
@@ -586,7 +660,7 @@ export class StrongPools implements MetricSource {
       };
       signal.addEventListener('abort', call.onAbort, { once: true });
     }
-    pool.busy.set(key, call);
+    call.pool?.busy.set(key, call);
     this.pending++;
     // Settled calls at the front need no sweep: dropping them here keeps the list to the calls in progress.
     while (this.byAge[this.ageHead]?.stage === Stage.DONE) this.ageHead++;
@@ -597,7 +671,7 @@ export class StrongPools implements MetricSource {
 
   /** Queues a claim's next attempt: the candidate its view proposes, or ANY when it has none. */
   private propose(call: Call): void {
-    const candidate = call.pool.propose();
+    const candidate = call.pool!.propose();
     this.send(call, candidate < 0 ? PoolOp.CLAIM_ANY : PoolOp.CLAIM, candidate);
   }
 
@@ -606,7 +680,7 @@ export class StrongPools implements MetricSource {
     call.id = `${this.idStem}${this.nextSeq++}`;
     call.data = encodePoolUpdate({
       op,
-      pool: call.pool.name,
+      pool: call.name,
       owner: call.owner,
       incarnation: call.incarnation,
       candidate,
@@ -709,6 +783,13 @@ export class StrongPools implements MetricSource {
       this.counts.malformed++;
       return;
     }
+    if (m.op === PoolOp.DECIDE) {
+      const made = this.decisions.apply(m);
+      this.onApplied?.(u.data);
+      const call = this.byId.get(u.id);
+      if (call !== undefined) this.settle(call, made);
+      return;
+    }
     const pool = this.pools.get(m.pool);
     if (pool === undefined) {
       this.counts.undeclared++;
@@ -743,8 +824,9 @@ export class StrongPools implements MetricSource {
     call.stage = Stage.DONE;
     this.pending--;
     this.byId.delete(call.id);
-    if (call.pool.busy.get(call.key) === call) call.pool.busy.delete(call.key);
-    if (call.op === PoolOp.CLAIM && call.candidate >= 0) call.pool.settleProposal(call.candidate);
+    const pool = call.pool;
+    if (pool?.busy.get(call.key) === call) pool.busy.delete(call.key);
+    if (call.op === PoolOp.CLAIM && call.candidate >= 0) pool?.settleProposal(call.candidate);
     if (call.onAbort !== undefined) call.signal?.removeEventListener('abort', call.onAbort);
   }
 
@@ -853,8 +935,8 @@ function checkOwner(owner: string, incarnation: number): void {
 }
 
 function named(call: Call): string {
-  const what = call.op === PoolOp.CLAIM ? 'claim' : 'release';
-  return `strong pool ${call.pool.name}: ${what} for '${call.owner}' #${call.incarnation}`;
+  const what = call.op === PoolOp.CLAIM ? 'claim' : call.op === PoolOp.DECIDE ? 'decision' : 'release';
+  return `strong pool ${call.name}: ${what} for '${call.owner}' #${call.incarnation}`;
 }
 
 /**

@@ -774,6 +774,15 @@ export class NfInstance implements MetricSource {
         shard.answers.push({ pool: r.pool, owner: r.owner, incarnation: r.incarnation, value });
         this.flushStrongSoon();
       };
+      if (r.op === PoolOp.DECIDE) {
+        const own = r.candidate ?? -1;
+        strong.decide(r.pool, r.owner, r.incarnation, own).then(answer, (err: unknown) => {
+          // The worker's own choice stands; a replay elsewhere may choose again.
+          this.strongFailed('decision', err);
+          answer(own);
+        });
+        continue;
+      }
       strong.claim(r.pool, r.owner, r.incarnation).then(answer, (err: unknown) => {
         // The flow cannot have a value now: it goes on without one, as with an exhausted pool.
         this.strongFailed('claim', err);

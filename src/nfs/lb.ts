@@ -191,7 +191,10 @@ export class LoadBalancer implements NetworkFunction<LbState> {
     if (pkt.dstIp === cfg.vip && (cfg.port < 0 || pkt.dstPort === cfg.port)) {
       const k = ctx.key;
       this.pendingHash = flowHash(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto);
-      let b = this.global.decide(LB_BACKEND_DECISION, k, this.choose);
+      // Maglev chooses from the 5-tuple alone, the same wherever it runs; least connections reads shared
+      // counts, which a replay elsewhere would find changed, so that choice is the log's (`decide`).
+      let b =
+        this.maglev === undefined ? this.global.decide(LB_BACKEND_DECISION, k, this.choose) : this.choose();
       // A decision from elsewhere that this config cannot honour (a different backend list).
       if (!Number.isInteger(b) || b < 0 || b >= cfg.backendIp.length) b = this.choose();
       s.role = LbRole.CLIENT;

@@ -21,11 +21,13 @@
  * the outside world keeps seeing the same NAT port. Releases go by value, since a flow that moved has a new
  * writer but still holds what it was given.
  *
- * `decide`, counters and sets are `inner`'s.
+ * Decisions (`decide`: an lb backend by least connections, a NAT inbound mapping) go through the log the
+ * same way: the worker proposes its own choice and the first one in log order is everyone's, so a replay
+ * chooses as the failed instance did. Counters and sets are `inner`'s.
  */
 import { parseFlowKeyString } from '../packet/flow-key.js';
 import { ownerName } from './global-local.js';
-import { PoolOp, PoolState, decodePoolUpdate } from '../global/strong-pool.js';
+import { DecisionState, PoolOp, PoolState, decodePoolUpdate } from '../global/strong-pool.js';
 import type {
   FlowKey,
   GlobalSnapshot,
@@ -48,10 +50,13 @@ export const DECISION_PENDING = new DecisionPending();
 
 /** A claim or release a worker asks its instance's main thread to make. */
 export interface StrongRequest {
-  op: typeof PoolOp.CLAIM | typeof PoolOp.RELEASE;
+  op: typeof PoolOp.CLAIM | typeof PoolOp.RELEASE | typeof PoolOp.DECIDE;
+  /** The pool, or the decision's name. */
   pool: string;
   owner: string;
   incarnation: number;
+  /** A decision's proposal: this worker's own choice. */
+  candidate?: number;
 }
 
 function requestKey(pool: string, owner: string, incarnation: number): string {
@@ -95,6 +100,7 @@ class MirroredPool implements SharedPool {
 
 export class StrongGlobalState implements GlobalState {
   private readonly pools = new Map<string, MirroredPool>();
+  private readonly decisions = new DecisionState();
   private requests: StrongRequest[] = [];
   /** Claims asked for and not answered yet, by requestKey: the flow each one holds up. */
   private readonly waiting = new Map<string, FlowKey>();
@@ -136,8 +142,23 @@ export class StrongGlobalState implements GlobalState {
     return this.inner.sets(name);
   }
 
+  /**
+   * The choice made for this flow incarnation in the log, or this worker's own (`choose`) proposed to it:
+   * the first in log order wins, so a successor's replay makes the same choice (throws DECISION_PENDING
+   * until the log has answered).
+   */
   decide(name: string, key: FlowKey, choose: () => number): number {
-    return this.inner.decide(name, key, choose);
+    const owner = ownerName(key);
+    const incarnation = this.incarnation;
+    const made = this.decisions.valueOf(name, owner, incarnation);
+    if (made !== undefined) return made;
+    return this.awaitAnswer(name, owner, incarnation, () => ({
+      op: PoolOp.DECIDE,
+      pool: name,
+      owner,
+      incarnation,
+      candidate: choose(),
+    }));
   }
 
   bind(writer: number, seq: number): void {
@@ -155,7 +176,22 @@ export class StrongGlobalState implements GlobalState {
     const incarnation = this.incarnation;
     const held = state.valueOf(owner, incarnation);
     if (held !== undefined) return held;
-    const key = requestKey(state.name, owner, incarnation);
+    return this.awaitAnswer(state.name, owner, incarnation, () => ({
+      op: PoolOp.CLAIM,
+      pool: state.name,
+      owner,
+      incarnation,
+    }));
+  }
+
+  /** The answer the log gave, once; until then the request goes out (once) and the flow waits. */
+  private awaitAnswer(
+    pool: string,
+    owner: string,
+    incarnation: number,
+    request: () => StrongRequest,
+  ): number {
+    const key = requestKey(pool, owner, incarnation);
     const answer = this.answers.get(key);
     if (answer !== undefined) {
       this.answers.delete(key);
@@ -163,7 +199,7 @@ export class StrongGlobalState implements GlobalState {
     }
     if (!this.waiting.has(key)) {
       this.waiting.set(key, parseFlowKeyString(owner));
-      this.requests.push({ op: PoolOp.CLAIM, pool: state.name, owner, incarnation });
+      this.requests.push(request());
     }
     throw DECISION_PENDING;
   }
@@ -188,6 +224,10 @@ export class StrongGlobalState implements GlobalState {
         this.malformed++;
         continue;
       }
+      if (u.op === PoolOp.DECIDE) {
+        this.decisions.apply(u);
+        continue;
+      }
       const p = this.pools.get(u.pool);
       if (p === undefined) this.undeclared++;
       else p.state.apply(u);
@@ -204,7 +244,10 @@ export class StrongGlobalState implements GlobalState {
     if (flow === undefined) return undefined;
     this.waiting.delete(key);
     // The mirror may hold it already; an answer is only needed for what it cannot show (no value).
-    if (this.pools.get(pool)?.state.valueOf(owner, incarnation) === undefined) this.answers.set(key, value);
+    const mirrored =
+      this.pools.get(pool)?.state.valueOf(owner, incarnation) ??
+      this.decisions.valueOf(pool, owner, incarnation);
+    if (mirrored === undefined) this.answers.set(key, value);
     return flow;
   }
 

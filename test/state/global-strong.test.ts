@@ -86,3 +86,41 @@ void test('a snapshot lists the holdings of the flows this worker has; bad log e
   assert.equal(g.malformed, 1);
   assert.equal(g.undeclared, 1);
 });
+
+void test('a decision: the worker proposes its own choice; the first in log order is everyone’s', () => {
+  const g = new StrongGlobalState(new LocalGlobalState());
+  g.bind(7, 1);
+  assert.throws(
+    () => g.decide('lb.backend', a, () => 2),
+    (err: unknown) => err === DECISION_PENDING,
+  );
+  assert.deepEqual(g.takeRequests(), [
+    { op: PoolOp.DECIDE, pool: 'lb.backend', owner: name(a), incarnation: 7, candidate: 2 },
+  ]);
+  // Another instance decided first (a successor's replay would find this).
+  const decide = (candidate: number): Uint8Array =>
+    encodePoolUpdate({ op: PoolOp.DECIDE, pool: 'lb.backend', owner: name(a), incarnation: 7, candidate });
+  g.applyLog([decide(3), decide(2)]);
+  assert.deepEqual(g.answer('lb.backend', name(a), 7, 3), a);
+  assert.equal(
+    g.decide('lb.backend', a, () => 2),
+    3,
+  );
+  // "No mapping" (-1) is a decision too.
+  g.unbind();
+  g.bind(8, 1);
+  g.applyLog([
+    encodePoolUpdate({
+      op: PoolOp.DECIDE,
+      pool: 'nat.inbound',
+      owner: name(a),
+      incarnation: 8,
+      candidate: -1,
+    }),
+  ]);
+  assert.equal(
+    g.decide('nat.inbound', a, () => 5),
+    -1,
+  );
+  assert.deepEqual(g.takeRequests(), []);
+});
