@@ -713,11 +713,7 @@ async function instanceTotals(adminPorts: readonly number[]): Promise<{
   const strong = { claims: 0, conflicts: 0, failed: 0, flows_waited: 0 };
   const out = { bytes_sent: 0, messages: 0, catch_up_bytes: 0, moveDropped: 0, strong };
   for (const port of adminPorts) {
-    // A killed or fenced instance is gone, and its counters with it.
-    const text = await fetch(`http://127.0.0.1:${port}/metrics`).then(
-      (r) => r.text(),
-      () => '',
-    );
+    const text = await scrape(port);
     out.bytes_sent += metricSum(text, 'nfstate_replication_sent_bytes_total');
     out.messages += metricSum(text, 'nfstate_replication_messages_total');
     out.catch_up_bytes += metricSum(text, 'nfstate_replication_catch_up_bytes_total');
@@ -739,10 +735,7 @@ async function strongSettled(adminPorts: readonly number[]): Promise<void> {
   while (Date.now() < until) {
     let pending = 0;
     for (const port of adminPorts) {
-      const text = await fetch(`http://127.0.0.1:${port}/metrics`).then(
-        (r) => r.text(),
-        () => '',
-      );
+      const text = await scrape(port);
       pending += metricSum(text, 'nfstate_strong_pool_pending');
     }
     if (pending === 0) return;
@@ -752,6 +745,14 @@ async function strongSettled(adminPorts: readonly number[]): Promise<void> {
 
 /** A claim's deadline at the instances (8 s, nf/instance.ts) and a margin. */
 const STRONG_SETTLE_MS = 10_000;
+
+/** An instance's /metrics text; empty for one that is gone (killed, or fenced), and its counters with it. */
+function scrape(port: number): Promise<string> {
+  return fetch(`http://127.0.0.1:${port}/metrics`).then(
+    (r) => r.text(),
+    () => '',
+  );
+}
 
 /** The sum of a metric's series in a Prometheus text scrape, of those carrying `label` when given. */
 function metricSum(text: string, name: string, label = ''): number {

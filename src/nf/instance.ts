@@ -760,7 +760,7 @@ export class NfInstance implements MetricSource {
   }
 
   /** A worker's flows asked for claims and releases: the log decides, and each claim's flow hears back. */
-  private askStrong(shard: Shard, requests: StrongRequest[]): void {
+  private askStrong(shard: Shard, requests: readonly StrongRequest[]): void {
     const strong = this.strong;
     if (strong === undefined) return;
     for (const r of requests) {

@@ -102,7 +102,7 @@ export interface StrongAnswer {
 export type FromWorker =
   | { type: 'ready' }
   /** Claims and releases of strong pools that this worker's flows asked for, oldest first. */
-  | { type: 'strong'; requests: StrongRequest[] }
+  | { type: 'strong'; requests: readonly StrongRequest[] }
   | { type: 'digest'; digest: RunDigest }
   | { type: 'stopped' }
   /**

@@ -59,6 +59,8 @@ export interface StrongRequest {
   candidate?: number;
 }
 
+const NO_REQUESTS: readonly StrongRequest[] = Object.freeze([]);
+
 function requestKey(pool: string, owner: string, incarnation: number): string {
   return `${pool} ${incarnation} ${owner}`;
 }
@@ -210,7 +212,9 @@ export class StrongGlobalState implements GlobalState {
   }
 
   /** The claims and releases asked for since the last call, oldest first. */
-  takeRequests(): StrongRequest[] {
+  takeRequests(): readonly StrongRequest[] {
+    // Asked after every batch of packets: nothing to allocate when no flow asked for anything.
+    if (this.requests.length === 0) return NO_REQUESTS;
     const out = this.requests;
     this.requests = [];
     return out;
