@@ -42,7 +42,7 @@ import type { BalancerOptions } from './balancer.js';
 import { Balancer, DEFAULT_BALANCER } from './balancer.js';
 import type { FailureOptions } from './detector.js';
 import { DEFAULT_FAILURE, FailureDetector, looksLikeHeartbeat } from './detector.js';
-import type { ControllerSnapshot } from './journal.js';
+import type { ControllerSnapshot, OpenMove, Restored } from './journal.js';
 
 export interface InstanceInfo {
   id: string;
@@ -145,10 +145,17 @@ export class Controller implements MetricSource {
       replaceFailed?: boolean;
       /** The liveness port (default: any). A standby that takes over binds the same (journal.ts). */
       livenessPort?: number;
-      /** Where the registry is saved at each change of membership, for a standby (journal.ts). */
-      journal?: { save(s: ControllerSnapshot): Promise<void> };
-      /** The registry a previous controller saved: this one carries on from it. */
-      restore?: ControllerSnapshot;
+      /**
+       * Where the registry is saved at each change of membership, and each move while it is in progress, for
+       * a standby (journal.ts).
+       */
+      journal?: {
+        save(s: ControllerSnapshot): Promise<void>;
+        beginMove(m: OpenMove): Promise<void>;
+        endMove(id: string): Promise<void>;
+      };
+      /** What a previous controller saved: this one carries on from it, and settles the moves it left open. */
+      restore?: Restored;
     },
     private readonly logger: Logger,
     private readonly clock: Clock,
@@ -272,7 +279,7 @@ export class Controller implements MetricSource {
    * anything it may have handed out. The instances keep their configuration; they and the ingress reach
    * this controller at the same ports.
    */
-  private carryOn(s: ControllerSnapshot): void {
+  private carryOn(s: Restored): void {
     const now = this.clock.now();
     this.map.restore(s.clusters);
     for (const i of s.instances) {
@@ -297,8 +304,86 @@ export class Controller implements MetricSource {
       instances: s.instances.length,
       clusters: s.clusters.length,
       failed: s.failed.length,
+      open_moves: s.moves.length,
     });
     void this.persist();
+    void this.settleOpenMoves(s.moves);
+  }
+
+  /**
+   * Settles the moves a previous leader left half-way. A flow the switch already points to the destination
+   * is handed over by its source, as the move's last step would have done. Any other goes back to its
+   * source, pinned there by a rule numbered above anything the old leader used (a late re-point of its
+   * cannot land then), and the destination forgets it.
+   */
+  private async settleOpenMoves(moves: readonly OpenMove[]): Promise<void> {
+    const ingress = this.ingress;
+    if (ingress === undefined) return;
+    await Promise.all(
+      moves.map(async (m) => {
+        for (const f of m.flows) this.moving.add(f);
+        try {
+          const deadline = this.clock.now() + this.moveTimeoutMs;
+          const { owners } = (await this.call(
+            ingress,
+            'ingress',
+            '/owner',
+            { flows: m.flows },
+            deadline,
+          )) as {
+            owners: (string | null)[];
+          };
+          const src = this.instances.get(m.src);
+          const dst = this.instances.get(m.dst);
+          const moved: string[] = [];
+          const back: string[] = [];
+          const pin: string[] = [];
+          m.flows.forEach((f, i) => {
+            if (owners[i] === m.dst) moved.push(f);
+            else back.push(f);
+            if (owners[i] === m.src) pin.push(f);
+          });
+          if (moved.length > 0 && src !== undefined)
+            await this.call(
+              src,
+              src.id,
+              '/move/finish',
+              { flows: moved, wait_ms: this.moveTimeoutMs },
+              this.clock.now() + 2 * this.moveTimeoutMs,
+            );
+          if (back.length > 0) {
+            if (pin.length > 0) {
+              const epoch = this.nextEpoch();
+              await this.repoint(
+                ingress,
+                pin.map((flow) => ({ flow, primary: m.src, epoch })),
+                deadline,
+              );
+            }
+            if (dst !== undefined)
+              await this.call(dst, dst.id, '/move/abort', { flows: back, side: 'destination' }, deadline);
+            if (src !== undefined)
+              await this.call(src, src.id, '/move/abort', { flows: back, side: 'source' }, deadline);
+          }
+          await this.options.journal?.endMove(m.id);
+          this.logger.info('move left open by the previous controller settled', {
+            from: m.src,
+            to: m.dst,
+            moved: moved.length,
+            back: back.length,
+          });
+        } catch (err) {
+          this.logger.error('move left open by the previous controller not settled', {
+            from: m.src,
+            to: m.dst,
+            flows: m.flows.length,
+            error: String(err),
+          });
+        } finally {
+          for (const f of m.flows) this.moving.delete(f);
+        }
+      }),
+    );
   }
 
   /** Saves the registry (journal.ts), one save at a time, each with the state as it is when it starts. */
@@ -918,7 +1003,9 @@ export class Controller implements MetricSource {
     const fail = (i: number, code: ErrorCode, message: string): void => {
       failed[i] ??= new NfsError(code, `move: ${flows[i]!}: ${message}`);
     };
+    const open = { id: randomBytes(8).toString('hex'), src: src.id, dst: dst.id, flows: [...flows] };
     try {
+      await this.options.journal?.beginMove(open);
       const left = Math.max(1, Math.ceil(deadline - this.clock.now()));
       // Both at once: nothing reaches the destination before the re-point. If either fails, both have
       // settled before the abort goes out, so that an abort never overtakes the step it undoes.
@@ -977,7 +1064,8 @@ export class Controller implements MetricSource {
       for (const i of pending()) if (!repointed[i]) failed[i] = e;
     }
     const aborted = flows.flatMap((_, i) => (failed[i] === undefined ? [] : [i]));
-    if (aborted.length > 0) await this.abort(src, dst, names(aborted));
+    const undone = aborted.length > 0 ? this.abort(src, dst, names(aborted)) : undefined;
+    await undone?.resumed;
     const moved = flows.flatMap((_, i) => (repointed[i] ? [i] : []));
     let finishError: string | undefined;
     if (moved.length > 0) {
@@ -1025,6 +1113,15 @@ export class Controller implements MetricSource {
         flows: aborted.length,
         error: failed[aborted[0]!]!.message,
       });
+    const journal = this.options.journal;
+    if (journal !== undefined)
+      void Promise.resolve(undone?.forgotten)
+        .then(() => journal.endMove(open.id))
+        .catch((err: unknown) => {
+          this.logger.warn('move not closed in the journal: a standby would settle it again', {
+            error: String(err),
+          });
+        });
     return records;
   }
 
@@ -1175,22 +1272,33 @@ export class Controller implements MetricSource {
 
   /**
    * Undoes a move of `flows` on both sides: the source resumes them and processes what it parked; the
-   * destination forgets them. Only the source is waited for — the flows' fate is there, and a destination
-   * that hangs must not hold them back — and the flows stay claimed until the destination has answered or
-   * its time is up.
+   * destination forgets them. The move waits for the source only (`resumed`): the flows' fate is there, and
+   * a destination that hangs must not hold them back. The flows stay claimed until the destination has
+   * answered or its time is up (`forgotten`).
    */
-  private async abort(src: Registered, dst: Registered, flows: string[]): Promise<void> {
+  private abort(
+    src: Registered,
+    dst: Registered,
+    flows: string[],
+  ): { resumed: Promise<void>; forgotten: Promise<void> } {
     const deadline = this.clock.now() + this.moveTimeoutMs;
-    void this.call(dst, dst.id, '/move/abort', { flows, side: 'destination' }, deadline)
-      .catch((err: unknown) => {
-        this.logger.warn('move abort: destination did not answer', { to: dst.id, error: String(err) });
-      })
+    const forgotten = this.call(dst, dst.id, '/move/abort', { flows, side: 'destination' }, deadline)
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          this.logger.warn('move abort: destination did not answer', { to: dst.id, error: String(err) });
+        },
+      )
       .finally(() => {
         for (const f of flows) this.moving.delete(f);
       });
-    await this.call(src, src.id, '/move/abort', { flows, side: 'source' }, deadline).catch((err: unknown) => {
-      this.logger.error('move abort: source did not answer', { from: src.id, error: String(err) });
-    });
+    const resumed = this.call(src, src.id, '/move/abort', { flows, side: 'source' }, deadline).then(
+      () => undefined,
+      (err: unknown) => {
+        this.logger.error('move abort: source did not answer', { from: src.id, error: String(err) });
+      },
+    );
+    return { resumed, forgotten };
   }
 
   /**

@@ -10,7 +10,9 @@
  *   await journal.save(controller.snapshot());
  *
  * One key, `<prefix>controller/state`, holds the whole snapshot as JSON: a few hundred bytes per instance,
- * written at each registration, departure and failover, never per packet or per move.
+ * written at each registration, departure and failover, never per packet. Each move in progress has a key
+ * of its own, `<prefix>controller/moves/<id>`, written before its first step and deleted once it is over:
+ * a standby settles the moves its predecessor left half-way (Controller.settleOpenMoves).
  */
 import { type Etcd3 } from 'etcd3';
 import { ErrorCode, NfsError } from '../errors.js';
@@ -37,25 +39,72 @@ export interface ControllerSnapshot {
   epochCeiling: number;
 }
 
+/** A move the controller has started and not yet seen through: its flows, from `src` to `dst`. */
+export interface OpenMove {
+  id: string;
+  src: string;
+  dst: string;
+  flows: string[];
+}
+
+/** What a standby carries on from: the last snapshot, and the moves left open. */
+export interface Restored extends ControllerSnapshot {
+  moves: OpenMove[];
+}
+
 export class EtcdJournal {
   private readonly client: Etcd3;
   private readonly closing = { closing: false };
   private readonly key: string;
+  private readonly movesPrefix: string;
 
   constructor(options: { hosts: string[]; prefix: string }) {
     this.client = etcdClient(options.hosts, this.closing);
     this.key = `${options.prefix}controller/state`;
+    this.movesPrefix = `${options.prefix}controller/moves/`;
   }
 
-  async load(): Promise<ControllerSnapshot | undefined> {
-    const raw = await withDeadline('controller journal: load', { deadlineMs: DEFAULT_DEADLINE_MS }, () =>
-      this.client.get(this.key).string(),
+  async load(): Promise<Restored | undefined> {
+    const [raw, moves] = await withDeadline(
+      'controller journal: load',
+      { deadlineMs: DEFAULT_DEADLINE_MS },
+      () =>
+        Promise.all([
+          this.client.get(this.key).string(),
+          this.client.getAll().prefix(this.movesPrefix).strings(),
+        ]),
     );
     if (raw === null) return undefined;
     const s = JSON.parse(raw) as { version?: unknown };
     if (s.version !== 1)
       throw new NfsError(ErrorCode.STATE, `controller journal: unknown version ${String(s.version)}`);
-    return s as ControllerSnapshot;
+    return {
+      ...(s as ControllerSnapshot),
+      moves: Object.values(moves).map((m) => JSON.parse(m) as OpenMove),
+    };
+  }
+
+  /** Records a move before its first step: once this resolves, a standby would settle it. */
+  async beginMove(m: OpenMove): Promise<void> {
+    await withDeadline(
+      'controller journal: move (leader lost or no quorum?)',
+      { deadlineMs: DEFAULT_DEADLINE_MS },
+      () =>
+        this.client
+          .put(this.movesPrefix + m.id)
+          .value(JSON.stringify(m))
+          .exec(),
+    );
+  }
+
+  /** The move is over (moved, or aborted on both sides). */
+  async endMove(id: string): Promise<void> {
+    await withDeadline('controller journal: move end', { deadlineMs: DEFAULT_DEADLINE_MS }, () =>
+      this.client
+        .delete()
+        .key(this.movesPrefix + id)
+        .exec(),
+    );
   }
 
   async save(s: ControllerSnapshot): Promise<void> {

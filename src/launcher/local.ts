@@ -421,7 +421,6 @@ export class LocalDeployment {
     return adminCall(this.topology.host, this.controllerAdmin, path);
   }
 
-  /** For each instance: the replicas it holds, by the instance they came from. */
   /** Per instance of the last `digests()`: its replicas; undefined for one that exited since (fenced). */
   private async replicaDigests(): Promise<(Record<string, FlowDigest[]> | undefined)[]> {
     const replies = await Promise.all(this.digested.map((p) => p.request({ type: 'replicas' })));

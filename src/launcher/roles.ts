@@ -40,7 +40,7 @@ import { Sink } from '../traffic/sink.js';
 import type { FlowKey, Logger, MetricSource } from '../types.js';
 import type { GlobalStore } from '../global/store.js';
 import type { LeaderElection } from '../controller/election.js';
-import type { EtcdJournal, ControllerSnapshot } from '../controller/journal.js';
+import type { EtcdJournal, Restored } from '../controller/journal.js';
 import { SequencerClient, SequencerServer } from '../global/sequencer.js';
 
 export interface NfSpec {
@@ -292,7 +292,7 @@ export async function runController(spec: ControllerSpec): Promise<void> {
 async function lead(
   ha: NonNullable<ControllerSpec['ha']>,
   logger: Logger,
-): Promise<{ election: LeaderElection; journal: EtcdJournal; restore: ControllerSnapshot | undefined }> {
+): Promise<{ election: LeaderElection; journal: EtcdJournal; restore: Restored | undefined }> {
   // Loaded only here: the etcd client (gRPC) adds to every process's start otherwise.
   const [{ LeaderElection }, { EtcdJournal }] = await Promise.all([
     import('../controller/election.js'),

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { wallClock } from '../../src/clock.js';
 import { Controller } from '../../src/controller/controller.js';
-import type { ControllerSnapshot } from '../../src/controller/journal.js';
+import type { ControllerSnapshot, OpenMove } from '../../src/controller/journal.js';
 import { silentLogger } from '../../src/log.js';
 import { AdminServer, MetricsRegistry } from '../../src/metrics.js';
 import type { FakeAdmin } from '../helpers/admin.js';
@@ -349,10 +349,117 @@ describe('Controller elasticity', () => {
   });
 });
 
+/** The move half of a journal: records what begins and ends. */
+function openMoves(): {
+  begun: OpenMove[];
+  ended: string[];
+  beginMove(m: OpenMove): Promise<void>;
+  endMove(id: string): Promise<void>;
+} {
+  const begun: OpenMove[] = [];
+  const ended: string[] = [];
+  return {
+    begun,
+    ended,
+    beginMove: (m) => Promise.resolve(void begun.push(m)),
+    endMove: (id) => Promise.resolve(void ended.push(id)),
+  };
+}
+
 describe('Controller: a standby carries on from the journal', () => {
+  it('settles a move the old leader left open: a re-pointed flow is handed over, any other goes back to its source, pinned there', async () => {
+    const [movedFlow, backFlow] = [
+      'udp 10.0.0.1:1000 198.51.100.10:80',
+      'udp 10.0.0.2:1000 198.51.100.10:80',
+    ];
+    const ingress = await fakeAdmin({
+      '/owner': (body) => [
+        200,
+        { owners: (body as { flows: string[] }).flows.map((f) => (f === movedFlow ? 'nf-1' : 'nf-0')) },
+      ],
+      '/rules': (body) => [200, { installed: (body as { rules: unknown[] }).rules.map(() => true) }],
+    });
+    const src = await fakeAdmin({ '/move/finish': () => [200, { parked: [3] }] });
+    const dst = await fakeAdmin({});
+    const journal = { ...openMoves(), save: () => Promise.resolve() };
+    const instance = (
+      id: string,
+      admin: number,
+      emitter: number,
+    ): ControllerSnapshot['instances'][number] => ({
+      id,
+      host: '127.0.0.1',
+      port: 1000 + emitter,
+      replication: 2000 + emitter,
+      admin,
+      token: `t${emitter}`,
+      emitter,
+      live: true,
+    });
+    const admin = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
+    const c = new Controller(
+      {
+        clusterSize: 2,
+        host: '127.0.0.1',
+        journal,
+        restore: {
+          version: 1,
+          instances: [instance('nf-0', src.port, 1), instance('nf-1', dst.port, 2)],
+          clusters: [
+            {
+              id: 'c0',
+              members: [
+                { id: 'nf-0', host: '127.0.0.1' },
+                { id: 'nf-1', host: '127.0.0.1' },
+              ],
+            },
+          ],
+          ingress: { host: '127.0.0.1', admin: ingress.port },
+          failed: [],
+          emitters: 2,
+          epochCeiling: 1 << 16,
+          moves: [{ id: 'm1', src: 'nf-0', dst: 'nf-1', flows: [movedFlow, backFlow] }],
+        },
+      },
+      silentLogger,
+      wallClock,
+    );
+    await c.start(admin);
+    try {
+      for (let i = 0; i < 200 && journal.ended.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(journal.ended, ['m1'], 'the move is closed in the journal once settled');
+      assert.deepEqual(
+        src.calls.map((x) => [x.path, x.body]),
+        [
+          ['/move/finish', { flows: [movedFlow], wait_ms: 2000 }],
+          ['/move/abort', { flows: [backFlow], side: 'source' }],
+        ],
+      );
+      assert.deepEqual(
+        dst.calls.map((x) => [x.path, x.body]),
+        [['/move/abort', { flows: [backFlow], side: 'destination' }]],
+      );
+      const rules = ingress.calls.find((x) => x.path === '/rules')!.body as {
+        rules: { flow: string; primary: string; epoch: number }[];
+      };
+      assert.deepEqual(
+        rules.rules.map((r) => [r.flow, r.primary]),
+        [[backFlow, 'nf-0']],
+      );
+      assert.ok(rules.rules[0]!.epoch > 1 << 16, 'above every epoch the old leader may have used');
+    } finally {
+      c.stop();
+      await admin.stop();
+      await Promise.all([ingress.close(), src.close(), dst.close()]);
+    }
+  });
+
   it('saves the registry at each registration; a new controller restores it, fences the failed, and numbers rules above the old ceiling', async () => {
     const saved: ControllerSnapshot[] = [];
-    const journal = { save: (s: ControllerSnapshot) => Promise.resolve(void saved.push(structuredClone(s))) };
+    const journal = {
+      ...openMoves(),
+      save: (s: ControllerSnapshot) => Promise.resolve(void saved.push(structuredClone(s))),
+    };
     const fakes = [await fakeInstance(), await fakeInstance(), await fakeInstance()];
     const adminA = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
     const a = new Controller({ clusterSize: 2, host: '127.0.0.1', journal }, silentLogger, wallClock);
@@ -382,7 +489,12 @@ describe('Controller: a standby carries on from the journal', () => {
     await adminA.stop();
 
     // nf-2 was declared failed just before the leader died.
-    const before = { ...last, failed: ['nf-2'], instances: last.instances.filter((i) => i.id !== 'nf-2') };
+    const before = {
+      ...last,
+      failed: ['nf-2'],
+      instances: last.instances.filter((i) => i.id !== 'nf-2'),
+      moves: [],
+    };
     const adminB = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
     const b = new Controller(
       { clusterSize: 2, host: '127.0.0.1', journal, restore: before },

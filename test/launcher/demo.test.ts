@@ -21,16 +21,21 @@ async function demo(args: string[]): Promise<DemoSummary> {
 }
 
 function assertClean(s: DemoSummary): void {
-  assert.equal(s.lost, 0, 'lost');
-  assert.equal(s.reordered, 0, 'reordered');
-  assert.equal(s.duplicated, 0, 'duplicated');
+  const why = JSON.stringify({ moves: s.moves, failovers: s.failovers.count, problems: s.mismatched_flows });
+  assert.equal(s.lost, 0, `lost: ${why}`);
+  assert.equal(s.reordered, 0, `reordered: ${why}`);
+  assert.equal(s.duplicated, 0, `duplicated: ${why}`);
   assert.equal(
     s.state_matches_oracle,
     true,
     `state differs from the oracle: ${s.mismatched_flows.join('; ')}`,
   );
   assert.equal(s.delivered, s.sent - s.nf_dropped);
-  assert.equal(s.replication.replicas_match, true, 'every cluster peer holds each flow as its owner does');
+  assert.equal(
+    s.replication.replicas_match,
+    true,
+    `every cluster peer holds each flow as its owner does: ${s.mismatched_flows.join('; ')}`,
+  );
   assert.ok(s.throughput_pps > 0);
   for (const k of ['p50', 'p99', 'max'] as const) assert.ok(s.latency_us[k] > 0);
 }
