@@ -94,18 +94,18 @@ export interface BenchResult {
   errors?: Record<string, string>;
 }
 
-const HOST = '127.0.0.1';
-const FLOWS = 1024;
+export const HOST = '127.0.0.1';
+export const FLOWS = 1024;
 /** Trace packets per flow in the ring; the ring is re-stamped with growing sequence numbers as it wraps. */
-const RING_PACKETS_PER_FLOW = 64;
+export const RING_PACKETS_PER_FLOW = 64;
 const PAYLOAD = 64;
 /** Room for any trace packet (payloads go up to 1400 bytes) and its stamp header. */
 const SLOT_BYTES = 2048;
 const WINDOW = 512;
-const QUICK_SECONDS = 2;
-const QUICK_WARMUP_SECONDS = 0.5;
-const FULL_SECONDS = 8;
-const FULL_WARMUP_SECONDS = 1;
+export const QUICK_SECONDS = 2;
+export const QUICK_WARMUP_SECONDS = 0.5;
+export const FULL_SECONDS = 8;
+export const FULL_WARMUP_SECONDS = 1;
 const BURST = 128;
 const STALL_MS = 200;
 /** How long the generator sleeps on a full window before it looks at the stall clock again. */
@@ -208,36 +208,39 @@ class SinkThread {
 }
 
 /**
- * F flows' worth of stamped datagrams, laid out back to back in fixed slots. Each send re-stamps its
- * slot with the flow's next sequence number, as the stamper would, so the ring can wrap forever and a
- * fresh NF instance sees every flow start at 1 and go up by one.
+ * `flows` flows' worth of stamped datagrams, `rounds` per flow, laid out back to back in fixed slots.
+ * Each send re-stamps its slot with the flow's next sequence number, as the stamper would, so the ring
+ * can wrap forever and a fresh NF instance sees every flow start at 1 and go up by one.
  */
-class PacketRing {
+export class PacketRing {
   readonly slots: number;
   readonly stride: number;
   readonly buf: Uint8Array;
   private readonly lengths: Uint16Array;
-  private readonly flowOf: Uint16Array;
-  private readonly nextSeq = new Float64Array(FLOWS);
+  private readonly flowOf: Uint32Array;
+  private readonly nextSeq: Float64Array;
   private readonly fields: StampFields = { vni: VNI, flags: 0, epoch: 0, seq: 0, timeMs: 0 };
 
-  constructor() {
-    const trace = new SyntheticTrace({
-      ...DEFAULT_TRACE,
-      flows: FLOWS,
-      packets: RING_PACKETS_PER_FLOW,
-      payload: PAYLOAD,
-    });
+  constructor(
+    readonly flows = FLOWS,
+    rounds = RING_PACKETS_PER_FLOW,
+  ) {
+    const trace = new SyntheticTrace({ ...DEFAULT_TRACE, flows, packets: rounds, payload: PAYLOAD });
     this.slots = trace.total;
-    this.stride = SLOT_BYTES;
+    // Slots as long as the trace's packets, which one protocol and one payload size make all alike: at
+    // a million flows, slots with room for any packet would take gigabytes.
+    this.stride = STAMP_HEADER_LENGTH + trace.write(0, new Uint8Array(SLOT_BYTES), 0);
     this.buf = new Uint8Array(this.slots * this.stride);
     this.lengths = new Uint16Array(this.slots);
-    this.flowOf = new Uint16Array(this.slots);
+    this.flowOf = new Uint32Array(this.slots);
+    this.nextSeq = new Float64Array(flows);
     // Flows are told apart by source address and port, which is what the trace varies per flow.
     const flowIds = new Map<number, number>();
     for (let i = 0; i < this.slots; i++) {
       const at = i * this.stride;
       const n = trace.write(i, this.buf, at + STAMP_HEADER_LENGTH);
+      if (STAMP_HEADER_LENGTH + n !== this.stride)
+        throw new Error(`bench trace: packet ${i} is not ${this.stride} bytes`);
       this.lengths[i] = STAMP_HEADER_LENGTH + n;
       const inner = this.buf.subarray(at + STAMP_HEADER_LENGTH);
       const key =
@@ -263,20 +266,20 @@ class PacketRing {
   }
 
   /**
-   * The ring as native/driver.c's packets file: R rounds of FLOWS records, round-major, each a u16
-   * big-endian length and the datagram, record r*FLOWS + f being flow f's packet stamped with sequence
+   * The ring as native/driver.c's packets file: R rounds of F records, round-major, each a u16
+   * big-endian length and the datagram, record r*F + f being flow f's packet stamped with sequence
    * number r + 1. The driver re-stamps each pass over the file so that the numbers keep counting up.
    */
   records(): Uint8Array {
-    const rounds = this.slots / FLOWS;
+    const rounds = this.slots / this.flows;
     const slotOf = new Uint32Array(this.slots);
-    const seen = new Uint32Array(FLOWS);
+    const seen = new Uint32Array(this.flows);
     let bytes = 0;
     for (let i = 0; i < this.slots; i++) {
       const flow = this.flowOf[i]!;
       const round = seen[flow]!++;
       if (round >= rounds) throw new Error(`bench trace: flow ${flow} has more than ${rounds} packets`);
-      slotOf[round * FLOWS + flow] = i;
+      slotOf[round * this.flows + flow] = i;
       bytes += 2 + this.lengths[i]!;
     }
     const out = new Uint8Array(bytes);
@@ -288,7 +291,7 @@ class PacketRing {
       out[at] = length >>> 8;
       out[at + 1] = length & 0xff;
       out.set(this.buf.subarray(slot * this.stride, slot * this.stride + length), at + 2);
-      f.seq = Math.floor(k / FLOWS) + 1;
+      f.seq = Math.floor(k / this.flows) + 1;
       writeStampHeader(out, at + 2, f);
       at += 2 + length;
     }
@@ -306,11 +309,14 @@ class PacketRing {
   }
 }
 
-interface Load {
+export interface Load {
   pps: number;
   sent: number;
   /** Packets sent during the point (warm-up included) that never came back. */
   lost: number;
+  /** Paced runs only (see CDriver's `rate`): latency of the packets of the measured interval. */
+  p50_us?: number;
+  p99_us?: number;
 }
 
 /** Drives one hop for warm-up plus `seconds`, then drains; pps counts only the measured interval. */
@@ -391,13 +397,15 @@ async function drive(
 }
 
 /** A started hop under test: where to send, and how to take it down. */
-interface Hop {
+export interface Hop {
   port: number;
+  /** A role's admin HTTP port (/metrics); the relays have none. */
+  admin?: number;
   stop(): Promise<void>;
 }
 
 /** Starts a hop under test that sends its output to `egressPort` on HOST. */
-type StartHop = (egressPort: number) => Promise<Hop>;
+export type StartHop = (egressPort: number) => Promise<Hop>;
 
 /** What sends a point's packets and counts them back. */
 interface Driver {
@@ -439,9 +447,10 @@ class NodeDriver implements Driver {
 /**
  * native/driver.c, one process per point. It binds its receive socket and prints the port first, so
  * the hop can be started with that port as its egress; "go <hop's port>" then starts the load, and one
- * JSON line reports it.
+ * JSON line reports it. With a `rate`, it sends at that many packets per second instead of as fast as
+ * the window allows, and reports latency too.
  */
-class CDriver implements Driver {
+export class CDriver implements Driver {
   readonly kind = 'c';
 
   constructor(
@@ -450,12 +459,24 @@ class CDriver implements Driver {
     private readonly packets: string,
     private readonly seconds: number,
     private readonly warmupSeconds: number,
+    private readonly rate = 0,
+    /** Flows in the packets file (see PacketRing.records). */
+    private readonly flows = FLOWS,
+    /** Warm-up lasts also until this many packets are back, which must take at most `limitMs`. */
+    private readonly warmUp?: { packets: number; limitMs: number },
   ) {}
 
   async run(start: StartHop): Promise<Load> {
     const warmupMs = Math.round(this.warmupSeconds * 1000);
     const measureMs = Math.max(1, Math.round(this.seconds * 1000));
-    const args = [this.packets, FLOWS, HOST, 0, WINDOW, warmupMs, measureMs].map(String);
+    const w = this.warmUp;
+    const extra =
+      w !== undefined
+        ? [Math.round(this.rate), w.packets, Math.round(w.limitMs)]
+        : this.rate > 0
+          ? [Math.round(this.rate)]
+          : [];
+    const args = [this.packets, this.flows, HOST, 0, WINDOW, warmupMs, measureMs, ...extra].map(String);
     const child = this.children.track(spawn(this.binary, args, { stdio: ['pipe', 'pipe', 'pipe'] }));
     let stderr = '';
     child.stderr!.on('data', (chunk: Buffer) => {
@@ -482,11 +503,12 @@ class CDriver implements Driver {
           child.stdout!,
           /^(\{"sent".*\})\n/m,
           'driver',
-          warmupMs + measureMs + RESULT_SLACK_MS,
+          Math.max(warmupMs, w?.limitMs ?? 0) + measureMs + RESULT_SLACK_MS,
         );
         child.stdin!.end(`go ${hop.port}\n`);
         const r = JSON.parse((await result)[1]!) as Load;
-        return { pps: r.pps, sent: r.sent, lost: r.lost };
+        const latency = r.p50_us === undefined ? {} : { p50_us: r.p50_us, p99_us: r.p99_us! };
+        return { pps: r.pps, sent: r.sent, lost: r.lost, ...latency };
       } catch (err) {
         throw failed(err);
       }
@@ -503,7 +525,7 @@ class CDriver implements Driver {
 }
 
 /** Every child this run started, so that a failure anywhere still leaves none behind. */
-class Children {
+export class Children {
   private readonly live = new Set<ChildProcess>();
 
   track(child: ChildProcess): ChildProcess {
@@ -524,7 +546,7 @@ function exited(child: ChildProcess): Promise<void> {
 }
 
 /** Asks politely with `ask`, then SIGKILL after STOP_TIMEOUT_MS; resolves once the child is gone. */
-async function shutDown(child: ChildProcess, ask: () => Promise<unknown>): Promise<void> {
+export async function shutDown(child: ChildProcess, ask: () => Promise<unknown>): Promise<void> {
   const gone = exited(child);
   const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
   try {
@@ -539,7 +561,7 @@ async function shutDown(child: ChildProcess, ask: () => Promise<unknown>): Promi
  * Resolves with the first match of `pattern` in what the child writes to `stream` from now on; rejects
  * when the child exits first or after `waitMs`.
  */
-function announced(
+export function announced(
   child: ChildProcess,
   stream: NodeJS.ReadableStream,
   pattern: RegExp,
@@ -575,7 +597,7 @@ function announced(
   });
 }
 
-async function startNodeRelay(children: Children, script: string, egressPort: number): Promise<Hop> {
+export async function startNodeRelay(children: Children, script: string, egressPort: number): Promise<Hop> {
   const child = children.track(
     spawn(process.execPath, [script, '0', HOST, String(egressPort)], { stdio: ['pipe', 'pipe', 'pipe'] }),
   );
@@ -604,23 +626,40 @@ async function startCRelay(children: Children, binary: string, egressPort: numbe
 }
 
 /** Starts `role nf` exactly as the local launcher does: forked, spec as JSON, ready over IPC. */
-async function startNf(children: Children, cli: string, dir: string, spec: NfSpec): Promise<Hop> {
-  const log = join(dir, `${spec.id}.log`);
+export function startNf(children: Children, cli: string, dir: string, spec: NfSpec): Promise<Hop> {
+  return startRole(children, dir, spec.id, cli, ['role', 'nf', JSON.stringify(spec)]);
+}
+
+/**
+ * Forks `script` with `args` as a role that says `ready` with its data port over IPC (launcher/roles.ts),
+ * its output in `dir`/`id`.log.
+ */
+export async function startRole(
+  children: Children,
+  dir: string,
+  id: string,
+  script: string,
+  args: readonly string[],
+): Promise<Hop> {
+  const log = join(dir, `${id}.log`);
   const fd = openSync(log, 'a');
   let child: ChildProcess;
   try {
-    child = children.track(
-      fork(cli, ['role', 'nf', JSON.stringify(spec)], { stdio: ['ignore', fd, fd, 'ipc'] }),
-    );
+    child = children.track(fork(script, args, { stdio: ['ignore', fd, fd, 'ipc'] }));
   } finally {
     closeSync(fd);
   }
-  const role = new RoleProcess(spec.id, child);
+  const role = new RoleProcess(id, child, log);
   try {
     const ports = await role.ports;
     const port = ports.port;
-    if (port === undefined) throw new Error(`${spec.id}: ready without a data port`);
-    return { port, stop: () => shutDown(child, () => role.stop()) };
+    if (port === undefined) throw new Error(`${id}: ready without a data port`);
+    const admin = ports.admin;
+    return {
+      port,
+      ...(admin === undefined ? {} : { admin }),
+      stop: () => shutDown(child, () => role.stop()),
+    };
   } catch (err) {
     child.kill('SIGKILL');
     throw new Error(`${err instanceof Error ? err.message : String(err)}${logTail(log)}`);
@@ -637,7 +676,7 @@ function logTail(path: string): string {
 }
 
 /** Builds native/<name>.c into `dir`; resolves with the binary, or rejects with why not. */
-async function buildC(
+export async function buildC(
   children: Children,
   name: string,
   dir: string,
@@ -664,7 +703,7 @@ async function buildC(
 }
 
 /** The first of `candidates` (relative to this module) that exists: compiled under dist/ or run from source. */
-function locate(...candidates: string[]): string | undefined {
+export function locate(...candidates: string[]): string | undefined {
   for (const c of candidates) {
     const path = fileURLToPath(new URL(c, import.meta.url));
     if (existsSync(path)) return path;
@@ -672,7 +711,7 @@ function locate(...candidates: string[]): string | undefined {
   return undefined;
 }
 
-function nfSpec(nf: NfType, threads: number, egressPort: number): NfSpec {
+export function nfSpec(nf: NfType, threads: number, egressPort: number): NfSpec {
   return {
     id: `bench-${nf}-${threads}`,
     host: HOST,
@@ -698,7 +737,7 @@ interface Measured {
   error?: string;
 }
 
-function message(err: unknown): string {
+export function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 

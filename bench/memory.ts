@@ -44,7 +44,8 @@ function collectGarbage(): () => void {
   return runInNewContext('gc') as () => void;
 }
 
-function measure(
+/** Heap that `flows` flows of `packets` packets each keep alive in one FlowProcessor, per flow. */
+export function bytesPerFlow(
   nf: NetworkFunction<unknown>,
   global: LocalGlobalState,
   flows: number,
@@ -89,7 +90,7 @@ export function runMemoryBench(o: {
   json: boolean;
   out: (line: string) => void;
 }): MemoryResult {
-  const runtime = measure(passThrough, new LocalGlobalState(), o.flows, o.packets);
+  const runtime = bytesPerFlow(passThrough, new LocalGlobalState(), o.flows, o.packets);
   const results: MemoryResult['results'] = [];
   for (const type of ['nat', 'firewall', 'lb', 'ids']) {
     const global = new LocalGlobalState();
@@ -97,7 +98,7 @@ export function runMemoryBench(o: {
       type === 'lb'
         ? { vip: '198.51.100.10', backends: ['10.1.0.1:80', '10.1.0.2:80', '10.1.0.3:80', '10.1.0.4:80'] }
         : {};
-    const bytes = measure(createNf(type, config, global), global, o.flows, o.packets);
+    const bytes = bytesPerFlow(createNf(type, config, global), global, o.flows, o.packets);
     results.push({
       nf: type,
       bytes_per_flow: Math.round(bytes),

@@ -28,6 +28,21 @@
  * A window that sees no progress for 200 ms counts what is in flight as lost and reopens; packets that
  * turn up later were late, not lost. pps counts what arrived during the measured interval only. The
  * driver dies with its parent (PR_SET_PDEATHSIG), and SIGTERM ends it at once.
+ *
+ * With a <rate-pps> after <measure-ms>, the sender paces itself to that rate (the window still bounds
+ * what is in flight) and measures latency: it writes the wall-clock time into each datagram's ingress
+ * time (u64 ns big endian at byte 28, what the stamper would write there), every hop keeps the stamp, and
+ * the receiver takes the difference on arrival. The report then adds the latency of the packets that
+ * arrived during the measured interval, in 1 µs buckets up to LATENCY_BUCKETS µs:
+ *
+ *       stdout: {"sent":...,"pps":...,"measure_s":8.000,"latency_samples":40000,"p50_us":41,"p99_us":180}
+ *
+ * A <rate-pps> of 0 sends as fast as the window allows, as without one. After it, <warmup-packets> and
+ * <warmup-limit-ms> make the warm-up last also until that many packets are back, and fail (exit 3) if
+ * that takes longer than the limit. A hop that keeps state per flow is in steady state only once
+ * every flow exists, and with a million flows one pass over them outlasts any fixed warm-up:
+ *
+ *   ./driver packets.bin 1000000 127.0.0.1 0 512 1000 8000 0 1000000 60000
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -56,6 +71,7 @@
 /* Longer datagrams are counted all the same, truncated; only the count matters here. */
 #define RX_SLOT 2048
 #define SEQ_OFFSET 20
+#define TIME_OFFSET 28
 #define MIN_DATAGRAM (SEQ_OFFSET + 8)
 #define RCV_BUF (8 * 1024 * 1024)
 #define SND_BUF (4 * 1024 * 1024)
@@ -65,6 +81,9 @@
 #define TAIL_NS (300LL * 1000 * 1000)
 /* How long the receiver blocks before it looks at its stop flag again. */
 #define RX_TIMEOUT_US (20 * 1000)
+/* One bucket per microsecond up to 1 s (4 MB, touched only where latencies fall); later arrivals all
+   count in the last one. */
+#define LATENCY_BUCKETS 1000000
 
 struct packets {
   unsigned char *data;
@@ -77,6 +96,8 @@ struct packets {
 struct sender_args {
   int fd;
   int64_t window;
+  /* Packets per second to pace at; 0: as fast as the window allows, with no latency measured. */
+  int64_t rate;
   const struct packets *packets;
 };
 
@@ -88,6 +109,10 @@ static atomic_int sending = 1;
 static atomic_int receiving = 1;
 /* Written by the sender before it returns; read after it is joined. */
 static int64_t sent_total;
+/* Rate mode: the receiver records latencies while `measuring` is set; read after it is joined. */
+static int timing;
+static atomic_int measuring;
+static uint32_t latency_us[LATENCY_BUCKETS];
 
 static void die(const char *what) {
   fprintf(stderr, "driver: %s: %s\n", what, strerror(errno));
@@ -102,6 +127,13 @@ static void fail(const char *message) {
 static int64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The wall clock, as the stamper's ingress time: the receiver compares it with what the sender wrote. */
+static int64_t wall_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
@@ -197,7 +229,12 @@ static void *sender(void *arg) {
   memset(msgs, 0, sizeof msgs);
   int64_t sent = 0, lost = 0, last_received = 0;
   int64_t progress_at = now_ns();
-  int64_t room_needed = a->window < TX_BATCH ? a->window : TX_BATCH;
+  /* Paced, a packet goes as soon as it is due and the window has room for it: waiting for a whole
+     batch would send bursts, and the queueing behind them would show up as latency. */
+  int64_t room_needed = a->rate > 0 ? 1 : a->window < TX_BATCH ? a->window : TX_BATCH;
+  int64_t start = now_ns();
+  /* The default 50 µs timer slack would delay every paced send by about that much. */
+  if (a->rate > 0 && prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0) != 0) die("PR_SET_TIMERSLACK");
 
   while (atomic_load_explicit(&sending, memory_order_relaxed)) {
     int64_t got = atomic_load_explicit(&received, memory_order_acquire);
@@ -221,6 +258,17 @@ static void *sender(void *arg) {
     }
 
     int n = room < TX_BATCH ? (int)room : TX_BATCH;
+    uint64_t stamp = 0;
+    if (a->rate > 0) {
+      /* In doubles: nanoseconds times packets per second overflows 64 bits within an hour. */
+      int64_t due = (int64_t)((double)(now - start) * (double)a->rate / 1e9) + 1 - sent;
+      if (due <= 0) {
+        sleep_until(start + (int64_t)((double)sent * 1e9 / (double)a->rate));
+        continue;
+      }
+      if (due < n) n = (int)due;
+      stamp = htobe64((uint64_t)wall_ns());
+    }
     for (int k = 0; k < n; k++) {
       int64_t i = sent + k;
       int64_t pass = i / p->count;
@@ -228,6 +276,7 @@ static void *sender(void *arg) {
       const struct iovec *v = &p->iov[record];
       uint64_t seq = htobe64((uint64_t)(pass * p->rounds + record / p->flows + 1));
       memcpy((unsigned char *)v->iov_base + SEQ_OFFSET, &seq, sizeof seq);
+      if (a->rate > 0) memcpy((unsigned char *)v->iov_base + TIME_OFFSET, &stamp, sizeof stamp);
       msgs[k].msg_hdr.msg_iov = (struct iovec *)v;
       msgs[k].msg_hdr.msg_iovlen = 1;
     }
@@ -247,6 +296,30 @@ static void *sender(void *arg) {
   return NULL;
 }
 
+static void record_latencies(const struct mmsghdr *msgs, int n) {
+  int64_t now = wall_ns();
+  for (int i = 0; i < n; i++) {
+    if (msgs[i].msg_len < TIME_OFFSET + 8) continue;
+    uint64_t sent_at;
+    memcpy(&sent_at, (const unsigned char *)msgs[i].msg_hdr.msg_iov->iov_base + TIME_OFFSET, sizeof sent_at);
+    int64_t us = (now - (int64_t)be64toh(sent_at)) / 1000;
+    if (us < 0) us = 0;
+    latency_us[us < LATENCY_BUCKETS ? us : LATENCY_BUCKETS - 1]++;
+  }
+}
+
+/* The smallest latency (µs) that at least `q` of the samples do not exceed. */
+static int64_t percentile(int64_t samples, double q) {
+  int64_t rank = (int64_t)(q * (double)samples + 0.999999);
+  if (rank < 1) rank = 1;
+  int64_t seen = 0;
+  for (int64_t us = 0; us < LATENCY_BUCKETS; us++) {
+    seen += latency_us[us];
+    if (seen >= rank) return us;
+  }
+  return LATENCY_BUCKETS - 1;
+}
+
 static void *receiver(void *arg) {
   int fd = *(const int *)arg;
   static char bufs[RX_BATCH][RX_SLOT];
@@ -263,6 +336,7 @@ static void *receiver(void *arg) {
     int n = recvmmsg(fd, msgs, RX_BATCH, MSG_WAITFORONE, NULL);
     if (n > 0) {
       wake_sender(atomic_fetch_add(&received, n) + n);
+      if (timing && atomic_load_explicit(&measuring, memory_order_relaxed)) record_latencies(msgs, n);
     } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNREFUSED) {
       die("recvmmsg");
     }
@@ -273,9 +347,9 @@ static void *receiver(void *arg) {
 int main(int argc, char **argv) {
   /* A bench that dies mid-run must not leave its driver sending into the machine. */
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("PR_SET_PDEATHSIG");
-  if (argc != 8) {
-    fprintf(stderr,
-            "usage: driver <packets-file> <flows> <dest-host> <dest-port> <window> <warmup-ms> <measure-ms>\n");
+  if (argc != 8 && argc != 9 && argc != 11) {
+    fprintf(stderr, "usage: driver <packets-file> <flows> <dest-host> <dest-port> <window> <warmup-ms> "
+                    "<measure-ms> [<rate-pps> [<warmup-packets> <warmup-limit-ms>]]\n");
     return 2;
   }
   int64_t flows = parse_int(argv[2], 1, 1 << 24, "<flows>");
@@ -283,6 +357,10 @@ int main(int argc, char **argv) {
   int64_t window = parse_int(argv[5], 1, 1 << 24, "<window>");
   int64_t warmup_ms = parse_int(argv[6], 0, 3600 * 1000, "<warmup-ms>");
   int64_t measure_ms = parse_int(argv[7], 1, 3600 * 1000, "<measure-ms>");
+  int64_t rate = argc >= 9 ? parse_int(argv[8], 0, 100 * 1000 * 1000, "<rate-pps>") : 0;
+  int64_t warmup_packets = argc == 11 ? parse_int(argv[9], 0, 1L << 40, "<warmup-packets>") : 0;
+  int64_t warmup_limit_ms = argc == 11 ? parse_int(argv[10], 0, 3600 * 1000, "<warmup-limit-ms>") : 0;
+  timing = rate > 0;
 
   struct packets packets;
   load_packets(argv[1], flows, &packets);
@@ -331,15 +409,26 @@ int main(int argc, char **argv) {
   freeaddrinfo(dest);
 
   pthread_t rx_thread, tx_thread;
-  struct sender_args args = {.fd = tx, .window = window, .packets = &packets};
+  struct sender_args args = {.fd = tx, .window = window, .rate = rate, .packets = &packets};
   if ((errno = pthread_create(&rx_thread, NULL, receiver, &rx)) != 0) die("pthread_create");
   int64_t start = now_ns();
   if ((errno = pthread_create(&tx_thread, NULL, sender, &args)) != 0) die("pthread_create");
 
   sleep_until(start + warmup_ms * 1000000LL);
+  /* Polled: a few ms of delay to the mark is nothing next to a pass over a million flows. */
+  while (atomic_load(&received) < warmup_packets) {
+    if (now_ns() - start >= warmup_limit_ms * 1000000LL) {
+      fprintf(stderr, "driver: warm-up: %lld of %lld packets back within %lld ms\n",
+              (long long)atomic_load(&received), (long long)warmup_packets, (long long)warmup_limit_ms);
+      exit(3);
+    }
+    sleep_until(now_ns() + 5LL * 1000 * 1000);
+  }
   int64_t mark_received = atomic_load(&received);
   int64_t mark_at = now_ns();
+  atomic_store(&measuring, 1);
   sleep_until(mark_at + measure_ms * 1000000LL);
+  atomic_store(&measuring, 0);
   int64_t end_received = atomic_load(&received);
   int64_t end_at = now_ns();
 
@@ -357,8 +446,15 @@ int main(int argc, char **argv) {
   double measure_s = (double)(end_at - mark_at) / 1e9;
   double pps = measure_s > 0 ? (double)(end_received - mark_received) / measure_s : 0;
   int64_t lost = sent_total > got ? sent_total - got : 0;
-  printf("{\"sent\":%lld,\"received\":%lld,\"lost\":%lld,\"pps\":%.1f,\"measure_s\":%.3f}\n",
+  printf("{\"sent\":%lld,\"received\":%lld,\"lost\":%lld,\"pps\":%.1f,\"measure_s\":%.3f",
          (long long)sent_total, (long long)got, (long long)lost, pps, measure_s);
+  if (timing) {
+    int64_t samples = 0;
+    for (int64_t us = 0; us < LATENCY_BUCKETS; us++) samples += latency_us[us];
+    printf(",\"latency_samples\":%lld,\"p50_us\":%lld,\"p99_us\":%lld", (long long)samples,
+           (long long)percentile(samples, 0.5), (long long)percentile(samples, 0.99));
+  }
+  printf("}\n");
   fflush(stdout);
   close(rx);
   close(tx);

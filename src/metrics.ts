@@ -111,6 +111,17 @@ function renderLabels(labels: Record<string, string>): string {
   return `{${parts.join(',')}}`;
 }
 
+/** The sum of a metric's series in a scrape of the text format, of those carrying `label` when given. */
+export function metricSum(text: string, name: string, label = ''): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const next = line[name.length];
+    if (line.startsWith(name) && (next === ' ' || next === '{') && line.includes(label))
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
 /** Escapes a label value as the 0.0.4 text format requires: backslash, double quote and newline. */
 export function escapeLabelValue(value: string): string {
   return value.replace(/[\\"\n]/g, (c) => (c === '\\' ? '\\\\' : c === '"' ? '\\"' : '\\n'));

@@ -45,6 +45,12 @@ function int(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   };
 }
 
+/** A comma-separated list of integers >= 1. */
+function intList(name: string) {
+  const one = int(name, 1);
+  return (v: string): number[] => v.split(',').map((x) => one(x));
+}
+
 function readJson(text: string, what: string): unknown {
   try {
     return JSON.parse(text) as unknown;
@@ -468,30 +474,91 @@ program
 program
   .command('bench')
   .description('benchmarks; each reports ratios against a baseline measured in the same run')
-  .argument('<experiment>', 'dataplane | memory | global')
+  .argument(
+    '<experiment>',
+    "threads | batch | rate | migration-bytes | lb | failover | scale | baselines | all (the thesis's experiments, written as CSV, JSON and plots), or dataplane | memory | global",
+  )
   .option('--quick', 'a short run (under 60 s)', false)
+  .option('--paper', "experiments: the thesis's parameters (the default)", false)
+  .option('--max', 'experiments: rates up to saturation, many more packets', false)
+  .option(
+    '--repeats <n>',
+    'experiments: runs per point (default 3; 1 with --quick)',
+    int('--repeats', 1, 100),
+  )
+  .option('--out <dir>', 'experiments: output folder (bench all: the report goes beside it, as <dir>.md)')
+  .option(
+    '--threads <list>',
+    'threads: thread counts, comma-separated (default 1,2,3,4,5)',
+    intList('--threads'),
+  )
+  .option(
+    '--packets <n>',
+    "experiments: packets per run where the thesis's 4000 apply; memory: packets per flow (default 3)",
+    int('--packets', 1),
+  )
   .option('--flows <n>', 'memory: concurrent flows', int('--flows', 1), 100_000)
-  .option('--packets <n>', 'memory: packets per flow', int('--packets', 1), 3)
   .option('--writers <n>', 'global: concurrent writers', int('--writers', 1, 256), 8)
   .option('--batch <n>', 'global: updates per submit', int('--batch', 1, 128), 100)
   .option('--json', 'print one JSON object', false)
   .action(
     async (
       experiment: string,
-      o: { quick: boolean; json: boolean; flows: number; packets: number; writers: number; batch: number },
+      o: {
+        quick: boolean;
+        paper: boolean;
+        max: boolean;
+        repeats?: number;
+        out?: string;
+        threads?: number[];
+        json: boolean;
+        flows: number;
+        packets?: number;
+        writers: number;
+        batch: number;
+      },
     ) => {
       const out = (line: string): void => {
         process.stdout.write(line + '\n');
       };
       // Loaded on demand: role processes start often and never need the benches.
-      if (experiment === 'dataplane') {
+      const {
+        EXPERIMENTS,
+        experiment: find,
+        runBench,
+        runAll,
+      } = await import('../../bench/experiments/index.js');
+      const exp = find(experiment);
+      if (exp !== undefined || experiment === 'all') {
+        if ([o.quick, o.paper, o.max].filter(Boolean).length > 1)
+          throw new InvalidArgumentError('--paper, --max and --quick: pick one');
+        const options = {
+          mode: o.quick ? ('quick' as const) : o.max ? ('max' as const) : ('paper' as const),
+          out: o.out ?? (experiment === 'all' ? 'docs/results' : 'bench-results'),
+          command: ['nfstate', ...process.argv.slice(2)].join(' '),
+          ...(o.repeats === undefined ? {} : { repeats: o.repeats }),
+          ...(o.threads === undefined ? {} : { threads: o.threads }),
+          ...(o.packets === undefined ? {} : { packets: o.packets }),
+        };
+        if (exp === undefined) {
+          const report = await runAll(options);
+          out(`report: ${report}`);
+        } else {
+          const r = await runBench(exp, options);
+          out(
+            o.json
+              ? JSON.stringify(r)
+              : `${exp.name}: ${r.seconds} s, written to ${options.out}/${exp.name}/`,
+          );
+        }
+      } else if (experiment === 'dataplane') {
         const { runDataplaneBench } = await import('../../bench/dataplane.js');
         await runDataplaneBench({ quick: o.quick, json: o.json, out });
       } else if (experiment === 'memory') {
         const { runMemoryBench } = await import('../../bench/memory.js');
         runMemoryBench({
           flows: o.quick ? Math.min(o.flows, 20_000) : o.flows,
-          packets: o.packets,
+          packets: o.packets ?? 3,
           json: o.json,
           out,
         });
@@ -506,7 +573,7 @@ program
         });
       } else {
         throw new InvalidArgumentError(
-          `unknown experiment '${experiment}' (expected dataplane, memory or global)`,
+          `unknown experiment '${experiment}' (expected ${[...EXPERIMENTS.map((e) => e.name), 'all', 'dataplane', 'memory', 'global'].join(', ')})`,
         );
       }
     },

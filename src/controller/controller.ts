@@ -138,6 +138,11 @@ export class Controller implements MetricSource {
       provisioner?: Provisioner;
       /** A move's deadline up to the re-point (default 2000 ms): past it, the move aborts. */
       moveTimeoutMs?: number;
+      /**
+       * Whether instances keep their cluster peers' replicas (default true). Without them (replication off),
+       * every move ships the full state through the controller, as OpenNF's does: the central-move baseline.
+       */
+      replicas?: boolean;
       failure?: FailureOptions;
       /** The egress's admin API, told to drop a failed instance's output (fence). */
       egress?: { host: string; admin: number };
@@ -217,7 +222,13 @@ export class Controller implements MetricSource {
       this.ingress = { host: b.host, admin: b.admin };
       this.secondaries = this.secondaryMap();
       void this.persist();
-      return { ok: true, secondaries: Object.fromEntries(this.secondaries) };
+      // Registered after the ingress's list was made (a replacement, an instance added): the ingress adds
+      // them before it takes the secondaries, which may name them. They own new flows from the next live set.
+      const known = new Set(Array.isArray(b.instances) ? b.instances : []);
+      const missed = [...this.instances.values()]
+        .filter((i) => !known.has(i.id) && !this.detector.isFailed(i.id))
+        .map(({ id, host, port }) => ({ id, host, port }));
+      return { ok: true, instances: missed, secondaries: Object.fromEntries(this.secondaries) };
     });
     admin.route('POST', '/move', (body) => this.moveRequest(body));
     admin.route('POST', '/drain', (body) => this.drain(body));
@@ -992,8 +1003,10 @@ export class Controller implements MetricSource {
     const started = this.clock.now();
     const deadline = started + this.moveTimeoutMs;
     const n = flows.length;
-    const sameCluster = this.map.clusterOf(src.id)?.id === this.map.clusterOf(dst.id)?.id;
-    const intra = new Array<boolean>(n).fill(sameCluster);
+    // Inside a cluster the destination installs from its replicas; only the last batch's changes travel.
+    const fromReplicas =
+      this.options.replicas !== false && this.map.clusterOf(src.id)?.id === this.map.clusterOf(dst.id)?.id;
+    const intra = new Array<boolean>(n).fill(fromReplicas);
     const stateBytes = new Array<number>(n).fill(0);
     const buffered = new Array<number>(n).fill(0);
     const failed = new Array<NfsError | undefined>(n).fill(undefined);
@@ -1018,7 +1031,7 @@ export class Controller implements MetricSource {
           {
             flows,
             to: { host: dst.host, port: dst.port },
-            intra: sameCluster,
+            intra: fromReplicas,
             guarantee,
             settle_ms: left,
             deadline_ms: left,
@@ -1034,7 +1047,7 @@ export class Controller implements MetricSource {
       });
       const ready = pending();
       const [install, commit] = await Promise.allSettled([
-        this.install(src, dst, flows, ready, frozen, sameCluster, { intra, stateBytes }, deadline),
+        this.install(src, dst, flows, ready, frozen, fromReplicas, { intra, stateBytes }, deadline),
         this.call(src, src.id, '/move/commit', { flows: names(ready) }, deadline),
       ]);
       if (install.status === 'rejected') throw install.reason;

@@ -14,7 +14,7 @@ import type { TraceOptions } from '../traffic/trace.js';
 import { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
 import type { Topology } from './config.js';
-import { adminCall } from '../metrics.js';
+import { adminCall, metricSum } from '../metrics.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { deploymentGlobal, eventualConverged } from '../state/digest.js';
 import type { RunDigest } from '../state/digest.js';
@@ -58,6 +58,19 @@ export interface DemoOptions {
   etcdKill: number;
   /** SIGKILL the leading controller 40 % into the run (with etcd: the standby takes over). */
   killController: boolean;
+  /**
+   * What an experiment does while the traffic runs (moves at given packets, sampling counters): started
+   * with the generator and awaited before the run is checked.
+   */
+  during?: (run: DemoRun) => Promise<void>;
+}
+
+/** The running demo, as `DemoOptions.during` sees it. */
+export interface DemoRun {
+  gen: Generator;
+  trace: SyntheticTrace;
+  ends: Endpoints;
+  host: string;
 }
 
 /** The controllers: whether a standby ran (etcd), and how long the deployment had none after a kill. */
@@ -149,7 +162,7 @@ export interface DemoSummary {
   throughput_pps: number;
   rate_pps: number;
   duration_ms: number;
-  latency_us: { p50: number; p90: number; p99: number; max: number };
+  latency_us: { p50: number; p90: number; p99: number; max: number; mean: number };
   state_matches_oracle: boolean;
   global_matches_oracle: boolean;
   /** Every worker of every instance holds the same eventual global state (counters, sets) at the end. */
@@ -747,22 +760,11 @@ async function strongSettled(adminPorts: readonly number[]): Promise<void> {
 const STRONG_SETTLE_MS = 10_000;
 
 /** An instance's /metrics text; empty for one that is gone (killed, or fenced), and its counters with it. */
-function scrape(port: number): Promise<string> {
+export function scrape(port: number): Promise<string> {
   return fetch(`http://127.0.0.1:${port}/metrics`).then(
     (r) => r.text(),
     () => '',
   );
-}
-
-/** The sum of a metric's series in a Prometheus text scrape, of those carrying `label` when given. */
-function metricSum(text: string, name: string, label = ''): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const next = line[name.length];
-    if (line.startsWith(name) && (next === ' ' || next === '{') && line.includes(label))
-      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
 }
 
 /**
@@ -924,7 +926,9 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       options.trace.seed,
       logger,
     );
+    const experiment = options.during?.({ gen, trace, ends, host: topology.host });
     const result = await gen.run(trace);
+    await experiment;
     etcdKilled = await killingEtcd;
     if (topology.global.store !== 'none') await strongSettled(ends.instances.map((i) => i.admin));
     const takeoverMs = await killingController;
@@ -998,6 +1002,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
         p90: report.latency.p90,
         p99: report.latency.p99,
         max: report.latency.max,
+        mean: report.latency.mean,
       },
       state_matches_oracle: cmp.matches && cmp.globalMatches,
       replication: {

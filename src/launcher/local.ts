@@ -14,7 +14,7 @@
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, NfsError } from '../errors.js';
@@ -51,6 +51,15 @@ export interface DeploymentOptions {
   ackTo?: { host: string; port: number };
 }
 
+/** The last line of a log file, shortened; empty when it cannot be read. */
+function lastLine(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trimEnd().split('\n').at(-1)!.slice(0, 500);
+  } catch {
+    return '';
+  }
+}
+
 export class RoleProcess {
   readonly ports: Promise<Record<string, number>>;
   private readonly waiting: ((msg: RoleReply) => void)[] = [];
@@ -63,6 +72,8 @@ export class RoleProcess {
   constructor(
     readonly name: string,
     readonly child: ChildProcess,
+    /** Its log, whose last line says why it exited during start. */
+    log: string,
   ) {
     this.ports = new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -83,7 +94,10 @@ export class RoleProcess {
         this.exitCode = code;
         clearTimeout(timer);
         reject(
-          new NfsError(ErrorCode.PROCESS, `${name}: exited during start (code ${code}, signal ${signal})`),
+          new NfsError(
+            ErrorCode.PROCESS,
+            `${name}: exited during start (code ${code}, signal ${signal}): ${lastLine(log)}`,
+          ),
         );
         for (const w of this.waiting.splice(0)) w({ type: 'error', error: `${name} exited` });
       });
@@ -194,6 +208,7 @@ export class LocalDeployment {
         clusterSize: t.replication === 'all' ? count + t.spareInstances : t.perCluster,
         lb: { ...t.lb },
         moveTimeoutMs: t.move.timeoutMs,
+        replicas: t.replication !== 'off',
         failure: { ...t.failure },
         egress: { host: t.host, admin: sinkPorts.admin! },
         ...(t.global.store === 'local' ? { sequencer: { key: this.key } } : {}),
@@ -452,9 +467,10 @@ export class LocalDeployment {
   }
 
   private spawn(name: string, role: string, spec: object): RoleProcess {
-    const fd = openSync(join(this.options.logDir, `${name}.log`), 'a');
+    const log = join(this.options.logDir, `${name}.log`);
+    const fd = openSync(log, 'a');
     this.logFds.push(fd);
     const child = fork(CLI, ['role', role, JSON.stringify(spec)], { stdio: ['ignore', fd, fd, 'ipc'] });
-    return new RoleProcess(name, child);
+    return new RoleProcess(name, child, log);
   }
 }

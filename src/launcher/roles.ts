@@ -87,6 +87,8 @@ export interface ControllerSpec {
   lb: BalancerOptions;
   /** A move's deadline up to the re-point; the controller's default when absent. */
   moveTimeoutMs?: number;
+  /** False when the instances keep no replicas (replication off): moves ship full states. */
+  replicas?: boolean;
   /** Heartbeat interval and miss count of the failure detection unit; the defaults when absent. */
   failure?: FailureOptions;
   /** The egress's admin API, told to fence a failed instance's output (absent: no egress to tell). */
@@ -248,6 +250,7 @@ export async function runController(spec: ControllerSpec): Promise<void> {
       lb: spec.lb,
       ...(process.connected ? { provisioner: launcherProvisioner() } : {}),
       ...(spec.moveTimeoutMs === undefined ? {} : { moveTimeoutMs: spec.moveTimeoutMs }),
+      ...(spec.replicas === undefined ? {} : { replicas: spec.replicas }),
       ...(spec.failure === undefined ? {} : { failure: spec.failure }),
       ...(spec.egress === undefined ? {} : { egress: spec.egress }),
       ...(spec.ha === undefined
@@ -656,7 +659,11 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
     const answer = await adminCall(spec.controller.host, spec.controller.admin, '/ingress', {
       host: spec.host,
       admin: admin.port,
+      instances: instances.map((i) => i.id),
     });
+    // Instances that registered after the launcher listed them for this ingress (a replacement, one added).
+    if (Array.isArray(answer.instances))
+      for (const missed of answer.instances) await addInstance(ingress, missed);
     setSecondaries(ingress, instances, answer);
   }
   attach(ingress, admin, { ...ports, admin: admin.port });

@@ -176,10 +176,18 @@ describe('Controller elasticity', () => {
     const ingress = await fakeAdmin({});
     for (let i = 0; i < 3; i++) assert.equal((await register(base, `nf-${i}`, nfs[i]!.port)).status, 200);
     assert.equal(ingress.calls.length, 0, 'no ingress yet: it gets the registered instances when it starts');
-    await fetch(`${base}/ingress`, {
-      method: 'POST',
-      body: JSON.stringify({ host: '127.0.0.1', admin: ingress.port }),
-    });
+    // The launcher listed nf-0 and nf-1 for it; nf-2 registered since: the answer names it.
+    const answer = (await (
+      await fetch(`${base}/ingress`, {
+        method: 'POST',
+        body: JSON.stringify({ host: '127.0.0.1', admin: ingress.port, instances: ['nf-0', 'nf-1'] }),
+      })
+    ).json()) as { instances: { id: string; port: number }[]; secondaries: Record<string, string | null> };
+    assert.deepEqual(
+      answer.instances.map((i) => i.id),
+      ['nf-2'],
+    );
+    assert.deepEqual(Object.keys(answer.secondaries).sort(), ['nf-0', 'nf-1', 'nf-2']);
 
     // c0 = {nf-0, nf-1} is full, c1 = {nf-2} has room: nf-3 joins c1.
     assert.equal((await register(base, 'nf-3', nfs[3]!.port)).status, 200);

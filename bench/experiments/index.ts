@@ -1,0 +1,61 @@
+/**
+ * `nfstate bench <experiment>`: the thesis's experiments and nfstate's own, each beside its baselines
+ * (harness.ts), and `bench all`, which runs them one after another and writes the report (report.ts).
+ */
+import { writeFile } from 'node:fs/promises';
+import { dirname, relative } from 'node:path';
+import type { Experiment, ExperimentResult, Mode } from './harness.js';
+import { Progress, runExperiment } from './harness.js';
+import { baselines } from './baselines.js';
+import { batch, rate } from './clustering.js';
+import { failover } from './failover.js';
+import { lb } from './lb.js';
+import { migration } from './migration.js';
+import { renderReport } from './report.js';
+import { scale } from './scale.js';
+import { threads } from './threads.js';
+
+export const EXPERIMENTS: readonly Experiment[] = [
+  threads,
+  batch,
+  rate,
+  migration,
+  lb,
+  failover,
+  scale,
+  baselines,
+];
+
+export interface BenchOptions {
+  mode: Mode;
+  out: string;
+  repeats?: number;
+  threads?: number[];
+  packets?: number;
+  command: string;
+}
+
+export function experiment(name: string): Experiment | undefined {
+  return EXPERIMENTS.find((e) => e.name === name);
+}
+
+export async function runBench(exp: Experiment, o: BenchOptions): Promise<ExperimentResult> {
+  return runExperiment(exp, {
+    mode: o.mode,
+    out: o.out,
+    repeats: o.repeats ?? (o.mode === 'quick' ? 1 : 3),
+    command: o.command,
+    ...(o.threads === undefined ? {} : { threads: o.threads }),
+    ...(o.packets === undefined ? {} : { packets: o.packets }),
+    progress: new Progress(exp.name),
+  });
+}
+
+/** Runs every experiment into `o.out` and writes the report beside it (`<out>.md`); returns its path. */
+export async function runAll(o: BenchOptions): Promise<string> {
+  const results: ExperimentResult[] = [];
+  for (const exp of EXPERIMENTS) results.push(await runBench(exp, o));
+  const path = `${o.out}.md`;
+  await writeFile(path, renderReport(results, relative(dirname(path), o.out)));
+  return path;
+}
