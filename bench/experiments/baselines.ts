@@ -20,7 +20,7 @@ function clustered(o: RunOptions) {
 const APART = 0.2;
 
 async function noCluster(o: RunOptions): Promise<Row[]> {
-  const packets = o.packets ?? { paper: 20_000, max: 60_000, quick: 3000 }[o.mode];
+  const packets = { paper: 20_000, max: 60_000, quick: 3000 }[o.mode];
   const points: Point<'cluster' | 'all'>[] = (['cluster', 'all'] as const).map((replication, i) => ({
     series: replication === 'cluster' ? 'nfstate' : 'no-cluster',
     x: 1 + (i === 0 ? -APART : APART),

@@ -131,7 +131,7 @@ export const migration: Experiment = {
   reproduces:
     'Bytes of state information each instance sends and receives per batch for one flow at 50 packets/s, batches of 30, which moves from NF-1 to NF-2 (same cluster) after 68 packets and to NF-3 (other cluster) after 165.',
   async run(o: RunOptions): Promise<Outcome> {
-    const packets = o.packets ?? (o.mode === 'quick' ? 200 : 300);
+    const packets = o.mode === 'quick' ? 200 : 300;
     const rows: Row[] = [];
     let clean = 0;
     for (let repeat = 1; repeat <= o.repeats; repeat++) {
