@@ -5,14 +5,25 @@
  * deployment replicates per second are plotted beside, since that is what clustering saves.
  */
 import type { DeployPoint } from './deploy.js';
-import { deploy, figures, shape } from './deploy.js';
+import { FULL_BATCHES_MS, deploy, figures, shape } from './deploy.js';
 import type { Experiment, Outcome, Point, RunOptions } from './harness.js';
 import { PAPER, at, compare, summarise, sweep, thesisSeries } from './harness.js';
 import type { Series } from './thesis.js';
 import { THESIS } from './thesis.js';
 
-function base(o: RunOptions): { nf: 'nat'; clusters: number; perCluster: number; flows: number } {
-  return { nf: 'nat', flows: o.mode === 'quick' ? 8 : 24, ...shape(o.mode, 3, 4) };
+function base(o: RunOptions): {
+  nf: 'nat';
+  clusters: number;
+  perCluster: number;
+  flows: number;
+  batchTimeoutMs: number;
+} {
+  return {
+    nf: 'nat',
+    flows: o.mode === 'quick' ? 8 : 24,
+    batchTimeoutMs: FULL_BATCHES_MS,
+    ...shape(o.mode, 3, 4),
+  };
 }
 const SERIES = [
   { name: 'nfstate', replication: 'cluster' },

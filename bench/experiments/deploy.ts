@@ -55,6 +55,13 @@ export function shape(
   return mode === 'quick' ? { clusters: 2, perCluster: 2 } : { clusters, perCluster };
 }
 
+/**
+ * A batch timer so long that batches close when full, as the thesis's did (they had no timer). At its
+ * rates a flow takes seconds to fill a batch, and the deployment's default timer (50 ms) would close
+ * nearly every batch after one packet, whatever the batch size.
+ */
+export const FULL_BATCHES_MS = 60_000;
+
 export async function deploy(p: DeployPoint): Promise<DemoSummary> {
   const topology = parseTopology({
     nf: { type: p.nf, config: DEMO_NF_CONFIG[p.nf] ?? {} },

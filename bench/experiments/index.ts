@@ -2,8 +2,8 @@
  * `nfstate bench <experiment>`: the thesis's experiments and nfstate's own, each beside its baselines
  * (harness.ts), and `bench all`, which runs them one after another and writes the report (report.ts).
  */
-import { writeFile } from 'node:fs/promises';
-import { dirname, relative } from 'node:path';
+import { readFile, writeFile } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
 import type { Experiment, ExperimentResult, Mode } from './harness.js';
 import { Progress, runExperiment } from './harness.js';
 import { baselines } from './baselines.js';
@@ -53,9 +53,21 @@ export async function runBench(exp: Experiment, o: BenchOptions): Promise<Experi
 
 /** Runs every experiment into `o.out` and writes the report beside it (`<out>.md`); returns its path. */
 export async function runAll(o: BenchOptions): Promise<string> {
+  for (const exp of EXPERIMENTS) await runBench(exp, o);
+  return writeReport(o.out);
+}
+
+/**
+ * Writes the report `<dir>.md` from the results in `dir` (`<dir>/<experiment>/results.json`): after
+ * `bench all`, or after one experiment was run again into the same folder. Returns its path.
+ */
+export async function writeReport(dir: string): Promise<string> {
   const results: ExperimentResult[] = [];
-  for (const exp of EXPERIMENTS) results.push(await runBench(exp, o));
-  const path = `${o.out}.md`;
-  await writeFile(path, renderReport(results, relative(dirname(path), o.out)));
+  for (const exp of EXPERIMENTS) {
+    const text = await readFile(join(dir, exp.name, 'results.json'), 'utf8').catch(() => undefined);
+    if (text !== undefined) results.push(JSON.parse(text) as ExperimentResult);
+  }
+  const path = `${dir}.md`;
+  await writeFile(path, renderReport(results, relative(dirname(path), dir)));
   return path;
 }

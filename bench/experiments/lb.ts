@@ -6,13 +6,20 @@
  * first. Under `paper` the thesis's rates, which no nfstate instance comes near saturating; under `max`,
  * rates where the machine does.
  */
-import { deploy, figures, shape } from './deploy.js';
+import { FULL_BATCHES_MS, deploy, figures, shape } from './deploy.js';
 import type { Experiment, Outcome, Point, RunOptions } from './harness.js';
 import { PAPER, at, compare, summarise, sweep, thesisSeries } from './harness.js';
 import { THESIS } from './thesis.js';
 
 function base(o: RunOptions) {
-  return { nf: 'nat', flows: 40, skew: 10, batch: PAPER.batch, ...shape(o.mode, 3, 3) } as const;
+  return {
+    nf: 'nat',
+    flows: 40,
+    skew: 10,
+    batch: PAPER.batch,
+    batchTimeoutMs: FULL_BATCHES_MS,
+    ...shape(o.mode, 3, 3),
+  } as const;
 }
 
 export const lb: Experiment = {

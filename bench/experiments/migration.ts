@@ -12,7 +12,7 @@ import type { DemoRun } from '../../src/launcher/demo.js';
 import type { MoveRecord } from '../../src/controller/controller.js';
 import { adminCall, metricSum } from '../../src/metrics.js';
 import { flowKeyString } from '../../src/packet/flow-key.js';
-import { deploy } from './deploy.js';
+import { FULL_BATCHES_MS, deploy } from './deploy.js';
 import type { Experiment, Outcome, Row, RunOptions } from './harness.js';
 import { median, compare } from './harness.js';
 import type { PlotPoint } from './plot.js';
@@ -118,8 +118,7 @@ async function scenario(packets: number, repeat: number): Promise<Trace & { clea
     packets,
     rate: RATE,
     batch: BATCH,
-    // Batches close when full, as in the thesis, not on the timer: one packet every 20 ms fills 30 in 600 ms.
-    batchTimeoutMs: 60_000,
+    batchTimeoutMs: FULL_BATCHES_MS,
     during,
   });
   return { ...trace, clean: s.lost === 0 && s.reordered === 0 && s.state_matches_oracle };
@@ -173,6 +172,7 @@ export const migration: Experiment = {
         packets,
         rate_pps: RATE,
         batch: BATCH,
+        batchTimeoutMs: FULL_BATCHES_MS,
         moves_after: '68 and 165 packets',
       },
       rows,

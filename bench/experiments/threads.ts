@@ -3,7 +3,7 @@
  * thesis's "results of multithreading"). Under `paper`, the thesis's 4000 packets at 100 packets/s over 10
  * flows, so that threads have flows to share; under `max`, as fast as the instance drains.
  */
-import { deploy, figures } from './deploy.js';
+import { FULL_BATCHES_MS, deploy, figures } from './deploy.js';
 import type { Experiment, Outcome, Point, RunOptions } from './harness.js';
 import { PAPER, at, compare, summarise, sweep, thesisSeries } from './harness.js';
 import { THESIS } from './thesis.js';
@@ -27,7 +27,17 @@ export const threads: Experiment = {
     }));
     const rows = await sweep(o, points, async (t) =>
       figures(
-        await deploy({ nf: 'nat', clusters: 1, perCluster: 1, threads: t, flows: FLOWS, packets, rate }),
+        await deploy({
+          nf: 'nat',
+          clusters: 1,
+          perCluster: 1,
+          threads: t,
+          batch: PAPER.batch,
+          batchTimeoutMs: FULL_BATCHES_MS,
+          flows: FLOWS,
+          packets,
+          rate,
+        }),
       ),
     );
     const latency = summarise(rows, 'latency_ms_mean');
@@ -42,6 +52,7 @@ export const threads: Experiment = {
         packets,
         rate_pps: rate,
         batch: PAPER.batch,
+        batchTimeoutMs: FULL_BATCHES_MS,
         threads: counts,
       },
       rows,

@@ -476,7 +476,7 @@ program
   .description('benchmarks; each reports ratios against a baseline measured in the same run')
   .argument(
     '<experiment>',
-    "threads | batch | rate | migration-bytes | lb | failover | scale | baselines | all (the thesis's experiments, written as CSV, JSON and plots), or dataplane | memory | global",
+    "threads | batch | rate | migration-bytes | lb | failover | scale | baselines | all (the thesis's experiments, written as CSV, JSON and plots; all writes the report too), report (the report again, from results already written), or dataplane | memory | global",
   )
   .option('--quick', 'a short run (under 60 s)', false)
   .option('--paper', "experiments: the thesis's parameters (the default)", false)
@@ -527,9 +527,12 @@ program
         experiment: find,
         runBench,
         runAll,
+        writeReport,
       } = await import('../../bench/experiments/index.js');
       const exp = find(experiment);
-      if (exp !== undefined || experiment === 'all') {
+      if (experiment === 'report') {
+        out(`report: ${await writeReport(o.out ?? 'docs/results')}`);
+      } else if (exp !== undefined || experiment === 'all') {
         if ([o.quick, o.paper, o.max].filter(Boolean).length > 1)
           throw new InvalidArgumentError('--paper, --max and --quick: pick one');
         const options = {
@@ -573,7 +576,7 @@ program
         });
       } else {
         throw new InvalidArgumentError(
-          `unknown experiment '${experiment}' (expected ${[...EXPERIMENTS.map((e) => e.name), 'all', 'dataplane', 'memory', 'global'].join(', ')})`,
+          `unknown experiment '${experiment}' (expected ${[...EXPERIMENTS.map((e) => e.name), 'all', 'report', 'dataplane', 'memory', 'global'].join(', ')})`,
         );
       }
     },
