@@ -216,7 +216,8 @@ export const baselines: Experiment = {
         ),
       ],
       notes: [
-        'A NAT flow’s full state is a few dozen bytes, so central-move ships little more per move than nfstate does; its cost shows in the move’s time (one more round through the controller) and grows with the NF’s state.',
+        'A NAT flow’s full state is a few dozen bytes, so a full-state move ships little more than nfstate’s last-batch changes; the gap grows with the NF’s state (the thesis’s state grew with every packet: see migration-bytes).',
+        'The move times are not like for like: central-move runs with replication off, so its instances carry none of the replication load that nfstate’s twelve do on the same two cores, and a move inside a cluster in nfstate first waits until the cluster peers have acknowledged what the source sent before it, so that the destination’s replica is current.',
       ],
     };
   },

@@ -47,9 +47,14 @@ function section(r: ExperimentResult, folder: string): string[] {
   ];
   for (const { name, plot } of r.plots) {
     out.push(`![${plot.title}](${folder}/${r.experiment}/${name}.png)`, '');
-    out.push(`| series | ${plot.x.title} | ${plot.y.title} (median) | min | max |`, '|---|---|---|---|---|');
+    out.push(
+      `| series | ${plot.x.title === '' ? 'case' : plot.x.title} | ${plot.y.title} (median) | min | max |`,
+      '|---|---|---|---|---|',
+    );
+    // A category's bars stand apart from its whole number (see plot.ts): the table names the category.
+    const x = (v: number): string => plot.x.labels?.[Math.round(v)] ?? String(v);
     for (const p of [...plot.points].sort((a, b) => a.series.localeCompare(b.series) || a.x - b.x))
-      out.push(`| ${p.series} | ${p.x} | ${num(p.median)} | ${num(p.min)} | ${num(p.max)} |`);
+      out.push(`| ${p.series} | ${x(p.x)} | ${num(p.median)} | ${num(p.min)} | ${num(p.max)} |`);
     out.push('');
   }
   if (r.comparisons.length > 0) out.push(...comparisonTable(r.comparisons), '');
