@@ -32,6 +32,7 @@ export interface DeployPoint {
   heartbeatMs?: number;
   moves?: number;
   kill?: number;
+  pause?: number;
   during?: (run: DemoRun) => Promise<void>;
 }
 
@@ -73,7 +74,7 @@ export async function deploy(p: DeployPoint): Promise<DemoSummary> {
       ...(p.batchTimeoutMs === undefined ? {} : { timeoutMs: p.batchTimeoutMs }),
     },
     replication: p.replication ?? 'cluster',
-    spareInstances: 1 + (p.kill ?? 0),
+    spareInstances: 1 + (p.kill ?? 0) + (p.pause ?? 0),
     lb: { enabled: p.lb ?? false },
     ...(p.heartbeatMs === undefined ? {} : { failure: { heartbeatMs: p.heartbeatMs } }),
   });
@@ -94,7 +95,7 @@ export async function deploy(p: DeployPoint): Promise<DemoSummary> {
     drain: 0,
     add: 0,
     kill: p.kill ?? 0,
-    pause: 0,
+    pause: p.pause ?? 0,
     ownEtcd: false,
     etcdKill: 0,
     killController: false,

@@ -63,7 +63,7 @@ void test('defaults fill everything but nf.type', () => {
       maxMovesPerRound: 32,
     },
     move: { timeoutMs: 2000 },
-    failure: { heartbeatMs: 50, missCount: 6 },
+    failure: { heartbeatMs: 50, missCount: 10 },
     global: { store: 'local', endpoints: [] },
   });
   assert.ok(Object.isFrozen(DEFAULT_TOPOLOGY.batch));
@@ -84,7 +84,7 @@ void test('failure: heartbeat interval and miss count of the failure detection u
   assert.deepEqual(t.failure, { heartbeatMs: 20, missCount: 5 });
   assert.deepEqual(parseTopology({ nf: { type: 'nat' }, failure: null }).failure, {
     heartbeatMs: 50,
-    missCount: 6,
+    missCount: 10,
   });
   configError(
     () => parseTopology({ nf: { type: 'nat' }, failure: { heartbeatMs: 0 } }),
