@@ -420,6 +420,12 @@ export async function adminCall(
     method: body === undefined ? 'GET' : 'POST',
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     signal: AbortSignal.timeout(timeoutMs),
+  }).catch((err: unknown) => {
+    // fetch says only "fetch failed"; what failed (refused, reset, closed) is in its cause.
+    const cause = err instanceof Error && err.cause instanceof Error ? err.cause : undefined;
+    if (cause === undefined) throw err;
+    const why = 'code' in cause && typeof cause.code === 'string' ? cause.code : cause.message;
+    throw new TypeError(`fetch failed: ${why}`, { cause });
   });
   const json = (await res.json()) as Record<string, unknown>;
   if (!res.ok) {

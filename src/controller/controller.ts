@@ -253,9 +253,12 @@ export class Controller implements MetricSource {
     await once(this.socket, 'listening');
     this.liveness.listen(this.options.livenessPort ?? 0, this.options.host);
     await once(this.liveness, 'listening');
-    if (this.options.restore !== undefined) this.carryOn(this.options.restore);
+    const settling = this.options.restore === undefined ? undefined : this.carryOn(this.options.restore);
     this.balancing = setInterval(() => void this.balancer.tick(), LB_TICK_MS);
     this.detector.start();
+    // A leader that carries on answers once the moves its predecessor left open are settled: until then,
+    // whoever asks where such a flow is, or to move it, would be told of a move half done.
+    await settling;
     return this.socket.address().port;
   }
 
@@ -288,9 +291,9 @@ export class Controller implements MetricSource {
    * Takes over from the controller that saved `s`: its instances (watched from now, so a silent one is
    * failed over here), their clusters, the ingress, the failed ones (fenced here too), and counters above
    * anything it may have handed out. The instances keep their configuration; they and the ingress reach
-   * this controller at the same ports.
+   * this controller at the same ports. Resolves once the moves it left open are settled.
    */
-  private carryOn(s: Restored): void {
+  private carryOn(s: Restored): Promise<void> {
     const now = this.clock.now();
     this.map.restore(s.clusters);
     for (const i of s.instances) {
@@ -318,7 +321,7 @@ export class Controller implements MetricSource {
       open_moves: s.moves.length,
     });
     void this.persist();
-    void this.settleOpenMoves(s.moves);
+    return this.settleOpenMoves(s.moves);
   }
 
   /**

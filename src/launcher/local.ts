@@ -18,6 +18,8 @@ import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, NfsError } from '../errors.js';
+import { silentLogger } from '../log.js';
+import type { Logger } from '../types.js';
 import { adminCall } from '../metrics.js';
 import { createNf } from '../nfs/index.js';
 import { LocalGlobalState } from '../state/global-local.js';
@@ -42,6 +44,11 @@ const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const START_TIMEOUT_MS = 20_000;
 const REPLY_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 5000;
+/** A controller that exits is started again after this long (superviseController)… */
+const RESTART_DELAY_MS = 500;
+/** …unless more than this many exited within RESTART_WINDOW_MS (a crash loop). */
+const RESTART_BURST = 5;
+const RESTART_WINDOW_MS = 60_000;
 
 export interface DeploymentOptions {
   logDir: string;
@@ -49,6 +56,8 @@ export interface DeploymentOptions {
   stampLog?: string;
   /** Where the sink acknowledges deliveries (a closed-loop generator). */
   ackTo?: { host: string; port: number };
+  /** Where the launcher says what it does on its own (a controller started again). */
+  logger?: Logger;
 }
 
 /** The last line of a log file, shortened; empty when it cannot be read. */
@@ -160,9 +169,16 @@ function strongStore(
 
 export class LocalDeployment {
   sink: RoleProcess | undefined;
+  /** The first controller, which leads at start. */
   controller: RoleProcess | undefined;
-  /** With etcd: the controller that takes over when the first one dies. */
-  standby: RoleProcess | undefined;
+  /**
+   * Every controller started: the first; with etcd also a standby, and one more for each that exited while
+   * the deployment ran (see superviseController).
+   */
+  readonly controllers: RoleProcess[] = [];
+  private stopping = false;
+  /** When controllers exited lately, for the start limit. */
+  private controllerExits: number[] = [];
   private controllerAdmin = 0;
   ingress: RoleProcess | undefined;
   instances: RoleProcess[] = [];
@@ -170,6 +186,7 @@ export class LocalDeployment {
   private sinkPort = 0;
   /** Authenticates replication between the instances, those added later too. */
   private readonly key = randomBytes(32).toString('hex');
+  private readonly logger: Logger;
   /** This deployment's keys in etcd, so that deployments sharing an etcd cluster never meet. */
   private readonly prefix = `nfstate/${this.key.slice(0, 16)}/`;
   private nextIndex = 0;
@@ -181,7 +198,9 @@ export class LocalDeployment {
   constructor(
     private readonly topology: Topology,
     private readonly options: DeploymentOptions,
-  ) {}
+  ) {
+    this.logger = options.logger ?? silentLogger;
+  }
 
   async start(): Promise<Endpoints> {
     const t = this.topology;
@@ -239,12 +258,14 @@ export class LocalDeployment {
               };
         const p = this.spawn(name, 'controller', spec);
         p.onProvision = (req) => void this.provision(req, p);
+        this.controllers.push(p);
+        if (ha !== undefined) this.superviseController(p, controller);
         return p;
       };
       this.controller = controller('controller');
       const cp = await this.controller.ports;
       // Only now: the first controller leads.
-      if (ha !== undefined) this.standby = controller('controller-standby');
+      if (ha !== undefined) controller('controller-standby');
       this.controllerAdmin = cp.admin!;
       this.strong = strongStore(t, cp.sequencer, this.key, this.prefix);
       this.sinkPort = sinkPorts.port!;
@@ -457,11 +478,46 @@ export class LocalDeployment {
     await this.ingress?.stop();
   }
 
+  /**
+   * Starts a controller again when one exits while the deployment runs, as a service manager would: a
+   * leader that loses its lease exits (roles.ts), and without a new standby the deployment would be left
+   * with none once the other one goes too. The new one stands by, and carries on from the journal when it
+   * leads. Like systemd's start limit, it gives up after RESTART_BURST exits within RESTART_WINDOW_MS.
+   */
+  private superviseController(p: RoleProcess, start: (name: string) => RoleProcess): void {
+    p.child.once('exit', (code, signal) => {
+      if (this.stopping) return;
+      const now = Date.now();
+      this.controllerExits = this.controllerExits.filter((t) => now - t < RESTART_WINDOW_MS);
+      this.controllerExits.push(now);
+      const name = `controller-${this.controllers.length + 1}`;
+      if (this.controllerExits.length > RESTART_BURST) {
+        this.logger.error('controller exited; too many did lately, none is started again', {
+          name: p.name,
+          code,
+          signal,
+          exits: this.controllerExits.length,
+          window_ms: RESTART_WINDOW_MS,
+        });
+        return;
+      }
+      this.logger.warn('controller exited; another one is started', {
+        name: p.name,
+        code,
+        signal,
+        next: name,
+      });
+      setTimeout(() => {
+        if (!this.stopping) start(name);
+      }, RESTART_DELAY_MS).unref();
+    });
+  }
+
   async stop(): Promise<void> {
+    this.stopping = true;
     await this.ingress?.stop();
     await Promise.all(this.instances.map((p) => p.stop()));
-    await this.controller?.stop();
-    await this.standby?.stop();
+    await Promise.all(this.controllers.map((p) => p.stop()));
     await this.sink?.stop();
     for (const fd of this.logFds.splice(0)) closeSync(fd);
   }

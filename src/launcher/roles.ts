@@ -331,9 +331,10 @@ async function lead(
 /**
  * How long a dead leading controller's lease lives, which is how long the deployment goes without one
  * (the dataplane forwards meanwhile). Shorter makes takeover quicker, and an etcd stall more likely to
- * demote a healthy leader (election.ts).
+ * demote a healthy leader (election.ts): with 2 s, a leader on a loaded 2-core machine, its etcd members on
+ * the same cores, was demoted now and then within a second of leading.
  */
-const CONTROLLER_TTL_S = 2;
+const CONTROLLER_TTL_S = 4;
 
 /**
  * The instance's liveness connection to the controller, held open for the life of the process: when it dies,

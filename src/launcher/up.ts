@@ -17,7 +17,7 @@ export async function runUp(
   until: Promise<void>,
 ): Promise<void> {
   const logDir = mkdtempSync(join(tmpdir(), 'nfstate-up-'));
-  const deployment = new LocalDeployment(topology, { logDir });
+  const deployment = new LocalDeployment(topology, { logDir, logger });
   const ends = await deployment.start();
   print(JSON.stringify({ ...ends, logs: logDir }));
   logger.info('deployment up', { instances: ends.instances.length, logs: logDir });

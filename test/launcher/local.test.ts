@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { FlowOwner, MoveRecord } from '../../src/controller/controller.js';
+import { startEtcd, type EtcdCluster } from '../../src/global/etcd-local.js';
 import { parseTopology } from '../../src/launcher/config.js';
-import type { Endpoints } from '../../src/launcher/local.js';
+import type { Endpoints, RoleProcess } from '../../src/launcher/local.js';
 import { LocalDeployment } from '../../src/launcher/local.js';
 import { adminCall } from '../../src/metrics.js';
 import { parseFlowKeyString } from '../../src/packet/flow-key.js';
@@ -155,5 +156,77 @@ describe('LocalDeployment: instances added while it runs (multi-process on loopb
       /add 1: 4 instances started of at most 4.*spareInstances/,
     );
     await assert.rejects(api('/instances', { host: '10.9.9.9' }), /every instance on 127\.0\.0\.1/);
+  });
+});
+
+/**
+ * With etcd, the launcher keeps a standby controller at hand, as a service manager would: whichever controller
+ * exits (killed, or a leader that lost its lease) is started again, and the next one leads.
+ */
+describe('LocalDeployment with etcd: a controller that exits is started again (multi-process, real etcd)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nfstate-local-'));
+  let etcd: EtcdCluster;
+  let deployment: LocalDeployment;
+  let ends: Endpoints;
+  const leads = (p: RoleProcess): boolean =>
+    readFileSync(join(dir, `${p.name}.log`), 'utf8').includes('"controller leads"');
+  const answers = (): Promise<boolean> =>
+    adminCall('127.0.0.1', ends.controller.admin, '/instances', undefined, 500).then(
+      () => true,
+      () => false,
+    );
+
+  before(async () => {
+    etcd = await startEtcd(1);
+    deployment = new LocalDeployment(
+      parseTopology({
+        nf: { type: 'firewall' },
+        clusters: 1,
+        perCluster: 2,
+        threads: 1,
+        global: { store: 'etcd', endpoints: etcd.clientUrls },
+      }),
+      { logDir: dir },
+    );
+    ends = await deployment.start();
+  });
+
+  after(async () => {
+    await deployment.stop();
+    await etcd.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a killed standby is replaced by a new standby', async () => {
+    assert.deepEqual(
+      deployment.controllers.map((p) => p.name),
+      ['controller', 'controller-standby'],
+    );
+    deployment.controllers[1]!.child.kill('SIGKILL');
+    await until(() => deployment.controllers.length === 3, 5000);
+    assert.equal(deployment.controllers[2]?.name, 'controller-3');
+    assert.ok(leads(deployment.controllers[0]!) && !leads(deployment.controllers[2]));
+  });
+
+  it('a killed leader: the standby leads, and another standby is started; twice over', async () => {
+    // [killed, the one that leads next, controllers started by then]
+    for (const [killed, next, count] of [
+      [0, 2, 4],
+      [2, 3, 5],
+    ] as const) {
+      deployment.controllers[killed]!.child.kill('SIGKILL');
+      await until(() => leads(deployment.controllers[next]!), 15_000);
+      assert.ok(leads(deployment.controllers[next]!), `${deployment.controllers[next]!.name} leads`);
+      await until(answers, 5000);
+      assert.ok(await answers(), 'the new leader answers at the same admin port');
+      await until(() => deployment.controllers.length === count, 5000);
+      assert.equal(deployment.controllers.at(-1)?.name, `controller-${count}`);
+    }
+    const listed = (await adminCall(
+      '127.0.0.1',
+      ends.controller.admin,
+      '/instances',
+    )) as unknown as unknown[];
+    assert.equal(Object.keys(listed).length, 2, 'the journal carried both instances over');
   });
 });
