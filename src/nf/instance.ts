@@ -89,7 +89,6 @@ const REPLAY_LOG_BYTES = 64 * 1024 * 1024;
 const REPLAY_LOG_IDLE_MS = 10_000;
 const MIN_TRANSFER_PACKETS = 64;
 const MAX_DEFERRALS = 3;
-const EMPTY = new Uint8Array(0);
 /** The gossip accumulator joins counters and sets only. */
 const NO_POOLS = new LocalGlobalState();
 /**
@@ -259,7 +258,7 @@ export class NfInstance implements MetricSource {
       worker.on('message', (msg: FromWorker) => {
         if (msg.type === 'records') this.replicate(shard, i, msg.records, msg.ship, msg.global);
         else if (msg.type === 'snapshot')
-          this.replicator?.catchUp(msg.peers, i, new Uint8Array(msg.records), msg.last);
+          this.replicator?.catchUp(msg.peer, msg.round, i, new Uint8Array(msg.records), msg.last);
         else if (msg.type === 'moved') this.moveReplies.get(msg.id)?.(msg);
         else if (msg.type === 'handedOver') this.handedOver(msg.key, msg.parked);
         else if (msg.type === 'strong') this.askStrong(shard, msg.requests);
@@ -414,9 +413,8 @@ export class NfInstance implements MetricSource {
     this.gossipTimer ??= setInterval(() => {
       this.gossipRound();
     }, GOSSIP_MS);
-    const joined = await this.gossiper.setPeers(peers);
     // Gossip has no catch-up of flows: the full global state each worker sends next is all they need.
-    for (let s = 0; s < this.shards.length; s++) this.gossiper.catchUp(joined, s, EMPTY, true);
+    await this.gossiper.setPeers(peers);
     this.shareGlobal();
   }
 
@@ -577,8 +575,9 @@ export class NfInstance implements MetricSource {
 
   /**
    * Replicates to `peers` from now on (their replication ports are known now). Connections to peers that
-   * stay are kept; a peer that is new gets a catch-up from every worker — the full state of each flow
-   * this instance owns — before their further records, so it holds current replicas at once.
+   * stay are kept. Each connection, to a new peer or again after a drop, begins with a catch-up from every
+   * worker — the full state of each flow this instance owns — before their further records, so the peer
+   * holds current replicas at once (replication.ts).
    */
   async replicateTo(peers: readonly Peer[]): Promise<void> {
     const cluster = this.options.cluster;
@@ -590,10 +589,15 @@ export class NfInstance implements MetricSource {
           key: Buffer.from(cluster.key, 'hex'),
           peers: [],
           sources: this.shards.length,
+          catchUps: true,
         },
         this.options.logger,
       );
       this.replicator.onCommit = this.commit;
+      this.replicator.onCatchUp = (peer, round) => {
+        for (const s of this.shards)
+          s.worker.postMessage({ type: 'snapshot', peer, round } satisfies ToWorker);
+      };
       this.replicator.onConnected = this.reconnected;
       this.replicator.onRepair = (key) => {
         const shard =
@@ -603,9 +607,7 @@ export class NfInstance implements MetricSource {
         shard.worker.postMessage({ type: 'resend', key } satisfies ToWorker);
       };
     }
-    const joined = await this.replicator.setPeers(peers);
-    if (joined.length === 0) return;
-    for (const s of this.shards) s.worker.postMessage({ type: 'snapshot', peers: joined } satisfies ToWorker);
+    await this.replicator.setPeers(peers);
   }
 
   /**

@@ -51,8 +51,11 @@ export type ToWorker =
   | { type: 'resend'; key: FlowKey }
   /** Strong pools: the updates that applied since the last message, in log order, then claims' outcomes. */
   | { type: 'strong'; log: Uint8Array[]; answers: StrongAnswer[] }
-  /** Peers joined the cluster: answered by `snapshot` parts, the full state of every flow of this worker. */
-  | { type: 'snapshot'; peers: string[] }
+  /**
+   * A connection to a cluster peer came up (replication.ts, catch-up `round`): answered by `snapshot` parts,
+   * the full state of every flow of this worker.
+   */
+  | { type: 'snapshot'; peer: string; round: number }
   /**
    * A step of a move of one or more flows (see FlowProcessor.expect/freeze/commit/install/handOver/abort/
    * forget); answered by one `moved` with a result per flow, in order.
@@ -111,10 +114,10 @@ export type FromWorker =
    */
   | { type: 'records'; records: ArrayBuffer; ship: number; global?: ArrayBuffer }
   /**
-   * Part of a catch-up for `peers`: full-state records (same layout) of this worker's flows at their current
-   * versions, sent after every records message that came before; `last` on the final part.
+   * Part of catch-up `round` for `peer`: full-state records (same layout) of this worker's flows at their
+   * current versions, sent after every records message that came before; `last` on the final part.
    */
-  | { type: 'snapshot'; peers: string[]; records: ArrayBuffer; last: boolean }
+  | { type: 'snapshot'; peer: string; round: number; records: ArrayBuffer; last: boolean }
   /** The answer to a `move` step; a result's `ok` is false when its flow was not in a state for that step. */
   | { type: 'moved'; id: number; results: MoveResult[] }
   /** A moving flow's end-of-move marker arrived and its parked packets went to the destination (or, under `none`, were dropped). */

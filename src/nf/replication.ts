@@ -17,10 +17,14 @@
  *   REPLICATE  body = records, back to back
  *   ACK        body = u64 sequence number of the last REPLICATE applied (receiver → sender)
  *   REPAIR     body = a flow's 5-tuple, as in a record (receiver → sender): send this flow's full state
+ *   SYNCED     body = empty (sender → receiver): the catch-up is complete (see below)
  *
- * A peer that joins the cluster is sent a catch-up first: from each worker (a source of records), the full
- * state of every flow it owns, in one or a few REPLICATE frames, and only then that worker's further
- * records. So a newcomer holds current replicas at once, without a REPAIR per flow.
+ * Every connection to a peer, the first and each after a drop, begins with a catch-up: from each worker (a
+ * source of records), the full state of every flow it owns, in one or a few REPLICATE frames, and only then
+ * that worker's further records; SYNCED follows the last source's. So a newcomer holds current replicas at
+ * once, without a REPAIR per flow; and after a drop, whatever the peer missed is made good. That includes what
+ * no later record would repair: a flow's END, or all of a flow that moved away meanwhile. The receiver drops
+ * each replica of the sender's that the catch-up did not refresh once SYNCED comes.
  *
  * Record layout (big endian):
  *
@@ -48,7 +52,7 @@ import { encodeFrame, FrameDecoder } from '../wire/frame.js';
 import { stateDigest } from '../state/digest.js';
 import type { FlowDigest } from '../state/digest.js';
 
-export const ReplicationFrame = { HELLO: 1, REPLICATE: 2, ACK: 3, REPAIR: 4 } as const;
+export const ReplicationFrame = { HELLO: 1, REPLICATE: 2, ACK: 3, REPAIR: 4, SYNCED: 5 } as const;
 export const RecordKind = { FULL: 0, DELTA: 1, END: 2, GLOBAL: 3 } as const;
 
 /** Largest replication frame a receiver accepts: many flows' deltas, well under what a peer buffers. */
@@ -125,23 +129,35 @@ export class Replicator implements MetricSource {
   /** A peer lacks a flow's history: the owner should send that flow's full state in its next records. */
   onRepair: (key: FlowKey) => void = () => undefined;
   /**
-   * A connection to a peer came up (again): what was sent while it was down never arrived, which flow
-   * records repair by themselves (REPAIR on a gap) and eventual global state does not.
+   * A connection to a peer came up (again), caught up where the peers hold flows: what was sent while it was
+   * down never arrived, and eventual global state has to be sent again.
    */
   onConnected: () => void = () => undefined;
+  /**
+   * With `catchUps`: a connection to `peer` came up. Each source is to send the full states of its flows,
+   * `catchUp(peer, round, …)`; until its last part, none of its records go to that peer.
+   */
+  onCatchUp: (peer: string, round: number) => void = () => undefined;
   repairs = 0;
+  /** Numbers each catch-up, so that the rest of one cut short by a drop is not taken for the next. */
+  private rounds = 0;
 
   constructor(
     private readonly options: {
       self: string;
       key: Uint8Array;
       peers: readonly Peer[];
-      /** How many sources (workers) feed `send`; a joining peer waits for each one's catch-up. */
+      /** How many sources (workers) feed `send`; a peer waits for each one's catch-up. */
       sources?: number;
+      /**
+       * The peers hold this instance's flows: every connection begins with a catch-up (onCatchUp). Without
+       * it (eventual global state alone) the next records are all a peer needs.
+       */
+      catchUps?: boolean;
     },
     private readonly logger: Logger,
   ) {
-    this.links = options.peers.map((p) => this.link(p, false));
+    this.links = options.peers.map((p) => this.link(p));
   }
 
   async start(): Promise<void> {
@@ -150,15 +166,14 @@ export class Replicator implements MetricSource {
 
   /**
    * Replicates to `peers` from now on. Links to peers that stay are kept, so their replicas see no gap;
-   * links to peers that left close. A new peer gets none of a source's records until that source's
-   * catch-up (`catchUp`) has gone to it. Resolves with the new peers' ids after each one's first
-   * connection attempt, so that a catch-up asked for then finds the connection up.
+   * links to peers that left close. Resolves with the new peers' ids after each one's first connection
+   * attempt.
    */
   async setPeers(peers: readonly Peer[]): Promise<string[]> {
     const same = (a: Peer, b: Peer): boolean => a.id === b.id && a.host === b.host && a.port === b.port;
     const kept = this.links.filter((l) => peers.some((p) => same(p, l.peer)));
     for (const l of this.links) if (!kept.includes(l)) l.close();
-    const added = peers.filter((p) => !kept.some((l) => same(l.peer, p))).map((p) => this.link(p, true));
+    const added = peers.filter((p) => !kept.some((l) => same(l.peer, p))).map((p) => this.link(p));
     this.links = [...kept, ...added];
     // A peer that left may have been the one holding commits back.
     this.checkCommit();
@@ -167,26 +182,28 @@ export class Replicator implements MetricSource {
   }
 
   /**
-   * A source's catch-up for peers that joined: full states of its flows (`records`, possibly empty), in
-   * one or more parts. After the `last` part the source's records flow to them as to everyone.
+   * A source's part of catch-up `round` for `peer`: full states of its flows (`records`, possibly empty), in
+   * one or more parts. After the `last` part the source's records flow to it as to everyone; after every
+   * source's, SYNCED. A part of an earlier round, cut short by a drop, is ignored.
    */
-  catchUp(peers: readonly string[], source: number, records: Uint8Array, last: boolean): void {
-    for (const link of this.links) {
-      if (!peers.includes(link.peer.id) || !link.behind.has(source)) continue;
-      if (records.length > 0) {
-        const n = link.send(records, this.sends);
-        if (n < 0) this.dropped++;
-        else {
-          this.bytesSent += n;
-          this.catchUpBytes += n;
-          this.messages++;
-        }
-      }
-      if (last) {
-        link.behind.delete(source);
-        if (link.behind.size === 0) this.catchUps++;
+  catchUp(peer: string, round: number, source: number, records: Uint8Array, last: boolean): void {
+    const link = this.links.find((l) => l.peer.id === peer);
+    if (link?.round !== round || !link.behind.has(source)) return;
+    if (records.length > 0) {
+      const n = link.send(records, this.sends);
+      if (n < 0) this.dropped++;
+      else {
+        this.bytesSent += n;
+        this.catchUpBytes += n;
+        this.messages++;
       }
     }
+    if (!last) return;
+    link.behind.delete(source);
+    if (link.behind.size > 0) return;
+    link.synced();
+    this.catchUps++;
+    this.onConnected();
   }
 
   /** Ships a block of records from `source` to every peer; returns its number for `onCommit`. */
@@ -234,8 +251,8 @@ export class Replicator implements MetricSource {
     out.push(['nfstate_replication_catch_ups_total', {}, this.catchUps]);
   }
 
-  private link(p: Peer, joining: boolean): Link {
-    const link = new Link(
+  private link(p: Peer): Link {
+    const link: Link = new Link(
       p,
       this.options.self,
       this.options.key,
@@ -248,10 +265,15 @@ export class Replicator implements MetricSource {
         this.onRepair(key);
       },
       () => {
-        this.onConnected();
+        if (this.options.catchUps !== true) {
+          this.onConnected();
+          return;
+        }
+        link.round = ++this.rounds;
+        for (let s = 0; s < (this.options.sources ?? 1); s++) link.behind.add(s);
+        this.onCatchUp(p.id, link.round);
       },
     );
-    if (joining) for (let s = 0; s < (this.options.sources ?? 1); s++) link.behind.add(s);
     return link;
   }
 
@@ -267,7 +289,7 @@ export class Replicator implements MetricSource {
 
 /**
  * One sender-side connection to a peer. It reconnects with backoff whenever the connection drops; what was
- * sent meanwhile is lost to that peer, whose replicas then see a gap and ask for full states (REPAIR).
+ * sent meanwhile is lost to that peer, which the catch-up that begins the next connection makes good.
  */
 class Link {
   private socket: net.Socket | undefined;
@@ -276,8 +298,9 @@ class Link {
   private inFlight: number[] = [];
   private lastSend = 0;
   ackedSend = 0;
-  /** Sources whose catch-up this peer has not had yet (it joined the cluster after them). */
+  /** Sources whose catch-up of `round` this peer has not had yet. */
   readonly behind = new Set<number>();
+  round = 0;
   private closed = false;
   private backoffMs = RECONNECT_MIN_MS;
   private timer: NodeJS.Timeout | undefined;
@@ -343,6 +366,12 @@ class Link {
     this.inFlight.push(k, this.seq);
     this.socket.write(frame);
     return frame.length;
+  }
+
+  /** The catch-up is complete: the peer drops the replicas it did not refresh. */
+  synced(): void {
+    if (!this.connected) return;
+    this.socket!.write(encodeFrame(ReplicationFrame.SYNCED, ++this.seq, new Uint8Array(0), this.key));
   }
 
   /** Send k carries nothing this peer needs: it must not hold commits back. */
@@ -420,6 +449,8 @@ const COMPACT_AFTER = 32;
 interface Connection {
   socket: net.Socket;
   seq: number;
+  /** The flows whose full state came on this connection before its SYNCED (undefined after it). */
+  refreshed: FlowTable<true> | undefined;
 }
 
 export type ReplicationDrop = 'not_member' | 'no_hello' | 'malformed' | 'gap' | 'bad_frame';
@@ -553,6 +584,7 @@ export class ReplicaStore implements MetricSource {
     let replicas = 0;
     for (const t of this.replicas.values()) replicas += t.size;
     out.push(['nfstate_replication_replicas', {}, replicas]);
+    out.push(['nfstate_replication_unrefreshed_dropped_total', {}, this.unrefreshed]);
     for (const [reason, n] of Object.entries(this.drops)) {
       out.push(['nfstate_replication_rejected_total', { reason }, n]);
     }
@@ -568,7 +600,7 @@ export class ReplicaStore implements MetricSource {
     let origin: string | undefined;
     const ack = new ByteWriter(8);
     // The frames this side sends (ACK, REPAIR) share one rising sequence, as the sender's decoder demands.
-    const conn: Connection = { socket, seq: 0 };
+    const conn: Connection = { socket, seq: 0, refreshed: new FlowTable<true>() };
     socket.on('error', () => undefined);
     socket.on('data', (chunk) => {
       this.bytesReceived += chunk.length;
@@ -584,6 +616,10 @@ export class ReplicaStore implements MetricSource {
           }
           return;
         }
+        if (type === ReplicationFrame.SYNCED) {
+          this.synced(origin, conn);
+          return;
+        }
         if (type !== ReplicationFrame.REPLICATE) return;
         this.apply(origin, body, conn);
         ack.reset();
@@ -596,6 +632,26 @@ export class ReplicaStore implements MetricSource {
       if (bad > 0 && !socket.destroyed) this.reject(socket, 'bad_frame');
     });
   }
+
+  /**
+   * The catch-up on `conn` is complete: a replica of `origin`'s it did not refresh is of a flow that origin
+   * no longer owns (its END, or the flow's move away, was sent while the connection was down).
+   */
+  private synced(origin: string, conn: Connection): void {
+    const refreshed = conn.refreshed;
+    conn.refreshed = undefined;
+    const table = this.replicas.get(origin);
+    if (refreshed === undefined || table === undefined) return;
+    for (const [key] of [...table.entries()]) {
+      if (refreshed.has(key)) continue;
+      table.delete(key);
+      this.unrefreshed++;
+      this.onCovered(key, Infinity);
+    }
+  }
+
+  /** Replicas dropped because a catch-up did not refresh them (see synced). */
+  unrefreshed = 0;
 
   private readonly repairBody = new ByteWriter(FLOW_KEY_BYTES);
   repairsRequested = 0;
@@ -695,6 +751,7 @@ export class ReplicaStore implements MetricSource {
           table.delete(key);
           this.onCovered(key, Infinity);
         } else if (kind === RecordKind.FULL) {
+          conn.refreshed?.set(key, true);
           if (replica === undefined) table.set(key, new Replica(version, state, next, born));
           else
             Object.assign(replica, {

@@ -97,11 +97,11 @@ function shipRecords(full = false): void {
 }
 
 /**
- * Peers joined the cluster: they get the full state of every flow here, at its current version, so that
- * a move to them right away ships only a delta. Open batches close first, which makes every version
+ * A connection to a peer came up: it gets the full state of every flow here, at its current version, so
+ * that a move to it right away ships only a delta. Open batches close first, which makes every version
  * exact; their records reach the other peers in the block shipped before the catch-up.
  */
-function snapshot(peers: string[]): void {
+function snapshot(peer: string, round: number): void {
   processor.flushBatches();
   shipRecords();
   const block = new ByteWriter(64 * 1024);
@@ -109,7 +109,7 @@ function snapshot(peers: string[]): void {
   const post = (last: boolean): void => {
     const records = block.view().slice().buffer;
     block.reset();
-    port.postMessage({ type: 'snapshot', peers, records, last } satisfies FromWorker, [records]);
+    port.postMessage({ type: 'snapshot', peer, round, records, last } satisfies FromWorker, [records]);
   };
   for (const [, flow] of processor.flows.entries()) {
     // A flow still arriving in a move has no state here yet.
@@ -301,7 +301,7 @@ port.on('message', (msg: ToWorker) => {
     return;
   }
   if (msg.type === 'move') return move(msg);
-  if (msg.type === 'snapshot') return snapshot(msg.peers);
+  if (msg.type === 'snapshot') return snapshot(msg.peer, msg.round);
   if (msg.type === 'digest') {
     processor.flushBatches();
     shipRecords();

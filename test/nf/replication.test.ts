@@ -167,16 +167,29 @@ describe('batch replication', () => {
     );
   });
 
+  /** A replicator to `a` whose catch-ups the test sends itself: each round asked for is in `asked`. */
+  async function caughtUp(a: ReplicaStore, sources: number) {
+    const out = new Replicator({ self: 'nf-a', key, peers: [], sources, catchUps: true }, silentLogger);
+    replicators.push(out);
+    const asked: [string, number][] = [];
+    out.onCatchUp = (peer, round) => asked.push([peer, round]);
+    assert.deepEqual(await out.setPeers([{ id: 'a', host: '127.0.0.1', port: a.port }]), ['a']);
+    assert.deepEqual(asked, [['a', 1]], 'the first connection begins with a catch-up too');
+    return { out, asked };
+  }
+
+  /** A source's full catch-up, as a worker sends it: each flow's full state at its current version. */
+  function catchUp(out: Replicator, src: ReturnType<typeof source>, at: [string, number], i: number): void {
+    for (const [k] of src.p.flows.entries()) src.p.resend(k);
+    out.catchUp(at[0], at[1], i, src.take(), true);
+  }
+
   it('a peer that joins gets each source’s catch-up before that source’s further records; the others see no gap', async () => {
     const [a, b] = [await store(), await store()];
-    const out = new Replicator(
-      { self: 'nf-a', key, peers: [{ id: 'a', host: '127.0.0.1', port: a.port }], sources: 2 },
-      silentLogger,
-    );
-    replicators.push(out);
-    await out.start();
     // Two workers' shards: flows 1 and 2 on source 0, flow 3 on source 1.
     const srcs = [source(3), source(3)];
+    const { out, asked } = await caughtUp(a, 2);
+    srcs.forEach((src, i) => catchUp(out, src, asked[0]!, i));
     const feed = (packets: number, from: number): void => {
       for (let seq = from; seq < from + packets; seq++) {
         for (const f of [1, 2]) srcs[0]!.p.receive(...args(stamped({ flow: f, seq })));
@@ -194,12 +207,13 @@ describe('batch replication', () => {
       ]),
       ['b'],
     );
+    assert.deepEqual(asked[1], ['b', 2]);
     feed(3, 10);
     assert.ok(await out.settled(2000), 'a peer still waiting for its catch-up holds no commit back');
     assert.equal(b.records, 0, 'nothing of a source reaches the newcomer before its catch-up');
-    // Source 0's catch-up: the full state of each of its flows at its current version, as a worker sends it.
-    for (const [k] of srcs[0]!.p.flows.entries()) srcs[0]!.p.resend(k);
-    out.catchUp(['b'], 0, srcs[0]!.take(), true);
+    catchUp(out, srcs[0]!, asked[1], 0);
+    // A part of an earlier round (one a drop cut short) is not taken for this one's.
+    out.catchUp('b', 1, 1, new Uint8Array(0), true);
     feed(6, 13);
     assert.ok(await out.settled(2000));
     assert.deepEqual(
@@ -210,8 +224,7 @@ describe('batch replication', () => {
         .sort(),
       'source 0 is caught up, source 1 not yet',
     );
-    for (const [k] of srcs[1]!.p.flows.entries()) srcs[1]!.p.resend(k);
-    out.catchUp(['b'], 1, srcs[1]!.take(), true);
+    catchUp(out, srcs[1]!, asked[1], 1);
     feed(5, 19);
     srcs.forEach((src, i) => {
       src.p.flushBatches();
@@ -224,8 +237,48 @@ describe('batch replication', () => {
       assert.equal(peer.drops.gap, 0);
       assert.equal(peer.repairsRequested, 0);
     }
-    assert.equal(out.catchUps, 1);
+    assert.equal(out.catchUps, 2);
     assert.ok(out.catchUpBytes > 0);
+  });
+
+  it('a connection that drops is caught up when it comes back: what it missed, a flow’s end included, is made good', async () => {
+    const a = await store();
+    const src = source(3);
+    const { out, asked } = await caughtUp(a, 1);
+    catchUp(out, src, asked[0]!, 0);
+    const feed = (flows: number[], packets: number, from: number): void => {
+      for (let seq = from; seq < from + packets; seq++)
+        for (const f of flows) src.p.receive(...args(stamped({ flow: f, seq })));
+      out.send(src.take(), 0);
+    };
+    feed([1, 2, 3], 6, 1);
+    assert.ok(await out.settled(2000));
+    assert.equal((a.digests()['nf-a'] ?? []).length, 3);
+
+    // The receiver's side of the connection goes; until the sender notices, what it sends is lost.
+    const sockets = (a as unknown as { sockets: Map<net.Socket, string | undefined> }).sockets;
+    for (const socket of sockets.keys()) socket.destroy();
+    // stamped() gives flow n the source port 10000 + n.
+    const flow2 = [...src.p.flows.entries()]
+      .map(([k]) => k)
+      .find((k) => k.srcPort === 10002 || k.dstPort === 10002)!;
+    src.p.forget(flow2);
+    feed([1, 3], 6, 7);
+    await until(() => asked.length === 2);
+    assert.deepEqual(asked[1], ['a', 2], 'the connection came back, and with it a catch-up');
+    feed([1], 3, 13);
+    catchUp(out, src, asked[1], 0);
+    feed([1, 3], 3, 16);
+    assert.ok(await out.settled(2000));
+    assert.deepEqual(
+      (a.digests()['nf-a'] ?? []).map((f) => [f.flow, f.digest]).sort(),
+      src.p
+        .digest()
+        .flows.map((f) => [f.flow, f.digest])
+        .sort(),
+      'every replica equals its flow, and the flow that ended has none',
+    );
+    assert.equal(a.unrefreshed, 1);
   });
 
   it('rejects a sender outside the cluster and applies nothing from it', async () => {
