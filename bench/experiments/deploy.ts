@@ -96,6 +96,7 @@ export async function deploy(p: DeployPoint): Promise<DemoSummary> {
     add: 0,
     kill: p.kill ?? 0,
     pause: p.pause ?? 0,
+    fail: 0,
     ownEtcd: false,
     etcdKill: 0,
     killController: false,

@@ -145,6 +145,12 @@ program
     int('--pause', 0, 64),
     0,
   )
+  .option(
+    '--fail <n>',
+    'declare N running instances failed (POST /fail on the controller), as a false alarm would: each is failed over while it works, and must exit, fenced',
+    int('--fail', 0, 64),
+    0,
+  )
   .addOption(
     new Option(
       '--global <store>',
@@ -195,6 +201,7 @@ program
         add: o.add as number,
         kill: o.kill as number,
         pause: o.pause as number,
+        fail: o.fail as number,
         ownEtcd: o.global === 'etcd' && o.etcd === undefined,
         etcdKill: o.etcdKill as number,
         killController: o.killController === true,
@@ -304,7 +311,10 @@ function withFlags(base: Topology | undefined, o: Record<string, unknown>): Topo
   // Instances added during the run and the replacements of those killed or paused need ids and slices of
   // the shared pools of their own, on top of the spares the load-balancing unit may ask for.
   const spare = (t.spareInstances as number | undefined) ?? DEFAULT_TOPOLOGY.spareInstances;
-  const more = [o.add, o.kill, o.pause].reduce<number>((n, x) => n + (typeof x === 'number' ? x : 0), 0);
+  const more = [o.add, o.kill, o.pause, o.fail].reduce<number>(
+    (n, x) => n + (typeof x === 'number' ? x : 0),
+    0,
+  );
   t.spareInstances = spare + more;
   t.lb = lbFlags((t.lb ?? {}) as Partial<BalancerOptions>, o);
   // `--global etcd` without endpoints: the demo starts its own etcd and fills them in.

@@ -234,6 +234,12 @@ export class Controller implements MetricSource {
     admin.route('POST', '/drain', (body) => this.drain(body));
     admin.route('GET', '/moves', () => this.moves);
     admin.route('GET', '/failures', () => this.detector.list());
+    admin.route('POST', '/fail', (body) => {
+      const b = (body ?? {}) as Record<string, unknown>;
+      if (typeof b.id !== 'string' || !this.detector.fail(b.id))
+        throw new NfsError(ErrorCode.CONFIG, `fail.id: no live instance ${JSON.stringify(b.id)}`);
+      return { ok: true };
+    });
     admin.route('GET', '/failovers', () => this.failovers);
     admin.route('GET', '/lb', () => this.balancer.status());
     admin.route('POST', '/lb', (body) => {
@@ -485,7 +491,7 @@ export class Controller implements MetricSource {
   private async flowPackets(id: string): Promise<Map<string, number>> {
     const ingress = this.ingress;
     if (ingress === undefined) return new Map();
-    return new Map((await ingressFlows(ingress, id)).map((f) => [f.flow, f.packets]));
+    return new Map((await ingressFlows(ingress, id)).flows.map((f) => [f.flow, f.packets]));
   }
 
   collect(out: MetricSample[]): void {
@@ -561,17 +567,24 @@ export class Controller implements MetricSource {
 
   /**
    * Fails over an instance the detector declared failed (DESIGN.md §6), one step after the other:
-   * 1. fence it: the egress drops its output from now on, and if it still listens (paused, not dead) it is
-   *    told, and exits when it can; it is already fenced at the controller (detector);
-   * 2. it owns no new flow (the live set; its running flows stay pinned to it meanwhile);
-   * 3. its secondary takes over every flow it had: the replicas' state, then its kept copies replayed;
-   * 4. the switch sends those flows to the successor (a rule each, a new epoch);
-   * 5. it leaves its cluster: the others stop accepting its frames and get new peers, and the ingress learns
+   * 1. fence it where it could still act: if it still listens (paused, or alive and declared by mistake) it
+   *    is told, and exits when it can; it is already fenced at the controller (detector); its successor
+   *    (its secondary) takes nothing more from it, so the successor's replicas, and the copies of the
+   *    packets they do not cover, stay as they are;
+   * 2. it owns no new flow (the live set; its running flows stay pinned to it meanwhile), and the switch
+   *    reads its stamp clock;
+   * 3. the egress drops its output for packets stamped from then on. The successor replays every one of
+   *    those: their records, which came after step 1, were refused. What it emits for earlier packets still
+   *    passes, since no replay covers the packets a record accepted before step 1 did; what it emits for the
+   *    other earlier ones is the same as the successor's replay, and whichever comes second is dropped;
+   * 4. its successor takes over every flow it had: the replicas' state, then its kept copies replayed;
+   * 5. the switch sends those flows to the successor (a rule each, a new epoch);
+   * 6. it leaves its cluster: the others stop accepting its frames and get new peers, and the ingress learns
    *    the new secondaries, whose primaries close their batches at once so that no packet falls between a
    *    secondary's last record and its first copy;
-   * 6. with a provisioner, a replacement starts and joins (in the background).
+   * 7. with a provisioner, a replacement starts and joins (in the background).
    * Packets in flight meanwhile are not lost: until the re-point the switch sends them to the failed instance
-   * and copies to the secondary, which from step 3 on processes the copies itself.
+   * and copies to the secondary, which from step 4 on processes the copies itself.
    */
   private async failover(id: string, declared: number, detectMs: number): Promise<void> {
     const x = this.instances.get(id);
@@ -594,23 +607,38 @@ export class Controller implements MetricSource {
       replacement: null,
     };
     const egress = this.options.egress;
-    const fence = async (): Promise<void> => {
+    // Set in a callback: a plain `false` would be narrowed away.
+    let egressFenced = false as boolean;
+    /** Step 3, from `sinceMs` on (0: all of its output, when the switch's clock could not be read). */
+    const fence = async (sinceMs: number): Promise<void> => {
+      egressFenced = true;
       if (egress === undefined) return;
       const deadline = this.clock.now() + FAILOVER_STEP_MS;
-      await this.call(egress, 'egress', '/fence', { emitter: x.emitter }, deadline).catch((err: unknown) => {
-        this.logger.error('failover: the egress was not told to fence', { id, error: String(err) });
-      });
+      await this.call(egress, 'egress', '/fence', { emitter: x.emitter, since_ms: sinceMs }, deadline).catch(
+        (err: unknown) => {
+          this.logger.error('failover: the egress was not told to fence', { id, error: String(err) });
+        },
+      );
     };
-    const owned = async (): Promise<string[]> => {
-      if (ingress === undefined) return [];
+    const owned = async (): Promise<{ flows: string[]; stampMs: number }> => {
+      if (ingress === undefined) return { flows: [], stampMs: 0 };
       await this.pushLive(ingress);
-      return (await ingressFlows(ingress, id)).map((f) => f.flow);
+      const { flows, stampMs } = await ingressFlows(ingress, id);
+      return { flows: flows.map((f) => f.flow), stampMs };
     };
     this.livenessOf.get(id)?.end('fenced\n');
+    const successor = this.successorOf(id);
     try {
-      // Both before the takeover, whose replayed output the egress must accept and the instance's not.
-      const [, flows] = await Promise.all([fence(), owned()]);
-      const successor = this.successorOf(id);
+      if (successor !== undefined)
+        await this.call(
+          successor,
+          successor.id,
+          '/takeover/fence',
+          { origin: id },
+          this.clock.now() + FAILOVER_STEP_MS,
+        );
+      const { flows, stampMs } = await owned();
+      await fence(stampMs);
       if (successor === undefined) {
         // An instance that held nothing yet (a replacement killed as it joined) needs no successor.
         if (flows.length > 0)
@@ -647,6 +675,8 @@ export class Controller implements MetricSource {
       record.recover_ms = round2(record.recovered_at - declared + detectMs);
     } catch (err) {
       record.error = err instanceof Error ? err.message : String(err);
+      // Whatever step failed, an instance that wakes up must deliver nothing.
+      if (!egressFenced) await fence(0);
     }
     this.map.leave(id);
     this.instances.delete(id);
@@ -881,7 +911,7 @@ export class Controller implements MetricSource {
     }
     const ingress = this.ingress;
     if (ingress === undefined) throw new NfsError(ErrorCode.STATE, 'flows: no ingress has registered');
-    return { flows: await ingressFlows(ingress, owner) };
+    return { flows: (await ingressFlows(ingress, owner)).flows };
   }
 
   private get moveTimeoutMs(): number {
@@ -1369,7 +1399,7 @@ export class Controller implements MetricSource {
     const live = this.liveIds();
     if (live.length === 0) throw new NfsError(ErrorCode.STATE, 'drain: it is the last instance');
     await this.pushLive(ingress);
-    const flows = (await ingressFlows(ingress, inst.id)).map((f) => f.flow);
+    const flows = (await ingressFlows(ingress, inst.id)).flows.map((f) => f.flow);
     const cluster = this.map.clusterOf(inst.id);
     const mates = (cluster?.members ?? []).map((m) => m.id).filter((id) => live.includes(id));
     const targets = mates.length > 0 ? mates : live;
@@ -1459,9 +1489,17 @@ export class Controller implements MetricSource {
 
 /** A running flow as the ingress sees it. */
 /** The running flows the ingress knows, or those `owner` owns. */
-async function ingressFlows(ingress: { host: string; admin: number }, owner?: string): Promise<FlowOwner[]> {
+/** The switch's flows (or one owner's), and its stamp clock as it listed them. */
+async function ingressFlows(
+  ingress: { host: string; admin: number },
+  owner?: string,
+): Promise<{ flows: FlowOwner[]; stampMs: number }> {
   const path = owner === undefined ? '/flows' : `/flows?owner=${encodeURIComponent(owner)}`;
-  return ((await adminCall(ingress.host, ingress.admin, path)) as unknown as { flows: FlowOwner[] }).flows;
+  const r = (await adminCall(ingress.host, ingress.admin, path)) as unknown as {
+    flows: FlowOwner[];
+    stamp_ms: number;
+  };
+  return { flows: r.flows, stampMs: r.stamp_ms };
 }
 
 export interface FlowOwner {

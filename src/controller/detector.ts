@@ -42,10 +42,10 @@ export interface FailureOptions {
 export const DEFAULT_FAILURE: Readonly<FailureOptions> = Object.freeze({ heartbeatMs: 50, missCount: 10 });
 
 /**
- * How a failure was noticed: missed heartbeats, or the instance's liveness connection closing; `restored`:
- * a previous controller declared it (journal.ts).
+ * How a failure was noticed: missed heartbeats, the instance's liveness connection closing, or an operator
+ * (POST /fail); `restored`: a previous controller declared it (journal.ts).
  */
-export type FailureHow = 'heartbeats' | 'connection' | 'restored';
+export type FailureHow = 'heartbeats' | 'connection' | 'operator' | 'restored';
 
 export interface FailureInfo {
   /** The last sign of life (clock ms). */
@@ -174,6 +174,17 @@ export class FailureDetector implements MetricSource {
     if (w === undefined) return;
     const now = this.clock.now();
     this.declare(id, w, now, 'connection');
+  }
+
+  /**
+   * An operator declares a watched instance failed (POST /fail on the controller), alive or not: it is fenced
+   * and failed over as if it had fallen silent. False when it is not watched (unknown, or failed already).
+   */
+  fail(id: string): boolean {
+    const w = this.watched.get(id);
+    if (w === undefined) return false;
+    this.declare(id, w, this.clock.now(), 'operator');
+    return true;
   }
 
   /** A heartbeat datagram. */

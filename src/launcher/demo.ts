@@ -51,6 +51,11 @@ export interface DemoOptions {
   /** NF instances paused (SIGSTOP) until failed over, then woken (SIGCONT), which must make them exit. */
   pause: number;
   /**
+   * Running NF instances declared failed through the controller (POST /fail), as a false alarm of the
+   * failure detector would: each is failed over while it still works, and must exit, fenced.
+   */
+  fail: number;
+  /**
    * Start a 3-member etcd on loopback for the run's strong global state, and stop it afterwards (`--global
    * etcd` without endpoints); `etcdKill` of its members are SIGKILLed half-way through the run.
    */
@@ -97,7 +102,7 @@ export interface StrongSummary {
   flows_waited: number;
 }
 
-/** What the run's failovers (--kill, --pause) showed. Times in ms from the signal. */
+/** What the run's failovers (--kill, --pause, --fail) showed. Times in ms from the signal. */
 export interface FailoverSummary {
   count: number;
   /** To the controller's declaration. */
@@ -109,12 +114,15 @@ export interface FailoverSummary {
   /** Kept copies replayed, over all failovers, and flows whose copies did not continue their replica. */
   replayed: number;
   gaps: number;
-  /** Paused instances that exited as fenced once woken, and their output the egress dropped meanwhile. */
+  /**
+   * Paused instances that exited as fenced once woken, and the output of failed-over instances that the
+   * egress dropped.
+   */
   woke_fenced: number;
   fenced_output: number;
   /** Replayed output the sink dropped because the failed instance had delivered it already. */
   replays_dropped: number;
-  /** Per failover: the instance, signal, successor, replacement and its figures. */
+  /** Per failover: the instance, signal (`fail` for --fail), successor, replacement and its figures. */
   each: {
     id: string;
     signal: string;
@@ -523,22 +531,23 @@ const ADD_TIMEOUT_MS = 60_000;
 const SHARE_PARALLEL = 8;
 
 /**
- * Kills (SIGKILL) then pauses (SIGSTOP) random live instances at random moments while the generator is
- * between 20 % and 80 % done, one at a time: each waits until the controller has failed the last one over
- * and its replacement has joined. A paused instance is woken (SIGCONT) once failed over, and must then exit
- * on its own, fenced, within a few seconds.
+ * Kills (SIGKILL), pauses (SIGSTOP), then declares failed (POST /fail) random live instances at random
+ * moments while the generator is between 20 % and 80 % done, one at a time: each waits until the controller
+ * has failed the last one over and its replacement has joined. A paused instance is woken (SIGCONT) once
+ * failed over, and must then exit on its own, fenced, within a few seconds; one declared failed while it
+ * runs must exit so as well.
  */
 async function faultsDuring(
   gen: Generator,
   total: number,
-  options: { kill: number; pause: number; seed: number },
+  options: { kill: number; pause: number; fail: number; seed: number },
   deployment: LocalDeployment,
   controller: number,
   host: string,
   logger: Logger,
 ): Promise<Omit<FailoverSummary, 'fenced_output' | 'replays_dropped'>> {
   const rand = seeded(options.seed + 7);
-  const n = options.kill + options.pause;
+  const n = options.kill + options.pause + options.fail;
   const points = Array.from({ length: n }, () => Math.floor(total * (0.2 + 0.6 * rand()))).sort(
     (a, b) => a - b,
   );
@@ -546,16 +555,24 @@ async function faultsDuring(
   let woke = 0;
   for (let i = 0; i < n; i++) {
     while (gen.sent < points[i]!) await sleep(2);
-    const live = (
-      (await adminCall(host, controller, '/instances')) as unknown as { id: string; live: boolean }[]
-    )
-      .filter((x) => x.live)
+    const instances = (
+      (await adminCall(host, controller, '/instances')) as unknown as {
+        id: string;
+        live: boolean;
+        cluster: string | null;
+      }[]
+    ).filter((x) => x.live);
+    // Only an instance with a live cluster mate: one alone in its cluster (one the load-balancing unit just
+    // added) has no replica anywhere, and its failure loses its flows' state by design.
+    const live = instances
+      .filter((x) => instances.some((m) => m.id !== x.id && m.cluster !== null && m.cluster === x.cluster))
       .map((x) => x.id);
     if (live.length < 2) break;
     const victim = live[Math.floor(rand() * live.length)]!;
-    const signal = i < options.kill ? 'SIGKILL' : 'SIGSTOP';
+    const signal = i < options.kill ? 'SIGKILL' : i < options.kill + options.pause ? 'SIGSTOP' : 'fail';
     const at = wallClock.now();
-    deployment.signal(victim, signal);
+    if (signal === 'fail') await adminCall(host, controller, '/fail', { id: victim });
+    else deployment.signal(victim, signal);
     logger.info('demo: instance signalled', { id: victim, signal });
     let record: FailoverRecord | undefined;
     const until = Date.now() + FAILOVER_WAIT_MS;
@@ -565,12 +582,14 @@ async function faultsDuring(
       if (record !== undefined && (record.replacement !== null || record.error !== undefined)) break;
       await sleep(20);
     }
-    if (signal === 'SIGSTOP') {
-      deployment.signal(victim, 'SIGCONT');
+    let fencedExit: boolean | undefined;
+    if (signal !== 'SIGKILL') {
+      if (signal === 'SIGSTOP') deployment.signal(victim, 'SIGCONT');
       const woken = Date.now() + FAILOVER_WAIT_MS;
       const p = deployment.instance(victim);
       while (p?.exited === false && Date.now() < woken) await sleep(20);
-      if (p?.exitCode === EXIT_FENCED) woke++;
+      fencedExit = p?.exitCode === EXIT_FENCED;
+      if (fencedExit && signal === 'SIGSTOP') woke++;
     }
     each.push({
       id: victim,
@@ -584,9 +603,11 @@ async function faultsDuring(
       gaps: record?.gaps ?? 0,
       ...(record === undefined
         ? { error: `not failed over within ${FAILOVER_WAIT_MS} ms` }
-        : record.error === undefined
-          ? {}
-          : { error: record.error }),
+        : record.error !== undefined
+          ? { error: record.error }
+          : fencedExit === false
+            ? { error: 'failed over, but did not exit fenced' }
+            : {}),
     });
   }
   const done = each.filter((e) => e.recover_ms >= 0);
@@ -917,7 +938,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     const faulting = faultsDuring(
       gen,
       trace.total,
-      { kill: options.kill, pause: options.pause, seed: options.trace.seed },
+      { kill: options.kill, pause: options.pause, fail: options.fail, seed: options.trace.seed },
       deployment,
       ends.controller.admin,
       topology.host,

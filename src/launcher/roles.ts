@@ -181,13 +181,22 @@ export async function runNf(spec: NfSpec): Promise<void> {
     return { ok: true };
   });
   addMoveRoutes(admin, nf);
-  admin.route('POST', '/takeover', (body) => {
+  const origin = (body: unknown): string => {
     const b = (body ?? {}) as Record<string, unknown>;
     if (typeof b.origin !== 'string' || b.origin === '')
       throw new NfsError(ErrorCode.CONFIG, 'takeover.origin: must be an instance id');
+    return b.origin;
+  };
+  admin.route('POST', '/takeover/fence', (body) => {
+    nf.fenceOrigin(origin(body));
+    return { ok: true };
+  });
+  admin.route('POST', '/takeover', (body) => {
+    const b = (body ?? {}) as Record<string, unknown>;
+    const from = origin(b);
     // An instance that held no flows yet (a replacement killed at once) leaves nothing to take over.
     const none = b.flows === undefined || (Array.isArray(b.flows) && b.flows.length === 0);
-    return nf.takeOver(b.origin, none ? [] : flowList(b.flows, 'takeover.flows'));
+    return nf.takeOver(from, none ? [] : flowList(b.flows, 'takeover.flows'));
   });
   admin.route('POST', '/flush', () => {
     nf.flushBatches();
@@ -686,7 +695,8 @@ export async function runSink(spec: SinkSpec): Promise<void> {
   const admin = await serveAdmin(spec.host, spec.adminPort, sink);
   admin.route('GET', '/report', () => sink.report());
   admin.route('POST', '/fence', (body) => {
-    sink.fence(((body ?? {}) as Record<string, unknown>).emitter as number);
+    const b = (body ?? {}) as Record<string, unknown>;
+    sink.fence(b.emitter as number, b.since_ms === undefined ? 0 : (b.since_ms as number));
     return { ok: true };
   });
   attach(sink, admin, { port, admin: admin.port });
@@ -834,8 +844,15 @@ function setLive(
   return { live: live.map((i) => instances[i]!.id), pinned };
 }
 
-/** GET /flows[?owner=nf-3]: the flows running now (or one instance's), with owners and packets so far. */
-function flowsOf(ingress: Ingress, instances: readonly Endpoint[], query: unknown): { flows: FlowOwner[] } {
+/**
+ * GET /flows[?owner=nf-3]: the flows running now (or one instance's), with owners and packets so far, and
+ * the stamp clock as the list was made (`stamp_ms`: a failover fences the egress from there on).
+ */
+function flowsOf(
+  ingress: Ingress,
+  instances: readonly Endpoint[],
+  query: unknown,
+): { flows: FlowOwner[]; stamp_ms: number } {
   const owner = ((query ?? {}) as Record<string, unknown>).owner;
   const at = owner === undefined ? undefined : instances.findIndex((e) => e.id === owner);
   if (at === -1) throw new NfsError(ErrorCode.CONFIG, `flows.owner: no instance ${JSON.stringify(owner)}`);
@@ -845,6 +862,7 @@ function flowsOf(ingress: Ingress, instances: readonly Endpoint[], query: unknow
       owner: instances[f.owner]?.id ?? null,
       packets: f.packets,
     })),
+    stamp_ms: ingress.stampTime(),
   };
 }
 

@@ -611,6 +611,19 @@ export class NfInstance implements MetricSource {
   }
 
   /**
+   * Failover, first step (see Controller.failover): nothing more from `origin` is accepted here, so that its
+   * replicas and the copies they do not cover stay as they are until the takeover.
+   */
+  fenceOrigin(origin: string): void {
+    if (this.replicas === undefined)
+      throw new NfsError(
+        ErrorCode.STATE,
+        'fence: this instance does not replicate, so it holds nothing to fence',
+      );
+    this.replicas.fence(origin);
+  }
+
+  /**
    * Failover (DESIGN.md §6): `origin` failed and this instance, its secondary, takes over its flows — those it
    * holds replicas of, and `listed` (the switch's flows of the origin; a flow whose first batch never closed
    * there has copies only). Each flow resumes from its replica's state at the sequence number the state

@@ -477,6 +477,8 @@ export class ReplicaStore implements MetricSource {
   onGlobal: (states: Uint8Array[], origin: string) => void = () => undefined;
 
   private members: readonly string[];
+  /** Failed instances: nothing of theirs is accepted any more (see fence). */
+  private readonly fenced = new Set<string>();
   /** Instances outside the cluster whose eventual global state is accepted (and nothing else of theirs). */
   private gossip: readonly string[] = [];
 
@@ -517,12 +519,23 @@ export class ReplicaStore implements MetricSource {
   }
 
   /**
+   * Failover, first step: `origin` failed, and this instance is to take over its flows. Nothing more from it
+   * is accepted here, and its connections close, so that one that was only paused, or is still running,
+   * cannot change what is taken over: its replicas stay as they are, and so do the copies of the packets
+   * they do not cover yet (no record trims them any more).
+   */
+  fence(origin: string): void {
+    this.fenced.add(origin);
+    for (const [socket, o] of this.sockets) if (o === origin) socket.destroy();
+  }
+
+  /**
    * Failover: `origin` failed and this instance takes over its flows. Hands over the state of each flow it
    * holds a usable replica of (a stale one is counted: its flow continues from its kept copies alone), and
-   * fences the origin here at once — its connections close and nothing more from it is accepted — so that
-   * one that was only paused cannot change what is taken over.
+   * fences the origin here if that was not done yet (see fence).
    */
   adopt(origin: string): { flows: Adopted[]; stale: number } {
+    this.fence(origin);
     const table = this.replicas.get(origin);
     this.setMembers(
       this.members.filter((m) => m !== origin),
@@ -608,7 +621,7 @@ export class ReplicaStore implements MetricSource {
         if (origin === undefined) {
           const id = type === ReplicationFrame.HELLO ? new TextDecoder().decode(body) : undefined;
           if (id === undefined) this.reject(socket, 'no_hello');
-          else if (!this.members.includes(id) && !this.gossip.includes(id))
+          else if (this.fenced.has(id) || (!this.members.includes(id) && !this.gossip.includes(id)))
             this.reject(socket, 'not_member', id);
           else {
             origin = id;

@@ -322,6 +322,11 @@ export class Ingress implements MetricSource {
     return pinned;
   }
 
+  /** The stamp clock now: every packet stamped from here on carries this time or a later one. */
+  stampTime(): number {
+    return this.clock.now();
+  }
+
   /**
    * The flows running now (those the stamper knows), or only those `instance` owns: each with its owner's
    * switch index and its packets so far — the switch's per-flow counters, which the load-balancing unit

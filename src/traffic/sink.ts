@@ -104,8 +104,11 @@ export class Sink implements MetricSource {
   replays = 0;
   /** Output of fenced instances, dropped. */
   fencedDrops = 0;
-  /** By fencing token: instances whose output is no longer accepted (see `fence`). */
-  private readonly fenced = new Uint8Array(65536);
+  /**
+   * By fencing token: the stamp time from which an instance's output is no longer accepted (see `fence`);
+   * Infinity for one that is not fenced.
+   */
+  private readonly fencedSince = new Float64Array(65536).fill(Infinity);
   firstAt = 0;
   lastAt = 0;
   readonly drops = new Float64Array(16);
@@ -157,7 +160,8 @@ export class Sink implements MetricSource {
     const r = view.parse(msg, 0, msg.length);
     if (r !== DropReason.NONE) return this.drop(r);
     if (!view.hasStamp || view.seq === 0) return this.drop(DropReason.BAD_HEADER);
-    if (this.fenced[view.emitter] === 1) {
+    const fencedSince = this.fencedSince[view.emitter]!;
+    if (view.timeMs >= fencedSince) {
       this.fencedDrops++;
       return;
     }
@@ -175,6 +179,8 @@ export class Sink implements MetricSource {
       // A failover's successor re-emits what its failed predecessor may have delivered: expected, and no
       // duplicate at the far end. Any other stamp seen twice is one.
       if ((view.flags & StampFlag.REPLAY) !== 0) this.replays++;
+      // A fenced instance still running emits what its successor replayed first: the same output, dropped.
+      else if (fencedSince !== Infinity) this.fencedDrops++;
       else {
         flow.duplicated++;
         this.duplicated++;
@@ -202,13 +208,18 @@ export class Sink implements MetricSource {
   }
 
   /**
-   * The controller failed over the instance with this fencing token: its output is dropped from now on, so
-   * that one that was only paused cannot deliver anything when it wakes up (its successor replays it).
+   * The controller failed over the instance with this fencing token: its output for packets stamped at
+   * `sinceMs` or later is dropped from now on, so that one that was only paused, or is still running, cannot
+   * deliver anything its successor replays. Its output for earlier packets still passes: the successor's
+   * state covers them, so it replays none of them, and that output is the only one (see Controller.failover).
+   * 0 drops all of its output.
    */
-  fence(token: number): void {
+  fence(token: number, sinceMs = 0): void {
     if (!Number.isInteger(token) || token < 1 || token > 65535)
       throw new NfsError(ErrorCode.CONFIG, 'fence.emitter: must be a fencing token 1..65535');
-    this.fenced[token] = 1;
+    if (typeof sinceMs !== 'number' || !(sinceMs >= 0))
+      throw new NfsError(ErrorCode.CONFIG, 'fence.since_ms: must be a stamp time in ms, >= 0');
+    this.fencedSince[token] = Math.min(this.fencedSince[token]!, sinceMs);
   }
 
   report(): SinkReport {

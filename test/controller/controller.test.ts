@@ -6,9 +6,10 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { wallClock } from '../../src/clock.js';
 import { Controller } from '../../src/controller/controller.js';
-import type { ControllerSnapshot, OpenMove } from '../../src/controller/journal.js';
+import type { ControllerSnapshot, OpenMove, Restored } from '../../src/controller/journal.js';
 import { silentLogger } from '../../src/log.js';
-import { AdminServer, MetricsRegistry } from '../../src/metrics.js';
+import type { FailoverRecord } from '../../src/controller/controller.js';
+import { AdminServer, MetricsRegistry, adminCall } from '../../src/metrics.js';
 import type { FakeAdmin } from '../helpers/admin.js';
 import { fakeAdmin } from '../helpers/admin.js';
 
@@ -374,6 +375,113 @@ function openMoves(): {
   };
 }
 
+describe('Controller: failover', () => {
+  it('fences a failed instance at its successor first, then at the egress from the switch’s stamp clock, then has it taken over', async () => {
+    // An instance declared failed may still be working (a false alarm): until it learns it is fenced it goes
+    // on emitting and replicating. The successor must refuse its records before the egress starts dropping
+    // its output, or a record would cover packets whose output was dropped, and nobody would replay them.
+    const flow = 'udp 10.0.0.1:1000 198.51.100.10:80';
+    const order: string[] = [];
+    const logged =
+      (who: string, reply: unknown = { ok: true }) =>
+      (body: unknown, query: URLSearchParams): [number, unknown] => {
+        const q = query.toString();
+        order.push(`${who} ${q === '' ? '' : `?${q} `}${JSON.stringify(body ?? null)}`);
+        return [200, typeof reply === 'function' ? (reply as (b: unknown) => unknown)(body) : reply];
+      };
+    const ingress = await fakeAdmin({
+      '/live': logged('ingress /live'),
+      '/flows': logged('ingress /flows', { flows: [{ flow, owner: 'nf-0', packets: 5 }], stamp_ms: 1234.5 }),
+      '/rules': logged('ingress /rules', (b: unknown) => ({
+        installed: (b as { rules: unknown[] }).rules.map(() => true),
+      })),
+    });
+    const egress = await fakeAdmin({ '/fence': logged('egress /fence') });
+    const successor = await fakeAdmin({
+      '/takeover/fence': logged('nf-1 /takeover/fence'),
+      '/takeover': logged('nf-1 /takeover', { flows: 1, with_state: 1, replayed: 2, gaps: 0, ms: 1 }),
+    });
+    const failed = await fakeAdmin({});
+    const admin = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
+    const c = new Controller(
+      {
+        clusterSize: 2,
+        host: '127.0.0.1',
+        egress: { host: '127.0.0.1', admin: egress.port },
+        // Declared by the operator only: no heartbeat comes in this test.
+        failure: { heartbeatMs: 50, missCount: 1000 },
+        restore: twoInOneCluster(failed.port, successor.port, ingress.port),
+      },
+      silentLogger,
+      wallClock,
+    );
+    await c.start(admin);
+    const port = await admin.start();
+    const api = (path: string, body?: unknown): Promise<Record<string, unknown>> =>
+      adminCall('127.0.0.1', port, path, body);
+    try {
+      await assert.rejects(api('/fail', { id: 'nf-9' }), /fail\.id: no live instance "nf-9"/);
+      await api('/fail', { id: 'nf-0' });
+      for (let i = 0; i < 200 && ((await api('/failovers')) as unknown as unknown[]).length === 0; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      const [record] = (await api('/failovers')) as unknown as FailoverRecord[];
+      assert.equal(record?.error, undefined, JSON.stringify(record));
+      assert.equal(record?.successor, 'nf-1');
+      assert.deepEqual(order.slice(0, 5), [
+        'nf-1 /takeover/fence {"origin":"nf-0"}',
+        'ingress /live {"instances":["nf-1"]}',
+        'ingress /flows ?owner=nf-0 null',
+        'egress /fence {"emitter":1,"since_ms":1234.5}',
+        `nf-1 /takeover {"origin":"nf-0","flows":["${flow}"]}`,
+      ]);
+      assert.ok(order[5]?.startsWith('ingress /rules {"rules":[{"flow"'), 'then the re-point');
+      assert.deepEqual(
+        ((await api('/failures')) as unknown as { id: string; how: string }[]).map((f) => [f.id, f.how]),
+        [['nf-0', 'operator']],
+      );
+    } finally {
+      c.stop();
+      await admin.stop();
+      await Promise.all([ingress.close(), egress.close(), successor.close(), failed.close()]);
+    }
+  });
+});
+
+/**
+ * What a previous leader saved of a deployment of two instances, nf-0 and nf-1 (fencing tokens 1 and 2), in
+ * one cluster, with the admin ports given, and the moves it left open.
+ */
+function twoInOneCluster(nf0: number, nf1: number, ingress: number, moves: OpenMove[] = []): Restored {
+  const instance = (id: string, admin: number, emitter: number): Restored['instances'][number] => ({
+    id,
+    host: '127.0.0.1',
+    port: 1000 + emitter,
+    replication: 2000 + emitter,
+    admin,
+    token: `t${emitter}`,
+    emitter,
+    live: true,
+  });
+  return {
+    version: 1,
+    instances: [instance('nf-0', nf0, 1), instance('nf-1', nf1, 2)],
+    clusters: [
+      {
+        id: 'c0',
+        members: [
+          { id: 'nf-0', host: '127.0.0.1' },
+          { id: 'nf-1', host: '127.0.0.1' },
+        ],
+      },
+    ],
+    ingress: { host: '127.0.0.1', admin: ingress },
+    failed: [],
+    emitters: 2,
+    epochCeiling: 1 << 16,
+    moves,
+  };
+}
+
 describe('Controller: a standby carries on from the journal', () => {
   it('settles a move the old leader left open: a re-pointed flow is handed over, any other goes back to its source, pinned there', async () => {
     const [movedFlow, backFlow] = [
@@ -390,44 +498,15 @@ describe('Controller: a standby carries on from the journal', () => {
     const src = await fakeAdmin({ '/move/finish': () => [200, { parked: [3] }] });
     const dst = await fakeAdmin({});
     const journal = { ...openMoves(), save: () => Promise.resolve() };
-    const instance = (
-      id: string,
-      admin: number,
-      emitter: number,
-    ): ControllerSnapshot['instances'][number] => ({
-      id,
-      host: '127.0.0.1',
-      port: 1000 + emitter,
-      replication: 2000 + emitter,
-      admin,
-      token: `t${emitter}`,
-      emitter,
-      live: true,
-    });
     const admin = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
     const c = new Controller(
       {
         clusterSize: 2,
         host: '127.0.0.1',
         journal,
-        restore: {
-          version: 1,
-          instances: [instance('nf-0', src.port, 1), instance('nf-1', dst.port, 2)],
-          clusters: [
-            {
-              id: 'c0',
-              members: [
-                { id: 'nf-0', host: '127.0.0.1' },
-                { id: 'nf-1', host: '127.0.0.1' },
-              ],
-            },
-          ],
-          ingress: { host: '127.0.0.1', admin: ingress.port },
-          failed: [],
-          emitters: 2,
-          epochCeiling: 1 << 16,
-          moves: [{ id: 'm1', src: 'nf-0', dst: 'nf-1', flows: [movedFlow, backFlow] }],
-        },
+        restore: twoInOneCluster(src.port, dst.port, ingress.port, [
+          { id: 'm1', src: 'nf-0', dst: 'nf-1', flows: [movedFlow, backFlow] },
+        ]),
       },
       silentLogger,
       wallClock,

@@ -54,6 +54,21 @@ describe('heartbeat wire format', () => {
 });
 
 describe('FailureDetector', () => {
+  it('declares a watched instance failed when an operator says so, heartbeats or not, once', () => {
+    const { fdu, failed, run } = setup();
+    fdu.watch('nf-0');
+    run(20, (t) => fdu.receive(encodeHeartbeat('nf-0', t)));
+    assert.equal(fdu.fail('nf-0'), true);
+    assert.deepEqual(
+      failed.map(([id, f]) => [id, f.how]),
+      [['nf-0', 'operator']],
+    );
+    assert.equal(fdu.isFailed('nf-0'), true);
+    assert.equal(fdu.fail('nf-0'), false, 'failed already');
+    assert.equal(fdu.fail('nf-9'), false, 'not watched');
+    assert.equal(failed.length, 1);
+  });
+
   it('declares an instance failed after missCount silent intervals, not before', () => {
     const { fdu, failed, run } = setup();
     fdu.watch('nf-0');

@@ -8,6 +8,7 @@ import { NfInstance } from '../../src/nf/instance.js';
 import type { NfInstanceOptions } from '../../src/nf/instance.js';
 import { flowKeyOf } from '../../src/packet/flow-key.js';
 import { Packet } from '../../src/packet/packet.js';
+import { Sink } from '../../src/traffic/sink.js';
 import { DropReason } from '../../src/types.js';
 import { STAMP_HEADER_LENGTH, StampFlag, StampView } from '../../src/wire/geneve.js';
 import { stamped } from '../helpers/packets.js';
@@ -19,6 +20,35 @@ const FLOWS = 12;
 const BEFORE = 40;
 const AFTER = 20;
 const BATCH = 16;
+
+/** An ids instance whose batches close by size only, so what the last one left out is exactly known. */
+function options(
+  id: string,
+  release: 'immediate' | 'after-replication',
+  egress: number,
+  partition: { index: number; count: number },
+  cluster?: { members: string[]; key: string },
+): NfInstanceOptions {
+  return {
+    id,
+    host: '127.0.0.1',
+    port: 0,
+    threads: 2,
+    nf: { type: 'ids', config: {} },
+    processor: {
+      release,
+      batchSize: BATCH,
+      batchTimeoutMs: 60_000,
+      maxHeld: 1024,
+      gapTimeoutMs: 5000,
+      flowIdleMs: 60_000,
+    },
+    egress: { host: '127.0.0.1', port: egress },
+    partition,
+    ...(cluster === undefined ? {} : { cluster }),
+    logger: silentLogger,
+  };
+}
 
 /**
  * Two instances in-process, nf-a the primary of every flow and nf-b its secondary (it gets a copy of every
@@ -42,27 +72,8 @@ for (const { release, resume } of [
     const view = new StampView();
 
     function instance(id: string, egress: number, members?: string[]): NfInstance {
-      const options: NfInstanceOptions = {
-        id,
-        host: '127.0.0.1',
-        port: 0,
-        threads: 2,
-        nf: { type: 'ids', config: {} },
-        // Batches close by size only, so what the last one left out is exactly known.
-        processor: {
-          release,
-          batchSize: BATCH,
-          batchTimeoutMs: 60_000,
-          maxHeld: 1024,
-          gapTimeoutMs: 5000,
-          flowIdleMs: 60_000,
-        },
-        egress: { host: '127.0.0.1', port: egress },
-        partition: { index: made.length, count: 3 },
-        ...(members === undefined ? {} : { cluster: { members, key } }),
-        logger: silentLogger,
-      };
-      const nf = new NfInstance(options);
+      const cluster = members === undefined ? undefined : { members, key };
+      const nf = new NfInstance(options(id, release, egress, { index: made.length, count: 3 }, cluster));
       made.push(nf);
       return nf;
     }
@@ -177,3 +188,95 @@ for (const { release, resume } of [
     });
   });
 }
+
+/**
+ * A false alarm: nf-a is declared failed while it works, and goes on processing, emitting and replicating
+ * until it would learn it is fenced. Failed over in the controller's order — its successor nf-b refuses its
+ * records, the egress drops its output for packets stamped from then on, nf-b takes over — nothing is lost:
+ * what nf-a emits for a packet stamped earlier passes, and nf-b replays everything from the last record it
+ * accepted. (Had the egress been fenced first, nf-a's next record would have reached nf-b and trimmed copies
+ * of packets whose output the egress dropped.)
+ */
+describe('failover of an instance that still works (a false alarm)', () => {
+  const key = randomBytes(32).toString('hex');
+  const client = dgram.createSocket('udp4');
+  const sink = new Sink({ host: '127.0.0.1', port: 0 }, silentLogger);
+  const made: NfInstance[] = [];
+  const T0 = 1_700_000_000_000;
+
+  after(async () => {
+    await Promise.all(made.map((nf) => nf.stop()));
+    await sink.stop();
+    client.close();
+  });
+
+  it('loses nothing and delivers nothing twice, whatever the fenced instance still emits', async () => {
+    await sink.start();
+    const instance = (id: string, peer: string, index: number): NfInstance => {
+      const cluster = { members: [peer], key };
+      const nf = new NfInstance(options(id, 'immediate', sink.port, { index, count: 2 }, cluster));
+      made.push(nf);
+      return nf;
+    };
+    const a = instance('nf-a', 'nf-b', 0);
+    const b = instance('nf-b', 'nf-a', 1);
+    await Promise.all(made.map((nf) => nf.start()));
+    a.setEmitter(1);
+    b.setEmitter(2);
+    await a.replicateTo([{ id: 'nf-b', host: '127.0.0.1', port: b.replicas!.port }]);
+    await b.replicateTo([{ id: 'nf-a', host: '127.0.0.1', port: a.replicas!.port }]);
+    /** Packets `from` … `last` of every flow, stamped at T0 + seq, to `to` and as copies to `copyTo`. */
+    const send = async (to: number, from: number, last: number, copyTo?: number): Promise<void> => {
+      for (let seq = from; seq <= last; seq++) {
+        for (let f = 0; f < FLOWS; f++) {
+          client.send(stamped({ flow: f, seq, timeMs: T0 + seq }), to, '127.0.0.1');
+          if (copyTo !== undefined)
+            client.send(
+              stamped({ flow: f, seq, timeMs: T0 + seq, flags: StampFlag.COPY }),
+              copyTo,
+              '127.0.0.1',
+            );
+        }
+        if (seq % 8 === 0) await new Promise((r) => setTimeout(r, 2));
+      }
+    };
+
+    await send(a.port, 1, BEFORE, b.port);
+    await until(() => b.replayLog!.trimmed === FLOWS * 2 * BATCH);
+    assert.equal(b.replayLog!.trimmed, FLOWS * 2 * BATCH, 'two records per flow reached nf-b');
+
+    // Declared failed. 1: nf-b takes nothing more from nf-a. 2-3: the switch's clock reads T0 + 49, and the
+    // egress drops nf-a's output for packets stamped from then on.
+    b.fenceOrigin('nf-a');
+    sink.fence(1, T0 + 49);
+    // nf-a has not heard yet: it processes 41 … 56, emits them, and closes its third batch at 48.
+    await send(a.port, BEFORE + 1, 56, b.port);
+    await until(() => a.counter('processed') === FLOWS * 56);
+    assert.equal(a.counter('processed'), FLOWS * 56);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(b.replayLog!.trimmed, FLOWS * 2 * BATCH, 'nf-a’s third record was refused');
+    // 4: nf-b takes over, from its last accepted record (33 on), and the flows come to it from now on.
+    const keys = Array.from({ length: FLOWS }, (_, f) => {
+      const d = stamped({ flow: f, seq: 1 });
+      const p = new Packet();
+      p.parse(d, STAMP_HEADER_LENGTH, d.length - STAMP_HEADER_LENGTH);
+      return flowKeyOf(p);
+    });
+    const report = await b.takeOver('nf-a', keys);
+    assert.equal(report.replayed, FLOWS * (56 - 2 * BATCH));
+    await send(b.port, 57, 60);
+    await until(() => sink.report().delivered === FLOWS * 60, 10_000);
+    const r = sink.report();
+    assert.deepEqual(
+      { delivered: r.delivered, duplicated: r.duplicated, reordered: r.reordered },
+      { delivered: FLOWS * 60, duplicated: 0, reordered: 0 },
+      'every stamp of every flow once, in order',
+    );
+    assert.equal(
+      r.fenced,
+      FLOWS * (56 - 48),
+      'nf-a’s output for 49 … 56 was dropped; nf-b’s replay delivered it',
+    );
+    assert.equal(r.replays, FLOWS * (48 - 2 * BATCH), 'nf-b’s replay of 33 … 48, which nf-a had delivered');
+  });
+});

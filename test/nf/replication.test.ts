@@ -281,6 +281,32 @@ describe('batch replication', () => {
     assert.equal(a.unrefreshed, 1);
   });
 
+  it('fences a failed origin: its replicas stay as they were, and nothing more of it is accepted or trims its copies', async () => {
+    const a = await store();
+    const covered: number[] = [];
+    a.onCovered = (_key, next) => covered.push(next);
+    const out = await replicator('nf-a', a);
+    const src = source(3);
+    const feed = (from: number, to: number): void => {
+      for (let seq = from; seq <= to; seq++) src.p.receive(...args(stamped({ flow: 1, seq })));
+      out.send(src.take());
+    };
+    feed(1, 6);
+    assert.ok(await out.settled(2000));
+    const before = a.digests()['nf-a'];
+    const trimmed = covered.length;
+    a.fence('nf-a');
+    feed(7, 12);
+    // The sender reconnects, and is turned away.
+    await until(() => a.drops.not_member > 0);
+    assert.ok(a.drops.not_member > 0);
+    assert.deepEqual(a.digests()['nf-a'], before);
+    assert.equal(covered.length, trimmed, 'no copy is trimmed once the origin is fenced');
+    const { flows } = a.adopt('nf-a');
+    assert.equal(flows.length, 1);
+    assert.equal(flows[0]!.next, 7, 'the takeover resumes where the last accepted record ended');
+  });
+
   it('rejects a sender outside the cluster and applies nothing from it', async () => {
     const peer = await store(['nf-a']);
     const out = await replicator('nf-z', peer);

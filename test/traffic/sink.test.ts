@@ -9,7 +9,7 @@ import { silentLogger } from '../../src/log.js';
 import { Sink } from '../../src/traffic/sink.js';
 import { DropReason } from '../../src/types.js';
 import { LinkType, PcapWriter, readPcap } from '../../src/traffic/pcap.js';
-import { STAMP_HEADER_LENGTH, StampFlag } from '../../src/wire/geneve.js';
+import { STAMP_HEADER_LENGTH, StampFlag, StampView } from '../../src/wire/geneve.js';
 import { stamped } from '../helpers/packets.js';
 
 function sink(): Sink {
@@ -28,6 +28,41 @@ describe('Sink', () => {
     assert.deepEqual([f0.maxSeq, f0.reordered, f0.duplicated], [5, 1, 1]);
     assert.equal(r.latency.count, 6);
     assert.ok(Math.abs(r.latency.p50 - 10_000) < 20, `latency from the stamp: ${r.latency.p50} us`);
+  });
+
+  it('drops a fenced emitter’s output for packets stamped from the fence on, and passes what came before', () => {
+    const s = sink();
+    const from = (emitter: number, seq: number, timeMs: number, flags = 0): Uint8Array => {
+      const buf = stamped({ flow: 0, seq, timeMs, flags });
+      const v = new StampView();
+      v.parse(buf, 0, buf.length);
+      v.setEmitter(emitter);
+      return buf;
+    };
+    s.onDatagram(from(7, 1, 1000));
+    s.fence(7, 1003);
+    // Stamped before the fence: the successor's state covers it and replays it not; this output is the only one.
+    s.onDatagram(from(7, 2, 1002));
+    // Stamped from the fence on: the successor replays it.
+    s.onDatagram(from(7, 4, 1003));
+    s.onDatagram(from(9, 3, 1002.5, StampFlag.REPLAY));
+    s.onDatagram(from(9, 4, 1003, StampFlag.REPLAY));
+    // The fenced instance, still running, emits what its successor replayed first: dropped, no duplicate.
+    s.onDatagram(from(7, 3, 1002.5));
+    const r = s.report();
+    assert.deepEqual([r.delivered, r.fenced, r.duplicated, r.replays, r.reordered], [4, 2, 0, 0, 0]);
+    // A second fence only moves the point earlier; 0 drops everything.
+    s.fence(7, 2000);
+    s.onDatagram(from(7, 5, 1500));
+    s.fence(7, 0);
+    s.onDatagram(from(7, 6, 1));
+    assert.deepEqual([s.report().delivered, s.report().fenced], [4, 4]);
+    assert.throws(() => {
+      s.fence(0);
+    }, /fencing token/);
+    assert.throws(() => {
+      s.fence(7, -1);
+    }, /since_ms/);
   });
 
   it('handles sequence numbers far apart without trouble', () => {
