@@ -219,7 +219,6 @@ export class LocalDeployment {
         pcap: t.sink.pcap,
       };
       this.sink = this.spawn('sink', 'sink', sinkSpec);
-      this.aboveInstances(this.sink);
       const sinkPorts = await this.sink.ports;
       const count = t.clusters * t.perCluster;
       const controllerSpec: ControllerSpec = {
@@ -288,7 +287,7 @@ export class LocalDeployment {
         controller: { host: t.host, admin: cp.admin! },
       };
       this.ingress = this.spawn('ingress', 'ingress', ingressSpec);
-      this.aboveInstances(this.ingress);
+      this.raiseSwitchPriority(this.ingress);
       const ip = await this.ingress.ports;
       return {
         ingress: { port: ip.port!, servicePort: ip.servicePort!, admin: ip.admin! },
@@ -526,27 +525,21 @@ export class LocalDeployment {
   }
 
   /**
-   * Runs the switch or the egress at a higher CPU priority than the NF instances. On one machine they share
-   * the cores with a dozen instances, which a hardware switch never does: starved when instances start and
-   * catch up, the switch's socket overflowed and the kernel dropped packets before any were stamped (seen
-   * on 2 cores at 5000 packets/s). Raising a priority needs root or CAP_SYS_NICE; without, it says so once.
+   * Runs the switch at a higher CPU priority than the NF instances. On one machine it shares the cores with a
+   * dozen instances, which a hardware switch never does: starved when instances start and catch up, its
+   * socket overflowed and the kernel dropped packets before any were stamped (seen on 2 cores at 5000
+   * packets/s). The egress stays at theirs: raised too, it left the instances so little that the
+   * load-balancing unit found no room in their clusters. Raising a priority needs root or CAP_SYS_NICE.
    */
-  private aboveInstances(p: RoleProcess): void {
+  private raiseSwitchPriority(p: RoleProcess): void {
     try {
       if (p.child.pid !== undefined) setPriority(p.child.pid, constants.priority.PRIORITY_ABOVE_NORMAL);
     } catch (err) {
-      if (this.priorityRefused) return;
-      this.priorityRefused = true;
-      this.logger.warn(
-        'the switch and the egress run at normal priority: on a loaded machine they may drop',
-        {
-          error: String(err),
-        },
-      );
+      this.logger.warn('the switch runs at normal priority: on a loaded machine it may drop packets', {
+        error: String(err),
+      });
     }
   }
-
-  private priorityRefused = false;
 
   private spawn(name: string, role: string, spec: object): RoleProcess {
     const log = join(this.options.logDir, `${name}.log`);
