@@ -15,7 +15,6 @@ import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
-import { constants, setPriority } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, NfsError } from '../errors.js';
@@ -287,7 +286,6 @@ export class LocalDeployment {
         controller: { host: t.host, admin: cp.admin! },
       };
       this.ingress = this.spawn('ingress', 'ingress', ingressSpec);
-      this.raiseSwitchPriority(this.ingress);
       const ip = await this.ingress.ports;
       return {
         ingress: { port: ip.port!, servicePort: ip.servicePort!, admin: ip.admin! },
@@ -522,23 +520,6 @@ export class LocalDeployment {
     await Promise.all(this.controllers.map((p) => p.stop()));
     await this.sink?.stop();
     for (const fd of this.logFds.splice(0)) closeSync(fd);
-  }
-
-  /**
-   * Runs the switch at a higher CPU priority than the NF instances. On one machine it shares the cores with a
-   * dozen instances, which a hardware switch never does: starved when instances start and catch up, its
-   * socket overflowed and the kernel dropped packets before any were stamped (seen on 2 cores at 5000
-   * packets/s). The egress stays at theirs: raised too, it left the instances so little that the
-   * load-balancing unit found no room in their clusters. Raising a priority needs root or CAP_SYS_NICE.
-   */
-  private raiseSwitchPriority(p: RoleProcess): void {
-    try {
-      if (p.child.pid !== undefined) setPriority(p.child.pid, constants.priority.PRIORITY_ABOVE_NORMAL);
-    } catch (err) {
-      this.logger.warn('the switch runs at normal priority: on a loaded machine it may drop packets', {
-        error: String(err),
-      });
-    }
   }
 
   private spawn(name: string, role: string, spec: object): RoleProcess {
