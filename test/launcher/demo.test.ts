@@ -318,7 +318,7 @@ describe('nfstate demo (multi-process on loopback)', () => {
     ['ids', 'after-replication'],
   ] as const) {
     it(`${nf}: --fail 3 --release ${release}: instances declared failed while they work lose nothing, and exit fenced`, async () => {
-      const s = await demo(['--nf', nf, '--packets', '150', '--fail', '3', '--release', release]);
+      const s = await demo(['--nf', nf, '--packets', '100', '--fail', '3', '--release', release]);
       assertFailedOver(s, 3);
       assert.equal(s.state_matches_oracle, true);
       assert.equal(s.global_matches_oracle, true);
