@@ -37,7 +37,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { DEMO_NF_CONFIG } from '../src/launcher/demo.js';
-import { RoleProcess } from '../src/launcher/local.js';
+import { RoleProcess } from '../src/launcher/role-process.js';
 import type { NfSpec } from '../src/launcher/roles.js';
 import { DEFAULT_TRACE, SyntheticTrace } from '../src/traffic/trace.js';
 import type { StampFields } from '../src/wire/geneve.js';

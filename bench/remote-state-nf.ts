@@ -40,7 +40,7 @@ import { once } from 'node:events';
 import { createClient, RESP_TYPES } from 'redis';
 import { PacketContext } from '../src/nf/context.js';
 import { createNf } from '../src/nfs/index.js';
-import { flowKeyOf, packetFlowHash } from '../src/packet/flow-key.js';
+import { flowKeyOf, flowHashOf } from '../src/packet/flow-key.js';
 import { FlowTable } from '../src/packet/flow-table.js';
 import { Packet } from '../src/packet/packet.js';
 import { ByteReader, ByteWriter } from '../src/state/bytes.js';
@@ -197,13 +197,13 @@ export class RemoteStateNf {
     if (!stamp.hasStamp || stamp.seq === 0) return this.drop(DropReason.BAD_HEADER);
     const pr = this.pkt.parse(msg, stamp.innerOffset, stamp.innerLength);
     if (pr !== DropReason.NONE) return this.drop(pr);
-    const busy = this.busy.getPacket(this.pkt);
+    const busy = this.busy.getFlow(this.pkt);
     if (busy !== undefined) {
       busy.queue.push(msg);
       return;
     }
     const key = flowKeyOf(this.pkt);
-    const flow: Busy = { key, hash: packetFlowHash(this.pkt), storeKey: storeKey(key), queue: [] };
+    const flow: Busy = { key, hash: flowHashOf(this.pkt), storeKey: storeKey(key), queue: [] };
     this.busy.set(key, flow);
     void this.serve(flow, msg);
   }

@@ -36,6 +36,12 @@ export const DropReason = {
   STALE_EPOCH: 11,
   /** Parked at a move's source and dropped there: the move's guarantee was `none`. */
   MOVE_DISCARDED: 12,
+  /** A VXLAN frame whose VNI names no host network of the edge. */
+  UNKNOWN_VNI: 13,
+  /** An Ethernet frame that carries neither IPv4 nor ARP (IPv6, VLAN-tagged, LLDP …). */
+  NOT_IPV4: 14,
+  /** A packet for an address that no host network of the edge holds, or whose host never answered ARP. */
+  NO_ROUTE: 15,
 } as const;
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
 export const dropReasonName: readonly string[] = Object.entries(DropReason)
@@ -186,6 +192,21 @@ export interface NetworkFunction<S> {
   readonly codec: StateCodec<S>;
   /** Allocations this flow's state holds from shared pools, for the oracle and the allocation checks. */
   allocations(state: S): Record<string, number>;
+  /**
+   * For an NF that rewrites addresses (a NAT): the connection whose state translates `pkt`, a packet from
+   * outside addressed to a translated endpoint, as global state knows it. `null`: `pkt` is addressed to a
+   * translated endpoint that no connection holds (yet: the switch waits a moment for the log); undefined:
+   * it is addressed to nothing this NF translates. The switch stamps such a packet as part of that
+   * connection, so both directions of a connection reach the instance that holds its state.
+   */
+  replyOwner?(pkt: PacketView): FlowKey | null | undefined;
+  /** For a composite NF (a chain): each NF that has seen the flow and its part of the state. */
+  parts?(state: S): readonly NfPart[];
+}
+
+export interface NfPart {
+  readonly nf: NetworkFunction<unknown>;
+  readonly state: unknown;
 }
 
 /** Builds an NF from its validated config section and its collaborators. */

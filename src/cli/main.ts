@@ -21,6 +21,7 @@ import {
 } from '../launcher/config.js';
 import type { Topology } from '../launcher/config.js';
 import { DEMO_NF_CONFIG, runDemo } from '../launcher/demo.js';
+import { isNfType, nfTypes } from '../nfs/index.js';
 import { GUARANTEES } from '../nf/processor.js';
 import type { Guarantee } from '../nf/processor.js';
 import { runController, runIngress, runNf, runSink } from '../launcher/roles.js';
@@ -43,6 +44,17 @@ function int(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
     }
     return n;
   };
+}
+
+/** A comma-separated list of built-in NF types, each once: a service chain. */
+function chainList(v: string): string[] {
+  const types = v.split(',').map((x) => x.trim());
+  for (const t of types)
+    if (!isNfType(t))
+      throw new InvalidArgumentError(`--chain: unknown NF '${t}' (expected ${nfTypes.join(', ')})`);
+  if (new Set(types).size !== types.length)
+    throw new InvalidArgumentError('--chain: each NF type may appear once');
+  return types;
 }
 
 /** A comma-separated list of integers >= 1. */
@@ -79,6 +91,11 @@ program
   .description('start a local deployment, send traffic, check it against the oracle, print a summary')
   .addOption(
     new Option('--nf <type>', 'network function').choices(['nat', 'firewall', 'lb', 'ids']).default('nat'),
+  )
+  .option(
+    '--chain <types>',
+    'a service chain instead of one NF: comma-separated types in order, e.g. firewall,nat',
+    chainList,
   )
   .option('-c, --config <file>', 'topology YAML to start from (flags override it)')
   .option('--clusters <n>', 'clusters', int('--clusters', 1, 64))
@@ -218,7 +235,13 @@ program
           `sent ${summary.sent}  delivered ${summary.delivered}  lost ${summary.lost}  reordered ${summary.reordered}  duplicated ${summary.duplicated}  dropped by nf ${summary.nf_dropped}`,
           `throughput ${summary.throughput_pps} packets/s over ${summary.duration_ms} ms`,
           `latency p50 ${l.p50} us  p99 ${l.p99} us  max ${l.max} us`,
-          `state matches oracle: ${summary.state_matches_oracle}  (global: ${summary.global_matches_oracle})`,
+          `state matches oracle: ${summary.state_matches_oracle}  (global: ${summary.global_matches_oracle}${
+            summary.nf_matches_oracle === undefined
+              ? ''
+              : `; ${Object.entries(summary.nf_matches_oracle)
+                  .map(([n, ok]) => `${n}: ${ok}`)
+                  .join(', ')}`
+          })`,
           ...(summary.moves.count + summary.moves.aborted + summary.moves.failed === 0
             ? []
             : [
@@ -297,8 +320,13 @@ function withFlags(base: Topology | undefined, o: Record<string, unknown>): Topo
   const t: Record<string, unknown> =
     base === undefined ? {} : (structuredClone(base) as unknown as Record<string, unknown>);
   const nf = (t.nf ?? {}) as Record<string, unknown>;
-  if (base === undefined || o.nf !== 'nat') {
+  if (Array.isArray(o.chain)) {
+    if (o.nf !== 'nat') throw new InvalidArgumentError('--nf and --chain: give one or the other');
+    delete t.nf;
+    t.chain = (o.chain as string[]).map((type) => ({ type, config: DEMO_NF_CONFIG[type] ?? {} }));
+  } else if (base === undefined || o.nf !== 'nat') {
     const type = o.nf as string;
+    delete t.chain;
     t.nf = { ...nf, type, config: nf.config ?? DEMO_NF_CONFIG[type] ?? {} };
   }
   if (o.clusters !== undefined) t.clusters = o.clusters;

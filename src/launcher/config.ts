@@ -23,14 +23,17 @@ import { DEFAULT_BALANCER } from '../controller/balancer.js';
 import { DEFAULT_MOVE_TIMEOUT_MS } from '../controller/controller.js';
 import type { FailureOptions } from '../controller/detector.js';
 import { DEFAULT_FAILURE } from '../controller/detector.js';
-
-/** The built-in NF types a topology can name. */
-export const NF_TYPES = ['nat', 'firewall', 'lb', 'ids'] as const;
-export type NfType = (typeof NF_TYPES)[number];
+import { DEFAULT_EDGE, type EdgeConfig, type HostConfig } from '../edge/hosts.js';
+import { CHAIN_TYPE, isNfType, nfTypes, type NfType } from '../nfs/index.js';
+import { parseCidr } from '../packet/flow-key.js';
 
 export interface Topology {
+  /**
+   * The NF every instance runs: a built-in type with its config, or a service chain (`chain:` in the
+   * file), which is the type `chain` with `config.nfs` listing the chain's NFs in order (nfs/chain.ts).
+   */
   readonly nf: {
-    readonly type: NfType;
+    readonly type: NfType | typeof CHAIN_TYPE;
     /** Passed as-is to the NF's factory, which validates it. */
     readonly config: Readonly<Record<string, unknown>>;
   };
@@ -74,6 +77,8 @@ export interface Topology {
    * share of each pool, and a flow re-created after a failover may get another value.
    */
   readonly global: { readonly store: GlobalStoreKind; readonly endpoints: readonly string[] };
+  /** Real hosts at the edge, through their kernel vxlan devices (edge/hosts.ts); null: none. */
+  readonly edge: EdgeConfig | null;
 }
 
 export const GLOBAL_STORES = ['local', 'etcd', 'none'] as const;
@@ -105,6 +110,7 @@ export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
   move: { timeoutMs: DEFAULT_MOVE_TIMEOUT_MS },
   failure: { ...DEFAULT_FAILURE },
   global: { store: 'local', endpoints: [] },
+  edge: null,
 });
 
 const MAX_THREADS = 64;
@@ -118,6 +124,7 @@ const MAX_MISS_COUNT = 1000;
 const FIELDS = {
   root: [
     'nf',
+    'chain',
     'clusters',
     'perCluster',
     'spareInstances',
@@ -136,8 +143,11 @@ const FIELDS = {
     'move',
     'failure',
     'global',
+    'edge',
   ],
   nf: ['type', 'config'],
+  edge: ['vxlanPort', 'vtepPort', 'mac', 'hosts'],
+  host: ['prefix', 'vtep', 'vni', 'gateway'],
   batch: ['size', 'timeoutMs'],
   reorder: ['maxHeld', 'gapTimeoutMs'],
   ingress: ['port', 'servicePort', 'adminPort'],
@@ -226,6 +236,12 @@ export function loadTopology(path: string): Topology {
   }
 }
 
+/** What a topology runs, for people: `nat`, or a chain's types in order, `firewall>nat`. */
+export function nfLabel(nf: Topology['nf']): string {
+  if (nf.type !== CHAIN_TYPE) return nf.type;
+  return (nf.config.nfs as { type: string }[]).map((n) => n.type).join('>');
+}
+
 /** Splits and checks "host:port" (port 1..65535); the host is an IPv4 address or a DNS name. */
 export function parseHostPort(value: string, field: string): { host: string; port: number } {
   const colon = value.lastIndexOf(':');
@@ -247,13 +263,7 @@ function validate(obj: unknown, where: string): Topology {
   }
   const root = mapping(obj, [], where, FIELDS.root);
   const d = DEFAULT_TOPOLOGY;
-
-  const nf = mapping(root.nf ?? {}, ['nf'], 'nf', FIELDS.nf);
-  const type = nfType(nf.type);
-  const config = nf.config ?? {};
-  if (!isMapping(config)) {
-    throw new FieldError(['nf', 'config'], `nf.config: must be a mapping (got ${describe(config)})`);
-  }
+  const nf = root.chain === undefined ? nfSection(root.nf) : chainSection(root);
 
   const batch = section(root, 'batch', FIELDS.batch);
   const reorder = section(root, 'reorder', FIELDS.reorder);
@@ -274,7 +284,7 @@ function validate(obj: unknown, where: string): Topology {
     throw new FieldError(['lb', 'low'], `lb.low: must be below lb.high (${high}) (got ${low})`);
 
   return {
-    nf: { type, config: { ...config } },
+    nf,
     clusters: int(root, ['clusters'], d.clusters, 1),
     perCluster: int(root, ['perCluster'], d.perCluster, 1),
     spareInstances: int(root, ['spareInstances'], d.spareInstances, 0),
@@ -320,6 +330,83 @@ function validate(obj: unknown, where: string): Topology {
       missCount: int(failure, ['failure', 'missCount'], d.failure.missCount, 2, MAX_MISS_COUNT),
     },
     global: { store, endpoints },
+    edge: root.edge === undefined || root.edge === null ? null : edgeSection(root.edge),
+  };
+}
+
+function nfSection(v: unknown): Topology['nf'] {
+  const nf = mapping(v ?? {}, ['nf'], 'nf', FIELDS.nf);
+  return { type: nfType(nf.type, ['nf', 'type']), config: { ...nfConfig(nf.config, ['nf', 'config']) } };
+}
+
+function nfConfig(v: unknown, path: readonly string[]): Mapping {
+  const config = v ?? {};
+  if (!isMapping(config))
+    throw new FieldError(path, `${path.join('.')}: must be a mapping (got ${describe(config)})`);
+  return config;
+}
+
+/** `chain: [firewall, { type: nat, config: { … } }]`: the NFs in order, each once. */
+function chainSection(root: Mapping): Topology['nf'] {
+  if (root.nf !== undefined)
+    throw new FieldError(['chain'], 'chain: give either nf (one NF) or chain (a list of them), not both');
+  const list = root.chain;
+  if (!Array.isArray(list) || list.length === 0)
+    throw new FieldError(['chain'], `chain: must be a non-empty list of NF types (got ${describe(list)})`);
+  const nfs = list.map((entry: unknown, i) => {
+    const path = ['chain', String(i)];
+    if (typeof entry === 'string') return { type: nfType(entry, path), config: {} };
+    const m = mapping(entry, path, `chain[${i}]`, FIELDS.nf);
+    return {
+      type: nfType(m.type, [...path, 'type']),
+      config: { ...nfConfig(m.config, [...path, 'config']) },
+    };
+  });
+  const twice = nfs.find((n, i) => nfs.findIndex((m) => m.type === n.type) !== i);
+  if (twice !== undefined)
+    throw new FieldError(['chain'], `chain: ${twice.type} appears twice (each NF type may appear once)`);
+  return { type: CHAIN_TYPE, config: { nfs } };
+}
+
+/** The `edge` section: the host networks behind real hosts' VTEPs (edge/hosts.ts). */
+function edgeSection(v: unknown): EdgeConfig {
+  const edge = mapping(v, ['edge'], 'edge', FIELDS.edge);
+  const mac = edge.mac ?? DEFAULT_EDGE.mac;
+  if (typeof mac !== 'string' || !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac))
+    throw new FieldError(
+      ['edge', 'mac'],
+      `edge.mac: must be a MAC address like 02:6e:66:00:00:01 (got ${describe(mac)})`,
+    );
+  const list = edge.hosts;
+  if (!Array.isArray(list) || list.length === 0)
+    throw new FieldError(
+      ['edge', 'hosts'],
+      `edge.hosts: must be a non-empty list of host networks (got ${describe(list)})`,
+    );
+  const hosts = list.map((entry: unknown, i): HostConfig => {
+    const path = ['edge', 'hosts', String(i)];
+    const h = mapping(entry, path, `edge.hosts[${i}]`, FIELDS.host);
+    const prefix = h.prefix;
+    if (typeof prefix !== 'string' || !isCidr(prefix))
+      throw new FieldError(
+        [...path, 'prefix'],
+        `edge.hosts[${i}].prefix: must be a CIDR like 10.1.0.0/24 (got ${describe(prefix)})`,
+      );
+    if (h.vtep === undefined)
+      throw new FieldError([...path, 'vtep'], `edge.hosts[${i}].vtep: required (the host's VTEP address)`);
+    const gateway = h.gateway === undefined ? {} : { gateway: ipv4(h, [...path, 'gateway'], '') };
+    return {
+      prefix,
+      vtep: ipv4(h, [...path, 'vtep'], ''),
+      vni: int(h, [...path, 'vni'], DEFAULT_TOPOLOGY.vni, 0, MAX_VNI),
+      ...gateway,
+    };
+  });
+  return {
+    vxlanPort: int(edge, ['edge', 'vxlanPort'], DEFAULT_EDGE.vxlanPort, 0, 65535),
+    vtepPort: int(edge, ['edge', 'vtepPort'], DEFAULT_EDGE.vtepPort, 1, 65535),
+    mac,
+    hosts,
   };
 }
 
@@ -347,16 +434,25 @@ function urls(obj: Mapping, path: readonly string[]): string[] {
   });
 }
 
-function nfType(v: unknown): NfType {
-  const expected = NF_TYPES.join(', ');
-  if (v === undefined) throw new FieldError(['nf', 'type'], `nf.type: required (one of ${expected})`);
+function nfType(v: unknown, path: readonly string[]): NfType {
+  const expected = nfTypes.join(', ');
+  const field = path.length === 2 && path[0] === 'chain' ? `chain[${path[1]}]` : path.join('.');
+  if (v === undefined) throw new FieldError(path, `${field}: required (one of ${expected})`);
   if (typeof v !== 'string') {
-    throw new FieldError(['nf', 'type'], `nf.type: must be one of ${expected} (got ${describe(v)})`);
+    throw new FieldError(path, `${field}: must be one of ${expected} (got ${describe(v)})`);
   }
-  if (!(NF_TYPES as readonly string[]).includes(v)) {
-    throw new FieldError(['nf', 'type'], `nf.type: unknown NF '${v}' (expected ${expected})`);
+  if (!isNfType(v)) throw new FieldError(path, `${field}: unknown NF '${v}' (expected ${expected})`);
+  return v;
+}
+
+function isCidr(s: string): boolean {
+  if (!/^[0-9.]+\/[0-9]{1,2}$/.test(s)) return false;
+  try {
+    parseCidr(s);
+    return true;
+  } catch {
+    return false;
   }
-  return v as NfType;
 }
 
 /** A nested section; absent or null (a YAML key with nothing under it) means all defaults. */

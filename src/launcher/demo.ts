@@ -13,7 +13,7 @@ import { compareRuns, givenAllocations, readTrace, runOracle } from '../traffic/
 import type { TraceOptions } from '../traffic/trace.js';
 import { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
-import type { Topology } from './config.js';
+import { nfLabel, type Topology } from './config.js';
 import { adminCall, metricSum } from '../metrics.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { deploymentGlobal, eventualConverged } from '../state/digest.js';
@@ -172,6 +172,8 @@ export interface DemoSummary {
   duration_ms: number;
   latency_us: { p50: number; p90: number; p99: number; max: number; mean: number };
   state_matches_oracle: boolean;
+  /** A chain: per NF, whether its part of every flow's state equals the oracle's. */
+  nf_matches_oracle?: Record<string, boolean>;
   global_matches_oracle: boolean;
   /** Every worker of every instance holds the same eventual global state (counters, sets) at the end. */
   global_converged: boolean;
@@ -1012,7 +1014,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     await deployment.stopIngress();
     const { stamped, cmp, lost, nfDropped } = checkRun(topology.nf, stampLog, own, report, result.sent);
     const summary: DemoSummary = {
-      nf: topology.nf.type,
+      nf: nfLabel(topology.nf),
       clusters: topology.clusters,
       per_cluster: topology.perCluster,
       instances: ends.instances.length,
@@ -1037,6 +1039,11 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
         mean: report.latency.mean,
       },
       state_matches_oracle: cmp.matches && cmp.globalMatches,
+      ...(cmp.byNf === undefined
+        ? {}
+        : {
+            nf_matches_oracle: Object.fromEntries(Object.entries(cmp.byNf).map(([n, bad]) => [n, bad === 0])),
+          }),
       replication: {
         mode: topology.replication,
         release: topology.release,

@@ -13,8 +13,7 @@
  */
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, NfsError } from '../errors.js';
@@ -29,29 +28,37 @@ import type { SinkReport } from '../traffic/sink.js';
 import type { Topology } from './config.js';
 import { parseHostPort } from './config.js';
 import { freePort } from './free-port.js';
+import { RoleProcess } from './role-process.js';
 import type {
   ControllerSpec,
   IngressSpec,
   NfSpec,
   ProvisionRequest,
   RoleCommand,
-  RoleReply,
   SinkSpec,
   StrongStoreSpec,
 } from './roles.js';
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
-const START_TIMEOUT_MS = 20_000;
-const REPLY_TIMEOUT_MS = 20_000;
-const STOP_TIMEOUT_MS = 5000;
 /** A controller that exits is started again after this long (superviseController)… */
 const RESTART_DELAY_MS = 500;
 /** …unless more than this many exited within RESTART_WINDOW_MS (a crash loop). */
 const RESTART_BURST = 5;
 const RESTART_WINDOW_MS = 60_000;
 
+/**
+ * Where each role runs: its address and, optionally, the network namespace it starts in (`nfstate lab` puts
+ * every role in a namespace of its own). Asked once per process, by its name (`sink`, `controller`,
+ * `ingress`, `nf-3`, …), also for instances started while the deployment runs.
+ */
+export interface Placement {
+  place(name: string): Promise<{ host: string; netns?: string }>;
+}
+
 export interface DeploymentOptions {
   logDir: string;
+  /** Absent: every role on the topology's `host`, in this namespace. */
+  placement?: Placement;
   /** Ingress records every stamped packet here (the oracle's input). */
   stampLog?: string;
   /** Where the sink acknowledges deliveries (a closed-loop generator). */
@@ -60,95 +67,10 @@ export interface DeploymentOptions {
   logger?: Logger;
 }
 
-/** The last line of a log file, shortened; empty when it cannot be read. */
-function lastLine(path: string): string {
-  try {
-    return readFileSync(path, 'utf8').trimEnd().split('\n').at(-1)!.slice(0, 500);
-  } catch {
-    return '';
-  }
-}
-
-export class RoleProcess {
-  readonly ports: Promise<Record<string, number>>;
-  private readonly waiting: ((msg: RoleReply) => void)[] = [];
-  exited = false;
-  /** The exit status once it exited (null: killed by a signal). */
-  exitCode: number | null = null;
-  /** The role asks for more NF instances (the controller does, for POST /instances). */
-  onProvision: ((req: ProvisionRequest) => void) | undefined;
-
-  constructor(
-    readonly name: string,
-    readonly child: ChildProcess,
-    /** Its log, whose last line says why it exited during start. */
-    log: string,
-  ) {
-    this.ports = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(new NfsError(ErrorCode.PROCESS, `${name}: not ready within ${START_TIMEOUT_MS} ms`));
-      }, START_TIMEOUT_MS);
-      child.on('message', (msg: RoleReply | ProvisionRequest) => {
-        if (msg.type === 'ready') {
-          clearTimeout(timer);
-          resolve(msg.ports);
-        } else if (msg.type === 'provision') {
-          this.onProvision?.(msg);
-        } else {
-          this.waiting.shift()?.(msg);
-        }
-      });
-      child.on('exit', (code, signal) => {
-        this.exited = true;
-        this.exitCode = code;
-        clearTimeout(timer);
-        reject(
-          new NfsError(
-            ErrorCode.PROCESS,
-            `${name}: exited during start (code ${code}, signal ${signal}): ${lastLine(log)}`,
-          ),
-        );
-        for (const w of this.waiting.splice(0)) w({ type: 'error', error: `${name} exited` });
-      });
-    });
-    // A failed start is reported through `ports`; keep the rejection from going unhandled meanwhile.
-    this.ports.catch(() => undefined);
-  }
-
-  request(cmd: RoleCommand): Promise<RoleReply> {
-    // Sending on a closed channel would throw an 'error' event that no one handles.
-    if (this.exited || !this.child.connected)
-      return Promise.resolve({ type: 'error', error: `${this.name} has exited` });
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        resolve({ type: 'error', error: `${this.name}: no reply to ${cmd.type}` });
-      }, REPLY_TIMEOUT_MS);
-      this.waiting.push((msg) => {
-        clearTimeout(timer);
-        resolve(msg);
-      });
-      this.child.send(cmd);
-    });
-  }
-
-  /**
-   * Asks the role to stop in order. One that cannot answer — killed and not yet reaped, or stopped by
-   * SIGSTOP — is killed when its time is up, so that stopping a deployment never hangs on it.
-   */
-  async stop(): Promise<void> {
-    if (this.exited) return;
-    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    await this.request({ type: 'stop' });
-    await exited;
-    clearTimeout(timer);
-  }
-}
-
 export interface Endpoints {
-  ingress: { port: number; servicePort: number; admin: number };
-  sink: { port: number; admin: number };
-  controller: { admin: number; report: number };
+  ingress: { host: string; port: number; servicePort: number; vxlanPort: number; admin: number };
+  sink: { host: string; port: number; admin: number };
+  controller: { host: string; admin: number; report: number };
   instances: (Endpoint & { admin: number; replication: number; cluster: string; secondary: string | null })[];
 }
 
@@ -158,11 +80,11 @@ export interface Endpoints {
  */
 function strongStore(
   t: Topology,
-  sequencer: number | undefined,
+  sequencer: { host: string; port: number | undefined },
   key: string,
   prefix: string,
 ): StrongStoreSpec | undefined {
-  if (t.global.store === 'local') return { store: 'local', host: t.host, port: sequencer!, key };
+  if (t.global.store === 'local') return { store: 'local', host: sequencer.host, port: sequencer.port!, key };
   if (t.global.store === 'etcd') return { store: 'etcd', endpoints: [...t.global.endpoints], prefix };
   return undefined;
 }
@@ -180,6 +102,9 @@ export class LocalDeployment {
   /** When controllers exited lately, for the start limit. */
   private controllerExits: number[] = [];
   private controllerAdmin = 0;
+  /** Where the sink and the controller run (placement). */
+  private sinkHost: string;
+  private controllerHost: string;
   ingress: RoleProcess | undefined;
   instances: RoleProcess[] = [];
   private readonly logFds: number[] = [];
@@ -200,6 +125,12 @@ export class LocalDeployment {
     private readonly options: DeploymentOptions,
   ) {
     this.logger = options.logger ?? silentLogger;
+    this.sinkHost = topology.host;
+    this.controllerHost = topology.host;
+  }
+
+  private place(name: string): Promise<{ host: string; netns?: string }> {
+    return this.options.placement?.place(name) ?? Promise.resolve({ host: this.topology.host });
   }
 
   async start(): Promise<Endpoints> {
@@ -209,19 +140,24 @@ export class LocalDeployment {
     mkdirSync(this.options.logDir, { recursive: true });
     try {
       const deliver = t.egress.deliver === null ? null : parseHostPort(t.egress.deliver, 'egress.deliver');
+      const sinkAt = await this.place('sink');
+      this.sinkHost = sinkAt.host;
       const sinkSpec: SinkSpec = {
-        host: t.host,
+        host: sinkAt.host,
         port: t.sink.port,
         adminPort: 0,
         ackTo: this.options.ackTo ?? null,
         deliver,
         pcap: t.sink.pcap,
+        edge: t.edge,
       };
-      this.sink = this.spawn('sink', 'sink', sinkSpec);
+      this.sink = this.spawn('sink', 'sink', sinkSpec, sinkAt.netns);
       const sinkPorts = await this.sink.ports;
       const count = t.clusters * t.perCluster;
+      const controllerAt = await this.place('controller');
+      this.controllerHost = controllerAt.host;
       const controllerSpec: ControllerSpec = {
-        host: t.host,
+        host: controllerAt.host,
         adminPort: 0,
         // The no-cluster baseline is one cluster of everyone, instances added later included.
         clusterSize: t.replication === 'all' ? count + t.spareInstances : t.perCluster,
@@ -229,7 +165,7 @@ export class LocalDeployment {
         moveTimeoutMs: t.move.timeoutMs,
         replicas: t.replication !== 'off',
         failure: { ...t.failure },
-        egress: { host: t.host, admin: sinkPorts.admin! },
+        egress: { host: sinkAt.host, admin: sinkPorts.admin! },
         ...(t.global.store === 'local' ? { sequencer: { key: this.key } } : {}),
       };
       // With etcd, a standby controller waits to take over at the same ports (roles.ts, journal.ts).
@@ -256,7 +192,7 @@ export class LocalDeployment {
                   livenessPort: ha.liveness,
                 },
               };
-        const p = this.spawn(name, 'controller', spec);
+        const p = this.spawn(name, 'controller', spec, controllerAt.netns);
         p.onProvision = (req) => void this.provision(req, p);
         this.controllers.push(p);
         if (ha !== undefined) this.superviseController(p, controller);
@@ -267,15 +203,16 @@ export class LocalDeployment {
       // Only now: the first controller leads.
       if (ha !== undefined) controller('controller-standby');
       this.controllerAdmin = cp.admin!;
-      this.strong = strongStore(t, cp.sequencer, this.key, this.prefix);
+      this.strong = strongStore(t, { host: controllerAt.host, port: cp.sequencer }, this.key, this.prefix);
       this.sinkPort = sinkPorts.port!;
-      for (let i = 0; i < count; i++) this.instances.push(this.spawnNf());
+      for (let i = 0; i < count; i++) this.instances.push(await this.spawnNf());
       // An instance is ready once registered, and the controller configures a cluster before answering.
       await Promise.all(this.instances.map((p) => p.ports));
       const registered = (await this.controllerGet('/instances')) as Endpoints['instances'];
       const instances = registered.sort((a, b) => Number(a.id.slice(3)) - Number(b.id.slice(3)));
+      const ingressAt = await this.place('ingress');
       const ingressSpec: IngressSpec = {
-        host: t.host,
+        host: ingressAt.host,
         port: t.ingress.port,
         servicePort: t.ingress.servicePort,
         adminPort: t.ingress.adminPort,
@@ -283,14 +220,23 @@ export class LocalDeployment {
         vni: t.vni,
         flowIdleMs: t.flowIdleMs,
         stampLog: this.options.stampLog ?? null,
-        controller: { host: t.host, admin: cp.admin! },
+        controller: { host: controllerAt.host, admin: cp.admin! },
+        nf: { type: t.nf.type, config: { ...t.nf.config } },
+        ...(this.strong === undefined ? {} : { global: this.strong }),
+        edge: t.edge === null ? null : { ...t.edge, egress: { host: sinkAt.host, port: sinkPorts.port! } },
       };
-      this.ingress = this.spawn('ingress', 'ingress', ingressSpec);
+      this.ingress = this.spawn('ingress', 'ingress', ingressSpec, ingressAt.netns);
       const ip = await this.ingress.ports;
       return {
-        ingress: { port: ip.port!, servicePort: ip.servicePort!, admin: ip.admin! },
-        sink: { port: sinkPorts.port!, admin: sinkPorts.admin! },
-        controller: { admin: cp.admin!, report: cp.report! },
+        ingress: {
+          host: ingressAt.host,
+          port: ip.port!,
+          servicePort: ip.servicePort!,
+          vxlanPort: ip.vxlanPort!,
+          admin: ip.admin!,
+        },
+        sink: { host: sinkAt.host, port: sinkPorts.port!, admin: sinkPorts.admin! },
+        controller: { host: controllerAt.host, admin: cp.admin!, report: cp.report! },
         instances,
       };
     } catch (err) {
@@ -306,7 +252,7 @@ export class LocalDeployment {
    */
   async add(count: number, host?: string): Promise<string[]> {
     const t = this.topology;
-    if (host !== undefined && host !== t.host) {
+    if (host !== undefined && host !== t.host && this.options.placement === undefined) {
       throw new NfsError(
         ErrorCode.CONFIG,
         `add: this deployment runs every instance on ${t.host}, not ${host}`,
@@ -321,7 +267,7 @@ export class LocalDeployment {
           `(${t.spareInstances}) in the topology for more`,
       );
     }
-    const added = Array.from({ length: count }, () => this.spawnNf());
+    const added = await Promise.all(Array.from({ length: count }, () => this.spawnNf()));
     this.instances.push(...added);
     const started = await Promise.allSettled(added.map((p) => p.ports));
     const failed = started.findIndex((r) => r.status === 'rejected');
@@ -347,12 +293,13 @@ export class LocalDeployment {
   }
 
   /** An NF instance with the next index: it registers with the controller, which gives it its peers. */
-  private spawnNf(): RoleProcess {
+  private async spawnNf(): Promise<RoleProcess> {
     const t = this.topology;
     const i = this.nextIndex++;
+    const at = await this.place(`nf-${i}`);
     const spec: NfSpec = {
       id: `nf-${i}`,
-      host: t.host,
+      host: at.host,
       port: 0,
       adminPort: 0,
       threads: t.threads,
@@ -366,14 +313,14 @@ export class LocalDeployment {
         // Longer than the stamper's, so a flow the stamper restarts at 1 has left the instance too.
         flowIdleMs: t.flowIdleMs * 2,
       },
-      egress: { host: t.host, port: this.sinkPort },
+      egress: { host: this.sinkHost, port: this.sinkPort },
       partition: { index: i, count: t.clusters * t.perCluster + t.spareInstances },
       // Members and peers come from the controller once the instance has registered.
       ...(t.replication === 'off' ? {} : { cluster: { members: [], key: this.key } }),
-      controller: { host: t.host, admin: this.controllerAdmin },
+      controller: { host: this.controllerHost, admin: this.controllerAdmin },
       ...(this.strong === undefined ? {} : { global: this.strong }),
     };
-    return this.spawn(spec.id, 'nf', spec);
+    return this.spawn(spec.id, 'nf', spec, at.netns);
   }
 
   /**
@@ -454,7 +401,7 @@ export class LocalDeployment {
 
   /** A GET on the controller's API. */
   controllerGet(path: string): Promise<unknown> {
-    return adminCall(this.topology.host, this.controllerAdmin, path);
+    return adminCall(this.controllerHost, this.controllerAdmin, path);
   }
 
   /** Per instance of the last `digests()`: its replicas; undefined for one that exited since (fenced). */
@@ -522,11 +469,17 @@ export class LocalDeployment {
     for (const fd of this.logFds.splice(0)) closeSync(fd);
   }
 
-  private spawn(name: string, role: string, spec: object): RoleProcess {
+  /** Starts a role's process, in network namespace `netns` when one is given (`ip netns exec` execs it). */
+  private spawn(name: string, role: string, spec: object, netns?: string): RoleProcess {
     const log = join(this.options.logDir, `${name}.log`);
     const fd = openSync(log, 'a');
     this.logFds.push(fd);
-    const child = fork(CLI, ['role', role, JSON.stringify(spec)], { stdio: ['ignore', fd, fd, 'ipc'] });
+    const child = fork(CLI, ['role', role, JSON.stringify(spec)], {
+      stdio: ['ignore', fd, fd, 'ipc'],
+      ...(netns === undefined
+        ? {}
+        : { execPath: 'ip', execArgv: ['netns', 'exec', netns, process.execPath] }),
+    });
     return new RoleProcess(name, child, log);
   }
 }

@@ -42,6 +42,12 @@ import type { GlobalStore } from '../global/store.js';
 import type { LeaderElection } from '../controller/election.js';
 import type { EtcdJournal, Restored } from '../controller/journal.js';
 import { SequencerClient, SequencerServer } from '../global/sequencer.js';
+import { StrongPools } from '../global/strong-pool.js';
+import { HostTable, type EdgeConfig } from '../edge/hosts.js';
+import { createNf } from '../nfs/index.js';
+import { LocalGlobalState } from '../state/global-local.js';
+import { StrongGlobalState } from '../state/global-strong.js';
+import { ReplyMap } from '../switch/replies.js';
 
 export interface NfSpec {
   id: string;
@@ -113,6 +119,14 @@ export interface IngressSpec {
   stampLog: string | null;
   /** The controller to tell where this ingress's rule API is (it re-points flows when it moves them). */
   controller?: { host: string; admin: number };
+  /**
+   * The deployment's NF and its log of strong global state: with both, and an NF that translates
+   * addresses, replies to a translated address are stamped as part of their connection (switch/replies.ts).
+   */
+  nf?: { type: string; config: Record<string, unknown> };
+  global?: StrongStoreSpec;
+  /** The VXLAN door for real hosts, and the egress that ARP is carried to. */
+  edge?: (EdgeConfig & { egress?: { host: string; port: number } }) | null;
 }
 
 export interface SinkSpec {
@@ -122,6 +136,8 @@ export interface SinkSpec {
   ackTo: { host: string; port: number } | null;
   deliver: { host: string; port: number } | null;
   pcap: string | null;
+  /** Deliver to the real hosts at the edge, in VXLAN. */
+  edge?: EdgeConfig | null;
 }
 
 export type RoleCommand =
@@ -640,6 +656,8 @@ function peerList(v: unknown, field: string): Peer[] | undefined {
 
 export async function runIngress(spec: IngressSpec): Promise<void> {
   const logger = createLogger('ingress');
+  const replies = await followReplies(spec, logger);
+  const edge = spec.edge ?? undefined;
   const ingress = new Ingress(
     {
       host: spec.host,
@@ -649,6 +667,16 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
       vni: spec.vni,
       flowIdleMs: spec.flowIdleMs,
       ...(spec.stampLog === null ? {} : { stampLog: new PcapWriter(spec.stampLog, LinkType.RAW) }),
+      ...(edge === undefined
+        ? {}
+        : {
+            edge: {
+              port: edge.vxlanPort,
+              hosts: new HostTable(edge),
+              ...(edge.egress === undefined ? {} : { egress: edge.egress }),
+            },
+          }),
+      ...(replies === undefined ? {} : { replies: replies.map }),
     },
     logger,
   );
@@ -676,7 +704,52 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
       for (const missed of answer.instances) await addInstance(ingress, missed);
     setSecondaries(ingress, instances, answer);
   }
-  attach(ingress, admin, { ...ports, admin: admin.port });
+  attach(
+    {
+      collect: (out) => {
+        ingress.collect(out);
+      },
+      stop: async () => {
+        await ingress.stop();
+        await replies?.stop();
+      },
+    },
+    admin,
+    { ...ports, admin: admin.port },
+  );
+}
+
+/**
+ * Follows the deployment's log as every instance does, for the NF's pools alone (the ingress claims
+ * nothing), so that the NF can tell whose connection a reply to a translated address belongs to. Undefined
+ * when there is no log, or the NF translates no address.
+ */
+async function followReplies(
+  spec: IngressSpec,
+  logger: Logger,
+): Promise<{ map: ReplyMap; stop: () => Promise<void> } | undefined> {
+  if (spec.nf === undefined || spec.global === undefined) return undefined;
+  const mirror = new StrongGlobalState(new LocalGlobalState());
+  const nf = createNf(spec.nf.type, spec.nf.config, mirror);
+  const replyOwner = nf.replyOwner?.bind(nf);
+  if (replyOwner === undefined) return undefined;
+  const store = await openStore(spec.global, logger);
+  const pools = new StrongPools(store, { self: 'ingress' }, logger);
+  for (const p of mirror.declared()) pools.define(p.name, p.first, p.last);
+  const map = new ReplyMap(replyOwner);
+  pools.onApplied = (data) => {
+    mirror.applyLog([data]);
+    map.changed();
+  };
+  await store.start();
+  await pools.start();
+  return {
+    map,
+    stop: async () => {
+      await pools.stop();
+      await store.stop();
+    },
+  };
 }
 
 export async function runSink(spec: SinkSpec): Promise<void> {
@@ -688,6 +761,7 @@ export async function runSink(spec: SinkSpec): Promise<void> {
       ...(spec.ackTo === null ? {} : { ackTo: spec.ackTo }),
       ...(spec.deliver === null ? {} : { deliver: spec.deliver }),
       ...(spec.pcap === null ? {} : { pcap: new PcapWriter(spec.pcap, LinkType.RAW) }),
+      ...(spec.edge === undefined || spec.edge === null ? {} : { edge: new HostTable(spec.edge) }),
     },
     logger,
   );

@@ -5,10 +5,17 @@
  * too odd to carry a flow hashes to 0; its worker's full parser then counts why it is dropped.
  */
 import { flowHash } from '../packet/flow-key.js';
-import { StampFlag, StampView, STAMP_OPTION_CLASS, STAMP_OPTION_TYPE } from '../wire/geneve.js';
+import {
+  FLOW_HEADER_LENGTH,
+  FLOW_OPTION_TYPE,
+  StampFlag,
+  StampView,
+  STAMP_OPTION_CLASS,
+  STAMP_OPTION_TYPE,
+} from '../wire/geneve.js';
 import { DropReason } from '../types.js';
 
-/** A datagram's inner 5-tuple, filled in place by `readTuple`. */
+/** A datagram's flow, filled in place by `readTuple`. */
 export interface Tuple {
   srcIp: number;
   dstIp: number;
@@ -17,7 +24,10 @@ export interface Tuple {
   proto: number;
 }
 
-/** Fills `t` from the datagram's inner packet; false when it is too short to carry one. */
+/**
+ * Fills `t` with the datagram's flow: the connection its flow option names (the switch writes that right
+ * after the stamp, at byte 36), else its inner 5-tuple; false when it is too short to carry one.
+ */
 export function readTuple(d: Uint8Array, t: Tuple): boolean {
   const n = d.length;
   if (n < 8) return false;
@@ -27,6 +37,17 @@ export function readTuple(d: Uint8Array, t: Tuple): boolean {
   const l4 = inner + ihl;
   const proto = d[inner + 9]!;
   t.proto = proto;
+  if (
+    inner >= FLOW_HEADER_LENGTH &&
+    ((d[36]! << 8) | d[37]!) === STAMP_OPTION_CLASS &&
+    d[38] === FLOW_OPTION_TYPE
+  ) {
+    t.srcIp = ((d[40]! << 24) | (d[41]! << 16) | (d[42]! << 8) | d[43]!) >>> 0;
+    t.dstIp = ((d[44]! << 24) | (d[45]! << 16) | (d[46]! << 8) | d[47]!) >>> 0;
+    t.srcPort = (d[48]! << 8) | d[49]!;
+    t.dstPort = (d[50]! << 8) | d[51]!;
+    return true;
+  }
   t.srcIp = ((d[inner + 12]! << 24) | (d[inner + 13]! << 16) | (d[inner + 14]! << 8) | d[inner + 15]!) >>> 0;
   t.dstIp = ((d[inner + 16]! << 24) | (d[inner + 17]! << 16) | (d[inner + 18]! << 8) | d[inner + 19]!) >>> 0;
   t.srcPort = 0;

@@ -10,7 +10,7 @@
  */
 import type { RunDigest } from '../state/digest.js';
 import type { StrongRequest } from '../state/global-strong.js';
-import type { FlowKey } from '../types.js';
+import { dropReasonName, type FlowKey } from '../types.js';
 import type { FrozenFlow, Guarantee, ProcessorOptions } from './processor.js';
 
 export interface WorkerInit {
@@ -143,4 +143,4 @@ export const WORKER_COUNTERS = [
   'flows',
 ] as const;
 export const DROPS_AT = WORKER_COUNTERS.length;
-export const COUNTER_SLOTS = DROPS_AT + 16;
+export const COUNTER_SLOTS = DROPS_AT + dropReasonName.length;

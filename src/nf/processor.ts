@@ -16,16 +16,16 @@
  *   flow's state delta since the previous batch.
  */
 import { ErrorCode, NfsError } from '../errors.js';
-import { flowHash, flowKeyOf, flowKeyString, packetFlowHash } from '../packet/flow-key.js';
+import { flowHash, flowKeyOf, flowKeyString, flowHashOf } from '../packet/flow-key.js';
 import { FlowTable } from '../packet/flow-table.js';
 import { Packet } from '../packet/packet.js';
 import { ByteReader, ByteWriter } from '../state/bytes.js';
 import type { FlowDigest, RunDigest } from '../state/digest.js';
-import { stateDigest } from '../state/digest.js';
+import { flowDigestOf } from '../state/digest.js';
 import { TimerWheel } from '../timer-wheel.js';
 import type { Clock, FlowKey, GlobalState, NetworkFunction, NfEvent } from '../types.js';
-import { DropReason, Verdict } from '../types.js';
-import { StampFlag, StampView } from '../wire/geneve.js';
+import { DropReason, dropReasonName, Verdict } from '../types.js';
+import { StampFlag, StampView, type FlowFields } from '../wire/geneve.js';
 import { PacketContext } from './context.js';
 import { writerOf } from '../state/crdt/index.js';
 import { DECISION_PENDING } from '../state/global-strong.js';
@@ -175,7 +175,7 @@ export class ProcessorCounters {
   moveTimeouts = 0;
   /** Packets a loss-free destination processed behind later ones (the source's, forwarded). */
   lateProcessed = 0;
-  readonly drops = new Float64Array(16);
+  readonly drops = new Float64Array(dropReasonName.length);
 }
 
 export class FlowProcessor {
@@ -183,6 +183,8 @@ export class FlowProcessor {
   readonly flows = new FlowTable<FlowEntry>();
   private readonly stamp = new StampView();
   private readonly pkt = new Packet();
+  /** The connection a packet's flow option names, filled in place. */
+  private readonly named: FlowFields = { srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 };
   private readonly ctx: PacketContext;
   private readonly delta = new ByteWriter(1024);
   private openBatches: FlowEntry[] = [];
@@ -231,7 +233,9 @@ export class FlowProcessor {
     const pr = this.pkt.parse(buf, stamp.innerOffset, stamp.innerLength);
     if (pr !== DropReason.NONE) return this.drop(pr);
     const now = this.clock.now();
-    let flow = this.flows.getPacket(this.pkt);
+    // A reply to a translated address names its connection (the switch resolved it): that is its flow.
+    const id: FlowKey = stamp.hasFlow ? stamp.flowInto(this.named, this.pkt.proto) : this.pkt;
+    let flow = this.flows.getFlow(id);
     if ((stamp.flags & StampFlag.END_OF_MOVE) !== 0) {
       // A forwarded marker comes from a move's source after its parked packets: nothing more of the flow
       // comes from there. Only the switch's own marker ends a move here.
@@ -243,8 +247,8 @@ export class FlowProcessor {
       return;
     }
     if (flow === undefined) {
-      const key = flowKeyOf(this.pkt);
-      flow = new FlowEntry(key, packetFlowHash(this.pkt));
+      const key = flowKeyOf(id);
+      flow = new FlowEntry(key, flowHashOf(key));
       this.flows.set(key, flow);
       this.counters.flowsCreated++;
       this.idle.add(flow, now + this.options.flowIdleMs);
@@ -315,7 +319,7 @@ export class FlowProcessor {
         flow: flowKeyString(key),
         packets: flow.expected - 1,
         forwarded: flow.forwarded,
-        digest: stateDigest(this.nf, flow.state),
+        ...flowDigestOf(this.nf, flow.state),
         allocations: this.nf.allocations(flow.state),
       });
     }
@@ -373,29 +377,29 @@ export class FlowProcessor {
   }
 
   /**
-   * Processes the packet the views point at, which is the flow's next one. False when the flow's first
-   * packet waits for a strong global decision (state/global-strong.ts): the flow is `deciding`, and the
-   * packet runs again on `decided`.
+   * Processes the packet the views point at, which is the flow's next one. False when the packet waits for
+   * a strong global decision (state/global-strong.ts; a new flow's first packet, or in a chain the first
+   * packet to reach a deciding NF): the flow is `deciding`, and the packet runs again on `decided`.
    */
   private run(flow: FlowEntry): boolean {
     const stamp = this.stamp;
     const ctx = this.ctx;
     ctx.set(flow.key, flow.hash, stamp.seq, stamp.timeMs);
-    if (flow.state === undefined) {
-      this.incarnate(flow, Math.round(stamp.timeMs * 1000));
-      this.global.bind(flow.writer, stamp.seq);
-      try {
-        flow.state = this.nf.initFlow(this.pkt, ctx);
-      } catch (err) {
-        this.global.unbind();
-        if (err !== DECISION_PENDING) throw err;
-        flow.deciding = true;
-        this.counters.deciding++;
-        return false;
-      }
-    } else this.global.bind(flow.writer, stamp.seq);
-    const verdict = this.nf.process(this.pkt, flow.state, ctx);
-    this.global.unbind();
+    if (flow.state === undefined) this.incarnate(flow, Math.round(stamp.timeMs * 1000));
+    this.global.bind(flow.writer, stamp.seq);
+    let verdict: Verdict;
+    try {
+      flow.state ??= this.nf.initFlow(this.pkt, ctx);
+      // A chain makes an NF's part when a packet first reaches it, so a decision can hold up a later packet.
+      verdict = this.nf.process(this.pkt, flow.state, ctx);
+    } catch (err) {
+      if (err !== DECISION_PENDING) throw err;
+      flow.deciding = true;
+      this.counters.deciding++;
+      return false;
+    } finally {
+      this.global.unbind();
+    }
     flow.expected = stamp.seq + 1;
     this.counters.processed++;
     if (verdict === Verdict.FORWARD) {

@@ -6,12 +6,16 @@
  *
  * A flow is classified once, by its first packet:
  * - outbound: the source is internal. The flow acquires a port; each packet from the initiator leaves
- *   with source publicIp:port. Packets of the opposite direction of the same 5-tuple already carry
- *   the internal address (a traffic generator's view of the reply) and pass unchanged.
+ *   with source publicIp:port, and each reply, addressed to publicIp:port by the remote end, gets its
+ *   destination rewritten back to the initiator. The switch stamps such replies as part of the flow
+ *   (`replyOwner`: the port's holder in global state), so they reach the instance that holds it. Packets
+ *   of the opposite direction that already carry the internal address (a traffic generator's view of the
+ *   reply) pass unchanged.
  * - inbound: addressed to publicIp, and the port's owner is a connection with this packet's sender as
- *   its remote end (address- and port-dependent filtering, RFC 4787). Each packet from the sender gets
- *   its destination rewritten to the internal endpoint. The lookup goes through `global.decide`, so an
- *   oracle replaying the traffic sees the same answer the deployment saw.
+ *   its remote end (address- and port-dependent filtering, RFC 4787): a reply the switch could not yet
+ *   tell apart (the port's claim had not reached it). Each packet from the sender gets its destination
+ *   rewritten to the internal endpoint. The lookup goes through `global.decide`, so an oracle replaying
+ *   the traffic sees the same answer the deployment saw.
  * - rejected: anything else, or an exhausted pool. Every packet of the flow is dropped.
  *
  * ICMP echo uses its identifier as the port. Other ICMP messages and other protocols have no port:
@@ -20,6 +24,7 @@
 import { IpProto, Verdict } from '../types.js';
 import type {
   FlowContext,
+  FlowKey,
   GlobalState,
   NetworkFunction,
   PacketView,
@@ -180,7 +185,19 @@ export class Nat implements NetworkFunction<NatState> {
     s.bytes += pkt.length;
     s.lastSeen = ctx.now;
     if (s.role === NatRole.REJECTED) return Verdict.DROP;
-    if (pkt.srcIp !== s.initIp || pkt.srcPort !== s.initPort) return Verdict.FORWARD;
+    if (pkt.srcIp !== s.initIp || pkt.srcPort !== s.initPort) {
+      if (
+        s.role === NatRole.OUTBOUND &&
+        s.extPort >= 0 &&
+        pkt.dstIp === this.config.publicIp &&
+        pkt.dstPort === s.extPort &&
+        hasPort(pkt)
+      ) {
+        pkt.setDstIp(s.initIp);
+        pkt.setDstPort(s.initPort);
+      }
+      return Verdict.FORWARD;
+    }
     if (s.role === NatRole.OUTBOUND) {
       pkt.setSrcIp(this.config.publicIp);
       if (s.extPort >= 0) pkt.setSrcPort(s.extPort);
@@ -203,21 +220,34 @@ export class Nat implements NetworkFunction<NatState> {
   }
 
   /**
-   * The internal endpoint behind pendingExt, if its owner's remote end is the pending sender. ICMP
-   * echo replies carry the public identifier, not the original one, so only the address is compared.
+   * The connection that holds the public port `pkt` is addressed to, when `pkt` comes from its remote end;
+   * null when no connection holds that port.
    */
+  replyOwner(pkt: PacketView): FlowKey | null | undefined {
+    if (pkt.dstIp !== this.config.publicIp || !hasPort(pkt)) return undefined;
+    const owner = this.pool.ownerOf(pkt.dstPort);
+    if (owner === undefined) return null;
+    return remoteEnd(owner, pkt.proto, pkt.srcIp, pkt.srcPort) < 0 ? undefined : owner;
+  }
+
+  /** The internal endpoint behind pendingExt, if its owner's remote end is the pending sender. */
   private findInbound(): number {
     const owner = this.pool.ownerOf(this.pendingExt);
-    if (owner === undefined || owner.proto !== this.pendingProto) return -1;
-    const anyPort = this.pendingProto === IpProto.ICMP;
-    if (owner.srcIp === this.pendingIp && (anyPort || owner.srcPort === this.pendingPort)) {
-      return owner.dstIp * 65536 + owner.dstPort;
-    }
-    if (owner.dstIp === this.pendingIp && (anyPort || owner.dstPort === this.pendingPort)) {
-      return owner.srcIp * 65536 + owner.srcPort;
-    }
-    return -1;
+    return owner === undefined ? -1 : remoteEnd(owner, this.pendingProto, this.pendingIp, this.pendingPort);
   }
+}
+
+/**
+ * Where `ip:port` is one end of the connection `owner` (a holder of a public port): the other end, the
+ * internal one, as internalIp * 65536 + internalPort; -1 when it is not. ICMP echo replies carry the
+ * public identifier, not the original one, so only the address is compared.
+ */
+function remoteEnd(owner: FlowKey, proto: number, ip: number, port: number): number {
+  if (owner.proto !== proto) return -1;
+  const anyPort = proto === IpProto.ICMP;
+  if (owner.srcIp === ip && (anyPort || owner.srcPort === port)) return owner.dstIp * 65536 + owner.dstPort;
+  if (owner.dstIp === ip && (anyPort || owner.dstPort === port)) return owner.srcIp * 65536 + owner.srcPort;
+  return -1;
 }
 
 export function createNat(config: Record<string, unknown>, global: GlobalState): Nat {

@@ -11,7 +11,7 @@
  * flow or per config entry.
  */
 import { ErrorCode, NfsError } from '../errors.js';
-import { IpProto, type FlowKey, type PacketView } from '../types.js';
+import { IpProto, type FlowKey } from '../types.js';
 
 const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
@@ -69,8 +69,9 @@ export function flowHash(
   return fmix32(h ^ 16);
 }
 
-export function packetFlowHash(pkt: PacketView): number {
-  return flowHash(pkt.srcIp, pkt.dstIp, pkt.srcPort, pkt.dstPort, pkt.proto);
+/** The hash of a flow named by its 5-tuple: a key, or a parsed packet (a PacketView is a FlowKey). */
+export function flowHashOf(flow: FlowKey): number {
+  return flowHash(flow.srcIp, flow.dstIp, flow.srcPort, flow.dstPort, flow.proto);
 }
 
 /** The key both directions share: the endpoint with the lower (ip, port) becomes the source. */
@@ -86,9 +87,9 @@ export function canonicalKey(
     : { srcIp: dstIp >>> 0, dstIp: srcIp >>> 0, srcPort: dstPort, dstPort: srcPort, proto };
 }
 
-/** The canonical key of a parsed packet's flow. */
-export function flowKeyOf(pkt: PacketView): FlowKey {
-  return canonicalKey(pkt.srcIp, pkt.dstIp, pkt.srcPort, pkt.dstPort, pkt.proto);
+/** The canonical key of a flow named by its 5-tuple: a parsed packet's, or another key. */
+export function flowKeyOf(flow: FlowKey): FlowKey {
+  return canonicalKey(flow.srcIp, flow.dstIp, flow.srcPort, flow.dstPort, flow.proto);
 }
 
 /** Whether `a` and `b` name the same connection, in either direction. */

@@ -5,7 +5,7 @@
  *
  *   const flows = new FlowTable<ConnState>();
  *   flows.set(flowKeyOf(pkt), conn);
- *   flows.getPacket(replyPkt); // the same conn, found from the other direction
+ *   flows.getFlow(replyPkt); // the same conn, found from the other direction (a packet is a FlowKey)
  *
  * Layout: open addressing with linear probing over parallel arrays, capacity a power of two, at most
  * 70% full. Slot i holds the canonical key (srcIps[i], dstIps[i], ports[i] = srcPort << 16 | dstPort,
@@ -13,7 +13,7 @@
  * of the probe run back (no tombstones), so every key stays reachable from its home slot hash & mask
  * without crossing an empty slot, and lookups never slow down after churn.
  */
-import type { FlowKey, PacketView } from '../types.js';
+import type { FlowKey } from '../types.js';
 import { canonicalKey, flowHash } from './flow-key.js';
 
 const MAX_LOAD = 0.7;
@@ -70,8 +70,9 @@ export class FlowTable<V> {
     return i < 0 ? undefined : this.values[i];
   }
 
-  getPacket(pkt: PacketView): V | undefined {
-    return this.get(pkt.srcIp, pkt.dstIp, pkt.srcPort, pkt.dstPort, pkt.proto);
+  /** The entry of a flow named by its 5-tuple in either direction: a key, or a parsed packet. */
+  getFlow(flow: FlowKey): V | undefined {
+    return this.get(flow.srcIp, flow.dstIp, flow.srcPort, flow.dstPort, flow.proto);
   }
 
   has(key: FlowKey): boolean {

@@ -13,7 +13,7 @@
 import { flowKeyOf } from '../packet/flow-key.js';
 import { FlowTable } from '../packet/flow-table.js';
 import { TimerWheel } from '../timer-wheel.js';
-import type { FlowKey, MetricSample, MetricSource, PacketView } from '../types.js';
+import type { FlowKey, MetricSample, MetricSource } from '../types.js';
 
 class StampedFlow {
   seq = 0;
@@ -32,11 +32,14 @@ export class Stamper implements MetricSource {
     this.idle = new TimerWheel<StampedFlow>(Math.max(1, Math.min(1000, options.flowIdleMs / 8)), 64);
   }
 
-  /** The sequence number of this packet of its flow. */
-  next(pkt: PacketView, now: number): number {
-    let flow = this.flows.getPacket(pkt);
+  /**
+   * The next sequence number of a flow — the packet's own (a PacketView is a FlowKey), or the connection a
+   * reply to a translated address belongs to.
+   */
+  next(id: FlowKey, now: number): number {
+    let flow = this.flows.getFlow(id);
     if (flow === undefined) {
-      const key = flowKeyOf(pkt);
+      const key = flowKeyOf(id);
       flow = new StampedFlow(key);
       this.flows.set(key, flow);
       this.flowsCreated++;

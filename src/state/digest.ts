@@ -17,6 +17,8 @@ export interface FlowDigest {
   forwarded: number;
   digest: string;
   allocations: Record<string, number>;
+  /** A chain's flow: the digest of each NF's part, by NF name (`digest` covers them all). */
+  parts?: Record<string, string>;
 }
 
 export interface RunDigest {
@@ -35,6 +37,20 @@ export function stateDigest(nf: NetworkFunction<unknown>, state: unknown): strin
   scratch.reset();
   nf.codec.encodeFull(state, scratch);
   return createHash('sha256').update(scratch.view()).digest('hex').slice(0, 32);
+}
+
+/** A flow's digest as FlowDigest carries it: the whole state's, and a chain's per NF. */
+export function flowDigestOf(
+  nf: NetworkFunction<unknown>,
+  state: unknown,
+): Pick<FlowDigest, 'digest' | 'parts'> {
+  const parts = nf.parts?.(state);
+  return {
+    digest: stateDigest(nf, state),
+    ...(parts === undefined
+      ? {}
+      : { parts: Object.fromEntries(parts.map((p) => [p.nf.name, stateDigest(p.nf, p.state)])) }),
+  };
 }
 
 /**

@@ -27,7 +27,7 @@
  */
 import { parseFlowKeyString } from '../packet/flow-key.js';
 import { ownerName } from './global-local.js';
-import { DecisionState, PoolOp, PoolState, decodePoolUpdate } from '../global/strong-pool.js';
+import { DecisionState, PoolOp, PoolState, decodePoolUpdate, type Holding } from '../global/strong-pool.js';
 import type {
   FlowKey,
   GlobalSnapshot,
@@ -94,9 +94,18 @@ class MirroredPool implements SharedPool {
     if (h !== undefined) this.global.release(this.state.name, h.owner, h.incarnation);
   }
 
+  /** Each holding's owner parsed once: the switch asks for every reply packet. */
+  private readonly keys = new WeakMap<Holding, FlowKey>();
+
   ownerOf(value: number): FlowKey | undefined {
     const h = this.state.byValue.get(value);
-    return h === undefined ? undefined : parseFlowKeyString(h.owner);
+    if (h === undefined) return undefined;
+    let key = this.keys.get(h);
+    if (key === undefined) {
+      key = parseFlowKeyString(h.owner);
+      this.keys.set(h, key);
+    }
+    return key;
   }
 }
 

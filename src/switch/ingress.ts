@@ -1,32 +1,53 @@
 /**
  * The ingress process: stamper and switch in one place, in front of the NF instances.
  *
- * Two ways in:
- * - the data port takes Geneve datagrams carrying an inner IPv4 packet (the generator, a pcap replay,
- *   or the previous hop of a chain). A datagram that already has an nfstate option is stamped in place;
- *   one without gets the nfstate header in front.
+ * Three ways in:
+ * - the data port takes Geneve datagrams carrying an inner IPv4 packet (the generator, a pcap replay).
+ *   A datagram that already has an nfstate option is stamped in place; one without gets the nfstate
+ *   header in front.
  * - the service port is the plain-UDP front door: each ordinary datagram (iperf, netcat, hping3)
  *   becomes an inner IPv4/UDP packet from the sender's address and port to the service address.
+ * - the VXLAN port (the topology's `edge`) takes the Ethernet frames of real hosts' kernel vxlan devices:
+ *   an IPv4 packet is stamped, ARP goes to the edge gateway (edge/gateway.ts), anything else is dropped
+ *   and counted (`not_ipv4`), as is a frame of a VNI no host network has (`unknown_vni`).
  *
  *   const ingress = new Ingress({ host, port: 0, servicePort: 0, instances, vni: 1, flowIdleMs }, logger);
  *   await ingress.start();
  *
+ * A packet's flow is its own 5-tuple (both directions share it), except for a reply to an address an NF
+ * translated (a NAT's public port): that belongs to the connection the NF translated (replies.ts), and
+ * its header names that connection in a flow option (wire/geneve.ts), so it is stamped, routed and later
+ * processed as part of it.
+ *
  * Each instance gets its own connected socket, which spares a per-packet address lookup. Packets whose
- * bytes we build (front door, unstamped input, secondary copies) are written into a ring of slots that
- * is far larger than what the kernel can have queued, so a slot is never rewritten while in flight.
+ * bytes we build (front door, VXLAN, unstamped input, secondary copies) are written into a ring of slots
+ * that is far larger than what the kernel can have queued, so a slot is never rewritten while in flight.
+ * An inner packet that is built goes at INNER of its slot, and its header right in front, so that the
+ * header's length (with a flow option or not) can be chosen once the packet is parsed.
  */
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { wallClock } from '../clock.js';
+import { EdgeGateway } from '../edge/gateway.js';
+import type { HostTable } from '../edge/hosts.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { buildIcmp, buildTcp, buildUdp } from '../packet/build.js';
-import { packetFlowHash, parseIpv4 } from '../packet/flow-key.js';
+import { flowHashOf, parseIpv4 } from '../packet/flow-key.js';
 import { Packet } from '../packet/packet.js';
 import { Stamper } from '../stamper/stamper.js';
 import type { PcapWriter } from '../traffic/pcap.js';
 import type { Clock, FlowKey, Logger, MetricSample, MetricSource } from '../types.js';
 import { DropReason, dropReasonName, IpProto } from '../types.js';
-import { STAMP_HEADER_LENGTH, StampFlag, StampView, writeStampHeader } from '../wire/geneve.js';
+import {
+  FLOW_HEADER_LENGTH,
+  STAMP_HEADER_LENGTH,
+  StampFlag,
+  StampView,
+  writeStampHeader,
+  type FlowFields,
+} from '../wire/geneve.js';
+import { ETHERTYPE_ARP, ETHERTYPE_IPV4, VxlanView } from '../wire/vxlan.js';
+import type { ReplyMap } from './replies.js';
 import { Switch } from './switch.js';
 import type { RuleSpec } from './switch.js';
 
@@ -46,10 +67,19 @@ export interface IngressOptions {
   flowIdleMs: number;
   /** Records every stamped inner packet with its stamp time, in stamp order (the oracle's input). */
   stampLog?: PcapWriter;
+  /**
+   * The VXLAN door for real hosts: its port, the host networks behind it, and the egress, to which ARP is
+   * carried across.
+   */
+  edge?: { port: number; hosts: HostTable; egress?: { host: string; port: number } };
+  /** Replies to translated addresses, stamped as part of their connection (absent: none are translated). */
+  replies?: ReplyMap;
 }
 
 const SLOT = 2048;
 const SLOTS = 4096;
+/** Where a built inner packet starts in its slot: room in front for the longest header. */
+const INNER = FLOW_HEADER_LENGTH;
 
 export class Ingress implements MetricSource {
   readonly stamper: Stamper;
@@ -58,9 +88,14 @@ export class Ingress implements MetricSource {
   readonly endpoints: Endpoint[];
   private readonly data = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
   private readonly service = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
+  private readonly vxlan = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
   private readonly out: dgram.Socket[] = [];
   private readonly view = new StampView();
   private readonly pkt = new Packet();
+  private readonly frame = new VxlanView();
+  private readonly gateway: EdgeGateway | undefined;
+  /** The connection a datagram's flow option names, filled in place. */
+  private readonly named: FlowFields = { srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 };
   private readonly ring = new Uint8Array(SLOT * SLOTS);
   private slot = 0;
   private serviceIp = 0;
@@ -75,7 +110,7 @@ export class Ingress implements MetricSource {
   markers = 0;
   noRoute = 0;
   sendErrors = 0;
-  readonly drops = new Float64Array(16);
+  readonly drops = new Float64Array(dropReasonName.length);
 
   constructor(
     private readonly options: IngressOptions,
@@ -85,6 +120,20 @@ export class Ingress implements MetricSource {
     this.stamper = new Stamper({ flowIdleMs: options.flowIdleMs });
     this.switch = new Switch(options.instances.map((i) => i.id));
     this.endpoints = [...options.instances];
+    const edge = options.edge;
+    if (edge !== undefined)
+      this.gateway = new EdgeGateway(
+        edge.hosts,
+        (buf, offset, length, port, host) => {
+          this.vxlan.send(buf, offset, length, port, host);
+        },
+        edge.egress,
+      );
+    if (options.replies !== undefined)
+      // A parked reply tries again; `until` ends its wait, 0 when it is over.
+      options.replies.onRetry = (data, vni, until) => {
+        this.fromOutside(data, vni, until);
+      };
   }
 
   get port(): number {
@@ -95,8 +144,13 @@ export class Ingress implements MetricSource {
     return this.options.servicePort < 0 ? -1 : this.service.address().port;
   }
 
-  async start(): Promise<{ port: number; servicePort: number }> {
-    if (this.started) return { port: this.port, servicePort: this.servicePort };
+  /** The VXLAN door's port; -1 without an edge. */
+  get vxlanPort(): number {
+    return this.options.edge === undefined ? -1 : this.vxlan.address().port;
+  }
+
+  async start(): Promise<{ port: number; servicePort: number; vxlanPort: number }> {
+    if (this.started) return { port: this.port, servicePort: this.servicePort, vxlanPort: this.vxlanPort };
     this.started = true;
     const { options } = this;
     for (const inst of options.instances) this.out.push(await this.connect(inst));
@@ -113,11 +167,23 @@ export class Ingress implements MetricSource {
       this.service.bind(options.servicePort, options.host);
       await once(this.service, 'listening');
     }
+    if (options.edge !== undefined) {
+      // An ICMP error from a host that went away must not take the socket down.
+      this.vxlan.on('error', () => {
+        this.sendErrors++;
+      });
+      this.vxlan.on('message', (msg, rinfo) => {
+        this.onVxlan(msg, rinfo.address);
+      });
+      this.vxlan.bind(options.edge.port, options.host);
+      await once(this.vxlan, 'listening');
+    }
     this.ticker = setInterval(() => {
       this.stamper.tick(this.clock.now());
     }, 250);
-    this.logger.info('ingress listening', { port: this.port, servicePort: this.servicePort });
-    return { port: this.port, servicePort: this.servicePort };
+    const ports = { port: this.port, servicePort: this.servicePort, vxlanPort: this.vxlanPort };
+    this.logger.info('ingress listening', ports);
+    return ports;
   }
 
   /**
@@ -170,8 +236,10 @@ export class Ingress implements MetricSource {
       clearInterval(this.ticker);
       this.data.close();
       if (this.options.servicePort >= 0) this.service.close();
+      if (this.options.edge !== undefined) this.vxlan.close();
       for (const s of this.out) s.close();
     }
+    this.options.replies?.stop();
     this.options.stampLog?.close();
     await Promise.resolve();
   }
@@ -182,59 +250,97 @@ export class Ingress implements MetricSource {
     const view = this.view;
     const r = view.parse(msg, 0, msg.length);
     if (r !== DropReason.NONE) return this.drop(r);
-    if (view.hasStamp) return this.forward(msg, 0, msg.length);
-    // Someone else's Geneve: put our header in front of the same inner packet.
-    const at = this.nextSlot();
-    if (view.innerLength + STAMP_HEADER_LENGTH > SLOT) return this.drop(DropReason.BAD_LENGTH);
-    writeStampHeader(this.ring, at, { vni: view.vni, flags: 0, epoch: 0, seq: 0, timeMs: 0 });
-    this.ring.set(
-      msg.subarray(view.innerOffset, view.innerOffset + view.innerLength),
-      at + STAMP_HEADER_LENGTH,
-    );
-    const n = STAMP_HEADER_LENGTH + view.innerLength;
-    if (view.parse(this.ring, at, n) !== DropReason.NONE) return this.drop(DropReason.BAD_HEADER);
-    this.forward(this.ring, at, n);
+    const inner = msg.subarray(view.innerOffset, view.innerOffset + view.innerLength);
+    // Someone else's Geneve: our header goes in front of the same inner packet.
+    if (!view.hasStamp) return this.fromOutside(inner, view.vni);
+    const pkt = this.pkt;
+    const pr = pkt.parse(msg, view.innerOffset, view.innerLength);
+    if (pr !== DropReason.NONE) return this.drop(pr);
+    if (view.hasFlow) return this.send(msg, 0, msg.length, view.flowInto(this.named, pkt.proto));
+    // A reply to a translated address needs a flow option, which this header has no room for.
+    if (this.options.replies?.ownerOf(pkt) !== undefined) return this.fromOutside(inner, view.vni);
+    this.send(msg, 0, msg.length, pkt);
   }
 
   /** An ordinary UDP datagram at the front door. */
   onService(payload: Uint8Array, address: string, port: number): void {
     this.received++;
-    if (payload.length + STAMP_HEADER_LENGTH + 28 > SLOT) return this.drop(DropReason.BAD_LENGTH);
+    if (payload.length + INNER + 28 > SLOT) return this.drop(DropReason.BAD_LENGTH);
     if (address !== this.lastPeer) {
       this.lastPeer = address;
       this.lastPeerIp = parseIpv4(address);
     }
     const at = this.nextSlot();
-    writeStampHeader(this.ring, at, { vni: this.options.vni, flags: 0, epoch: 0, seq: 0, timeMs: 0 });
-    const n =
-      STAMP_HEADER_LENGTH +
-      buildUdp(this.ring, at + STAMP_HEADER_LENGTH, {
-        srcIp: this.lastPeerIp,
-        dstIp: this.serviceIp,
-        srcPort: port,
-        dstPort: this.servicePort,
-        payload,
-      });
-    this.view.parse(this.ring, at, n);
-    this.forward(this.ring, at, n);
+    const n = buildUdp(this.ring, at + INNER, {
+      srcIp: this.lastPeerIp,
+      dstIp: this.serviceIp,
+      srcPort: port,
+      dstPort: this.servicePort,
+      payload,
+    });
+    this.stampSlot(at, n, this.options.vni);
   }
 
-  /** Stamps the datagram the view points at and sends it to the flow's owner (and secondary). */
-  private forward(buf: Uint8Array, offset: number, length: number): void {
+  /** A VXLAN datagram from a host's VTEP at `from`. */
+  onVxlan(msg: Uint8Array, from: string): void {
+    this.received++;
+    const v = this.frame;
+    const r = v.parse(msg, 0, msg.length);
+    if (r !== DropReason.NONE) return this.drop(r);
+    if (!this.options.edge!.hosts.hasVni(v.vni)) return this.drop(DropReason.UNKNOWN_VNI);
+    const type = v.etherType;
+    if (type === ETHERTYPE_IPV4)
+      return this.fromOutside(msg.subarray(v.payloadOffset, v.payloadOffset + v.payloadLength), v.vni);
+    if (type !== ETHERTYPE_ARP) return this.drop(DropReason.NOT_IPV4);
+    const ar = this.gateway!.onArp(v, from);
+    if (ar !== DropReason.NONE) this.drop(ar);
+  }
+
+  /** An inner IPv4 packet (and what may follow it, such as Ethernet padding) into a slot of its own. */
+  private fromOutside(inner: Uint8Array, vni: number, until?: number): void {
+    if (inner.length + INNER > SLOT) return this.drop(DropReason.BAD_LENGTH);
+    const at = this.nextSlot();
+    this.ring.set(inner, at + INNER);
+    this.stampSlot(at, inner.length, vni, until);
+  }
+
+  /**
+   * Parses the inner packet at INNER of the slot at `at` (`length` bytes there), finds its flow, writes the
+   * header in front (with a flow option for a reply to a translated address) and sends it on. A reply
+   * whose port nobody holds yet is parked instead (see ReplyMap), until `until` when this is a retry.
+   */
+  private stampSlot(at: number, length: number, vni: number, until?: number): void {
+    const pkt = this.pkt;
+    const pr = pkt.parse(this.ring, at + INNER, length);
+    if (pr !== DropReason.NONE) return this.drop(pr);
+    const replies = this.options.replies;
+    const owner = replies?.ownerOf(pkt);
+    if (owner === null && replies!.park(pkt, vni, this.clock.now(), until)) return;
+    const flow = owner ?? undefined;
+    const start = at + INNER - (flow === undefined ? STAMP_HEADER_LENGTH : FLOW_HEADER_LENGTH);
+    const h = writeStampHeader(this.ring, start, { vni, flags: 0, epoch: 0, seq: 0, timeMs: 0 }, flow);
+    const n = h + pkt.length;
+    if (this.view.parse(this.ring, start, n) !== DropReason.NONE) return this.drop(DropReason.BAD_HEADER);
+    this.send(this.ring, start, n, flow ?? pkt);
+  }
+
+  /**
+   * Stamps the datagram the views point at (this.view the whole of it, this.pkt its inner packet) as a
+   * packet of flow `id` — the packet itself or the connection it answers — and sends it to the flow's owner
+   * (and a copy to its secondary).
+   */
+  private send(buf: Uint8Array, offset: number, length: number, id: FlowKey): void {
     const view = this.view;
     const pkt = this.pkt;
-    const pr = pkt.parse(buf, view.innerOffset, view.innerLength);
-    if (pr !== DropReason.NONE) return this.drop(pr);
     const now = this.clock.now();
     // Whole microseconds, so that a microsecond pcap of the stamp log reproduces every stamp exactly.
     const timeMs = Math.round(now * 1000) / 1000;
-    const hash = packetFlowHash(pkt);
-    const route = this.switch.route(pkt, hash);
+    const route = this.switch.route(id, flowHashOf(id), pkt.length);
     if (route.primary < 0) {
       this.noRoute++;
       return this.drop(DropReason.POLICY);
     }
-    const seq = this.stamper.next(pkt, now);
+    const seq = this.stamper.next(id, now);
     view.setSeq(seq);
     view.setTimeMs(timeMs);
     view.setEpoch(route.epoch);
@@ -363,5 +469,7 @@ export class Ingress implements MetricSource {
     }
     this.stamper.collect(out);
     this.switch.collect(out);
+    this.gateway?.collect(out);
+    this.options.replies?.collect(out);
   }
 }

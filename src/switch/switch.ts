@@ -8,12 +8,12 @@
  *   const sw = new Switch(['nf-0', 'nf-1']);
  *   sw.installRule(key, { primary: 1, epoch: 2 });
  *   sw.setSecondary(1, 0);
- *   const route = sw.route(pkt, hash); // route.primary, route.secondary (-1: none), route.epoch
+ *   const route = sw.route(pkt, hash, pkt.length); // route.primary, route.secondary (-1: none), route.epoch
  */
 import { ErrorCode, NfsError } from '../errors.js';
 import { flowHash, flowKeyString } from '../packet/flow-key.js';
 import { FlowTable } from '../packet/flow-table.js';
-import type { FlowKey, MetricSample, MetricSource, PacketView } from '../types.js';
+import type { FlowKey, MetricSample, MetricSource } from '../types.js';
 import { Maglev } from './maglev.js';
 
 /** Where a packet goes: indexes into the switch's instance list. */
@@ -111,13 +111,16 @@ export class Switch implements MetricSource {
     return this.rules.delete(key);
   }
 
-  /** Where the packet goes; the answer is valid until the next call. */
-  route(pkt: PacketView, hash: number): Route {
+  /**
+   * Where a packet of flow `id` (the packet itself, or the connection a reply belongs to) goes; `hash` is
+   * the flow's, `bytes` the packet's length. The answer is valid until the next call.
+   */
+  route(id: FlowKey, hash: number, bytes: number): Route {
     const out = this.out;
-    const rule = this.rules.size > 0 ? this.rules.getPacket(pkt) : undefined;
+    const rule = this.rules.size > 0 ? this.rules.getFlow(id) : undefined;
     if (rule !== undefined) {
       rule.packets++;
-      rule.bytes += pkt.length;
+      rule.bytes += bytes;
       out.primary = rule.primary;
       out.epoch = rule.epoch;
     } else {

@@ -22,7 +22,7 @@ import { mergeGlobal } from '../state/digest.js';
 import { GivenGlobalState } from '../state/global-local.js';
 import type { GlobalSnapshot } from '../types.js';
 import { DropReason } from '../types.js';
-import { STAMP_HEADER_LENGTH, StampView, writeStampHeader } from '../wire/geneve.js';
+import { FLOW_HEADER_LENGTH, StampView, writeStampHeader } from '../wire/geneve.js';
 import { ipv4Payload, readPcap } from './pcap.js';
 
 export interface TracePacket {
@@ -76,17 +76,19 @@ export function runOracle(
   );
   const stamper = new Stamper({ flowIdleMs: 1e12 });
   const pkt = new Packet();
-  const buf = new Uint8Array(STAMP_HEADER_LENGTH + 65536);
+  const buf = new Uint8Array(FLOW_HEADER_LENGTH + 65536);
   let packets = 0;
   for (const p of trace) {
     if (pkt.parse(p.data, 0, p.data.length) !== DropReason.NONE) continue;
     // The stamp time goes through the same header encoding the deployment's stamps did.
     const timeMs = Math.round(p.timeMs * 1000) / 1000;
-    const seq = stamper.next(pkt, timeMs);
-    writeStampHeader(buf, 0, { vni: 0, flags: 0, epoch: 0, seq, timeMs });
-    buf.set(p.data, STAMP_HEADER_LENGTH);
+    // A reply to a translated address is part of its connection, as the switch found it (switch/replies.ts).
+    const owner = fn.replyOwner?.(pkt) ?? undefined;
+    const seq = stamper.next(owner ?? pkt, timeMs);
+    const h = writeStampHeader(buf, 0, { vni: 0, flags: 0, epoch: 0, seq, timeMs }, owner);
+    buf.set(p.data, h);
     clock.set(timeMs);
-    processor.receive(buf, 0, STAMP_HEADER_LENGTH + p.data.length);
+    processor.receive(buf, 0, h + p.data.length);
     packets++;
   }
   processor.flushBatches();
@@ -111,6 +113,8 @@ export interface Comparison {
   /** Allocations held by two flows at once. */
   duplicateAllocations: string[];
   globalMatches: boolean;
+  /** A chain: per NF, the flows whose part of the state differs from the oracle's (0 for every NF: all match). */
+  byNf?: Record<string, number>;
 }
 
 /** Compares a deployment's digests with the oracle's. */
@@ -119,10 +123,18 @@ export function compareRuns(run: RunDigest, ref: RunDigest): Comparison {
   const theirs = new Map(ref.flows.map((f) => [f.flow, f]));
   const mismatched: string[] = [];
   const missing: string[] = [];
+  let byNf: Record<string, number> | undefined;
   for (const [flow, r] of theirs) {
     const m = mine.get(flow);
-    if (m === undefined) missing.push(flow);
-    else if (m.digest !== r.digest || m.packets !== r.packets) mismatched.push(flow);
+    if (m === undefined) {
+      missing.push(flow);
+      continue;
+    }
+    if (m.digest !== r.digest || m.packets !== r.packets) mismatched.push(flow);
+    if (r.parts === undefined) continue;
+    byNf ??= {};
+    for (const name of new Set([...Object.keys(r.parts), ...Object.keys(m.parts ?? {})]))
+      byNf[name] = (byNf[name] ?? 0) + (m.parts?.[name] === r.parts[name] ? 0 : 1);
   }
   const extra = [...mine.keys()].filter((f) => !theirs.has(f));
   const seen = new Set<string>();
@@ -151,6 +163,7 @@ export function compareRuns(run: RunDigest, ref: RunDigest): Comparison {
     twice,
     duplicateAllocations,
     globalMatches,
+    ...(byNf === undefined ? {} : { byNf }),
   };
 }
 

@@ -2,7 +2,8 @@
  * The sink: the end of a deployment's path. It checks every flow by stamp — delivered, reordered,
  * duplicated (replays included) —, drops the output of instances the controller fenced, records latency from the ingress stamp in an HDR histogram,
  * acknowledges to the generator so a closed-loop run never overflows a buffer, and can write what it
- * receives to pcap or deliver the inner UDP payloads on to a real UDP destination (the egress role).
+ * receives to pcap, deliver the inner UDP payloads on to a real UDP destination, or deliver every packet
+ * to the real host that holds its destination, in VXLAN (edge/egress.ts): the egress role.
  *
  *   const sink = new Sink({ host, port: 0, ackTo: { host, port: ackPort } }, logger);
  *   await sink.start();
@@ -17,7 +18,9 @@ import { FlowTable } from '../packet/flow-table.js';
 import { Packet } from '../packet/packet.js';
 import type { Clock, FlowKey, Logger, MetricSample, MetricSource } from '../types.js';
 import { DropReason, dropReasonName, IpProto } from '../types.js';
-import { StampFlag, StampView } from '../wire/geneve.js';
+import { isCarriedFrame, StampFlag, StampView } from '../wire/geneve.js';
+import { VxlanEgress } from '../edge/egress.js';
+import type { HostTable } from '../edge/hosts.js';
 import { ACK_LENGTH, writeAck } from './generator.js';
 import { LatencyHistogram } from './latency.js';
 import type { LatencySummary } from './latency.js';
@@ -30,6 +33,8 @@ export interface SinkOptions {
   ackTo?: { host: string; port: number };
   /** Forward each delivered UDP packet's payload to this destination. */
   deliver?: { host: string; port: number };
+  /** Deliver each packet to the real host that holds its destination, in VXLAN (the edge's egress). */
+  edge?: HostTable;
   pcap?: PcapWriter;
 }
 
@@ -93,6 +98,7 @@ export class Sink implements MetricSource {
   private readonly pkt = new Packet();
   private readonly latency = new LatencyHistogram();
   private readonly ack = new Uint8Array(ACK_LENGTH);
+  private readonly egress: VxlanEgress | undefined;
   private ackTimer: NodeJS.Timeout | undefined;
   private ackedAt = 0;
   private started = false;
@@ -111,13 +117,18 @@ export class Sink implements MetricSource {
   private readonly fencedSince = new Float64Array(65536).fill(Infinity);
   firstAt = 0;
   lastAt = 0;
-  readonly drops = new Float64Array(16);
+  readonly drops = new Float64Array(dropReasonName.length);
 
   constructor(
     private readonly options: SinkOptions,
     private readonly logger: Logger,
     private readonly clock: Clock = wallClock,
-  ) {}
+  ) {
+    if (options.edge !== undefined)
+      this.egress = new VxlanEgress(options.edge, (buf, offset, length, port, host) => {
+        this.out.send(buf, offset, length, port, host);
+      });
+  }
 
   get port(): number {
     return this.socket.address().port;
@@ -147,6 +158,7 @@ export class Sink implements MetricSource {
     this.stopped = true;
     if (this.started) {
       clearInterval(this.ackTimer);
+      this.egress?.stop();
       this.socket.close();
       this.out.close();
     }
@@ -156,6 +168,11 @@ export class Sink implements MetricSource {
 
   onDatagram(msg: Uint8Array): void {
     this.received++;
+    // ARP from the hosts, carried across by the ingress: where the egress learns their MACs.
+    if (isCarriedFrame(msg)) {
+      if (this.egress === undefined) return this.drop(DropReason.UNSUPPORTED);
+      return this.egress.onCarried(msg);
+    }
     const view = this.view;
     const r = view.parse(msg, 0, msg.length);
     if (r !== DropReason.NONE) return this.drop(r);
@@ -168,7 +185,7 @@ export class Sink implements MetricSource {
     const pr = this.pkt.parse(msg, view.innerOffset, view.innerLength);
     if (pr !== DropReason.NONE) return this.drop(pr);
     const now = this.clock.now();
-    let flow = this.flows.getPacket(this.pkt);
+    let flow = this.flows.getFlow(this.pkt);
     if (flow === undefined) {
       const key = flowKeyOf(this.pkt);
       flow = new SinkFlow(key);
@@ -204,6 +221,7 @@ export class Sink implements MetricSource {
     if (deliver !== undefined && pkt.proto === IpProto.UDP) {
       this.out.send(msg, pkt.payloadOffset, pkt.payloadLength, deliver.port, deliver.host);
     }
+    this.egress?.deliver(msg, view.innerOffset, pkt.length, pkt.dstIp);
     if ((this.delivered & 63) === 0) this.sendAck();
   }
 
@@ -263,6 +281,7 @@ export class Sink implements MetricSource {
     for (let r = 1; r < dropReasonName.length; r++) {
       out.push(['nfstate_sink_dropped_total', { reason: dropReasonName[r]! }, this.drops[r]!]);
     }
+    this.egress?.collect(out);
   }
 
   private sendAck(): void {

@@ -32,16 +32,38 @@
  *   +=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+
  * 36|                 inner IPv4 packet ...                         |
  *
+ * A packet that belongs to a connection other than its own 5-tuple says so (52 bytes, OptLen = 11): a
+ * reply addressed to a NAT's public port is part of the connection the NAT translated, and the switch,
+ * which resolved that, names the connection in a second option right after the stamp, so that every
+ * later stage (worker choice, flow lookup, secondary copies) finds the same flow without resolving it
+ * again. The protocol is the inner packet's.
+ *
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ * 36|   Option Class = 0xFFF0       |  Type = 0x02  |R R R|Len = 3  |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ * 40|              connection: canonical source address             |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ * 44|            connection: canonical destination address          |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ * 48|       source port             |       destination port        |
+ *   +=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+
+ * 52|                 inner IPv4 packet ...                         |
+ *
+ * An Ethernet frame carried across unstamped (ARP from the hosts at the edge, for the egress) has the
+ * bare 8-byte base header with Protocol Type 0x6558 (transparent Ethernet bridging) and no option.
+ *
  * Reading accepts any well-formed Geneve header and finds the nfstate option among others, so a header
  * that another Geneve speaker extended (or one without a stamp at all) still parses.
  */
-import { read32, write32 } from '../packet/layout.js';
+import { read16, read32, write16, write32 } from '../packet/layout.js';
 import { DropReason } from '../types.js';
 
 /** The IANA-assigned Geneve UDP port. */
 export const GENEVE_PORT = 6081;
 /** Bytes of the header `writeStampHeader` writes: Geneve base header plus the nfstate option. */
 export const STAMP_HEADER_LENGTH = 36;
+/** The same with the flow option after the stamp. */
+export const FLOW_HEADER_LENGTH = 52;
 /** Version byte of the nfstate option body; bumped on any incompatible layout change. */
 export const STAMP_VERSION = 1;
 /** Geneve protocol type for an inner IPv4 packet (an EtherType). */
@@ -52,6 +74,13 @@ export const STAMP_OPTION_CLASS = 0xfff0;
 export const STAMP_OPTION_TYPE = 0x01;
 /** Length of the nfstate option body in 4-byte words, as carried in the option header. */
 export const STAMP_OPTION_WORDS = 6;
+/** The flow option's type (same class): the connection a packet belongs to, when not its own 5-tuple. */
+export const FLOW_OPTION_TYPE = 0x02;
+export const FLOW_OPTION_WORDS = 3;
+/** Geneve protocol type of a whole Ethernet frame (transparent Ethernet bridging). */
+export const GENEVE_PROTO_ETHERNET = 0x6558;
+/** Bytes of the Geneve base header, which is all a carried Ethernet frame has in front. */
+export const GENEVE_BASE_LENGTH = 8;
 
 /** Bits of the stamp's flags byte. */
 export const StampFlag = {
@@ -66,6 +95,15 @@ export const StampFlag = {
 } as const;
 export type StampFlag = (typeof StampFlag)[keyof typeof StampFlag];
 
+/** A connection's 5-tuple as the flow option carries it, filled in place (see StampView.flowInto). */
+export interface FlowFields {
+  srcIp: number;
+  dstIp: number;
+  srcPort: number;
+  dstPort: number;
+  proto: number;
+}
+
 /** The values of one stamp. `seq` is a safe integer; `timeMs` is fractional milliseconds. */
 export interface StampFields {
   vni: number;
@@ -75,7 +113,7 @@ export interface StampFields {
   timeMs: number;
 }
 
-const BASE_LENGTH = 8;
+const BASE_LENGTH = GENEVE_BASE_LENGTH;
 const OPTION_HEADER_LENGTH = 4;
 const CRITICAL_TYPE_BIT = 0x80;
 const CONTROL_BIT = 0x80;
@@ -101,13 +139,15 @@ function put24(b: Uint8Array, at: number, v: number): void {
 }
 
 /**
- * Writes the 36-byte Geneve header with the nfstate option at buf[offset]; the inner IPv4 packet goes
- * right after it. Returns the bytes written. The caller guarantees room: typed arrays silently ignore
- * stores past their end, so a short buffer yields a short header rather than an exception.
+ * Writes the 36-byte Geneve header with the nfstate option at buf[offset] — 52 bytes with the flow option
+ * when `flow` names the connection — and the inner IPv4 packet goes right after it. Returns the bytes
+ * written. The caller guarantees room: typed arrays silently ignore stores past their end, so a short
+ * buffer yields a short header rather than an exception.
  */
-export function writeStampHeader(buf: Uint8Array, offset: number, f: StampFields): number {
+export function writeStampHeader(buf: Uint8Array, offset: number, f: StampFields, flow?: FlowFields): number {
   const o = offset;
-  buf[o] = (STAMP_HEADER_LENGTH - BASE_LENGTH) / 4; // Ver 0, OptLen in words
+  const length = flow === undefined ? STAMP_HEADER_LENGTH : FLOW_HEADER_LENGTH;
+  buf[o] = (length - BASE_LENGTH) / 4; // Ver 0, OptLen in words
   buf[o + 1] = 0; // O, C, reserved: a data packet with no critical option
   buf[o + 2] = GENEVE_PROTO_IPV4 >>> 8;
   buf[o + 3] = GENEVE_PROTO_IPV4 & 0xff;
@@ -124,7 +164,37 @@ export function writeStampHeader(buf: Uint8Array, offset: number, f: StampFields
   write32(buf, o + 16, f.epoch);
   put64(buf, o + 20, f.seq);
   put64(buf, o + 28, Math.round(f.timeMs * 1e6));
-  return STAMP_HEADER_LENGTH;
+  if (flow === undefined) return STAMP_HEADER_LENGTH;
+  buf[o + 36] = STAMP_OPTION_CLASS >>> 8;
+  buf[o + 37] = STAMP_OPTION_CLASS & 0xff;
+  buf[o + 38] = FLOW_OPTION_TYPE;
+  buf[o + 39] = FLOW_OPTION_WORDS;
+  write32(buf, o + 40, flow.srcIp);
+  write32(buf, o + 44, flow.dstIp);
+  write16(buf, o + 48, flow.srcPort);
+  write16(buf, o + 50, flow.dstPort);
+  return FLOW_HEADER_LENGTH;
+}
+
+/** Writes the base header of a carried Ethernet frame (no option); the frame goes right after it. */
+export function writeFrameHeader(buf: Uint8Array, offset: number, vni: number): number {
+  buf[offset] = 0;
+  buf[offset + 1] = 0;
+  buf[offset + 2] = GENEVE_PROTO_ETHERNET >>> 8;
+  buf[offset + 3] = GENEVE_PROTO_ETHERNET & 0xff;
+  put24(buf, offset + 4, vni);
+  buf[offset + 7] = 0;
+  return BASE_LENGTH;
+}
+
+/** Whether the datagram is a carried Ethernet frame (version 0, no options, Protocol Type 0x6558). */
+export function isCarriedFrame(buf: Uint8Array): boolean {
+  return (
+    buf.length > BASE_LENGTH &&
+    buf[0] === 0 &&
+    ((buf[2]! << 8) | buf[3]!) === GENEVE_PROTO_ETHERNET &&
+    (buf[1]! & CONTROL_BIT) === 0
+  );
 }
 
 /**
@@ -140,12 +210,15 @@ export class StampView {
   private hdrLength = 0;
   // Absolute offset of the nfstate option body, or -1 when the packet has none.
   private stamp = -1;
+  // Absolute offset of the flow option body, or -1.
+  private flow = -1;
 
   /**
    * Re-points the view at buf[offset, offset+length) and validates the Geneve header and options.
    * Drops: TRUNCATED (shorter than its header), BAD_VERSION (Geneve version not 0, or an nfstate option
-   * of another version), BAD_HEADER (protocol type not IPv4, options overrunning OptLen, two nfstate
-   * options), BAD_LENGTH (offset/length outside buf, nfstate option of the wrong size), UNSUPPORTED (an
+   * of another version), BAD_HEADER (protocol type not IPv4, options overrunning OptLen, two stamp or two
+   * flow options), BAD_LENGTH (offset/length outside buf, a stamp or flow option of the wrong size),
+   * UNSUPPORTED (an
    * OAM packet with the O bit set, or a critical option nfstate does not know, which RFC 8926 §3.5
    * requires an endpoint to drop).
    */
@@ -155,6 +228,7 @@ export class StampView {
     this.length = length;
     this.hdrLength = 0;
     this.stamp = -1;
+    this.flow = -1;
     if (
       !(Number.isInteger(offset) && Number.isInteger(length)) ||
       offset < 0 ||
@@ -175,6 +249,7 @@ export class StampView {
     const end = offset + hdrLength;
     let at = offset + BASE_LENGTH;
     let stamp = -1;
+    let flow = -1;
     while (at < end) {
       const cls = (buf[at]! << 8) | buf[at + 1]!;
       const type = buf[at + 2]!;
@@ -187,6 +262,10 @@ export class StampView {
         if (buf[at + OPTION_HEADER_LENGTH] !== STAMP_VERSION) return DropReason.BAD_VERSION;
         if (words !== STAMP_OPTION_WORDS) return DropReason.BAD_LENGTH;
         stamp = at + OPTION_HEADER_LENGTH;
+      } else if (cls === STAMP_OPTION_CLASS && type === FLOW_OPTION_TYPE) {
+        if (flow !== -1) return DropReason.BAD_HEADER;
+        if (words !== FLOW_OPTION_WORDS) return DropReason.BAD_LENGTH;
+        flow = at + OPTION_HEADER_LENGTH;
       } else if ((type & CRITICAL_TYPE_BIT) !== 0) {
         return DropReason.UNSUPPORTED;
       }
@@ -194,12 +273,32 @@ export class StampView {
     }
     this.hdrLength = hdrLength;
     this.stamp = stamp;
+    this.flow = flow;
     return DropReason.NONE;
   }
 
   /** Whether the packet carries the nfstate option. */
   get hasStamp(): boolean {
     return this.stamp >= 0;
+  }
+  /** Whether the packet names its connection in a flow option (a reply to a translated address). */
+  get hasFlow(): boolean {
+    return this.flow >= 0;
+  }
+  /**
+   * Fills `into` with the connection the flow option names (with `proto`, the inner packet's) and returns
+   * it; without a flow option, leaves `into` as it was.
+   */
+  flowInto<T extends FlowFields>(into: T, proto: number): T {
+    const f = this.flow;
+    if (f < 0) return into;
+    const b = this.buf;
+    into.srcIp = read32(b, f);
+    into.dstIp = read32(b, f + 4);
+    into.srcPort = read16(b, f + 8);
+    into.dstPort = read16(b, f + 10);
+    into.proto = proto;
+    return into;
   }
   /** Geneve header length including all options. */
   get headerLength(): number {

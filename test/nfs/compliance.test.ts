@@ -91,6 +91,33 @@ const entries: readonly Entry[] = [
     ips: ['10.0.0.1', '192.0.2.1', '192.0.2.2'],
     ports: [1, 2, 3, 4, 80],
   },
+  {
+    label: 'chain firewall (strict) > nat',
+    type: 'chain',
+    config: {
+      nfs: [
+        {
+          type: 'firewall',
+          config: { rules: [{ action: 'allow', src: '10.0.0.0/8' }], default: 'deny', strict: true },
+        },
+        { type: 'nat', config: { publicIp: '203.0.113.1', portFirst: 40000, portLast: 40002 } },
+      ],
+    },
+    ips: ['10.0.0.1', '10.0.0.2', '192.0.2.1', '203.0.113.1'],
+    ports: [53, 80, 1234, 40000, 40001],
+  },
+  {
+    label: 'chain ids > lb',
+    type: 'chain',
+    config: {
+      nfs: [
+        { type: 'ids', config: { scanPorts: 3, heavyBytes: 600, logLimit: 8 } },
+        { type: 'lb', config: { vip: '198.51.100.10', port: 80, backends: ['10.1.0.1:8080', '10.1.0.2'] } },
+      ],
+    },
+    ips: ['192.0.2.1', '198.51.100.10', '10.1.0.1'],
+    ports: [80, 8080, 1234],
+  },
 ];
 
 const { SYN, ACK, FIN, RST, PSH } = TcpFlag;

@@ -10,7 +10,7 @@ import {
   flowKeyString,
   inCidr,
   ipToString,
-  packetFlowHash,
+  flowHashOf,
   parseCidr,
   parseFlowKeyString,
   parseIpv4,
@@ -101,7 +101,7 @@ describe('flowHash', () => {
     assertUniform(counts, total);
   });
 
-  it('matches packetFlowHash of a parsed packet in both directions', () => {
+  it('matches flowHashOf of a parsed packet in both directions', () => {
     const buf = new Uint8Array(80);
     const pkt = new Packet();
     const spec = {
@@ -115,11 +115,11 @@ describe('flowHash', () => {
       payload: new Uint8Array(0),
     };
     assert.equal(pkt.parse(buf, 0, buildTcp(buf, 0, spec)), DropReason.NONE);
-    const forward = packetFlowHash(pkt);
+    const forward = flowHashOf(pkt);
     assert.equal(forward, flowHash(1, 2, 3, 4, IpProto.TCP));
     const back = { ...spec, srcIp: 2, dstIp: 1, srcPort: 4, dstPort: 3 };
     assert.equal(pkt.parse(buf, 0, buildTcp(buf, 0, back)), DropReason.NONE);
-    assert.equal(packetFlowHash(pkt), forward);
+    assert.equal(flowHashOf(pkt), forward);
   });
 });
 

@@ -68,11 +68,11 @@ describe('FlowTable', () => {
       payload: new Uint8Array(4),
     };
     assert.equal(pkt.parse(buf, 0, buildUdp(buf, 0, spec)), DropReason.NONE);
-    assert.equal(t.getPacket(pkt), undefined);
+    assert.equal(t.getFlow(pkt), undefined);
     t.set({ ...spec, proto: IpProto.UDP }, 'dns');
     const reply = { ...spec, srcIp: spec.dstIp, dstIp: spec.srcIp, srcPort: 53, dstPort: 5353 };
     assert.equal(pkt.parse(buf, 0, buildUdp(buf, 0, reply)), DropReason.NONE);
-    assert.equal(t.getPacket(pkt), 'dns');
+    assert.equal(t.getFlow(pkt), 'dns');
   });
 
   it('grows past its initial capacity and keeps every entry; delete and clear remove them', () => {

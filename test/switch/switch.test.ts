@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { NfsError } from '../../src/errors.js';
 import { buildUdp } from '../../src/packet/build.js';
-import { flowKeyOf, packetFlowHash } from '../../src/packet/flow-key.js';
+import { flowKeyOf, flowHashOf } from '../../src/packet/flow-key.js';
 import { Packet } from '../../src/packet/packet.js';
 import { Switch } from '../../src/switch/switch.js';
 
@@ -26,7 +26,7 @@ describe('Switch', () => {
     const hits = [0, 0, 0];
     for (let port = 1000; port < 4000; port++) {
       const p = udp(port);
-      const r = sw.route(p, packetFlowHash(p));
+      const r = sw.route(p, flowHashOf(p), p.length);
       hits[r.primary]!++;
       assert.equal(r.secondary, -1);
     }
@@ -34,7 +34,7 @@ describe('Switch', () => {
     sw.setLive([0, 2]);
     for (let port = 1000; port < 1100; port++) {
       const p = udp(port);
-      assert.notEqual(sw.route(p, packetFlowHash(p)).primary, 1);
+      assert.notEqual(sw.route(p, flowHashOf(p), p.length).primary, 1);
     }
   });
 
@@ -42,10 +42,10 @@ describe('Switch', () => {
     const sw = new Switch(['a', 'b', 'c']);
     const p = udp(5000);
     assert.ok(sw.installRule(flowKeyOf(p), { primary: 2, epoch: 5 }));
-    let r = sw.route(p, packetFlowHash(p));
+    let r = sw.route(p, flowHashOf(p), p.length);
     assert.deepEqual([r.primary, r.secondary, r.epoch], [2, -1, 5]);
     sw.setSecondary(2, 1);
-    r = sw.route(p, packetFlowHash(p));
+    r = sw.route(p, flowHashOf(p), p.length);
     assert.deepEqual([r.primary, r.secondary, r.epoch], [2, 1, 5]);
     assert.equal(sw.listRules()[0]?.secondary, 'b');
     const rule = sw.listRules()[0];

@@ -1,0 +1,103 @@
+/**
+ * One role of a local deployment as a child process: forked with an IPC channel, ready once it says which
+ * ports it listens on, asked for digests and reports over the channel, and stopped in order (or killed, when
+ * it cannot answer). See roles.ts for the other end.
+ *
+ *   const p = new RoleProcess('sink', fork(CLI, ['role', 'sink', spec], { stdio }), logPath);
+ *   const ports = await p.ports;             // rejects if it exits or is not ready in time
+ *   await p.request({ type: 'report' });
+ *   await p.stop();
+ */
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { ErrorCode, NfsError } from '../errors.js';
+import type { ProvisionRequest, RoleCommand, RoleReply } from './roles.js';
+
+const START_TIMEOUT_MS = 20_000;
+const REPLY_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 5000;
+
+/** The last line of a log file, shortened; empty when it cannot be read. */
+function lastLine(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trimEnd().split('\n').at(-1)!.slice(0, 500);
+  } catch {
+    return '';
+  }
+}
+
+export class RoleProcess {
+  readonly ports: Promise<Record<string, number>>;
+  private readonly waiting: ((msg: RoleReply) => void)[] = [];
+  exited = false;
+  /** The exit status once it exited (null: killed by a signal). */
+  exitCode: number | null = null;
+  /** The role asks for more NF instances (the controller does, for POST /instances). */
+  onProvision: ((req: ProvisionRequest) => void) | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+    /** Its log, whose last line says why it exited during start. */
+    log: string,
+  ) {
+    this.ports = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new NfsError(ErrorCode.PROCESS, `${name}: not ready within ${START_TIMEOUT_MS} ms`));
+      }, START_TIMEOUT_MS);
+      child.on('message', (msg: RoleReply | ProvisionRequest) => {
+        if (msg.type === 'ready') {
+          clearTimeout(timer);
+          resolve(msg.ports);
+        } else if (msg.type === 'provision') {
+          this.onProvision?.(msg);
+        } else {
+          this.waiting.shift()?.(msg);
+        }
+      });
+      child.on('exit', (code, signal) => {
+        this.exited = true;
+        this.exitCode = code;
+        clearTimeout(timer);
+        reject(
+          new NfsError(
+            ErrorCode.PROCESS,
+            `${name}: exited during start (code ${code}, signal ${signal}): ${lastLine(log)}`,
+          ),
+        );
+        for (const w of this.waiting.splice(0)) w({ type: 'error', error: `${name} exited` });
+      });
+    });
+    // A failed start is reported through `ports`; keep the rejection from going unhandled meanwhile.
+    this.ports.catch(() => undefined);
+  }
+
+  request(cmd: RoleCommand): Promise<RoleReply> {
+    // Sending on a closed channel would throw an 'error' event that no one handles.
+    if (this.exited || !this.child.connected)
+      return Promise.resolve({ type: 'error', error: `${this.name} has exited` });
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        resolve({ type: 'error', error: `${this.name}: no reply to ${cmd.type}` });
+      }, REPLY_TIMEOUT_MS);
+      this.waiting.push((msg) => {
+        clearTimeout(timer);
+        resolve(msg);
+      });
+      this.child.send(cmd);
+    });
+  }
+
+  /**
+   * Asks the role to stop in order. One that cannot answer — killed and not yet reaped, or stopped by
+   * SIGSTOP — is killed when its time is up, so that stopping a deployment never hangs on it.
+   */
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    await this.request({ type: 'stop' });
+    await exited;
+    clearTimeout(timer);
+  }
+}
