@@ -35,16 +35,8 @@ import { DEFAULT_TRACE, SyntheticTrace } from '../traffic/trace.js';
 import type { TraceOptions } from '../traffic/trace.js';
 import { LinkType, PcapWriter } from '../traffic/pcap.js';
 import { Sink } from '../traffic/sink.js';
-
-function int(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-      throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}`);
-    }
-    return n;
-  };
-}
+import { int, signalled } from './args.js';
+import { addLabCommands } from './lab.js';
 
 /** A comma-separated list of built-in NF types, each once: a service chain. */
 function chainList(v: string): string[] {
@@ -69,13 +61,6 @@ function readJson(text: string, what: string): unknown {
   } catch {
     throw new InvalidArgumentError(`${what} must be JSON`);
   }
-}
-
-function signalled(): Promise<void> {
-  return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
-  });
 }
 
 const program = new Command('nfstate')
@@ -818,6 +803,8 @@ program
       stampLog: typeof o.stampLog === 'string' ? o.stampLog : null,
     });
   });
+
+addLabCommands(program);
 
 program
   .command('role', { hidden: true })
