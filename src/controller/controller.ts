@@ -627,7 +627,8 @@ export class Controller implements MetricSource {
       return { flows: flows.map((f) => f.flow), stampMs };
     };
     this.livenessOf.get(id)?.end('fenced\n');
-    const successor = this.successorOf(id);
+    // Without replication no instance holds its flows' state: they only get a new owner (below).
+    const successor = this.options.replicas === false ? undefined : this.successorOf(id);
     try {
       if (successor !== undefined)
         await this.call(
@@ -642,7 +643,10 @@ export class Controller implements MetricSource {
       if (successor === undefined) {
         // An instance that held nothing yet (a replacement killed as it joined) needs no successor.
         if (flows.length > 0)
-          record.error = `no live member of its cluster to take over ${flows.length} flows: their state is lost`;
+          record.error =
+            this.options.replicas === false
+              ? `replication is off: the state of its ${flows.length} flows is lost`
+              : `no live member of its cluster to take over ${flows.length} flows: their state is lost`;
       } else {
         record.successor = successor.id;
         const r = (await this.call(
