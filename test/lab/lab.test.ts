@@ -168,7 +168,7 @@ test(
 );
 
 test('the lab needs root and says so', async () => {
-  const real = process.getuid;
+  const real = process.getuid!;
   process.getuid = () => 1000;
   try {
     await assert.rejects(
