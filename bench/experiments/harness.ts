@@ -69,6 +69,8 @@ export interface Outcome {
   comparisons: Comparison[];
   /** Anything the reader needs to read the figures right. */
   notes?: string[];
+  /** The experiment's own figures in one object: what `--json` prints (absent: the whole result). */
+  summary?: Record<string, unknown>;
 }
 
 export interface Experiment {
@@ -76,6 +78,8 @@ export interface Experiment {
   title: string;
   /** What the thesis measured, in one sentence. */
   reproduces: string;
+  /** What this machine lacks for it to run (root, say), or undefined when it can run. */
+  needs?: () => string | undefined;
   run(o: RunOptions): Promise<Outcome>;
 }
 

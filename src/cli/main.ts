@@ -499,7 +499,7 @@ program
   .description('benchmarks; each reports ratios against a baseline measured in the same run')
   .argument(
     '<experiment>',
-    "threads | batch | rate | migration-bytes | lb | failover | scale | baselines | all (the thesis's experiments, written as CSV, JSON and plots; all writes the report too), report (the report again, from results already written), or dataplane | memory | global",
+    'threads | batch | rate | migration-bytes | lb | failover | scale | baselines | tcp-failover (root: kernel TCP in the lab) | all (the experiments, written as CSV, JSON and plots; all writes the report too), report (the report again, from results already written), or dataplane | memory | global',
   )
   .option('--quick', 'a short run (under 60 s)', false)
   .option('--paper', "experiments: the thesis's parameters (the default)", false)
@@ -573,7 +573,7 @@ program
           const r = await runBench(exp, options);
           out(
             o.json
-              ? JSON.stringify(r)
+              ? JSON.stringify(r.summary ?? r)
               : `${exp.name}: ${r.seconds} s, written to ${options.out}/${exp.name}/`,
           );
         }

@@ -25,6 +25,11 @@ export type TcpCase = (typeof TCP_CASES)[number];
 export interface TcpCaseOptions {
   bytes: number;
   port: number;
+  /**
+   * `nfstate` (default): to the server's address, through the deployment; `kernel`: to its address on the
+   * kernel's path (the lab's router namespace), for the baseline. Only case `none` goes the kernel's way.
+   */
+  path?: 'nfstate' | 'kernel';
   /** The fault comes once the receiver has this share of the bytes (default 0.3). */
   at?: number;
   /** Either end gives up after this long without progress (a broken connection). */
@@ -100,7 +105,7 @@ export async function tcpCase(lab: Lab, kase: TcpCase, options: TcpCaseOptions):
       'tcp',
       'send',
       '--to',
-      `${server.address}:${options.port}`,
+      `${options.path === 'kernel' ? server.kernel : server.address}:${options.port}`,
       '--bytes',
       String(options.bytes),
       '--idle-ms',
@@ -126,6 +131,11 @@ export async function tcpCase(lab: Lab, kase: TcpCase, options: TcpCaseOptions):
       void done.finally(() => clearInterval(poll));
     }),
   ]);
+  if (options.path === 'kernel') {
+    if (kase !== 'none') throw new NfsError(ErrorCode.CONFIG, `lab: the kernel's path has no ${kase}`);
+    const [sender, receiver] = await done;
+    return verdict({ case: kase, flow: '', owner: '' }, options.bytes, sender, receiver);
+  }
   const flows = ((await api('/flows')) as unknown as { flows: FlowOwner[] }).flows;
   const found = flows.find((f) => f.flow.startsWith('tcp ') && f.flow.endsWith(`:${options.port}`));
   if (found?.owner == null)
@@ -160,13 +170,21 @@ export async function tcpCase(lab: Lab, kase: TcpCase, options: TcpCaseOptions):
     result.move = (await api('/move', { flow: mine.flow, to })) as unknown as MoveRecord;
   }
   const [sender, receiver] = await done;
+  return verdict({ ...result, case: kase, ...mine }, options.bytes, sender, receiver);
+}
+
+/** Survived: both ends completed, with the bytes asked for, the same SHA-256, and no reset. */
+function verdict(
+  what: Omit<TcpCaseResult, 'survived' | 'bytes_ok' | 'reset' | 'sender' | 'receiver'>,
+  bytes: number,
+  sender: TcpReport,
+  receiver: TcpReport,
+): TcpCaseResult {
   const bytesOk =
-    sender.bytes === options.bytes && receiver.bytes === sender.bytes && receiver.sha256 === sender.sha256;
+    sender.bytes === bytes && receiver.bytes === sender.bytes && receiver.sha256 === sender.sha256;
   const reset = sender.error === 'reset' || receiver.error === 'reset';
   return {
-    ...result,
-    case: kase,
-    ...mine,
+    ...what,
     survived: bytesOk && sender.completed && receiver.completed && !reset,
     bytes_ok: bytesOk,
     reset,

@@ -15,6 +15,11 @@
  *    eth0   198.18.0.2  ──┴──────┤ ├──────┬──────┬──────┬─────┴── eth0 198.18.0.3
  *                           root .1  ingress .10  controller .11  sink .12  nf-i .20+i
  *
+ * Beside it, for comparison, the kernel's own path between the same hosts: a router namespace (`<prefix>kr`,
+ * .4) with a vxlan device toward each host, forwarding between 10.9.1.0/24 (the client's second vxlan
+ * device, 10.9.1.2) and 10.9.2.0/24 (the server's, 10.9.2.2): the same transfer, the same encapsulation,
+ * forwarded by the kernel instead of going through nfstate.
+ *
  * The hosts route everything through their gateway (10.1.0.1, 198.51.100.1), which the ingress answers ARP
  * for; their vxlan devices send to the ingress and learn nothing (`nolearning`), and send real checksums
  * (`ethtool -K vxlan0 tx off`: between namespaces the kernel would otherwise leave the inner TCP checksum
@@ -57,11 +62,31 @@ export interface LabHost {
   readonly address: string;
   readonly prefix: string;
   readonly gateway: string;
+  /** Its address on the kernel's path (a second vxlan device toward the kernel router). */
+  readonly kernel: string;
 }
 
 const HOSTS: Readonly<Record<LabHostName, Omit<LabHost, 'netns'>>> = {
-  client: { vtep: `${NET}.2`, address: '10.1.0.2', prefix: '10.1.0.0/24', gateway: '10.1.0.1' },
-  server: { vtep: `${NET}.3`, address: '198.51.100.10', prefix: '198.51.100.0/24', gateway: '198.51.100.1' },
+  client: {
+    vtep: `${NET}.2`,
+    address: '10.1.0.2',
+    prefix: '10.1.0.0/24',
+    gateway: '10.1.0.1',
+    kernel: '10.9.1.2',
+  },
+  server: {
+    vtep: `${NET}.3`,
+    address: '198.51.100.10',
+    prefix: '198.51.100.0/24',
+    gateway: '198.51.100.1',
+    kernel: '10.9.2.2',
+  },
+};
+const ROUTER = `${NET}.4`;
+/** The kernel path: per host, its VNI and its network, the router holding .1 of it. */
+const KERNEL_NETS: Readonly<Record<LabHostName, { vni: number; net: string }>> = {
+  client: { vni: 2, net: '10.9.1' },
+  server: { vni: 3, net: '10.9.2' },
 };
 
 /** Fixed addresses of the roles: the hosts' VTEPs are set up before the ingress starts. */
@@ -114,6 +139,8 @@ export interface LabDescription {
   bridge: string;
   root: { link: string; address: string };
   hosts: Record<LabHostName, LabHost>;
+  /** The kernel's path between the hosts, for comparison: its router's namespace. */
+  kernel_router: string;
   roles: Record<string, { netns: string; address: string }>;
   nat_public_ip: string | null;
   deployment: Endpoints;
@@ -248,6 +275,7 @@ export class Lab {
       bridge: this.bridge,
       root: { link: `${this.prefix}root`, address: ROOT_ADDRESS },
       hosts: this.hosts,
+      kernel_router: `${this.prefix}kr`,
       roles: Object.fromEntries(this.roles),
       nat_public_ip:
         nat === undefined ? null : ((nat.config.publicIp as string | undefined) ?? '203.0.113.1'),
@@ -273,26 +301,39 @@ export class Lab {
     const p = this.prefix;
     const br = this.bridge;
     const { client, server } = this.hosts;
+    const router = `${p}kr`;
     await ipBatch([
       `netns add ${br}`,
       `netns add ${client.netns}`,
       `netns add ${server.netns}`,
+      `netns add ${router}`,
       `link add br0 netns ${br} type bridge`,
       `link add ${p}root type veth peer name vroot netns ${br}`,
       `link add eth0 netns ${client.netns} type veth peer name vclient netns ${br}`,
       `link add eth0 netns ${server.netns} type veth peer name vserver netns ${br}`,
+      `link add eth0 netns ${router} type veth peer name vrouter netns ${br}`,
     ]);
     await ipBatch(
       [
         'link set lo up',
         `link set br0 mtu ${UNDERLAY_MTU} up`,
-        ...['vroot', 'vclient', 'vserver'].map((v) => `link set ${v} master br0 mtu ${UNDERLAY_MTU} up`),
+        ...['vroot', 'vclient', 'vserver', 'vrouter'].map(
+          (v) => `link set ${v} master br0 mtu ${UNDERLAY_MTU} up`,
+        ),
       ],
       br,
     );
     await ipBatch([`link set ${p}root mtu ${UNDERLAY_MTU} up`, `addr add ${ROOT_ADDRESS}/24 dev ${p}root`]);
     const ingress = roleAddress('ingress');
-    for (const h of [client, server]) {
+    const routerCommands = [
+      'link set lo up',
+      `link set eth0 mtu ${UNDERLAY_MTU} up`,
+      `addr add ${ROUTER}/24 dev eth0`,
+    ];
+    for (const name of ['client', 'server'] as const) {
+      const h = this.hosts[name];
+      const k = KERNEL_NETS[name];
+      const other = KERNEL_NETS[name === 'client' ? 'server' : 'client'];
       await ipBatch(
         [
           'link set lo up',
@@ -302,11 +343,22 @@ export class Lab {
           `link set vxlan0 mtu ${HOST_MTU} addrgenmode none up`,
           `addr add ${h.address}/${h.prefix.split('/')[1]} dev vxlan0`,
           `route add default via ${h.gateway} dev vxlan0`,
+          `link add vxlan1 type vxlan id ${k.vni} remote ${ROUTER} local ${h.vtep} dstport ${VXLAN_PORT} nolearning`,
+          `link set vxlan1 mtu ${HOST_MTU} addrgenmode none up`,
+          `addr add ${h.kernel}/24 dev vxlan1`,
+          `route add ${other.net}.0/24 via ${k.net}.1 dev vxlan1`,
         ],
         h.netns,
       );
-      await ethtool(h.netns, ['-K', 'vxlan0', 'tx', 'off']);
+      for (const dev of ['vxlan0', 'vxlan1']) await ethtool(h.netns, ['-K', dev, 'tx', 'off']);
+      routerCommands.push(
+        `link add vx${name} type vxlan id ${k.vni} remote ${h.vtep} local ${ROUTER} dstport ${VXLAN_PORT} nolearning`,
+        `link set vx${name} mtu ${HOST_MTU} addrgenmode none up`,
+        `addr add ${k.net}.1/24 dev vx${name}`,
+      );
     }
+    await ipBatch(routerCommands, router);
+    await ip(['netns', 'exec', router, 'sh', '-c', 'echo 1 > /proc/sys/net/ipv4/ip_forward']);
   }
 
   private async deploy(): Promise<void> {

@@ -23,7 +23,10 @@ export interface TcpReport {
   /** Why not: `reset` (ECONNRESET, EPIPE …), `idle` (no progress for idleMs), or another error code. */
   error: string | null;
   duration_ms: number;
-  /** Receiver: the longest time between two arrivals of data, from the first byte on. */
+  /**
+   * Receiver: the longest time between two arrivals of data, from the first byte on; for a stream that did
+   * not complete, the time from its last data until the receiver gave up counts too.
+   */
   max_stall_ms: number;
   /** Receiver: when that longest gap began, ms after the first byte. */
   stall_at_ms: number;
@@ -73,6 +76,12 @@ export function receive(
         done = true;
         clearInterval(ticker);
         socket.destroy();
+        // A stream that broke ends in a stall that never ended: it counts to the moment we gave up.
+        const now = performance.now();
+        if (!completed && first !== 0 && now - last > maxStall) {
+          maxStall = now - last;
+          stallAt = last;
+        }
         resolve({
           role: 'receive',
           bytes,
