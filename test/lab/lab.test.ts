@@ -70,7 +70,7 @@ describe('lab: kernel TCP through [firewall (strict), nat] survives', { skip, ti
 
   after(async () => {
     const pids = await labPids(prefix);
-    await lab?.stop();
+    await (lab as Lab | undefined)?.stop();
     await assertGone(prefix, pids);
     rmSync(dir, { recursive: true, force: true });
   });
@@ -98,7 +98,7 @@ describe('lab: kernel TCP through [firewall (strict), nat] survives', { skip, ti
     const r = await tcpCase(lab, 'move-intra', { bytes: BYTES, port: 5003 });
     survived(r);
     assert.equal(r.move?.aborted, false, JSON.stringify(r.move));
-    assert.equal(r.move?.intra, true);
+    assert.equal(r.move.intra, true);
     console.log(`move inside the cluster: longest stall ${r.receiver.max_stall_ms} ms`);
   });
 
@@ -106,7 +106,7 @@ describe('lab: kernel TCP through [firewall (strict), nat] survives', { skip, ti
     const r = await tcpCase(lab, 'move-inter', { bytes: BYTES, port: 5004 });
     survived(r);
     assert.equal(r.move?.aborted, false, JSON.stringify(r.move));
-    assert.equal(r.move?.intra, false);
+    assert.equal(r.move.intra, false);
     console.log(`move across clusters: longest stall ${r.receiver.max_stall_ms} ms`);
   });
 });

@@ -8,6 +8,7 @@ import {
   DEFAULT_TOPOLOGY,
   editDistance,
   loadTopology,
+  nfLabel,
   parseHostPort,
   parseTopology,
 } from '../../src/launcher/config.js';
@@ -65,6 +66,7 @@ void test('defaults fill everything but nf.type', () => {
     move: { timeoutMs: 2000 },
     failure: { heartbeatMs: 50, missCount: 10 },
     global: { store: 'local', endpoints: [] },
+    edge: null,
   });
   assert.ok(Object.isFrozen(DEFAULT_TOPOLOGY.batch));
   assert.notEqual(t.batch, DEFAULT_TOPOLOGY.batch, 'the result must not share the frozen defaults');
@@ -264,5 +266,84 @@ void test('loadTopology: an unreadable file is a CONFIG error', () => {
   configError(
     () => loadTopology(join(dir, 'absent.yaml')),
     /absent\.yaml: cannot read topology file \(ENOENT\)$/,
+  );
+});
+
+test('chain: a list of types or { type, config }, in order, each once; nf and chain exclude each other', () => {
+  const t = parseTopology({
+    chain: ['firewall', { type: 'nat', config: { publicIp: '203.0.113.7' } }],
+  });
+  assert.deepEqual(t.nf, {
+    type: 'chain',
+    config: {
+      nfs: [
+        { type: 'firewall', config: {} },
+        { type: 'nat', config: { publicIp: '203.0.113.7' } },
+      ],
+    },
+  });
+  assert.equal(nfLabel(t.nf), 'firewall>nat');
+  assert.equal(nfLabel(parseTopology({ nf: { type: 'ids' } }).nf), 'ids');
+  configError(() => parseTopology({ chain: [] }), 'chain: must be a non-empty list of NF types (got a list)');
+  configError(() => parseTopology({ chain: ['nat', 'router'] }), /^chain\[1\]: unknown NF 'router'/);
+  configError(
+    () => parseTopology({ chain: ['nat', 'nat'] }),
+    'chain: nat appears twice (each NF type may appear once)',
+  );
+  configError(
+    () => parseTopology({ nf: { type: 'nat' }, chain: ['nat'] }),
+    'chain: give either nf (one NF) or chain (a list of them), not both',
+  );
+  configError(() => parseTopology({ chain: [{ type: 'nat', cfg: {} }] }), /^chain\.0: unknown field 'cfg'/);
+  configError(() => parseTopology({ nf: { type: 'chain' } }), /^nf\.type: unknown NF 'chain'/);
+  const yaml = file('chain.yaml', 'chain:\n  - firewall\n  - type: nat\n    config: { portFirst: 0 }\n');
+  assert.equal(loadTopology(yaml).nf.type, 'chain', 'the NF config itself is checked where the NF is built');
+});
+
+test('edge: the host networks behind real hosts’ VTEPs, with defaults, each field checked', () => {
+  assert.equal(parseTopology({ nf: { type: 'nat' } }).edge, null);
+  const t = parseTopology({
+    nf: { type: 'nat' },
+    edge: {
+      hosts: [
+        { prefix: '10.1.0.0/24', vtep: '198.18.0.2' },
+        { prefix: '198.51.100.0/24', vtep: '198.18.0.3', vni: 7, gateway: '198.51.100.254' },
+      ],
+    },
+  });
+  assert.deepEqual(t.edge, {
+    vxlanPort: 4789,
+    vtepPort: 4789,
+    mac: '02:6e:66:00:00:01',
+    hosts: [
+      { prefix: '10.1.0.0/24', vtep: '198.18.0.2', vni: 1 },
+      { prefix: '198.51.100.0/24', vtep: '198.18.0.3', vni: 7, gateway: '198.51.100.254' },
+    ],
+  });
+  const bad = (edge: unknown, message: string | RegExp): void => {
+    configError(() => parseTopology({ nf: { type: 'nat' }, edge }), message);
+  };
+  bad({ hosts: [] }, 'edge.hosts: must be a non-empty list of host networks (got a list)');
+  bad({ hosts: [{ prefix: '10.1.0.0/33', vtep: '1.2.3.4' }] }, /^edge\.hosts\[0\]\.prefix: must be a CIDR/);
+  bad({ hosts: [{ prefix: '10.1.0.0/24' }] }, "edge.hosts[0].vtep: required (the host's VTEP address)");
+  bad(
+    { hosts: [{ prefix: '10.1.0.0/24', vtep: 'host-a' }] },
+    /^edge\.hosts\.0\.vtep: must be an IPv4 address/,
+  );
+  bad(
+    { hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4', vni: 1 << 24 }] },
+    /^edge\.hosts\.0\.vni: must be an integer 0\.\.16777215/,
+  );
+  bad(
+    { mac: '02:6e:66', hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4' }] },
+    /^edge\.mac: must be a MAC address/,
+  );
+  bad(
+    { vxlanPort: 70000, hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4' }] },
+    /^edge\.vxlanPort: must be an integer 0\.\.65535/,
+  );
+  bad(
+    { hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4', vtp: 1 }] },
+    /^edge\.hosts\.0: unknown field 'vtp'/,
   );
 });

@@ -64,6 +64,16 @@ describe('nfstate demo (multi-process on loopback)', () => {
     });
   }
 
+  it('--chain firewall,nat: moves and a failover lose nothing, and each NF of the chain matches the oracle', async () => {
+    const s = await demo(['--chain', 'firewall,nat', '--packets', '100', '--moves', '40', '--kill', '1']);
+    assertClean(s);
+    assert.equal(s.nf, 'firewall>nat');
+    assert.deepEqual(s.nf_matches_oracle, { firewall: true, nat: true });
+    assert.equal(s.failovers.count, 1, JSON.stringify(s.failovers));
+    assert.equal(s.moves.count + s.moves.aborted, 40, JSON.stringify(s.moves));
+    assert.ok(s.strong.claims > 0, "the NAT's ports were decided in the log");
+  });
+
   it('--guarantee loss-free: 200 moves lose nothing (the source’s packets may come behind)', async () => {
     const s = await demo(['--nf', 'nat', '--moves', '200', '--guarantee', 'loss-free']);
     assert.equal(s.moves.guarantee, 'loss-free');

@@ -8,7 +8,8 @@ import { createNf } from '../../src/nfs/index.js';
 import { ByteReader } from '../../src/state/bytes.js';
 import { LocalGlobalState } from '../../src/state/global-local.js';
 import { DropReason } from '../../src/types.js';
-import { StampView } from '../../src/wire/geneve.js';
+import { buildUdp } from '../../src/packet/build.js';
+import { FLOW_HEADER_LENGTH, StampView, writeStampHeader } from '../../src/wire/geneve.js';
 import { stamped } from '../helpers/packets.js';
 
 const OPTIONS: ProcessorOptions = {
@@ -189,5 +190,45 @@ describe('FlowProcessor', () => {
     assert.ok(c.drops[DropReason.TRUNCATED]! > 0);
     assert.ok(c.drops[DropReason.BAD_CHECKSUM]! > 0);
     assert.ok(c.drops[DropReason.DUPLICATE]! > 0);
+  });
+});
+
+describe('FlowProcessor: a packet that names its connection', () => {
+  it('joins that flow in its stamp order, whatever its own 5-tuple', () => {
+    const { p, out, feed } = harness('firewall');
+    // Flow 0 is udp 10.0.0.1:10000 198.51.100.10:80. Its reply comes back addressed elsewhere (to a NAT's
+    // public port), and the switch named the connection.
+    const reply = (seq: number): Uint8Array => {
+      const buf = new Uint8Array(FLOW_HEADER_LENGTH + 36);
+      writeStampHeader(
+        buf,
+        0,
+        { vni: 1, flags: 0, epoch: 1, seq, timeMs: 1_700_000_000_000 + seq },
+        {
+          srcIp: 0x0a000001,
+          dstIp: 0xc633640a,
+          srcPort: 10000,
+          dstPort: 80,
+          proto: 17,
+        },
+      );
+      const n = buildUdp(buf, FLOW_HEADER_LENGTH, {
+        srcIp: 0xc633640a,
+        dstIp: 0xcb007101,
+        srcPort: 80,
+        dstPort: 1024,
+        payload: new Uint8Array([0, seq, 1, 2, 3, 4, 5, 6]),
+      });
+      return buf.subarray(0, FLOW_HEADER_LENGTH + n);
+    };
+    feed(stamped({ flow: 0, seq: 1 }));
+    feed(reply(3));
+    feed(stamped({ flow: 0, seq: 2 }));
+    assert.deepEqual(
+      out.map((o) => o.seq),
+      [1, 2, 3],
+      'the reply waited for seq 2: one flow',
+    );
+    assert.equal(p.flows.size, 1);
   });
 });

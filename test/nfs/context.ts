@@ -153,9 +153,14 @@ export class Driver<S> {
   now = 1_700_000_000_000;
   private readonly view = new Packet();
 
+  /**
+   * @param replies resolve replies to translated addresses as the switch does (`nf.replyOwner`): such a
+   *   packet joins the connection it answers rather than starting a flow of its own
+   */
   constructor(
     readonly nf: NetworkFunction<S>,
     readonly global: GlobalState,
+    private readonly replies = false,
   ) {
     this.ctx = new TestContext(global);
   }
@@ -167,7 +172,7 @@ export class Driver<S> {
     const pkt = this.view;
     const reason = pkt.parse(buf, 0, buf.length);
     if (reason !== DropReason.NONE) throw new Error(`packet does not parse: reason ${reason}`);
-    const key = flowKeyOf(pkt);
+    const key = flowKeyOf((this.replies ? this.nf.replyOwner?.(pkt) : undefined) ?? pkt);
     const name = flowKeyString(key);
     const events0 = this.ctx.events.length;
     let flow = this.flows.get(name);

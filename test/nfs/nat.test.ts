@@ -5,7 +5,7 @@ import { flowKeyString } from '../../src/packet/flow-key.js';
 import { createNat, NatRole, NAT_INBOUND_DECISION, NAT_PORT_POOL } from '../../src/nfs/nat.js';
 import { GivenGlobalState, LocalGlobalState } from '../../src/state/global-local.js';
 import { Verdict } from '../../src/types.js';
-import { Driver, icmpEcho, ip, tcp, udp, expectConfigError } from './context.js';
+import { Driver, icmpEcho, ip, parsed, tcp, udp, expectConfigError } from './context.js';
 
 function setup(config: Record<string, unknown> = {}) {
   const global = new LocalGlobalState();
@@ -147,4 +147,55 @@ test('config is validated field by field', () => {
   bad({ internal: '10.0.0.0/33' }, 'internal');
   bad({ publicIP: '1.2.3.4' }, 'publicIP');
   assert.equal(createNat({}, g).config.portFirst, 1024);
+});
+
+test('replyOwner: the connection holding the public port, when the packet comes from its remote end', () => {
+  const { d, nf } = setup();
+  const out = d.send(tcp('10.0.0.5', 5555, '192.0.2.9', 80, TcpFlag.SYN));
+  const port = out.pkt.srcPort;
+  assert.equal(
+    flowKeyString(nf.replyOwner(parsed(tcp('192.0.2.9', 80, '203.0.113.1', port, TcpFlag.ACK)))!),
+    flowKeyString(out.flow.key),
+  );
+  assert.equal(
+    nf.replyOwner(parsed(tcp('192.0.2.9', 81, '203.0.113.1', port, TcpFlag.ACK))),
+    undefined,
+    'another remote port',
+  );
+  assert.equal(
+    nf.replyOwner(parsed(udp('192.0.2.9', 80, '203.0.113.1', port))),
+    undefined,
+    'another protocol',
+  );
+  assert.equal(
+    nf.replyOwner(parsed(tcp('192.0.2.9', 80, '203.0.113.1', 40009, TcpFlag.ACK))),
+    null,
+    'a port nobody holds',
+  );
+  assert.equal(
+    nf.replyOwner(parsed(tcp('192.0.2.9', 80, '10.0.0.5', 5555, TcpFlag.ACK))),
+    undefined,
+    'not for publicIp',
+  );
+});
+
+test('a reply the switch stamps as part of its connection is translated back to the initiator', () => {
+  const global = new LocalGlobalState();
+  const nf = createNat({ publicIp: '203.0.113.1', portFirst: 40000, portLast: 40009 }, global);
+  const d = new Driver(nf, global, true);
+  const out = d.send(tcp('10.0.0.5', 5555, '192.0.2.9', 80, TcpFlag.SYN));
+  const back = d.send(tcp('192.0.2.9', 80, '203.0.113.1', out.pkt.srcPort, TcpFlag.SYN | TcpFlag.ACK, 'hi'));
+  assert.equal(back.flow, out.flow, 'one flow, both directions');
+  assert.equal(back.verdict, Verdict.FORWARD);
+  assert.equal(back.state.role, NatRole.OUTBOUND);
+  assert.equal(back.pkt.dstIp, ip('10.0.0.5'));
+  assert.equal(back.pkt.dstPort, 5555);
+  assert.equal(back.pkt.srcIp, ip('192.0.2.9'));
+  assert.equal(back.state.packets, 2);
+  // ICMP echo: the reply carries the public identifier, which is put back.
+  const ping = d.send(icmpEcho('10.0.0.6', '192.0.2.9', 77));
+  const pong = d.send(icmpEcho('192.0.2.9', '203.0.113.1', ping.pkt.srcPort, 0));
+  assert.equal(pong.flow, ping.flow);
+  assert.equal(pong.pkt.dstIp, ip('10.0.0.6'));
+  assert.equal(pong.pkt.dstPort, 77);
 });

@@ -8,7 +8,23 @@ import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { DropReason } from '../../src/types.js';
 import { FrameDecoder, encodeFrame } from '../../src/wire/frame.js';
-import { STAMP_HEADER_LENGTH, StampFlag, StampView, writeStampHeader } from '../../src/wire/geneve.js';
+import {
+  FLOW_HEADER_LENGTH,
+  STAMP_HEADER_LENGTH,
+  StampFlag,
+  StampView,
+  writeStampHeader,
+} from '../../src/wire/geneve.js';
+import { ArpOp, ArpView, writeArp } from '../../src/wire/arp.js';
+import {
+  BROADCAST_MAC,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  macToString,
+  VxlanView,
+  writeVxlanFrame,
+} from '../../src/wire/vxlan.js';
+import { flowKeyString, ipToString } from '../../src/packet/flow-key.js';
 import { checksumsValid, fromHex } from './packets.js';
 
 // The samples stay in test/fixtures; compiled tests run from dist/test, two levels further down.
@@ -162,6 +178,84 @@ describe('frozen wire samples', () => {
     // The nfstate option itself is byte for byte what the writer emits.
     assert.deepEqual(reencode(v).subarray(8), bytes.subarray(16, 44));
     assert.deepEqual([...bytes.subarray(8, 16)], [0x01, 0x03, 0x05, 0x01, 0, 0, 0, 1]);
+  });
+
+  it('stamp-flow-udp.hex', () => {
+    const bytes = sample('stamp-flow-udp.hex');
+    assert.equal(bytes.length, 52 + 33);
+    const v = decodeStamp(bytes, {
+      vni: 1,
+      flags: 0,
+      epoch: 3,
+      seq: 42,
+      timeMs: 1_700_000_000_123.456,
+      headerLength: 52,
+      stampOffset: 12,
+    });
+    assert.equal(v.hasFlow, true);
+    const flow = v.flowInto({ srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 }, 17);
+    assert.equal(flowKeyString(flow), 'udp 10.1.0.2:40000 198.51.100.10:5001');
+    decodeInner(bytes.subarray(v.innerOffset), {
+      id: 0x4242,
+      ttl: 64,
+      src: '198.51.100.10',
+      dst: '203.0.113.1',
+      srcPort: 5001,
+      dstPort: 1024,
+      payload: [...new TextEncoder().encode('reply')],
+    });
+    const out = new Uint8Array(FLOW_HEADER_LENGTH);
+    writeStampHeader(
+      out,
+      0,
+      { vni: v.vni, flags: v.flags, epoch: v.epoch, seq: v.seq, timeMs: v.timeMs },
+      flow,
+    );
+    assert.deepEqual(out, bytes.subarray(0, 52));
+  });
+
+  it('vxlan-udp.hex', () => {
+    const bytes = sample('vxlan-udp.hex');
+    const v = new VxlanView();
+    assert.equal(v.parse(bytes, 0, bytes.length), DropReason.NONE);
+    assert.deepEqual(
+      [v.vni, macToString(v.dstMac), macToString(v.srcMac), v.etherType, v.payloadOffset],
+      [0x123456, '02:6e:66:00:00:01', '92:b5:ca:77:10:ad', ETHERTYPE_IPV4, 22],
+    );
+    decodeInner(bytes.subarray(v.payloadOffset), {
+      id: 0x0101,
+      ttl: 64,
+      src: '10.1.0.2',
+      dst: '198.51.100.10',
+      srcPort: 40000,
+      dstPort: 5001,
+      payload: [...new TextEncoder().encode('hello')],
+    });
+    const out = new Uint8Array(22);
+    writeVxlanFrame(out, 0, { vni: v.vni, dst: v.dstMac, src: v.srcMac, etherType: v.etherType });
+    assert.deepEqual(out, bytes.subarray(0, 22));
+  });
+
+  it('vxlan-arp-request.hex', () => {
+    const bytes = sample('vxlan-arp-request.hex');
+    const v = new VxlanView();
+    assert.equal(v.parse(bytes, 0, bytes.length), DropReason.NONE);
+    assert.deepEqual([v.vni, v.dstMac, v.etherType], [1, BROADCAST_MAC, ETHERTYPE_ARP]);
+    const arp = new ArpView();
+    assert.equal(arp.parse(bytes, v.payloadOffset, v.payloadLength), DropReason.NONE);
+    assert.deepEqual(
+      [arp.op, macToString(arp.senderMac), ipToString(arp.senderIp), arp.targetMac, ipToString(arp.targetIp)],
+      [ArpOp.REQUEST, '92:b5:ca:77:10:ad', '10.1.0.2', 0, '10.1.0.1'],
+    );
+    const out = new Uint8Array(28);
+    writeArp(out, 0, {
+      op: arp.op,
+      senderMac: arp.senderMac,
+      senderIp: arp.senderIp,
+      targetMac: arp.targetMac,
+      targetIp: arp.targetIp,
+    });
+    assert.deepEqual(out, bytes.subarray(22));
   });
 
   it('frame-hmac.hex', () => {

@@ -2,12 +2,17 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { DropReason } from '../../src/types.js';
+import { readTuple } from '../../src/nf/dispatch.js';
 import {
+  FLOW_HEADER_LENGTH,
+  GENEVE_BASE_LENGTH,
   GENEVE_PORT,
+  isCarriedFrame,
   STAMP_HEADER_LENGTH,
   STAMP_VERSION,
   StampFlag,
   StampView,
+  writeFrameHeader,
   writeStampHeader,
   type StampFields,
 } from '../../src/wire/geneve.js';
@@ -307,3 +312,65 @@ function readAll(v: StampView): void {
     assert.ok(Number.isFinite(n) && n >= 0);
   }
 }
+
+describe('geneve flow option', () => {
+  const flow = { srcIp: 0x0a010002, dstIp: 0xc633640a, srcPort: 40000, dstPort: 5001, proto: 17 };
+
+  function withFlow(): Uint8Array {
+    const buf = new Uint8Array(FLOW_HEADER_LENGTH + inner.length);
+    assert.equal(writeStampHeader(buf, 0, fields, flow), FLOW_HEADER_LENGTH);
+    buf.set(inner, FLOW_HEADER_LENGTH);
+    return buf;
+  }
+
+  it('names the connection right after the stamp, which still reads the same', () => {
+    const buf = withFlow();
+    assert.equal(buf[0], (FLOW_HEADER_LENGTH - 8) / 4);
+    const v = new StampView();
+    assert.equal(v.parse(buf, 0, buf.length), DropReason.NONE);
+    assert.equal(v.hasFlow, true);
+    assert.equal(v.seq, fields.seq);
+    assert.equal(v.innerOffset, FLOW_HEADER_LENGTH);
+    const into = { srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 };
+    assert.equal(v.flowInto(into, 17), into);
+    assert.deepEqual(into, flow);
+    const plain = stamped();
+    assert.equal(v.parse(plain, 0, plain.length), DropReason.NONE);
+    assert.equal(v.hasFlow, false);
+    assert.deepEqual(v.flowInto({ srcIp: 1, dstIp: 2, srcPort: 3, dstPort: 4, proto: 5 }, 17), {
+      srcIp: 1,
+      dstIp: 2,
+      srcPort: 3,
+      dstPort: 4,
+      proto: 5,
+    });
+  });
+
+  it('two flow options are BAD_HEADER, one of the wrong size BAD_LENGTH', () => {
+    const body = [10, 1, 0, 2, 198, 51, 100, 10, 0x9c, 0x40, 0x13, 0x89];
+    const v = new StampView();
+    const two = geneveWith([stampOption(), option(0xfff0, 0x02, body), option(0xfff0, 0x02, body)]);
+    assert.equal(v.parse(two, 0, two.length), DropReason.BAD_HEADER);
+    const short = geneveWith([stampOption(), option(0xfff0, 0x02, body.slice(0, 8))]);
+    assert.equal(v.parse(short, 0, short.length), DropReason.BAD_LENGTH);
+  });
+
+  it('the NF instance reads its flow, not its 5-tuple, from a datagram that names one', () => {
+    const t = { srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 };
+    assert.equal(readTuple(withFlow(), t), true);
+    assert.deepEqual(t, flow);
+    assert.equal(readTuple(stamped(), t), true);
+    assert.deepEqual(t, { srcIp: 0x0a000001, dstIp: 0x0a000002, srcPort: 40000, dstPort: 53, proto: 17 });
+  });
+
+  it('a carried Ethernet frame has the bare base header with protocol 0x6558', () => {
+    const buf = new Uint8Array(GENEVE_BASE_LENGTH + 14);
+    assert.equal(writeFrameHeader(buf, 0, 0x10203), GENEVE_BASE_LENGTH);
+    assert.deepEqual([...buf.subarray(0, 8)], [0, 0, 0x65, 0x58, 0x01, 0x02, 0x03, 0]);
+    assert.equal(isCarriedFrame(buf), true);
+    assert.equal(isCarriedFrame(buf.subarray(0, 8)), false, 'a header alone carries nothing');
+    assert.equal(isCarriedFrame(stamped()), false);
+    const v = new StampView();
+    assert.equal(v.parse(buf, 0, buf.length), DropReason.BAD_HEADER, 'not a packet to stamp');
+  });
+});
