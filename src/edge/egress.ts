@@ -17,6 +17,7 @@ import type { HostNet, HostTable } from './hosts.js';
 import type { SendTo } from './gateway.js';
 import { ArpOp, ArpView, ARP_LENGTH, writeArp } from '../wire/arp.js';
 import { GENEVE_BASE_LENGTH } from '../wire/geneve.js';
+import { SendRing } from '../wire/send-ring.js';
 import {
   BROADCAST_MAC,
   ETHERNET_HEADER,
@@ -45,8 +46,7 @@ interface Pending {
 export class VxlanEgress implements MetricSource {
   private readonly neighbours = new Map<number, number>();
   private readonly pending = new Map<number, Pending>();
-  private readonly ring = new Uint8Array(SLOT * SLOTS);
-  private slot = 0;
+  private readonly ring = new SendRing(SLOT, SLOTS);
   private readonly arp = new ArpView();
   delivered = 0;
   arpRequests = 0;
@@ -102,15 +102,15 @@ export class VxlanEgress implements MetricSource {
   }
 
   private frame(buf: Uint8Array, offset: number, length: number, net: HostNet, mac: number): void {
-    const at = this.nextSlot();
-    const h = writeVxlanFrame(this.ring, at, {
+    const at = this.ring.next();
+    const h = writeVxlanFrame(this.ring.buf, at, {
       vni: net.vni,
       dst: mac,
       src: this.hosts.mac,
       etherType: ETHERTYPE_IPV4,
     });
-    this.ring.set(buf.subarray(offset, offset + length), at + h);
-    this.send(this.ring, at, h + length, this.hosts.vtepPort, net.vtep);
+    this.ring.buf.set(buf.subarray(offset, offset + length), at + h);
+    this.send(this.ring.buf, at, h + length, this.hosts.vtepPort, net.vtep);
     this.delivered++;
   }
 
@@ -133,32 +133,26 @@ export class VxlanEgress implements MetricSource {
       return;
     }
     p.tries++;
-    const at = this.nextSlot();
-    const n = writeVxlanFrame(this.ring, at, {
+    const at = this.ring.next();
+    const n = writeVxlanFrame(this.ring.buf, at, {
       vni: p.net.vni,
       dst: BROADCAST_MAC,
       src: this.hosts.mac,
       etherType: ETHERTYPE_ARP,
     });
-    writeArp(this.ring, at + n, {
+    writeArp(this.ring.buf, at + n, {
       op: ArpOp.REQUEST,
       senderMac: this.hosts.mac,
       senderIp: p.net.gateway,
       targetMac: 0,
       targetIp: ip,
     });
-    this.send(this.ring, at, n + ARP_LENGTH, this.hosts.vtepPort, p.net.vtep);
+    this.send(this.ring.buf, at, n + ARP_LENGTH, this.hosts.vtepPort, p.net.vtep);
     this.arpRequests++;
     p.timer = setTimeout(() => {
       this.ask(ip, p);
     }, ARP_RETRY_MS);
     p.timer.unref();
-  }
-
-  private nextSlot(): number {
-    const at = this.slot * SLOT;
-    this.slot = (this.slot + 1) % SLOTS;
-    return at;
   }
 
   private drop(reason: DropReason): void {

@@ -42,7 +42,7 @@ import type { Logger } from '../types.js';
 import { parseTopology, type Topology } from '../launcher/config.js';
 import { LocalDeployment, type Endpoints, type Placement } from '../launcher/local.js';
 import { VXLAN_PORT } from '../wire/vxlan.js';
-import { ip, ipBatch, linksHere, namespaces, pidsIn } from './netns.js';
+import { alive, ip, ipBatch, linksHere, namespaces, pidsIn } from './netns.js';
 
 export const LAB_PREFIX = 'nfl-';
 const NET = '198.18.0';
@@ -155,16 +155,6 @@ export interface LabRemoved {
 
 function stateFile(prefix: string): string {
   return join(tmpdir(), `nfstate-lab-${prefix}.json`);
-}
-
-/** Whether a process with this pid runs (signal 0 tests without sending anything). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Network namespaces and the lab need root; say so plainly rather than fail on the first `ip` command. */

@@ -96,3 +96,13 @@ export async function linksHere(prefix: string): Promise<string[]> {
     .map((line) => /^\d+: ([^:@]+)/.exec(line)?.[1] ?? '')
     .filter((name) => name.startsWith(prefix));
 }
+
+/** Whether a process with this pid runs (signal 0 tests without sending anything). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

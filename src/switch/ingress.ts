@@ -46,6 +46,7 @@ import {
   writeStampHeader,
   type FlowFields,
 } from '../wire/geneve.js';
+import { SendRing } from '../wire/send-ring.js';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, VxlanView } from '../wire/vxlan.js';
 import type { ReplyMap } from './replies.js';
 import { Switch } from './switch.js';
@@ -96,8 +97,8 @@ export class Ingress implements MetricSource {
   private readonly gateway: EdgeGateway | undefined;
   /** The connection a datagram's flow option names, filled in place. */
   private readonly named: FlowFields = { srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 };
-  private readonly ring = new Uint8Array(SLOT * SLOTS);
-  private slot = 0;
+  private readonly slots = new SendRing(SLOT, SLOTS);
+  private readonly ring = this.slots.buf;
   private serviceIp = 0;
   private lastPeer = '';
   private lastPeerIp = 0;
@@ -270,7 +271,7 @@ export class Ingress implements MetricSource {
       this.lastPeer = address;
       this.lastPeerIp = parseIpv4(address);
     }
-    const at = this.nextSlot();
+    const at = this.slots.next();
     const n = buildUdp(this.ring, at + INNER, {
       srcIp: this.lastPeerIp,
       dstIp: this.serviceIp,
@@ -299,7 +300,7 @@ export class Ingress implements MetricSource {
   /** An inner IPv4 packet (and what may follow it, such as Ethernet padding) into a slot of its own. */
   private fromOutside(inner: Uint8Array, vni: number, until?: number): void {
     if (inner.length + INNER > SLOT) return this.drop(DropReason.BAD_LENGTH);
-    const at = this.nextSlot();
+    const at = this.slots.next();
     this.ring.set(inner, at + INNER);
     this.stampSlot(at, inner.length, vni, until);
   }
@@ -349,7 +350,7 @@ export class Ingress implements MetricSource {
     this.out[route.primary]!.send(buf, offset, length);
     this.forwarded++;
     if (route.secondary >= 0) {
-      const at = this.nextSlot();
+      const at = this.slots.next();
       this.ring.set(buf.subarray(offset, offset + length), at);
       this.ring[at + view.stampOffset - offset + 1] = StampFlag.COPY;
       this.out[route.secondary]!.send(this.ring, at, length);
@@ -366,7 +367,7 @@ export class Ingress implements MetricSource {
     const before = this.switch.owner(key);
     if (!this.switch.installRule(key, spec)) return false;
     if (before < 0 || before === spec.primary) return true;
-    const at = this.nextSlot();
+    const at = this.slots.next();
     writeStampHeader(this.ring, at, {
       vni: this.options.vni,
       flags: StampFlag.END_OF_MOVE,
@@ -445,12 +446,6 @@ export class Ingress implements MetricSource {
       if (instance === undefined || owner === instance) out.push({ key, owner, packets });
     }
     return out;
-  }
-
-  private nextSlot(): number {
-    const at = this.slot * SLOT;
-    this.slot = (this.slot + 1) % SLOTS;
-    return at;
   }
 
   private drop(reason: DropReason): void {

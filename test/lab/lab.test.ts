@@ -16,7 +16,7 @@ import { after, before, describe, test } from 'node:test';
 import { NfsError } from '../../src/errors.js';
 import { tcpCase, type TcpCaseResult } from '../../src/lab/faults.js';
 import { Lab, labTopology } from '../../src/lab/lab.js';
-import { linksHere, namespaces, pidsIn } from '../../src/lab/netns.js';
+import { alive, linksHere, namespaces, pidsIn } from '../../src/lab/netns.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const skip = process.getuid?.() === 0 ? false : 'needs root (network namespaces)';
@@ -25,15 +25,6 @@ const BYTES = 100 * MB;
 
 function logDir(): string {
   return mkdtempSync(join(tmpdir(), 'nfstate-lab-test-'));
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Every process in the lab's namespaces now. */
