@@ -135,3 +135,20 @@ describe('VxlanEgress', () => {
     egress.stop();
   });
 });
+
+describe('VxlanEgress: a host that never answers', () => {
+  it('is asked five times, 200 ms apart; then what waited for it is dropped as no_route', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    const { egress, sent } = setup();
+    const p = packet('198.51.100.99');
+    for (let i = 0; i < 3; i++) egress.deliver(p, 0, p.length, parseIpv4('198.51.100.99'));
+    for (let i = 0; i < 5; i++) t.mock.timers.tick(200);
+    assert.equal(sent.length, 5, 'five ARP requests');
+    assert.equal(egress.arpRequests, 5);
+    assert.equal(egress.drops[DropReason.NO_ROUTE], 3);
+    // Asked for again from scratch when a packet for it comes later.
+    egress.deliver(p, 0, p.length, parseIpv4('198.51.100.99'));
+    assert.equal(sent.length, 6);
+    egress.stop();
+  });
+});
