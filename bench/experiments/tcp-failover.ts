@@ -117,7 +117,8 @@ export const tcpFailover: Experiment = {
     const dir = mkdtempSync(join(tmpdir(), 'nfstate-bench-lab-'));
     let udp: UdpLoadReport | { error: string };
     try {
-      const lab = await Lab.start({ topology: labTopology(), logDir: dir });
+      // Each kill and pause fails an instance over, and its replacement takes a spare slice of the pools.
+      const lab = await Lab.start({ topology: labTopology({ spareInstances: 2 * runs + 4 }), logDir: dir });
       try {
         for (let repeat = 1; repeat <= runs; repeat++) {
           o.progress.step(++step, total, `kernel forwarding (${repeat}/${runs})`);
@@ -134,7 +135,10 @@ export const tcpFailover: Experiment = {
       } finally {
         await lab.stop();
       }
-      const off = await Lab.start({ topology: labTopology({ replication: 'off' }), logDir: dir });
+      const off = await Lab.start({
+        topology: labTopology({ replication: 'off', spareInstances: runs + 4 }),
+        logDir: dir,
+      });
       try {
         for (let repeat = 1; repeat <= runs; repeat++) await measure(off, 'control', repeat);
       } finally {

@@ -38,6 +38,16 @@ export interface Progress {
 }
 
 const PROGRESS_MS = 100;
+const EMPTY_REPORT: TcpReport = {
+  role: 'receive',
+  bytes: 0,
+  sha256: createHash('sha256').digest('hex'),
+  completed: false,
+  error: null,
+  duration_ms: 0,
+  max_stall_ms: 0,
+  stall_at_ms: 0,
+};
 const CHUNK = 256 * 1024;
 /** The same key and counter everywhere: the stream is a function of its length alone. */
 const KEY = Buffer.alloc(16, 7);
@@ -59,10 +69,17 @@ export function receive(
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.on('error', reject);
+    // A sender that never connects (its SYN dropped on the way) is a transfer that never started.
+    let waiting: NodeJS.Timeout | undefined;
     server.listen(options.port, options.host ?? '0.0.0.0', () => {
       onProgress({ progress: 0, at_ms: 0 });
+      waiting = setTimeout(() => {
+        server.close();
+        resolve({ ...EMPTY_REPORT, error: 'idle' });
+      }, options.idleMs);
     });
     server.once('connection', (socket) => {
+      clearTimeout(waiting);
       server.close();
       const hash = createHash('sha256');
       let bytes = 0;

@@ -56,6 +56,15 @@ describe('nfstate tcp: a transfer that checks itself', () => {
     },
   );
 
+  it(
+    'a sender that never connects leaves the receiver idle, not waiting for ever',
+    { timeout: 30_000 },
+    async () => {
+      const got = await receive({ host: '127.0.0.1', port: await freePort(), idleMs: 200 }, () => undefined);
+      assert.deepEqual([got.completed, got.error, got.bytes], [false, 'idle', 0]);
+    },
+  );
+
   it('a reset is reported as one', { timeout: 30_000 }, async () => {
     const port = await freePort();
     let listening!: () => void;
