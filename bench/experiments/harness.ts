@@ -80,6 +80,8 @@ export interface Experiment {
   reproduces: string;
   /** What this machine lacks for it to run (root, say), or undefined when it can run. */
   needs?: () => string | undefined;
+  /** Runs per point unless --repeats says otherwise (default 3; 1 with --quick). */
+  repeats?: number;
   run(o: RunOptions): Promise<Outcome>;
 }
 

@@ -45,7 +45,7 @@ export async function runBench(exp: Experiment, o: BenchOptions): Promise<Experi
   return runExperiment(exp, {
     mode: o.mode,
     out: o.out,
-    repeats: o.repeats ?? (o.mode === 'quick' ? 1 : 3),
+    repeats: o.repeats ?? (o.mode === 'quick' ? 1 : (exp.repeats ?? 3)),
     command: o.command,
     ...(o.threads === undefined ? {} : { threads: o.threads }),
     ...(o.packets === undefined ? {} : { packets: o.packets }),

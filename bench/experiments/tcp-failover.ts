@@ -2,7 +2,7 @@
  * `bench tcp-failover`: real hosts' kernel TCP through [firewall (strict), nat] in the lab (network
  * namespaces, kernel vxlan devices), against the faults an operator fears: kill -9 of the instance that
  * owns the connection, a pause (SIGSTOP, a silent failure), and a move of the connection inside its cluster
- * and across. Each case runs `runs` times (10 unless --quick): a transfer of `bytes`, the fault when 30 % of
+ * and across. Each case runs --repeats times (10; 1 with --quick): a transfer of `bytes`, the fault when 30 % of
  * it has arrived; it survives when both ends complete with the same SHA-256 and no reset. The control is a
  * kill without replication, which must break. Beside it, in the same run: the same transfer with no fault,
  * and through the kernel's own forwarding between the same hosts (the lab's router namespace), and iperf's
@@ -90,10 +90,11 @@ export const tcpFailover: Experiment = {
   reproduces:
     "Not measured by the thesis, whose traffic was its own generator's; the reference is Linux conntrackd (FT-FW) syncing a firewall's connections to a standby.",
   needs: () => (process.getuid?.() === 0 ? undefined : 'root (it makes network namespaces)'),
+  repeats: 10,
   async run(o: RunOptions): Promise<Outcome> {
     const why = this.needs?.();
     if (why !== undefined) throw new NfsError(ErrorCode.CONFIG, `bench tcp-failover needs ${why}`);
-    const runs = o.mode === 'quick' ? 1 : Math.max(10, o.repeats);
+    const runs = o.repeats;
     const bytes = (o.mode === 'quick' ? 20 : 100) * MB;
     const rows: Row[] = [];
     let port = 6000;
