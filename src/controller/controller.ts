@@ -1080,7 +1080,12 @@ export class Controller implements MetricSource {
       if (freeze.status === 'rejected') throw freeze.reason;
       const frozen = (freeze.value as { flows: (Frozen | null)[] }).flows;
       flows.forEach((_, i) => {
-        if ((frozen[i] ?? null) === null) fail(i, ErrorCode.STATE, `not at ${src.id} to move`);
+        if ((frozen[i] ?? null) === null)
+          fail(
+            i,
+            ErrorCode.STATE,
+            `not movable at ${src.id} (gone, already moving, or its first packet waits for a global decision)`,
+          );
       });
       const ready = pending();
       const [install, commit] = await Promise.allSettled([

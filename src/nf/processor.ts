@@ -445,8 +445,10 @@ export class FlowProcessor {
   /**
    * Move source: closes the flow's batch (so its last changes go to the replicas), stops processing it —
    * its packets are parked from now on — and returns its full state. Undefined for a flow this worker does
-   * not own, that is already moving, or that is still taking in a loss-free move's late packets (until that
-   * move's wait is over). Not committed within `timeoutMs`, the move is given up here: the flow resumes, and
+   * not own, that is already moving, that waits for a strong global decision (in a chain, its state already
+   * holds the parts of the NFs before the deciding one, but the packet that waits is in none of the move's
+   * hand-overs), or that is still taking in a loss-free move's late packets (until that move's wait is
+   * over). Not committed within `timeoutMs`, the move is given up here: the flow resumes, and
    * a later commit fails, so the switch is never re-pointed to a flow that moved on.
    */
   freeze(
@@ -455,7 +457,7 @@ export class FlowProcessor {
     timeoutMs = Infinity,
   ): FrozenFlow | undefined {
     const flow = this.flows.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
-    if (flow?.state === undefined || flow.move !== MoveState.NONE) return undefined;
+    if (flow?.state === undefined || flow.deciding || flow.move !== MoveState.NONE) return undefined;
     if (flow.track?.late !== undefined && this.clock.now() < flow.track.waitUntil) return undefined;
     let lastDelta = 0;
     if (flow.batchCount > 0) lastDelta = this.closeBatch(flow);

@@ -4,11 +4,14 @@ import fc from 'fast-check';
 import { ManualClock } from '../../src/clock.js';
 import type { Guarantee, ProcessorOptions } from '../../src/nf/processor.js';
 import { FlowProcessor } from '../../src/nf/processor.js';
+import { Chain } from '../../src/nfs/chain.js';
 import { createNf } from '../../src/nfs/index.js';
 import { flowKeyOf } from '../../src/packet/flow-key.js';
 import { Packet } from '../../src/packet/packet.js';
 import { LocalGlobalState } from '../../src/state/global-local.js';
-import { DropReason } from '../../src/types.js';
+import { DECISION_PENDING } from '../../src/state/global-strong.js';
+import type { NetworkFunction } from '../../src/types.js';
+import { DropReason, Verdict } from '../../src/types.js';
 import { STAMP_HEADER_LENGTH, StampFlag, StampView } from '../../src/wire/geneve.js';
 import { stamped } from '../helpers/packets.js';
 
@@ -20,11 +23,17 @@ const OPTIONS: ProcessorOptions = {
   flowIdleMs: 1e12,
 };
 
-function node(name: string, log: string[], clock = new ManualClock(), options = OPTIONS) {
+function node(
+  name: string,
+  log: string[],
+  clock = new ManualClock(),
+  options = OPTIONS,
+  nf: (global: LocalGlobalState) => NetworkFunction<unknown> = (global) => createNf('ids', {}, global),
+) {
   const global = new LocalGlobalState();
   const view = new StampView();
   const p = new FlowProcessor(
-    createNf('ids', {}, global),
+    nf(global),
     global,
     options,
     (buf, offset, length) => {
@@ -140,6 +149,43 @@ describe('moving a flow between processors', () => {
       log.map((l) => Number(l.split(':')[1])),
       range(1, 6),
     );
+  });
+
+  it('a chain flow whose first packet waits for a global decision is not frozen until it is decided', () => {
+    // The second NF of the chain waits for a decision (a NAT's port claim) on the first packet, which the
+    // first NF has already seen: the state holds the first NF's part, and the packet waits outside it.
+    let waits = 1;
+    const gate: NetworkFunction<object> = {
+      name: 'gate',
+      codec: {
+        encodeFull: () => undefined,
+        decodeFull: () => ({}),
+        mark: () => 0,
+        encodeDelta: () => undefined,
+        applyDelta: () => undefined,
+      },
+      initFlow: () => {
+        if (waits-- > 0) throw DECISION_PENDING;
+        return {};
+      },
+      process: () => Verdict.FORWARD,
+      releaseFlow: () => undefined,
+      allocations: () => ({}),
+    };
+    const log: string[] = [];
+    const src = node(
+      'src',
+      log,
+      new ManualClock(),
+      OPTIONS,
+      (g) => new Chain([createNf('ids', {}, g), gate]),
+    );
+    feed(src, range(1, 3));
+    assert.deepEqual(log, [], 'the first packet waits, the others behind it');
+    assert.equal(src.freeze(key), undefined, 'a freeze now would leave the waiting packet behind');
+    src.decided(key);
+    assert.deepEqual(seqsOf(log), range(1, 3));
+    assert.notEqual(src.freeze(key), undefined, 'decided, the flow moves as any other');
   });
 
   it('counts an end-of-move marker for a flow that is not moving, and ignores it', () => {
