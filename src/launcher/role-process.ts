@@ -73,18 +73,25 @@ export class RoleProcess {
   }
 
   request(cmd: RoleCommand): Promise<RoleReply> {
-    // Sending on a closed channel would throw an 'error' event that no one handles.
     if (this.exited || !this.child.connected)
       return Promise.resolve({ type: 'error', error: `${this.name} has exited` });
     return new Promise((resolve) => {
+      const answer = (msg: RoleReply): void => {
+        clearTimeout(timer);
+        resolve(msg);
+      };
+      // A late reply still belongs to this request, so its waiter stays in line after the timeout.
       const timer = setTimeout(() => {
         resolve({ type: 'error', error: `${this.name}: no reply to ${cmd.type}` });
       }, REPLY_TIMEOUT_MS);
-      this.waiting.push((msg) => {
-        clearTimeout(timer);
-        resolve(msg);
+      this.waiting.push(answer);
+      // A child killed but not yet reaped still looks connected; the send then fails with EPIPE, which
+      // without a callback would be an 'error' event that no one handles.
+      this.child.send(cmd, (err) => {
+        if (err === null || err === undefined) return;
+        this.waiting.splice(this.waiting.indexOf(answer) >>> 0, 1);
+        answer({ type: 'error', error: `${this.name}: ${err.message}` });
       });
-      this.child.send(cmd);
     });
   }
 
