@@ -4,23 +4,29 @@ import type { AddedInstance, DemoSummary } from '../../src/launcher/demo.js';
 import { nfstate } from '../helpers/cli.js';
 
 /**
- * Runs the demo, by default at 1500 packets/s: these tests check what a run guarantees, and twelve instances
- * with copies to their secondaries and eventual global state saturate a 2-core machine at the demo's own
- * 5000 packets/s (ids), where the kernel drops what the ingress cannot read in time. 2500 packets/s held on
- * such a machine until one whose cores were about 1.6 times slower (a C relay at 260-310k packets/s, not
- * 460k) saturated at 1200-1700 packets/s with ids, and lost packets at the ingress's socket in old and new
- * builds alike; ids runs at 1000.
+ * Runs the demo on two clusters of two instances unless the test names its own shape, by default at 1500
+ * packets/s. These tests check what a run guarantees, not how fast it goes: the demo's own twelve
+ * instances with copies to their secondaries saturate a 2-core machine, where the kernel drops what the
+ * ingress cannot read in time and a loaded event loop looks like a failure. Four instances still have
+ * moves inside and across clusters, a secondary for every flow and instances to fail over to, at a third of
+ * the CPU. ids costs the most per packet (signature matching, counters across the deployment): it runs at
+ * 1000.
  */
-async function run(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  // ids costs the most per packet (signature matching, counters across the deployment): less of it.
+async function run(
+  args: string[],
+  shape = SMALL,
+): Promise<{ code: number | null; out: string; err: string }> {
+  const shaped = args.includes('--clusters') || args.includes('--per-cluster') ? [] : shape;
   const rate = args.includes('ids') ? '1000' : '1500';
-  const rated = args.includes('--rate') ? args : [...args, '--rate', rate];
-  const r = await nfstate(['demo', '--json', ...rated]);
+  const rated = args.includes('--rate') ? [] : ['--rate', rate];
+  const r = await nfstate(['demo', '--json', ...args, ...shaped, ...rated]);
   return { code: r.code, out: r.stdout, err: r.stderr };
 }
 
-async function demo(args: string[]): Promise<DemoSummary> {
-  const r = await run(args);
+const SMALL = ['--clusters', '2', '--per-cluster', '2'];
+
+async function demo(args: string[], shape = SMALL): Promise<DemoSummary> {
+  const r = await run(args, shape);
   assert.equal(r.code, 0, `demo ${args.join(' ')} failed:\n${r.out}\n${r.err}`);
   return JSON.parse(r.out) as DemoSummary;
 }
@@ -53,7 +59,7 @@ describe('nfstate demo (multi-process on loopback)', () => {
     for (const s of [cluster, all, off]) assertClean(s);
     assert.equal(off.replication.bytes_sent, 0);
     assert.ok(cluster.replication.bytes_sent > 0);
-    // 3 peers per instance in a cluster of 4, against 11 peers among 12 instances.
+    // 1 peer per instance in a cluster of 2, against 3 peers among 4 instances.
     assert.ok(
       all.replication.bytes_sent > 2.5 * cluster.replication.bytes_sent,
       `no-cluster ${all.replication.bytes_sent} B vs cluster ${cluster.replication.bytes_sent} B`,
@@ -106,8 +112,9 @@ describe('nfstate demo (multi-process on loopback)', () => {
 
   it('under --skew the load-balancing unit moves heavy flows off the overloaded instance, none more often than its cooldown allows', async () => {
     const args = ['--nf', 'nat', '--skew', '10', '--flows', '200', '--packets', '60', '--rate', '2500'];
-    const on = await demo([...args, '--cooldown', '1000']);
-    const off = await demo([...args, '--lb', 'off']);
+    // The demo's own twelve instances: in fewer, the heavy flows' share does not overload one of them.
+    const on = await demo([...args, '--cooldown', '1000'], []);
+    const off = await demo([...args, '--lb', 'off'], []);
     for (const s of [on, off]) assertClean(s);
     const skewed = on.lb.skewed!;
     assert.ok(
@@ -161,27 +168,27 @@ describe('nfstate demo (multi-process on loopback)', () => {
   });
 
   it('adding two instances under traffic: each joins a cluster and takes flows, the second catches up on its mate’s flows at once, nothing is lost', async () => {
-    // Three full clusters of four: the first newcomer forms a fourth cluster, the second joins it. Without
+    // Two full clusters of two: the first newcomer forms a third cluster, the second joins it. Without
     // the load-balancing unit, which on a saturated machine asks for instances of its own.
     const s = await demo(['--nf', 'ids', '--packets', '150', '--add', '2', '--lb', 'off']);
     assertClean(s); // replicas_match covers the newcomers: they hold their mates' flows, their mates theirs
     assert.deepEqual(
       s.added.map((a) => [a.id, a.cluster]),
       [
-        ['nf-12', 'c3'],
-        ['nf-13', 'c3'],
+        ['nf-4', 'c2'],
+        ['nf-5', 'c2'],
       ],
     );
     const [first, second] = s.added as [AddedInstance, AddedInstance];
     for (const a of s.added) assert.ok(a.flows > 0 && a.ms >= a.join_ms, JSON.stringify(a));
-    // nf-12's flows came from other clusters, whole. nf-13's came from nf-12, which sent it the full state
+    // nf-4's flows came from other clusters, whole. nf-5's came from nf-4, which sent it the full state
     // of its flows when it joined: every move to it was installed from its own replica (intra), and only
     // the changes since the last batch travelled.
     assert.equal(first.intra, 0);
     assert.equal(second.intra, second.flows, JSON.stringify(second));
     assert.ok(
       second.state_bytes * 3 < first.state_bytes,
-      `${second.state_bytes} B per move into nf-13 vs ${first.state_bytes} B into nf-12`,
+      `${second.state_bytes} B per move into nf-5 vs ${first.state_bytes} B into nf-4`,
     );
     assert.ok(s.replication.catch_up_bytes > 0);
   });
@@ -216,7 +223,7 @@ describe('nfstate demo (multi-process on loopback)', () => {
 
   for (const nf of ['nat', 'firewall', 'lb', 'ids']) {
     it(`${nf}: defaults deliver every packet, in order, with the oracle's state`, async () => {
-      const s = await demo(['--nf', nf]);
+      const s = await demo(['--nf', nf], []);
       assert.equal(s.instances, 12, 'default topology: 3 clusters x 4');
       assertClean(s);
     });
@@ -258,8 +265,9 @@ describe('nfstate demo (multi-process on loopback)', () => {
         assert.ok(s.failovers.replayed > 0, 'the successors replayed what no record covered');
         assert.equal(s.strong.store, global);
         assert.equal(s.strong.failed, 0);
-        // Only the NAT has a pool: each of its flows claimed its port in the log.
-        if (nf === 'nat') assert.ok(s.strong.claims >= 200 - 5 * 20, JSON.stringify(s.strong));
+        // Only the NAT has a pool, whose flows claimed their ports in the log. The count is the living
+        // instances' (the killed ones took theirs along), and in four instances five kills may leave few.
+        if (nf === 'nat') assert.ok(s.strong.claims > 0, JSON.stringify(s.strong));
       });
     }
   }

@@ -838,22 +838,28 @@ describe('frozen encodings', () => {
   });
 });
 
-/** Garbage collections that start while `body` runs: none means it allocated (next to) nothing. */
+/**
+ * Garbage collections that start while `body` runs, fewest of three tries: none means it allocated (next to)
+ * nothing. One try can meet a collection it did not cause (code tiering up, a timer's work on a loaded
+ * machine); a body that allocates per call causes one in every try.
+ */
 async function collectionsDuring(body: () => void): Promise<number> {
-  const starts: number[] = [];
-  const observer = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) {
-      starts.push(e.startTime);
-    }
-  });
-  observer.observe({ entryTypes: ['gc'] });
-  const from = performance.now();
-  body();
-  const to = performance.now();
-  // Entries are delivered asynchronously.
-  await new Promise((resolve) => setTimeout(resolve, 20));
-  observer.disconnect();
-  return starts.filter((t) => t >= from && t <= to).length;
+  let fewest = Infinity;
+  for (let t = 0; t < 3 && fewest > 0; t++) {
+    const starts: number[] = [];
+    const observer = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) starts.push(e.startTime);
+    });
+    observer.observe({ entryTypes: ['gc'] });
+    const from = performance.now();
+    body();
+    const to = performance.now();
+    // Entries are delivered asynchronously.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    observer.disconnect();
+    fewest = Math.min(fewest, starts.filter((s) => s >= from && s <= to).length);
+  }
+  return fewest;
 }
 
 describe('the packet path', () => {
@@ -881,9 +887,25 @@ describe('the packet path', () => {
     };
     count(0, 200_000);
     replay(200_000);
-    assert.equal(await collectionsDuring(() => count(200_000, N)), 0);
+    let counted = 200_000;
+    assert.equal(
+      await collectionsDuring(() => {
+        count(counted, N);
+        counted += N;
+      }),
+      0,
+    );
     assert.equal(await collectionsDuring(() => replay(N)), 0);
-    assert.equal(counters.get(source(0)), 1500 * Math.ceil((200_000 + N) / KEYS));
+    assert.equal(counters.get(source(0)), 1500 * Math.ceil(counted / KEYS));
+  });
+
+  it('the check sees a body that allocates on every call', async () => {
+    const kept: { i: number }[] = new Array<{ i: number }>(16);
+    assert.ok(
+      (await collectionsDuring(() => {
+        for (let i = 0; i < N; i++) kept[i & 15] = { i };
+      })) > 0,
+    );
   });
 
   it('max-register, count-min and HyperLogLog updates allocate nothing', async () => {
