@@ -88,7 +88,7 @@ export class RoleProcess {
       // A child killed but not yet reaped still looks connected; the send then fails with EPIPE, which
       // without a callback would be an 'error' event that no one handles.
       this.child.send(cmd, (err) => {
-        if (err === null || err === undefined) return;
+        if (err === null) return;
         this.waiting.splice(this.waiting.indexOf(answer) >>> 0, 1);
         answer({ type: 'error', error: `${this.name}: ${err.message}` });
       });
