@@ -26,14 +26,15 @@ type Case = (typeof CASES)[number];
 const LABELS: Record<number, string> = Object.fromEntries(CASES.map((c, i) => [i + 1, c]));
 
 /**
- * Linux conntrackd (FT-FW mode) syncing connection state to a standby firewall, as the issue that asked
- * for this experiment measured it on the same kind of machine: a long TCP transfer through it survives
+ * Linux conntrackd (FT-FW mode) syncing connection state to a standby firewall, as measured on the same
+ * kind of machine: a long TCP transfer through it survives
  * kill -9 of the active firewall 15 times out of 15, with a median stall of 8 ms when the takeover is
  * instant and about 210 ms with 50 ms failure detection (one TCP retransmission timeout); without state
  * sync, 0 of 5 survive. Quoted, not rerun here.
  */
 export const CONNTRACKD = {
-  source: 'quoted from the issue that asked for this experiment (measured on a 2-core machine like this one)',
+  source:
+    'quoted, not rerun here: a long TCP transfer through Linux conntrackd (FT-FW) on a 2-core machine like this one',
   kill_survived: '15/15',
   stall_ms_p50_instant_takeover: 8,
   stall_ms_p50_50ms_detection: 210,
