@@ -27,10 +27,9 @@ const LABELS: Record<number, string> = Object.fromEntries(CASES.map((c, i) => [i
 
 /**
  * Linux conntrackd (FT-FW mode) syncing connection state to a standby firewall, as measured on the same
- * kind of machine: a long TCP transfer through it survives
- * kill -9 of the active firewall 15 times out of 15, with a median stall of 8 ms when the takeover is
- * instant and about 210 ms with 50 ms failure detection (one TCP retransmission timeout); without state
- * sync, 0 of 5 survive. Quoted, not rerun here.
+ * kind of machine: a long TCP transfer through it survives kill -9 of the active firewall 15 times out of
+ * 15, with a median stall of 8 ms when the takeover is instant and about 210 ms with 50 ms failure
+ * detection (one TCP retransmission timeout); without state sync, 0 of 5 survive. Quoted, not rerun here.
  */
 export const CONNTRACKD = {
   source:
