@@ -272,7 +272,6 @@ async function moveDuring(
   if (n === 0) return done;
   const api = (port: number, path: string, body?: unknown): Promise<unknown> =>
     adminCall(host, port, path, body);
-  const clusters = (await api(ends.controller.admin, '/clusters')) as { id: string; members: string[] }[];
   const random = seeded(trace.options.seed);
   const inFlight = new Set<string>();
   // A flow already on its way somewhere is left alone: the controller moves a flow one move at a time.
@@ -293,13 +292,20 @@ async function moveDuring(
         const { owner } = (await api(ends.ingress.admin, `/owner?flow=${encodeURIComponent(flow)}`)) as {
           owner: string;
         };
-        const home = clusters.find((c) => c.members.includes(owner))!;
+        // Read at each move: instances killed, drained or added during the run have left or joined.
+        const clusters = (await api(ends.controller.admin, '/clusters')) as {
+          id: string;
+          members: string[];
+        }[];
+        const home = clusters.find((c) => c.members.includes(owner));
         const others = clusters.filter((c) => c !== home);
         const candidates =
-          intra || others.length === 0
+          home !== undefined && (intra || others.length === 0)
             ? home.members.filter((m) => m !== owner)
             : others.flatMap((c) => c.members);
-        const to = candidates[Math.floor(random() * candidates.length)]!;
+        const to = candidates[Math.floor(random() * candidates.length)];
+        if (to === undefined)
+          throw new NfsError(ErrorCode.STATE, `move: no instance to move ${flow} to from ${owner}`);
         return (await adminCall(
           host,
           ends.controller.admin,
@@ -316,6 +322,8 @@ async function moveDuring(
       } finally {
         inFlight.delete(flow);
       }
+      // A cluster that just lost a member has none to move to inside it until the replacement joins.
+      await new Promise((r) => setTimeout(r, MOVE_RETRY_MS));
     }
   };
   const moves: Promise<void>[] = [];
@@ -337,8 +345,9 @@ async function moveDuring(
   return done;
 }
 
-/** Refused moves tried again with another flow before one counts as failed. */
+/** Refused moves tried again with another flow, this far apart, before one counts as failed. */
 const MOVE_TRIES = 5;
+const MOVE_RETRY_MS = 200;
 
 /**
  * A move answers within its deadline, its hand-over wait and its re-point confirmation, which together can

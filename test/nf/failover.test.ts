@@ -185,6 +185,20 @@ for (const { release, resume } of [
       await a.stop();
       await new Promise((r) => setTimeout(r, 100));
       assert.deepEqual(Object.keys(b.replicas!.digests()), []);
+
+      // A flow taken over moves on inside the cluster: nf-b becomes its new owner's secondary, and a copy of
+      // its next packet is kept, as for any flow of a peer, not run as a replay of the failed instance's.
+      const moved = keys[0]!;
+      const to = { host: '127.0.0.1', port: discard.address().port };
+      const [frozen] = await b.moveStep('freeze', [{ key: moved }], { to });
+      assert.equal(frozen!.ok, true);
+      await b.moveStep('commit', [{ key: moved }]);
+      await b.finishMoves([moved], 0);
+      const processed = b.counter('processed');
+      client.send(stamped({ flow: 0, seq: total + 1, flags: StampFlag.COPY }), b.port, '127.0.0.1');
+      await until(() => log.size > 0);
+      assert.deepEqual(log.take(moved).seqs, [total + 1], 'the copy is kept');
+      assert.equal(b.counter('processed'), processed, 'and not processed');
     });
   });
 }
