@@ -89,7 +89,9 @@ export class RoleProcess {
       // without a callback would be an 'error' event that no one handles.
       this.child.send(cmd, (err) => {
         if (err === null) return;
-        this.waiting.splice(this.waiting.indexOf(answer) >>> 0, 1);
+        // Never sent, so no reply will come for it: out of the line (unless the exit emptied it already).
+        const at = this.waiting.indexOf(answer);
+        if (at >= 0) this.waiting.splice(at, 1);
         answer({ type: 'error', error: `${this.name}: ${err.message}` });
       });
     });

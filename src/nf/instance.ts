@@ -513,11 +513,11 @@ export class NfInstance implements MetricSource {
     // A flow taken over from a failed instance and moving on is no longer this instance's to replay: once
     // moved inside the cluster this instance may be its new owner's secondary, and its copies must be kept,
     // not processed (which would give the flow a second life here).
-    if (op === 'freeze')
+    if (op === 'freeze') {
       for (let i = 0; i < flows.length; i++) if (results[i]!.ok) this.adopted.delete(flows[i]!.key);
-    const settleMs = extra.settleMs ?? 0;
-    if (op === 'freeze' && settleMs > 0 && results.some((r) => r.ok))
-      await this.replicator?.settled(settleMs);
+      const settleMs = extra.settleMs ?? 0;
+      if (settleMs > 0 && results.some((r) => r.ok)) await this.replicator?.settled(settleMs);
+    }
     return results;
   }
 
