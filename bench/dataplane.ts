@@ -37,7 +37,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { DEMO_NF_CONFIG } from '../src/launcher/demo.js';
-import { RoleProcess } from '../src/launcher/role-process.js';
+import { ROLE_SPEC_ENV, RoleProcess } from '../src/launcher/role-process.js';
 import type { NfSpec } from '../src/launcher/roles.js';
 import { DEFAULT_TRACE, SyntheticTrace } from '../src/traffic/trace.js';
 import type { StampFields } from '../src/wire/geneve.js';
@@ -625,9 +625,10 @@ async function startCRelay(children: Children, binary: string, egressPort: numbe
   }
 }
 
-/** Starts `role nf` exactly as the local launcher does: forked, spec as JSON, ready over IPC. */
+/** Starts `role nf` exactly as the local launcher does: forked, spec as JSON in its environment, ready over IPC. */
 export function startNf(children: Children, cli: string, dir: string, spec: NfSpec): Promise<Hop> {
-  return startRole(children, dir, spec.id, cli, ['role', 'nf', JSON.stringify(spec)]);
+  const env = { ...process.env, [ROLE_SPEC_ENV]: JSON.stringify(spec) };
+  return startRole(children, dir, spec.id, cli, ['role', 'nf', spec.id], env);
 }
 
 /**
@@ -640,12 +641,13 @@ export async function startRole(
   id: string,
   script: string,
   args: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<Hop> {
   const log = join(dir, `${id}.log`);
   const fd = openSync(log, 'a');
   let child: ChildProcess;
   try {
-    child = children.track(fork(script, args, { stdio: ['ignore', fd, fd, 'ipc'] }));
+    child = children.track(fork(script, args, { env, stdio: ['ignore', fd, fd, 'ipc'] }));
   } finally {
     closeSync(fd);
   }

@@ -22,6 +22,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v iperf >/dev/null || need+=(iperf)
+# nfstate chaos drops replication traffic and cuts an instance off its cluster with nftables.
+command -v nft >/dev/null || need+=(nftables)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then

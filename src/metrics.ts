@@ -15,6 +15,8 @@
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { AUTH_HEADER, RequestVerifier, signRequest } from './auth.js';
+import type { AdminKeys, AdminScope, AuthRejection } from './auth.js';
 import { ErrorCode, NfsError } from './errors.js';
 import type { Logger, MetricSample, MetricSource } from './types.js';
 
@@ -137,13 +139,27 @@ function formatValue(v: number): string {
 /** A route's handler: gets the parsed JSON body (POST) or the query parameters (GET); returns JSON. */
 export type RouteHandler = (body: unknown) => unknown;
 
+/** Who may call a route: anyone (reads), or requests signed with that scope's key (auth.ts). */
+export type RouteScope = AdminScope | 'open';
+
 export interface AdminServerOptions {
-  /** Bind address; default 127.0.0.1, because the admin API has no authentication. */
+  /** Bind address; default 127.0.0.1. Any other needs `keys`. */
   host?: string;
   /** 0 binds an ephemeral port; `start()` returns the one chosen. */
   port: number;
   registry: MetricsRegistry;
+  /** The deployment's admin keys: every route but the open ones then takes only signed requests. */
+  keys?: AdminKeys;
   logger?: Logger;
+}
+
+interface Route {
+  handler: RouteHandler;
+  scope: RouteScope;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 /** Largest POST body accepted; checked while reading, before buffering more. */
@@ -158,16 +174,24 @@ const REQUEST_TIMEOUT_MS = 10_000;
  *
  * Responses: a handler's return value as JSON with 200 (`{}` when it returns undefined); a bad JSON body
  * 400 `{error}`; a thrown `NfsError` 400 `{error, code}`; anything else thrown 500 `{error}`; an unknown
- * path 404; a known path with another method 405. Registering the same method and path again replaces
- * the handler, which is how a role swaps `/healthz` for a readiness check.
+ * path 404; a known path with another method 405; a request to a route that is not open, without a valid
+ * signature, 401 `{error, code: NFS_ERR_AUTH}` (counted by reason, and its handler never runs).
+ * Registering the same method and path again replaces the handler, which is how a role swaps `/healthz`
+ * for a readiness check.
+ *
+ * Reads (GET) are open by default and changes (POST) take the internal key; a role marks the routes an
+ * operator calls as `operator`. Without keys every route is open, which only loopback may serve.
  */
-export class AdminServer {
+export class AdminServer implements MetricSource {
   private readonly host: string;
   private readonly requestedPort: number;
   /** Where `/metrics` reads from; components attaching to this server add their sources here. */
   readonly registry: MetricsRegistry;
+  private readonly keys: AdminKeys | undefined;
+  private readonly verifier = new RequestVerifier();
+  private readonly rejected = new Map<AuthRejection, number>();
   private readonly logger: Logger | undefined;
-  private readonly routes = new Map<string, Map<'GET' | 'POST', RouteHandler>>();
+  private readonly routes = new Map<string, Map<'GET' | 'POST', Route>>();
   private server: Server | undefined;
   private starting: Promise<number> | undefined;
   private stopping: Promise<void> | undefined;
@@ -184,9 +208,16 @@ export class AdminServer {
       );
     }
     this.host = opts.host ?? '127.0.0.1';
+    if (opts.keys === undefined && !isLoopback(this.host))
+      throw new NfsError(
+        ErrorCode.CONFIG,
+        `admin API on ${this.host}: an address other than loopback needs the deployment key`,
+      );
     this.requestedPort = opts.port;
     this.registry = opts.registry;
+    this.keys = opts.keys;
     this.logger = opts.logger;
+    this.registry.add(this);
     this.route('GET', '/metrics', this.metricsRoute);
     this.route('GET', '/healthz', () => ({ ok: true }));
   }
@@ -196,13 +227,22 @@ export class AdminServer {
     return this.boundPort;
   }
 
-  route(method: 'GET' | 'POST', path: string, handler: RouteHandler): void {
+  route(
+    method: 'GET' | 'POST',
+    path: string,
+    handler: RouteHandler,
+    scope: RouteScope = method === 'GET' ? 'open' : 'internal',
+  ): void {
     let byMethod = this.routes.get(path);
     if (byMethod === undefined) {
       byMethod = new Map();
       this.routes.set(path, byMethod);
     }
-    byMethod.set(method, handler);
+    byMethod.set(method, { handler, scope });
+  }
+
+  collect(out: MetricSample[]): void {
+    for (const [reason, n] of this.rejected) out.push(['nfstate_admin_rejected_total', { reason }, n]);
   }
 
   /** Binds and resolves with the port. Calling it again while started returns the same port. */
@@ -277,7 +317,14 @@ export class AdminServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://admin');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://admin');
+    } catch {
+      req.resume();
+      sendJson(res, 400, { error: 'bad request target' });
+      return;
+    }
     const byMethod = this.routes.get(url.pathname);
     if (byMethod === undefined) {
       req.resume();
@@ -285,27 +332,45 @@ export class AdminServer {
       return;
     }
     const method = req.method === 'GET' || req.method === 'POST' ? req.method : undefined;
-    const handler = method === undefined ? undefined : byMethod.get(method);
-    if (method === undefined || handler === undefined) {
+    const route = method === undefined ? undefined : byMethod.get(method);
+    if (method === undefined || route === undefined) {
       req.resume();
       res.setHeader('allow', [...byMethod.keys()].join(', '));
       sendJson(res, 405, { error: `method ${req.method ?? '?'} not allowed on ${url.pathname}` });
       return;
     }
+    const { handler, scope } = route;
     if (handler === this.metricsRoute) {
       req.resume();
       this.serveMetrics(res);
       return;
     }
 
-    let input: unknown;
+    let body = '';
     if (method === 'POST') {
-      const body = await readBody(req, MAX_BODY_BYTES);
-      if (body === TOO_LARGE) {
+      const read = await readBody(req, MAX_BODY_BYTES);
+      if (read === TOO_LARGE) {
         sendJson(res, 413, { error: `body larger than ${MAX_BODY_BYTES} bytes` });
         return;
       }
-      if (body === ABORTED) return;
+      if (read === ABORTED) return;
+      body = read;
+    } else {
+      req.resume();
+    }
+    if (this.keys !== undefined && scope !== 'open') {
+      const keys = scope === 'operator' ? [this.keys.operator, this.keys.internal] : [this.keys.internal];
+      const why = this.verifier.verify(keys, req.headers[AUTH_HEADER], method, req.url ?? '/', body);
+      if (why !== undefined) {
+        this.rejected.set(why, (this.rejected.get(why) ?? 0) + 1);
+        this.logger?.warn('admin request refused', { path: url.pathname, scope, why });
+        sendJson(res, 401, { error: `${url.pathname}: not authenticated (${why})`, code: ErrorCode.AUTH });
+        return;
+      }
+    }
+
+    let input: unknown;
+    if (method === 'POST') {
       if (body.length === 0) {
         input = undefined;
       } else {
@@ -317,7 +382,6 @@ export class AdminServer {
         }
       }
     } else {
-      req.resume();
       input = Object.fromEntries(url.searchParams);
     }
 
@@ -405,6 +469,13 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | typeof 
   });
 }
 
+export interface AdminCallOptions {
+  /** Default 10 s. */
+  timeoutMs?: number;
+  /** Signs the request with this admin key (auth.ts): the route's scope decides which one it takes. */
+  key?: Buffer;
+}
+
 /**
  * Calls another role's admin API: GET without a body, POST with one, JSON both ways, with a deadline. A
  * non-2xx answer throws NfsError with the server's own message (its `{ error }`), so callers can pass it on.
@@ -414,12 +485,19 @@ export async function adminCall(
   port: number,
   path: string,
   body?: unknown,
-  timeoutMs = 10_000,
+  options: AdminCallOptions = {},
 ): Promise<Record<string, unknown>> {
-  const res = await fetch(`http://${host}:${port}${path}`, {
-    method: body === undefined ? 'GET' : 'POST',
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(timeoutMs),
+  const method = body === undefined ? 'GET' : 'POST';
+  const text = body === undefined ? '' : JSON.stringify(body);
+  // Signed as the server will read it: the URL parser may encode what the caller left plain.
+  const url = new URL(`http://${host}:${port}${path}`);
+  const signed =
+    options.key === undefined ? undefined : signRequest(options.key, method, url.pathname + url.search, text);
+  const res = await fetch(url, {
+    method,
+    ...(body === undefined ? {} : { body: text }),
+    ...(signed === undefined ? {} : { headers: { [AUTH_HEADER]: signed } }),
+    signal: AbortSignal.timeout(options.timeoutMs ?? 10_000),
   }).catch((err: unknown) => {
     // fetch says only "fetch failed"; what failed (refused, reset, closed) is in its cause.
     const cause = err instanceof Error && err.cause instanceof Error ? err.cause : undefined;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import * as nfstate from '../src/index.js';
 
-it('the public entry exposes the NF contracts and the deployment components', () => {
+it('the public entry exposes the NF contracts and the deployment components', { timeout: 60_000 }, () => {
   for (const name of [
     'createNf',
     'LocalGlobalState',

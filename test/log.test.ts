@@ -13,18 +13,22 @@ function capture(fields?: Record<string, unknown>) {
   return { log, lines, parsed: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
 
-void test('one JSON line per call, core keys first, then base fields, then call fields', () => {
-  const { log, lines } = capture({ instance: 3 });
-  log.warn('stale rule', { epoch: 7 });
-  assert.equal(lines.length, 1);
-  assert.equal(
-    lines[0],
-    '{"t":"2025-01-02T03:04:05.006Z","level":"warn","component":"switch","msg":"stale rule","instance":3,"epoch":7}',
-  );
-  assert.ok(!lines[0].includes('\n'));
-});
+void test(
+  'one JSON line per call, core keys first, then base fields, then call fields',
+  { timeout: 60_000 },
+  () => {
+    const { log, lines } = capture({ instance: 3 });
+    log.warn('stale rule', { epoch: 7 });
+    assert.equal(lines.length, 1);
+    assert.equal(
+      lines[0],
+      '{"t":"2025-01-02T03:04:05.006Z","level":"warn","component":"switch","msg":"stale rule","instance":3,"epoch":7}',
+    );
+    assert.ok(!lines[0].includes('\n'));
+  },
+);
 
-void test('each level is labelled', () => {
+void test('each level is labelled', { timeout: 60_000 }, () => {
   const { log, parsed } = capture();
   log.info('a');
   log.warn('b');
@@ -35,7 +39,7 @@ void test('each level is labelled', () => {
   );
 });
 
-void test('fields cannot overwrite the core keys', () => {
+void test('fields cannot overwrite the core keys', { timeout: 60_000 }, () => {
   const { log, parsed } = capture({ component: 'liar' });
   log.info('real', { msg: 'fake', level: 'error', t: 0 });
   const [line] = parsed();
@@ -45,7 +49,7 @@ void test('fields cannot overwrite the core keys', () => {
   assert.equal(line!.t, '2025-01-02T03:04:05.006Z');
 });
 
-void test('errors keep message and code; bigint becomes a string', () => {
+void test('errors keep message and code; bigint becomes a string', { timeout: 60_000 }, () => {
   const { log, parsed } = capture();
   const cause = new Error('disk full');
   log.error('write failed', { err: new NfsError(ErrorCode.PCAP, 'cannot write', { cause }), n: 5n });
@@ -59,7 +63,7 @@ void test('errors keep message and code; bigint becomes a string', () => {
   assert.equal(line!.n, '5');
 });
 
-void test('unserializable fields never make a log call throw', () => {
+void test('unserializable fields never make a log call throw', { timeout: 60_000 }, () => {
   const { log, parsed } = capture();
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
@@ -69,7 +73,7 @@ void test('unserializable fields never make a log call throw', () => {
   assert.equal(line!.logError, 'fields not serializable');
 });
 
-void test('the default writer writes newline-terminated lines to stderr', (t) => {
+void test('the default writer writes newline-terminated lines to stderr', { timeout: 60_000 }, (t) => {
   const written: string[] = [];
   t.mock.method(process.stderr, 'write', (chunk: string) => {
     written.push(chunk);
@@ -82,7 +86,7 @@ void test('the default writer writes newline-terminated lines to stderr', (t) =>
   assert.equal((JSON.parse(written[0]!) as { msg: string }).msg, 'hello');
 });
 
-void test('silentLogger accepts calls and writes nothing', () => {
+void test('silentLogger accepts calls and writes nothing', { timeout: 60_000 }, () => {
   silentLogger.info('x');
   silentLogger.warn('x', { a: 1 });
   silentLogger.error('x');

@@ -9,31 +9,35 @@ function source(samples: MetricSample[]): MetricSource {
   return { collect: (out) => out.push(...samples) };
 }
 
-void test('render groups by name with one TYPE line each, sorted, counters by _total', () => {
-  const reg = new MetricsRegistry();
-  reg.add(source([['nfstate_switch_packets_total', { dir: 'out' }, 2]]));
-  reg.add(
-    source([
-      ['nfstate_switch_packets_total', { dir: 'in' }, 5],
-      ['nfstate_nf_flows', {}, 12],
-    ]),
-  );
-  assert.equal(
-    reg.render(),
-    [
-      '# TYPE nfstate_metrics_collect_errors_total counter',
-      'nfstate_metrics_collect_errors_total 0',
-      '# TYPE nfstate_nf_flows gauge',
-      'nfstate_nf_flows 12',
-      '# TYPE nfstate_switch_packets_total counter',
-      'nfstate_switch_packets_total{dir="in"} 5',
-      'nfstate_switch_packets_total{dir="out"} 2',
-      '',
-    ].join('\n'),
-  );
-});
+void test(
+  'render groups by name with one TYPE line each, sorted, counters by _total',
+  { timeout: 60_000 },
+  () => {
+    const reg = new MetricsRegistry();
+    reg.add(source([['nfstate_switch_packets_total', { dir: 'out' }, 2]]));
+    reg.add(
+      source([
+        ['nfstate_switch_packets_total', { dir: 'in' }, 5],
+        ['nfstate_nf_flows', {}, 12],
+      ]),
+    );
+    assert.equal(
+      reg.render(),
+      [
+        '# TYPE nfstate_metrics_collect_errors_total counter',
+        'nfstate_metrics_collect_errors_total 0',
+        '# TYPE nfstate_nf_flows gauge',
+        'nfstate_nf_flows 12',
+        '# TYPE nfstate_switch_packets_total counter',
+        'nfstate_switch_packets_total{dir="in"} 5',
+        'nfstate_switch_packets_total{dir="out"} 2',
+        '',
+      ].join('\n'),
+    );
+  },
+);
 
-void test('output does not depend on source or label order', () => {
+void test('output does not depend on source or label order', { timeout: 60_000 }, () => {
   const a = source([['m_total', { b: '2', a: '1' }, 1]]);
   const b = source([['g', { x: 'y' }, 3]]);
   const r1 = new MetricsRegistry();
@@ -46,7 +50,7 @@ void test('output does not depend on source or label order', () => {
   assert.match(r1.render(), /^m_total\{a="1",b="2"\} 1$/m);
 });
 
-void test('label values are escaped; special values use the format spelling', () => {
+void test('label values are escaped; special values use the format spelling', { timeout: 60_000 }, () => {
   assert.equal(escapeLabelValue('a\\b"c\nd'), 'a\\\\b\\"c\\nd');
   const reg = new MetricsRegistry();
   reg.add(
@@ -64,7 +68,7 @@ void test('label values are escaped; special values use the format spelling', ()
   assert.match(text, /^bad_name_x\{bad_label="v"\} 1$/m);
 });
 
-void test('duplicate series are summed; removed sources disappear', () => {
+void test('duplicate series are summed; removed sources disappear', { timeout: 60_000 }, () => {
   const reg = new MetricsRegistry();
   const w1 = source([['nfstate_nf_packets_total', { instance: '0' }, 3]]);
   const w2 = source([['nfstate_nf_packets_total', { instance: '0' }, 4]]);
@@ -75,7 +79,7 @@ void test('duplicate series are summed; removed sources disappear', () => {
   assert.match(reg.render(), /^nfstate_nf_packets_total\{instance="0"\} 3$/m);
 });
 
-void test('a throwing source is skipped and counted, not fatal', () => {
+void test('a throwing source is skipped and counted, not fatal', { timeout: 60_000 }, () => {
   const reg = new MetricsRegistry();
   reg.add({
     collect(out) {
@@ -116,7 +120,7 @@ function call(port: number, method: string, path: string, body?: string | Buffer
   });
 }
 
-void test('admin server: metrics, healthz, routes, and error mapping', async () => {
+void test('admin server: metrics, healthz, routes, and error mapping', { timeout: 60_000 }, async () => {
   const reg = new MetricsRegistry();
   reg.add(source([['nfstate_switch_packets_total', {}, 9]]));
   const admin = new AdminServer({ port: 0, registry: reg });
@@ -198,7 +202,7 @@ void test('admin server: metrics, healthz, routes, and error mapping', async () 
   assert.equal(admin.port, 0);
 });
 
-void test('admin server: bodies over 1 MiB are refused with 413', async () => {
+void test('admin server: bodies over 1 MiB are refused with 413', { timeout: 60_000 }, async () => {
   const admin = new AdminServer({ port: 0, registry: new MetricsRegistry() });
   let called = false;
   admin.route('POST', '/x', () => {
@@ -229,33 +233,37 @@ void test('admin server: bodies over 1 MiB are refused with 413', async () => {
   }
 });
 
-void test('admin server: stop before start, restart after stop, busy port is an NfsError', async () => {
-  const a = new AdminServer({ port: 0, registry: new MetricsRegistry() });
-  await a.stop();
-  const first = await a.start();
-  await a.stop();
-  const second = await a.start();
-  assert.ok(second > 0);
-  const b = new AdminServer({ port: second, registry: new MetricsRegistry() });
-  await assert.rejects(
-    b.start(),
-    (err: unknown) => err instanceof NfsError && err.code === ErrorCode.PROCESS,
-  );
-  await b.stop();
-  // A start issued while a stop is in flight binds again after the close.
-  const stopping = a.stop();
-  const third = await a.start();
-  await stopping;
-  assert.ok(third > 0);
-  assert.equal(a.port, third);
-  const health = await call(third, 'GET', '/healthz');
-  assert.equal(health.status, 200);
-  await a.stop();
-  assert.ok(first > 0);
-  assert.throws(() => new AdminServer({ port: 70000, registry: new MetricsRegistry() }), NfsError);
-});
+void test(
+  'admin server: stop before start, restart after stop, busy port is an NfsError',
+  { timeout: 60_000 },
+  async () => {
+    const a = new AdminServer({ port: 0, registry: new MetricsRegistry() });
+    await a.stop();
+    const first = await a.start();
+    await a.stop();
+    const second = await a.start();
+    assert.ok(second > 0);
+    const b = new AdminServer({ port: second, registry: new MetricsRegistry() });
+    await assert.rejects(
+      b.start(),
+      (err: unknown) => err instanceof NfsError && err.code === ErrorCode.PROCESS,
+    );
+    await b.stop();
+    // A start issued while a stop is in flight binds again after the close.
+    const stopping = a.stop();
+    const third = await a.start();
+    await stopping;
+    assert.ok(third > 0);
+    assert.equal(a.port, third);
+    const health = await call(third, 'GET', '/healthz');
+    assert.equal(health.status, 200);
+    await a.stop();
+    assert.ok(first > 0);
+    assert.throws(() => new AdminServer({ port: 70000, registry: new MetricsRegistry() }), NfsError);
+  },
+);
 
-void test('admin server: stop closes idle keep-alive connections', async () => {
+void test('admin server: stop closes idle keep-alive connections', { timeout: 60_000 }, async () => {
   const admin = new AdminServer({ port: 0, registry: new MetricsRegistry() });
   const port = await admin.start();
   const { Agent } = await import('node:http');

@@ -45,7 +45,7 @@ function listening(child: ChildProcess): Promise<number> {
 
 void test(
   'relay forwards every datagram in order and reports counts on SIGTERM',
-  { skip: !hasCc && 'no cc' },
+  { skip: !hasCc && 'no cc', timeout: 120_000 },
   async () => {
     const binary = join(dir, 'relay');
     const cc = spawnSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', binary, source], {

@@ -9,7 +9,7 @@ interface Item {
   at: number;
 }
 
-void test('fires at or after the deadline, never before', () => {
+void test('fires at or after the deadline, never before', { timeout: 60_000 }, () => {
   const w = new TimerWheel<string>(10, 8);
   const fired: string[] = [];
   w.add('a', 25);
@@ -27,7 +27,7 @@ void test('fires at or after the deadline, never before', () => {
   assert.equal(w.size, 0);
 });
 
-void test('items beyond one revolution wait for their own turn', () => {
+void test('items beyond one revolution wait for their own turn', { timeout: 60_000 }, () => {
   const w = new TimerWheel<number>(1, 4);
   const fired: number[] = [];
   w.add(1, 2);
@@ -41,7 +41,7 @@ void test('items beyond one revolution wait for their own turn', () => {
   assert.deepEqual(fired, [1, 2, 3]);
 });
 
-void test('a large jump fires everything due, whatever the slot', () => {
+void test('a large jump fires everything due, whatever the slot', { timeout: 60_000 }, () => {
   const w = new TimerWheel<number>(5, 16);
   const fired: number[] = [];
   for (let i = 0; i < 100; i++) w.add(i, i * 7);
@@ -50,17 +50,21 @@ void test('a large jump fires everything due, whatever the slot', () => {
   assert.equal(w.size, 0);
 });
 
-void test('items added in the past fire on the next advance, even without time moving', () => {
-  const w = new TimerWheel<string>(10, 8);
-  w.advance(1000, () => assert.fail('empty'));
-  w.add('late', 500);
-  w.add('now', 1000);
-  const fired: string[] = [];
-  w.advance(1000, (x) => fired.push(x));
-  assert.deepEqual(fired.sort(), ['late', 'now']);
-});
+void test(
+  'items added in the past fire on the next advance, even without time moving',
+  { timeout: 60_000 },
+  () => {
+    const w = new TimerWheel<string>(10, 8);
+    w.advance(1000, () => assert.fail('empty'));
+    w.add('late', 500);
+    w.add('now', 1000);
+    const fired: string[] = [];
+    w.advance(1000, (x) => fired.push(x));
+    assert.deepEqual(fired.sort(), ['late', 'now']);
+  },
+);
 
-void test('time going backwards fires nothing', () => {
+void test('time going backwards fires nothing', { timeout: 60_000 }, () => {
   const w = new TimerWheel<string>(10, 8);
   w.advance(1000, () => undefined);
   w.add('x', 1050);
@@ -68,29 +72,33 @@ void test('time going backwards fires nothing', () => {
   assert.equal(w.size, 1);
 });
 
-void test('lazy deletion: the callback re-adds refreshed items, which fire on a later advance', () => {
-  // The idle-flow pattern: lastSeen moves on each packet; the wheel holds one stale entry.
-  const idle = 100;
-  const flow = { lastSeen: 0, expired: false };
-  const w = new TimerWheel<typeof flow>(10, 64);
-  w.add(flow, flow.lastSeen + idle);
-  const onDue = (now: number) => (f: typeof flow) => {
-    const due = f.lastSeen + idle;
-    if (due > now) w.add(f, due);
-    else f.expired = true;
-  };
-  flow.lastSeen = 80; // a packet arrived; nothing touches the wheel
-  w.advance(100, onDue(100));
-  assert.equal(flow.expired, false);
-  assert.equal(w.size, 1);
-  w.advance(179, onDue(179));
-  assert.equal(flow.expired, false);
-  w.advance(180, onDue(180));
-  assert.equal(flow.expired, true);
-  assert.equal(w.size, 0);
-});
+void test(
+  'lazy deletion: the callback re-adds refreshed items, which fire on a later advance',
+  { timeout: 60_000 },
+  () => {
+    // The idle-flow pattern: lastSeen moves on each packet; the wheel holds one stale entry.
+    const idle = 100;
+    const flow = { lastSeen: 0, expired: false };
+    const w = new TimerWheel<typeof flow>(10, 64);
+    w.add(flow, flow.lastSeen + idle);
+    const onDue = (now: number) => (f: typeof flow) => {
+      const due = f.lastSeen + idle;
+      if (due > now) w.add(f, due);
+      else f.expired = true;
+    };
+    flow.lastSeen = 80; // a packet arrived; nothing touches the wheel
+    w.advance(100, onDue(100));
+    assert.equal(flow.expired, false);
+    assert.equal(w.size, 1);
+    w.advance(179, onDue(179));
+    assert.equal(flow.expired, false);
+    w.advance(180, onDue(180));
+    assert.equal(flow.expired, true);
+    assert.equal(w.size, 0);
+  },
+);
 
-void test('a callback that always re-adds as due cannot loop within one advance', () => {
+void test('a callback that always re-adds as due cannot loop within one advance', { timeout: 60_000 }, () => {
   const w = new TimerWheel<number>(10, 4);
   w.add(1, 0);
   let calls = 0;
@@ -104,7 +112,7 @@ void test('a callback that always re-adds as due cannot loop within one advance'
   assert.equal(calls, 2);
 });
 
-void test('a throwing callback loses no items and the next advance resumes', () => {
+void test('a throwing callback loses no items and the next advance resumes', { timeout: 60_000 }, () => {
   const w = new TimerWheel<number>(1, 8);
   for (let i = 0; i < 8; i++) w.add(i, i);
   const fired: number[] = [];
@@ -120,7 +128,7 @@ void test('a throwing callback loses no items and the next advance resumes', () 
   assert.equal(w.size, 0);
 });
 
-void test('clear drops everything; bad arguments are rejected', () => {
+void test('clear drops everything; bad arguments are rejected', { timeout: 60_000 }, () => {
   const w = new TimerWheel<number>(1, 4);
   w.add(1, 1);
   w.add(2, 100);
@@ -135,45 +143,49 @@ void test('clear drops everything; bad arguments are rejected', () => {
   }, NfsError);
 });
 
-void test('property: no item fires early; every item fires within one tick after its deadline', () => {
-  fc.assert(
-    fc.property(
-      fc.integer({ min: 1, max: 50 }),
-      fc.integer({ min: 1, max: 32 }),
-      fc.array(fc.record({ at: fc.double({ min: 0, max: 5000, noNaN: true }), addAfter: fc.nat(60) }), {
-        maxLength: 60,
-      }),
-      fc.array(fc.double({ min: 0, max: 400, noNaN: true }), { minLength: 1, maxLength: 80 }),
-      (tickMs, slots, specs, steps) => {
-        const w = new TimerWheel<Item>(tickMs, slots);
-        const pending = new Map<number, Item>();
-        let now = 0;
-        let nextId = 0;
-        // Items are added interleaved with the clock, so some are added already due.
-        const plan = specs.map((s) => ({ ...s, step: s.addAfter % steps.length }));
-        for (let i = 0; i < steps.length; i++) {
-          for (const s of plan) {
-            if (s.step !== i) continue;
-            const item = { id: nextId++, at: s.at };
-            pending.set(item.id, item);
-            w.add(item, item.at);
+void test(
+  'property: no item fires early; every item fires within one tick after its deadline',
+  { timeout: 60_000 },
+  () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 50 }),
+        fc.integer({ min: 1, max: 32 }),
+        fc.array(fc.record({ at: fc.double({ min: 0, max: 5000, noNaN: true }), addAfter: fc.nat(60) }), {
+          maxLength: 60,
+        }),
+        fc.array(fc.double({ min: 0, max: 400, noNaN: true }), { minLength: 1, maxLength: 80 }),
+        (tickMs, slots, specs, steps) => {
+          const w = new TimerWheel<Item>(tickMs, slots);
+          const pending = new Map<number, Item>();
+          let now = 0;
+          let nextId = 0;
+          // Items are added interleaved with the clock, so some are added already due.
+          const plan = specs.map((s) => ({ ...s, step: s.addAfter % steps.length }));
+          for (let i = 0; i < steps.length; i++) {
+            for (const s of plan) {
+              if (s.step !== i) continue;
+              const item = { id: nextId++, at: s.at };
+              pending.set(item.id, item);
+              w.add(item, item.at);
+            }
+            now += steps[i]!;
+            w.advance(now, (item) => {
+              assert.ok(item.at <= now, `fired early: at ${item.at}, now ${now}`);
+              assert.ok(pending.delete(item.id), 'fired twice');
+            });
+            for (const item of pending.values()) {
+              assert.ok(item.at + tickMs > now, `late by more than a tick: at ${item.at}, now ${now}`);
+            }
+            assert.equal(w.size, pending.size);
           }
-          now += steps[i]!;
-          w.advance(now, (item) => {
-            assert.ok(item.at <= now, `fired early: at ${item.at}, now ${now}`);
-            assert.ok(pending.delete(item.id), 'fired twice');
-          });
-          for (const item of pending.values()) {
-            assert.ok(item.at + tickMs > now, `late by more than a tick: at ${item.at}, now ${now}`);
-          }
-          assert.equal(w.size, pending.size);
-        }
-        // Run past every deadline: everything left fires.
-        w.advance(now + 6000, (item) => pending.delete(item.id));
-        assert.equal(pending.size, 0);
-        assert.equal(w.size, 0);
-      },
-    ),
-    { interruptAfterTimeLimit: 1500, numRuns: 500 },
-  );
-});
+          // Run past every deadline: everything left fires.
+          w.advance(now + 6000, (item) => pending.delete(item.id));
+          assert.equal(pending.size, 0);
+          assert.equal(w.size, 0);
+        },
+      ),
+      { interruptAfterTimeLimit: 1500, numRuns: 500 },
+    );
+  },
+);

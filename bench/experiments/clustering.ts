@@ -5,9 +5,19 @@
  * deployment replicates per second are plotted beside, since that is what clustering saves.
  */
 import type { DeployPoint } from './deploy.js';
-import { FULL_BATCHES_MS, deploy, figures, shape } from './deploy.js';
+import { FULL_BATCHES_MS, PACKET_BYTES, deploy, figures, shape } from './deploy.js';
 import type { Experiment, Outcome, Point, RunOptions } from './harness.js';
-import { PAPER, at, compare, summarise, sweep, thesisSeries } from './harness.js';
+import {
+  PAPER,
+  at,
+  caveats,
+  compare,
+  fewerPackets,
+  offeredRateCap,
+  summarise,
+  sweep,
+  thesisSeries,
+} from './harness.js';
 import type { Series } from './thesis.js';
 import { THESIS } from './thesis.js';
 
@@ -65,6 +75,7 @@ export const batch: Experiment = {
   title: 'Throughput vs batch size, with and without clustering (3 clusters, 12 NFs)',
   reproduces:
     'Throughput of 12 NFs in 3 clusters against batch size 10..100, with and without clustering, 4000 packets at 100 packets/s.',
+  caveat: (c, r) => caveats(offeredRateCap(c, Number(r.params.rate_pps), PACKET_BYTES), fewerPackets(c, r)),
   async run(o: RunOptions): Promise<Outcome> {
     const sizes = { paper: [10, 30, 60, 100], max: [10, 30, 100], quick: [10, 100] }[o.mode];
     const rate = o.mode === 'max' ? 0 : PAPER.rate;
@@ -139,6 +150,12 @@ export const rate: Experiment = {
   title: 'Throughput and latency vs packet rate, with and without clustering (3 clusters, 12 NFs)',
   reproduces:
     'Throughput of 12 NFs in 3 clusters at 25, 50 and 100 packets/s, with and without clustering, 4000 packets, batches of 30.',
+  // Every figure is read at the highest rate (before figures said which: results of older runs).
+  caveat: (c, r) => {
+    const rates = r.params.rates_pps;
+    const top = Array.isArray(rates) ? Math.max(...rates.map(Number)) : NaN;
+    return caveats(offeredRateCap(c, c.x ?? top, PACKET_BYTES), fewerPackets(c, r));
+  },
   async run(o: RunOptions): Promise<Outcome> {
     const rates = { paper: [25, 50, 100], max: [1000, 2000, 4000, 8000], quick: [50, 100] }[o.mode];
     const seconds = o.mode === 'max' ? 8 : undefined;
@@ -187,6 +204,7 @@ export const rate: Experiment = {
           at(throughput, 'nfstate', top),
           { baseline: { name: 'no-cluster', value: at(throughput, 'no-cluster', top) } },
           'higher',
+          top,
         ),
         compare(
           `latency at ${top} packets/s`,
@@ -194,6 +212,7 @@ export const rate: Experiment = {
           at(latency, 'nfstate', top),
           { baseline: { name: 'no-cluster', value: at(latency, 'no-cluster', top) } },
           'lower',
+          top,
         ),
         ...(paper && top === 100
           ? [
@@ -205,6 +224,7 @@ export const rate: Experiment = {
                   thesis: THESIS.throughputVsRate.cluster[2][1],
                 },
                 'higher',
+                100,
               ),
             ]
           : []),

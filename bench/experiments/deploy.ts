@@ -117,6 +117,7 @@ export function figures(s: DemoSummary): Record<string, number> {
     sent: s.sent,
     lost: s.lost,
     reordered: s.reordered,
+    duplicated: s.duplicated,
     state_ok: s.state_matches_oracle && s.replication.replicas_match ? 1 : 0,
   };
 }

@@ -59,6 +59,15 @@ export interface Comparison {
   ratio: number;
   /** Which of the two directions is better, for the reader. */
   better: 'higher' | 'lower';
+  /** The x the figure was read at, where it is one point of a plot (an offered rate, say). */
+  x?: number;
+}
+
+/** What the reader must know to read a headline figure right: the report prints it beside the figure. */
+export interface Caveat {
+  note: string;
+  /** The figure shows nothing (the runs did not do what it names): the report withholds its ratio. */
+  void?: boolean;
 }
 
 export interface Outcome {
@@ -83,6 +92,13 @@ export interface Experiment {
   /** Runs per point unless --repeats says otherwise (default 3; 1 with --quick). */
   repeats?: number;
   run(o: RunOptions): Promise<Outcome>;
+  /**
+   * Which run wrote a row: rows with the same key came from one run (default: its series, x and repeat).
+   * The report counts runs by it.
+   */
+  runOf?: (row: Row) => string;
+  /** What qualifies a headline figure of a result (undefined: nothing beyond the runs' own checks). */
+  caveat?: (c: Comparison, r: ExperimentResult) => Caveat | undefined;
 }
 
 export interface Machine {
@@ -231,9 +247,52 @@ export function compare(
   measured: number,
   against: { thesis: number } | { baseline: { name: string; value: number } },
   better: 'higher' | 'lower',
+  x?: number,
 ): Comparison {
   const reference = 'thesis' in against ? against.thesis : against.baseline.value;
-  return { what, unit, ...against, measured, ratio: measured / reference, better };
+  return {
+    what,
+    unit,
+    ...against,
+    measured,
+    ratio: measured / reference,
+    better,
+    ...(x === undefined ? {} : { x }),
+  };
+}
+
+/** The caveats that apply, as one (void where any of them is). */
+export function caveats(...cs: (Caveat | undefined)[]): Caveat | undefined {
+  const some = cs.filter((c): c is Caveat => c !== undefined);
+  if (some.length === 0) return undefined;
+  return { note: some.map((c) => c.note).join('; '), ...(some.some((c) => c.void) ? { void: true } : {}) };
+}
+
+/** A figure set beside the thesis's from runs shorter than its 4000 packets (`--packets`). */
+export function fewerPackets(c: Comparison, r: ExperimentResult): Caveat | undefined {
+  const n = r.params.packets;
+  return c.thesis !== undefined && typeof n === 'number' && n < PAPER.packets
+    ? { note: `runs of ${n} packets, the thesis’s of ${PAPER.packets}` }
+    : undefined;
+}
+
+/**
+ * A throughput figure read at a fixed offered rate: nothing can forward more than it is offered, so where
+ * the figure reaches the offered rate it is a floor, not a capacity, and a ratio against a baseline that
+ * also reaches it says nothing.
+ */
+export function offeredRateCap(c: Comparison, pps: number, bytesPerPacket: number): Caveat | undefined {
+  if (!(pps > 0) || !/^throughput/.test(c.what)) return undefined;
+  const offered = c.unit === 'bytes/s' ? pps * bytesPerPacket : pps;
+  // Within 2 % of the offered rate: what a run that forwards everything measures over its whole length.
+  const capped = (v: number): boolean => v >= 0.98 * offered;
+  const rate = `${pps} packets/s offered`;
+  if (!capped(c.measured)) return undefined;
+  if (c.baseline !== undefined && capped(c.baseline.value))
+    return { note: `both capped by the ${rate}: the ratio shows no difference in capacity` };
+  return {
+    note: `capped by the ${rate}, all of which nfstate forwarded: the ratio is a floor, nfstate's capacity is not measured here`,
+  };
 }
 
 /**

@@ -78,6 +78,6 @@ export async function writeReport(dir: string): Promise<string> {
     if (text !== undefined) results.push(JSON.parse(text) as ExperimentResult);
   }
   const path = `${dir}.md`;
-  await writeFile(path, renderReport(results, relative(dirname(path), dir)));
+  await writeFile(path, renderReport(results, relative(dirname(path), dir), EXPERIMENTS));
   return path;
 }

@@ -2,12 +2,27 @@
  * The report of `nfstate bench all` (docs/results.md), made from the experiments' results alone. Each
  * section shows the plots, a table of every plotted point, what the thesis reported beside what nfstate
  * measured, the machine, and the command that reruns it; the numbers come from the results.json written
- * beside the plots, never from anywhere else.
+ * beside the plots, never from anywhere else. Each experiment's definition says which rows make one run
+ * and what qualifies each of its headline figures (its caveats), read off the same results.
  */
-import type { Comparison, ExperimentResult, Machine } from './harness.js';
+import type { Caveat, Comparison, Experiment, ExperimentResult, Machine, Row } from './harness.js';
 
-/** The report on `results`, whose raw output lies in `folder` (relative to the report). */
-export function renderReport(results: readonly ExperimentResult[], folder: string): string {
+/**
+ * The report on `results`, whose raw output lies in `folder` (relative to the report). `experiments`
+ * say which rows make one run and what qualifies each headline figure; a result whose experiment is not
+ * among them counts one run per series, x and repeat, and its figures go without caveats.
+ */
+export function renderReport(
+  results: readonly ExperimentResult[],
+  folder: string,
+  experiments: readonly Experiment[] = [],
+): string {
+  const read = results.map((r) =>
+    reading(
+      r,
+      experiments.find((e) => e.name === r.experiment),
+    ),
+  );
   const lines: string[] = [
     '# Results',
     '',
@@ -20,17 +35,50 @@ export function renderReport(results: readonly ExperimentResult[], folder: strin
     'machines listed with each experiment. Throughput counts inner packets of 44 bytes (IPv4, UDP, 16 bytes',
     'of payload), the size at which the thesis’s 100 packets/s make its 4420 bytes/s.',
     '',
+    'Each section ends with a count of its runs. A run is one measurement: one series at one x in one',
+    'repeat (a run of migration-bytes writes a row per batch and per move). It is unclean when a check it',
+    "carries failed: packets lost, reordered or duplicated, state unlike the oracle's, or a TCP transfer's",
+    'bytes unlike those sent; a run that carries no check is counted as not checked, never as clean. The',
+    'caveat beside a figure is what qualifies it; "no result" marks a figure whose runs did not do what it',
+    'names.',
+    '',
     '## Headline figures',
     '',
     ...comparisonTable(
-      results.flatMap((r) => r.comparisons.map((c) => ({ ...c, what: `${r.experiment}: ${c.what}` }))),
+      read.flatMap(({ result: r, caveats }) =>
+        r.comparisons.map((c, i) => ({
+          c: { ...c, what: `${r.experiment}: ${c.what}` },
+          caveat: caveats[i],
+        })),
+      ),
     ),
   ];
-  for (const r of results) lines.push('', ...section(r, folder));
+  for (const r of read) lines.push('', ...section(r, folder));
   return lines.join('\n') + '\n';
 }
 
-function section(r: ExperimentResult, folder: string): string[] {
+/** A result with its runs counted and the caveat of each of its figures (by index). */
+interface Reading {
+  result: ExperimentResult;
+  tally: RunTally;
+  caveats: (Caveat | undefined)[];
+}
+
+function reading(r: ExperimentResult, exp: Experiment | undefined): Reading {
+  const tally = tallyRuns(r.rows, exp?.runOf);
+  // What every figure of the experiment shares: runs that failed, or no run checked against the oracle.
+  const shared: string[] = [];
+  if (tally.failed > 0) shared.push(`${tally.failed} of ${tally.runs} runs failed`);
+  if (tally.checked.oracle === 0) shared.push('not checked against the oracle');
+  const caveats = r.comparisons.map((c) => {
+    const own = exp?.caveat?.(c, r);
+    const notes = [...(own === undefined ? [] : [own.note]), ...shared];
+    return notes.length === 0 ? undefined : { note: notes.join('; '), ...(own?.void ? { void: true } : {}) };
+  });
+  return { result: r, tally, caveats };
+}
+
+function section({ result: r, tally, caveats }: Reading, folder: string): string[] {
   const out = [
     `## ${r.title}`,
     '',
@@ -57,29 +105,144 @@ function section(r: ExperimentResult, folder: string): string[] {
       out.push(`| ${p.series} | ${x(p.x)} | ${num(p.median)} | ${num(p.min)} | ${num(p.max)} |`);
     out.push('');
   }
-  if (r.comparisons.length > 0) out.push(...comparisonTable(r.comparisons), '');
-  const failed = r.rows.filter((row) => row.error !== undefined);
-  const unclean = r.rows.filter((row) => (row.lost ?? 0) !== 0 || row.state_ok === 0);
-  out.push(
-    `Runs: ${r.rows.length}; failed: ${failed.length}; with packets lost or state unlike the oracle's: ${unclean.length}.`,
-  );
+  if (r.comparisons.length > 0)
+    out.push(...comparisonTable(r.comparisons.map((c, i) => ({ c, caveat: caveats[i] }))), '');
+  out.push(runsLine(tally));
   for (const n of r.notes ?? []) out.push('', n);
   return out;
 }
 
-function comparisonTable(cs: readonly Comparison[]): string[] {
+function comparisonTable(cs: readonly { c: Comparison; caveat: Caveat | undefined }[]): string[] {
   if (cs.length === 0) return ['(none)'];
   return [
-    '| figure | reference | nfstate | ratio |',
-    '|---|---|---|---|',
-    ...cs.map((c) => {
+    '| figure | reference | nfstate | ratio | caveat |',
+    '|---|---|---|---|---|',
+    ...cs.map(({ c, caveat }) => {
       const ref =
         c.thesis !== undefined
           ? `thesis: ${num(c.thesis)} ${c.unit}`
           : `${c.baseline!.name}: ${num(c.baseline!.value)} ${c.unit}`;
-      return `| ${c.what} | ${ref} | ${num(c.measured)} ${c.unit} | ${ratio(c)} |`;
+      const r = caveat?.void ? 'no result' : ratio(c);
+      return `| ${c.what} | ${ref} | ${num(c.measured)} ${c.unit} | ${r} | ${caveat?.note ?? ''} |`;
     }),
   ];
+}
+
+/** The checks a run can carry, as the runs line names them. */
+const CHECKS = {
+  loss: 'for lost packets',
+  order: 'for reordered packets',
+  duplicates: 'for duplicated packets',
+  oracle: "against the oracle's state",
+  stream: "for the TCP transfer's bytes (SHA-256) and resets",
+} as const;
+type Check = keyof typeof CHECKS;
+/** Said of every result, checked or not; the others only where some run carried them. */
+const CORE: readonly Check[] = ['loss', 'order', 'oracle'];
+
+/** The columns that carry a check, and each one's value in a clean run. */
+const CHECK_COLUMNS: readonly { column: string; checks: readonly Check[]; clean: number }[] = [
+  { column: 'lost', checks: ['loss'], clean: 0 },
+  { column: 'reordered', checks: ['order'], clean: 0 },
+  { column: 'duplicated', checks: ['duplicates'], clean: 0 },
+  { column: 'state_ok', checks: ['oracle'], clean: 1 },
+  // The demo's three checks as one flag.
+  { column: 'clean', checks: ['loss', 'order', 'oracle'], clean: 1 },
+  { column: 'bytes_ok', checks: ['stream'], clean: 1 },
+  { column: 'reset', checks: ['stream'], clean: 0 },
+];
+
+export interface RunTally {
+  runs: number;
+  /** Runs with a row that recorded an error instead of figures. */
+  failed: number;
+  /** Per check: how many of the runs that did not fail carried it. */
+  checked: Record<Check, number>;
+  /** Runs where a check they carried failed, in all and by series (runs of several series under ''). */
+  unclean: number;
+  uncleanBySeries: Record<string, number>;
+  /** Runs that did not fail and carried no check at all, in all and by series. */
+  unchecked: number;
+  uncheckedBySeries: Record<string, number>;
+}
+
+/** One run per series, x and repeat: what `sweep` measures. */
+export function seriesXRepeat(row: Row): string {
+  return `${row.series}\u0000${row.x}\u0000${row.repeat}`;
+}
+
+/**
+ * Counts runs, not rows: `runOf` says which run wrote each row. A run is unclean when any of its rows
+ * carries a check with a value other than a clean run's; a run with no such column anywhere is unchecked.
+ */
+export function tallyRuns(rows: readonly Row[], runOf: (row: Row) => string = seriesXRepeat): RunTally {
+  const runs = new Map<string, Row[]>();
+  for (const row of rows) {
+    const key = runOf(row);
+    const run = runs.get(key);
+    if (run === undefined) runs.set(key, [row]);
+    else run.push(row);
+  }
+  const t: RunTally = {
+    runs: runs.size,
+    failed: 0,
+    checked: { loss: 0, order: 0, duplicates: 0, oracle: 0, stream: 0 },
+    unclean: 0,
+    uncleanBySeries: {},
+    unchecked: 0,
+    uncheckedBySeries: {},
+  };
+  for (const run of runs.values()) {
+    if (run.some((row) => row.error !== undefined)) {
+      t.failed++;
+      continue;
+    }
+    const carried = new Set<Check>();
+    let unclean = false;
+    for (const row of run)
+      for (const { column, checks, clean } of CHECK_COLUMNS) {
+        const v = row[column];
+        if (typeof v !== 'number') continue;
+        for (const c of checks) carried.add(c);
+        if (v !== clean) unclean = true;
+      }
+    for (const c of carried) t.checked[c]++;
+    const series = run.every((row) => row.series === run[0]!.series) ? run[0]!.series : '';
+    if (unclean) {
+      t.unclean++;
+      t.uncleanBySeries[series] = (t.uncleanBySeries[series] ?? 0) + 1;
+    } else if (carried.size === 0) {
+      t.unchecked++;
+      t.uncheckedBySeries[series] = (t.uncheckedBySeries[series] ?? 0) + 1;
+    }
+  }
+  return t;
+}
+
+/** The runs line of a section: runs, failures, unclean runs, and what the runs were checked for. */
+export function runsLine(t: RunTally): string {
+  const finished = t.runs - t.failed;
+  const bySeries = (counts: Record<string, number>): string => {
+    const named = Object.entries(counts).filter(([s]) => s !== '');
+    return named.length === 0 ? '' : ` (${named.map(([s, n]) => `${s}: ${n}`).join(', ')})`;
+  };
+  const out = [`Runs: ${t.runs}; failed: ${t.failed}; unclean: ${t.unclean}${bySeries(t.uncleanBySeries)}.`];
+  if (finished === 0) return out[0]!;
+  const shown = (Object.keys(CHECKS) as Check[]).filter((c) => CORE.includes(c) || t.checked[c] > 0);
+  if (shown.every((c) => t.checked[c] === finished)) {
+    const names = shown.map((c) => CHECKS[c]);
+    out.push(`Every run that finished was checked ${names.slice(0, -1).join(', ')} and ${names.at(-1)!}.`);
+  } else {
+    const each = shown.map((c, i) => {
+      const n = t.checked[c];
+      const what = i === 0 ? `Checked ${CHECKS[c]}` : CHECKS[c];
+      const unchecked = c === 'oracle' && n === 0 ? ' (not checked against the oracle)' : '';
+      return `${what}: ${n === 0 ? 'none' : `${n} of ${finished} runs`}${unchecked}`;
+    });
+    out.push(`${each.join('; ')}.`);
+  }
+  if (t.unchecked > 0) out.push(`Not checked at all: ${t.unchecked}${bySeries(t.uncheckedBySeries)}.`);
+  return out.join(' ');
 }
 
 /** The ratio, said the way round that reads as "better by": 250x lower latency, 3x the throughput. */

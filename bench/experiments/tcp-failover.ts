@@ -91,6 +91,15 @@ export const tcpFailover: Experiment = {
     "Not measured by the thesis, whose traffic was its own generator's; the reference is Linux conntrackd (FT-FW) syncing a firewall's connections to a standby.",
   needs: () => (process.getuid?.() === 0 ? undefined : 'root (it makes network namespaces)'),
   repeats: 10,
+  caveat: (c) => {
+    if (c.baseline?.name.includes('(quoted)') === true)
+      return { note: `conntrackd's figure is ${CONNTRACKD.source}` };
+    if (c.baseline?.name.startsWith('kernel forwarding') === true)
+      return {
+        note: 'every process of the lab (senders, ingress, instances, sink) shares the machine’s cores',
+      };
+    return undefined;
+  },
   async run(o: RunOptions): Promise<Outcome> {
     const why = this.needs?.();
     if (why !== undefined) throw new NfsError(ErrorCode.CONFIG, `bench tcp-failover needs ${why}`);

@@ -3,9 +3,19 @@
  * thesis's "results of multithreading"). Under `paper`, the thesis's 4000 packets at 100 packets/s over 10
  * flows, so that threads have flows to share; under `max`, as fast as the instance drains.
  */
-import { FULL_BATCHES_MS, deploy, figures } from './deploy.js';
+import { FULL_BATCHES_MS, PACKET_BYTES, deploy, figures } from './deploy.js';
 import type { Experiment, Outcome, Point, RunOptions } from './harness.js';
-import { PAPER, at, compare, summarise, sweep, thesisSeries } from './harness.js';
+import {
+  PAPER,
+  at,
+  caveats,
+  compare,
+  fewerPackets,
+  offeredRateCap,
+  summarise,
+  sweep,
+  thesisSeries,
+} from './harness.js';
 import { THESIS } from './thesis.js';
 
 const FLOWS = 10;
@@ -15,6 +25,7 @@ export const threads: Experiment = {
   title: 'Latency and throughput vs worker threads (one NF)',
   reproduces:
     'Latency and throughput of one NF with 1 to 5 threads, 4000 packets at 100 packets/s, batches of 30.',
+  caveat: (c, r) => caveats(offeredRateCap(c, Number(r.params.rate_pps), PACKET_BYTES), fewerPackets(c, r)),
   async run(o: RunOptions): Promise<Outcome> {
     const counts = o.threads ?? (o.mode === 'quick' ? [1, 2] : [1, 2, 3, 4, 5]);
     const rate = o.mode === 'max' ? 0 : PAPER.rate;

@@ -8,6 +8,7 @@
  *   nfstate scale add --controller H:P    add an instance to a running deployment
  *   nfstate gen / sink / oracle / bench   the parts on their own
  */
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ErrorCode, NfsError } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -20,10 +21,13 @@ import {
   loadTopology,
 } from '../launcher/config.js';
 import type { Topology } from '../launcher/config.js';
-import { DEMO_NF_CONFIG, runDemo } from '../launcher/demo.js';
+import { DEMO_NF_CONFIG, runDemo, summaryFailures } from '../launcher/demo.js';
 import { isNfType, nfTypes } from '../nfs/index.js';
 import { GUARANTEES } from '../nf/processor.js';
 import type { Guarantee } from '../nf/processor.js';
+import { ROLE_SPEC_ENV } from '../launcher/role-process.js';
+import { runChaos, type ChaosOptions } from '../chaos/chaos.js';
+import { DEFAULT_KINDS, FAULT_KINDS, type FaultKind } from '../chaos/schedule.js';
 import { runController, runIngress, runNf, runSink } from '../launcher/roles.js';
 import type { ControllerSpec, IngressSpec, NfSpec, SinkSpec, StrongStoreSpec } from '../launcher/roles.js';
 import { runUp } from '../launcher/up.js';
@@ -220,7 +224,9 @@ program
           `sent ${summary.sent}  delivered ${summary.delivered}  lost ${summary.lost}  reordered ${summary.reordered}  duplicated ${summary.duplicated}  dropped by nf ${summary.nf_dropped}`,
           `throughput ${summary.throughput_pps} packets/s over ${summary.duration_ms} ms`,
           `latency p50 ${l.p50} us  p99 ${l.p99} us  max ${l.max} us`,
-          `state matches oracle: ${summary.state_matches_oracle}  (global: ${summary.global_matches_oracle}${
+          `state matches oracle: ${summary.state_matches_oracle}  (global${
+            summary.global_compared.length === 0 ? ', none kept' : ` ${summary.global_compared.join(', ')}`
+          }: ${summary.global_matches_oracle}${
             summary.nf_matches_oracle === undefined
               ? ''
               : `; ${Object.entries(summary.nf_matches_oracle)
@@ -271,21 +277,10 @@ program
         ].join('\n'),
       );
     }
-    // What the run must show depends on what its moves guarantee: under loss-free the source's packets may
-    // come behind (and an NF that depends on order then ends in another state); under none, the packets
-    // the moves dropped are lost too.
-    const m = summary.moves;
-    const ordered = m.guarantee === 'order-preserving' || m.count + m.aborted === 0;
-    if (
-      summary.lost > (m.guarantee === 'none' ? m.dropped : 0) ||
-      summary.duplicated > 0 ||
-      summary.failovers.each.some((f) => f.error !== undefined) ||
-      summary.strong.failed > 0 ||
-      (summary.controller.killed && summary.controller.takeover_ms < 0) ||
-      (ordered && (summary.reordered > 0 || !summary.state_matches_oracle))
-    ) {
-      process.exitCode = 1;
-    }
+    // Why the run failed goes to stderr, so that --json keeps stdout one JSON object.
+    const failures = summaryFailures(summary);
+    for (const why of failures) process.stderr.write(`demo failed: ${why}\n`);
+    if (failures.length > 0) process.exitCode = 1;
   });
 
 /** The synthetic trace the demo and gen flags describe. */
@@ -367,17 +362,19 @@ program
     'start N more instances (the launcher of `nfstate up` does it); each joins a cluster and takes new flows',
   )
   .requiredOption('--controller <host:port>', "the controller's API (`controller.admin` in up's output)")
+  .requiredOption('--key-file <file>', 'the operator key `nfstate up` wrote (`operator_key` in its output)')
   .option('--count <n>', 'instances to add', int('--count', 1, 64), 1)
   .option('--host <ip>', 'where to start them (default: where the launcher runs)')
   .option('--json', 'print one JSON object', false)
-  .action(async (o: { controller: string; count: number; host?: string; json: boolean }) => {
+  .action(async (o: { controller: string; count: number; host?: string; json: boolean; keyFile: string }) => {
     const c = parseHostPort(o.controller, '--controller');
+    const key = Buffer.from(keyFlag(o)!, 'hex');
     const { added } = (await adminCall(
       c.host,
       c.port,
       '/instances',
       { count: o.count, ...(o.host === undefined ? {} : { host: o.host }) },
-      60_000,
+      { timeoutMs: 60_000, key },
     ).catch((err: unknown) => {
       if (err instanceof NfsError) throw err;
       throw new NfsError(ErrorCode.PROCESS, `--controller: no answer from ${o.controller} (${String(err)})`);
@@ -399,7 +396,7 @@ program
   .option('--packets <n>', 'packets per flow', int('--packets', 1), DEFAULT_TRACE.packets)
   .option(
     '--rate <pps>',
-    'packets per second (0 needs --ack-port and a sink acknowledging to it)',
+    'packets per second (0: as fast as a sink acknowledges, to the ack port the generator logs)',
     int('--rate', 0),
     10000,
   )
@@ -409,6 +406,7 @@ program
   .option('--seed <n>', 'seed', int('--seed', 0), 1)
   .option('--pcap <file>', 'replay the IPv4 packets of this pcap instead')
   .option('--window <n>', 'packets in flight with --rate 0', int('--window', 1), 512)
+  .option('--host <ip>', "bind address, the sink's acknowledgements included", '127.0.0.1')
   .option('--json', 'print one JSON object', false)
   .action(async (o: Record<string, unknown>) => {
     const target = parseHostPort(o.target as string, '--target');
@@ -418,7 +416,7 @@ program
       { rate: o.rate as number, window: o.window as number, vni: 1, drainTimeoutMs: 1000 },
       logger,
     );
-    const ackPort = await gen.bind('0.0.0.0');
+    const ackPort = await gen.bind(o.host as string);
     await gen.connect(target.host, target.port);
     logger.info('generator bound', { ackPort });
     const result = await gen.run(source);
@@ -605,6 +603,11 @@ program
     },
   );
 
+const KEY_FILE_HELP =
+  'a file holding the deployment key (at least 16 bytes of hex, the same for every role): it authenticates replication, the log of strong global state and the admin API (kept off the command line, where any local user could read it)';
+const ADMIN_HOST_HELP =
+  'where the admin API listens (default: --host with --key-file; 127.0.0.1 without, since the API is then unauthenticated)';
+
 program
   .command('nf')
   .description('run one NF instance (prints its ports as JSON; SIGINT stops it)')
@@ -637,24 +640,27 @@ program
     '--accept <ids>',
     'peers whose batches this instance accepts, as id,id,… (default: those of --replicate-to)',
   )
-  .option('--cluster-key <hex>', 'the cluster key that authenticates replication (same on every member)')
+  .option('--key-file <file>', KEY_FILE_HELP)
+  .option('--admin-host <ip>', ADMIN_HOST_HELP)
   .option(
     '--controller <host:port>',
     'register with this controller, which forms clusters and sets the peers',
   )
   .option(
     '--global <store>',
-    "where strong global state (pools) is decided: local=HOST:PORT (a controller's sequencer; authenticated by --cluster-key) or etcd=URL,URL,… (default: each worker its --partition share)",
+    "where strong global state (pools) is decided: local=HOST:PORT (a controller's sequencer; authenticated by --key-file) or etcd=URL,URL,… (default: each worker its --partition share)",
   )
   .option('--global-prefix <prefix>', 'with etcd: the key prefix of this deployment', 'nfstate/')
   .action(async (o: Record<string, unknown>) => {
     const part = /^(\d+)\/(\d+)$/.exec(o.partition as string);
     if (part === null) throw new InvalidArgumentError('--partition must look like 2/12');
+    const key = keyFlag(o);
     await runNf({
       id: o.id as string,
       host: o.host as string,
       port: o.port as number,
       adminPort: o.adminPort as number,
+      ...adminFlags(o, key),
       threads: o.threads as number,
       nf: {
         type: o.nf as string,
@@ -669,8 +675,8 @@ program
       },
       egress: parseHostPort(o.egress as string, '--egress'),
       partition: { index: Number(part[1]), count: Number(part[2]) },
-      ...replicationFlags(o),
-      ...(typeof o.global === 'string' ? { global: globalFlag(o) } : {}),
+      ...replicationFlags(o, key),
+      ...(typeof o.global === 'string' ? { global: globalFlag(o, key) } : {}),
       ...(typeof o.controller === 'string'
         ? {
             controller: (({ host, port }) => ({ host, admin: port }))(
@@ -712,32 +718,36 @@ program
     int('--miss-count', 2, 1000),
     DEFAULT_TOPOLOGY.failure.missCount,
   )
+  .option('--key-file <file>', KEY_FILE_HELP)
+  .option('--admin-host <ip>', ADMIN_HOST_HELP)
   .option(
-    '--sequencer-key <hex>',
-    'keep the log of strong global state (`nfstate nf --global local=…`), for instances with this cluster key; its port is printed with the others',
+    '--sequencer',
+    'keep the log of strong global state (`nfstate nf --global local=…`), for instances with the same --key-file; its port is printed with the others',
+    false,
   )
   .action(async (o: { host: string; port: number; clusterSize: number } & Record<string, unknown>) => {
+    const key = keyFlag(o);
+    if (o.sequencer === true && key === undefined)
+      throw new InvalidArgumentError('--sequencer needs --key-file');
     await runController({
       host: o.host,
       adminPort: o.port,
+      ...adminFlags(o, key),
       clusterSize: o.clusterSize,
       moveTimeoutMs: o.moveTimeout as number,
       failure: { heartbeatMs: o.heartbeatMs as number, missCount: o.missCount as number },
       lb: lbFlags({ ...DEFAULT_BALANCER }, o),
-      ...(typeof o.sequencerKey === 'string'
-        ? { sequencer: { key: hexKey(o.sequencerKey, '--sequencer-key') } }
-        : {}),
+      ...(o.sequencer === true && key !== undefined ? { sequencer: { key } } : {}),
     });
   });
 
 /** `--global local=HOST:PORT` or `--global etcd=URL,…` of `nfstate nf`. */
-function globalFlag(o: Record<string, unknown>): StrongStoreSpec {
+function globalFlag(o: Record<string, unknown>, key: string | undefined): StrongStoreSpec {
   const [store, at = ''] = (o.global as string).split(/=(.*)/s);
   if (store === 'local') {
-    if (typeof o.clusterKey !== 'string')
-      throw new InvalidArgumentError('--global local=… needs --cluster-key');
+    if (key === undefined) throw new InvalidArgumentError('--global local=… needs --key-file');
     const { host, port } = parseHostPort(at, '--global local');
-    return { store: 'local', host, port, key: hexKey(o.clusterKey, '--cluster-key') };
+    return { store: 'local', host, port, key };
   }
   if (store === 'etcd') {
     const endpoints = at.split(',').filter((u) => u !== '');
@@ -748,24 +758,42 @@ function globalFlag(o: Record<string, unknown>): StrongStoreSpec {
   throw new InvalidArgumentError('--global must be local=HOST:PORT or etcd=URL,URL,…');
 }
 
-function hexKey(v: string, flag: string): string {
-  if (!/^([0-9a-f]{2}){16,}$/i.test(v))
-    throw new InvalidArgumentError(`${flag} must be at least 16 bytes of hex`);
-  return v;
+/** The deployment key from --key-file, as hex; undefined without the flag. */
+function keyFlag(o: Record<string, unknown>): string | undefined {
+  if (typeof o.keyFile !== 'string') return undefined;
+  let text: string;
+  try {
+    text = readFileSync(o.keyFile, 'utf8').trim();
+  } catch (err) {
+    throw new InvalidArgumentError(`--key-file: cannot read ${o.keyFile} (${(err as Error).message})`);
+  }
+  if (!/^([0-9a-f]{2}){16,}$/i.test(text))
+    throw new InvalidArgumentError(`--key-file: ${o.keyFile} must hold at least 16 bytes of hex`);
+  return text;
 }
 
-/** The replication part of an `nfstate nf` spec, from its flags; none without --cluster-key. */
-function replicationFlags(o: Record<string, unknown>): Pick<NfSpec, 'cluster' | 'peers'> {
-  if (typeof o.clusterKey !== 'string') {
-    if (o.replicateTo !== undefined) throw new InvalidArgumentError('--replicate-to needs --cluster-key');
+/** The admin part of a role's spec, from --admin-host and the key. */
+function adminFlags(o: Record<string, unknown>, key: string | undefined): Pick<NfSpec, 'adminHost' | 'key'> {
+  return {
+    ...(typeof o.adminHost === 'string' ? { adminHost: o.adminHost } : {}),
+    ...(key === undefined ? {} : { key }),
+  };
+}
+
+/** The replication part of an `nfstate nf` spec, from its flags; none without --key-file. */
+function replicationFlags(
+  o: Record<string, unknown>,
+  key: string | undefined,
+): Pick<NfSpec, 'cluster' | 'peers'> {
+  if (key === undefined) {
+    if (o.replicateTo !== undefined) throw new InvalidArgumentError('--replicate-to needs --key-file');
     return {};
   }
-  hexKey(o.clusterKey, '--cluster-key');
   const peers = typeof o.replicateTo === 'string' ? endpointList(o.replicateTo, '--replicate-to') : [];
   const accept =
     typeof o.accept === 'string' ? o.accept.split(',').filter((id) => id !== '') : peers.map((p) => p.id);
   return {
-    cluster: { members: accept, key: o.clusterKey, port: o.replicationPort as number },
+    cluster: { members: accept, key, port: o.replicationPort as number },
     peers,
   };
 }
@@ -790,9 +818,12 @@ program
   .option('--admin-port <n>', 'metrics and rule API port (0: any)', int('--admin-port', 0, 65535), 0)
   .option('--vni <n>', 'Geneve VNI', int('--vni', 0, 0xffffff), 1)
   .option('--stamp-log <file>', 'record every stamped packet to pcap (input for nfstate oracle)')
+  .option('--key-file <file>', KEY_FILE_HELP)
+  .option('--admin-host <ip>', ADMIN_HOST_HELP)
   .action(async (o: Record<string, unknown>) => {
     const instances = endpointList(o.instances as string, '--instances');
     await runIngress({
+      ...adminFlags(o, keyFlag(o)),
       host: o.host as string,
       port: o.port as number,
       servicePort: o.servicePort as number,
@@ -804,14 +835,73 @@ program
     });
   });
 
+program
+  .command('chaos')
+  .description(
+    'run a deployment under steady traffic with a seeded schedule of faults (instances, controllers, etcd, the edge, replication loss, a partition, etcd delay), then check it: exits 1 unless nothing was lost and every state matches',
+  )
+  .option('--duration <s>', 'seconds of traffic', int('--duration', 1, 3600), 60)
+  .option('--seed <n>', 'the schedule, the victims and the trace', int('--seed', 0), 1)
+  .option('--rate <pps>', 'packets per second', int('--rate', 1, 100_000), 1000)
+  .addOption(
+    new Option('--nf <type>', 'network function').choices(['nat', 'firewall', 'lb', 'ids']).default('nat'),
+  )
+  .option(
+    '--faults <kinds>',
+    `comma-separated, of ${FAULT_KINDS.join(', ')} (default: all but ingress-kill, which the deployment does not get over)`,
+    (v: string) => {
+      const kinds = v.split(',').filter((k) => k !== '');
+      const bad = kinds.find((k) => !(FAULT_KINDS as readonly string[]).includes(k));
+      if (bad !== undefined || kinds.length === 0)
+        throw new InvalidArgumentError(
+          `--faults: ${bad ?? '(none)'} is not one of ${FAULT_KINDS.join(', ')}`,
+        );
+      return kinds as FaultKind[];
+    },
+  )
+  .option('--count <n>', 'faults in the run (default: one per 5 s)', int('--count', 1, 1000))
+  .option('--json', 'print one JSON object', false)
+  .action(async (o: Record<string, unknown>) => {
+    const logger = createLogger('chaos', { write: () => undefined });
+    const r = await runChaos(
+      {
+        durationS: o.duration as number,
+        seed: o.seed as number,
+        rate: o.rate as number,
+        nf: o.nf as ChaosOptions['nf'],
+        kinds: (o.faults as FaultKind[] | undefined) ?? DEFAULT_KINDS,
+        ...(typeof o.count === 'number' ? { count: o.count } : {}),
+      },
+      logger,
+    );
+    if (o.json === true) process.stdout.write(JSON.stringify(r) + '\n');
+    else
+      process.stdout.write(
+        [
+          `chaos seed ${r.seed}: ${r.duration_s} s of ${r.nf} at ${r.rate} packets/s`,
+          ...Object.entries(r.skipped).map(([k, why]) => `  skipped ${k}: ${why}`),
+          ...r.faults.map(
+            (f) =>
+              `  ${String(f.at_ms).padStart(6)} ms  ${f.kind.padEnd(16)} ${f.target}: ${f.ok ? 'got over' : `NOT got over: ${f.error}`} (${f.took_ms} ms)`,
+          ),
+          `sent ${r.sent}  delivered ${r.delivered}  lost ${r.lost}  reordered ${r.reordered}  duplicated ${r.duplicated}`,
+          `state matches oracle: ${r.state_matches_oracle}  global: ${r.global_matches_oracle}  replicas match: ${r.replicas_match}`,
+          r.ok ? 'clean' : `NOT clean:\n${r.failures.map((f) => `  ${f}`).join('\n')}`,
+        ].join('\n') + '\n',
+      );
+    if (!r.ok) process.exitCode = 1;
+  });
+
 addLabCommands(program);
 
 program
   .command('role', { hidden: true })
-  .description('run one role of a deployment from its JSON spec (used by the launcher)')
+  .description(`run one role of a deployment from its JSON spec in $${ROLE_SPEC_ENV} (used by the launcher)`)
   .argument('<role>', 'nf | ingress | sink | controller')
-  .argument('<spec>', 'JSON')
-  .action(async (role: string, spec: string) => {
+  .argument('[name]', 'what it is called in the process list')
+  .action(async (role: string) => {
+    const spec = process.env[ROLE_SPEC_ENV];
+    if (spec === undefined) throw new InvalidArgumentError(`role: no spec in $${ROLE_SPEC_ENV}`);
     const parsed = readJson(spec, 'spec');
     if (role === 'nf') await runNf(parsed as NfSpec);
     else if (role === 'ingress') await runIngress(parsed as IngressSpec);

@@ -21,7 +21,7 @@
  * `cooldownMs`.
  */
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
-import type { LoadReport } from './controller.js';
+import type { LoadReport } from './load-report.js';
 
 export interface BalancerOptions {
   enabled: boolean;

@@ -33,7 +33,8 @@ import net from 'node:net';
 import { ErrorCode, NfsError } from '../errors.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { AdminServer } from '../metrics.js';
-import { adminCall } from '../metrics.js';
+import { adminCall, type AdminCallOptions } from '../metrics.js';
+import { decodeLoadReport, type LoadReport } from './load-report.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
 import { ClusterMap } from './clusters.js';
 import type { Guarantee } from '../nf/processor.js';
@@ -55,18 +56,11 @@ export interface InstanceInfo {
   admin: number;
 }
 
-export interface LoadReport {
-  received: number;
-  processed: number;
-  flows: number;
-  busy: number;
-  /** Packets received but not yet processed. */
-  queue: number;
-}
-
 interface Registered extends InstanceInfo {
   load: LoadReport | undefined;
   reportedAt: number;
+  /** The last load report's sequence number: an older one is a replay. */
+  reportSeq: number;
   /** The cluster configuration this instance has acknowledged. */
   configured: boolean;
   /** When it registered, and when it became live for new flows (clock ms; undefined until then). */
@@ -87,7 +81,6 @@ export interface Provisioner {
   add(count: number, host: string | undefined): Promise<string[]>;
 }
 
-const MAX_REPORT_BYTES = 1024;
 /** Rule epochs a controller may use past its last journal save (epochs are u32 in the stamp). */
 const EPOCH_BLOCK = 1 << 16;
 
@@ -96,6 +89,8 @@ export class Controller implements MetricSource {
   private readonly instances = new Map<string, Registered>();
   private readonly socket = dgram.createSocket('udp4');
   private configVersion = 0;
+  /** Configuration versions below this may be used before a journal save: a successor starts here. */
+  private configCeiling = EPOCH_BLOCK;
   private ingress: { host: string; admin: number } | undefined;
   private epoch = 0;
   /** Epochs below this may be used before a journal save: a successor starts here (nextEpoch). */
@@ -122,6 +117,10 @@ export class Controller implements MetricSource {
   /** Failovers run one at a time, in the order the failures were declared. */
   private failing: Promise<unknown> = Promise.resolve();
   readonly failovers: FailoverRecord[] = [];
+  /** Failed tries of the reconfigurations a change of membership must not drop (reconfigure), by step… */
+  readonly reconfigureFailures: Record<ReconfigureStep, number> = { configure: 0, secondaries: 0, live: 0 };
+  /** …and those given up on after every try. */
+  readonly reconfigureAbandoned: Record<ReconfigureStep, number> = { configure: 0, secondaries: 0, live: 0 };
   /** The secondaries the ingress was last told, by primary. */
   private secondaries = new Map<string, string | null>();
   private stopped = false;
@@ -161,6 +160,8 @@ export class Controller implements MetricSource {
       };
       /** What a previous controller saved: this one carries on from it, and settles the moves it left open. */
       restore?: Restored;
+      /** Signs what it asks of the roles: the deployment's internal admin key (auth.ts). */
+      adminKey?: Buffer;
     },
     private readonly logger: Logger,
     private readonly clock: Clock,
@@ -212,7 +213,7 @@ export class Controller implements MetricSource {
     admin.registry.add(this.detector);
     admin.route('POST', '/register', (body) => this.register(body));
     admin.route('GET', '/instances', () => this.list());
-    admin.route('POST', '/instances', (body) => this.addInstances(body));
+    admin.route('POST', '/instances', (body) => this.addInstances(body), 'operator');
     admin.route('GET', '/flows', (query) => this.flows(query));
     admin.route('POST', '/ingress', (body) => {
       const b = (body ?? {}) as Record<string, unknown>;
@@ -230,25 +231,35 @@ export class Controller implements MetricSource {
         .map(({ id, host, port }) => ({ id, host, port }));
       return { ok: true, instances: missed, secondaries: Object.fromEntries(this.secondaries) };
     });
-    admin.route('POST', '/move', (body) => this.moveRequest(body));
-    admin.route('POST', '/drain', (body) => this.drain(body));
+    admin.route('POST', '/move', (body) => this.moveRequest(body), 'operator');
+    admin.route('POST', '/drain', (body) => this.drain(body), 'operator');
     admin.route('GET', '/moves', () => this.moves);
     admin.route('GET', '/failures', () => this.detector.list());
-    admin.route('POST', '/fail', (body) => {
-      const b = (body ?? {}) as Record<string, unknown>;
-      if (typeof b.id !== 'string' || !this.detector.fail(b.id))
-        throw new NfsError(ErrorCode.CONFIG, `fail.id: no live instance ${JSON.stringify(b.id)}`);
-      return { ok: true };
-    });
+    admin.route(
+      'POST',
+      '/fail',
+      (body) => {
+        const b = (body ?? {}) as Record<string, unknown>;
+        if (typeof b.id !== 'string' || !this.detector.fail(b.id))
+          throw new NfsError(ErrorCode.CONFIG, `fail.id: no live instance ${JSON.stringify(b.id)}`);
+        return { ok: true };
+      },
+      'operator',
+    );
     admin.route('GET', '/failovers', () => this.failovers);
     admin.route('GET', '/lb', () => this.balancer.status());
-    admin.route('POST', '/lb', (body) => {
-      const b = (body ?? {}) as Record<string, unknown>;
-      if (typeof b.enabled !== 'boolean')
-        throw new NfsError(ErrorCode.CONFIG, 'lb.enabled: must be a boolean');
-      this.balancer.options.enabled = b.enabled;
-      return this.balancer.status();
-    });
+    admin.route(
+      'POST',
+      '/lb',
+      (body) => {
+        const b = (body ?? {}) as Record<string, unknown>;
+        if (typeof b.enabled !== 'boolean')
+          throw new NfsError(ErrorCode.CONFIG, 'lb.enabled: must be a boolean');
+        this.balancer.options.enabled = b.enabled;
+        return this.balancer.status();
+      },
+      'operator',
+    );
     admin.route('GET', '/clusters', () =>
       this.map.clusters().map((c) => ({ id: c.id, members: c.members.map((m) => m.id) })),
     );
@@ -290,6 +301,7 @@ export class Controller implements MetricSource {
       failed: this.detector.list().map((f) => f.id),
       emitters: this.emitters,
       epochCeiling: this.epochCeiling,
+      configCeiling: this.configCeiling,
     };
   }
 
@@ -308,18 +320,28 @@ export class Controller implements MetricSource {
         ...info,
         load: undefined,
         reportedAt: 0,
+        reportSeq: 0,
         configured: true,
         registeredAt: now,
         liveAt: live ? now : undefined,
       });
-      this.detector.watch(i.id);
+      this.detector.watch(i.id, Buffer.from(i.token, 'hex'));
     }
-    for (const id of s.failed) this.detector.restoreFailed(id, now);
+    // A failed instance saved while its failover ran may still be listed in its cluster: it is not one of
+    // its members any more, and a newcomer must not be configured with it.
+    for (const id of s.failed) {
+      this.detector.restoreFailed(id, now);
+      this.map.leave(id);
+    }
     this.ingress = s.ingress ?? undefined;
     this.secondaries = this.secondaryMap();
     this.emitters = s.emitters;
     this.epoch = s.epochCeiling;
     this.epochCeiling = s.epochCeiling + EPOCH_BLOCK;
+    // The members keep the newest configuration they got and ignore older ones: this controller's must
+    // rise above every one its predecessor sent, or a replacement would never be given its mates.
+    this.configVersion = s.configCeiling;
+    this.configCeiling = this.configVersion + EPOCH_BLOCK;
     this.logger.info('controller carries on from the journal', {
       instances: s.instances.length,
       clusters: s.clusters.length,
@@ -420,6 +442,16 @@ export class Controller implements MetricSource {
     return this.saving;
   }
 
+  /** A new configuration version, saved in blocks as the rule epochs are. */
+  private nextConfigVersion(): number {
+    const version = ++this.configVersion;
+    if (version === this.configCeiling - EPOCH_BLOCK / 2) {
+      this.configCeiling += EPOCH_BLOCK;
+      void this.persist();
+    }
+    return version;
+  }
+
   /** A new rule epoch; half-way to the ceiling, the next ceiling is saved, long before it is reached. */
   private nextEpoch(): number {
     const epoch = ++this.epoch;
@@ -449,6 +481,7 @@ export class Controller implements MetricSource {
     let id: string | undefined;
     let text = '';
     let bye = false;
+    // Nothing to do on an error: 'close' follows, and decides.
     socket.on('error', () => undefined);
     socket.on('data', (chunk: Buffer) => {
       text += chunk.toString('utf8');
@@ -500,6 +533,10 @@ export class Controller implements MetricSource {
     out.push(['nfstate_controller_load_reports_total', {}, this.reports]);
     out.push(['nfstate_controller_bad_load_reports_total', {}, this.badReports]);
     out.push(['nfstate_controller_bad_liveness_connections_total', {}, this.badLiveness]);
+    for (const step of RECONFIGURE_STEPS) {
+      out.push(['nfstate_controller_reconfigure_failures_total', { step }, this.reconfigureFailures[step]]);
+      out.push(['nfstate_controller_reconfigure_abandoned_total', { step }, this.reconfigureAbandoned[step]]);
+    }
   }
 
   private async register(body: unknown): Promise<{
@@ -522,6 +559,7 @@ export class Controller implements MetricSource {
       ...info,
       load: undefined,
       reportedAt: 0,
+      reportSeq: 0,
       configured: false,
       registeredAt: this.clock.now(),
       liveAt: undefined,
@@ -542,18 +580,20 @@ export class Controller implements MetricSource {
       this.joining.delete(info.id);
       this.instances.delete(info.id);
       const left = this.map.leave(info.id);
-      if (left !== undefined) await this.configure(left).catch(() => undefined);
-      if (this.ingress !== undefined) await this.pushLive(this.ingress).catch(() => undefined);
+      // Its mates must stop counting it as a peer, and the ingress as live: retried past this answer.
+      if (left !== undefined)
+        await this.reconfigure('configure', { id: info.id, cluster: left }, () => this.configure(left)).first;
+      const ingress = this.ingress;
+      if (ingress !== undefined)
+        await this.reconfigure('live', { id: info.id }, () => this.pushLive(ingress)).first;
       throw err;
     }
-    await this.pushSecondaries().catch((err: unknown) => {
-      // Its flows go unprotected until the next change of secondaries succeeds.
-      this.logger.error('could not tell the ingress the secondaries', { error: String(err) });
-    });
+    // Until the ingress has the secondaries, its flows have no replica: retried past this answer.
+    await this.reconfigure('secondaries', { id: info.id }, () => this.pushSecondaries()).first;
     await this.persist();
     // Only now: the instance starts its heartbeats when it has this answer.
-    this.detector.watch(info.id);
     const registered = this.instances.get(info.id)!;
+    this.detector.watch(info.id, Buffer.from(registered.token, 'hex'));
     return {
       cluster,
       secondary: this.map.secondaryOf(info.id) ?? null,
@@ -685,8 +725,20 @@ export class Controller implements MetricSource {
     this.map.leave(id);
     this.instances.delete(id);
     this.livenessOf.delete(id);
-    if (cluster !== undefined) await this.configure(cluster).catch(() => undefined);
-    await this.pushSecondaries().catch(() => undefined);
+    // Step 6. Without it the survivors keep a peer that is gone and the ingress copies to a secondary that
+    // is gone: flows with no replica. A failure is retried in the background (the next failover must not
+    // wait behind a member that hangs: it may be the next to fail), and the record says if it never succeeds.
+    const configured =
+      cluster === undefined
+        ? undefined
+        : this.reconfigure('configure', { id, cluster }, () => this.configure(cluster));
+    await configured?.first;
+    const pushed = this.reconfigure('secondaries', { id }, () => this.pushSecondaries());
+    await pushed.first;
+    void Promise.all([configured?.done, pushed.done]).then((errors) => {
+      const failed = errors.filter((e) => e !== undefined);
+      if (failed.length > 0) record.reconfigure_error = failed.join('; ');
+    });
     await this.persist();
     this.failovers.push(record);
     if (this.failovers.length > MAX_MOVES_KEPT) this.failovers.shift();
@@ -735,16 +787,29 @@ export class Controller implements MetricSource {
     const next = this.secondaryMap();
     const changed = [...next].filter(([id, s]) => this.secondaries.get(id) !== s);
     if (changed.length === 0) return;
+    const before = this.secondaries;
     this.secondaries = next;
-    await adminCall(ingress.host, ingress.admin, '/secondaries', {
-      secondaries: Object.fromEntries(changed),
-    });
+    try {
+      await this.post(ingress, '/secondaries', {
+        secondaries: Object.fromEntries(changed),
+      });
+    } catch (err) {
+      // The ingress may still have the old ones: those not pushed since go back to them, so that the next
+      // push (a retry) sends them again rather than find nothing changed.
+      for (const [id, s] of changed) {
+        if (this.secondaries.get(id) !== s) continue;
+        const old = before.get(id);
+        if (old === undefined) this.secondaries.delete(id);
+        else this.secondaries.set(id, old);
+      }
+      throw err;
+    }
     await Promise.all(
       changed.map(async ([id, s]) => {
         const inst = this.instances.get(id);
         if (s === null || inst === undefined) return;
         const flush = (): Promise<void> =>
-          adminCall(inst.host, inst.admin, '/flush', {}).then(
+          this.post(inst, '/flush', {}).then(
             () => undefined,
             (err: unknown) => {
               this.logger.warn('could not flush after a secondary changed', { id, error: String(err) });
@@ -775,19 +840,20 @@ export class Controller implements MetricSource {
       }
       await this.pushGossip();
     });
+    // Only the queue goes on past a failure: the caller gets it from `run`.
     this.configuring = run.catch(() => undefined);
     return run;
   }
 
   private async push(clusterId: string, members: readonly Registered[], connect: boolean): Promise<void> {
     // A member keeps the newest version it gets, and versions rise in the order configurations run.
-    const version = ++this.configVersion;
+    const version = this.nextConfigVersion();
     await Promise.all(
       members.map(async (m) => {
         const peers = members
           .filter((p) => p.id !== m.id)
           .map((p) => ({ id: p.id, host: p.host, port: p.replication }));
-        await adminCall(m.host, m.admin, '/cluster', {
+        await this.post(m, '/cluster', {
           version,
           cluster: clusterId,
           members: members.map((p) => p.id),
@@ -803,7 +869,7 @@ export class Controller implements MetricSource {
    * state (POST /gossip): an instance joined or left the deployment. One version for all, rising.
    */
   private async pushGossip(): Promise<void> {
-    const version = ++this.configVersion;
+    const version = this.nextConfigVersion();
     const placed = [...this.instances.values()].filter((p) => this.map.clusterOf(p.id) !== undefined);
     await Promise.all(
       placed.map(async (m) => {
@@ -811,7 +877,7 @@ export class Controller implements MetricSource {
         const gossip = placed
           .filter((p) => this.map.clusterOf(p.id)?.id !== mine)
           .map((p) => ({ id: p.id, host: p.host, port: p.replication }));
-        await adminCall(m.host, m.admin, '/gossip', { version, gossip }).catch((err: unknown) => {
+        await this.post(m, '/gossip', { version, gossip }).catch((err: unknown) => {
           this.logger.warn('could not tell an instance its gossip peers', { id: m.id, error: String(err) });
         });
       }),
@@ -826,7 +892,7 @@ export class Controller implements MetricSource {
   private async admit(inst: InstanceInfo): Promise<void> {
     const ingress = this.ingress;
     if (ingress !== undefined) {
-      await adminCall(ingress.host, ingress.admin, '/instances', {
+      await this.post(ingress, '/instances', {
         id: inst.id,
         host: inst.host,
         port: inst.port,
@@ -858,11 +924,68 @@ export class Controller implements MetricSource {
    * when it goes, so a join and a drain at once cannot leave the older list in place.
    */
   private async pushLive(ingress: { host: string; admin: number }): Promise<void> {
-    const update = this.liveUpdates.then(() =>
-      adminCall(ingress.host, ingress.admin, '/live', { instances: this.liveIds() }),
-    );
+    const update = this.liveUpdates.then(() => this.post(ingress, '/live', { instances: this.liveIds() }));
+    // Only the queue goes on past a failure: the caller gets it from `update`.
     this.liveUpdates = update.catch(() => undefined);
     await update;
+  }
+
+  /**
+   * A reconfiguration that a change of membership must not drop, though the change goes on without it:
+   * the cluster's configuration (members would keep a peer that left), the ingress's secondaries (flows
+   * would have no replica) or its live set (new flows would go to an instance that is gone). Tried at once,
+   * and while it fails, again in the background: RECONFIGURE_TRIES tries in all, RECONFIGURE_BACKOFF_MS
+   * apart and doubling, so that what comes next does not wait behind a member that hangs. Each step reads
+   * the deployment as it is when it runs, so a later try never undoes a newer change. Every failed try is
+   * logged and counted (nfstate_controller_reconfigure_failures_total{step}), and so is giving up
+   * (nfstate_controller_reconfigure_abandoned_total{step}).
+   *
+   * `first` settles once the first try has; `done` with undefined once a try succeeded, or with the last
+   * error once none did (or the controller stopped).
+   */
+  private reconfigure(
+    step: ReconfigureStep,
+    fields: Record<string, unknown>,
+    run: () => Promise<void>,
+  ): { first: Promise<void>; done: Promise<string | undefined> } {
+    let tried = (): void => undefined;
+    const first = new Promise<void>((resolve) => (tried = resolve));
+    const done = (async (): Promise<string | undefined> => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await run();
+          if (attempt > 1)
+            this.logger.info('reconfigured after a retry', { step, ...fields, tries: attempt });
+          return undefined;
+        } catch (err) {
+          this.reconfigureFailures[step]++;
+          const error = `${step}: ${String(err)}`;
+          if (this.stopped) return error;
+          if (attempt >= RECONFIGURE_TRIES) {
+            this.reconfigureAbandoned[step]++;
+            this.logger.error('reconfiguration given up: it waits for the next change of membership', {
+              step,
+              ...fields,
+              tries: attempt,
+              error: String(err),
+            });
+            return error;
+          }
+          this.logger.warn('reconfiguration failed: trying again', {
+            step,
+            ...fields,
+            try: attempt,
+            error: String(err),
+          });
+        } finally {
+          if (attempt === 1) tried();
+        }
+        await new Promise((r) => setTimeout(r, RECONFIGURE_BACKOFF_MS * 2 ** (attempt - 1)).unref());
+        // Read again (the narrowing above is stale): it may have stopped meanwhile.
+        if (this.stopped as boolean) return `${step}: not retried, the controller stopped`;
+      }
+    })();
+    return { first, done };
   }
 
   /**
@@ -1356,6 +1479,19 @@ export class Controller implements MetricSource {
     return { resumed, forgotten };
   }
 
+  /** A call to a role's admin API, signed with the internal key. */
+  private post(
+    to: { host: string; admin: number },
+    path: string,
+    body: unknown,
+    timeoutMs?: number,
+  ): Promise<Record<string, unknown>> {
+    const options: AdminCallOptions = {};
+    if (this.options.adminKey !== undefined) options.key = this.options.adminKey;
+    if (timeoutMs !== undefined) options.timeoutMs = timeoutMs;
+    return adminCall(to.host, to.admin, path, body, options);
+  }
+
   /**
    * One admin call of a move, bounded by `deadline` (clock ms). A missed deadline becomes NFS_ERR_TIMEOUT, an
    * unreachable role NFS_ERR_PROCESS; both say which step on which role.
@@ -1368,13 +1504,7 @@ export class Controller implements MetricSource {
     deadline: number,
   ): Promise<Record<string, unknown>> {
     try {
-      return await adminCall(
-        to.host,
-        to.admin,
-        path,
-        body,
-        Math.max(1, Math.ceil(deadline - this.clock.now())),
-      );
+      return await this.post(to, path, body, Math.max(1, Math.ceil(deadline - this.clock.now())));
     } catch (err) {
       if (err instanceof NfsError) throw err;
       if (err instanceof Error && err.name === 'TimeoutError')
@@ -1464,40 +1594,24 @@ export class Controller implements MetricSource {
       this.detector.receive(msg);
       return;
     }
-    if (msg.length > MAX_REPORT_BYTES) {
+    const r = decodeLoadReport(msg, (id) => {
+      const token = this.instances.get(id)?.token;
+      return token === undefined ? undefined : Buffer.from(token, 'hex');
+    });
+    const inst = r === undefined ? undefined : this.instances.get(r.id);
+    if (r === undefined || inst === undefined || r.seq <= inst.reportSeq) {
       this.badReports++;
       return;
     }
-    let r: unknown;
-    try {
-      r = JSON.parse(msg.toString('utf8'));
-    } catch {
-      this.badReports++;
-      return;
-    }
-    const o = (r ?? {}) as Record<string, unknown>;
-    const inst = typeof o.id === 'string' ? this.instances.get(o.id) : undefined;
-    const nums = [o.received, o.processed, o.flows, o.busy, o.queue];
-    if (inst === undefined || !nums.every((n) => typeof n === 'number' && Number.isFinite(n) && n >= 0)) {
-      this.badReports++;
-      return;
-    }
+    inst.reportSeq = r.seq;
     if (!this.detector.alive(inst.id)) return;
     this.reports++;
     inst.reportedAt = this.clock.now();
-    inst.load = {
-      received: o.received as number,
-      processed: o.processed as number,
-      flows: o.flows as number,
-      busy: o.busy as number,
-      queue: o.queue as number,
-    };
+    inst.load = r.load;
     this.balancer.observe(inst.id, inst.load);
   }
 }
 
-/** A running flow as the ingress sees it. */
-/** The running flows the ingress knows, or those `owner` owns. */
 /** The switch's flows (or one owner's), and its stamp clock as it listed them. */
 async function ingressFlows(
   ingress: { host: string; admin: number },
@@ -1538,6 +1652,12 @@ export interface FailoverRecord {
   /** The instance started in its place, once it has joined. */
   replacement: string | null;
   error?: string;
+  /**
+   * Set when step 6 still failed after every retry (its cluster's configuration, the ingress's secondaries):
+   * the survivors may still count it as a peer, and flows whose secondary it was may have no replica until
+   * the next change of membership reconfigures them.
+   */
+  reconfigure_error?: string;
 }
 
 /** A successor's answer to POST /takeover (NfInstance.takeOver). */
@@ -1599,6 +1719,12 @@ const MAX_MOVES_KEPT = 10_000;
 const SECOND_FLUSH_MS = 100;
 /** Deadline of a failover's small steps (fencing the egress). */
 const FAILOVER_STEP_MS = 1000;
+/** What a reconfiguration a change of membership must not drop tells (Controller.reconfigure). */
+const RECONFIGURE_STEPS = ['configure', 'secondaries', 'live'] as const;
+type ReconfigureStep = (typeof RECONFIGURE_STEPS)[number];
+/** Its tries, and the pause after the first failed one, doubling after each. */
+const RECONFIGURE_TRIES = 4;
+const RECONFIGURE_BACKOFF_MS = 100;
 /** Deadline of a takeover: replicas to decode and copies to replay, for every flow of the failed instance. */
 const TAKEOVER_MS = 10_000;
 /** The load-balancing unit's round: as often as instances report. */

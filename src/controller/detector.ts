@@ -5,7 +5,7 @@
  *
  *   const fdu = new FailureDetector({ heartbeatMs: 50, missCount: 3 }, clock);
  *   fdu.onFailed = (id, { detectMs }) => …;
- *   fdu.watch('nf-3');            // once it has registered
+ *   fdu.watch('nf-3', token);     // once it has registered
  *   socket.on('message', (m) => fdu.receive(m));
  *   fdu.start();                  // or call check() from a test's ManualClock
  *
@@ -13,17 +13,25 @@
  * declared dead and may try to act on flows that are no longer its own, so its late heartbeats are
  * counted and never bring it back. It may only return as a new instance, under a new id.
  *
- * Heartbeat (UDP, 8 + n bytes, big-endian):
+ * Heartbeat (UDP, 8 + n + 16 bytes, big-endian):
  *
- *   0      1      2      3      4                          8
- *   +------+------+------+------+--------------------------+------------------------+
- *   | 'N'  | 'H'  | ver 1| n    | sequence (u32, rising)   | instance id (n bytes,  |
- *   |      |      |      |      |                          | UTF-8)                 |
- *   +------+------+------+------+--------------------------+------------------------+
+ *   0      1      2      3      4                          8                 8+n              24+n
+ *   +------+------+------+------+--------------------------+-----------------+----------------+
+ *   | 'N'  | 'H'  | ver 2| n    | sequence (u32, rising)   | instance id     | tag (16 bytes) |
+ *   |      |      |      |      |                          | (n bytes, UTF-8)|                |
+ *   +------+------+------+------+--------------------------+-----------------+----------------+
+ *
+ *   tag = HMAC-SHA256(token, bytes 0 .. 8+n)[0..16), under the token the instance got when it registered
+ *
+ * A heartbeat without the right tag, or with a sequence number not above the last, is counted as bad and
+ * changes nothing: nobody can keep a dead instance alive, or make a live one say goodbye, by sending the
+ * controller datagrams. (A controller that took over from another watches each instance afresh, so a
+ * heartbeat recorded before is accepted there once, if its sequence number is the highest it sees.)
  *
  * Sequence number 0 says goodbye: the instance is stopping in order, and its silence from then on is no
  * failure. A load report on the same port is JSON and starts with '{': the magic tells them apart.
  */
+import { datagramTag, TAG_BYTES, tagMatches } from '../auth.js';
 import type { Clock, MetricSample, MetricSource } from '../types.js';
 
 export interface FailureOptions {
@@ -56,6 +64,8 @@ export interface FailureInfo {
 }
 
 interface Failed extends FailureInfo {
+  /** Its token: its heartbeats after the declaration are counted as fenced only when they carry its tag. */
+  key?: Uint8Array;
   id: string;
   /** When it was declared failed (clock ms). */
   at: number;
@@ -65,14 +75,15 @@ interface Failed extends FailureInfo {
 
 const MAGIC_0 = 0x4e; // 'N'
 const MAGIC_1 = 0x48; // 'H'
-const VERSION = 1;
+const VERSION = 2;
 const HEADER_BYTES = 8;
 const MAX_ID_BYTES = 255;
 
-export function encodeHeartbeat(id: string, seq: number): Uint8Array {
+export function encodeHeartbeat(id: string, seq: number, key: Uint8Array): Uint8Array {
   const idBytes = Buffer.from(id, 'utf8');
   if (idBytes.length > MAX_ID_BYTES) throw new RangeError(`heartbeat: id longer than ${MAX_ID_BYTES} bytes`);
-  const out = new Uint8Array(HEADER_BYTES + idBytes.length);
+  const signed = HEADER_BYTES + idBytes.length;
+  const out = new Uint8Array(signed + TAG_BYTES);
   const view = new DataView(out.buffer);
   out[0] = MAGIC_0;
   out[1] = MAGIC_1;
@@ -80,6 +91,7 @@ export function encodeHeartbeat(id: string, seq: number): Uint8Array {
   out[3] = idBytes.length;
   view.setUint32(4, seq >>> 0);
   out.set(idBytes, HEADER_BYTES);
+  out.set(datagramTag(key, out.subarray(0, signed)), signed);
   return out;
 }
 
@@ -88,19 +100,30 @@ export function looksLikeHeartbeat(msg: Uint8Array): boolean {
   return msg.length >= 2 && msg[0] === MAGIC_0 && msg[1] === MAGIC_1;
 }
 
-/** The heartbeat's id and sequence number, or undefined when the datagram is not a well-formed one. */
-export function decodeHeartbeat(msg: Uint8Array): { id: string; seq: number } | undefined {
+/**
+ * The heartbeat's id and sequence number, the bytes its tag covers and the tag, or undefined when the
+ * datagram is not a well-formed one.
+ */
+export function decodeHeartbeat(
+  msg: Uint8Array,
+): { id: string; seq: number; signed: Uint8Array; tag: Uint8Array } | undefined {
   if (msg.length < HEADER_BYTES || msg[0] !== MAGIC_0 || msg[1] !== MAGIC_1 || msg[2] !== VERSION)
     return undefined;
   const n = msg[3]!;
-  if (n === 0 || msg.length !== HEADER_BYTES + n) return undefined;
+  const signed = HEADER_BYTES + n;
+  if (n === 0 || msg.length !== signed + TAG_BYTES) return undefined;
   const seq = new DataView(msg.buffer, msg.byteOffset, msg.byteLength).getUint32(4);
-  return { id: Buffer.from(msg.buffer, msg.byteOffset + HEADER_BYTES, n).toString('utf8'), seq };
+  return {
+    id: Buffer.from(msg.buffer, msg.byteOffset + HEADER_BYTES, n).toString('utf8'),
+    seq,
+    signed: msg.subarray(0, signed),
+    tag: msg.subarray(signed),
+  };
 }
 
 export class FailureDetector implements MetricSource {
-  /** Watched instances: the last sign of life (clock ms) and the last heartbeat sequence number. */
-  private readonly watched = new Map<string, { lastSeen: number; seq: number }>();
+  /** Watched instances: the last sign of life (clock ms), the last heartbeat sequence number, the token. */
+  private readonly watched = new Map<string, { lastSeen: number; seq: number; key: Uint8Array }>();
   private readonly failed = new Map<string, Failed>();
   private lastCheck: number | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -140,10 +163,10 @@ export class FailureDetector implements MetricSource {
     this.timer = undefined;
   }
 
-  /** An instance has registered: from now on, its silence counts. */
-  watch(id: string): void {
+  /** An instance has registered with this token: from now on, its silence counts. */
+  watch(id: string, key: Uint8Array): void {
     if (this.failed.has(id)) return;
-    this.watched.set(id, { lastSeen: this.clock.now(), seq: -1 });
+    this.watched.set(id, { lastSeen: this.clock.now(), seq: -1, key });
   }
 
   /** An instance left in order (drained): its silence means nothing any more. */
@@ -191,22 +214,27 @@ export class FailureDetector implements MetricSource {
   receive(msg: Uint8Array): void {
     const hb = decodeHeartbeat(msg);
     const w = hb === undefined ? undefined : this.watched.get(hb.id);
-    if (hb !== undefined && w !== undefined) {
-      if (hb.seq === 0) {
-        this.watched.delete(hb.id);
-        return;
-      }
-      // A repeated or older sequence number is a duplicated or reordered datagram: no news of now.
-      if (hb.seq <= w.seq) {
-        this.badHeartbeats++;
-        return;
-      }
-      this.heartbeats++;
-      w.seq = hb.seq;
-      w.lastSeen = this.clock.now();
-    } else if (hb === undefined || !this.fence(hb.id)) {
+    const key = hb === undefined ? undefined : (w?.key ?? this.failed.get(hb.id)?.key);
+    if (hb === undefined || key === undefined || !tagMatches(key, hb.signed, hb.tag)) {
       this.badHeartbeats++;
+      return;
     }
+    if (w === undefined) {
+      this.fence(hb.id);
+      return;
+    }
+    if (hb.seq === 0) {
+      this.watched.delete(hb.id);
+      return;
+    }
+    // A repeated or older sequence number is a duplicated, reordered or replayed datagram: no news of now.
+    if (hb.seq <= w.seq) {
+      this.badHeartbeats++;
+      return;
+    }
+    this.heartbeats++;
+    w.seq = hb.seq;
+    w.lastSeen = this.clock.now();
   }
 
   /**
@@ -242,10 +270,10 @@ export class FailureDetector implements MetricSource {
     for (const [id, w] of silent) this.declare(id, w, now, 'heartbeats');
   }
 
-  private declare(id: string, w: { lastSeen: number }, now: number, how: FailureHow): void {
+  private declare(id: string, w: { lastSeen: number; key: Uint8Array }, now: number, how: FailureHow): void {
     const detectMs = now - w.lastSeen;
     this.watched.delete(id);
-    this.failed.set(id, { id, at: now, lastSeenMs: w.lastSeen, detectMs, fenced: 0, how });
+    this.failed.set(id, { id, at: now, lastSeenMs: w.lastSeen, detectMs, fenced: 0, how, key: w.key });
     // A failover loads the machine and the network it runs on: silence right after it is weaker evidence.
     // A crash is still caught at once, by its connection.
     this.wary = now + WARY_MS;

@@ -37,6 +37,8 @@ export interface ControllerSnapshot {
   emitters: number;
   /** Rule epochs up to here may have been used: a successor starts above. */
   epochCeiling: number;
+  /** Cluster and gossip configuration versions likewise. */
+  configCeiling: number;
 }
 
 /** A move the controller has started and not yet seen through: its flows, from `src` to `dst`. */

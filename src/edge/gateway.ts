@@ -59,7 +59,9 @@ export class EdgeGateway implements MetricSource {
       this.answered++;
     }
     const egress = this.egress;
-    if (egress !== undefined && v.frameLength <= MAX_FRAME) {
+    // A frame too long to carry is one the egress never sees: a drop, counted by the ingress.
+    if (egress !== undefined && v.frameLength > MAX_FRAME) return DropReason.BAD_LENGTH;
+    if (egress !== undefined) {
       const h = writeFrameHeader(this.carried, 0, v.vni);
       this.carried.set(v.buf.subarray(v.frameOffset, v.frameOffset + v.frameLength), h);
       this.send(this.carried, 0, h + v.frameLength, egress.port, egress.host);

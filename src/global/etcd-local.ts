@@ -6,6 +6,7 @@
  *   const store = new EtcdGlobalStore({ hosts: cluster.clientUrls, prefix: 't/', logger });
  *   cluster.kill(0);            // a minority: writes go on
  *   cluster.restart(0);         // the same member again, on its data directory
+ *   cluster.signal(1, 'SIGSTOP'); // silent until SIGCONT
  *   await cluster.stop();       // kills what is left, removes the directory
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -27,6 +28,8 @@ export interface EtcdCluster {
    * once it rejoins a quorum (poll its `/health`).
    */
   restart(i: number): void;
+  /** Sends member `i` a signal (SIGSTOP, SIGCONT: a silent member); false when it is not running. */
+  signal(i: number, signal: NodeJS.Signals): boolean;
   stop(): Promise<void>;
 }
 
@@ -121,5 +124,9 @@ export async function startEtcd(members = 3, timeoutMs = 15_000): Promise<EtcdCl
     // With a data directory, etcd ignores the --initial-cluster flags and rejoins as the member it was.
     procs[i] ??= member(i);
   };
-  return { clientUrls, kill, restart, stop };
+  const signal = (i: number, sig: NodeJS.Signals): boolean => {
+    const p = procs[i];
+    return p !== undefined && p.exitCode === null && p.signalCode === null && p.kill(sig);
+  };
+  return { clientUrls, kill, restart, signal, stop };
 }

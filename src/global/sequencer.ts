@@ -49,7 +49,8 @@ import {
   type WatchHandle,
 } from './store.js';
 
-const Msg = {
+/** The frame types of the sequencer's protocol (see the wire protocol above). */
+export const SequencerFrame = {
   HELLO: 1,
   SUBMIT: 2,
   RESULT: 3,
@@ -306,7 +307,7 @@ class Session {
   ) {
     this.decoder = new FrameDecoder({ key, maxFrame });
     socket.setNoDelay(true);
-    socket.write(encodeFrame(Msg.HELLO, ++this.sent, this.nonce, key));
+    socket.write(encodeFrame(SequencerFrame.HELLO, ++this.sent, this.nonce, key));
     socket.on('data', (chunk: Buffer) => {
       this.decoder.push(chunk, (type, _seq, body) => {
         this.receive(type, body);
@@ -335,7 +336,7 @@ class Session {
   }
 
   private receive(type: number, body: Uint8Array): void {
-    if (type === Msg.HELLO) {
+    if (type === SequencerFrame.HELLO) {
       if (this.peerNonce !== undefined || body.length !== NONCE_BYTES) {
         this.drops.session++;
         return;
@@ -454,7 +455,7 @@ export class SequencerServer {
     maxBuffered: number,
   ): void {
     switch (type) {
-      case Msg.SUBMIT: {
+      case SequencerFrame.SUBMIT: {
         const req = r.u53();
         const updates = readUpdates(r);
         let result: SubmitResult;
@@ -464,7 +465,7 @@ export class SequencerServer {
           const w = session.begin();
           w.u53(req);
           w.bytes(utf8.encode((err as Error).message));
-          session.send(Msg.FAIL);
+          session.send(SequencerFrame.FAIL);
           return;
         }
         const w = session.begin();
@@ -472,10 +473,10 @@ export class SequencerServer {
         w.u53(result.revision);
         w.u32(result.applied);
         w.u32(result.duplicates);
-        session.send(Msg.RESULT);
+        session.send(SequencerFrame.RESULT);
         return;
       }
-      case Msg.WATCH: {
+      case SequencerFrame.WATCH: {
         const watch = r.u53();
         const after = r.u53();
         watches.get(watch)?.();
@@ -486,7 +487,7 @@ export class SequencerServer {
               w.u53(watch);
               w.u53(rev.revision);
               writeUpdates(w, rev.updates);
-              session.send(Msg.UPDATES);
+              session.send(SequencerFrame.UPDATES);
               if (session.socket.writableLength > maxBuffered && !session.socket.destroyed) {
                 this.counts.slowSubscribers++;
                 session.socket.destroy();
@@ -498,11 +499,11 @@ export class SequencerServer {
           const w = session.begin();
           w.u53(watch);
           w.bytes(utf8.encode((err as Error).message));
-          session.send(Msg.WATCH_FAIL);
+          session.send(SequencerFrame.WATCH_FAIL);
         }
         return;
       }
-      case Msg.UNWATCH: {
+      case SequencerFrame.UNWATCH: {
         const watch = r.u53();
         watches.get(watch)?.();
         watches.delete(watch);
@@ -591,7 +592,7 @@ export class SequencerClient implements GlobalStore {
           const w = session.begin();
           w.u53(req);
           writeUpdates(w, batch);
-          session.send(Msg.SUBMIT);
+          session.send(SequencerFrame.SUBMIT);
         });
       });
     } finally {
@@ -611,7 +612,7 @@ export class SequencerClient implements GlobalStore {
       stop: () => {
         if (this.watches.delete(id) && this.session?.ready === true) {
           this.session.begin().u53(id);
-          this.session.send(Msg.UNWATCH);
+          this.session.send(SequencerFrame.UNWATCH);
         }
         return Promise.resolve();
       },
@@ -667,7 +668,7 @@ export class SequencerClient implements GlobalStore {
     const body = session.begin();
     body.u53(id);
     body.u53(w.last);
-    session.send(Msg.WATCH);
+    session.send(SequencerFrame.WATCH);
   }
 
   private failPending(err: Error): void {
@@ -677,20 +678,23 @@ export class SequencerClient implements GlobalStore {
 
   private handle(type: number, r: ByteReader): void {
     switch (type) {
-      case Msg.RESULT: {
+      case SequencerFrame.RESULT: {
         const p = this.pending.get(r.u53());
         const result = { revision: r.u53(), applied: r.u32(), duplicates: r.u32() };
         p?.resolve(result);
         return;
       }
-      case Msg.FAIL: {
+      case SequencerFrame.FAIL: {
         const p = this.pending.get(r.u53());
         p?.reject(new NfsError(ErrorCode.STATE, `sequencer refused the batch: ${readMessage(r)}`));
         return;
       }
-      case Msg.UPDATES: {
+      case SequencerFrame.UPDATES: {
         const w = this.watches.get(r.u53());
         const revision = r.u53();
+        // Beyond 2^53 it is not exact, and a watch that took it as its position would skip all that follows.
+        if (!Number.isSafeInteger(revision))
+          throw new NfsError(ErrorCode.STATE, `revision ${revision} is not a u53`);
         const updates = readUpdates(r);
         if (w === undefined) return;
         // A revision at or below the position was delivered before a reconnect: skipping it keeps
@@ -711,7 +715,7 @@ export class SequencerClient implements GlobalStore {
         w.last = revision;
         return;
       }
-      case Msg.WATCH_FAIL: {
+      case SequencerFrame.WATCH_FAIL: {
         const id = r.u53();
         const w = this.watches.get(id);
         const err = new NfsError(ErrorCode.STATE, `sequencer ended the watch: ${readMessage(r)}`);

@@ -72,8 +72,9 @@ export async function tcpCase(lab: Lab, kase: TcpCase, options: TcpCaseOptions):
   const idleMs = options.idleMs ?? 10_000;
   const server = lab.hosts.server;
   const controller = lab.endpoints.controller;
+  const key = lab.running.adminKey;
   const api = (path: string, body?: unknown): Promise<Record<string, unknown>> =>
-    adminCall(controller.host, controller.admin, path, body);
+    adminCall(controller.host, controller.admin, path, body, { key });
   let progress = 0;
   let listening!: () => void;
   const ready = new Promise<void>((resolve) => (listening = resolve));

@@ -15,8 +15,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
-import { isMap, isPair, isScalar, LineCounter, parseDocument } from 'yaml';
-import type { Document } from 'yaml';
+import { isMap, isPair, isScalar, LineCounter, parseDocument, Parser } from 'yaml';
+import type { CST, Document } from 'yaml';
 import { ErrorCode, NfsError } from '../errors.js';
 import type { BalancerOptions } from '../controller/balancer.js';
 import { DEFAULT_BALANCER } from '../controller/balancer.js';
@@ -211,6 +211,13 @@ export function loadTopology(path: string): Topology {
     throw new NfsError(ErrorCode.CONFIG, `${path}: cannot read topology file (${reason})`, { cause: err });
   }
   const lines = new LineCounter();
+  const deep = tooDeep(text);
+  if (deep !== undefined) {
+    throw new NfsError(
+      ErrorCode.CONFIG,
+      `${path}:${lines.linePos(deep).line}: nested more than ${MAX_NESTING} levels deep`,
+    );
+  }
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   const syntax = doc.errors[0];
   if (syntax !== undefined) {
@@ -234,6 +241,34 @@ export function loadTopology(path: string): Topology {
     const line = lineOf(doc, lines, err.path);
     throw new NfsError(ErrorCode.CONFIG, `${path}${line === undefined ? '' : `:${line}`}: ${err.message}`);
   }
+}
+
+/**
+ * Far deeper than any topology. The YAML composer recurses once per level of nesting, and a file nested
+ * thousands of levels deep exhausts the stack there; a second such file in the same process can then end
+ * it (V8 aborts compiling a regular expression with no stack left), which no try/catch prevents.
+ */
+const MAX_NESTING = 64;
+
+/**
+ * The offset of the first collection nested deeper than MAX_NESTING, or undefined. Walks the parser's
+ * concrete syntax tree, which is built without recursion, with a stack of its own.
+ */
+function tooDeep(text: string): number | undefined {
+  const stack: [CST.Token, number][] = [];
+  for (const token of new Parser().parse(text)) stack.push([token, 0]);
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [token, depth] = top;
+    if (depth > MAX_NESTING) return token.offset;
+    if (token.type === 'document' && token.value !== undefined) stack.push([token.value, depth]);
+    if (token.type === 'block-map' || token.type === 'block-seq' || token.type === 'flow-collection') {
+      for (const item of token.items) {
+        if (item.key != null) stack.push([item.key, depth + 1]);
+        if (item.value != null) stack.push([item.value, depth + 1]);
+      }
+    }
+  }
+  return undefined;
 }
 
 /** What a topology runs, for people: `nat`, or a chain's types in order, `firewall>nat`. */

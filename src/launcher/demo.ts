@@ -14,20 +14,19 @@ import type { TraceOptions } from '../traffic/trace.js';
 import { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
 import { nfLabel, type Topology } from './config.js';
-import { adminCall, metricSum } from '../metrics.js';
+import { metricSum } from '../metrics.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { deploymentGlobal, eventualConverged } from '../state/digest.js';
 import type { RunDigest } from '../state/digest.js';
 import type { SinkReport } from '../traffic/sink.js';
-import type { FailoverRecord, FlowOwner, MoveRecord } from '../controller/controller.js';
-import { wallClock } from '../clock.js';
-import { EXIT_FENCED } from './roles.js';
+import type { FlowOwner, MoveRecord } from '../controller/controller.js';
 import type { BalancerStatus } from '../controller/balancer.js';
 import type { Guarantee } from '../nf/processor.js';
 import { flowKeyString } from '../packet/flow-key.js';
 import { LocalDeployment } from './local.js';
 import { startEtcd, type EtcdCluster } from '../global/etcd-local.js';
-import type { Endpoints } from './local.js';
+import type { Api, Endpoints } from './local.js';
+import { controllerAnswers, failInstance, seeded, type InstanceFault } from './faults.js';
 
 export interface DemoOptions {
   trace: TraceOptions;
@@ -75,7 +74,8 @@ export interface DemoRun {
   gen: Generator;
   trace: SyntheticTrace;
   ends: Endpoints;
-  host: string;
+  api: Api;
+  deployment: LocalDeployment;
 }
 
 /** The controllers: whether a standby ran (etcd), and how long the deployment had none after a kill. */
@@ -123,18 +123,7 @@ export interface FailoverSummary {
   /** Replayed output the sink dropped because the failed instance had delivered it already. */
   replays_dropped: number;
   /** Per failover: the instance, signal (`fail` for --fail), successor, replacement and its figures. */
-  each: {
-    id: string;
-    signal: string;
-    successor: string | null;
-    replacement: string | null;
-    detect_ms: number;
-    recover_ms: number;
-    flows: number;
-    replayed: number;
-    gaps: number;
-    error?: string;
-  }[];
+  each: InstanceFault[];
 }
 
 /** An instance `--add` started during the run. */
@@ -175,6 +164,8 @@ export interface DemoSummary {
   /** A chain: per NF, whether its part of every flow's state equals the oracle's. */
   nf_matches_oracle?: Record<string, boolean>;
   global_matches_oracle: boolean;
+  /** What `global_matches_oracle` compared: pools' holders, counters, sets (none: the NF keeps no global state). */
+  global_compared: string[];
   /** Every worker of every instance holds the same eventual global state (counters, sets) at the end. */
   global_converged: boolean;
   strong: StrongSummary;
@@ -228,6 +219,12 @@ export interface MoveSummary {
   /** Moves the controller never answered with a record, and the first few distinct errors they met. */
   failed: number;
   errors: string[];
+  /**
+   * Of `failed`: those the controller gave no answer to at all (refused, reset) while the run had killed it
+   * (--kill-controller) and no standby answered yet. Expected there, so they do not fail the run
+   * (summaryFailures).
+   */
+  controller_down: number;
   /** Mean state bytes shipped per move. */
   state_bytes_intra: number;
   state_bytes_inter: number;
@@ -252,7 +249,42 @@ export const DEMO_NF_CONFIG: Record<string, Record<string, unknown>> = {
 /** The moves a run asked for: those the controller answered, and the errors of those it never did. */
 interface MovesDone {
   records: MoveRecord[];
-  failed: string[];
+  failed: FailedMove[];
+}
+
+/** A move the controller never answered with a record: its error, when (ms), and whether it got no answer. */
+interface FailedMove {
+  error: string;
+  at: number;
+  /** The controller gave no answer at all: the connection was refused, reset or closed (it was down). */
+  unanswered: boolean;
+}
+
+function failedMove(err: unknown): FailedMove {
+  return { error: String(err), at: Date.now(), unanswered: err instanceof NfsError && noAnswer(err.cause) };
+}
+
+/** The connection was refused, reset or closed before an answer: a process that is down, not one that refused. */
+function noAnswer(err: unknown): boolean {
+  const cause = err instanceof Error ? err.cause : undefined;
+  const code = cause instanceof Error && 'code' in cause ? cause.code : undefined;
+  return typeof code === 'string' && NO_ANSWER.has(code);
+}
+const NO_ANSWER = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+
+/**
+ * `api` for the moves: a call to the controller (at `controller`) that it never answered fails with an
+ * NfsError whose cause says so (failedMove tells it apart); any other error is left as it is.
+ */
+function movesApi(api: Api, controller: number): Api {
+  return (port, path, body, timeoutMs) =>
+    api(port, path, body, timeoutMs).catch((err: unknown) => {
+      if (port !== controller || !noAnswer(err)) throw err;
+      throw new NfsError(ErrorCode.PROCESS, `controller: no answer to ${path} (${String(err)})`, {
+        cause: err,
+        retriable: true,
+      });
+    });
 }
 
 /**
@@ -265,13 +297,12 @@ async function moveDuring(
   n: number,
   guarantee: Guarantee,
   ends: Endpoints,
-  host: string,
+  api: Api,
   logger: Logger,
 ): Promise<MovesDone> {
   const done: MovesDone = { records: [], failed: [] };
   if (n === 0) return done;
-  const api = (port: number, path: string, body?: unknown): Promise<unknown> =>
-    adminCall(host, port, path, body);
+  const ask = movesApi(api, ends.controller.admin);
   const random = seeded(trace.options.seed);
   const inFlight = new Set<string>();
   // A flow already on its way somewhere is left alone: the controller moves a flow one move at a time.
@@ -293,7 +324,7 @@ async function moveDuring(
           owner: string;
         };
         // Read at each move: instances killed, drained or added during the run have left or joined.
-        const clusters = (await api(ends.controller.admin, '/clusters')) as {
+        const clusters = (await ask(ends.controller.admin, '/clusters')) as unknown as {
           id: string;
           members: string[];
         }[];
@@ -306,8 +337,7 @@ async function moveDuring(
         const to = candidates[Math.floor(random() * candidates.length)];
         if (to === undefined)
           throw new NfsError(ErrorCode.STATE, `move: no instance to move ${flow} to from ${owner}`);
-        return (await adminCall(
-          host,
+        return (await ask(
           ends.controller.admin,
           '/move',
           { flow, to, guarantee },
@@ -336,7 +366,7 @@ async function moveDuring(
         (m) => void done.records.push(m),
         (err: unknown) => {
           logger.warn('move failed', { error: String(err) });
-          done.failed.push(String(err));
+          done.failed.push(failedMove(err));
         },
       ),
     );
@@ -365,13 +395,14 @@ async function moveBatchesDuring(
   trace: SyntheticTrace,
   options: DemoOptions,
   ends: Endpoints,
-  host: string,
+  api: Api,
   logger: Logger,
 ): Promise<MovesDone> {
   const { moves: n, moveBatch: size, guarantee } = options;
   const random = seeded(trace.options.seed);
   const ids = ends.instances.map((i) => i.id);
   const done: MovesDone = { records: [], failed: [] };
+  const ask = movesApi(api, ends.controller.admin);
   const batches: Promise<void>[] = [];
   const inFlight = new Set<string>();
   const count = Math.ceil(n / size);
@@ -386,7 +417,7 @@ async function moveBatchesDuring(
       [order[i], order[j]] = [order[j]!, order[i]!];
     }
     const pool = order.map((f) => flowKeyString(trace.flowKey(f))).filter((f) => !inFlight.has(f));
-    const { owners } = (await adminCall(host, ends.ingress.admin, '/owner', { flows: pool })) as {
+    const { owners } = (await api(ends.ingress.admin, '/owner', { flows: pool })) as {
       owners: (string | null)[];
     };
     const flows = pool
@@ -396,19 +427,15 @@ async function moveBatchesDuring(
     for (const f of flows) inFlight.add(f);
     batches.push(
       (
-        adminCall(
-          host,
-          ends.controller.admin,
-          '/move',
-          { flows, to, guarantee },
-          MOVE_CALL_MS,
-        ) as unknown as Promise<MoveRecord[]>
+        ask(ends.controller.admin, '/move', { flows, to, guarantee }, MOVE_CALL_MS) as unknown as Promise<
+          MoveRecord[]
+        >
       )
         .then(
           (records) => void done.records.push(...records.filter((m) => m.refused !== true)),
           (err: unknown) => {
             logger.warn('batched move failed', { flows: flows.length, to, error: String(err) });
-            done.failed.push(String(err));
+            done.failed.push(failedMove(err));
           },
         )
         .finally(() => {
@@ -426,13 +453,13 @@ async function drainDuring(
   total: number,
   n: number,
   ends: Endpoints,
-  host: string,
+  api: Api,
 ): Promise<{ id: string; moved: number; aborted: number; duration_ms: number }[]> {
   const out: { id: string; moved: number; aborted: number; duration_ms: number }[] = [];
   for (let i = 0; i < n && i < ends.instances.length - 1; i++) {
     const at = Math.floor(total * (0.2 + (0.4 * i) / Math.max(1, n)));
     while (gen.sent < at) await new Promise((r) => setTimeout(r, 2));
-    const r = await adminCall(host, ends.controller.admin, '/drain', { id: ends.instances[i]!.id });
+    const r = await api(ends.controller.admin, '/drain', { id: ends.instances[i]!.id });
     out.push(r as unknown as { id: string; moved: number; aborted: number; duration_ms: number });
   }
   return out;
@@ -449,7 +476,7 @@ async function addDuring(
   total: number,
   n: number,
   controller: number,
-  host: string,
+  api: Api,
   logger: Logger,
 ): Promise<{ added: AddedInstance[]; admins: number[] }> {
   const added: AddedInstance[] = [];
@@ -457,17 +484,11 @@ async function addDuring(
   for (let i = 0; i < n; i++) {
     const at = Math.floor(total * (0.2 + (0.4 * i) / Math.max(1, n)));
     while (gen.sent < at) await new Promise((r) => setTimeout(r, 2));
-    const reply = (await adminCall(
-      host,
-      controller,
-      '/instances',
-      { count: 1 },
-      ADD_TIMEOUT_MS,
-    )) as unknown as {
+    const reply = (await api(controller, '/instances', { count: 1 }, ADD_TIMEOUT_MS)) as unknown as {
       added: { id: string; cluster: string | null; ms: number; join_ms: number }[];
     };
     for (const a of reply.added) {
-      const moves = await takeShare(a.id, controller, host, logger);
+      const moves = await takeShare(a.id, controller, api, logger);
       const bytes = moves.reduce((sum, m) => sum + m.state_bytes, 0);
       added.push({
         ...a,
@@ -477,7 +498,7 @@ async function addDuring(
       });
     }
   }
-  const instances = (await adminCall(host, controller, '/instances')) as unknown as {
+  const instances = (await api(controller, '/instances')) as unknown as {
     id: string;
     admin: number;
   }[];
@@ -492,18 +513,13 @@ async function addDuring(
  * Moves flows onto a newcomer, one at a time from whichever source has the most, until it has its even
  * share or no source has more than it would. Returns the moves that completed.
  */
-async function takeShare(
-  id: string,
-  controller: number,
-  host: string,
-  logger: Logger,
-): Promise<MoveRecord[]> {
-  const instances = (await adminCall(host, controller, '/instances')) as unknown as {
+async function takeShare(id: string, controller: number, api: Api, logger: Logger): Promise<MoveRecord[]> {
+  const instances = (await api(controller, '/instances')) as unknown as {
     id: string;
     cluster: string | null;
     live: boolean;
   }[];
-  const { flows } = (await adminCall(host, controller, '/flows')) as unknown as { flows: FlowOwner[] };
+  const { flows } = (await api(controller, '/flows')) as unknown as { flows: FlowOwner[] };
   const share = Math.floor(flows.length / Math.max(1, instances.filter((i) => i.live).length));
   const byOwner = new Map<string, string[]>();
   for (const f of flows) {
@@ -525,7 +541,7 @@ async function takeShare(
       for (let i = lane; i < picked.length; i += SHARE_PARALLEL) {
         const flow = picked[i]!;
         try {
-          const m = (await adminCall(host, controller, '/move', { flow, to: id })) as unknown as MoveRecord;
+          const m = (await api(controller, '/move', { flow, to: id })) as unknown as MoveRecord;
           if (!m.aborted) done.push(m);
         } catch (err) {
           // Moving already (a --moves move): it stays where that move takes it.
@@ -543,18 +559,13 @@ const SHARE_PARALLEL = 8;
 
 /**
  * Kills (SIGKILL), pauses (SIGSTOP), then declares failed (POST /fail) random live instances at random
- * moments while the generator is between 20 % and 80 % done, one at a time: each waits until the controller
- * has failed the last one over and its replacement has joined. A paused instance is woken (SIGCONT) once
- * failed over, and must then exit on its own, fenced, within a few seconds; one declared failed while it
- * runs must exit so as well.
+ * moments while the generator is between 20 % and 80 % done, one at a time (faults.ts).
  */
 async function faultsDuring(
   gen: Generator,
   total: number,
   options: { kill: number; pause: number; fail: number; seed: number },
   deployment: LocalDeployment,
-  controller: number,
-  host: string,
   logger: Logger,
 ): Promise<Omit<FailoverSummary, 'fenced_output' | 'replays_dropped'>> {
   const rand = seeded(options.seed + 7);
@@ -562,64 +573,13 @@ async function faultsDuring(
   const points = Array.from({ length: n }, () => Math.floor(total * (0.2 + 0.6 * rand()))).sort(
     (a, b) => a - b,
   );
-  const each: FailoverSummary['each'] = [];
-  let woke = 0;
+  const each: InstanceFault[] = [];
   for (let i = 0; i < n; i++) {
     while (gen.sent < points[i]!) await sleep(2);
-    const instances = (
-      (await adminCall(host, controller, '/instances')) as unknown as {
-        id: string;
-        live: boolean;
-        cluster: string | null;
-      }[]
-    ).filter((x) => x.live);
-    // Only an instance with a live cluster mate: one alone in its cluster (one the load-balancing unit just
-    // added) has no replica anywhere, and its failure loses its flows' state by design.
-    const live = instances
-      .filter((x) => instances.some((m) => m.id !== x.id && m.cluster !== null && m.cluster === x.cluster))
-      .map((x) => x.id);
-    if (live.length < 2) break;
-    const victim = live[Math.floor(rand() * live.length)]!;
     const signal = i < options.kill ? 'SIGKILL' : i < options.kill + options.pause ? 'SIGSTOP' : 'fail';
-    const at = wallClock.now();
-    if (signal === 'fail') await adminCall(host, controller, '/fail', { id: victim });
-    else deployment.signal(victim, signal);
-    logger.info('demo: instance signalled', { id: victim, signal });
-    let record: FailoverRecord | undefined;
-    const until = Date.now() + FAILOVER_WAIT_MS;
-    while (Date.now() < until) {
-      const all = (await adminCall(host, controller, '/failovers')) as unknown as FailoverRecord[];
-      record = all.find((r) => r.id === victim);
-      if (record !== undefined && (record.replacement !== null || record.error !== undefined)) break;
-      await sleep(20);
-    }
-    let fencedExit: boolean | undefined;
-    if (signal !== 'SIGKILL') {
-      if (signal === 'SIGSTOP') deployment.signal(victim, 'SIGCONT');
-      const woken = Date.now() + FAILOVER_WAIT_MS;
-      const p = deployment.instance(victim);
-      while (p?.exited === false && Date.now() < woken) await sleep(20);
-      fencedExit = p?.exitCode === EXIT_FENCED;
-      if (fencedExit && signal === 'SIGSTOP') woke++;
-    }
-    each.push({
-      id: victim,
-      signal,
-      successor: record?.successor ?? null,
-      replacement: record?.replacement ?? null,
-      detect_ms: record === undefined ? -1 : round2(record.declared_at - at),
-      recover_ms: record === undefined || record.took_over_at === 0 ? -1 : round2(record.took_over_at - at),
-      flows: record?.flows ?? 0,
-      replayed: record?.replayed ?? 0,
-      gaps: record?.gaps ?? 0,
-      ...(record === undefined
-        ? { error: `not failed over within ${FAILOVER_WAIT_MS} ms` }
-        : record.error !== undefined
-          ? { error: record.error }
-          : fencedExit === false
-            ? { error: 'failed over, but did not exit fenced' }
-            : {}),
-    });
+    const fault = await failInstance(deployment, signal, rand, logger);
+    if (fault === undefined) break;
+    each.push(fault);
   }
   const done = each.filter((e) => e.recover_ms >= 0);
   const detect = done.map((e) => e.detect_ms).sort((a, b) => a - b);
@@ -632,21 +592,16 @@ async function faultsDuring(
     recover_ms_max: recover.at(-1) ?? 0,
     replayed: each.reduce((a, e) => a + e.replayed, 0),
     gaps: each.reduce((a, e) => a + e.gaps, 0),
-    woke_fenced: woke,
+    woke_fenced: each.filter((e) => e.signal === 'SIGSTOP' && e.woke_fenced).length,
     each,
   };
 }
 
-const FAILOVER_WAIT_MS = 15_000;
 /** Longer than a gossip round (instance.ts GOSSIP_MS) and the records' shipping interval together. */
 const SETTLE_MS = 500;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function round2(ms: number): number {
-  return Math.round(ms * 100) / 100;
 }
 
 /** The p-quantile of ascending `sorted` (0 when empty), to 0.01. */
@@ -655,7 +610,11 @@ function percentile(sorted: readonly number[], p: number): number {
   return Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! * 100) / 100;
 }
 
-function summariseMoves({ records: moves, failed }: MovesDone, guarantee: Guarantee): MoveSummary {
+function summariseMoves(
+  { records: moves, failed }: MovesDone,
+  guarantee: Guarantee,
+  controllerDown: { from: number; to: number } | undefined,
+): MoveSummary {
   const done = moves.filter((m) => !m.aborted);
   const mean = (xs: number[]): number =>
     xs.length === 0 ? 0 : Math.round(xs.reduce((a, b) => a + b, 0) / xs.length);
@@ -666,7 +625,14 @@ function summariseMoves({ records: moves, failed }: MovesDone, guarantee: Guaran
     inter: done.filter((m) => !m.intra).length,
     aborted: moves.length - done.length,
     failed: failed.length,
-    errors: [...new Set(failed)].slice(0, 5),
+    errors: [...new Set(failed.map((f) => f.error))].slice(0, 5),
+    controller_down: failed.filter(
+      (f) =>
+        f.unanswered &&
+        controllerDown !== undefined &&
+        f.at >= controllerDown.from &&
+        f.at <= controllerDown.to,
+    ).length,
     state_bytes_intra: mean(done.filter((m) => m.intra).map((m) => m.state_bytes)),
     state_bytes_inter: mean(done.filter((m) => !m.intra).map((m) => m.state_bytes)),
     p50_ms: percentile(ms, 0.5),
@@ -705,51 +671,24 @@ async function etcdKillDuring(
 
 /**
  * SIGKILLs the leading controller 40 % into the run and waits until a controller answers at its address
- * again (the standby, once it leads and has loaded the journal). Returns how long that took, in ms, or -1.
+ * again (the standby, once it leads and has loaded the journal). Returns when it killed it (ms since the
+ * epoch) and how long that took, in ms, or -1.
  */
 async function controllerKillDuring(
   gen: Generator,
   total: number,
   deployment: LocalDeployment,
-  admin: number,
-  host: string,
   logger: Logger,
-): Promise<number> {
+): Promise<{ killedAt: number; takeoverMs: number }> {
   while (gen.sent < total * 0.4) await sleep(2);
+  const killedAt = Date.now();
   deployment.controller?.child.kill('SIGKILL');
   logger.info('demo: controller killed');
-  return controllerAnswers(host, admin);
+  return { killedAt, takeoverMs: await controllerAnswers(deployment) };
 }
 
-/** How long until a controller answers at `admin` (-1: none did within CONTROLLER_TAKEOVER_WAIT_MS). */
-async function controllerAnswers(host: string, admin: number): Promise<number> {
-  const at = Date.now();
-  while (Date.now() - at < CONTROLLER_TAKEOVER_WAIT_MS) {
-    const up = await adminCall(host, admin, '/instances', undefined, 500).then(
-      () => true,
-      () => false,
-    );
-    if (up) return Date.now() - at;
-    await sleep(20);
-  }
-  return -1;
-}
-
-const CONTROLLER_TAKEOVER_WAIT_MS = 30_000;
 /** Members of the demo's own etcd (with --global etcd and no --etcd). */
 const ETCD_MEMBERS = 3;
-
-/** xorshift32: the same moves for the same seed. */
-function seeded(seed: number): () => number {
-  let x = (seed * 0x9e3779b1) >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x100000000;
-  };
-}
 
 /**
  * Sums, from one scrape of each instance's /metrics, its replication counters and the packets its moves
@@ -813,12 +752,12 @@ export function scrape(port: number): Promise<string> {
 async function heavyOnOne(
   options: TraceOptions,
   ingressAdmin: number,
-  host: string,
+  api: Api,
 ): Promise<{ heavy: number[]; on: string }> {
   const keys = new SyntheticTrace({ ...options, packets: 1, skew: 0 });
   const want = Math.max(1, Math.round(options.flows * 0.05));
   const ownerOf = async (f: number): Promise<string> =>
-    (await adminCall(host, ingressAdmin, `/owner?flow=${encodeURIComponent(flowKeyString(keys.flowKey(f)))}`))
+    (await api(ingressAdmin, `/owner?flow=${encodeURIComponent(flowKeyString(keys.flowKey(f)))}`))
       .owner as string;
   const on = await ownerOf(0);
   const heavy = [0];
@@ -828,11 +767,11 @@ async function heavyOnOne(
 
 async function summariseLb(
   controllerAdmin: number,
-  host: string,
+  api: Api,
   capacity: number,
   skewed: string | null,
 ): Promise<LbSummary> {
-  const s = (await adminCall(host, controllerAdmin, '/lb')) as unknown as BalancerStatus;
+  const s = (await api(controllerAdmin, '/lb')) as unknown as BalancerStatus;
   const from: Record<string, number> = {};
   const to: Record<string, number> = {};
   const times = new Map<string, number[]>();
@@ -882,6 +821,7 @@ async function summariseLb(
  */
 export function checkRun(
   nf: Topology['nf'],
+  store: Topology['global']['store'],
   stampLog: string,
   own: readonly RunDigest[],
   report: SinkReport,
@@ -889,13 +829,55 @@ export function checkRun(
 ): { stamped: number; cmp: ReturnType<typeof compareRuns>; lost: number; nfDropped: number } {
   const run = { flows: own.flatMap((d) => d.flows), global: deploymentGlobal(own) };
   const ref = runOracle(nf, readTrace(stampLog), givenAllocations(run.flows));
-  const cmp = compareRuns(run, ref);
+  // Without a log each worker lists only what it handed out itself: a flow taken over is in no list.
+  const cmp = compareRuns(run, ref, { log: store !== 'none' });
   const deliveredBy = new Map(report.flows.map((f) => [f.flow, f.delivered]));
   let lost = Math.max(0, sent - ref.packets);
   let nfDropped = 0;
   for (const [flow, expected] of ref.forwarded) lost += Math.max(0, expected - (deliveredBy.get(flow) ?? 0));
   for (const f of ref.flows) nfDropped += f.packets - f.forwarded;
   return { stamped: ref.packets, cmp, lost, nfDropped };
+}
+
+/**
+ * Why a run failed, one line per reason (none: it passed); `nfstate demo` exits 1 on any. What a run must
+ * show depends on what its moves guarantee: under loss-free the source's packets may come behind (and an NF
+ * that depends on order then ends in another state); under none, the packets the moves dropped are lost
+ * too. Moves that aborted or were refused are normal, cleanly undone; a move the controller never answered
+ * with a record is a failure, unless the run killed the controller on purpose (--kill-controller) and the
+ * move was asked while none answered (`moves.controller_down`). A controller that was killed and never
+ * replaced, or none answering at the end, fails the run: moves, failovers and new instances had no one to
+ * run them, and what the run checked last may not have been checked at all.
+ */
+export function summaryFailures(s: DemoSummary): string[] {
+  const out: string[] = [];
+  const m = s.moves;
+  const ordered = m.guarantee === 'order-preserving' || m.count + m.aborted === 0;
+  const mayLose = m.guarantee === 'none' ? m.dropped : 0;
+  if (s.lost > mayLose)
+    out.push(`${s.lost} packets lost${mayLose > 0 ? ` (the moves dropped ${mayLose} of them at most)` : ''}`);
+  if (s.duplicated > 0) out.push(`${s.duplicated} packets delivered twice`);
+  if (ordered && s.reordered > 0) out.push(`${s.reordered} packets reordered`);
+  if (ordered && !s.state_matches_oracle)
+    out.push(`state differs from the oracle: ${s.mismatched_flows.slice(0, 3).join('; ')}`);
+  if (!s.replication.replicas_match) {
+    const why = s.mismatched_flows.filter((p) => p.includes(' holds ') || p.startsWith('replicas '));
+    out.push(
+      `replicas differ from their owners' flows${why.length > 0 ? `: ${why.slice(0, 3).join('; ')}` : ''}`,
+    );
+  }
+  const failedMoves = m.failed - m.controller_down;
+  if (failedMoves > 0) out.push(`${failedMoves} moves failed: ${m.errors.join('; ')}`);
+  for (const f of s.failovers.each)
+    if (f.error !== undefined) out.push(`failover of ${f.id} (${f.signal}): ${f.error}`);
+  if (s.strong.failed > 0)
+    out.push(
+      `${s.strong.failed} claims or releases of strong global state failed (the log did not decide them)`,
+    );
+  if (s.controller.killed && s.controller.takeover_ms < 0)
+    out.push('the controller was killed and no standby took over');
+  if (s.controller.lost) out.push('no controller answered at the end of the run');
+  return out;
 }
 
 export async function runDemo(given: Topology, options: DemoOptions, logger: Logger): Promise<DemoSummary> {
@@ -933,8 +915,9 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       logger,
     });
     const ends = await deployment.start();
+    const api = deployment.api;
     if (skewed) {
-      const { heavy, on } = await heavyOnOne(options.trace, ends.ingress.admin, topology.host);
+      const { heavy, on } = await heavyOnOne(options.trace, ends.ingress.admin, api);
       trace = new SyntheticTrace({ ...options.trace, heavy });
       skewedOn = on;
     }
@@ -942,22 +925,20 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     logger.info('demo running', { instances: ends.instances.length, packets: trace.total, runDir });
     const moving =
       options.moveBatch > 1
-        ? moveBatchesDuring(gen, trace, options, ends, topology.host, logger)
-        : moveDuring(gen, trace, options.moves, options.guarantee, ends, topology.host, logger);
-    const draining = drainDuring(gen, trace.total, options.drain, ends, topology.host);
-    const adding = addDuring(gen, trace.total, options.add, ends.controller.admin, topology.host, logger);
+        ? moveBatchesDuring(gen, trace, options, ends, api, logger)
+        : moveDuring(gen, trace, options.moves, options.guarantee, ends, api, logger);
+    const draining = drainDuring(gen, trace.total, options.drain, ends, api);
+    const adding = addDuring(gen, trace.total, options.add, ends.controller.admin, api, logger);
     const faulting = faultsDuring(
       gen,
       trace.total,
       { kill: options.kill, pause: options.pause, fail: options.fail, seed: options.trace.seed },
       deployment,
-      ends.controller.admin,
-      topology.host,
       logger,
     );
     const killingController = options.killController
-      ? controllerKillDuring(gen, trace.total, deployment, ends.controller.admin, topology.host, logger)
-      : Promise.resolve(-1);
+      ? controllerKillDuring(gen, trace.total, deployment, logger)
+      : Promise.resolve(undefined);
     const killingEtcd = etcdKillDuring(
       gen,
       trace.options.flows,
@@ -966,43 +947,46 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       options.trace.seed,
       logger,
     );
-    const experiment = options.during?.({ gen, trace, ends, host: topology.host });
+    const experiment = options.during?.({ gen, trace, ends, api, deployment });
     const result = await gen.run(trace);
     await experiment;
     etcdKilled = await killingEtcd;
     if (topology.global.store !== 'none') await strongSettled(ends.instances.map((i) => i.admin));
-    const takeoverMs = await killingController;
+    const kill = await killingController;
+    const takeoverMs = kill?.takeoverMs ?? -1;
     const faults = await faulting;
-    const moves = summariseMoves(await moving, options.guarantee);
+    // While the killed controller had no successor, it answered no move at all.
+    const down =
+      kill === undefined
+        ? undefined
+        : { from: kill.killedAt, to: takeoverMs < 0 ? Infinity : kill.killedAt + takeoverMs };
+    const moves = summariseMoves(await moving, options.guarantee, down);
     // A leader may have been demoted (etcd stalled on a loaded machine) and the next not lead yet; with a
     // quorum one will. Without one (more members killed than a quorum spares) none can: the summary says so
     // instead of failing.
     if (deployment.controllers.length > 1 && etcdKilled * 2 < ETCD_MEMBERS)
-      await controllerAnswers(topology.host, ends.controller.admin);
+      await controllerAnswers(deployment);
     // Set in a callback: a plain `false` would be narrowed away.
     let controllerLost = false as boolean;
-    const lb = await summariseLb(
-      ends.controller.admin,
-      topology.host,
-      topology.lb.capacityPps,
-      skewedOn,
-    ).catch((): LbSummary => {
-      controllerLost = true;
-      const none = { rounds: 0, moves: 0, intra: 0, inter: 0, aborted: 0, scale_out_requests: 0 };
-      return {
-        ...none,
-        enabled: topology.lb.enabled,
-        capacity_pps: topology.lb.capacityPps,
-        skewed: skewedOn,
-        from: {},
-        to: {},
-        max_moves_per_flow: 0,
-        min_gap_ms: null,
-        p50_ms: 0,
-        p99_ms: 0,
-        load: {},
-      };
-    });
+    const lb = await summariseLb(ends.controller.admin, api, topology.lb.capacityPps, skewedOn).catch(
+      (): LbSummary => {
+        controllerLost = true;
+        const none = { rounds: 0, moves: 0, intra: 0, inter: 0, aborted: 0, scale_out_requests: 0 };
+        return {
+          ...none,
+          enabled: topology.lb.enabled,
+          capacity_pps: topology.lb.capacityPps,
+          skewed: skewedOn,
+          from: {},
+          to: {},
+          max_moves_per_flow: 0,
+          min_gap_ms: null,
+          p50_ms: 0,
+          p99_ms: 0,
+          load: {},
+        };
+      },
+    );
     const drained = await draining;
     const { added, admins } = await adding;
     const report = await deployment.sinkReport();
@@ -1013,7 +997,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     const replicaProblems = await deployment.checkReplicas(own);
     const now = controllerLost
       ? []
-      : ((await adminCall(topology.host, ends.controller.admin, '/instances')) as unknown as {
+      : ((await api(ends.controller.admin, '/instances')) as unknown as {
           admin: number;
         }[]);
     const { moveDropped, strong, ...replication } = await instanceTotals([
@@ -1021,7 +1005,14 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     ]);
     moves.dropped = moveDropped;
     await deployment.stopIngress();
-    const { stamped, cmp, lost, nfDropped } = checkRun(topology.nf, stampLog, own, report, result.sent);
+    const { stamped, cmp, lost, nfDropped } = checkRun(
+      topology.nf,
+      topology.global.store,
+      stampLog,
+      own,
+      report,
+      result.sent,
+    );
     const summary: DemoSummary = {
       nf: nfLabel(topology.nf),
       clusters: topology.clusters,
@@ -1060,6 +1051,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
         replicas_match: replicaProblems.length === 0,
       },
       global_matches_oracle: cmp.globalMatches,
+      global_compared: cmp.globalCompared,
       global_converged: eventualConverged(own),
       strong: { store: topology.global.store, etcd_killed: etcdKilled, ...strong },
       controller: {
@@ -1079,6 +1071,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
         ...cmp.extra.map((f) => `not in the oracle: ${f}`),
         ...cmp.twice.map((f) => `held twice: ${f}`),
         ...cmp.duplicateAllocations.map((a) => `allocated twice: ${a}`),
+        ...cmp.badAllocations.map((a) => `allocation: ${a}`),
         ...replicaProblems,
       ].slice(0, 10),
       run_dir: options.keep ? runDir : null,

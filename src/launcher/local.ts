@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { adminKeys } from '../auth.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { silentLogger } from '../log.js';
 import type { Logger } from '../types.js';
@@ -28,8 +29,9 @@ import type { SinkReport } from '../traffic/sink.js';
 import type { Topology } from './config.js';
 import { parseHostPort } from './config.js';
 import { freePort } from './free-port.js';
-import { RoleProcess } from './role-process.js';
+import { ROLE_SPEC_ENV, RoleProcess } from './role-process.js';
 import type {
+  AdminSpec,
   ControllerSpec,
   IngressSpec,
   NfSpec,
@@ -66,6 +68,14 @@ export interface DeploymentOptions {
   /** Where the launcher says what it does on its own (a controller started again). */
   logger?: Logger;
 }
+
+/** A call to a role's admin API on the deployment's host, signed with its internal key. */
+export type Api = (
+  port: number,
+  path: string,
+  body?: unknown,
+  timeoutMs?: number,
+) => Promise<Record<string, unknown>>;
 
 export interface Endpoints {
   ingress: { host: string; port: number; servicePort: number; vxlanPort: number; admin: number };
@@ -109,8 +119,22 @@ export class LocalDeployment {
   instances: RoleProcess[] = [];
   private readonly logFds: number[] = [];
   private sinkPort = 0;
-  /** Authenticates replication between the instances, those added later too. */
+  /**
+   * The deployment key: authenticates replication between the instances (those added later too), the log
+   * of strong global state, and the admin API (auth.ts). The roles get it in their environment, never on
+   * a command line.
+   */
   private readonly key = randomBytes(32).toString('hex');
+  /** Signs what the launcher asks of the roles: pass it as adminCall's `key`. */
+  readonly adminKey: Buffer;
+  /** Signs what an operator asks of the controller: `nfstate up` writes it to a file only its user reads. */
+  readonly operatorKey: Buffer;
+  /** Calls to the roles' admin APIs on the topology's host, signed with the internal key. */
+  readonly api: Api = (port, path, body, timeoutMs) =>
+    adminCall(this.topology.host, port, path, body, {
+      key: this.adminKey,
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    });
   private readonly logger: Logger;
   /** This deployment's keys in etcd, so that deployments sharing an etcd cluster never meet. */
   private readonly prefix = `nfstate/${this.key.slice(0, 16)}/`;
@@ -125,6 +149,9 @@ export class LocalDeployment {
     private readonly options: DeploymentOptions,
   ) {
     this.logger = options.logger ?? silentLogger;
+    const keys = adminKeys(Buffer.from(this.key, 'hex'));
+    this.adminKey = keys.internal;
+    this.operatorKey = keys.operator;
     this.sinkHost = topology.host;
     this.controllerHost = topology.host;
   }
@@ -324,13 +351,18 @@ export class LocalDeployment {
   }
 
   /**
-   * Sends `signal` to an NF instance's process (the demo's --kill and --pause). Resolves with whether it
-   * was running.
+   * Sends `signal` to a role's process by its name: an NF instance (`nf-3`), `ingress`, `sink`, or a
+   * controller (`controller`, `controller-standby`, …). False when none by that name runs.
    */
-  signal(id: string, signal: NodeJS.Signals): boolean {
-    const p = this.instance(id);
-    if (p === undefined || p.exited) return false;
-    return p.child.kill(signal);
+  signal(name: string, signal: NodeJS.Signals): boolean {
+    const p = this.roles().find((r) => r.name === name);
+    return p !== undefined && p.child.kill(signal);
+  }
+
+  /** Every role process that has not exited: the instances, the controllers, the ingress and the sink. */
+  roles(): RoleProcess[] {
+    const all = [this.ingress, this.sink, ...this.controllers, ...this.instances];
+    return all.filter((p): p is RoleProcess => p !== undefined && !p.exited);
   }
 
   instance(id: string): RoleProcess | undefined {
@@ -397,6 +429,11 @@ export class LocalDeployment {
       }
     });
     return problems;
+  }
+
+  /** The controller's admin port (the standby, once it leads, serves the same). */
+  get controllerAdminPort(): number {
+    return this.controllerAdmin;
   }
 
   /** A GET on the controller's API. */
@@ -469,12 +506,16 @@ export class LocalDeployment {
     for (const fd of this.logFds.splice(0)) closeSync(fd);
   }
 
-  /** Starts a role's process, in network namespace `netns` when one is given (`ip netns exec` execs it). */
-  private spawn(name: string, role: string, spec: object, netns?: string): RoleProcess {
+  /**
+   * Starts a role's process, in network namespace `netns` when one is given (`ip netns exec` execs it). Its
+   * spec, with the deployment key, goes in its environment, which only its user can read.
+   */
+  private spawn(name: string, role: string, spec: AdminSpec, netns?: string): RoleProcess {
     const log = join(this.options.logDir, `${name}.log`);
     const fd = openSync(log, 'a');
     this.logFds.push(fd);
-    const child = fork(CLI, ['role', role, JSON.stringify(spec)], {
+    const child = fork(CLI, ['role', role, name], {
+      env: { ...process.env, [ROLE_SPEC_ENV]: JSON.stringify({ ...spec, key: this.key }) },
       stdio: ['ignore', fd, fd, 'ipc'],
       ...(netns === undefined
         ? {}

@@ -3,7 +3,8 @@
  * ports it listens on, asked for digests and reports over the channel, and stopped in order (or killed, when
  * it cannot answer). See roles.ts for the other end.
  *
- *   const p = new RoleProcess('sink', fork(CLI, ['role', 'sink', spec], { stdio }), logPath);
+ *   const env = { ...process.env, [ROLE_SPEC_ENV]: JSON.stringify(spec) };
+ *   const p = new RoleProcess('sink', fork(CLI, ['role', 'sink', 'sink'], { env, stdio }), logPath);
  *   const ports = await p.ports;             // rejects if it exits or is not ready in time
  *   await p.request({ type: 'report' });
  *   await p.stop();
@@ -12,6 +13,12 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { ErrorCode, NfsError } from '../errors.js';
 import type { ProvisionRequest, RoleCommand, RoleReply } from './roles.js';
+
+/**
+ * The environment variable that carries a role's JSON spec, deployment key included: the environment of a
+ * process is readable by its user only, unlike its command line.
+ */
+export const ROLE_SPEC_ENV = 'NFSTATE_ROLE_SPEC';
 
 const START_TIMEOUT_MS = 20_000;
 const REPLY_TIMEOUT_MS = 20_000;

@@ -18,13 +18,15 @@ import { ErrorCode, NfsError } from '../errors.js';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { wallClock } from '../clock.js';
-import type { FlowOwner, LoadReport } from '../controller/controller.js';
+import type { FlowOwner } from '../controller/controller.js';
+import { encodeLoadReport, type LoadReport } from '../controller/load-report.js';
 import type { BalancerOptions } from '../controller/balancer.js';
 import { Controller } from '../controller/controller.js';
 import type { FailureOptions } from '../controller/detector.js';
 import { DEFAULT_FAILURE, encodeHeartbeat } from '../controller/detector.js';
 import type { Provisioner } from '../controller/controller.js';
 import { createLogger } from '../log.js';
+import { adminKeys, type AdminKeys } from '../auth.js';
 import { AdminServer, adminCall, MetricsRegistry } from '../metrics.js';
 import { NfInstance } from '../nf/instance.js';
 import type { ProcessorOptions } from '../nf/processor.js';
@@ -49,11 +51,22 @@ import { LocalGlobalState } from '../state/global-local.js';
 import { StrongGlobalState } from '../state/global-strong.js';
 import { ReplyMap } from '../switch/replies.js';
 
-export interface NfSpec {
-  id: string;
+/**
+ * What every role's spec has for its admin API: the deployment key (hex), from which the admin keys are
+ * derived (auth.ts), and where the API listens: by default the role's host when it has the key, loopback
+ * when it has none (an unauthenticated API serves loopback only). The controller calls a role's API at
+ * the role's host.
+ */
+export interface AdminSpec {
   host: string;
-  port: number;
   adminPort: number;
+  adminHost?: string;
+  key?: string;
+}
+
+export interface NfSpec extends AdminSpec {
+  id: string;
+  port: number;
   threads: number;
   nf: { type: string; config: Record<string, unknown> };
   processor: ProcessorOptions;
@@ -86,9 +99,7 @@ async function openStore(spec: StrongStoreSpec, logger: Logger): Promise<GlobalS
   return new EtcdGlobalStore({ hosts: spec.endpoints, prefix: spec.prefix, logger });
 }
 
-export interface ControllerSpec {
-  host: string;
-  adminPort: number;
+export interface ControllerSpec extends AdminSpec {
   clusterSize: number;
   lb: BalancerOptions;
   /** A move's deadline up to the re-point; the controller's default when absent. */
@@ -108,11 +119,9 @@ export interface ControllerSpec {
   ha?: { endpoints: string[]; prefix: string; id: string; reportPort: number; livenessPort: number };
 }
 
-export interface IngressSpec {
-  host: string;
+export interface IngressSpec extends AdminSpec {
   port: number;
   servicePort: number;
-  adminPort: number;
   instances: Endpoint[];
   vni: number;
   flowIdleMs: number;
@@ -129,10 +138,8 @@ export interface IngressSpec {
   edge?: (EdgeConfig & { egress?: { host: string; port: number } }) | null;
 }
 
-export interface SinkSpec {
-  host: string;
+export interface SinkSpec extends AdminSpec {
   port: number;
-  adminPort: number;
   ackTo: { host: string; port: number } | null;
   deliver: { host: string; port: number } | null;
   pcap: string | null;
@@ -181,7 +188,7 @@ export async function runNf(spec: NfSpec): Promise<void> {
   };
   const { port, replication } = await nf.start();
   if (spec.peers !== undefined) await nf.replicateTo(spec.peers);
-  const admin = await serveAdmin(spec.host, spec.adminPort, nf);
+  const { admin, sign } = await serveAdmin(spec, nf);
   admin.route('GET', '/digest', () => nf.digest());
   admin.route('POST', '/cluster', async (body) => {
     const { version, members, peers } = parseClusterConfig(body);
@@ -221,23 +228,26 @@ export async function runNf(spec: NfSpec): Promise<void> {
   let stopReports: (() => void) | undefined;
   if (spec.controller !== undefined) {
     const c = spec.controller;
-    const answer = await adminCall(c.host, c.admin, '/register', {
-      id: spec.id,
-      host: spec.host,
-      port,
-      replication,
-      admin: admin.port,
-    });
+    const answer = await adminCall(
+      c.host,
+      c.admin,
+      '/register',
+      { id: spec.id, host: spec.host, port, replication, admin: admin.port },
+      sign,
+    );
     if (typeof answer.emitter === 'number') nf.setEmitter(answer.emitter);
     const hb = answer.heartbeat_ms;
+    if (typeof answer.token !== 'string')
+      throw new NfsError(ErrorCode.PROCESS, 'register: the controller gave no token');
     const stopBeats = reportToController(
       spec.id,
+      Buffer.from(answer.token, 'hex'),
       { host: c.host, report: answer.report as number },
       typeof hb === 'number' && hb > 0 ? hb : DEFAULT_FAILURE.heartbeatMs,
       () => nf.load(),
     );
     const stopLiveness =
-      typeof answer.liveness === 'number' && typeof answer.token === 'string'
+      typeof answer.liveness === 'number'
         ? keepLiveness(spec.id, answer.token, { host: c.host, port: answer.liveness }, logger)
         : () => undefined;
     stopReports = () => {
@@ -268,11 +278,13 @@ export async function runController(spec: ControllerSpec): Promise<void> {
     spec.ha === undefined ? {} : { fields: { controller: spec.ha.id } },
   );
   const ha = spec.ha === undefined ? undefined : await lead(spec.ha, logger);
+  const { admin, sign } = adminServer(spec);
   const controller = new Controller(
     {
       clusterSize: spec.clusterSize,
       host: spec.host,
       lb: spec.lb,
+      ...(sign.key === undefined ? {} : { adminKey: sign.key }),
       ...(process.connected ? { provisioner: launcherProvisioner() } : {}),
       ...(spec.moveTimeoutMs === undefined ? {} : { moveTimeoutMs: spec.moveTimeoutMs }),
       ...(spec.replicas === undefined ? {} : { replicas: spec.replicas }),
@@ -288,7 +300,6 @@ export async function runController(spec: ControllerSpec): Promise<void> {
     logger,
     wallClock,
   );
-  const admin = new AdminServer({ host: spec.host, port: spec.adminPort, registry: new MetricsRegistry() });
   if (ha !== undefined) admin.registry.add(ha.election);
   const report = await controller.start(admin);
   const sequencer =
@@ -592,6 +603,7 @@ function canonical(k: FlowKey): FlowKey {
  */
 function reportToController(
   id: string,
+  token: Buffer,
   to: { host: string; report: number },
   heartbeatMs: number,
   load: () => LoadReport,
@@ -600,20 +612,21 @@ function reportToController(
   socket.on('error', () => undefined);
   socket.unref();
   let seq = 0;
+  let reportSeq = 0;
   const beat = (): void => {
-    socket.send(encodeHeartbeat(id, ++seq), to.report, to.host);
+    socket.send(encodeHeartbeat(id, ++seq, token), to.report, to.host);
   };
   beat();
   const heartbeats = setInterval(beat, heartbeatMs);
   const reports = setInterval(() => {
-    socket.send(JSON.stringify({ id, ...load() }), to.report, to.host);
+    socket.send(encodeLoadReport(id, ++reportSeq, load(), token), to.report, to.host);
   }, LOAD_REPORT_MS);
   heartbeats.unref();
   reports.unref();
   return () => {
     clearInterval(heartbeats);
     clearInterval(reports);
-    socket.send(encodeHeartbeat(id, 0), to.report, to.host, () => {
+    socket.send(encodeHeartbeat(id, 0, token), to.report, to.host, () => {
       socket.close();
     });
   };
@@ -681,7 +694,7 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
     logger,
   );
   const ports = await ingress.start();
-  const admin = await serveAdmin(spec.host, spec.adminPort, ingress);
+  const { admin, sign } = await serveAdmin(spec, ingress);
   admin.route('GET', '/rules', () => ingress.switch.listRules());
   // Instances can join while it runs: the routes read the ingress's own, growing list.
   const instances = ingress.endpoints;
@@ -694,11 +707,13 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
   admin.route('POST', '/secondaries', (body) => setSecondaries(ingress, instances, body));
   if (spec.controller !== undefined) {
     // The answer names each instance's secondary: copies flow from the first packet on.
-    const answer = await adminCall(spec.controller.host, spec.controller.admin, '/ingress', {
-      host: spec.host,
-      admin: admin.port,
-      instances: instances.map((i) => i.id),
-    });
+    const answer = await adminCall(
+      spec.controller.host,
+      spec.controller.admin,
+      '/ingress',
+      { host: spec.host, admin: admin.port, instances: instances.map((i) => i.id) },
+      sign,
+    );
     // Instances that registered after the launcher listed them for this ingress (a replacement, one added).
     if (Array.isArray(answer.instances))
       for (const missed of answer.instances) await addInstance(ingress, missed);
@@ -766,7 +781,7 @@ export async function runSink(spec: SinkSpec): Promise<void> {
     logger,
   );
   const { port } = await sink.start();
-  const admin = await serveAdmin(spec.host, spec.adminPort, sink);
+  const { admin } = await serveAdmin(spec, sink);
   admin.route('GET', '/report', () => sink.report());
   admin.route('POST', '/fence', (body) => {
     const b = (body ?? {}) as Record<string, unknown>;
@@ -776,12 +791,31 @@ export async function runSink(spec: SinkSpec): Promise<void> {
   attach(sink, admin, { port, admin: admin.port });
 }
 
-async function serveAdmin(host: string, port: number, source: MetricSource): Promise<AdminServer> {
-  const registry = new MetricsRegistry();
-  registry.add(source);
-  const admin = new AdminServer({ host, port, registry });
-  await admin.start();
-  return admin;
+/** The role's admin keys, when its spec has the deployment key. */
+function keysOf(spec: AdminSpec): AdminKeys | undefined {
+  return spec.key === undefined ? undefined : adminKeys(Buffer.from(spec.key, 'hex'));
+}
+
+/** The role's admin API, not yet started, and the key that signs what the role asks of the others. */
+function adminServer(spec: AdminSpec): { admin: AdminServer; sign: { key?: Buffer } } {
+  const keys = keysOf(spec);
+  const admin = new AdminServer({
+    host: spec.adminHost ?? (keys === undefined ? '127.0.0.1' : spec.host),
+    port: spec.adminPort,
+    registry: new MetricsRegistry(),
+    ...(keys === undefined ? {} : { keys }),
+  });
+  return { admin, sign: keys === undefined ? {} : { key: keys.internal } };
+}
+
+async function serveAdmin(
+  spec: AdminSpec,
+  source: MetricSource,
+): Promise<{ admin: AdminServer; sign: { key?: Buffer } }> {
+  const served = adminServer(spec);
+  served.admin.registry.add(source);
+  await served.admin.start();
+  return served;
 }
 
 /**

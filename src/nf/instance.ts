@@ -15,7 +15,7 @@ import { once } from 'node:events';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
-import type { LoadReport } from '../controller/controller.js';
+import type { LoadReport } from '../controller/load-report.js';
 import type { AdminServer } from '../metrics.js';
 import { createNf } from '../nfs/index.js';
 import { mergeGlobal } from '../state/digest.js';

@@ -123,7 +123,11 @@ export type FromWorker =
   /** A moving flow's end-of-move marker arrived and its parked packets went to the destination (or, under `none`, were dropped). */
   | { type: 'handedOver'; key: FlowKey; parked: number };
 
-/** The order of the counters in a worker's shared Float64Array; drops by reason follow them. */
+/**
+ * The order of the counters in a worker's shared Float64Array; drops by reason follow them. Each is exported
+ * as `nfstate_nf_<name in snake case>_total` (`flows`: `nfstate_nf_flows`, a gauge). `sendErrors` counts
+ * the output and parked packets its sockets could not send.
+ */
 export const WORKER_COUNTERS = [
   'received',
   'processed',
@@ -141,6 +145,7 @@ export const WORKER_COUNTERS = [
   'moveTimeouts',
   'lateProcessed',
   'flows',
+  'sendErrors',
 ] as const;
 export const DROPS_AT = WORKER_COUNTERS.length;
 export const COUNTER_SLOTS = DROPS_AT + dropReasonName.length;

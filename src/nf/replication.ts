@@ -702,7 +702,8 @@ export class ReplicaStore implements MetricSource {
    */
   private encoded(r: Replica, deltas: number): Uint8Array | undefined {
     if (deltas === 0) return r.full;
-    const w = new ByteWriter(r.full.length * 2);
+    // Never 0: a writer with no room never grows (0 doubled is 0), and a flow's full state may be empty.
+    const w = new ByteWriter(Math.max(64, r.full.length * 2));
     try {
       this.options.nf.codec.encodeFull(this.materialise(r, deltas), w);
       return w.view().slice();
@@ -748,6 +749,8 @@ export class ReplicaStore implements MetricSource {
         const next = r.u53();
         const born = r.u53();
         const kind = r.u8();
+        // A kind this reader does not know is a record it cannot parse, not a delta.
+        if (kind > RecordKind.GLOBAL) throw new RangeError(`unknown record kind ${kind}`);
         const state = r.bytes();
         this.records++;
         if (kind === RecordKind.GLOBAL) {

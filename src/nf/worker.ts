@@ -214,7 +214,7 @@ function publish(): void {
   const c = processor.counters;
   for (let i = 0; i < WORKER_COUNTERS.length; i++) {
     const name = WORKER_COUNTERS[i]!;
-    shared[i] = name === 'flows' ? processor.flows.size : c[name];
+    shared[i] = name === 'flows' ? processor.flows.size : name === 'sendErrors' ? sendErrors : c[name];
   }
   for (let r = 0; r < c.drops.length; r++) shared[DROPS_AT + r] = c.drops[r]!;
 }

@@ -12,7 +12,8 @@ export class ByteWriter {
   length = 0;
 
   constructor(initial = 1024) {
-    this.buf = new Uint8Array(initial);
+    // Growth doubles the buffer: from 0 it would never grow.
+    this.buf = new Uint8Array(Math.max(1, initial));
     this.dv = new DataView(this.buf.buffer);
   }
 

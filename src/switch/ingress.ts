@@ -341,6 +341,8 @@ export class Ingress implements MetricSource {
       this.noRoute++;
       return this.drop(DropReason.POLICY);
     }
+    // The secondary's copy is made in a slot of the ring: a datagram larger than a slot cannot be copied.
+    if (route.secondary >= 0 && length > SLOT) return this.drop(DropReason.BAD_LENGTH);
     const seq = this.stamper.next(id, now);
     view.setSeq(seq);
     view.setTimeMs(timeMs);

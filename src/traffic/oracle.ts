@@ -8,12 +8,15 @@
  *
  * Where a flow's state depends on an allocation from state shared by many flows (a NAT port, an LB
  * backend), the oracle takes the deployment's allocation as given (GivenGlobalState); the comparison then
- * checks the allocations themselves: unique where they must be, inside their pool.
+ * checks the allocations themselves: each pool value held by one live flow, the one the deployment's
+ * table (its log) names; and each value one the oracle's NF takes (inside its pool, a configured backend)
+ * or, for a decision the oracle can make itself (the NAT's inbound lookup), the one it makes.
  */
 import { createHash } from 'node:crypto';
 import { ManualClock } from '../clock.js';
 import { FlowProcessor } from '../nf/processor.js';
 import { createNf } from '../nfs/index.js';
+import { NAT_INBOUND_DECISION } from '../nfs/nat.js';
 import { flowKeyOf, flowKeyString } from '../packet/flow-key.js';
 import { Packet } from '../packet/packet.js';
 import { Stamper } from '../stamper/stamper.js';
@@ -95,11 +98,29 @@ export function runOracle(
   return { ...processor.digest(), forwarded, packets };
 }
 
-/** The allocations a deployment made, keyed by flow, for the oracle to take as given. */
+/**
+ * The allocations a deployment made, keyed by flow, for the oracle to take as given. The NAT's inbound
+ * lookup is left out: it reads only who holds the addressed port, which the oracle knows in stamp order as
+ * the switch did (every claim comes before the replies to it), so the oracle looks it up itself and the
+ * comparison holds the deployment's answer against its own.
+ */
 export function givenAllocations(flows: readonly FlowDigest[]): Map<string, Record<string, number>> {
   const given = new Map<string, Record<string, number>>();
-  for (const f of flows) if (Object.keys(f.allocations).length > 0) given.set(f.flow, f.allocations);
+  for (const f of flows) {
+    const taken = Object.entries(f.allocations).filter(([name]) => name !== NAT_INBOUND_DECISION);
+    if (taken.length > 0) given.set(f.flow, Object.fromEntries(taken));
+  }
   return given;
+}
+
+export interface CompareOptions {
+  /**
+   * Whether the run's pools are a log's table (`global.store` local or etcd; true when left out), which
+   * names the holder of every value a live flow holds. Without a log (`none`) each worker lists only what it
+   * handed out itself, and a flow restored after a failover is in no list: a value no list holds is then no
+   * error, and the pools are left out of `globalMatches`.
+   */
+  log?: boolean;
 }
 
 export interface Comparison {
@@ -110,19 +131,28 @@ export interface Comparison {
   extra: string[];
   /** Flows two instances hold at once. */
   twice: string[];
-  /** Allocations held by two flows at once. */
+  /** Pool values two live flows hold at once, by their own state or as the deployment's table lists them. */
   duplicateAllocations: string[];
+  /**
+   * Allocations that fail a check: a flow's pool value that the table gives to another flow or (with a log)
+   * to none, a table entry whose flow does not hold it, and a value the oracle, given it, would not take
+   * (outside the pool, a backend the config lacks) or decides otherwise (the NAT's inbound lookup).
+   */
+  badAllocations: string[];
   globalMatches: boolean;
+  /** What `globalMatches` compared: `pool <name>` (with a log), `counters <name>`, `sets <name>`. */
+  globalCompared: string[];
   /** A chain: per NF, the flows whose part of the state differs from the oracle's (0 for every NF: all match). */
   byNf?: Record<string, number>;
 }
 
 /** Compares a deployment's digests with the oracle's. */
-export function compareRuns(run: RunDigest, ref: RunDigest): Comparison {
+export function compareRuns(run: RunDigest, ref: RunDigest, { log = true }: CompareOptions = {}): Comparison {
   const mine = new Map(run.flows.map((f) => [f.flow, f]));
   const theirs = new Map(ref.flows.map((f) => [f.flow, f]));
   const mismatched: string[] = [];
   const missing: string[] = [];
+  const badAllocations: string[] = [];
   let byNf: Record<string, number> | undefined;
   for (const [flow, r] of theirs) {
     const m = mine.get(flow);
@@ -131,6 +161,12 @@ export function compareRuns(run: RunDigest, ref: RunDigest): Comparison {
       continue;
     }
     if (m.digest !== r.digest || m.packets !== r.packets) mismatched.push(flow);
+    // The oracle took every given value its NF accepts: any other differs here.
+    for (const name of new Set([...Object.keys(m.allocations), ...Object.keys(r.allocations)])) {
+      const v = m.allocations[name];
+      const o = r.allocations[name];
+      if (v !== o) badAllocations.push(`${flow}: ${name} ${v ?? 'none'} here, ${o ?? 'none'} in the oracle`);
+    }
     if (r.parts === undefined) continue;
     byNf ??= {};
     for (const name of new Set([...Object.keys(r.parts), ...Object.keys(m.parts ?? {})]))
@@ -140,31 +176,73 @@ export function compareRuns(run: RunDigest, ref: RunDigest): Comparison {
   const seen = new Set<string>();
   const twice = run.flows.filter((f) => seen.has(f.flow) || !seen.add(f.flow)).map((f) => f.flow);
   const duplicateAllocations: string[] = [];
-  for (const [pool, allocs] of Object.entries(run.global.pools)) {
-    const seen = new Map<number, string>();
-    for (const a of allocs) {
-      const other = seen.get(a.value);
-      if (other !== undefined) duplicateAllocations.push(`${pool}=${a.value}: ${other} and ${a.owner}`);
-      seen.set(a.value, a.owner);
-    }
+  for (const pool of new Set([...Object.keys(ref.global.pools), ...Object.keys(run.global.pools)])) {
+    checkHolders(pool, run, log, duplicateAllocations, badAllocations);
   }
-  const globalMatches = sameGlobal(mergeGlobal([run.global]), mergeGlobal([ref.global]));
+  const a = comparedGlobal(mergeGlobal([run.global]), log);
+  const b = comparedGlobal(mergeGlobal([ref.global]), log);
+  const globalCompared = (['pools', 'counters', 'sets'] as const).flatMap((kind) =>
+    [...new Set([...Object.keys(a[kind]), ...Object.keys(b[kind])])]
+      .sort()
+      .map((name) => `${kind === 'pools' ? 'pool' : kind} ${name}`),
+  );
   return {
     matches:
       mismatched.length === 0 &&
       missing.length === 0 &&
       extra.length === 0 &&
       twice.length === 0 &&
-      duplicateAllocations.length === 0,
+      duplicateAllocations.length === 0 &&
+      badAllocations.length === 0,
     flows: theirs.size,
     mismatched,
     missing,
     extra,
     twice,
     duplicateAllocations,
-    globalMatches,
+    badAllocations,
+    globalMatches: canonicalJson(a) === canonicalJson(b),
+    globalCompared,
     ...(byNf === undefined ? {} : { byNf }),
   };
+}
+
+/**
+ * One pool's values, as the flows' own states hold them and as the deployment's table lists them: each held
+ * by one flow, and the table naming that flow. Every flow in the digests is live (an expired one is gone),
+ * so two of them on one value hold it at once, whatever the table says.
+ */
+function checkHolders(pool: string, run: RunDigest, log: boolean, duplicates: string[], bad: string[]): void {
+  const byState = new Map<number, Set<string>>();
+  for (const f of run.flows) {
+    const v = f.allocations[pool];
+    if (v === undefined) continue;
+    const flows = byState.get(v);
+    if (flows === undefined) byState.set(v, new Set([f.flow]));
+    else flows.add(f.flow);
+  }
+  const byTable = new Map<number, string[]>();
+  for (const { value, owner } of run.global.pools[pool] ?? []) {
+    const owners = byTable.get(value);
+    if (owners === undefined) byTable.set(value, [owner]);
+    else owners.push(owner);
+  }
+  for (const v of new Set([...byState.keys(), ...byTable.keys()])) {
+    const holders = [...(byState.get(v) ?? [])];
+    const listed = byTable.get(v) ?? [];
+    if (holders.length > 1) duplicates.push(`${pool}=${v}: ${holders.join(' and ')}`);
+    if (listed.length > 1) duplicates.push(`${pool}=${v}: ${listed.join(' and ')} in the table`);
+    for (const flow of holders) {
+      if (listed.length === 0 ? log : !listed.includes(flow)) {
+        const names = listed.length === 0 ? 'no holder' : listed.join(' and ');
+        bad.push(`${pool}=${v}: ${flow} holds it, the table names ${names}`);
+      }
+    }
+    for (const owner of listed) {
+      if (!holders.includes(owner))
+        bad.push(`${pool}=${v}: the table names ${owner}, whose state does not hold it`);
+    }
+  }
 }
 
 /** One hash over every flow's digest and the global state: equal runs print equal hashes. */
@@ -176,9 +254,15 @@ export function runDigestHash(run: RunDigest): string {
     .slice(0, 32);
 }
 
-/** Order-independent global values (counters, sets) must be equal; pools are checked per allocation. */
-function sameGlobal(a: GlobalSnapshot, b: GlobalSnapshot): boolean {
-  return canonicalJson([a.counters, a.sets]) === canonicalJson([b.counters, b.sets]);
+/**
+ * What must be equal in a run's and the oracle's global state: order-independent values (counters, sets),
+ * and with a log every pool's holders (each value's owner; pools with none left out).
+ */
+function comparedGlobal(g: GlobalSnapshot, log: boolean): GlobalSnapshot {
+  const pools = log
+    ? Object.fromEntries(Object.entries(g.pools).filter(([, allocs]) => allocs.length > 0))
+    : {};
+  return { pools, counters: g.counters, sets: g.sets };
 }
 
 function canonicalJson(v: unknown): string {

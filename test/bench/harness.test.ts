@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import type { Row } from '../../bench/experiments/harness.js';
 import { Progress, compare, csv, median, summarise } from '../../bench/experiments/harness.js';
 
-describe('experiment harness', () => {
+describe('experiment harness', { timeout: 60_000 }, () => {
   const rows: Row[] = [
     { series: 'nfstate', x: 10, repeat: 1, pps: 300 },
     { series: 'nfstate', x: 10, repeat: 2, pps: 100 },

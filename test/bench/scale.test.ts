@@ -9,7 +9,7 @@ const hasCc = spawnSync('cc', ['--version'], { stdio: 'ignore' }).status === 0;
 // there and whole, never how fast anything is.
 test(
   'scale bench measures throughput and memory per flow at each flow count',
-  { skip: !hasCc && 'no C compiler' },
+  { skip: !hasCc && 'no C compiler', timeout: 600_000 },
   async () => {
     const steps: string[] = [];
     const r = await runScaleBench({
@@ -39,7 +39,7 @@ test(
   },
 );
 
-test('nat is refused past its port pool, before anything runs', async () => {
+test('nat is refused past its port pool, before anything runs', { timeout: 600_000 }, async () => {
   await assert.rejects(
     runScaleBench({ nf: 'nat', flows: [1000, 100_000], quick: true }),
     /nat holds at most 64512/,

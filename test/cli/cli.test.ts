@@ -23,7 +23,7 @@ async function rejects(args: string[], pattern: RegExp): Promise<void> {
   assert.equal(r.stdout, '');
 }
 
-describe('nfstate command line', () => {
+describe('nfstate command line', { timeout: 300_000 }, () => {
   it('rejects bad demo flags with one line naming the flag', async () => {
     await rejects(['demo', '--clusters', 'three'], /--clusters/);
     await rejects(['demo', '--threads', '0'], /--threads/);
@@ -51,10 +51,19 @@ describe('nfstate command line', () => {
     );
   });
 
-  it('scale add: rejects bad flags and names a controller it cannot reach', async () => {
-    await rejects(['scale', 'add', '--controller', 'nohost'], /--controller/);
-    await rejects(['scale', 'add', '--controller', '127.0.0.1:9', '--count', '0'], /--count/);
-    await rejects(['scale', 'add', '--controller', '127.0.0.1:1'], /no answer from 127\.0\.0\.1:1/);
+  it('scale add: rejects bad flags, a key file it cannot use, and names a controller it cannot reach', async () => {
+    const key = ['--key-file', yaml('operator.key', 'ab'.repeat(32))];
+    await rejects(['scale', 'add', '--controller', 'nohost', ...key], /--controller/);
+    await rejects(['scale', 'add', '--controller', '127.0.0.1:9', '--count', '0', ...key], /--count/);
+    await rejects(['scale', 'add', '--controller', '127.0.0.1:1', ...key], /no answer from 127\.0\.0\.1:1/);
+    await rejects(
+      ['scale', 'add', '--controller', '127.0.0.1:1', '--key-file', join(dir, 'none.key')],
+      /--key-file: cannot read/,
+    );
+    await rejects(
+      ['scale', 'add', '--controller', '127.0.0.1:1', '--key-file', yaml('short.key', 'abcd')],
+      /--key-file: .* must hold at least 16 bytes of hex/,
+    );
   });
 
   it('prints usage for help', async () => {

@@ -3,7 +3,7 @@ import { freePort } from '../../src/launcher/free-port.js';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -30,7 +30,7 @@ function firstLine(child: ReturnType<typeof spawn>): Promise<string> {
   return once(createInterface({ input: child.stdout! }), 'line').then(([l]) => l as string);
 }
 
-describe('nfstate oracle, gen and sink', () => {
+describe('nfstate oracle, gen and sink', { timeout: 600_000 }, () => {
   it('oracle: prints per-flow digests and one run digest, the same every time', async () => {
     const trace = tracePcap('oracle.pcap');
     const a = await nfstate(['oracle', '--nf', 'ids', '--trace', trace]);
@@ -74,6 +74,25 @@ describe('nfstate oracle, gen and sink', () => {
       '--json',
     ]);
     assert.equal((JSON.parse(replay.stdout) as { sent: number }).sent, 60);
+    // Its socket for the sink's acknowledgements listens where it was told (loopback by default), not on
+    // every address.
+    const slow = spawn(
+      process.execPath,
+      [CLI, 'gen', '--target', target, '--flows', '1', '--packets', '50', '--rate', '50'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let bound = NaN;
+    for await (const line of createInterface({ input: slow.stderr })) {
+      bound = Number(/"ackPort":(\d+)/.exec(line)?.[1]);
+      if (!Number.isNaN(bound)) break;
+    }
+    const sockets = readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1);
+    const local = sockets
+      .map((l) => l.trim().split(/\s+/)[1])
+      .find((a) => a?.endsWith(`:${bound.toString(16).toUpperCase().padStart(4, '0')}`));
+    assert.equal(local?.split(':')[0], '0100007F', `ack socket on port ${bound}: ${local}`);
+    slow.kill('SIGINT');
+    await once(slow, 'exit');
     await new Promise((r) => setTimeout(r, 300));
     const metrics = await (await fetch(`http://127.0.0.1:${ends.sink.admin}/metrics`)).text();
     assert.match(metrics, /^nfstate_sink_delivered_total 160$/m);
@@ -90,7 +109,8 @@ describe('nfstate oracle, gen and sink', () => {
     const sinkPort = (JSON.parse(s0) as { listening: number }).listening;
     // Two instances of one cluster, replicating to each other on ports fixed in advance, as on two hosts.
     const replicationPorts = await Promise.all([0, 1].map(() => freePort()));
-    const key = 'ab'.repeat(32);
+    const keyFile = join(mkdtempSync(join(tmpdir(), 'nfstate-key-')), 'deployment.key');
+    writeFileSync(keyFile, 'ab'.repeat(32) + '\n', { mode: 0o600 });
     const nfs = [0, 1].map((i) =>
       spawn(
         process.execPath,
@@ -107,8 +127,8 @@ describe('nfstate oracle, gen and sink', () => {
           `${i}/2`,
           '--egress',
           `127.0.0.1:${sinkPort}`,
-          '--cluster-key',
-          key,
+          '--key-file',
+          keyFile,
           '--replication-port',
           String(replicationPorts[i]),
           '--replicate-to',
@@ -167,7 +187,10 @@ describe('nfstate oracle, gen and sink', () => {
       stdio: ['ignore', 'pipe', 'ignore'],
     });
     const { admin } = JSON.parse(await firstLine(controller)) as { admin: number };
-    const r = await nfstate(['scale', 'add', '--controller', `127.0.0.1:${admin}`]);
+    // Started without a key file, its admin API is open, on loopback only: any key passes.
+    const keyFile = join(mkdtempSync(join(tmpdir(), 'nfstate-key-')), 'operator.key');
+    writeFileSync(keyFile, 'cd'.repeat(32));
+    const r = await nfstate(['scale', 'add', '--controller', `127.0.0.1:${admin}`, '--key-file', keyFile]);
     assert.equal(r.code, 2);
     assert.equal(r.stdout, '');
     assert.match(r.stderr.trim(), /^nfstate: .*no provisioner.*`nfstate nf --controller HOST:PORT/);

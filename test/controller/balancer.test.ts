@@ -96,7 +96,7 @@ class Sim implements BalancerEnv {
 const oneCluster = (...ids: string[]): { id: string; cluster: string }[] =>
   ids.map((id) => ({ id, cluster: 'c0' }));
 
-describe('Balancer (the load-balancing unit)', () => {
+describe('Balancer (the load-balancing unit)', { timeout: 60_000 }, () => {
   it('calls an instance overloaded only after sustainMs above high, and normal again only below low', async () => {
     const sim = new Sim(oneCluster('a', 'b'), { enabled: false });
     sim.flow('x', 'a', 900);

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { NfsError } from '../../src/errors.js';
 import { ClusterMap } from '../../src/controller/clusters.js';
 
-describe('ClusterMap', () => {
+describe('ClusterMap', { timeout: 60_000 }, () => {
   it('fills clusters of k in join order on one host', () => {
     const map = new ClusterMap(4);
     const placed = Array.from({ length: 12 }, (_, i) => map.join({ id: `nf-${i}`, host: 'h' }));

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { encodeLoadReport } from '../../src/controller/load-report.js';
 import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -9,7 +10,8 @@ import { Controller } from '../../src/controller/controller.js';
 import type { ControllerSnapshot, OpenMove, Restored } from '../../src/controller/journal.js';
 import { silentLogger } from '../../src/log.js';
 import type { FailoverRecord } from '../../src/controller/controller.js';
-import { AdminServer, MetricsRegistry, adminCall } from '../../src/metrics.js';
+import { AdminServer, MetricsRegistry, adminCall, metricSum } from '../../src/metrics.js';
+import type { Logger } from '../../src/types.js';
 import type { FakeAdmin } from '../helpers/admin.js';
 import { fakeAdmin } from '../helpers/admin.js';
 
@@ -46,7 +48,7 @@ async function fakeInstance(): Promise<{
   return { server, port: (server.address() as AddressInfo).port, pushes, gossip };
 }
 
-describe('Controller', () => {
+describe('Controller', { timeout: 120_000 }, () => {
   const admin = new AdminServer({ host: '127.0.0.1', port: 0, registry: new MetricsRegistry() });
   const controller = new Controller({ clusterSize: 2, host: '127.0.0.1' }, silentLogger, wallClock);
   let base = '';
@@ -77,13 +79,21 @@ describe('Controller', () => {
       }),
     });
 
+  /** Each registered instance's token, which signs its heartbeats and load reports. */
+  const tokens: Buffer[] = [];
+
   it('forms clusters of k as instances register, and tells each member its peers', async () => {
     for (let i = 0; i < 3; i++) {
       const res = await register(i);
       assert.equal(res.status, 200);
-      assert.equal(((await res.json()) as { report: number }).report, reportPort);
+      const answer = (await res.json()) as { report: number; token: string };
+      assert.equal(answer.report, reportPort);
+      tokens.push(Buffer.from(answer.token, 'hex'));
     }
-    const clusters = (await (await fetch(`${base}/clusters`)).json()) as { id: string; members: string[] }[];
+    const clusters = (await (await fetch(`${base}/clusters`)).json()) as {
+      id: string;
+      members: string[];
+    }[];
     assert.deepEqual(clusters, [
       { id: 'c0', members: ['nf-0', 'nf-1'] },
       { id: 'c1', members: ['nf-2'] },
@@ -118,21 +128,36 @@ describe('Controller', () => {
     );
   });
 
-  it('keeps the latest load report of each instance and counts bad ones', async () => {
+  it('keeps the latest load report of each instance and counts bad, forged and replayed ones', async () => {
     const s = dgram.createSocket('udp4');
-    const send = (m: string): void => {
+    const send = (m: Uint8Array | string): void => {
       s.send(m, reportPort, '127.0.0.1');
     };
-    send(JSON.stringify({ id: 'nf-1', received: 10, processed: 9, flows: 3, busy: 0.25, queue: 1 }));
-    send('not json');
-    send(JSON.stringify({ id: 'nf-9', received: 1, processed: 1, flows: 1, busy: 0, queue: 0 }));
-    send(JSON.stringify({ id: 'nf-1', received: -1, processed: 1, flows: 1, busy: 0, queue: 0 }));
-    send(JSON.stringify({ id: 'nf-1', received: 1, processed: 1, flows: 1, busy: 0 }));
-    for (let i = 0; i < 100 && controller.reports + controller.badReports < 5; i++)
+    const load = { received: 10, processed: 9, flows: 3, busy: 0.25, queue: 1 };
+    const good = encodeLoadReport('nf-1', 1, load, tokens[1]!);
+    send(good);
+    const bad = [
+      'not json',
+      JSON.stringify({ id: 'nf-1', seq: 2, ...load }),
+      good,
+      encodeLoadReport('nf-1', 3, { ...load, busy: 1 }, tokens[0]!),
+      encodeLoadReport('nf-9', 4, load, tokens[1]!),
+      encodeLoadReport('nf-1', 5, { ...load, received: -1 }, tokens[1]!),
+      Buffer.concat([
+        Buffer.from(JSON.stringify({ id: 'nf-1', seq: 6, ...load, queue: 900 })),
+        good.subarray(-16),
+      ]),
+    ];
+    // One at a time: a replay must come after the original to be one.
+    for (const m of bad) {
+      await new Promise((r) => setTimeout(r, 20));
+      send(m);
+    }
+    for (let i = 0; i < 100 && controller.reports + controller.badReports < 1 + bad.length; i++)
       await new Promise((r) => setTimeout(r, 10));
     s.close();
     assert.equal(controller.reports, 1);
-    assert.equal(controller.badReports, 4);
+    assert.equal(controller.badReports, bad.length);
     const instances = (await (await fetch(`${base}/instances`)).json()) as { id: string; load: unknown }[];
     assert.deepEqual(instances.find((i) => i.id === 'nf-1')?.load, {
       received: 10,
@@ -153,7 +178,7 @@ describe('Controller', () => {
   });
 });
 
-describe('Controller elasticity', () => {
+describe('Controller elasticity', { timeout: 120_000 }, () => {
   const register = (base: string, id: string, admin: number): Promise<Response> =>
     fetch(`${base}/register`, {
       method: 'POST',
@@ -239,7 +264,9 @@ describe('Controller elasticity', () => {
     await controller.start(admin);
     const base = `http://127.0.0.1:${await admin.start()}`;
     const nfs = [await fakeAdmin({}), await fakeAdmin({})];
-    const ingress = await fakeAdmin({ '/instances': () => [400, { error: 'instance.port: out of range' }] });
+    const ingress = await fakeAdmin({
+      '/instances': () => [400, { error: 'instance.port: out of range' }],
+    });
     assert.equal((await register(base, 'nf-0', nfs[0]!.port)).status, 200);
     await fetch(`${base}/ingress`, {
       method: 'POST',
@@ -375,7 +402,7 @@ function openMoves(): {
   };
 }
 
-describe('Controller: failover', () => {
+describe('Controller: failover', { timeout: 120_000 }, () => {
   it('fences a failed instance at its successor first, then at the egress from the switch’s stamp clock, then has it taken over', async () => {
     // An instance declared failed may still be working (a false alarm): until it learns it is fenced it goes
     // on emitting and replicating. The successor must refuse its records before the egress starts dropping
@@ -391,7 +418,10 @@ describe('Controller: failover', () => {
       };
     const ingress = await fakeAdmin({
       '/live': logged('ingress /live'),
-      '/flows': logged('ingress /flows', { flows: [{ flow, owner: 'nf-0', packets: 5 }], stamp_ms: 1234.5 }),
+      '/flows': logged('ingress /flows', {
+        flows: [{ flow, owner: 'nf-0', packets: 5 }],
+        stamp_ms: 1234.5,
+      }),
       '/rules': logged('ingress /rules', (b: unknown) => ({
         installed: (b as { rules: unknown[] }).rules.map(() => true),
       })),
@@ -447,6 +477,139 @@ describe('Controller: failover', () => {
   });
 });
 
+interface LogLine {
+  level: string;
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+/** A logger that keeps every line. */
+function recordingLogger(): Logger & { lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const at =
+    (level: string) =>
+    (msg: string, fields: Record<string, unknown> = {}): void =>
+      void lines.push({ level, msg, fields });
+  return { lines, info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+async function until(what: string, done: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(done(), `timed out waiting until ${what}`);
+}
+
+describe(
+  'Controller: a failover’s reconfiguration is retried, logged and counted',
+  { timeout: 120_000 },
+  () => {
+    /**
+     * nf-0 (of nf-0 and nf-1, one cluster) is declared failed and fails over to nf-1, whose admin API and the
+     * ingress's answer with `successor` and `ingress` besides what a failover needs.
+     */
+    async function failover(
+      successorReplies: Parameters<typeof fakeAdmin>[0],
+      ingressReplies: Parameters<typeof fakeAdmin>[0],
+      check: (t: {
+        c: Controller;
+        log: LogLine[];
+        metric: (name: string, step: string) => number;
+        successor: FakeAdmin;
+        ingress: FakeAdmin;
+      }) => Promise<void>,
+    ): Promise<void> {
+      const ingress = await fakeAdmin({
+        '/flows': () => [200, { flows: [], stamp_ms: 1 }],
+        ...ingressReplies,
+      });
+      const successor = await fakeAdmin({
+        '/takeover': () => [200, { flows: 0, with_state: 0, replayed: 0, gaps: 0, ms: 1 }],
+        ...successorReplies,
+      });
+      const failed = await fakeAdmin({});
+      const registry = new MetricsRegistry();
+      const admin = new AdminServer({ host: '127.0.0.1', port: 0, registry });
+      const logger = recordingLogger();
+      const c = new Controller(
+        {
+          clusterSize: 2,
+          host: '127.0.0.1',
+          failure: { heartbeatMs: 50, missCount: 1000 },
+          restore: twoInOneCluster(failed.port, successor.port, ingress.port),
+        },
+        logger,
+        wallClock,
+      );
+      await c.start(admin);
+      try {
+        assert.ok(c.detector.fail('nf-0'));
+        await until('nf-0 is failed over', () => c.failovers.length === 1);
+        await check({
+          c,
+          log: logger.lines,
+          metric: (name, step) => metricSum(registry.render(), name, `step="${step}"`),
+          successor,
+          ingress,
+        });
+      } finally {
+        c.stop();
+        await Promise.all([ingress.close(), successor.close(), failed.close()]);
+      }
+    }
+
+    it('a cluster configuration that fails once is logged, counted, and done again', async () => {
+      let clusterCalls = 0;
+      await failover(
+        { '/cluster': () => (++clusterCalls === 1 ? [500, { error: 'not now' }] : [200, { ok: true }]) },
+        {},
+        async ({ c, log, metric, successor }) => {
+          await until('the retry succeeded', () => log.some((l) => l.msg === 'reconfigured after a retry'));
+          const warned = log.find((l) => l.level === 'warn' && l.msg.startsWith('reconfiguration failed'));
+          assert.deepEqual(
+            { ...warned?.fields, error: undefined },
+            { step: 'configure', id: 'nf-0', cluster: 'c0', try: 1, error: undefined },
+          );
+          assert.match(String(warned?.fields.error), /not now/);
+          // The try that failed, then both rounds of the one that did not: nf-1 is alone in its cluster now.
+          const pushes = successor.calls.filter((x) => x.path === '/cluster').map((x) => x.body as Push);
+          assert.equal(pushes.length, 3);
+          assert.deepEqual(pushes.at(-1)?.members, ['nf-1']);
+          assert.deepEqual(pushes.at(-1)?.peers, []);
+          assert.equal(metric('nfstate_controller_reconfigure_failures_total', 'configure'), 1);
+          assert.equal(metric('nfstate_controller_reconfigure_abandoned_total', 'configure'), 0);
+          assert.equal(c.failovers[0]?.reconfigure_error, undefined);
+          assert.ok(!log.some((l) => l.msg.startsWith('reconfiguration given up')), JSON.stringify(log));
+        },
+      );
+    });
+
+    it('secondaries the ingress never takes are sent at each try, then given up on, and the record says so', async () => {
+      await failover(
+        {},
+        { '/secondaries': () => [500, { error: 'ingress refuses' }] },
+        async ({ c, log, metric, ingress }) => {
+          await until('the record says so', () => c.failovers[0]?.reconfigure_error !== undefined);
+          assert.match(c.failovers[0]!.reconfigure_error!, /^secondaries: .*ingress refuses/);
+          // Each try sends them again: a failed push must not leave them marked as told.
+          const sent = ingress.calls.filter((x) => x.path === '/secondaries');
+          assert.equal(sent.length, 4);
+          for (const s of sent) assert.deepEqual(s.body, { secondaries: { 'nf-1': null } });
+          assert.equal(metric('nfstate_controller_reconfigure_failures_total', 'secondaries'), 4);
+          assert.equal(metric('nfstate_controller_reconfigure_abandoned_total', 'secondaries'), 1);
+          assert.equal(metric('nfstate_controller_reconfigure_failures_total', 'configure'), 0);
+          const gaveUp = log.filter(
+            (l) => l.level === 'error' && l.msg.startsWith('reconfiguration given up'),
+          );
+          assert.deepEqual(
+            gaveUp.map((l) => [l.fields.id, l.fields.step]),
+            [['nf-0', 'secondaries']],
+          );
+          assert.equal(log.filter((l) => l.msg.startsWith('reconfiguration failed')).length, 3);
+        },
+      );
+    });
+  },
+);
+
 /**
  * What a previous leader saved of a deployment of two instances, nf-0 and nf-1 (fencing tokens 1 and 2), in
  * one cluster, with the admin ports given, and the moves it left open.
@@ -478,11 +641,12 @@ function twoInOneCluster(nf0: number, nf1: number, ingress: number, moves: OpenM
     failed: [],
     emitters: 2,
     epochCeiling: 1 << 16,
+    configCeiling: 5000,
     moves,
   };
 }
 
-describe('Controller: a standby carries on from the journal', () => {
+describe('Controller: a standby carries on from the journal', { timeout: 120_000 }, () => {
   it('settles a move the old leader left open: a re-pointed flow is handed over, any other goes back to its source, pinned there', async () => {
     const [movedFlow, backFlow] = [
       'udp 10.0.0.1:1000 198.51.100.10:80',
@@ -595,10 +759,8 @@ describe('Controller: a standby carries on from the journal', () => {
         id: string;
         members: string[];
       }[];
-      assert.deepEqual(clusters, [
-        { id: 'c0', members: ['nf-0', 'nf-1'] },
-        { id: 'c1', members: ['nf-2'] },
-      ]);
+      // nf-2 was failed: it is in no cluster here, though the snapshot still listed it in c1.
+      assert.deepEqual(clusters, [{ id: 'c0', members: ['nf-0', 'nf-1'] }]);
       const listed = (await (await fetch(`${baseB}/instances`)).json()) as {
         id: string;
         secondary: string | null;
@@ -622,13 +784,32 @@ describe('Controller: a standby carries on from the journal', () => {
         }),
       });
       assert.equal(refused.status, 400, 'a failed instance cannot come back under its id');
+      // The members keep the newest configuration they got: the new leader's must be newer than any of
+      // the old one's, or a newcomer would never be given its mates.
+      const oldVersions = fakes.flatMap((f) => f.pushes.map((p) => p.version));
+      const newcomer = await fakeInstance();
+      fakes.push(newcomer);
+      const joined = await fetch(`${baseB}/register`, {
+        method: 'POST',
+        body: JSON.stringify({
+          id: 'nf-3',
+          host: '127.0.0.1',
+          port: 1003,
+          replication: 2003,
+          admin: newcomer.port,
+        }),
+      });
+      assert.equal(joined.status, 200, await joined.clone().text());
+      assert.ok(newcomer.pushes.length > 0);
+      assert.ok(newcomer.pushes.every((p) => p.version > Math.max(...oldVersions)));
       const next = b.snapshot();
-      assert.equal(next.emitters, 3, 'fencing tokens go on from where they were');
+      assert.equal(next.emitters, 4, 'fencing tokens go on from where they were: nf-3 got the fourth');
       assert.ok(
         next.epochCeiling > last.epochCeiling,
         'rule epochs start above anything the old leader used',
       );
       assert.equal(saved.at(-1)!.epochCeiling, next.epochCeiling, 'and that is saved at once');
+      assert.ok(next.configCeiling > last.configCeiling, 'configuration versions too');
     } finally {
       b.stop();
       await adminB.stop();

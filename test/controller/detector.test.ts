@@ -4,6 +4,9 @@ import { ManualClock } from '../../src/clock.js';
 import type { FailureInfo } from '../../src/controller/detector.js';
 import { decodeHeartbeat, encodeHeartbeat, FailureDetector } from '../../src/controller/detector.js';
 
+/** Every instance's token here; a test that needs another names its own. */
+const KEY = Buffer.alloc(16, 7);
+
 /** A detector at 50 ms × 3, checked every 10 ms of manual time as the real one is. */
 function setup(): {
   fdu: FailureDetector;
@@ -26,15 +29,19 @@ function setup(): {
   return { fdu, clock, failed, run };
 }
 
-describe('heartbeat wire format', () => {
-  it('round-trips id and sequence number', () => {
-    const msg = encodeHeartbeat('nf-12', 0xfffffffe);
-    assert.deepEqual([...msg.subarray(0, 4)], [0x4e, 0x48, 1, 5]);
-    assert.deepEqual(decodeHeartbeat(msg), { id: 'nf-12', seq: 0xfffffffe });
+describe('heartbeat wire format', { timeout: 60_000 }, () => {
+  it('round-trips id and sequence number, with the tag of the bytes before it', () => {
+    const msg = encodeHeartbeat('nf-12', 0xfffffffe, KEY);
+    assert.deepEqual([...msg.subarray(0, 4)], [0x4e, 0x48, 2, 5]);
+    assert.equal(msg.length, 8 + 5 + 16);
+    const hb = decodeHeartbeat(msg)!;
+    assert.deepEqual([hb.id, hb.seq], ['nf-12', 0xfffffffe]);
+    assert.deepEqual(hb.signed, msg.subarray(0, 13));
+    assert.deepEqual(hb.tag, msg.subarray(13));
   });
 
   it('rejects every truncation, a wrong magic or version, and trailing bytes', () => {
-    const msg = encodeHeartbeat('nf-1', 7);
+    const msg = encodeHeartbeat('nf-1', 7, KEY);
     for (let n = 0; n < msg.length; n++) assert.equal(decodeHeartbeat(msg.subarray(0, n)), undefined);
     for (const at of [0, 1, 2]) {
       const bad = msg.slice();
@@ -42,22 +49,23 @@ describe('heartbeat wire format', () => {
       assert.equal(decodeHeartbeat(bad), undefined);
     }
     assert.equal(decodeHeartbeat(new Uint8Array([...msg, 0])), undefined);
-    assert.equal(decodeHeartbeat(new Uint8Array([0x4e, 0x48, 1, 0, 0, 0, 0, 1])), undefined);
+    assert.equal(decodeHeartbeat(new Uint8Array([0x4e, 0x48, 2, 0, 0, 0, 0, 1, ...KEY])), undefined);
   });
 
   it('decodes in place from a larger buffer', () => {
-    const msg = encodeHeartbeat('nf-3', 9);
+    const msg = encodeHeartbeat('nf-3', 9, KEY);
     const big = new Uint8Array(msg.length + 6);
     big.set(msg, 3);
-    assert.deepEqual(decodeHeartbeat(big.subarray(3, 3 + msg.length)), { id: 'nf-3', seq: 9 });
+    const hb = decodeHeartbeat(big.subarray(3, 3 + msg.length))!;
+    assert.deepEqual([hb.id, hb.seq], ['nf-3', 9]);
   });
 });
 
-describe('FailureDetector', () => {
+describe('FailureDetector', { timeout: 60_000 }, () => {
   it('declares a watched instance failed when an operator says so, heartbeats or not, once', () => {
     const { fdu, failed, run } = setup();
-    fdu.watch('nf-0');
-    run(20, (t) => fdu.receive(encodeHeartbeat('nf-0', t)));
+    fdu.watch('nf-0', KEY);
+    run(20, (t) => fdu.receive(encodeHeartbeat('nf-0', t, KEY)));
     assert.equal(fdu.fail('nf-0'), true);
     assert.deepEqual(
       failed.map(([id, f]) => [id, f.how]),
@@ -71,8 +79,8 @@ describe('FailureDetector', () => {
 
   it('declares an instance failed after missCount silent intervals, not before', () => {
     const { fdu, failed, run } = setup();
-    fdu.watch('nf-0');
-    fdu.receive(encodeHeartbeat('nf-0', 1));
+    fdu.watch('nf-0', KEY);
+    fdu.receive(encodeHeartbeat('nf-0', 1, KEY));
     run(150);
     assert.equal(failed.length, 0, 'exactly missCount intervals of silence is not yet a failure');
     assert.equal(fdu.isFailed('nf-0'), false);
@@ -92,14 +100,14 @@ describe('FailureDetector', () => {
 
   it('declares an instance failed at once when its liveness connection closes, once and only if watched', () => {
     const { fdu, failed, run } = setup();
-    fdu.watch('nf-0');
-    fdu.watch('nf-1');
-    fdu.receive(encodeHeartbeat('nf-0', 1));
+    fdu.watch('nf-0', KEY);
+    fdu.watch('nf-1', KEY);
+    fdu.receive(encodeHeartbeat('nf-0', 1, KEY));
     run(20);
     fdu.lost('nf-0');
     assert.deepEqual(failed, [['nf-0', { lastSeenMs: 0, detectMs: 20, how: 'connection' }]]);
     fdu.lost('nf-0');
-    fdu.receive(encodeHeartbeat('nf-1', 0));
+    fdu.receive(encodeHeartbeat('nf-1', 0, KEY));
     fdu.lost('nf-1');
     fdu.lost('nf-9');
     run(1000);
@@ -109,7 +117,7 @@ describe('FailureDetector', () => {
   it('counts silence from registration when no heartbeat ever comes', () => {
     const { fdu, failed, run } = setup();
     run(100);
-    fdu.watch('nf-0');
+    fdu.watch('nf-0', KEY);
     run(150);
     assert.equal(failed.length, 0);
     run(10);
@@ -121,8 +129,8 @@ describe('FailureDetector', () => {
 
   it('keeps alive an instance whose heartbeats jitter within the bound', () => {
     const { fdu, failed, run } = setup();
-    fdu.watch('nf-0');
-    fdu.watch('nf-1');
+    fdu.watch('nf-0', KEY);
+    fdu.watch('nf-1', KEY);
     let seq = 0;
     let next = 0;
     // Gaps from 10 to 140 ms, pseudo-random but fixed: never missCount × heartbeatMs of silence.
@@ -130,8 +138,8 @@ describe('FailureDetector', () => {
     run(10_000, (t) => {
       if (t < next) return;
       seq++;
-      fdu.receive(encodeHeartbeat('nf-0', seq));
-      fdu.receive(encodeHeartbeat('nf-1', seq));
+      fdu.receive(encodeHeartbeat('nf-0', seq, KEY));
+      fdu.receive(encodeHeartbeat('nf-1', seq, KEY));
       r = (r * 1103515245 + 12345) % 2 ** 31;
       next = t + 10 + 10 * (r % 14);
     });
@@ -141,7 +149,7 @@ describe('FailureDetector', () => {
 
   it('takes a load report as a sign of life', () => {
     const { fdu, failed, run } = setup();
-    fdu.watch('nf-0');
+    fdu.watch('nf-0', KEY);
     run(2000, (t) => {
       if (t % 100 === 0) assert.equal(fdu.alive('nf-0'), true);
     });
@@ -150,13 +158,13 @@ describe('FailureDetector', () => {
 
   it('keeps a failed instance failed when it sends again, and counts what it sends', () => {
     const { fdu, failed, run } = setup();
-    fdu.watch('nf-0');
-    fdu.watch('nf-1');
+    fdu.watch('nf-0', KEY);
+    fdu.watch('nf-1', KEY);
     let seq = 0;
     const both = (t: number): void => {
       if (t % 50 !== 0) return;
       seq++;
-      fdu.receive(encodeHeartbeat('nf-1', seq));
+      fdu.receive(encodeHeartbeat('nf-1', seq, KEY));
     };
     run(200, both);
     assert.deepEqual(
@@ -167,10 +175,10 @@ describe('FailureDetector', () => {
     let late = 0;
     run(500, (t) => {
       both(t);
-      if (t % 50 === 0) fdu.receive(encodeHeartbeat('nf-0', ++late));
+      if (t % 50 === 0) fdu.receive(encodeHeartbeat('nf-0', ++late, KEY));
     });
     assert.equal(fdu.alive('nf-0'), false);
-    fdu.watch('nf-0');
+    fdu.watch('nf-0', KEY);
     run(500, both);
     assert.equal(fdu.isFailed('nf-0'), true);
     assert.equal(failed.length, 1);
@@ -181,15 +189,15 @@ describe('FailureDetector', () => {
 
   it('counts garbage, unknown ids and replayed sequence numbers as bad, and they keep nobody alive', () => {
     const { fdu, failed, run } = setup();
-    fdu.watch('nf-0');
-    fdu.receive(encodeHeartbeat('nf-0', 5));
+    fdu.watch('nf-0', KEY);
+    fdu.receive(encodeHeartbeat('nf-0', 5, KEY));
     const bad = [
       new Uint8Array(0),
       new Uint8Array([1, 2, 3]),
       Buffer.from('not a heartbeat at all'),
-      encodeHeartbeat('nf-9', 1),
-      encodeHeartbeat('nf-0', 5),
-      encodeHeartbeat('nf-0', 4),
+      encodeHeartbeat('nf-9', 1, KEY),
+      encodeHeartbeat('nf-0', 5, KEY),
+      encodeHeartbeat('nf-0', 4, KEY),
     ];
     run(150, () => {
       for (const m of bad) fdu.receive(m);
@@ -203,13 +211,40 @@ describe('FailureDetector', () => {
     );
   });
 
+  it("refuses heartbeats and goodbyes without the instance's own tag: forged ones keep nobody alive and end no watch", () => {
+    const { fdu, failed, run } = setup();
+    const other = Buffer.alloc(16, 9);
+    // Four that beat as they should, so that two silent ones are not a mass silence.
+    const healthy = ['nf-2', 'nf-3', 'nf-4', 'nf-5'];
+    for (const id of ['nf-0', ...healthy]) fdu.watch(id, KEY);
+    fdu.watch('nf-1', other);
+    fdu.receive(encodeHeartbeat('nf-0', 1, KEY));
+    // A forger knows the format and the ids, not the tokens: nf-0's key does not sign for nf-1.
+    fdu.receive(encodeHeartbeat('nf-1', 0, KEY));
+    const tampered = encodeHeartbeat('nf-0', 2, KEY);
+    tampered[7] = 3;
+    run(300, (t) => {
+      fdu.receive(encodeHeartbeat('nf-0', 100 + t, other));
+      fdu.receive(tampered);
+      for (const id of healthy) fdu.receive(encodeHeartbeat(id, t, KEY));
+    });
+    assert.equal(fdu.heartbeats, 1 + 30 * healthy.length);
+    assert.equal(fdu.badHeartbeats, 1 + 2 * 30);
+    assert.deepEqual(failed.map(([id]) => id).sort(), ['nf-0', 'nf-1']);
+    // After the declaration only the instance's own tag counts as its fenced heartbeat.
+    fdu.receive(encodeHeartbeat('nf-0', 500, other));
+    assert.equal(fdu.fencedHeartbeats, 0);
+    fdu.receive(encodeHeartbeat('nf-0', 500, KEY));
+    assert.equal(fdu.fencedHeartbeats, 1);
+  });
+
   it('forgets an instance that left in order, or said goodbye', () => {
     const { fdu, failed, run } = setup();
-    fdu.watch('nf-0');
-    fdu.watch('nf-1');
+    fdu.watch('nf-0', KEY);
+    fdu.watch('nf-1', KEY);
     fdu.forget('nf-0');
-    fdu.receive(encodeHeartbeat('nf-1', 1));
-    fdu.receive(encodeHeartbeat('nf-1', 0));
+    fdu.receive(encodeHeartbeat('nf-1', 1, KEY));
+    fdu.receive(encodeHeartbeat('nf-1', 0, KEY));
     run(1000);
     assert.equal(failed.length, 0);
     assert.equal(fdu.badHeartbeats, 0);
@@ -217,11 +252,11 @@ describe('FailureDetector', () => {
 
   it('declares nobody failed on the first check after the controller itself stalled', () => {
     const { fdu, clock, failed, run } = setup();
-    fdu.watch('nf-0');
+    fdu.watch('nf-0', KEY);
     clock.advance(1000);
     fdu.check();
     assert.equal(failed.length, 0, 'heartbeats queued during the stall are read after this check');
-    fdu.receive(encodeHeartbeat('nf-0', 1));
+    fdu.receive(encodeHeartbeat('nf-0', 1, KEY));
     run(100);
     assert.equal(failed.length, 0);
     run(100);
@@ -254,9 +289,9 @@ describe('FailureDetector', () => {
     let seq = 0;
     const beat = (who: readonly string[]) => (): void => {
       seq++;
-      for (const id of who) fdu.receive(encodeHeartbeat(id, seq));
+      for (const id of who) fdu.receive(encodeHeartbeat(id, seq, KEY));
     };
-    for (const id of ids) fdu.watch(id);
+    for (const id of ids) fdu.watch(id, KEY);
     // Three of six fall silent together (the host stalled): no one is declared.
     run(400, beat(ids.slice(3)));
     assert.equal(failed.length, 0);
@@ -271,11 +306,11 @@ describe('FailureDetector', () => {
 
   it('right after a declaration, wants twice the silence before the next', () => {
     const { fdu, failed, run } = setup();
-    for (const id of ['nf-0', 'nf-1', 'nf-2', 'nf-3', 'nf-4', 'nf-5']) fdu.watch(id);
+    for (const id of ['nf-0', 'nf-1', 'nf-2', 'nf-3', 'nf-4', 'nf-5']) fdu.watch(id, KEY);
     let seq = 0;
     const others = (): void => {
       seq++;
-      for (const id of ['nf-2', 'nf-3', 'nf-4', 'nf-5']) fdu.receive(encodeHeartbeat(id, seq));
+      for (const id of ['nf-2', 'nf-3', 'nf-4', 'nf-5']) fdu.receive(encodeHeartbeat(id, seq, KEY));
     };
     fdu.lost('nf-0');
     // nf-1 falls silent just after nf-0's crash: 150 ms is not enough now, 300 ms is.

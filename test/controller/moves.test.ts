@@ -91,7 +91,7 @@ async function setup(opts: {
 const paths = (f: FakeAdmin, prefix = '/move'): string[] =>
   f.calls.map((c) => c.path).filter((p) => p.startsWith(prefix));
 
-describe('Controller: batched moves', () => {
+describe('Controller: batched moves', { timeout: 60_000 }, () => {
   it('makes one exchange per source, each step carrying its list, and answers one record per flow', async (t) => {
     const owners = { [flow(0)]: 'nf-0', [flow(1)]: 'nf-1', [flow(2)]: 'nf-0' };
     const d = await setup({ owners });
@@ -187,7 +187,7 @@ describe('Controller: batched moves', () => {
   });
 });
 
-describe('Controller: bounded moves', () => {
+describe('Controller: bounded moves', { timeout: 60_000 }, () => {
   it('a destination that does not answer: the move aborts at its deadline, and the source resumes', async (t) => {
     const d = await setup({
       owners: { [flow(0)]: 'nf-0' },

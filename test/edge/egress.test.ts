@@ -61,7 +61,7 @@ function carried(op: ArpOp, senderIp: string, senderMac = SERVER_MAC): Uint8Arra
   return b;
 }
 
-describe('VxlanEgress', () => {
+describe('VxlanEgress', { timeout: 60_000 }, () => {
   it('asks a host it has not heard from for its MAC, holds its packets, then delivers them in order', () => {
     const { egress, sent } = setup();
     egress.deliver(
@@ -136,7 +136,7 @@ describe('VxlanEgress', () => {
   });
 });
 
-describe('VxlanEgress: a host that never answers', () => {
+describe('VxlanEgress: a host that never answers', { timeout: 60_000 }, () => {
   it('is asked five times, 200 ms apart; then what waited for it is dropped as no_route', (t) => {
     t.mock.timers.enable({ apis: ['setTimeout'] });
     const { egress, sent } = setup();

@@ -14,7 +14,7 @@ const edge = {
   ],
 };
 
-describe('HostTable', () => {
+describe('HostTable', { timeout: 60_000 }, () => {
   const t = new HostTable(edge);
 
   it('finds the longest prefix that holds an address', () => {

@@ -158,7 +158,7 @@ test(
   },
 );
 
-test('the lab needs root and says so', async () => {
+test('the lab needs root and says so', { timeout: 60_000 }, async () => {
   const real = process.getuid!;
   process.getuid = () => 1000;
   try {

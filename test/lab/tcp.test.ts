@@ -81,7 +81,7 @@ describe('nfstate tcp: a transfer that checks itself', () => {
     assert.equal(got.error, 'reset');
   });
 
-  it('byte counts and iperf server reports', () => {
+  it('byte counts and iperf server reports', { timeout: 60_000 }, () => {
     assert.equal(parseBytes('100M'), 100 * 1024 * 1024);
     assert.equal(parseBytes('4096'), 4096);
     assert.equal(parseBytes('1g'), 1024 ** 3);

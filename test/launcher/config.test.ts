@@ -34,7 +34,7 @@ function configError(fn: () => unknown, message: string | RegExp): void {
   });
 }
 
-void test('defaults fill everything but nf.type', () => {
+void test('defaults fill everything but nf.type', { timeout: 60_000 }, () => {
   const t = parseTopology({ nf: { type: 'nat' } });
   assert.deepEqual(t, { nf: { type: 'nat', config: {} }, ...DEFAULT_TOPOLOGY });
   assert.deepEqual(DEFAULT_TOPOLOGY, {
@@ -72,7 +72,7 @@ void test('defaults fill everything but nf.type', () => {
   assert.notEqual(t.batch, DEFAULT_TOPOLOGY.batch, 'the result must not share the frozen defaults');
 });
 
-void test('move.timeoutMs: a move deadline in milliseconds, 1..60000', () => {
+void test('move.timeoutMs: a move deadline in milliseconds, 1..60000', { timeout: 60_000 }, () => {
   assert.equal(parseTopology({ nf: { type: 'nat' }, move: { timeoutMs: 500 } }).move.timeoutMs, 500);
   configError(
     () => parseTopology({ nf: { type: 'nat' }, move: { timeoutMs: 0 } }),
@@ -81,32 +81,36 @@ void test('move.timeoutMs: a move deadline in milliseconds, 1..60000', () => {
   configError(() => parseTopology({ nf: { type: 'nat' }, move: { timeout: 5 } }), /did you mean 'timeoutMs'/);
 });
 
-void test('failure: heartbeat interval and miss count of the failure detection unit', () => {
-  const t = parseTopology({ nf: { type: 'nat' }, failure: { heartbeatMs: 20, missCount: 5 } });
-  assert.deepEqual(t.failure, { heartbeatMs: 20, missCount: 5 });
-  assert.deepEqual(parseTopology({ nf: { type: 'nat' }, failure: null }).failure, {
-    heartbeatMs: 50,
-    missCount: 10,
-  });
-  configError(
-    () => parseTopology({ nf: { type: 'nat' }, failure: { heartbeatMs: 0 } }),
-    'failure.heartbeatMs: must be an integer 1..60000 (got 0)',
-  );
-  configError(
-    () => parseTopology({ nf: { type: 'nat' }, failure: { missCount: 1 } }),
-    'failure.missCount: must be an integer 2..1000 (got 1)',
-  );
-  configError(
-    () => parseTopology({ nf: { type: 'nat' }, failure: { missCount: 2.5 } }),
-    'failure.missCount: must be an integer 2..1000 (got 2.5)',
-  );
-  configError(
-    () => parseTopology({ nf: { type: 'nat' }, failure: { missCnt: 3 } }),
-    /did you mean 'missCount'/,
-  );
-});
+void test(
+  'failure: heartbeat interval and miss count of the failure detection unit',
+  { timeout: 60_000 },
+  () => {
+    const t = parseTopology({ nf: { type: 'nat' }, failure: { heartbeatMs: 20, missCount: 5 } });
+    assert.deepEqual(t.failure, { heartbeatMs: 20, missCount: 5 });
+    assert.deepEqual(parseTopology({ nf: { type: 'nat' }, failure: null }).failure, {
+      heartbeatMs: 50,
+      missCount: 10,
+    });
+    configError(
+      () => parseTopology({ nf: { type: 'nat' }, failure: { heartbeatMs: 0 } }),
+      'failure.heartbeatMs: must be an integer 1..60000 (got 0)',
+    );
+    configError(
+      () => parseTopology({ nf: { type: 'nat' }, failure: { missCount: 1 } }),
+      'failure.missCount: must be an integer 2..1000 (got 1)',
+    );
+    configError(
+      () => parseTopology({ nf: { type: 'nat' }, failure: { missCount: 2.5 } }),
+      'failure.missCount: must be an integer 2..1000 (got 2.5)',
+    );
+    configError(
+      () => parseTopology({ nf: { type: 'nat' }, failure: { missCnt: 3 } }),
+      /did you mean 'missCount'/,
+    );
+  },
+);
 
-void test('given values are kept; empty sections mean defaults', () => {
+void test('given values are kept; empty sections mean defaults', { timeout: 60_000 }, () => {
   const t = parseTopology({
     nf: { type: 'firewall', config: { strict: true } },
     clusters: 2,
@@ -130,7 +134,7 @@ void test('given values are kept; empty sections mean defaults', () => {
   assert.equal(t.vni, 16777215);
 });
 
-void test('each bad field names its path and what was given', () => {
+void test('each bad field names its path and what was given', { timeout: 60_000 }, () => {
   const nf = { type: 'nat' };
   const cases: [unknown, string][] = [
     [{ nf, clusters: 'three' }, 'clusters: must be an integer >= 1 (got "three")'],
@@ -185,30 +189,37 @@ void test('each bad field names its path and what was given', () => {
   configError(() => parseTopology(7, 'chain[0]'), 'chain[0]: must be a mapping (got 7)');
 });
 
-void test('unknown fields are rejected at every level, with a suggestion when close', () => {
-  const nf = { type: 'nat' };
-  configError(() => parseTopology({ nf, clustrs: 3 }), "unknown field 'clustrs' (did you mean 'clusters'?)");
-  configError(
-    () => parseTopology({ nf, percluster: 3 }),
-    "unknown field 'percluster' (did you mean 'perCluster'?)",
-  );
-  configError(
-    () => parseTopology({ nf, batch: { sise: 3 } }),
-    "batch: unknown field 'sise' (did you mean 'size'?)",
-  );
-  configError(
-    () => parseTopology({ nf: { type: 'nat', tpye: 'x' } }),
-    "nf: unknown field 'tpye' (did you mean 'type'?)",
-  );
-  configError(
-    () => parseTopology({ nf, egress: { zzzzzzzz: 1 } }),
-    "egress: unknown field 'zzzzzzzz' (expected one of deliver)",
-  );
-  // An unknown field is reported before a bad value in the same mapping: the typo is the likelier cause.
-  configError(() => parseTopology({ nf, threads: 0, thread: 2 }), /unknown field 'thread'/);
-});
+void test(
+  'unknown fields are rejected at every level, with a suggestion when close',
+  { timeout: 60_000 },
+  () => {
+    const nf = { type: 'nat' };
+    configError(
+      () => parseTopology({ nf, clustrs: 3 }),
+      "unknown field 'clustrs' (did you mean 'clusters'?)",
+    );
+    configError(
+      () => parseTopology({ nf, percluster: 3 }),
+      "unknown field 'percluster' (did you mean 'perCluster'?)",
+    );
+    configError(
+      () => parseTopology({ nf, batch: { sise: 3 } }),
+      "batch: unknown field 'sise' (did you mean 'size'?)",
+    );
+    configError(
+      () => parseTopology({ nf: { type: 'nat', tpye: 'x' } }),
+      "nf: unknown field 'tpye' (did you mean 'type'?)",
+    );
+    configError(
+      () => parseTopology({ nf, egress: { zzzzzzzz: 1 } }),
+      "egress: unknown field 'zzzzzzzz' (expected one of deliver)",
+    );
+    // An unknown field is reported before a bad value in the same mapping: the typo is the likelier cause.
+    configError(() => parseTopology({ nf, threads: 0, thread: 2 }), /unknown field 'thread'/);
+  },
+);
 
-void test('editDistance and parseHostPort', () => {
+void test('editDistance and parseHostPort', { timeout: 60_000 }, () => {
   assert.equal(editDistance('clustrs', 'clusters'), 1);
   assert.equal(editDistance('', 'abc'), 3);
   assert.equal(editDistance('kitten', 'sitting'), 3);
@@ -219,7 +230,7 @@ void test('editDistance and parseHostPort', () => {
   }
 });
 
-void test('loadTopology reads YAML and applies defaults', () => {
+void test('loadTopology reads YAML and applies defaults', { timeout: 60_000 }, () => {
   const p = file(
     'ok.yaml',
     [
@@ -241,7 +252,7 @@ void test('loadTopology reads YAML and applies defaults', () => {
   assert.equal(t.egress.deliver, null);
 });
 
-void test('loadTopology: a syntax error names the line', () => {
+void test('loadTopology: a syntax error names the line', { timeout: 60_000 }, () => {
   const p = file('syntax.yaml', 'nf:\n  type: nat\nclusters: [1\nthreads: 2\n');
   configError(
     () => loadTopology(p),
@@ -251,7 +262,7 @@ void test('loadTopology: a syntax error names the line', () => {
   configError(() => loadTopology(dup), /dup\.yaml:4:1: YAML syntax error: Map keys must be unique$/);
 });
 
-void test('loadTopology: field errors carry the file and the line of the field', () => {
+void test('loadTopology: field errors carry the file and the line of the field', { timeout: 60_000 }, () => {
   const p = file('bad.yaml', 'nf:\n  type: nat\n\nbatch:\n  timeoutMs: 5\n  size: 0\n');
   configError(() => loadTopology(p), `${p}:6: batch.size: must be an integer 1..100000 (got 0)`);
   const typo = file('typo.yaml', 'nf: { type: nat }\nclustrs: 3\n');
@@ -262,88 +273,103 @@ void test('loadTopology: field errors carry the file and the line of the field',
   configError(() => loadTopology(empty), /empty\.yaml: topology: is empty/);
 });
 
-void test('loadTopology: an unreadable file is a CONFIG error', () => {
+void test('loadTopology: an unreadable file is a CONFIG error', { timeout: 60_000 }, () => {
   configError(
     () => loadTopology(join(dir, 'absent.yaml')),
     /absent\.yaml: cannot read topology file \(ENOENT\)$/,
   );
 });
 
-test('chain: a list of types or { type, config }, in order, each once; nf and chain exclude each other', () => {
-  const t = parseTopology({
-    chain: ['firewall', { type: 'nat', config: { publicIp: '203.0.113.7' } }],
-  });
-  assert.deepEqual(t.nf, {
-    type: 'chain',
-    config: {
-      nfs: [
-        { type: 'firewall', config: {} },
-        { type: 'nat', config: { publicIp: '203.0.113.7' } },
-      ],
-    },
-  });
-  assert.equal(nfLabel(t.nf), 'firewall>nat');
-  assert.equal(nfLabel(parseTopology({ nf: { type: 'ids' } }).nf), 'ids');
-  configError(() => parseTopology({ chain: [] }), 'chain: must be a non-empty list of NF types (got a list)');
-  configError(() => parseTopology({ chain: ['nat', 'router'] }), /^chain\[1\]: unknown NF 'router'/);
-  configError(
-    () => parseTopology({ chain: ['nat', 'nat'] }),
-    'chain: nat appears twice (each NF type may appear once)',
-  );
-  configError(
-    () => parseTopology({ nf: { type: 'nat' }, chain: ['nat'] }),
-    'chain: give either nf (one NF) or chain (a list of them), not both',
-  );
-  configError(() => parseTopology({ chain: [{ type: 'nat', cfg: {} }] }), /^chain\.0: unknown field 'cfg'/);
-  configError(() => parseTopology({ nf: { type: 'chain' } }), /^nf\.type: unknown NF 'chain'/);
-  const yaml = file('chain.yaml', 'chain:\n  - firewall\n  - type: nat\n    config: { portFirst: 0 }\n');
-  assert.equal(loadTopology(yaml).nf.type, 'chain', 'the NF config itself is checked where the NF is built');
-});
+test(
+  'chain: a list of types or { type, config }, in order, each once; nf and chain exclude each other',
+  { timeout: 60_000 },
+  () => {
+    const t = parseTopology({
+      chain: ['firewall', { type: 'nat', config: { publicIp: '203.0.113.7' } }],
+    });
+    assert.deepEqual(t.nf, {
+      type: 'chain',
+      config: {
+        nfs: [
+          { type: 'firewall', config: {} },
+          { type: 'nat', config: { publicIp: '203.0.113.7' } },
+        ],
+      },
+    });
+    assert.equal(nfLabel(t.nf), 'firewall>nat');
+    assert.equal(nfLabel(parseTopology({ nf: { type: 'ids' } }).nf), 'ids');
+    configError(
+      () => parseTopology({ chain: [] }),
+      'chain: must be a non-empty list of NF types (got a list)',
+    );
+    configError(() => parseTopology({ chain: ['nat', 'router'] }), /^chain\[1\]: unknown NF 'router'/);
+    configError(
+      () => parseTopology({ chain: ['nat', 'nat'] }),
+      'chain: nat appears twice (each NF type may appear once)',
+    );
+    configError(
+      () => parseTopology({ nf: { type: 'nat' }, chain: ['nat'] }),
+      'chain: give either nf (one NF) or chain (a list of them), not both',
+    );
+    configError(() => parseTopology({ chain: [{ type: 'nat', cfg: {} }] }), /^chain\.0: unknown field 'cfg'/);
+    configError(() => parseTopology({ nf: { type: 'chain' } }), /^nf\.type: unknown NF 'chain'/);
+    const yaml = file('chain.yaml', 'chain:\n  - firewall\n  - type: nat\n    config: { portFirst: 0 }\n');
+    assert.equal(
+      loadTopology(yaml).nf.type,
+      'chain',
+      'the NF config itself is checked where the NF is built',
+    );
+  },
+);
 
-test('edge: the host networks behind real hosts’ VTEPs, with defaults, each field checked', () => {
-  assert.equal(parseTopology({ nf: { type: 'nat' } }).edge, null);
-  const t = parseTopology({
-    nf: { type: 'nat' },
-    edge: {
+test(
+  'edge: the host networks behind real hosts’ VTEPs, with defaults, each field checked',
+  { timeout: 60_000 },
+  () => {
+    assert.equal(parseTopology({ nf: { type: 'nat' } }).edge, null);
+    const t = parseTopology({
+      nf: { type: 'nat' },
+      edge: {
+        hosts: [
+          { prefix: '10.1.0.0/24', vtep: '198.18.0.2' },
+          { prefix: '198.51.100.0/24', vtep: '198.18.0.3', vni: 7, gateway: '198.51.100.254' },
+        ],
+      },
+    });
+    assert.deepEqual(t.edge, {
+      vxlanPort: 4789,
+      vtepPort: 4789,
+      mac: '02:6e:66:00:00:01',
       hosts: [
-        { prefix: '10.1.0.0/24', vtep: '198.18.0.2' },
+        { prefix: '10.1.0.0/24', vtep: '198.18.0.2', vni: 1 },
         { prefix: '198.51.100.0/24', vtep: '198.18.0.3', vni: 7, gateway: '198.51.100.254' },
       ],
-    },
-  });
-  assert.deepEqual(t.edge, {
-    vxlanPort: 4789,
-    vtepPort: 4789,
-    mac: '02:6e:66:00:00:01',
-    hosts: [
-      { prefix: '10.1.0.0/24', vtep: '198.18.0.2', vni: 1 },
-      { prefix: '198.51.100.0/24', vtep: '198.18.0.3', vni: 7, gateway: '198.51.100.254' },
-    ],
-  });
-  const bad = (edge: unknown, message: string | RegExp): void => {
-    configError(() => parseTopology({ nf: { type: 'nat' }, edge }), message);
-  };
-  bad({ hosts: [] }, 'edge.hosts: must be a non-empty list of host networks (got a list)');
-  bad({ hosts: [{ prefix: '10.1.0.0/33', vtep: '1.2.3.4' }] }, /^edge\.hosts\[0\]\.prefix: must be a CIDR/);
-  bad({ hosts: [{ prefix: '10.1.0.0/24' }] }, "edge.hosts[0].vtep: required (the host's VTEP address)");
-  bad(
-    { hosts: [{ prefix: '10.1.0.0/24', vtep: 'host-a' }] },
-    /^edge\.hosts\.0\.vtep: must be an IPv4 address/,
-  );
-  bad(
-    { hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4', vni: 1 << 24 }] },
-    /^edge\.hosts\.0\.vni: must be an integer 0\.\.16777215/,
-  );
-  bad(
-    { mac: '02:6e:66', hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4' }] },
-    /^edge\.mac: must be a MAC address/,
-  );
-  bad(
-    { vxlanPort: 70000, hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4' }] },
-    /^edge\.vxlanPort: must be an integer 0\.\.65535/,
-  );
-  bad(
-    { hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4', vtp: 1 }] },
-    /^edge\.hosts\.0: unknown field 'vtp'/,
-  );
-});
+    });
+    const bad = (edge: unknown, message: string | RegExp): void => {
+      configError(() => parseTopology({ nf: { type: 'nat' }, edge }), message);
+    };
+    bad({ hosts: [] }, 'edge.hosts: must be a non-empty list of host networks (got a list)');
+    bad({ hosts: [{ prefix: '10.1.0.0/33', vtep: '1.2.3.4' }] }, /^edge\.hosts\[0\]\.prefix: must be a CIDR/);
+    bad({ hosts: [{ prefix: '10.1.0.0/24' }] }, "edge.hosts[0].vtep: required (the host's VTEP address)");
+    bad(
+      { hosts: [{ prefix: '10.1.0.0/24', vtep: 'host-a' }] },
+      /^edge\.hosts\.0\.vtep: must be an IPv4 address/,
+    );
+    bad(
+      { hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4', vni: 1 << 24 }] },
+      /^edge\.hosts\.0\.vni: must be an integer 0\.\.16777215/,
+    );
+    bad(
+      { mac: '02:6e:66', hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4' }] },
+      /^edge\.mac: must be a MAC address/,
+    );
+    bad(
+      { vxlanPort: 70000, hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4' }] },
+      /^edge\.vxlanPort: must be an integer 0\.\.65535/,
+    );
+    bad(
+      { hosts: [{ prefix: '10.1.0.0/24', vtep: '1.2.3.4', vtp: 1 }] },
+      /^edge\.hosts\.0: unknown field 'vtp'/,
+    );
+  },
+);

@@ -22,10 +22,19 @@ interface FailureRow {
 }
 
 /**
- * One cluster of three instances and no traffic; instances are killed and paused under the controller's
- * failure detection unit at 50 ms heartbeats, failed after 3 missed.
+ * The failure detection unit's settings here: heartbeats every 50 ms, failed after 10 missed (the
+ * default), so that a loaded machine delaying a heartbeat is not mistaken for a failure.
  */
-describe('failure detection (multi-process on loopback)', () => {
+const HEARTBEAT_MS = 50;
+const MISS_COUNT = 10;
+/** How long a failure makes the detector wary, wanting twice the silence (WARY_MS in detector.ts). */
+const WARY_MS = 2000;
+
+/**
+ * One cluster of three instances and no traffic; instances are killed and paused under the controller's
+ * failure detection unit.
+ */
+describe('failure detection (multi-process on loopback)', { timeout: 300_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'nfstate-failure-'));
   const deployment = new LocalDeployment(
     parseTopology({
@@ -34,7 +43,7 @@ describe('failure detection (multi-process on loopback)', () => {
       perCluster: 3,
       threads: 1,
       spareInstances: 0,
-      failure: { heartbeatMs: 50, missCount: 3 },
+      failure: { heartbeatMs: HEARTBEAT_MS, missCount: MISS_COUNT },
     }),
     { logDir: dir },
   );
@@ -48,7 +57,7 @@ describe('failure detection (multi-process on loopback)', () => {
     const t0 = performance.now();
     proc(id).child.kill(signal);
     let row: FailureRow | undefined;
-    await until(async () => (row = (await failures()).find((f) => f.id === id)) !== undefined, 3000);
+    await until(async () => (row = (await failures()).find((f) => f.id === id)) !== undefined, 30_000);
     assert.ok(row !== undefined, `${id} not declared failed after ${signal}`);
     return [row, performance.now() - t0];
   }
@@ -78,8 +87,8 @@ describe('failure detection (multi-process on loopback)', () => {
     const secondary = before.find((i) => i.id === 'nf-0')!.secondary;
     const [row, seen] = await failAndWait('nf-0', 'SIGKILL');
     t.diagnostic(`SIGKILL nf-0: detect_ms ${row.detect_ms}, listed ${seen.toFixed(1)} ms after the kill`);
+    // The connection, not the silence, told: the declaration came before any heartbeat was missed.
     assert.equal(row.how, 'connection');
-    assert.ok(row.detect_ms < 150, `detect_ms ${row.detect_ms}: sooner than three missed heartbeats`);
     assert.ok(row.at > row.last_seen);
     // Failed over (no traffic, so no flows) and gone from the registry; no spare to replace it with.
     await until(async () => ((await deployment.controllerGet('/failovers')) as unknown[]).length === 1);
@@ -98,12 +107,15 @@ describe('failure detection (multi-process on loopback)', () => {
     const [row, seen] = await failAndWait('nf-1', 'SIGSTOP');
     t.diagnostic(`SIGSTOP nf-1: detect_ms ${row.detect_ms}, listed ${seen.toFixed(1)} ms after the pause`);
     assert.equal(row.how, 'heartbeats', 'a paused process keeps its connection: only its silence tells');
-    // Three intervals, or six this soon after the last failure (the detector is wary for a while).
-    assert.ok(row.detect_ms > 150 && row.detect_ms < 340, `detect_ms ${row.detect_ms}`);
+    // Never before MISS_COUNT intervals of silence, or twice that within WARY_MS of the last declaration:
+    // check() declares only past that, however late it runs. (No upper bound: that is the scheduler's.)
+    const first = (await failures()).find((f) => f.id === 'nf-0')!;
+    const silence = HEARTBEAT_MS * MISS_COUNT * (row.at < first.at + WARY_MS ? 2 : 1);
+    assert.ok(row.detect_ms >= silence, `detect_ms ${row.detect_ms}, at least ${silence}`);
     assert.equal(row.fenced_heartbeats, 0);
     await until(async () => ((await deployment.controllerGet('/failovers')) as unknown[]).length === 2);
     proc('nf-1').child.kill('SIGCONT');
-    await until(() => proc('nf-1').exited, 5000);
+    await until(() => proc('nf-1').exited, 30_000);
     assert.equal(proc('nf-1').exitCode, EXIT_FENCED);
     const m = await metrics(ends.controller.admin);
     assert.equal(sample(m, 'nfstate_fdu_failures_total'), 2);

@@ -2,16 +2,21 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
+import { ErrorCode, NfsError } from '../../src/errors.js';
 import type { Endpoints } from '../../src/launcher/local.js';
+import { adminCall } from '../../src/metrics.js';
 import { CLI, nfstate } from '../helpers/cli.js';
 import { metrics, sample, until } from '../helpers/poll.js';
 
-describe('nfstate up', () => {
+/** What `nfstate up` prints first. */
+type Up = Endpoints & { logs: string; operator_key: string };
+
+describe('nfstate up', { timeout: 600_000 }, () => {
   it('runs a topology: plain UDP in the front door comes out at the egress destination, bad input is counted, metrics are served, SIGINT stops it', async () => {
     const dest = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
     const got: string[] = [];
@@ -34,7 +39,7 @@ describe('nfstate up', () => {
     const child = spawn(process.execPath, [CLI, 'up', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     const lines = createInterface({ input: child.stdout });
     const [first] = (await once(lines, 'line')) as [string];
-    const ends = JSON.parse(first) as Endpoints;
+    const ends = JSON.parse(first) as Up;
     assert.equal(ends.instances.length, 2);
 
     const client = dgram.createSocket('udp4');
@@ -78,7 +83,16 @@ describe('nfstate up', () => {
       registry.map((i) => i.cluster),
       ['c0', 'c0'],
     );
-    assert.ok(registry.every((i) => i.reported_ms_ago !== null && i.reported_ms_ago < 2000));
+    assert.ok(
+      registry.every((i) => i.reported_ms_ago !== null),
+      `every instance has reported its load: ${JSON.stringify(registry)}`,
+    );
+    // And the reports keep coming (how recent the last one is depends on the scheduler, not on nfstate).
+    const reports = async (): Promise<number> =>
+      sample(await metrics(ends.controller.admin), 'nfstate_controller_load_reports_total');
+    const reported = await reports();
+    await until(async () => (await reports()) > reported);
+    assert.ok((await reports()) > reported, 'load reports keep coming');
     const sink = await metrics(ends.sink.admin);
     assert.equal(sample(sink, 'nfstate_sink_delivered_total'), 20);
 
@@ -87,43 +101,44 @@ describe('nfstate up', () => {
     await until(() => got.length === 21);
     assert.equal(got[20], 'after');
 
-    // The controller's rule API: pin the client's flow to nf-1, then watch the rule count its packets.
+    // The admin APIs take no change without a signature: not unsigned, not with a wrong key, and the
+    // operator's key (written by up, readable by its user only) signs only what an operator may ask.
+    const operatorKey = Buffer.from(readFileSync(ends.operator_key, 'utf8').trim(), 'hex');
+    assert.equal(statSync(ends.operator_key).mode & 0o077, 0);
     const flow = `udp 127.0.0.1:${client.address().port} 127.0.0.1:${ends.ingress.servicePort}`;
-    const post = (body: unknown): Promise<Response> =>
-      fetch(`http://127.0.0.1:${ends.ingress.admin}/rules`, { method: 'POST', body: JSON.stringify(body) });
-    const ok = await post({ flow, primary: 'nf-1', epoch: 5 });
-    assert.equal(ok.status, 200);
-    assert.deepEqual(await ok.json(), { installed: true });
-    const stale = await post({ flow, primary: 'nf-0', epoch: 4 });
-    assert.deepEqual(await stale.json(), { installed: false });
-    const bad = await post({ flow, primary: 'nf-9', epoch: 6 });
-    assert.equal(bad.status, 400);
-    assert.match(((await bad.json()) as { error: string }).error, /rule\.primary/);
-    client.send('pinned', ends.ingress.servicePort, '127.0.0.1');
-    await until(() => got.length === 22);
-    const rules = (await (await fetch(`http://127.0.0.1:${ends.ingress.admin}/rules`)).json()) as {
-      flow: string;
-      primary: string;
-      packets: number;
-    }[];
-    assert.deepEqual(
-      rules.map((r) => [r.primary, r.packets]),
-      [['nf-1', 1]],
+    const refused = async (port: number, path: string, body: unknown, key?: Buffer): Promise<void> => {
+      await assert.rejects(
+        adminCall('127.0.0.1', port, path, body, key === undefined ? {} : { key }),
+        (err) => {
+          assert.ok(err instanceof NfsError && err.code === ErrorCode.AUTH, String(err));
+          return true;
+        },
+      );
+    };
+    await refused(ends.ingress.admin, '/rules', { flow, primary: 'nf-1', epoch: 5 });
+    await refused(ends.ingress.admin, '/rules', { flow, primary: 'nf-1', epoch: 5 }, Buffer.alloc(32, 1));
+    await refused(ends.ingress.admin, '/rules', { flow, primary: 'nf-1', epoch: 5 }, operatorKey);
+    await refused(ends.ingress.admin, '/live', { instances: ['nf-1'] }, operatorKey);
+    await refused(ends.instances[0]!.admin, '/move/install', { flows: [] }, operatorKey);
+    await refused(ends.controller.admin, '/fail', { id: 'nf-0' });
+    await refused(ends.sink.admin, '/fence', { emitter: 1 });
+    const rules = (await (await fetch(`http://127.0.0.1:${ends.ingress.admin}/rules`)).json()) as unknown[];
+    assert.deepEqual(rules, [], 'nothing refused was installed');
+    const rejected = await metrics(ends.ingress.admin);
+    assert.equal(sample(rejected, 'nfstate_admin_rejected_total', 'reason="missing"'), 1);
+    assert.equal(sample(rejected, 'nfstate_admin_rejected_total', 'reason="bad_auth"'), 3);
+    // An operator call signed with the operator key is taken.
+    const lb = await adminCall(
+      '127.0.0.1',
+      ends.controller.admin,
+      '/lb',
+      { enabled: false },
+      { key: operatorKey },
     );
-
-    // Take nf-0 out of the default placement: new flows (without rules) all go to nf-1.
-    const live = await fetch(`http://127.0.0.1:${ends.ingress.admin}/live`, {
-      method: 'POST',
-      body: JSON.stringify({ instances: ['nf-1'] }),
-    });
-    assert.deepEqual(((await live.json()) as { live: string[] }).live, ['nf-1']);
-    const before = await metrics(ends.instances[0]!.admin);
-    const others = Array.from({ length: 10 }, () => dgram.createSocket('udp4'));
-    for (const o of others) o.send('spread', ends.ingress.servicePort, '127.0.0.1');
-    await until(() => got.length === 32);
-    const after = await metrics(ends.instances[0]!.admin);
-    assert.equal(sample(after, 'nfstate_nf_processed_total'), sample(before, 'nfstate_nf_processed_total'));
-    for (const o of others) o.close();
+    assert.equal((lb.options as { enabled: boolean }).enabled, false);
+    client.send('still', ends.ingress.servicePort, '127.0.0.1');
+    await until(() => got.length === 21);
+    assert.equal(await (await fetch(`http://127.0.0.1:${ends.controller.admin}/failures`)).text(), '[]');
 
     child.kill('SIGINT');
     const [code] = (await once(child, 'exit')) as [number | null];
@@ -140,9 +155,18 @@ describe('nfstate up', () => {
     );
     const child = spawn(process.execPath, [CLI, 'up', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     const [first] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
-    const ends = JSON.parse(first) as Endpoints;
+    const ends = JSON.parse(first) as Up;
     const controller = `127.0.0.1:${ends.controller.admin}`;
-    const r = await nfstate(['scale', 'add', '--controller', controller, '--json']);
+    const unsigned = await nfstate(['scale', 'add', '--controller', controller]);
+    assert.equal(unsigned.code, 1, 'the key file is required');
+    assert.match(unsigned.stderr, /--key-file/);
+    const wrong = join(mkdtempSync(join(tmpdir(), 'nfstate-key-')), 'wrong.key');
+    writeFileSync(wrong, '11'.repeat(32));
+    const forged = await nfstate(['scale', 'add', '--controller', controller, '--key-file', wrong]);
+    assert.notEqual(forged.code, 0);
+    assert.match(forged.stderr, /not authenticated \(bad_auth\)/);
+    const key = ['--key-file', ends.operator_key];
+    const r = await nfstate(['scale', 'add', '--controller', controller, ...key, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const { added } = JSON.parse(r.stdout) as { added: { id: string; cluster: string }[] };
     assert.deepEqual(
@@ -161,7 +185,7 @@ describe('nfstate up', () => {
     assert.ok((await onNewcomer()) > 0, 'new flows are placed on the newcomer');
     for (const c of clients) c.close();
 
-    const full = await nfstate(['scale', 'add', '--controller', controller]);
+    const full = await nfstate(['scale', 'add', '--controller', controller, ...key]);
     assert.equal(full.code, 2);
     assert.match(full.stderr, /add 1: 3 instances started of at most 3.*spareInstances/);
     child.kill('SIGINT');

@@ -11,13 +11,14 @@ import { ByteWriter } from '../../src/state/bytes.js';
 import { encodeFrame, FrameDecoder } from '../../src/wire/frame.js';
 import { NfInstance } from '../../src/nf/instance.js';
 import { DropReason } from '../../src/types.js';
+import type { MetricSample } from '../../src/types.js';
 import { StampView } from '../../src/wire/geneve.js';
 import { stamped } from '../helpers/packets.js';
 
 const FLOWS = 12;
 const PER_FLOW = 40;
 
-describe('NfInstance (worker threads, real UDP)', () => {
+describe('NfInstance (worker threads, real UDP)', { timeout: 120_000 }, () => {
   let out: dgram.Socket;
   const seen = new Map<number, number[]>();
   let nf: NfInstance;
@@ -42,7 +43,13 @@ describe('NfInstance (worker threads, real UDP)', () => {
       port: 0,
       threads: 2,
       nf: { type: 'firewall', config: {} },
-      processor: { batchSize: 30, batchTimeoutMs: 5, maxHeld: 1024, gapTimeoutMs: 2000, flowIdleMs: 60_000 },
+      processor: {
+        batchSize: 30,
+        batchTimeoutMs: 5,
+        maxHeld: 1024,
+        gapTimeoutMs: 2000,
+        flowIdleMs: 60_000,
+      },
       egress: { host: '127.0.0.1', port: out.address().port },
       partition: { index: 0, count: 1 },
       logger: silentLogger,
@@ -91,7 +98,55 @@ describe('NfInstance (worker threads, real UDP)', () => {
   });
 });
 
-describe('NfInstance with after-replication release (output commit)', () => {
+describe('NfInstance whose egress is gone', { timeout: 120_000 }, () => {
+  it('counts the output its workers could not send, and exports it on /metrics', async () => {
+    // A port nobody holds: the kernel refuses the workers' datagrams (ICMP port unreachable).
+    const gone = dgram.createSocket('udp4');
+    gone.bind(0, '127.0.0.1');
+    await once(gone, 'listening');
+    const port = gone.address().port;
+    gone.close();
+    const nf = new NfInstance({
+      id: 'nf-unheard',
+      host: '127.0.0.1',
+      port: 0,
+      threads: 1,
+      nf: { type: 'firewall', config: {} },
+      processor: {
+        batchSize: 30,
+        batchTimeoutMs: 5,
+        maxHeld: 1024,
+        gapTimeoutMs: 2000,
+        flowIdleMs: 60_000,
+      },
+      egress: { host: '127.0.0.1', port },
+      partition: { index: 0, count: 1 },
+      logger: silentLogger,
+    });
+    await nf.start();
+    const client = dgram.createSocket('udp4');
+    try {
+      for (let seq = 1; seq <= 50 && nf.counter('sendErrors') === 0; seq++) {
+        client.send(stamped({ flow: 1, seq }), nf.port, '127.0.0.1');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const deadline = Date.now() + 5000;
+      while (nf.counter('sendErrors') === 0 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
+      assert.ok(nf.counter('forwarded') > 0, 'the firewall forwarded the flow');
+      const out: MetricSample[] = [];
+      nf.collect(out);
+      const errors = out.find(([name]) => name === 'nfstate_nf_send_errors_total');
+      assert.deepEqual(errors?.[1], { instance: 'nf-unheard' });
+      assert.ok(errors[2] > 0, `send errors: ${errors[2]}`);
+    } finally {
+      client.close();
+      await nf.stop();
+    }
+  });
+});
+
+describe('NfInstance with after-replication release (output commit)', { timeout: 120_000 }, () => {
   it('holds each batch’s packets until the peer acknowledges the batch, then releases them in order', async () => {
     const key = randomBytes(32);
     // A peer that reads replication frames but acknowledges only when told to.

@@ -65,7 +65,7 @@ function marker(seq: number): Uint8Array {
 
 const range = (a: number, b: number): number[] => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 
-describe('moving a flow between processors', () => {
+describe('moving a flow between processors', { timeout: 60_000 }, () => {
   it('loses nothing, reorders nothing, and ends with the state of a run without the move', () => {
     fc.assert(
       fc.property(
@@ -253,7 +253,7 @@ function scenario(
 
 const seqsOf = (log: readonly string[]): number[] => log.map((l) => Number(l.split(':')[1]));
 
-describe('move guarantees', () => {
+describe('move guarantees', { timeout: 60_000 }, () => {
   const split = [
     fc.integer({ min: 1, max: 20 }),
     fc.integer({ min: 0, max: 12 }),

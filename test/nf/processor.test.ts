@@ -60,7 +60,7 @@ function assertInOrder(out: { flow: number; seq: number }[], flows: number, perF
   }
 }
 
-describe('FlowProcessor', () => {
+describe('FlowProcessor', { timeout: 60_000 }, () => {
   it('releases in-order packets at once', () => {
     const h = harness();
     for (const d of packets(3, 10)) h.feed(d);
@@ -193,7 +193,7 @@ describe('FlowProcessor', () => {
   });
 });
 
-describe('FlowProcessor: a packet that names its connection', () => {
+describe('FlowProcessor: a packet that names its connection', { timeout: 60_000 }, () => {
   it('joins that flow in its stamp order, whatever its own 5-tuple', () => {
     const { p, out, feed } = harness('firewall');
     // Flow 0 is udp 10.0.0.1:10000 198.51.100.10:80. Its reply comes back addressed elsewhere (to a NAT's

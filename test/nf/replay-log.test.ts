@@ -16,7 +16,7 @@ const reply: Tuple = {
 };
 const copy = (seq: number): Uint8Array => new Uint8Array(100).fill(seq & 0xff);
 
-describe('ReplayLog (a secondary’s kept copies)', () => {
+describe('ReplayLog (a secondary’s kept copies)', { timeout: 60_000 }, () => {
   it('keeps copies in stamp order, once each, whatever order they come in and from either direction', () => {
     const log = new ReplayLog({ maxBytes: 1 << 20, idleMs: 1000 });
     for (const seq of [1, 2, 4, 3, 3, 5]) log.keep(copy(seq), seq % 2 === 0 ? reply : t, seq, 0);

@@ -73,7 +73,7 @@ async function until(cond: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
 }
 
-describe('batch replication', () => {
+describe('batch replication', { timeout: 120_000 }, () => {
   it('keeps a peer replica of every flow equal to the origin after each batch, deltas and compaction included', async () => {
     const peer = await store();
     const out = await replicator('nf-a', peer);

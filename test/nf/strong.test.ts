@@ -46,7 +46,7 @@ for (const { nf, config, what, of } of [
     of: (p: Packet) => p.dstIp,
   },
 ])
-  describe(`strong global state: ${nf}, ${what} decided in the log`, () => {
+  describe(`strong global state: ${nf}, ${what} decided in the log`, { timeout: 120_000 }, () => {
     const key = randomBytes(32);
     const server = new SequencerServer({ key, logger: silentLogger });
     const out: { flow: number; seq: number; port: number; flags: number }[] = [];

@@ -75,7 +75,7 @@ function run(chain: Chain, bytes: Uint8Array, state: ChainState | undefined, seq
   return { state: s, verdict: chain.process(pkt, s, ctx) };
 }
 
-describe('Chain', () => {
+describe('Chain', { timeout: 60_000 }, () => {
   it("runs the initiator's packets first to last, every other packet last to first", () => {
     const log: string[] = [];
     const chain = new Chain([new Spy('a', log), new Spy('b', log), new Spy('c', log)]);
@@ -167,7 +167,7 @@ describe('Chain', () => {
   });
 });
 
-describe('chain [firewall (strict), nat]', () => {
+describe('chain [firewall (strict), nat]', { timeout: 60_000 }, () => {
   function setup() {
     const global = new LocalGlobalState();
     const nf = createNf(

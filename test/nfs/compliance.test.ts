@@ -239,21 +239,25 @@ function checkCodec(
 }
 
 for (const e of entries) {
-  test(`${e.label}: codec round trips, delta invariant and determinism on random sequences`, () => {
-    fc.assert(
-      fc.property(planOf(e), (plan) => {
-        const one = run(e, plan);
-        checkCodec(one.nf, one.d.flows.values(), one.snaps);
-        const two = run(e, plan);
-        assert.deepStrictEqual(two.outputs, one.outputs);
-        assert.deepStrictEqual(two.global.snapshot(), one.global.snapshot());
-        assert.deepStrictEqual([...two.d.flows.keys()], [...one.d.flows.keys()]);
-        for (const [k, f] of one.d.flows) assert.deepStrictEqual(two.d.flows.get(k)!.state, f.state);
-        for (const f of one.d.flows.values()) one.d.release(f);
-      }),
-      { interruptAfterTimeLimit: 250, numRuns: 150 },
-    );
-  });
+  test(
+    `${e.label}: codec round trips, delta invariant and determinism on random sequences`,
+    { timeout: 60_000 },
+    () => {
+      fc.assert(
+        fc.property(planOf(e), (plan) => {
+          const one = run(e, plan);
+          checkCodec(one.nf, one.d.flows.values(), one.snaps);
+          const two = run(e, plan);
+          assert.deepStrictEqual(two.outputs, one.outputs);
+          assert.deepStrictEqual(two.global.snapshot(), one.global.snapshot());
+          assert.deepStrictEqual([...two.d.flows.keys()], [...one.d.flows.keys()]);
+          for (const [k, f] of one.d.flows) assert.deepStrictEqual(two.d.flows.get(k)!.state, f.state);
+          for (const f of one.d.flows.values()) one.d.release(f);
+        }),
+        { interruptAfterTimeLimit: 250, numRuns: 150 },
+      );
+    },
+  );
 }
 
 /** An IPv4 packet of any protocol number, with a random payload, optional options, valid checksum. */
@@ -285,7 +289,7 @@ function rawIpv4(
 }
 
 for (const e of entries) {
-  test(`${e.label}: odd but parseable packets never throw`, () => {
+  test(`${e.label}: odd but parseable packets never throw`, { timeout: 60_000 }, () => {
     const addr = fc.oneof(fc.constantFrom(...e.ips.map(ip)), fc.integer({ min: 0, max: 0xffffffff }));
     const port = fc.oneof(fc.constantFrom(...e.ports), fc.integer({ min: 0, max: 65535 }));
     const packet = fc

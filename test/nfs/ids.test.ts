@@ -29,44 +29,48 @@ function naiveMatches(patterns: Uint8Array[], text: Uint8Array): [number, number
   return out;
 }
 
-test('aho-corasick finds exactly what a naive search finds, in one piece or in fragments', () => {
-  const byte = fc.integer({ min: 97, max: 100 }); // a small alphabet, so patterns overlap a lot
-  fc.assert(
-    fc.property(
-      fc.array(
-        fc.uint8Array({ minLength: 1, maxLength: 5 }).map((a) => a.map((b) => 97 + (b % 4))),
-        {
-          minLength: 1,
-          maxLength: 8,
+test(
+  'aho-corasick finds exactly what a naive search finds, in one piece or in fragments',
+  { timeout: 60_000 },
+  () => {
+    const byte = fc.integer({ min: 97, max: 100 }); // a small alphabet, so patterns overlap a lot
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.uint8Array({ minLength: 1, maxLength: 5 }).map((a) => a.map((b) => 97 + (b % 4))),
+          {
+            minLength: 1,
+            maxLength: 8,
+          },
+        ),
+        fc.array(byte, { maxLength: 80 }),
+        fc.array(fc.nat(80), { maxLength: 4 }),
+        (patterns, textArr, cuts) => {
+          const text = Uint8Array.from(textArr);
+          const ac = new AhoCorasick(patterns);
+          const want = naiveMatches(patterns, text);
+          const got: [number, number][] = [];
+          const sink = { onMatch: (p: number, end: number) => got.push([p, end]) };
+          // Scanning in fragments, carrying the node, must equal scanning at once.
+          const points = [...new Set([0, ...cuts.map((c) => Math.min(c, text.length)), text.length])].sort(
+            (a, b) => a - b,
+          );
+          let node = AhoCorasick.ROOT;
+          for (let i = 0; i + 1 < points.length; i++)
+            node = ac.scan(text, points[i]!, points[i + 1]!, node, sink);
+          const key = ([p, e]: [number, number]) => e * 100 + p;
+          assert.deepEqual(
+            got.map(key).sort((a, b) => a - b),
+            want.map(key).sort((a, b) => a - b),
+          );
         },
       ),
-      fc.array(byte, { maxLength: 80 }),
-      fc.array(fc.nat(80), { maxLength: 4 }),
-      (patterns, textArr, cuts) => {
-        const text = Uint8Array.from(textArr);
-        const ac = new AhoCorasick(patterns);
-        const want = naiveMatches(patterns, text);
-        const got: [number, number][] = [];
-        const sink = { onMatch: (p: number, end: number) => got.push([p, end]) };
-        // Scanning in fragments, carrying the node, must equal scanning at once.
-        const points = [...new Set([0, ...cuts.map((c) => Math.min(c, text.length)), text.length])].sort(
-          (a, b) => a - b,
-        );
-        let node = AhoCorasick.ROOT;
-        for (let i = 0; i + 1 < points.length; i++)
-          node = ac.scan(text, points[i]!, points[i + 1]!, node, sink);
-        const key = ([p, e]: [number, number]) => e * 100 + p;
-        assert.deepEqual(
-          got.map(key).sort((a, b) => a - b),
-          want.map(key).sort((a, b) => a - b),
-        );
-      },
-    ),
-    { interruptAfterTimeLimit: 1000, numRuns: 300 },
-  );
-});
+      { interruptAfterTimeLimit: 1000, numRuns: 300 },
+    );
+  },
+);
 
-test('signatures are reported with flow and seq; all packets are forwarded', () => {
+test('signatures are reported with flow and seq; all packets are forwarded', { timeout: 60_000 }, () => {
   const { d } = setup();
   const r = d.send(tcp('10.0.0.1', 4444, '192.0.2.1', 80, TcpFlag.ACK, 'GET /../../etc/passwd HTTP/1.0'));
   assert.equal(r.verdict, Verdict.FORWARD);
@@ -85,28 +89,32 @@ test('signatures are reported with flow and seq; all packets are forwarded', () 
   assert.equal(again.state.hitTotal, 3);
 });
 
-test('a signature split across two packets of one direction is found, even with the other direction between', () => {
-  const { d } = setup({
-    signatures: [
-      { id: 7, name: 'sqli', pattern: 'SELECT * FROM' },
-      { id: 8, name: 'nop', hex: '9090' },
-    ],
-  });
-  assert.equal(d.send(udp('10.0.0.1', 5000, '192.0.2.1', 3306, 'x SELECT *')).events.length, 0);
-  assert.equal(d.send(udp('192.0.2.1', 3306, '10.0.0.1', 5000, 'SELECT noise')).events.length, 0);
-  const r = d.send(udp('10.0.0.1', 5000, '192.0.2.1', 3306, ' FROM users'));
-  assert.deepEqual(
-    r.events.map((e) => [e.type, e.id, e.seq]),
-    [['signature', 7, 3]],
-  );
-  const bin = d.send(udp('10.0.0.1', 5000, '192.0.2.1', 3306, Uint8Array.of(1, 0x90, 0x90, 2)));
-  assert.deepEqual(
-    bin.events.map((e) => e.id),
-    [8],
-  );
-});
+test(
+  'a signature split across two packets of one direction is found, even with the other direction between',
+  { timeout: 60_000 },
+  () => {
+    const { d } = setup({
+      signatures: [
+        { id: 7, name: 'sqli', pattern: 'SELECT * FROM' },
+        { id: 8, name: 'nop', hex: '9090' },
+      ],
+    });
+    assert.equal(d.send(udp('10.0.0.1', 5000, '192.0.2.1', 3306, 'x SELECT *')).events.length, 0);
+    assert.equal(d.send(udp('192.0.2.1', 3306, '10.0.0.1', 5000, 'SELECT noise')).events.length, 0);
+    const r = d.send(udp('10.0.0.1', 5000, '192.0.2.1', 3306, ' FROM users'));
+    assert.deepEqual(
+      r.events.map((e) => [e.type, e.id, e.seq]),
+      [['signature', 7, 3]],
+    );
+    const bin = d.send(udp('10.0.0.1', 5000, '192.0.2.1', 3306, Uint8Array.of(1, 0x90, 0x90, 2)));
+    assert.deepEqual(
+      bin.events.map((e) => e.id),
+      [8],
+    );
+  },
+);
 
-test('port scan and heavy hitter are each reported once, across flows', () => {
+test('port scan and heavy hitter are each reported once, across flows', { timeout: 60_000 }, () => {
   const { d, global } = setup({ scanPorts: 5, heavyBytes: 1000 });
   const events = [];
   for (let port = 1; port <= 8; port++)
@@ -123,39 +131,43 @@ test('port scan and heavy hitter are each reported once, across flows', () => {
   assert.equal(global.counters(IDS_BYTES).get(ip('10.0.0.9')), 10 * 228);
 });
 
-test('the log keeps the newest logLimit records; a delta carries only what was appended', () => {
-  const { d, nf } = setup({ logLimit: 10, signatures: [{ id: 1, name: 'x', pattern: 'xx' }] });
-  let st: IdsState | undefined;
-  const mark = (s: IdsState) => nf.codec.mark(s);
-  for (let i = 0; i < 25; i++)
-    st = d.send(udp('10.0.0.1', 1, '192.0.2.1', 2, i % 3 === 0 ? 'xx' : 'y')).state;
-  const s = st!;
-  assert.equal(s.recTotal, 25);
-  assert.equal(s.rec.length, 10 * 4);
-  assert.equal(s.hitTotal, 9);
-  const full = decodeFull(nf, encodeFull(nf, s));
-  assert.deepEqual(full, s);
-  // The oldest kept record is #15 (seq 16).
-  assert.equal(full.rec[(15 % 10) * 4], 16);
+test(
+  'the log keeps the newest logLimit records; a delta carries only what was appended',
+  { timeout: 60_000 },
+  () => {
+    const { d, nf } = setup({ logLimit: 10, signatures: [{ id: 1, name: 'x', pattern: 'xx' }] });
+    let st: IdsState | undefined;
+    const mark = (s: IdsState) => nf.codec.mark(s);
+    for (let i = 0; i < 25; i++)
+      st = d.send(udp('10.0.0.1', 1, '192.0.2.1', 2, i % 3 === 0 ? 'xx' : 'y')).state;
+    const s = st!;
+    assert.equal(s.recTotal, 25);
+    assert.equal(s.rec.length, 10 * 4);
+    assert.equal(s.hitTotal, 9);
+    const full = decodeFull(nf, encodeFull(nf, s));
+    assert.deepEqual(full, s);
+    // The oldest kept record is #15 (seq 16).
+    assert.equal(full.rec[(15 % 10) * 4], 16);
 
-  const at = mark(s);
-  const base = encodeFull(nf, s);
-  for (let i = 0; i < 3; i++) d.send(udp('10.0.0.1', 1, '192.0.2.1', 2, 'xx'));
-  const w = writer();
-  nf.codec.encodeDelta(s, at, w);
-  const delta = w.view().slice();
-  assert.ok(delta.length < base.length / 2, `delta ${delta.length} bytes vs full ${base.length}`);
-  const replica = decodeFull(nf, base);
-  nf.codec.applyDelta(replica, new ByteReader(delta));
-  assert.deepEqual(replica, s);
-  // A delta cut at another mark does not apply.
-  assert.throws(() => {
+    const at = mark(s);
+    const base = encodeFull(nf, s);
+    for (let i = 0; i < 3; i++) d.send(udp('10.0.0.1', 1, '192.0.2.1', 2, 'xx'));
+    const w = writer();
+    nf.codec.encodeDelta(s, at, w);
+    const delta = w.view().slice();
+    assert.ok(delta.length < base.length / 2, `delta ${delta.length} bytes vs full ${base.length}`);
+    const replica = decodeFull(nf, base);
     nf.codec.applyDelta(replica, new ByteReader(delta));
-  }, NfsError);
-  assert.deepEqual(replica, s, 'unchanged by the refused delta');
-});
+    assert.deepEqual(replica, s);
+    // A delta cut at another mark does not apply.
+    assert.throws(() => {
+      nf.codec.applyDelta(replica, new ByteReader(delta));
+    }, NfsError);
+    assert.deepEqual(replica, s, 'unchanged by the refused delta');
+  },
+);
 
-test('config is validated field by field', () => {
+test('config is validated field by field', { timeout: 60_000 }, () => {
   const g = new LocalGlobalState();
   const bad = (config: Record<string, unknown>, field: string) => {
     expectConfigError(() => createIds(config, g), field);

@@ -18,7 +18,7 @@ function isConfigError(err: unknown): boolean {
 const A = 0xc0a80001; // 192.168.0.1
 const B = 0xc0a800c7; // 192.168.0.199
 
-describe('buildUdp', () => {
+describe('buildUdp', { timeout: 60_000 }, () => {
   it('writes the exact bytes of a known packet', () => {
     const buf = new Uint8Array(64);
     const n = buildUdp(buf, 0, {
@@ -120,7 +120,7 @@ describe('buildUdp', () => {
   });
 });
 
-describe('buildTcp', () => {
+describe('buildTcp', { timeout: 60_000 }, () => {
   it('writes the TCP header fields and a valid checksum', () => {
     const buf = new Uint8Array(80);
     const n = buildTcp(buf, 0, {
@@ -163,7 +163,7 @@ describe('buildTcp', () => {
   });
 });
 
-describe('buildIcmp', () => {
+describe('buildIcmp', { timeout: 60_000 }, () => {
   it('writes an echo request with a valid checksum and IP id 0', () => {
     const buf = new Uint8Array(64);
     const n = buildIcmp(buf, 0, {

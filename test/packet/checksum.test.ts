@@ -20,7 +20,7 @@ function word(b: Uint8Array, at: number): number {
   return (b[at]! << 8) | b[at + 1]!;
 }
 
-describe('onesSum / checksum', () => {
+describe('onesSum / checksum', { timeout: 60_000 }, () => {
   it('matches the RFC 1071 section 3 example', () => {
     const data = hex('0001f203f4f5f6f7');
     assert.equal(onesSum(data, 0, 8), 0xddf2);
@@ -79,7 +79,7 @@ describe('onesSum / checksum', () => {
   });
 });
 
-describe('pseudoHeaderSum', () => {
+describe('pseudoHeaderSum', { timeout: 60_000 }, () => {
   it('equals the sum of the pseudo header written out as bytes', () => {
     fc.assert(
       fc.property(
@@ -137,7 +137,7 @@ function setWord(data: Uint8Array, at: number, v: number): void {
   data[at + 1] = v & 0xff;
 }
 
-describe('checksumUpdate16 (RFC 1624 eqn 3)', () => {
+describe('checksumUpdate16 (RFC 1624 eqn 3)', { timeout: 60_000 }, () => {
   it('equals full recomputation after any covered word changes', () => {
     fc.assert(
       fc.property(covered, fc.nat(), word16, word16, (data, pick, before, after) => {
@@ -190,7 +190,7 @@ describe('checksumUpdate16 (RFC 1624 eqn 3)', () => {
   });
 });
 
-describe('checksumUpdate32', () => {
+describe('checksumUpdate32', { timeout: 60_000 }, () => {
   it('equals full recomputation after a covered 32-bit field changes', () => {
     const u32 = fc.oneof(
       fc.constantFrom(0, 0xffffffff, 0xffff0000, 0x0000ffff, 1),

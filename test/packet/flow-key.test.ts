@@ -56,7 +56,7 @@ function assertUniform(counts: number[], total: number): void {
   }
 }
 
-describe('flowHash', () => {
+describe('flowHash', { timeout: 60_000 }, () => {
   it('is an unsigned 32-bit integer, the same for both directions', () => {
     fc.assert(
       fc.property(key, (k) => {
@@ -123,7 +123,7 @@ describe('flowHash', () => {
   });
 });
 
-describe('canonicalKey / flowKeyOf / sameFlow', () => {
+describe('canonicalKey / flowKeyOf / sameFlow', { timeout: 60_000 }, () => {
   it('gives both directions one key, whose source is the lower (ip, port)', () => {
     fc.assert(
       fc.property(key, (k) => {
@@ -185,7 +185,7 @@ describe('canonicalKey / flowKeyOf / sameFlow', () => {
   });
 });
 
-describe('flow key text', () => {
+describe('flow key text', { timeout: 60_000 }, () => {
   it('writes protocol names and dotted quads', () => {
     const k = { srcIp: 0x0a000001, dstIp: 0x0a000002, srcPort: 1234, dstPort: 80, proto: IpProto.UDP };
     assert.equal(flowKeyString(k), 'udp 10.0.0.1:1234 10.0.0.2:80');
@@ -225,7 +225,7 @@ describe('flow key text', () => {
   });
 });
 
-describe('IPv4 addresses and CIDR', () => {
+describe('IPv4 addresses and CIDR', { timeout: 60_000 }, () => {
   it('round-trips every address through text', () => {
     fc.assert(
       fc.property(u32, (n) => {

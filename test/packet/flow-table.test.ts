@@ -35,7 +35,7 @@ function key(i: number): FlowKey {
   };
 }
 
-describe('FlowTable', () => {
+describe('FlowTable', { timeout: 60_000 }, () => {
   it('finds an entry from both directions and replaces on set', () => {
     const t = new FlowTable<string>();
     const k = { srcIp: 0xc0a80001, dstIp: 0x0a000001, srcPort: 80, dstPort: 5000, proto: IpProto.TCP };

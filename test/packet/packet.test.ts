@@ -119,7 +119,7 @@ const tcpSpec = fc.record({
   ipOptions: options,
 });
 
-describe('Packet.parse of built packets', () => {
+describe('Packet.parse of built packets', { timeout: 60_000 }, () => {
   it('reads back every field of a UDP packet, at any offset, ignoring trailing bytes', () => {
     fc.assert(
       fc.property(udpSpec, fc.nat({ max: 16 }), fc.nat({ max: 8 }), (spec, offset, trailing) => {
@@ -223,7 +223,7 @@ describe('Packet.parse of built packets', () => {
   });
 });
 
-describe('Packet.parse drop reasons', () => {
+describe('Packet.parse drop reasons', { timeout: 60_000 }, () => {
   const cases: [name: string, make: () => Uint8Array, reason: DropReason][] = [
     ['fewer than 20 bytes', () => udp().subarray(0, 19), DropReason.TRUNCATED],
     ['empty input', () => new Uint8Array(0), DropReason.TRUNCATED],
@@ -440,7 +440,7 @@ describe('Packet.parse drop reasons', () => {
   });
 });
 
-describe('Packet.parse on hostile input', () => {
+describe('Packet.parse on hostile input', { timeout: 60_000 }, () => {
   it('never throws on random bytes, offsets and lengths', () => {
     const pkt = new Packet();
     // Steer some inputs past the version check and into the L4 parsers.
@@ -529,7 +529,7 @@ describe('Packet.parse on hostile input', () => {
   });
 });
 
-describe('Packet setters', () => {
+describe('Packet setters', { timeout: 60_000 }, () => {
   it('rewrite UDP addresses and ports keeping both checksums valid, as if built that way', () => {
     fc.assert(
       fc.property(udpSpec, u32, u32, u16, u16, fc.boolean(), (spec, srcIp, dstIp, srcPort, dstPort, zero) => {

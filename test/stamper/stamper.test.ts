@@ -13,7 +13,7 @@ function udp(srcIp: number, srcPort: number, dstIp: number, dstPort: number): Pa
   return p;
 }
 
-describe('Stamper', () => {
+describe('Stamper', { timeout: 60_000 }, () => {
   it('numbers each flow 1, 2, 3 … independently', () => {
     const s = new Stamper({ flowIdleMs: 1000 });
     const a = udp(0x0a000001, 1000, 0xc0000201, 80);

@@ -15,7 +15,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ k: fc.constant('bytes' as const), v: fc.uint8Array({ maxLength: 40 }) }),
 );
 
-describe('ByteWriter and ByteReader', () => {
+describe('ByteWriter and ByteReader', { timeout: 60_000 }, () => {
   it('round-trip any sequence of fields, growing from a tiny buffer', () => {
     fc.assert(
       fc.property(fc.array(op, { maxLength: 60 }), (ops) => {

@@ -229,7 +229,7 @@ function suite<T extends Crdt<T>, Op>(subject: Subject<T, Op>): void {
       }),
     );
 
-  describe(subject.name, () => {
+  describe(subject.name, { timeout: 60_000 }, () => {
     it('merge is commutative, associative and idempotent', () => {
       fc.assert(
         fc.property(triple, ([a, b, c]) => {
@@ -355,7 +355,7 @@ function suite<T extends Crdt<T>, Op>(subject: Subject<T, Op>): void {
   });
 }
 
-describe('PairTable', () => {
+describe('PairTable', { timeout: 60_000 }, () => {
   it('finds, inserts and removes like a Map, through growth and churn', () => {
     const op = fc.tuple(
       fc.boolean(),
@@ -397,7 +397,7 @@ suite(orSetSubject);
 suite(cmsSubject);
 suite(hllSubject);
 
-describe('PnCounterMap', () => {
+describe('PnCounterMap', { timeout: 60_000 }, () => {
   const src = parseIpv4('198.51.100.7');
   const flow = (port: number) => canonicalKey(src, parseIpv4('192.0.2.1'), port, 80, 6);
 
@@ -536,7 +536,7 @@ describe('PnCounterMap', () => {
   });
 });
 
-describe('MaxRegisterMap', () => {
+describe('MaxRegisterMap', { timeout: 60_000 }, () => {
   it('keeps the largest value per key; -0 and 0 are one value', () => {
     const m = new MaxRegisterMap();
     assert.equal(m.get(1), undefined);
@@ -555,7 +555,7 @@ describe('MaxRegisterMap', () => {
   });
 });
 
-describe('OrSetMap', () => {
+describe('OrSetMap', { timeout: 60_000 }, () => {
   it('behaves as a set per key at one replica', () => {
     fc.assert(
       fc.property(fc.array(orSetSubject.op, { maxLength: 60 }), (ops) => {
@@ -630,7 +630,7 @@ describe('OrSetMap', () => {
   });
 });
 
-describe('CountMinSketch', () => {
+describe('CountMinSketch', { timeout: 60_000 }, () => {
   it('never underestimates, whatever replicas counted what', () => {
     fc.assert(
       fc.property(
@@ -692,7 +692,7 @@ describe('CountMinSketch', () => {
   });
 });
 
-describe('HyperLogLog', () => {
+describe('HyperLogLog', { timeout: 60_000 }, () => {
   const N = 100_000;
 
   it('estimates 100k distinct items within three standard errors, duplicates and replicas included', () => {
@@ -738,7 +738,7 @@ describe('HyperLogLog', () => {
   });
 });
 
-describe('frozen encodings', () => {
+describe('frozen encodings', { timeout: 60_000 }, () => {
   // Format version 1. These bytes must keep decoding to these states: peers of different builds
   // exchange them, and writer ids must agree between builds too.
   const flow = canonicalKey(parseIpv4('198.51.100.7'), parseIpv4('192.0.2.1'), 40000, 443, 6);
@@ -862,7 +862,7 @@ async function collectionsDuring(body: () => void): Promise<number> {
   return fewest;
 }
 
-describe('the packet path', () => {
+describe('the packet path', { timeout: 60_000 }, () => {
   // Keys, writers and values below 2^30, which V8 keeps as small integers: what is measured is the
   // CRDT code, not V8 boxing a larger number where it crosses a call that V8 chose not to inline.
   const KEYS = 1024;

@@ -131,65 +131,69 @@ function releaseBound<S>(d: Driver<S>, g: CrdtGlobalState, flow: Flow<S>): void 
   }
 }
 
-test('exactly once under failover: a successor that replays from older flow records ends as a fault-free run', () => {
-  fc.assert(
-    fc.property(
-      trafficArb,
-      fc.nat(),
-      fc.array(fc.nat(), { maxLength: 6 }),
-      fc.nat(),
-      fc.nat(),
-      fc.array(fc.nat(), { minLength: 6, maxLength: 6 }),
-      trafficArb.map((ps) => ps.map((p) => ({ ...p, flow: p.flow + 5 }))),
-      (traffic, crashAt, framesAt, receivedUpTo, recordsUpTo, order, own) => {
-        const crash = crashAt % (traffic.length + 1);
-        const points = [...new Set(framesAt.map((t) => t % (crash + 1)))].sort((x, y) => x - y);
-        // The failed replica: runs the traffic up to the crash, taking a delta at each frame, with the
-        // flows' positions that the frame's flow records carry.
-        const a = new Replica(1);
-        const frames: { delta: Uint8Array; seqs: Map<number, number> }[] = [];
-        const seqs = new Map<number, number>();
-        let next = 0;
-        const runTo = (t: number): void => {
-          for (; next < t; next++) {
-            const p = traffic[next]!;
-            a.run(p);
-            seqs.set(p.flow, p.seq);
+test(
+  'exactly once under failover: a successor that replays from older flow records ends as a fault-free run',
+  { timeout: 60_000 },
+  () => {
+    fc.assert(
+      fc.property(
+        trafficArb,
+        fc.nat(),
+        fc.array(fc.nat(), { maxLength: 6 }),
+        fc.nat(),
+        fc.nat(),
+        fc.array(fc.nat(), { minLength: 6, maxLength: 6 }),
+        trafficArb.map((ps) => ps.map((p) => ({ ...p, flow: p.flow + 5 }))),
+        (traffic, crashAt, framesAt, receivedUpTo, recordsUpTo, order, own) => {
+          const crash = crashAt % (traffic.length + 1);
+          const points = [...new Set(framesAt.map((t) => t % (crash + 1)))].sort((x, y) => x - y);
+          // The failed replica: runs the traffic up to the crash, taking a delta at each frame, with the
+          // flows' positions that the frame's flow records carry.
+          const a = new Replica(1);
+          const frames: { delta: Uint8Array; seqs: Map<number, number> }[] = [];
+          const seqs = new Map<number, number>();
+          let next = 0;
+          const runTo = (t: number): void => {
+            for (; next < t; next++) {
+              const p = traffic[next]!;
+              a.run(p);
+              seqs.set(p.flow, p.seq);
+            }
+          };
+          for (const t of points) {
+            runTo(t);
+            frames.push({ delta: a.g.takeDelta(), seqs: new Map(seqs) });
           }
-        };
-        for (const t of points) {
-          runTo(t);
-          frames.push({ delta: a.g.takeDelta(), seqs: new Map(seqs) });
-        }
-        runTo(crash);
-        // The successor got frames 1 … j (any order, some twice) and continues every flow from its
-        // records in frame i ≤ j: the deltas may run ahead of the records, never behind.
-        const j = receivedUpTo % (frames.length + 1);
-        const i = recordsUpTo % (j + 1);
-        // It has been running flows of its own all along.
-        const b = new Replica(2);
-        for (const p of own) b.run(p);
-        for (const f of deliveries(frames.slice(0, j), order)) b.g.merge(f.delta);
-        const from = i === 0 ? new Map<number, number>() : frames[i - 1]!.seqs;
-        for (const p of traffic) if (p.seq > (from.get(p.flow) ?? 0)) b.run(p);
-        const want = oracle([...traffic, ...own]);
-        assert.deepEqual(b.values(), want);
-        // A third replica got every frame and the failed one's last state; after the survivors'
-        // exchange of full states all agree.
-        const c = new Replica(3);
-        for (const f of frames) c.g.merge(f.delta);
-        c.g.merge(a.g.encodeFull());
-        c.g.merge(b.g.encodeFull());
-        b.g.merge(c.g.encodeFull());
-        assert.deepEqual(c.values(), want);
-        assert.deepEqual(b.values(), want);
-      },
-    ),
-    LIMIT,
-  );
-});
+          runTo(crash);
+          // The successor got frames 1 … j (any order, some twice) and continues every flow from its
+          // records in frame i ≤ j: the deltas may run ahead of the records, never behind.
+          const j = receivedUpTo % (frames.length + 1);
+          const i = recordsUpTo % (j + 1);
+          // It has been running flows of its own all along.
+          const b = new Replica(2);
+          for (const p of own) b.run(p);
+          for (const f of deliveries(frames.slice(0, j), order)) b.g.merge(f.delta);
+          const from = i === 0 ? new Map<number, number>() : frames[i - 1]!.seqs;
+          for (const p of traffic) if (p.seq > (from.get(p.flow) ?? 0)) b.run(p);
+          const want = oracle([...traffic, ...own]);
+          assert.deepEqual(b.values(), want);
+          // A third replica got every frame and the failed one's last state; after the survivors'
+          // exchange of full states all agree.
+          const c = new Replica(3);
+          for (const f of frames) c.g.merge(f.delta);
+          c.g.merge(a.g.encodeFull());
+          c.g.merge(b.g.encodeFull());
+          b.g.merge(c.g.encodeFull());
+          assert.deepEqual(c.values(), want);
+          assert.deepEqual(b.values(), want);
+        },
+      ),
+      LIMIT,
+    );
+  },
+);
 
-test('two replicas converge whatever the order and duplication of their deltas', () => {
+test('two replicas converge whatever the order and duplication of their deltas', { timeout: 60_000 }, () => {
   fc.assert(
     fc.property(trafficArb, fc.array(fc.nat(), { maxLength: 120 }), (traffic, steps) => {
       const r = [new Replica(1), new Replica(2)] as const;
@@ -225,7 +229,7 @@ test('two replicas converge whatever the order and duplication of their deltas',
   );
 });
 
-test('a packet counts once however often it runs, and every add it makes counts', () => {
+test('a packet counts once however often it runs, and every add it makes counts', { timeout: 60_000 }, () => {
   const g = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
   const c = g.counters('c');
   const w = writerFor(0);
@@ -258,89 +262,101 @@ test('a packet counts once however often it runs, and every add it makes counts'
   assert.equal(c.get(1), 256);
 });
 
-test('adding outside a bound packet, or binding a bad writer or seq, throws NFS_ERR_USAGE', () => {
-  const g = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
-  const c = g.counters('c');
-  assert.throws(() => c.add(1, 1), isUsageError);
-  g.bind(writerFor(0), 1);
-  assert.equal(c.add(1, 1), 1);
-  g.unbind();
-  assert.throws(() => c.add(1, 1), isUsageError, 'after unbind');
-  for (const [writer, seq] of [
-    [writerFor(0), 0],
-    [writerFor(0), 1.5],
-    [writerFor(0), 2 ** 45],
-    [-1, 1],
-    [2 ** 53, 1],
-  ] as const) {
-    assert.throws(
-      () => {
-        g.bind(writer, seq);
-      },
-      isUsageError,
-      `bind(${writer}, ${seq})`,
+test(
+  'adding outside a bound packet, or binding a bad writer or seq, throws NFS_ERR_USAGE',
+  { timeout: 60_000 },
+  () => {
+    const g = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
+    const c = g.counters('c');
+    assert.throws(() => c.add(1, 1), isUsageError);
+    g.bind(writerFor(0), 1);
+    assert.equal(c.add(1, 1), 1);
+    g.unbind();
+    assert.throws(() => c.add(1, 1), isUsageError, 'after unbind');
+    for (const [writer, seq] of [
+      [writerFor(0), 0],
+      [writerFor(0), 1.5],
+      [writerFor(0), 2 ** 45],
+      [-1, 1],
+      [2 ** 53, 1],
+    ] as const) {
+      assert.throws(
+        () => {
+          g.bind(writer, seq);
+        },
+        isUsageError,
+        `bind(${writer}, ${seq})`,
+      );
+    }
+    assert.throws(() => c.add(1, 1), isUsageError, 'a refused bind leaves nothing bound');
+    // Reads and set adds need no binding.
+    assert.equal(c.get(1), 1);
+    assert.equal(g.sets('s').add(1, 80), 1);
+    assert.throws(() => new CrdtGlobalState(new LocalGlobalState(), { replica: 1024 }), isUsageError);
+  },
+);
+
+test(
+  'pools and decisions are the inner state’s; counters and sets are one map per name and family',
+  { timeout: 60_000 },
+  () => {
+    const key = flowKey(0);
+    const inner = new GivenGlobalState(new Map([[flowKeyString(key), { 'lb.backend': 2 }]]));
+    const g = new CrdtGlobalState(inner, { replica: 1 });
+    const pool = g.pool('nat.port', 100, 199);
+    assert.equal(pool, inner.pool('nat.port', 100, 199));
+    assert.equal(pool.acquire(key), 100);
+    assert.equal(
+      g.decide('lb.backend', key, () => 0),
+      2,
     );
-  }
-  assert.throws(() => c.add(1, 1), isUsageError, 'a refused bind leaves nothing bound');
-  // Reads and set adds need no binding.
-  assert.equal(c.get(1), 1);
-  assert.equal(g.sets('s').add(1, 80), 1);
-  assert.throws(() => new CrdtGlobalState(new LocalGlobalState(), { replica: 1024 }), isUsageError);
-});
+    assert.equal(g.counters('x'), g.counters('x'));
+    assert.equal(g.sets('x'), g.sets('x'));
+    g.bind(writerFor(0), 1);
+    g.counters('x').add(5, 3);
+    g.sets('x').add(5, 443);
+    g.unbind();
+    const peer = new CrdtGlobalState(new LocalGlobalState(), { replica: 2 });
+    peer.merge(g.takeDelta());
+    const want = { counters: { x: { '5': 3 } }, sets: { x: { '5': [443] } } };
+    assert.deepEqual(g.snapshot(), {
+      pools: { 'nat.port': [{ value: 100, owner: flowKeyString(key) }] },
+      ...want,
+    });
+    assert.deepEqual(peer.snapshot(), { pools: {}, ...want });
+  },
+);
 
-test('pools and decisions are the inner state’s; counters and sets are one map per name and family', () => {
-  const key = flowKey(0);
-  const inner = new GivenGlobalState(new Map([[flowKeyString(key), { 'lb.backend': 2 }]]));
-  const g = new CrdtGlobalState(inner, { replica: 1 });
-  const pool = g.pool('nat.port', 100, 199);
-  assert.equal(pool, inner.pool('nat.port', 100, 199));
-  assert.equal(pool.acquire(key), 100);
-  assert.equal(
-    g.decide('lb.backend', key, () => 0),
-    2,
-  );
-  assert.equal(g.counters('x'), g.counters('x'));
-  assert.equal(g.sets('x'), g.sets('x'));
-  g.bind(writerFor(0), 1);
-  g.counters('x').add(5, 3);
-  g.sets('x').add(5, 443);
-  g.unbind();
-  const peer = new CrdtGlobalState(new LocalGlobalState(), { replica: 2 });
-  peer.merge(g.takeDelta());
-  const want = { counters: { x: { '5': 3 } }, sets: { x: { '5': [443] } } };
-  assert.deepEqual(g.snapshot(), {
-    pools: { 'nat.port': [{ value: 100, owner: flowKeyString(key) }] },
-    ...want,
-  });
-  assert.deepEqual(peer.snapshot(), { pools: {}, ...want });
-});
+test(
+  'a delta holds only the maps that changed, and is zero bytes when nothing did',
+  { timeout: 60_000 },
+  () => {
+    const g = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
+    const a = g.counters('a');
+    g.counters('b');
+    const s = g.sets('s');
+    assert.equal(g.takeDelta().length, 0);
+    g.bind(writerFor(0), 1);
+    a.add(1, 4);
+    const first = g.takeDelta();
+    assert.equal(g.takeDelta().length, 0, 'taken already');
+    g.bind(writerFor(0), 1);
+    a.add(1, 4);
+    assert.equal(g.takeDelta().length, 0, 'a replayed add changes nothing');
+    g.unbind();
+    s.add(2, 22);
+    const second = g.takeDelta();
+    const peer = new CrdtGlobalState(new LocalGlobalState(), { replica: 2 });
+    peer.merge(first);
+    assert.deepEqual(peer.snapshot(), { pools: {}, counters: { a: { '1': 4 } }, sets: {} });
+    peer.merge(new Uint8Array(0));
+    peer.merge(second);
+    peer.merge(first);
+    assert.deepEqual(peer.snapshot(), { pools: {}, counters: { a: { '1': 4 } }, sets: { s: { '2': [22] } } });
+  },
+);
 
-test('a delta holds only the maps that changed, and is zero bytes when nothing did', () => {
-  const g = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
-  const a = g.counters('a');
-  g.counters('b');
-  const s = g.sets('s');
-  assert.equal(g.takeDelta().length, 0);
-  g.bind(writerFor(0), 1);
-  a.add(1, 4);
-  const first = g.takeDelta();
-  assert.equal(g.takeDelta().length, 0, 'taken already');
-  g.bind(writerFor(0), 1);
-  a.add(1, 4);
-  assert.equal(g.takeDelta().length, 0, 'a replayed add changes nothing');
-  g.unbind();
-  s.add(2, 22);
-  const second = g.takeDelta();
-  const peer = new CrdtGlobalState(new LocalGlobalState(), { replica: 2 });
-  peer.merge(first);
-  assert.deepEqual(peer.snapshot(), { pools: {}, counters: { a: { '1': 4 } }, sets: {} });
-  peer.merge(new Uint8Array(0));
-  peer.merge(second);
-  peer.merge(first);
-  assert.deepEqual(peer.snapshot(), { pools: {}, counters: { a: { '1': 4 } }, sets: { s: { '2': [22] } } });
-});
-
-test('a frozen full encoding keeps decoding to the same state', () => {
+test('a frozen full encoding keeps decoding to the same state', { timeout: 60_000 }, () => {
   const g = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
   g.bind(writerFor(0), 1);
   g.counters(IDS_BYTES).add(0x0a000001, 1500);
@@ -360,7 +376,7 @@ test('a frozen full encoding keeps decoding to the same state', () => {
   assert.deepEqual(CrdtGlobalState.joinSnapshots([Buffer.from(frozen, 'hex')]), want);
 });
 
-test('malformed bytes are rejected with NFS_ERR_STATE and change nothing', () => {
+test('malformed bytes are rejected with NFS_ERR_STATE and change nothing', { timeout: 60_000 }, () => {
   const source = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
   source.bind(writerFor(0), 1);
   source.counters('c').add(1, 10);
@@ -413,104 +429,116 @@ test('malformed bytes are rejected with NFS_ERR_STATE and change nothing', () =>
   assert.deepEqual(target.snapshot().counters, { c: { '1': 15 }, d: { '2': -3 } });
 });
 
-test('joinSnapshots joins replicas that hold each other’s entries; summing them counts those twice', () => {
-  const traffic: Packet[] = [
-    { flow: 0, seq: 1, ops: [{ set: false, key: 1, value: 100 }] },
-    { flow: 1, seq: 1, ops: [{ set: false, key: 1, value: 50 }] },
-    { flow: 0, seq: 2, ops: [{ set: false, key: 1, value: 7 }] },
-    { flow: 0, seq: 3, ops: [{ set: false, key: 1, value: 1 }] },
-  ];
-  const a = new Replica(1);
-  const b = new Replica(2);
-  a.run(traffic[0]!);
-  b.run(traffic[1]!);
-  a.run(traffic[2]!);
-  a.g.merge(b.g.takeDelta());
-  b.g.merge(a.g.takeDelta());
-  // a fails after running flow 0's third packet, whose delta never left; b replays it.
-  a.run(traffic[3]!);
-  b.run(traffic[3]!);
-  const want = oracle(traffic);
-  assert.deepEqual(CrdtGlobalState.joinSnapshots([a.g.encodeFull(), b.g.encodeFull()]), want);
-  assert.deepEqual(want.counters, { c: { '1': 158 } });
-  assert.equal(a.h.counters.get(1) + b.h.counters.get(1), 2 * 158);
-});
+test(
+  'joinSnapshots joins replicas that hold each other’s entries; summing them counts those twice',
+  { timeout: 60_000 },
+  () => {
+    const traffic: Packet[] = [
+      { flow: 0, seq: 1, ops: [{ set: false, key: 1, value: 100 }] },
+      { flow: 1, seq: 1, ops: [{ set: false, key: 1, value: 50 }] },
+      { flow: 0, seq: 2, ops: [{ set: false, key: 1, value: 7 }] },
+      { flow: 0, seq: 3, ops: [{ set: false, key: 1, value: 1 }] },
+    ];
+    const a = new Replica(1);
+    const b = new Replica(2);
+    a.run(traffic[0]!);
+    b.run(traffic[1]!);
+    a.run(traffic[2]!);
+    a.g.merge(b.g.takeDelta());
+    b.g.merge(a.g.takeDelta());
+    // a fails after running flow 0's third packet, whose delta never left; b replays it.
+    a.run(traffic[3]!);
+    b.run(traffic[3]!);
+    const want = oracle(traffic);
+    assert.deepEqual(CrdtGlobalState.joinSnapshots([a.g.encodeFull(), b.g.encodeFull()]), want);
+    assert.deepEqual(want.counters, { c: { '1': 158 } });
+    assert.equal(a.h.counters.get(1) + b.h.counters.get(1), 2 * 158);
+  },
+);
 
-test('the ids NF on CRDT state counts bytes and ports as the oracle does, and a replay adds nothing', () => {
-  const config = { heavyBytes: 200 };
-  const packets = [
-    udp('10.0.0.1', 4000, '192.0.2.1', 53, 'query one'),
-    udp('10.0.0.1', 4000, '192.0.2.1', 53, 'query two'),
-    udp('192.0.2.1', 53, '10.0.0.1', 4000, 'an answer'),
-    tcp('10.0.0.1', 4001, '192.0.2.1', 80, TcpFlag.SYN),
-    tcp('10.0.0.1', 4001, '192.0.2.1', 80, TcpFlag.ACK, 'GET / HTTP/1.1'),
-    tcp('10.0.0.2', 5000, '192.0.2.9', 443, TcpFlag.SYN),
-    udp('10.0.0.1', 4002, '192.0.2.1', 53, 'query three'),
-  ];
-  const a = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
-  const da = new Driver(createNf('ids', config, a), a);
-  const heavy = packets.flatMap((p) => sendBound(da, a, p).events.filter((e) => e.type === 'heavy-hitter'));
-  const o = new LocalGlobalState();
-  const dOracle = new Driver(createNf('ids', config, o), o);
-  for (const p of packets) dOracle.send(p);
-  const want = o.snapshot();
-  assert.deepEqual(a.snapshot(), want);
+test(
+  'the ids NF on CRDT state counts bytes and ports as the oracle does, and a replay adds nothing',
+  { timeout: 60_000 },
+  () => {
+    const config = { heavyBytes: 200 };
+    const packets = [
+      udp('10.0.0.1', 4000, '192.0.2.1', 53, 'query one'),
+      udp('10.0.0.1', 4000, '192.0.2.1', 53, 'query two'),
+      udp('192.0.2.1', 53, '10.0.0.1', 4000, 'an answer'),
+      tcp('10.0.0.1', 4001, '192.0.2.1', 80, TcpFlag.SYN),
+      tcp('10.0.0.1', 4001, '192.0.2.1', 80, TcpFlag.ACK, 'GET / HTTP/1.1'),
+      tcp('10.0.0.2', 5000, '192.0.2.9', 443, TcpFlag.SYN),
+      udp('10.0.0.1', 4002, '192.0.2.1', 53, 'query three'),
+    ];
+    const a = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
+    const da = new Driver(createNf('ids', config, a), a);
+    const heavy = packets.flatMap((p) => sendBound(da, a, p).events.filter((e) => e.type === 'heavy-hitter'));
+    const o = new LocalGlobalState();
+    const dOracle = new Driver(createNf('ids', config, o), o);
+    for (const p of packets) dOracle.send(p);
+    const want = o.snapshot();
+    assert.deepEqual(a.snapshot(), want);
 
-  const bytesFrom = (src: string): number =>
-    packets.filter((p) => parsed(p).srcIp === parseIpv4(src)).reduce((n, p) => n + parsed(p).length, 0);
-  const src1 = String(parseIpv4('10.0.0.1'));
-  const src2 = String(parseIpv4('10.0.0.2'));
-  const server = String(parseIpv4('192.0.2.1'));
-  assert.deepEqual(want.counters[IDS_BYTES], {
-    [src1]: bytesFrom('10.0.0.1'),
-    [src2]: bytesFrom('10.0.0.2'),
-    [server]: bytesFrom('192.0.2.1'),
-  });
-  // A flow's first packet adds its destination port: the answer belongs to the query's flow.
-  assert.deepEqual(want.sets[IDS_PORTS], { [src1]: [53, 80], [src2]: [443] });
-  assert.deepEqual(heavy, [{ type: 'heavy-hitter', src: '10.0.0.1', bytes: heavy[0]?.bytes ?? -1 }]);
+    const bytesFrom = (src: string): number =>
+      packets.filter((p) => parsed(p).srcIp === parseIpv4(src)).reduce((n, p) => n + parsed(p).length, 0);
+    const src1 = String(parseIpv4('10.0.0.1'));
+    const src2 = String(parseIpv4('10.0.0.2'));
+    const server = String(parseIpv4('192.0.2.1'));
+    assert.deepEqual(want.counters[IDS_BYTES], {
+      [src1]: bytesFrom('10.0.0.1'),
+      [src2]: bytesFrom('10.0.0.2'),
+      [server]: bytesFrom('192.0.2.1'),
+    });
+    // A flow's first packet adds its destination port: the answer belongs to the query's flow.
+    assert.deepEqual(want.sets[IDS_PORTS], { [src1]: [53, 80], [src2]: [443] });
+    assert.deepEqual(heavy, [{ type: 'heavy-hitter', src: '10.0.0.1', bytes: heavy[0]?.bytes ?? -1 }]);
 
-  // A successor that holds a's changes replays every packet with the same writers and seqs.
-  const b = new CrdtGlobalState(new LocalGlobalState(), { replica: 2 });
-  b.merge(a.takeDelta());
-  const db = new Driver(createNf('ids', config, b), b);
-  for (const p of packets) sendBound(db, b, p);
-  assert.deepEqual(b.snapshot(), want);
-});
+    // A successor that holds a's changes replays every packet with the same writers and seqs.
+    const b = new CrdtGlobalState(new LocalGlobalState(), { replica: 2 });
+    b.merge(a.takeDelta());
+    const db = new Driver(createNf('ids', config, b), b);
+    for (const p of packets) sendBound(db, b, p);
+    assert.deepEqual(b.snapshot(), want);
+  },
+);
 
-test('lb on CRDT state: +1 at a connection’s first packet and −1 at its release, each counted once', () => {
-  const config = {
-    vip: '198.51.100.10',
-    port: 80,
-    backends: ['10.1.0.1:8080', '10.1.0.2:8080'],
-    algorithm: 'least-connections',
-  };
-  const first = [
-    tcp('192.0.2.1', 40000, '198.51.100.10', 80, TcpFlag.SYN),
-    tcp('192.0.2.1', 40000, '198.51.100.10', 80, TcpFlag.ACK, 'hello'),
-  ];
-  const second = tcp('192.0.2.2', 40001, '198.51.100.10', 80, TcpFlag.SYN);
-  const a = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
-  const da = new Driver(createNf('lb', config, a), a);
-  const conns = a.counters(LB_CONNS);
-  for (const p of first) sendBound(da, a, p);
-  sendBound(da, a, second);
-  assert.deepEqual([conns.get(0), conns.get(1)], [1, 1]);
-  const beforeRelease = a.takeDelta();
-  releaseBound(da, a, da.flowOf(first[0]!)!);
-  assert.deepEqual([conns.get(0), conns.get(1)], [0, 1]);
-  const release = a.takeDelta();
+test(
+  'lb on CRDT state: +1 at a connection’s first packet and −1 at its release, each counted once',
+  { timeout: 60_000 },
+  () => {
+    const config = {
+      vip: '198.51.100.10',
+      port: 80,
+      backends: ['10.1.0.1:8080', '10.1.0.2:8080'],
+      algorithm: 'least-connections',
+    };
+    const first = [
+      tcp('192.0.2.1', 40000, '198.51.100.10', 80, TcpFlag.SYN),
+      tcp('192.0.2.1', 40000, '198.51.100.10', 80, TcpFlag.ACK, 'hello'),
+    ];
+    const second = tcp('192.0.2.2', 40001, '198.51.100.10', 80, TcpFlag.SYN);
+    const a = new CrdtGlobalState(new LocalGlobalState(), { replica: 1 });
+    const da = new Driver(createNf('lb', config, a), a);
+    const conns = a.counters(LB_CONNS);
+    for (const p of first) sendBound(da, a, p);
+    sendBound(da, a, second);
+    assert.deepEqual([conns.get(0), conns.get(1)], [1, 1]);
+    const beforeRelease = a.takeDelta();
+    releaseBound(da, a, da.flowOf(first[0]!)!);
+    assert.deepEqual([conns.get(0), conns.get(1)], [0, 1]);
+    const release = a.takeDelta();
 
-  // A successor with a's changes up to before the release replays the first connection and its
-  // release: the packets are skipped, the release counts; the release's own delta, arriving late,
-  // changes nothing more.
-  const b = new CrdtGlobalState(new LocalGlobalState(), { replica: 2 });
-  b.merge(beforeRelease);
-  const db = new Driver(createNf('lb', config, b), b);
-  for (const p of first) sendBound(db, b, p);
-  assert.equal(db.flowOf(first[0]!)!.seq, 2);
-  releaseBound(db, b, db.flowOf(first[0]!)!);
-  b.merge(release);
-  assert.deepEqual(b.snapshot().counters, a.snapshot().counters);
-  assert.deepEqual(b.snapshot().counters, { [LB_CONNS]: { '1': 1 } });
-});
+    // A successor with a's changes up to before the release replays the first connection and its
+    // release: the packets are skipped, the release counts; the release's own delta, arriving late,
+    // changes nothing more.
+    const b = new CrdtGlobalState(new LocalGlobalState(), { replica: 2 });
+    b.merge(beforeRelease);
+    const db = new Driver(createNf('lb', config, b), b);
+    for (const p of first) sendBound(db, b, p);
+    assert.equal(db.flowOf(first[0]!)!.seq, 2);
+    releaseBound(db, b, db.flowOf(first[0]!)!);
+    b.merge(release);
+    assert.deepEqual(b.snapshot().counters, a.snapshot().counters);
+    assert.deepEqual(b.snapshot().counters, { [LB_CONNS]: { '1': 1 } });
+  },
+);

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { LowestFree } from '../../src/state/lowest-free.js';
 
-describe('LowestFree', () => {
+describe('LowestFree', { timeout: 60_000 }, () => {
   it('hands out the lowest free value, whatever was taken around it, like a scan of the range', () => {
     // Steps: take the lowest, free a value, or have a value taken outside (a forced or remote decision).
     const step = fc.oneof(

@@ -73,7 +73,7 @@ async function until(cond: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
 }
 
-describe('Ingress', () => {
+describe('Ingress', { timeout: 120_000 }, () => {
   const sinks: Awaited<ReturnType<typeof listener>>[] = [];
   let ingress: Ingress;
   let client: dgram.Socket;
@@ -190,213 +190,224 @@ describe('Ingress', () => {
   });
 });
 
-describe('Ingress at the edge: VXLAN from real hosts, ARP, and replies to translated addresses', () => {
-  const PUBLIC = 0xcb007101; // 203.0.113.1
-  const CLIENT = 0x0a010002; // 10.1.0.2
-  const SERVER = 0xc633640a; // 198.51.100.10
-  const conn = canonicalKey(CLIENT, SERVER, 40000, 5001, 17);
-  /** Public port → the connection that holds it: what the NAT's pool says, here set by the test. */
-  const holders = new Map<number, FlowKey>();
-  let ingress: Ingress;
-  let replies: ReplyMap;
-  let instance: dgram.Socket;
-  let egress: dgram.Socket;
-  let vtep: dgram.Socket;
-  const seen: { seq: number; vni: number; flow: FlowKey | undefined; src: number; dst: number }[] = [];
-  const carried: Uint8Array[] = [];
-  const answers: Uint8Array[] = [];
+describe(
+  'Ingress at the edge: VXLAN from real hosts, ARP, and replies to translated addresses',
+  { timeout: 120_000 },
+  () => {
+    const PUBLIC = 0xcb007101; // 203.0.113.1
+    const CLIENT = 0x0a010002; // 10.1.0.2
+    const SERVER = 0xc633640a; // 198.51.100.10
+    const conn = canonicalKey(CLIENT, SERVER, 40000, 5001, 17);
+    /** Public port → the connection that holds it: what the NAT's pool says, here set by the test. */
+    const holders = new Map<number, FlowKey>();
+    let ingress: Ingress;
+    let replies: ReplyMap;
+    let instance: dgram.Socket;
+    let egress: dgram.Socket;
+    let vtep: dgram.Socket;
+    const seen: { seq: number; vni: number; flow: FlowKey | undefined; src: number; dst: number }[] = [];
+    const carried: Uint8Array[] = [];
+    const answers: Uint8Array[] = [];
 
-  before(async () => {
-    instance = dgram.createSocket('udp4');
-    const view = new StampView();
-    const pkt = new Packet();
-    instance.on('message', (msg) => {
-      assert.equal(view.parse(msg, 0, msg.length), DropReason.NONE);
-      assert.equal(pkt.parse(msg, view.innerOffset, view.innerLength), DropReason.NONE);
-      const flow = view.hasFlow
-        ? view.flowInto({ srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 }, pkt.proto)
-        : undefined;
-      seen.push({ seq: view.seq, vni: view.vni, flow, src: pkt.srcIp, dst: pkt.dstIp });
-    });
-    egress = dgram.createSocket('udp4');
-    egress.on('message', (msg) => carried.push(new Uint8Array(msg)));
-    vtep = dgram.createSocket('udp4');
-    vtep.on('message', (msg) => answers.push(new Uint8Array(msg)));
-    for (const s of [instance, egress, vtep]) {
-      s.bind(0, '127.0.0.1');
-      await once(s, 'listening');
-    }
-    replies = new ReplyMap((pkt) => (pkt.dstIp !== PUBLIC ? undefined : (holders.get(pkt.dstPort) ?? null)), {
-      waitMs: 100,
-      maxParked: 4,
-    });
-    ingress = new Ingress(
-      {
-        host: '127.0.0.1',
-        port: 0,
-        servicePort: -1,
-        instances: [{ id: 'nf-0', host: '127.0.0.1', port: instance.address().port }],
-        vni: 1,
-        flowIdleMs: 60_000,
-        edge: {
-          port: 0,
-          hosts: new HostTable({
-            vxlanPort: 0,
-            vtepPort: vtep.address().port,
-            mac: '02:6e:66:00:00:01',
-            hosts: [
-              { prefix: '10.1.0.0/24', vtep: '127.0.0.1', vni: 5 },
-              { prefix: '198.51.100.0/24', vtep: '127.0.0.1', vni: 6 },
-            ],
-          }),
-          egress: { host: '127.0.0.1', port: egress.address().port },
+    before(async () => {
+      instance = dgram.createSocket('udp4');
+      const view = new StampView();
+      const pkt = new Packet();
+      instance.on('message', (msg) => {
+        assert.equal(view.parse(msg, 0, msg.length), DropReason.NONE);
+        assert.equal(pkt.parse(msg, view.innerOffset, view.innerLength), DropReason.NONE);
+        const flow = view.hasFlow
+          ? view.flowInto({ srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 }, pkt.proto)
+          : undefined;
+        seen.push({ seq: view.seq, vni: view.vni, flow, src: pkt.srcIp, dst: pkt.dstIp });
+      });
+      egress = dgram.createSocket('udp4');
+      egress.on('message', (msg) => carried.push(new Uint8Array(msg)));
+      vtep = dgram.createSocket('udp4');
+      vtep.on('message', (msg) => answers.push(new Uint8Array(msg)));
+      for (const s of [instance, egress, vtep]) {
+        s.bind(0, '127.0.0.1');
+        await once(s, 'listening');
+      }
+      replies = new ReplyMap(
+        (pkt) => (pkt.dstIp !== PUBLIC ? undefined : (holders.get(pkt.dstPort) ?? null)),
+        {
+          waitMs: 100,
+          maxParked: 4,
         },
-        replies,
-      },
-      silentLogger,
-    );
-    await ingress.start();
-  });
-
-  after(async () => {
-    await ingress.stop();
-    for (const s of [instance, egress, vtep]) s.close();
-  });
-
-  /** A host's frame: VXLAN, Ethernet (EtherType `type`) and an IPv4/UDP packet; `pad` bytes after it. */
-  function vxlan(
-    vni: number,
-    src: number,
-    dst: number,
-    sport: number,
-    dport: number,
-    type = 0x0800,
-    pad = 0,
-  ) {
-    const b = new Uint8Array(200);
-    const h = writeVxlanFrame(b, 0, { vni, dst: 0x026e66000001, src: 0x020000000002, etherType: type });
-    const n = buildUdp(b, h, {
-      srcIp: src,
-      dstIp: dst,
-      srcPort: sport,
-      dstPort: dport,
-      payload: new Uint8Array(4),
+      );
+      ingress = new Ingress(
+        {
+          host: '127.0.0.1',
+          port: 0,
+          servicePort: -1,
+          instances: [{ id: 'nf-0', host: '127.0.0.1', port: instance.address().port }],
+          vni: 1,
+          flowIdleMs: 60_000,
+          edge: {
+            port: 0,
+            hosts: new HostTable({
+              vxlanPort: 0,
+              vtepPort: vtep.address().port,
+              mac: '02:6e:66:00:00:01',
+              hosts: [
+                { prefix: '10.1.0.0/24', vtep: '127.0.0.1', vni: 5 },
+                { prefix: '198.51.100.0/24', vtep: '127.0.0.1', vni: 6 },
+              ],
+            }),
+            egress: { host: '127.0.0.1', port: egress.address().port },
+          },
+          replies,
+        },
+        silentLogger,
+      );
+      await ingress.start();
     });
-    return b.slice(0, h + n + pad);
-  }
 
-  it('stamps a host’s IPv4 packet with its VNI, Ethernet padding left behind', async () => {
-    vtep.send(vxlan(5, CLIENT, SERVER, 40000, 5001, 0x0800, 6), ingress.vxlanPort, '127.0.0.1');
-    await until(() => seen.length >= 1);
-    assert.deepEqual(seen[0], { seq: 1, vni: 5, flow: undefined, src: CLIENT, dst: SERVER });
-  });
-
-  it('answers ARP for the gateway to the asking VTEP, and carries every ARP frame to the egress', async () => {
-    const b = new Uint8Array(22 + 28);
-    const h = writeVxlanFrame(b, 0, {
-      vni: 5,
-      dst: BROADCAST_MAC,
-      src: 0x020000000002,
-      etherType: ETHERTYPE_ARP,
+    after(async () => {
+      await ingress.stop();
+      for (const s of [instance, egress, vtep]) s.close();
     });
-    writeArp(b, h, {
-      op: ArpOp.REQUEST,
-      senderMac: 0x020000000002,
-      senderIp: CLIENT,
-      targetMac: 0,
-      targetIp: 0x0a010001,
+
+    /** A host's frame: VXLAN, Ethernet (EtherType `type`) and an IPv4/UDP packet; `pad` bytes after it. */
+    function vxlan(
+      vni: number,
+      src: number,
+      dst: number,
+      sport: number,
+      dport: number,
+      type = 0x0800,
+      pad = 0,
+    ) {
+      const b = new Uint8Array(200);
+      const h = writeVxlanFrame(b, 0, { vni, dst: 0x026e66000001, src: 0x020000000002, etherType: type });
+      const n = buildUdp(b, h, {
+        srcIp: src,
+        dstIp: dst,
+        srcPort: sport,
+        dstPort: dport,
+        payload: new Uint8Array(4),
+      });
+      return b.slice(0, h + n + pad);
+    }
+
+    it('stamps a host’s IPv4 packet with its VNI, Ethernet padding left behind', async () => {
+      vtep.send(vxlan(5, CLIENT, SERVER, 40000, 5001, 0x0800, 6), ingress.vxlanPort, '127.0.0.1');
+      await until(() => seen.length >= 1);
+      assert.deepEqual(seen[0], { seq: 1, vni: 5, flow: undefined, src: CLIENT, dst: SERVER });
     });
-    vtep.send(b, ingress.vxlanPort, '127.0.0.1');
-    await until(() => answers.length >= 1 && carried.length >= 1);
-    const v = new VxlanView();
-    assert.equal(v.parse(answers[0]!, 0, answers[0]!.length), DropReason.NONE);
-    assert.deepEqual(
-      [v.vni, v.dstMac, v.srcMac, v.etherType],
-      [5, 0x020000000002, 0x026e66000001, ETHERTYPE_ARP],
-    );
-    const a = new ArpView();
-    assert.equal(a.parse(answers[0]!, v.payloadOffset, v.payloadLength), DropReason.NONE);
-    assert.deepEqual(
-      [a.op, a.senderMac, a.senderIp, a.targetIp],
-      [ArpOp.REPLY, 0x026e66000001, 0x0a010001, CLIENT],
-    );
-    assert.equal(isCarriedFrame(carried[0]!), true);
-    assert.deepEqual(carried[0]!.subarray(8), b.subarray(8), 'the frame itself, from the Ethernet header on');
-    // A request for another address is not answered, but still carried.
-    writeArp(b, h, {
-      op: ArpOp.REQUEST,
-      senderMac: 0x020000000002,
-      senderIp: CLIENT,
-      targetMac: 0,
-      targetIp: 0x0a010009,
+
+    it('answers ARP for the gateway to the asking VTEP, and carries every ARP frame to the egress', async () => {
+      const b = new Uint8Array(22 + 28);
+      const h = writeVxlanFrame(b, 0, {
+        vni: 5,
+        dst: BROADCAST_MAC,
+        src: 0x020000000002,
+        etherType: ETHERTYPE_ARP,
+      });
+      writeArp(b, h, {
+        op: ArpOp.REQUEST,
+        senderMac: 0x020000000002,
+        senderIp: CLIENT,
+        targetMac: 0,
+        targetIp: 0x0a010001,
+      });
+      vtep.send(b, ingress.vxlanPort, '127.0.0.1');
+      await until(() => answers.length >= 1 && carried.length >= 1);
+      const v = new VxlanView();
+      assert.equal(v.parse(answers[0]!, 0, answers[0]!.length), DropReason.NONE);
+      assert.deepEqual(
+        [v.vni, v.dstMac, v.srcMac, v.etherType],
+        [5, 0x020000000002, 0x026e66000001, ETHERTYPE_ARP],
+      );
+      const a = new ArpView();
+      assert.equal(a.parse(answers[0]!, v.payloadOffset, v.payloadLength), DropReason.NONE);
+      assert.deepEqual(
+        [a.op, a.senderMac, a.senderIp, a.targetIp],
+        [ArpOp.REPLY, 0x026e66000001, 0x0a010001, CLIENT],
+      );
+      assert.equal(isCarriedFrame(carried[0]!), true);
+      assert.deepEqual(
+        carried[0]!.subarray(8),
+        b.subarray(8),
+        'the frame itself, from the Ethernet header on',
+      );
+      // A request for another address is not answered, but still carried.
+      writeArp(b, h, {
+        op: ArpOp.REQUEST,
+        senderMac: 0x020000000002,
+        senderIp: CLIENT,
+        targetMac: 0,
+        targetIp: 0x0a010009,
+      });
+      vtep.send(b, ingress.vxlanPort, '127.0.0.1');
+      await until(() => carried.length >= 2);
+      assert.equal(answers.length, 1);
     });
-    vtep.send(b, ingress.vxlanPort, '127.0.0.1');
-    await until(() => carried.length >= 2);
-    assert.equal(answers.length, 1);
-  });
 
-  it('drops bad frames by reason and goes on', async () => {
-    const count = (r: DropReason) => ingress.drops[r]!;
-    const before = ingress.drops.slice();
-    const good = vxlan(5, CLIENT, SERVER, 40001, 5001);
-    const noI = good.slice();
-    noI[0] = 0;
-    const badLength = good.slice();
-    badLength[22 + 3] = 0xff; // total length past the frame
-    const arpCut = vxlan(5, CLIENT, SERVER, 1, 1, ETHERTYPE_ARP).subarray(0, 22 + 10);
-    const cases: [Uint8Array, DropReason][] = [
-      [good.subarray(0, 10), DropReason.TRUNCATED],
-      [noI, DropReason.BAD_HEADER],
-      [vxlan(99, CLIENT, SERVER, 40001, 5001), DropReason.UNKNOWN_VNI],
-      [vxlan(5, CLIENT, SERVER, 40001, 5001, 0x86dd), DropReason.NOT_IPV4],
-      [vxlan(5, CLIENT, SERVER, 40001, 5001, 0x8100), DropReason.NOT_IPV4],
-      [good.subarray(0, 22 + 12), DropReason.TRUNCATED],
-      [badLength, DropReason.BAD_LENGTH],
-      [arpCut, DropReason.TRUNCATED],
-    ];
-    for (const [bytes] of cases) ingress.onVxlan(bytes, '127.0.0.1');
-    for (const [bytes, reason] of cases)
-      assert.ok(count(reason) > before[reason]!, `${bytes.length} bytes: reason ${reason}`);
-    for (const bytes of fc.sample(fc.uint8Array({ maxLength: 120 }), 500))
-      ingress.onVxlan(bytes, '127.0.0.1');
-    const n = seen.length;
-    vtep.send(good, ingress.vxlanPort, '127.0.0.1');
-    await until(() => seen.length > n);
-    assert.equal(seen.at(-1)!.src, CLIENT);
-  });
+    it('drops bad frames by reason and goes on', async () => {
+      const count = (r: DropReason) => ingress.drops[r]!;
+      const before = ingress.drops.slice();
+      const good = vxlan(5, CLIENT, SERVER, 40001, 5001);
+      const noI = good.slice();
+      noI[0] = 0;
+      const badLength = good.slice();
+      badLength[22 + 3] = 0xff; // total length past the frame
+      const arpCut = vxlan(5, CLIENT, SERVER, 1, 1, ETHERTYPE_ARP).subarray(0, 22 + 10);
+      const cases: [Uint8Array, DropReason][] = [
+        [good.subarray(0, 10), DropReason.TRUNCATED],
+        [noI, DropReason.BAD_HEADER],
+        [vxlan(99, CLIENT, SERVER, 40001, 5001), DropReason.UNKNOWN_VNI],
+        [vxlan(5, CLIENT, SERVER, 40001, 5001, 0x86dd), DropReason.NOT_IPV4],
+        [vxlan(5, CLIENT, SERVER, 40001, 5001, 0x8100), DropReason.NOT_IPV4],
+        [good.subarray(0, 22 + 12), DropReason.TRUNCATED],
+        [badLength, DropReason.BAD_LENGTH],
+        [arpCut, DropReason.TRUNCATED],
+      ];
+      for (const [bytes] of cases) ingress.onVxlan(bytes, '127.0.0.1');
+      for (const [bytes, reason] of cases)
+        assert.ok(count(reason) > before[reason]!, `${bytes.length} bytes: reason ${reason}`);
+      for (const bytes of fc.sample(fc.uint8Array({ maxLength: 120 }), 500))
+        ingress.onVxlan(bytes, '127.0.0.1');
+      const n = seen.length;
+      vtep.send(good, ingress.vxlanPort, '127.0.0.1');
+      await until(() => seen.length > n);
+      assert.equal(seen.at(-1)!.src, CLIENT);
+    });
 
-  it('stamps a reply to a translated port as part of the connection that holds it', async () => {
-    holders.set(1024, conn);
-    seen.length = 0;
-    vtep.send(vxlan(5, CLIENT, SERVER, 40000, 5001), ingress.vxlanPort, '127.0.0.1');
-    await until(() => seen.length >= 1);
-    vtep.send(vxlan(6, SERVER, PUBLIC, 5001, 1024), ingress.vxlanPort, '127.0.0.1');
-    await until(() => seen.length >= 2);
-    // The connection's second packet (its first was stamped in the first test), and then its reply.
-    assert.deepEqual(
-      seen.map((s) => [s.seq, s.flow === undefined ? null : flowKeyString(s.flow), s.src]),
-      [
-        [2, null, CLIENT],
-        [3, flowKeyString(conn), SERVER],
-      ],
-    );
-    assert.ok(replies.resolved >= 1);
-  });
+    it('stamps a reply to a translated port as part of the connection that holds it', async () => {
+      holders.set(1024, conn);
+      seen.length = 0;
+      vtep.send(vxlan(5, CLIENT, SERVER, 40000, 5001), ingress.vxlanPort, '127.0.0.1');
+      await until(() => seen.length >= 1);
+      vtep.send(vxlan(6, SERVER, PUBLIC, 5001, 1024), ingress.vxlanPort, '127.0.0.1');
+      await until(() => seen.length >= 2);
+      // The connection's second packet (its first was stamped in the first test), and then its reply.
+      assert.deepEqual(
+        seen.map((s) => [s.seq, s.flow === undefined ? null : flowKeyString(s.flow), s.src]),
+        [
+          [2, null, CLIENT],
+          [3, flowKeyString(conn), SERVER],
+        ],
+      );
+      assert.ok(replies.resolved >= 1);
+    });
 
-  it('holds a reply whose port nobody holds yet until the log has it, or until its wait is over', async () => {
-    seen.length = 0;
-    vtep.send(vxlan(6, SERVER, PUBLIC, 5001, 2048), ingress.vxlanPort, '127.0.0.1');
-    vtep.send(vxlan(6, SERVER, PUBLIC, 5001, 4096), ingress.vxlanPort, '127.0.0.1');
-    await until(() => replies.parked >= 2);
-    assert.equal(seen.length, 0);
-    const late = canonicalKey(CLIENT, SERVER, 40002, 5001, 17);
-    holders.set(2048, late);
-    replies.changed();
-    await until(() => seen.length >= 1);
-    assert.equal(flowKeyString(seen[0]!.flow!), flowKeyString(late));
-    // Port 4096 is nobody's: after its wait it goes on as a flow of its own.
-    await until(() => seen.length >= 2);
-    assert.equal(seen[1]!.flow, undefined);
-    assert.equal(replies.unmatched, 1);
-  });
-});
+    it('holds a reply whose port nobody holds yet until the log has it, or until its wait is over', async () => {
+      seen.length = 0;
+      vtep.send(vxlan(6, SERVER, PUBLIC, 5001, 2048), ingress.vxlanPort, '127.0.0.1');
+      vtep.send(vxlan(6, SERVER, PUBLIC, 5001, 4096), ingress.vxlanPort, '127.0.0.1');
+      await until(() => replies.parked >= 2);
+      assert.equal(seen.length, 0);
+      const late = canonicalKey(CLIENT, SERVER, 40002, 5001, 17);
+      holders.set(2048, late);
+      replies.changed();
+      await until(() => seen.length >= 1);
+      assert.equal(flowKeyString(seen[0]!.flow!), flowKeyString(late));
+      // Port 4096 is nobody's: after its wait it goes on as a flow of its own.
+      await until(() => seen.length >= 2);
+      assert.equal(seen[1]!.flow, undefined);
+      assert.equal(replies.unmatched, 1);
+    });
+  },
+);

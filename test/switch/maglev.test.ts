@@ -18,7 +18,7 @@ function keys(n: number, seed = 12345): Uint32Array {
   return out;
 }
 
-void test('hashes match published vectors', () => {
+void test('hashes match published vectors', { timeout: 60_000 }, () => {
   assert.equal(fnv1a32(''), 0x811c9dc5);
   assert.equal(fnv1a32('a'), 0xe40c292c);
   assert.equal(fnv1a32('foobar'), 0xbf9cf968);
@@ -27,7 +27,7 @@ void test('hashes match published vectors', () => {
   assert.equal(murmur3_32('Hello, world!', 0x9747b28c), 0x24884cba);
 });
 
-void test('every backend gets about 1/N of the table', () => {
+void test('every backend gets about 1/N of the table', { timeout: 60_000 }, () => {
   for (const n of [1, 3, 7, 10, 33]) {
     const m = new Maglev(names(n));
     const shares = m.shares();
@@ -40,7 +40,7 @@ void test('every backend gets about 1/N of the table', () => {
   }
 });
 
-void test('lookups spread keys evenly and stay in range', () => {
+void test('lookups spread keys evenly and stay in range', { timeout: 60_000 }, () => {
   const n = 8;
   const m = new Maglev(names(n));
   const counts = new Array<number>(n).fill(0);
@@ -54,7 +54,7 @@ void test('lookups spread keys evenly and stay in range', () => {
   assert.equal(m.lookup(-1), m.lookup(0xffffffff));
 });
 
-void test('removing one backend of N moves little more than its own keys', () => {
+void test('removing one backend of N moves little more than its own keys', { timeout: 60_000 }, () => {
   for (const n of [5, 10, 20]) {
     const before = new Maglev(names(n));
     const removed = `nf-${n >> 1}`;
@@ -77,7 +77,7 @@ void test('removing one backend of N moves little more than its own keys', () =>
   }
 });
 
-void test('adding a backend takes about 1/(N+1) of the keys', () => {
+void test('adding a backend takes about 1/(N+1) of the keys', { timeout: 60_000 }, () => {
   const n = 10;
   const before = new Maglev(names(n));
   const after = new Maglev([...names(n), 'nf-new']);
@@ -87,7 +87,7 @@ void test('adding a backend takes about 1/(N+1) of the keys', () => {
   assert.ok(moved < (1.5 / (n + 1)) * ks.length, `moved ${moved}`);
 });
 
-void test('deterministic for the same backend list', () => {
+void test('deterministic for the same backend list', { timeout: 60_000 }, () => {
   const a = new Maglev(names(12, 'host-a/'), 251);
   const b = new Maglev(names(12, 'host-a/'), 251);
   for (let h = 0; h < 251; h++) assert.equal(a.lookup(h), b.lookup(h));
@@ -98,7 +98,7 @@ void test('deterministic for the same backend list', () => {
   assert.ok(same > 200, `same ${same}/251`);
 });
 
-void test('no backends gives -1; bad table sizes are rejected', () => {
+void test('no backends gives -1; bad table sizes are rejected', { timeout: 60_000 }, () => {
   assert.equal(new Maglev([]).lookup(42), -1);
   assert.throws(() => new Maglev(['a'], 65536), NfsError);
   assert.throws(() => new Maglev(['a'], 1), NfsError);

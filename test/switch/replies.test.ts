@@ -5,7 +5,7 @@ import { canonicalKey } from '../../src/packet/flow-key.js';
 import { ReplyMap } from '../../src/switch/replies.js';
 import { parsed, udp } from '../nfs/context.js';
 
-describe('ReplyMap', () => {
+describe('ReplyMap', { timeout: 60_000 }, () => {
   const owner = canonicalKey(0x0a010002, 0xc633640a, 40000, 5001, 17);
 
   it('counts replies it resolves; parks at most maxParked, and says when a wait is over', () => {

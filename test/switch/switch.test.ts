@@ -20,7 +20,7 @@ function udp(srcPort: number): Packet {
   return p;
 }
 
-describe('Switch', () => {
+describe('Switch', { timeout: 60_000 }, () => {
   it('spreads flows without rules over the live instances by consistent hashing', () => {
     const sw = new Switch(['a', 'b', 'c']);
     const hits = [0, 0, 0];

@@ -7,12 +7,12 @@ const within = (actual: number, expected: number, rel = 0.001): void => {
   assert.ok(Math.abs(actual - expected) <= expected * rel + 1, `${actual} not within ${rel} of ${expected}`);
 };
 
-void test('empty histogram reports zeros', () => {
+void test('empty histogram reports zeros', { timeout: 60_000 }, () => {
   const h = new LatencyHistogram();
   assert.deepEqual(h.toJSON(), { count: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 });
 });
 
-void test('percentiles to three significant digits', () => {
+void test('percentiles to three significant digits', { timeout: 60_000 }, () => {
   const h = new LatencyHistogram();
   for (let v = 1; v <= 10_000; v++) h.record(v);
   assert.equal(h.count, 10_000);
@@ -29,7 +29,7 @@ void test('percentiles to three significant digits', () => {
   assert.equal(j.p999, h.percentile(99.9));
 });
 
-void test('values are clamped to [0, one hour] and NaN is ignored', () => {
+void test('values are clamped to [0, one hour] and NaN is ignored', { timeout: 60_000 }, () => {
   const h = new LatencyHistogram();
   h.record(-5);
   h.record(NaN);
@@ -42,7 +42,7 @@ void test('values are clamped to [0, one hour] and NaN is ignored', () => {
   assert.equal(h.count, 4);
 });
 
-void test('merge adds counts', () => {
+void test('merge adds counts', { timeout: 60_000 }, () => {
   const a = new LatencyHistogram();
   const b = new LatencyHistogram();
   for (let i = 0; i < 1000; i++) a.record(100);
@@ -55,7 +55,7 @@ void test('merge adds counts', () => {
   assert.equal(b.count, 1000);
 });
 
-void test('encode and decode round-trip the distribution', () => {
+void test('encode and decode round-trip the distribution', { timeout: 60_000 }, () => {
   const h = new LatencyHistogram();
   for (let i = 1; i <= 5000; i++) h.record((i * 7919) % 250_000);
   h.record(MAX_LATENCY_US);
@@ -72,7 +72,7 @@ void test('encode and decode round-trip the distribution', () => {
   assert.equal(d.count, h.count);
 });
 
-void test('garbage does not decode', () => {
+void test('garbage does not decode', { timeout: 60_000 }, () => {
   for (const bad of ['', 'garbage', 'AAAA', 'HISTFAAAAC54nJNpmSzMwMDAxcDAwMjAwMDMAAEgNsO1']) {
     assert.throws(
       () => LatencyHistogram.decode(bad),
@@ -82,7 +82,7 @@ void test('garbage does not decode', () => {
   }
 });
 
-void test('reset empties it', () => {
+void test('reset empties it', { timeout: 60_000 }, () => {
   const h = new LatencyHistogram();
   h.record(5);
   h.reset();

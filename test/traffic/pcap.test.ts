@@ -29,7 +29,7 @@ function records(path: string): { linkType: number; recs: { timeMs: number; data
   return { linkType, recs: [...rs].map((r) => ({ timeMs: r.timeMs, data: [...r.data] })) };
 }
 
-describe('pcap', () => {
+describe('pcap', { timeout: 60_000 }, () => {
   it('round-trips RAW captures with microsecond timestamps', () => {
     const path = join(dir, 'raw.pcap');
     const pkts = [ipv4(20, 1), ipv4(100, 2), ipv4(1500, 3)];

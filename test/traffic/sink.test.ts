@@ -16,7 +16,7 @@ function sink(): Sink {
   return new Sink({ host: '127.0.0.1', port: 0 }, silentLogger, new ManualClock(1_700_000_000_010));
 }
 
-describe('Sink', () => {
+describe('Sink', { timeout: 60_000 }, () => {
   it('counts delivered, reordered and duplicated per flow by stamp, and drops replays already delivered', () => {
     const s = sink();
     for (const seq of [1, 2, 4, 3, 3, 5]) s.onDatagram(stamped({ flow: 0, seq, timeMs: 1_700_000_000_000 }));

@@ -18,7 +18,7 @@ function packetsOf(t: { total: number; write(i: number, b: Uint8Array, o: number
   return out;
 }
 
-describe('SyntheticTrace', () => {
+describe('SyntheticTrace', { timeout: 60_000 }, () => {
   it('is deterministic, valid, and has F flows of N packets (heavy flows with skew)', () => {
     for (const proto of ['udp', 'tcp'] as const) {
       const t = new SyntheticTrace({ ...DEFAULT_TRACE, flows: 20, packets: 5, skew: 4, proto });
@@ -68,7 +68,7 @@ describe('SyntheticTrace', () => {
   });
 });
 
-describe('pcap replay and the oracle', () => {
+describe('pcap replay and the oracle', { timeout: 60_000 }, () => {
   it('replays a capture packet for packet, and the oracle gives the same digest for the same trace', () => {
     const trace = new SyntheticTrace({ ...DEFAULT_TRACE, flows: 16, packets: 12 });
     const packets = packetsOf(trace);

@@ -105,7 +105,7 @@ function reencode(v: StampView): Uint8Array {
   return out;
 }
 
-describe('frozen wire samples', () => {
+describe('frozen wire samples', { timeout: 60_000 }, () => {
   it('stamp-udp.hex', () => {
     const bytes = sample('stamp-udp.hex');
     assert.equal(bytes.length, 36 + 35);

@@ -47,7 +47,7 @@ const frameArb = fc.record({
   body: fc.uint8Array({ maxLength: 200 }),
 });
 
-describe('control frames', () => {
+describe('control frames', { timeout: 60_000 }, () => {
   it('lays out length, type, sequence, body and a truncated HMAC', () => {
     const body = new Uint8Array([0xaa, 0xbb, 0xcc]);
     const f = encodeFrame(7, 2 ** 32 + 1, body, key);

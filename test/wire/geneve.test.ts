@@ -75,7 +75,7 @@ function stampOption(f: StampFields = fields): Uint8Array {
   return stamped(f).subarray(8, STAMP_HEADER_LENGTH);
 }
 
-describe('geneve stamp header', () => {
+describe('geneve stamp header', { timeout: 60_000 }, () => {
   it('exports the documented constants', () => {
     assert.equal(GENEVE_PORT, 6081);
     assert.equal(STAMP_HEADER_LENGTH, 36);
@@ -313,7 +313,7 @@ function readAll(v: StampView): void {
   }
 }
 
-describe('geneve flow option', () => {
+describe('geneve flow option', { timeout: 60_000 }, () => {
   const flow = { srcIp: 0x0a010002, dstIp: 0xc633640a, srcPort: 40000, dstPort: 5001, proto: 17 };
 
   function withFlow(): Uint8Array {

@@ -49,7 +49,7 @@ function encapsulated(dstPort: number, seq: number): Uint8Array {
   return ethernetFrame(outer);
 }
 
-describe('tshark reads nfstate captures', () => {
+describe('tshark reads nfstate captures', { timeout: 120_000 }, () => {
   it('decodes Geneve, the nfstate option and the inner packet', (t) => {
     if (!hasTshark) {
       t.skip('tshark not installed');

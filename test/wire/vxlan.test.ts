@@ -21,7 +21,7 @@ function frame(vni: number, etherType = ETHERTYPE_IPV4, payload = 20): Uint8Arra
   return b;
 }
 
-describe('VxlanView', () => {
+describe('VxlanView', { timeout: 60_000 }, () => {
   it('reads the VNI, the MACs, the EtherType and where the payload is', () => {
     const b = frame(0xabcdef, 0x86dd, 40);
     const v = new VxlanView();
@@ -77,7 +77,7 @@ describe('VxlanView', () => {
   });
 });
 
-describe('MAC addresses', () => {
+describe('MAC addresses', { timeout: 60_000 }, () => {
   it('round trip through text and bytes', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 2 ** 48 - 1 }), (mac) => {
@@ -99,7 +99,7 @@ describe('MAC addresses', () => {
   });
 });
 
-describe('ArpView', () => {
+describe('ArpView', { timeout: 60_000 }, () => {
   const fields = {
     op: ArpOp.REPLY,
     senderMac: 0x0200_0000_00aa,
