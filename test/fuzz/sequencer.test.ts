@@ -158,7 +158,16 @@ function validUpdates(rng: Rng): Update[] {
 /** A server-bound body of a random kind, valid before any damage. */
 function serverBody(rng: Rng, head: number): { type: number; payload: Uint8Array } {
   const w = new ByteWriter(64);
-  const type = rng.pick([SequencerFrame.SUBMIT, SequencerFrame.SUBMIT, SequencerFrame.WATCH, SequencerFrame.UNWATCH, SequencerFrame.HELLO, SequencerFrame.RESULT, 0, 99]);
+  const type = rng.pick([
+    SequencerFrame.SUBMIT,
+    SequencerFrame.SUBMIT,
+    SequencerFrame.WATCH,
+    SequencerFrame.UNWATCH,
+    SequencerFrame.HELLO,
+    SequencerFrame.RESULT,
+    0,
+    99,
+  ]);
   if (type === SequencerFrame.SUBMIT) {
     w.u53(rng.int(1 << 20));
     writeUpdates(w, validUpdates(rng));
@@ -191,7 +200,9 @@ describe('fuzz: the global sequencer protocol', { timeout: 60_000 }, () => {
     let sent = 0;
     const close = (): void => {
       if (conn === undefined) return;
-      answers += conn.socket.frames.filter((f) => f.type === SequencerFrame.RESULT || f.type === SequencerFrame.FAIL).length;
+      answers += conn.socket.frames.filter(
+        (f) => f.type === SequencerFrame.RESULT || f.type === SequencerFrame.FAIL,
+      ).length;
       conn.socket.destroy();
       conn = undefined;
     };
@@ -215,7 +226,9 @@ describe('fuzz: the global sequencer protocol', { timeout: 60_000 }, () => {
       sent++;
       if (outcome === 'malformed') {
         assert.equal(conn.socket.destroyed, true, 'a body that does not parse ends the connection');
-        answers += conn.socket.frames.filter((f) => f.type === SequencerFrame.RESULT || f.type === SequencerFrame.FAIL).length;
+        answers += conn.socket.frames.filter(
+          (f) => f.type === SequencerFrame.RESULT || f.type === SequencerFrame.FAIL,
+        ).length;
         conn = undefined;
       } else {
         assert.equal(conn.socket.destroyed, false, `frame ${i} (type ${type}) must not end the connection`);
@@ -243,7 +256,15 @@ describe('fuzz: the global sequencer protocol', { timeout: 60_000 }, () => {
     const counts = { ok: 0, refused: 0 };
     for (let i = 0; i < CLIENT_BODIES; i++) {
       const w = new ByteWriter(64);
-      const type = rng.pick([SequencerFrame.RESULT, SequencerFrame.FAIL, SequencerFrame.UPDATES, SequencerFrame.UPDATES, SequencerFrame.WATCH_FAIL, SequencerFrame.SUBMIT, 0]);
+      const type = rng.pick([
+        SequencerFrame.RESULT,
+        SequencerFrame.FAIL,
+        SequencerFrame.UPDATES,
+        SequencerFrame.UPDATES,
+        SequencerFrame.WATCH_FAIL,
+        SequencerFrame.SUBMIT,
+        0,
+      ]);
       let updates: Update[] = [];
       if (type === SequencerFrame.UPDATES) {
         w.u53(1);
