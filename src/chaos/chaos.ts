@@ -176,8 +176,11 @@ async function inject(kind: FaultKind, s: Scene): Promise<Injected> {
       const controllers = d.roles().filter((r) => r.name.startsWith('controller'));
       const victim = pick(s.random, controllers);
       if (victim === undefined) return { target: '-', error: 'no controller runs' };
-      if (kind === 'controller-kill') victim.child.kill('SIGKILL');
-      else {
+      if (kind === 'controller-kill') {
+        victim.child.kill('SIGKILL');
+        // Gone before the standbys are counted again.
+        await waitFor(() => victim.exited, HEALTHY_WAIT_MS);
+      } else {
         victim.child.kill('SIGSTOP');
         await sleep(WINDOW_MS);
         victim.child.kill('SIGCONT');

@@ -23,7 +23,8 @@ import { seeded } from '../launcher/faults.js';
  * - `partition`: one instance cut off from its cluster mates' replication traffic for a while (nftables);
  * - `etcd-delay`: every etcd round trip delayed for a while (a userspace proxy: this kernel has no netem);
  * - `ingress-kill`: the ingress SIGKILLed. It is one process, started once: the deployment does not get
- *   over it (docs/architecture.md §chaos), so it is never planned unless asked for.
+ *   over it (docs/architecture.md §11), so it is never planned unless asked for. (The sink is one process
+ *   too, but the run's checks read its report, so its death is not a fault a run can judge.)
  */
 export const FAULT_KINDS = [
   'kill',
