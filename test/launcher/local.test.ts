@@ -87,6 +87,19 @@ describe(
       rmSync(dir, { recursive: true, force: true });
     });
 
+    it('no role has its spec or the deployment key on its command line, which every local user can read', () => {
+      const roles = deployment.roles();
+      assert.equal(roles.length, 5, 'sink, controller, two instances, ingress');
+      for (const r of roles) {
+        const args = readFileSync(`/proc/${r.child.pid}/cmdline`, 'utf8')
+          .split('\0')
+          .filter((arg) => arg !== '');
+        assert.equal(args.at(-3), 'role');
+        assert.equal(args.at(-1), r.name);
+        assert.ok(!args.some((arg) => arg.includes('key') || arg.includes('{')), args.join(' '));
+      }
+    });
+
     it('the first newcomer forms a new cluster (every cluster is full), is live, and running flows stay put', async () => {
       const { added } = (await api('/instances', { count: 1 })) as {
         added: { id: string; cluster: string; ms: number; join_ms: number }[];
