@@ -8,7 +8,7 @@
  *   sudo nfstate lab down                         # removes what a crashed lab left behind
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
@@ -74,7 +74,10 @@ export function addLabCommands(program: Command): void {
       const logDir = mkdtempSync(join(tmpdir(), 'nfstate-lab-'));
       const running = await Lab.start({ topology, logDir, prefix: o.prefix as string });
       try {
-        process.stdout.write(JSON.stringify(running.describe()) + '\n');
+        // As `nfstate up` does: what an operator signs with (`nfstate scale add --key-file`), for this run.
+        const operatorKey = join(logDir, 'operator.key');
+        writeFileSync(operatorKey, running.running.operatorKey.toString('hex') + '\n', { mode: 0o600 });
+        process.stdout.write(JSON.stringify({ ...running.describe(), operator_key: operatorKey }) + '\n');
         await signalled();
       } finally {
         await running.stop();

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -140,6 +140,9 @@ test(
       child.once('exit', (code) => reject(new Error(`nfstate lab exited (${code}) before it was up`)));
     });
     assert.equal(described.prefix, prefix);
+    // The operator's key for this run, readable by its user only.
+    assert.match(readFileSync(described.operator_key as string, 'utf8'), /^[0-9a-f]{64}\n$/);
+    assert.equal(statSync(described.operator_key as string).mode & 0o077, 0);
     assert.ok((await namespaces(prefix)).length >= 7, 'hosts, bridge and roles each in a namespace');
     const pids = await labPids(prefix);
     child.kill('SIGKILL');
