@@ -67,8 +67,14 @@ function readJson(text: string, what: string): unknown {
   }
 }
 
+/** The package's version, from the package.json that ships beside dist/. */
+const VERSION = (
+  JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
 const program = new Command('nfstate')
   .description('Cluster-based distributed state management for network functions')
+  .version(VERSION)
   .configureOutput({
     outputError: (str, write) => {
       write(`${str.split('\n')[0] ?? ''}\n`);

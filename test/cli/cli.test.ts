@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { nfstate } from '../helpers/cli.js';
+import { repoPath } from '../helpers/paths.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'nfstate-cli-'));
 
@@ -64,6 +65,13 @@ describe('nfstate command line', { timeout: 300_000 }, () => {
       ['scale', 'add', '--controller', '127.0.0.1:1', '--key-file', yaml('short.key', 'abcd')],
       /--key-file: .* must hold at least 16 bytes of hex/,
     );
+  });
+
+  it("prints its version, the package's", async () => {
+    const r = await nfstate(['--version']);
+    assert.equal(r.code, 0, r.stderr);
+    const pkg = JSON.parse(readFileSync(repoPath('package.json'), 'utf8')) as { version: string };
+    assert.equal(r.stdout, `${pkg.version}\n`);
   });
 
   it('prints usage for help', async () => {
