@@ -15,10 +15,10 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { wallClock } from '../clock.js';
 import { ErrorCode, NfsError } from '../errors.js';
-import { startEtcd, type EtcdCluster } from '../global/etcd-local.js';
+import { healthy, startEtcd, type EtcdCluster } from '../global/etcd-local.js';
 import { parseTopology } from '../launcher/config.js';
 import { runDemo, summaryFailures, type DemoRun, type DemoSummary } from '../launcher/demo.js';
-import { controllerAnswers, failInstance, seeded } from '../launcher/faults.js';
+import { controllerAnswers, failInstance, seeded, sleep } from '../launcher/faults.js';
 import type { LocalDeployment } from '../launcher/local.js';
 import { DEFAULT_TRACE } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
@@ -77,10 +77,6 @@ const LOSS_PERCENT = 30;
 const ETCD_DELAY_MS = 20;
 const HEALTHY_WAIT_MS = 30_000;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 /** Waits for `cond` (polled every 50 ms) up to `ms`; whether it came true. */
 async function waitFor(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
@@ -88,15 +84,6 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms: number): Prom
     if (await cond()) return true;
     if (Date.now() > end) return false;
     await sleep(50);
-  }
-}
-
-async function etcdHealthy(url: string): Promise<boolean> {
-  try {
-    const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(500) });
-    return res.ok;
-  } catch {
-    return false;
   }
 }
 
@@ -206,7 +193,7 @@ async function inject(kind: FaultKind, s: Scene): Promise<Injected> {
         await sleep(WINDOW_MS);
         s.etcd.signal(member, 'SIGCONT');
       }
-      const back = await waitFor(() => etcdHealthy(s.etcd.clientUrls[member]!), HEALTHY_WAIT_MS);
+      const back = await waitFor(() => healthy(s.etcd.clientUrls[member]!), HEALTHY_WAIT_MS);
       return {
         target: `etcd member ${member}`,
         ...(back ? {} : { error: 'the member did not serve again' }),

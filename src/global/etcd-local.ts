@@ -33,7 +33,8 @@ export interface EtcdCluster {
   stop(): Promise<void>;
 }
 
-async function healthy(url: string): Promise<boolean> {
+/** Whether the member at `url` answers its health check as healthy. */
+export async function healthy(url: string): Promise<boolean> {
   try {
     const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(500) });
     return res.ok && ((await res.json()) as { health?: string }).health === 'true';

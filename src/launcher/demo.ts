@@ -26,7 +26,7 @@ import { flowKeyString } from '../packet/flow-key.js';
 import { LocalDeployment } from './local.js';
 import { startEtcd, type EtcdCluster } from '../global/etcd-local.js';
 import type { Api, Endpoints } from './local.js';
-import { controllerAnswers, failInstance, seeded, type InstanceFault } from './faults.js';
+import { controllerAnswers, failInstance, seeded, sleep, type InstanceFault } from './faults.js';
 
 export interface DemoOptions {
   trace: TraceOptions;
@@ -599,10 +599,6 @@ async function faultsDuring(
 
 /** Longer than a gossip round (instance.ts GOSSIP_MS) and the records' shipping interval together. */
 const SETTLE_MS = 500;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 /** The p-quantile of ascending `sorted` (0 when empty), to 0.01. */
 function percentile(sorted: readonly number[], p: number): number {
