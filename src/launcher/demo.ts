@@ -991,11 +991,16 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     await sleep(SETTLE_MS);
     const own = await deployment.digests();
     const replicaProblems = await deployment.checkReplicas(own);
+    // A controller without a quorum steps down at its next renewal: one that answered /lb may not answer this.
     const now = controllerLost
       ? []
-      : ((await api(ends.controller.admin, '/instances')) as unknown as {
-          admin: number;
-        }[]);
+      : await api(ends.controller.admin, '/instances').then(
+          (r) => r as unknown as { admin: number }[],
+          () => {
+            controllerLost = true;
+            return [];
+          },
+        );
     const { moveDropped, strong, ...replication } = await instanceTotals([
       ...new Set([...ends.instances.map((i) => i.admin), ...admins, ...now.map((i) => i.admin)]),
     ]);
