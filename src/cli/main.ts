@@ -9,6 +9,7 @@
  *   nfstate gen / sink / oracle / bench   the parts on their own
  */
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ErrorCode, NfsError } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -16,6 +17,8 @@ import { adminCall } from '../metrics.js';
 import {
   DEFAULT_TOPOLOGY,
   GLOBAL_STORES,
+  machineShape,
+  THESIS_SHAPE,
   parseHostPort,
   parseTopology,
   loadTopology,
@@ -96,6 +99,11 @@ program
   .option('--clusters <n>', 'clusters', int('--clusters', 1, 64))
   .option('--per-cluster <n>', 'NF instances per cluster', int('--per-cluster', 1, 64))
   .option('--threads <n>', 'worker threads per instance', int('--threads', 1, 64))
+  .option(
+    '--thesis',
+    "the thesis's shape: 3 clusters x 4 instances x 2 threads (the default from 12 cores; below, 2 x 2 x 1)",
+    false,
+  )
   .option('--batch <n>', 'packets per batch', int('--batch', 1, 100000))
   .option('--flows <n>', 'flows', int('--flows', 1, 10_000_000), 200)
   .option('--packets <n>', 'packets per flow', int('--packets', 1, 10_000_000), 50)
@@ -315,6 +323,9 @@ function withFlags(base: Topology | undefined, o: Record<string, unknown>): Topo
     delete t.chain;
     t.nf = { ...nf, type, config: nf.config ?? DEMO_NF_CONFIG[type] ?? {} };
   }
+  // Without a file, a shape the flags leave open is sized to this machine (or the thesis's, with --thesis).
+  if (base === undefined)
+    Object.assign(t, o.thesis === true ? THESIS_SHAPE : machineShape(availableParallelism()));
   if (o.clusters !== undefined) t.clusters = o.clusters;
   if (o.perCluster !== undefined) t.perCluster = o.perCluster;
   if (o.threads !== undefined) t.threads = o.threads;

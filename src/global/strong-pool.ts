@@ -342,7 +342,10 @@ class Pool extends PoolState {
 export interface StrongPoolsOptions {
   /** This instance's name, unique in the deployment; it is part of every update id. */
   self: string;
-  /** How long a call's update waits for others to share its submit, in ms (default 1). */
+  /**
+   * How long a call's update waits for others to share its submit, in ms (default 0: those of the same
+   * event-loop turn, and those made while the previous submit was in flight).
+   */
   batchMs?: number;
   /** The most updates in one submit (default 512). */
   maxBatch?: number;
@@ -407,6 +410,7 @@ export class StrongPools implements MetricSource {
   private queueHead = 0;
   private submitting = false;
   private flushTimer: NodeJS.Timeout | undefined;
+  private flushSoon: NodeJS.Immediate | undefined;
   private backoffMs = 0;
   /** Every call in progress, oldest first, which is also deadline order. */
   private byAge: Call[] = [];
@@ -422,7 +426,7 @@ export class StrongPools implements MetricSource {
     if (typeof self !== 'string' || self.length === 0 || Buffer.byteLength(self) > MAX_SELF_BYTES) {
       throw new NfsError(ErrorCode.CONFIG, `strongPools.self: must be 1..${MAX_SELF_BYTES} UTF-8 bytes`);
     }
-    this.batchMs = checkCount('batchMs', options.batchMs ?? 1, 0);
+    this.batchMs = checkCount('batchMs', options.batchMs ?? 0, 0);
     this.maxBatch = checkCount('maxBatch', options.maxBatch ?? 512, 1);
     this.deadlineMs = checkCount('deadlineMs', options.deadlineMs ?? DEFAULT_DEADLINE_MS, 1);
     this.attemptMs = checkCount('attemptMs', options.attemptMs ?? Math.ceil(this.deadlineMs / 4), 1);
@@ -491,8 +495,10 @@ export class StrongPools implements MetricSource {
     if (!this.running) return;
     this.running = false;
     clearTimeout(this.flushTimer);
+    clearImmediate(this.flushSoon);
     clearTimeout(this.sweepTimer);
     this.flushTimer = undefined;
+    this.flushSoon = undefined;
     this.sweepTimer = undefined;
     const watch = this.watch;
     this.watch = undefined;
@@ -691,15 +697,28 @@ export class StrongPools implements MetricSource {
     this.kick();
   }
 
+  /**
+   * Group commit: with no submit in flight, the calls made in this turn of the event loop go out at its
+   * end; calls made while one is in flight share the next, sent as soon as it returns. A timer would add
+   * its millisecond to every claim, and a flow's first packet waits for its claim.
+   */
   private kick(): void {
-    if (!this.running || this.submitting || this.flushTimer !== undefined) return;
+    if (!this.running || this.submitting) return;
+    if (this.flushTimer !== undefined || this.flushSoon !== undefined) return;
     const waiting = this.queue.length - this.queueHead;
     if (waiting === 0) return;
     const wait = this.backoffMs > 0 ? this.backoffMs : waiting >= this.maxBatch ? 0 : this.batchMs;
-    this.flushTimer = setTimeout(() => {
-      this.flushTimer = undefined;
-      void this.flush();
-    }, wait);
+    if (wait > 0) {
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = undefined;
+        void this.flush();
+      }, wait);
+    } else {
+      this.flushSoon = setImmediate(() => {
+        this.flushSoon = undefined;
+        void this.flush();
+      });
+    }
   }
 
   private async flush(): Promise<void> {

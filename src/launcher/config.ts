@@ -90,12 +90,24 @@ export type Release = (typeof RELEASE_MODES)[number];
 export const REPLICATION_MODES = ['cluster', 'all', 'off'] as const;
 export type Replication = (typeof REPLICATION_MODES)[number];
 
+/** The thesis's deployment: 3 clusters of 4 instances, 2 worker threads each. */
+export const THESIS_SHAPE = { clusters: 3, perCluster: 4, threads: 2 } as const;
+
+/**
+ * The demo's shape on a machine with `cores` cores, when no flag or file names one. The thesis's twelve
+ * instances, their 24 workers, the ingress, the sink and the controller need a core each to show the
+ * deployment's own latency; on fewer, they measure the scheduler (every hop waits for a core). Two
+ * clusters of two, one worker each, still have moves inside and across clusters and a secondary for
+ * every flow.
+ */
+export function machineShape(cores: number): { clusters: number; perCluster: number; threads: number } {
+  return cores >= 12 ? { ...THESIS_SHAPE } : { clusters: 2, perCluster: 2, threads: 1 };
+}
+
 /** Every default; `nf.type` has none and must be given. */
 export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
-  clusters: 3,
-  perCluster: 4,
+  ...THESIS_SHAPE,
   spareInstances: 4,
-  threads: 2,
   batch: { size: 30, timeoutMs: 50 },
   reorder: { maxHeld: 1024, gapTimeoutMs: 250 },
   flowIdleMs: 60_000,
