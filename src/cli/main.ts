@@ -731,9 +731,15 @@ program
   )
   .option(
     '--miss-count <n>',
-    'heartbeat intervals of silence after which an instance is declared failed',
+    'heartbeat intervals of silence after which an instance is suspected and probed, at the least',
     int('--miss-count', 2, 1000),
     DEFAULT_TOPOLOGY.failure.missCount,
+  )
+  .option(
+    '--probe-ms <ms>',
+    'how long a suspected instance has to answer a probe before it is declared failed (0: no probe)',
+    int('--probe-ms', 0, 60_000),
+    DEFAULT_TOPOLOGY.failure.probeMs,
   )
   .option('--key-file <file>', KEY_FILE_HELP)
   .option('--admin-host <ip>', ADMIN_HOST_HELP)
@@ -752,7 +758,11 @@ program
       ...adminFlags(o, key),
       clusterSize: o.clusterSize,
       moveTimeoutMs: o.moveTimeout as number,
-      failure: { heartbeatMs: o.heartbeatMs as number, missCount: o.missCount as number },
+      failure: {
+        heartbeatMs: o.heartbeatMs as number,
+        missCount: o.missCount as number,
+        probeMs: o.probeMs as number,
+      },
       lb: lbFlags({ ...DEFAULT_BALANCER }, o),
       ...(o.sequencer === true && key !== undefined ? { sequencer: { key } } : {}),
     });

@@ -23,8 +23,9 @@
  * on or off).
  *
  * Failure detection: instances also send heartbeats to the same UDP port (detector.ts; the register answer
- * says how often). One silent for too long is declared failed and fenced: GET /failures lists it, and it
- * owns no new flow and is no load-balancing candidate any more.
+ * says how often), and the controller probes a silent one from it. One silent for too long that does not
+ * answer its probe is declared failed and fenced: GET /failures lists it, and it owns no new flow and is no
+ * load-balancing candidate any more.
  */
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
@@ -263,9 +264,12 @@ export class Controller implements MetricSource {
     admin.route('GET', '/clusters', () =>
       this.map.clusters().map((c) => ({ id: c.id, members: c.members.map((m) => m.id) })),
     );
-    this.socket.on('message', (msg) => {
-      this.onReport(msg);
+    this.socket.on('message', (msg, from) => {
+      this.onReport(msg, from);
     });
+    this.detector.onProbe = (to, probe) => {
+      this.socket.send(probe, to.port, to.address);
+    };
     this.socket.bind(this.options.reportPort ?? 0, this.options.host);
     await once(this.socket, 'listening');
     this.liveness.listen(this.options.livenessPort ?? 0, this.options.host);
@@ -1589,9 +1593,9 @@ export class Controller implements MetricSource {
     }));
   }
 
-  private onReport(msg: Buffer): void {
+  private onReport(msg: Buffer, from: dgram.RemoteInfo): void {
     if (looksLikeHeartbeat(msg)) {
-      this.detector.receive(msg);
+      this.detector.receive(msg, from);
       return;
     }
     const r = decodeLoadReport(msg, (id) => {

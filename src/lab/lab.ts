@@ -109,7 +109,7 @@ const LAB_CHAIN = [
 
 /**
  * The lab's default deployment: a chain of a strict firewall (only connections the client opens, from their
- * SYN) and a NAT, 2 clusters of 2 instances with one worker thread each, failure detection every 20 ms.
+ * SYN) and a NAT, 2 clusters of 2 instances with one worker thread each, failure detection at the defaults (heartbeats every 20 ms, a probe before a pause is declared).
  * `overrides` are topology fields on top (`replication: off`, other sizes …).
  */
 export function labTopology(overrides: Record<string, unknown> = {}): Topology {
@@ -119,7 +119,6 @@ export function labTopology(overrides: Record<string, unknown> = {}): Topology {
     clusters: 2,
     perCluster: 2,
     threads: 1,
-    failure: { heartbeatMs: 20, missCount: 5 },
     ...overrides,
   });
 }

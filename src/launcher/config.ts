@@ -166,7 +166,7 @@ const FIELDS = {
   egress: ['deliver'],
   sink: ['port', 'pcap'],
   move: ['timeoutMs'],
-  failure: ['heartbeatMs', 'missCount'],
+  failure: ['heartbeatMs', 'missCount', 'probeMs'],
   global: ['store', 'endpoints'],
   lb: [
     'enabled',
@@ -375,6 +375,7 @@ function validate(obj: unknown, where: string): Topology {
       heartbeatMs: int(failure, ['failure', 'heartbeatMs'], d.failure.heartbeatMs, 1, MAX_HEARTBEAT_MS),
       // One lost datagram must not fail an instance: at least two intervals of silence.
       missCount: int(failure, ['failure', 'missCount'], d.failure.missCount, 2, MAX_MISS_COUNT),
+      probeMs: int(failure, ['failure', 'probeMs'], d.failure.probeMs, 0, MAX_HEARTBEAT_MS),
     },
     global: { store, endpoints },
     edge: root.edge === undefined || root.edge === null ? null : edgeSection(root.edge),

@@ -122,6 +122,11 @@ export interface FailoverSummary {
   fenced_output: number;
   /** Replayed output the sink dropped because the failed instance had delivered it already. */
   replays_dropped: number;
+  /**
+   * Instances the controller declared failed that the run did not kill, pause or fail: false alarms of
+   * the failure detection unit.
+   */
+  false_alarms: string[];
   /** Per failover: the instance, signal (`fail` for --fail), successor, replacement and its figures. */
   each: InstanceFault[];
 }
@@ -567,7 +572,7 @@ async function faultsDuring(
   options: { kill: number; pause: number; fail: number; seed: number },
   deployment: LocalDeployment,
   logger: Logger,
-): Promise<Omit<FailoverSummary, 'fenced_output' | 'replays_dropped'>> {
+): Promise<Omit<FailoverSummary, 'fenced_output' | 'replays_dropped' | 'false_alarms'>> {
   const rand = seeded(options.seed + 7);
   const n = options.kill + options.pause + options.fail;
   const points = Array.from({ length: n }, () => Math.floor(total * (0.2 + 0.6 * rand()))).sort(
@@ -866,6 +871,8 @@ export function summaryFailures(s: DemoSummary): string[] {
   if (failedMoves > 0) out.push(`${failedMoves} moves failed: ${m.errors.join('; ')}`);
   for (const f of s.failovers.each)
     if (f.error !== undefined) out.push(`failover of ${f.id} (${f.signal}): ${f.error}`);
+  if (s.failovers.false_alarms.length > 0)
+    out.push(`declared failed, though the run did not fail them: ${s.failovers.false_alarms.join(', ')}`);
   if (s.strong.failed > 0)
     out.push(
       `${s.strong.failed} claims or releases of strong global state failed (the log did not decide them)`,
@@ -992,15 +999,21 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     const own = await deployment.digests();
     const replicaProblems = await deployment.checkReplicas(own);
     // A controller without a quorum steps down at its next renewal: one that answered /lb may not answer this.
-    const now = controllerLost
-      ? []
-      : await api(ends.controller.admin, '/instances').then(
-          (r) => r as unknown as { admin: number }[],
-          () => {
-            controllerLost = true;
-            return [];
-          },
-        );
+    const ask = async <T>(path: string): Promise<T[]> =>
+      controllerLost
+        ? []
+        : await api(ends.controller.admin, path).then(
+            (r) => r as unknown as T[],
+            () => {
+              controllerLost = true;
+              return [];
+            },
+          );
+    const now = await ask<{ admin: number }>('/instances');
+    const faulted = new Set(faults.each.map((f) => f.id));
+    const falseAlarms = (await ask<{ id: string }>('/failures'))
+      .map((f) => f.id)
+      .filter((id) => !faulted.has(id));
     const { moveDropped, strong, ...replication } = await instanceTotals([
       ...new Set([...ends.instances.map((i) => i.admin), ...admins, ...now.map((i) => i.admin)]),
     ]);
@@ -1065,7 +1078,12 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       lb,
       drained,
       added,
-      failovers: { ...faults, fenced_output: report.fenced, replays_dropped: report.replays },
+      failovers: {
+        ...faults,
+        fenced_output: report.fenced,
+        replays_dropped: report.replays,
+        false_alarms: falseAlarms,
+      },
       mismatched_flows: [
         ...cmp.mismatched.map((f) => `state differs: ${f}`),
         ...cmp.missing.map((f) => `missing: ${f}`),

@@ -19,16 +19,17 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { wallClock } from '../clock.js';
 import type { FlowOwner } from '../controller/controller.js';
-import { encodeLoadReport, type LoadReport } from '../controller/load-report.js';
 import type { BalancerOptions } from '../controller/balancer.js';
 import { Controller } from '../controller/controller.js';
 import type { FailureOptions } from '../controller/detector.js';
-import { DEFAULT_FAILURE, encodeHeartbeat } from '../controller/detector.js';
+import { DEFAULT_FAILURE } from '../controller/detector.js';
 import type { Provisioner } from '../controller/controller.js';
 import { createLogger } from '../log.js';
 import { adminKeys, type AdminKeys } from '../auth.js';
 import { AdminServer, adminCall, MetricsRegistry } from '../metrics.js';
 import { NfInstance } from '../nf/instance.js';
+import { EXIT_FENCED, keepLiveness, reportToController } from '../nf/liveness.js';
+export { EXIT_FENCED };
 import type { ProcessorOptions } from '../nf/processor.js';
 import { parseGuarantee } from '../nf/processor.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
@@ -372,46 +373,6 @@ async function lead(
  */
 const CONTROLLER_TTL_S = 4;
 
-/**
- * The instance's liveness connection to the controller, held open for the life of the process: when it dies,
- * the kernel closes it and the controller knows at once. Without it (a refused connection) the heartbeats
- * still tell. When the controller goes (a standby takes over at the same address, journal.ts) it connects
- * again. Returns the orderly goodbye.
- */
-function keepLiveness(
-  id: string,
-  token: string,
-  at: { host: string; port: number },
-  logger: Logger,
-): () => void {
-  let socket: net.Socket | undefined;
-  let leaving = false;
-  const connect = (): void => {
-    const s = net.connect(at.port, at.host);
-    socket = s;
-    s.setNoDelay(true);
-    s.on('error', () => undefined);
-    // The controller failed this instance over while it could not answer (paused, cut off): another
-    // instance owns its flows now, and the egress and the peers refuse what it sends. It must not go on.
-    s.on('data', (chunk: Buffer) => {
-      if (!chunk.toString('utf8').includes('fenced')) return;
-      logger.error("fenced by the controller: another instance took over this one's flows; exiting");
-      process.exit(EXIT_FENCED);
-    });
-    s.on('close', () => {
-      if (!leaving) setTimeout(connect, LIVENESS_RETRY_MS).unref();
-    });
-    s.write(`${id} ${token}\n`);
-  };
-  connect();
-  return () => {
-    leaving = true;
-    socket?.end('bye\n');
-  };
-}
-
-const LIVENESS_RETRY_MS = 200;
-
 /** The launcher that forked this process starts instances for the controller (LocalDeployment.add). */
 function launcherProvisioner(): Provisioner {
   let ids = 0;
@@ -596,45 +557,6 @@ function canonical(k: FlowKey): FlowKey {
   return canonicalKey(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto);
 }
 
-/**
- * Heartbeats to the controller's failure detection unit every `heartbeatMs`, the first at once, and load
- * reports every 100 ms, over UDP from one socket. Returns what stops both, with a goodbye (sequence number
- * 0), so that an orderly stop is not taken for a failure.
- */
-function reportToController(
-  id: string,
-  token: Buffer,
-  to: { host: string; report: number },
-  heartbeatMs: number,
-  load: () => LoadReport,
-): () => void {
-  const socket = dgram.createSocket('udp4');
-  socket.on('error', () => undefined);
-  socket.unref();
-  let seq = 0;
-  let reportSeq = 0;
-  const beat = (): void => {
-    socket.send(encodeHeartbeat(id, ++seq, token), to.report, to.host);
-  };
-  beat();
-  const heartbeats = setInterval(beat, heartbeatMs);
-  const reports = setInterval(() => {
-    socket.send(encodeLoadReport(id, ++reportSeq, load(), token), to.report, to.host);
-  }, LOAD_REPORT_MS);
-  heartbeats.unref();
-  reports.unref();
-  return () => {
-    clearInterval(heartbeats);
-    clearInterval(reports);
-    socket.send(encodeHeartbeat(id, 0, token), to.report, to.host, () => {
-      socket.close();
-    });
-  };
-}
-
-const LOAD_REPORT_MS = 100;
-/** Exit status of an NF instance that learns it was failed over (see runNf). */
-export const EXIT_FENCED = 3;
 /** The exit status of a controller that lost its leadership (another may lead now). */
 export const EXIT_DEMOTED = 4;
 

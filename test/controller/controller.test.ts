@@ -439,7 +439,7 @@ describe('Controller: failover', { timeout: 120_000 }, () => {
         host: '127.0.0.1',
         egress: { host: '127.0.0.1', admin: egress.port },
         // Declared by the operator only: no heartbeat comes in this test.
-        failure: { heartbeatMs: 50, missCount: 1000 },
+        failure: { heartbeatMs: 50, missCount: 1000, probeMs: 0 },
         restore: twoInOneCluster(failed.port, successor.port, ingress.port),
       },
       silentLogger,
@@ -533,7 +533,7 @@ describe(
         {
           clusterSize: 2,
           host: '127.0.0.1',
-          failure: { heartbeatMs: 50, missCount: 1000 },
+          failure: { heartbeatMs: 50, missCount: 1000, probeMs: 0 },
           restore: twoInOneCluster(failed.port, successor.port, ingress.port),
         },
         logger,

@@ -2,7 +2,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/clock.js';
 import type { FailureInfo } from '../../src/controller/detector.js';
-import { decodeHeartbeat, encodeHeartbeat, FailureDetector } from '../../src/controller/detector.js';
+import type { ProbeAddress } from '../../src/controller/detector.js';
+import {
+  decodeHeartbeat,
+  encodeHeartbeat,
+  encodeProbe,
+  FailureDetector,
+  isProbeFor,
+} from '../../src/controller/detector.js';
 
 /** Every instance's token here; a test that needs another names its own. */
 const KEY = Buffer.alloc(16, 7);
@@ -15,7 +22,7 @@ function setup(): {
   run: (ms: number, beat?: (t: number) => void) => void;
 } {
   const clock = new ManualClock(0);
-  const fdu = new FailureDetector({ heartbeatMs: 50, missCount: 3 }, clock);
+  const fdu = new FailureDetector({ heartbeatMs: 50, missCount: 3, probeMs: 0 }, clock);
   const failed: [string, FailureInfo][] = [];
   fdu.onFailed = (id, info) => failed.push([id, info]);
   fdu.check();
@@ -114,12 +121,12 @@ describe('FailureDetector', { timeout: 60_000 }, () => {
     assert.equal(failed.length, 1, 'a goodbye, or an instance never watched, is no failure');
   });
 
-  it('counts silence from registration when no heartbeat ever comes', () => {
+  it('counts silence from registration when no heartbeat ever comes, with time to start beating', () => {
     const { fdu, failed, run } = setup();
     run(100);
     fdu.watch('nf-0', KEY);
-    run(150);
-    assert.equal(failed.length, 0);
+    run(1000);
+    assert.equal(failed.length, 0, 'a second to send the first heartbeat');
     run(10);
     assert.deepEqual(
       failed.map(([id]) => id),
@@ -160,6 +167,7 @@ describe('FailureDetector', { timeout: 60_000 }, () => {
     const { fdu, failed, run } = setup();
     fdu.watch('nf-0', KEY);
     fdu.watch('nf-1', KEY);
+    fdu.receive(encodeHeartbeat('nf-0', 1, KEY));
     let seq = 0;
     const both = (t: number): void => {
       if (t % 50 !== 0) return;
@@ -219,6 +227,7 @@ describe('FailureDetector', { timeout: 60_000 }, () => {
     for (const id of ['nf-0', ...healthy]) fdu.watch(id, KEY);
     fdu.watch('nf-1', other);
     fdu.receive(encodeHeartbeat('nf-0', 1, KEY));
+    fdu.receive(encodeHeartbeat('nf-1', 1, other));
     // A forger knows the format and the ids, not the tokens: nf-0's key does not sign for nf-1.
     fdu.receive(encodeHeartbeat('nf-1', 0, KEY));
     const tampered = encodeHeartbeat('nf-0', 2, KEY);
@@ -228,7 +237,7 @@ describe('FailureDetector', { timeout: 60_000 }, () => {
       fdu.receive(tampered);
       for (const id of healthy) fdu.receive(encodeHeartbeat(id, t, KEY));
     });
-    assert.equal(fdu.heartbeats, 1 + 30 * healthy.length);
+    assert.equal(fdu.heartbeats, 2 + 30 * healthy.length);
     assert.equal(fdu.badHeartbeats, 1 + 2 * 30);
     assert.deepEqual(failed.map(([id]) => id).sort(), ['nf-0', 'nf-1']);
     // After the declaration only the instance's own tag counts as its fenced heartbeat.
@@ -279,6 +288,8 @@ describe('FailureDetector', { timeout: 60_000 }, () => {
         ['nfstate_fdu_bad_heartbeats_total', 1],
         ['nfstate_fdu_fenced_heartbeats_total', 0],
         ['nfstate_fdu_suspended_checks_total', 0],
+        ['nfstate_fdu_probes_total', 0],
+        ['nfstate_fdu_suspicions_cleared_total', 0],
       ],
     );
   });
@@ -292,6 +303,7 @@ describe('FailureDetector', { timeout: 60_000 }, () => {
       for (const id of who) fdu.receive(encodeHeartbeat(id, seq, KEY));
     };
     for (const id of ids) fdu.watch(id, KEY);
+    beat(ids)();
     // Three of six fall silent together (the host stalled): no one is declared.
     run(400, beat(ids.slice(3)));
     assert.equal(failed.length, 0);
@@ -303,27 +315,115 @@ describe('FailureDetector', { timeout: 60_000 }, () => {
       ['nf-0'],
     );
   });
+});
 
-  it('right after a declaration, wants twice the silence before the next', () => {
-    const { fdu, failed, run } = setup();
-    for (const id of ['nf-0', 'nf-1', 'nf-2', 'nf-3', 'nf-4', 'nf-5']) fdu.watch(id, KEY);
+/** A detector at 20 ms × 3 with a 50 ms probe, checked every 4 ms as the real one is. */
+function probing(): {
+  fdu: FailureDetector;
+  failed: [string, FailureInfo][];
+  probes: [ProbeAddress, Uint8Array][];
+  run: (ms: number, each?: (t: number) => void) => void;
+} {
+  const clock = new ManualClock(0);
+  const fdu = new FailureDetector({ heartbeatMs: 20, missCount: 3, probeMs: 50 }, clock);
+  const failed: [string, FailureInfo][] = [];
+  const probes: [ProbeAddress, Uint8Array][] = [];
+  fdu.onFailed = (id, info) => failed.push([id, info]);
+  fdu.onProbe = (to, probe) => probes.push([to, probe]);
+  fdu.check();
+  const run = (ms: number, each?: (t: number) => void): void => {
+    for (let i = 0; i < ms; i += 4) {
+      clock.advance(4);
+      each?.(clock.now());
+      fdu.check();
+    }
+  };
+  return { fdu, failed, probes, run };
+}
+
+const FROM = { address: '127.0.0.1', port: 40001 };
+
+describe('FailureDetector with probes', { timeout: 60_000 }, () => {
+  it('probes a silent instance where its heartbeats came from, twice, then declares it failed', () => {
+    const { fdu, failed, probes, run } = probing();
+    fdu.watch('nf-0', KEY);
+    fdu.receive(encodeHeartbeat('nf-0', 1, KEY), FROM);
+    run(60);
+    assert.equal(probes.length, 0, 'three intervals of silence are not yet suspicious');
+    run(8);
+    assert.equal(probes.length, 1);
+    assert.deepEqual(probes[0]![0], FROM);
+    assert.ok(isProbeFor(probes[0]![1], 'nf-0', KEY));
+    run(44);
+    assert.equal(failed.length, 0, 'the probe has 50 ms to be answered');
+    assert.equal(probes.length, 2, 'one more probe halfway, in case the first was lost');
+    run(8);
+    assert.deepEqual(
+      failed.map(([id, f]) => [id, f.how]),
+      [['nf-0', 'heartbeats']],
+    );
+    assert.ok(failed[0]![1].detectMs > 110 && failed[0]![1].detectMs <= 124, `${failed[0]![1].detectMs}`);
+    assert.equal(fdu.probes, 2);
+  });
+
+  it('keeps an instance that answers its probe, and counts the suspicion cleared', () => {
+    const { fdu, failed, probes, run } = probing();
+    fdu.watch('nf-0', KEY);
     let seq = 0;
-    const others = (): void => {
-      seq++;
-      for (const id of ['nf-2', 'nf-3', 'nf-4', 'nf-5']) fdu.receive(encodeHeartbeat(id, seq, KEY));
-    };
-    fdu.lost('nf-0');
-    // nf-1 falls silent just after nf-0's crash: 150 ms is not enough now, 300 ms is.
-    run(200, others);
-    assert.deepEqual(
-      failed.map(([id]) => id),
-      ['nf-0'],
-    );
-    run(150, others);
-    assert.deepEqual(
-      failed.map(([id]) => id),
-      ['nf-0', 'nf-1'],
-    );
-    assert.ok(failed[1]![1].detectMs > 300 && failed[1]![1].detectMs <= 320);
+    fdu.receive(encodeHeartbeat('nf-0', ++seq, KEY), FROM);
+    // Its heartbeats stall (a busy thread), but each probe is answered at once.
+    let answered = 0;
+    run(600, () => {
+      if (probes.length === answered) return;
+      answered = probes.length;
+      fdu.receive(encodeHeartbeat('nf-0', ++seq, KEY), FROM);
+    });
+    assert.equal(failed.length, 0);
+    assert.ok(fdu.cleared >= 5, `${fdu.cleared} suspicions cleared`);
+    assert.equal(fdu.cleared, fdu.probes);
+  });
+
+  it('declares at suspicion an instance whose heartbeats never came: there is nowhere to probe', () => {
+    const { fdu, failed, probes, run } = probing();
+    fdu.watch('nf-0', KEY);
+    run(1004);
+    assert.equal(probes.length, 0);
+    assert.equal(failed.length, 1);
+  });
+
+  it('waits longer for an instance whose heartbeats jitter, and not for a steady one', () => {
+    const { fdu, failed, run } = probing();
+    fdu.watch('steady', KEY);
+    fdu.watch('jittery', KEY);
+    let s = 0;
+    let j = 0;
+    let nextJ = 0;
+    let r = 99;
+    run(4000, (t) => {
+      if (t % 20 === 0) fdu.receive(encodeHeartbeat('steady', ++s, KEY), FROM);
+      if (t >= nextJ) {
+        fdu.receive(encodeHeartbeat('jittery', ++j, KEY), { ...FROM, port: 40002 });
+        r = (r * 1103515245 + 12345) % 2 ** 31;
+        nextJ = t + 8 + 4 * (r % 24);
+      }
+    });
+    assert.equal(failed.length, 0);
+    assert.equal(fdu.suspectAfterMs('steady'), 60, 'never under missCount intervals');
+    const jittery = fdu.suspectAfterMs('jittery')!;
+    assert.ok(jittery > 100 && jittery <= 600, `the jittery one is suspected after ${jittery} ms`);
+  });
+
+  it('answers only probes for its own id under its own token', () => {
+    const probe = encodeProbe('nf-3', 7, KEY);
+    assert.equal(isProbeFor(probe, 'nf-3', KEY), true);
+    assert.equal(isProbeFor(probe, 'nf-4', KEY), false);
+    assert.equal(isProbeFor(probe, 'nf-3', Buffer.alloc(16, 8)), false);
+    assert.equal(isProbeFor(encodeHeartbeat('nf-3', 7, KEY), 'nf-3', KEY), false, 'a heartbeat is no probe');
+    for (let n = 0; n < probe.length; n++) assert.equal(isProbeFor(probe.subarray(0, n), 'nf-3', KEY), false);
+    for (let at = 0; at < probe.length; at++) {
+      const bad = probe.slice();
+      bad[at] = bad[at]! ^ 0x01;
+      assert.equal(isProbeFor(bad, 'nf-3', KEY), false, `byte ${at} flipped`);
+    }
   });
 });

@@ -50,7 +50,7 @@ describe('fuzz: heartbeats and load reports', { timeout: 60_000 }, () => {
           const d = decodeHeartbeat(hb);
           assert.ok(d !== undefined && looksLikeHeartbeat(hb));
           assert.deepEqual([d.id, d.seq], [id, seq]);
-          const fdu = new FailureDetector({ heartbeatMs: 50, missCount: 3 }, new ManualClock());
+          const fdu = new FailureDetector({ heartbeatMs: 50, missCount: 3, probeMs: 50 }, new ManualClock());
           fdu.watch(id, TOKEN);
           const bad = Uint8Array.from(hb);
           bad[at % bad.length]! ^= xor;
@@ -101,7 +101,7 @@ describe('fuzz: heartbeats and load reports', { timeout: 60_000 }, () => {
   it(`counts each of ${BULK} random, mutated and replayed datagrams once`, (t) => {
     const rng = new Rng(0x5eed_0702);
     const clock = new ManualClock();
-    const fdu = new FailureDetector({ heartbeatMs: 50, missCount: 3 }, clock);
+    const fdu = new FailureDetector({ heartbeatMs: 50, missCount: 3, probeMs: 50 }, clock);
     fdu.watch('nf-1', TOKEN);
     fdu.watch('nf-2', TOKEN);
     assert.ok(fdu.fail('nf-2'));

@@ -469,6 +469,7 @@ describe('summaryFailures: what fails a demo run', { timeout: 60_000 }, () => {
         woke_fenced: 0,
         fenced_output: 0,
         replays_dropped: 0,
+        false_alarms: [],
         each: [],
       },
       mismatched_flows: [],
@@ -504,6 +505,12 @@ describe('summaryFailures: what fails a demo run', { timeout: 60_000 }, () => {
     s.moves.failed = 3;
     assert.equal(summaryFailures(s).length, 1);
     assert.match(summaryFailures(s)[0]!, /^1 moves failed/);
+  });
+
+  it('fails a run in which the controller declared failed an instance the run did not fail', () => {
+    const s = passed();
+    s.failovers.false_alarms = ['nf-3'];
+    assert.deepEqual(summaryFailures(s), ['declared failed, though the run did not fail them: nf-3']);
   });
 
   it('fails a run whose controller was lost, or killed and never replaced', () => {
