@@ -15,7 +15,7 @@
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { AUTH_HEADER, RequestVerifier, signRequest } from './auth.js';
+import { AUTH_HEADER, RequestVerifier } from './auth.js';
 import type { AdminKeys, AdminScope, AuthRejection } from './auth.js';
 import { ErrorCode, NfsError } from './errors.js';
 import type { Logger, MetricSample, MetricSource } from './types.js';
@@ -467,50 +467,4 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | typeof 
     // 'close' before 'end' means the client went away mid-body.
     req.on('close', abort);
   });
-}
-
-export interface AdminCallOptions {
-  /** Default 10 s. */
-  timeoutMs?: number;
-  /** Signs the request with this admin key (auth.ts): the route's scope decides which one it takes. */
-  key?: Buffer;
-}
-
-/**
- * Calls another role's admin API: GET without a body, POST with one, JSON both ways, with a deadline. A
- * non-2xx answer throws NfsError with the server's own message (its `{ error }`), so callers can pass it on.
- */
-export async function adminCall(
-  host: string,
-  port: number,
-  path: string,
-  body?: unknown,
-  options: AdminCallOptions = {},
-): Promise<Record<string, unknown>> {
-  const method = body === undefined ? 'GET' : 'POST';
-  const text = body === undefined ? '' : JSON.stringify(body);
-  // Signed as the server will read it: the URL parser may encode what the caller left plain.
-  const url = new URL(`http://${host}:${port}${path}`);
-  const signed =
-    options.key === undefined ? undefined : signRequest(options.key, method, url.pathname + url.search, text);
-  const res = await fetch(url, {
-    method,
-    ...(body === undefined ? {} : { body: text }),
-    ...(signed === undefined ? {} : { headers: { [AUTH_HEADER]: signed } }),
-    signal: AbortSignal.timeout(options.timeoutMs ?? 10_000),
-  }).catch((err: unknown) => {
-    // fetch says only "fetch failed"; what failed (refused, reset, closed) is in its cause.
-    const cause = err instanceof Error && err.cause instanceof Error ? err.cause : undefined;
-    if (cause === undefined) throw err;
-    const why = 'code' in cause && typeof cause.code === 'string' ? cause.code : cause.message;
-    throw new TypeError(`fetch failed: ${why}`, { cause });
-  });
-  const json = (await res.json()) as Record<string, unknown>;
-  if (!res.ok) {
-    const message = typeof json.error === 'string' ? json.error : `${path}: HTTP ${res.status}`;
-    // A refusal keeps the server's code and retry hint, so a caller can tell "try again" from "broken".
-    const code = Object.values(ErrorCode).find((c) => c === json.code) ?? ErrorCode.PROCESS;
-    throw new NfsError(code, `${host}:${port}${path}: ${message}`, { retriable: json.retriable === true });
-  }
-  return json;
 }

@@ -13,7 +13,7 @@ import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ErrorCode, NfsError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { adminCall } from '../metrics.js';
+import { adminCall } from '../admin-call.js';
 import {
   DEFAULT_TOPOLOGY,
   GLOBAL_STORES,

@@ -34,7 +34,7 @@ import net from 'node:net';
 import { ErrorCode, NfsError } from '../errors.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { AdminServer } from '../metrics.js';
-import { adminCall, type AdminCallOptions } from '../metrics.js';
+import { adminCall, type AdminCallOptions } from '../admin-call.js';
 import { decodeLoadReport, type LoadReport } from './load-report.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
 import { ClusterMap } from './clusters.js';

@@ -11,7 +11,7 @@
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, NfsError } from '../errors.js';
-import { adminCall } from '../metrics.js';
+import { adminCall } from '../admin-call.js';
 import type { FailoverRecord, FlowOwner, MoveRecord } from '../controller/controller.js';
 import { EXIT_FENCED } from '../launcher/roles.js';
 import type { Lab } from './lab.js';

@@ -20,7 +20,7 @@ import { adminKeys } from '../auth.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { silentLogger } from '../log.js';
 import type { Logger } from '../types.js';
-import { adminCall } from '../metrics.js';
+import { adminCall } from '../admin-call.js';
 import { createNf } from '../nfs/index.js';
 import { LocalGlobalState } from '../state/global-local.js';
 import type { FlowDigest, RunDigest } from '../state/digest.js';

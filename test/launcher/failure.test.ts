@@ -7,7 +7,7 @@ import { parseTopology } from '../../src/launcher/config.js';
 import type { Endpoints } from '../../src/launcher/local.js';
 import type { RoleProcess } from '../../src/launcher/role-process.js';
 import { LocalDeployment } from '../../src/launcher/local.js';
-import { adminCall } from '../../src/metrics.js';
+import { adminCall } from '../../src/admin-call.js';
 import type { FailoverRecord } from '../../src/controller/controller.js';
 import { EXIT_FENCED } from '../../src/launcher/roles.js';
 import { metrics, sample, until } from '../helpers/poll.js';

@@ -8,7 +8,7 @@ import { parseTopology } from '../../src/launcher/config.js';
 import { checkRun } from '../../src/launcher/demo.js';
 import { LocalDeployment } from '../../src/launcher/local.js';
 import { silentLogger } from '../../src/log.js';
-import { adminCall } from '../../src/metrics.js';
+import { adminCall } from '../../src/admin-call.js';
 import { flowKeyString } from '../../src/packet/flow-key.js';
 import { Generator } from '../../src/traffic/generator.js';
 import { DEFAULT_TRACE, SyntheticTrace } from '../../src/traffic/trace.js';

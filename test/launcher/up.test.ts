@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
 import { ErrorCode, NfsError } from '../../src/errors.js';
 import type { Endpoints } from '../../src/launcher/local.js';
-import { adminCall } from '../../src/metrics.js';
+import { adminCall } from '../../src/admin-call.js';
 import { CLI, nfstate } from '../helpers/cli.js';
 import { metrics, sample, until } from '../helpers/poll.js';
 
