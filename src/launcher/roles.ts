@@ -15,8 +15,6 @@
  * SIGINT and SIGTERM stop the role in order (sockets, workers, admin port) before the process exits.
  */
 import { ErrorCode, NfsError } from '../errors.js';
-import dgram from 'node:dgram';
-import net from 'node:net';
 import { wallClock } from '../clock.js';
 import type { FlowOwner } from '../controller/controller.js';
 import type { BalancerOptions } from '../controller/balancer.js';
