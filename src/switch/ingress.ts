@@ -19,9 +19,12 @@
  * its header names that connection in a flow option (wire/geneve.ts), so it is stamped, routed and later
  * processed as part of it.
  *
- * Each instance gets its own connected socket, which spares a per-packet address lookup. Packets whose
- * bytes we build (front door, VXLAN, unstamped input, secondary copies) are written into a ring of slots
- * that is far larger than what the kernel can have queued, so a slot is never rewritten while in flight.
+ * The data port and the sends to the instances go through one BatchSocket (wire/batch-socket.ts):
+ * recvmmsg and sendmmsg, up to 64 datagrams a system call, where the native addon is built, else node:dgram
+ * with a connected socket per instance. Datagrams longer than MAX_DATAGRAM (2048 bytes) are dropped as
+ * `bad_length`. Packets whose bytes we build (front door, VXLAN, unstamped input, secondary copies) are
+ * written into a ring of slots that is far larger than what the kernel can have queued, so a slot is never
+ * rewritten while node:dgram still sends it.
  * An inner packet that is built goes at INNER of its slot, and its header right in front, so that the
  * header's length (with a flow option or not) can be chosen once the packet is parsed.
  */
@@ -46,6 +49,7 @@ import {
   writeStampHeader,
   type FlowFields,
 } from '../wire/geneve.js';
+import { IO_FALLBACK_REASON, MAX_DATAGRAM, openBatchSocket, type BatchSocket } from '../wire/batch-socket.js';
 import { SendRing } from '../wire/send-ring.js';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, VxlanView } from '../wire/vxlan.js';
 import type { ReplyMap } from './replies.js';
@@ -77,7 +81,7 @@ export interface IngressOptions {
   replies?: ReplyMap;
 }
 
-const SLOT = 2048;
+const SLOT = MAX_DATAGRAM;
 const SLOTS = 4096;
 /** Where a built inner packet starts in its slot: room in front for the longest header. */
 const INNER = FLOW_HEADER_LENGTH;
@@ -87,10 +91,10 @@ export class Ingress implements MetricSource {
   readonly switch: Switch;
   /** Where each instance is, by switch index: the configured ones, then those added at runtime. */
   readonly endpoints: Endpoint[];
-  private readonly data = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
   private readonly service = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
   private readonly vxlan = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
-  private readonly out: dgram.Socket[] = [];
+  /** The data port, and the sends to each instance by switch index. */
+  private io: BatchSocket | undefined;
   private readonly view = new StampView();
   private readonly pkt = new Packet();
   private readonly frame = new VxlanView();
@@ -138,7 +142,12 @@ export class Ingress implements MetricSource {
   }
 
   get port(): number {
-    return this.data.address().port;
+    return this.io!.port;
+  }
+
+  /** Whether the data path runs on recvmmsg/sendmmsg (the native addon) rather than node:dgram. */
+  get nativeIo(): boolean {
+    return this.io?.native === true;
   }
 
   get servicePort(): number {
@@ -154,12 +163,14 @@ export class Ingress implements MetricSource {
     if (this.started) return { port: this.port, servicePort: this.servicePort, vxlanPort: this.vxlanPort };
     this.started = true;
     const { options } = this;
-    for (const inst of options.instances) this.out.push(await this.connect(inst));
-    this.data.on('message', (msg) => {
+    const io = await openBatchSocket(options.host, options.port, (msg) => {
       this.onData(msg);
     });
-    this.data.bind(options.port, options.host);
-    await once(this.data, 'listening');
+    this.io = io;
+    for (let i = 0; i < options.instances.length; i++) {
+      const inst = options.instances[i]!;
+      await io.dest(i, inst.host, inst.port);
+    }
     if (options.servicePort >= 0) {
       this.serviceIp = parseIpv4(options.host);
       this.service.on('message', (msg, rinfo) => {
@@ -183,7 +194,10 @@ export class Ingress implements MetricSource {
       this.stamper.tick(this.clock.now());
     }, 250);
     const ports = { port: this.port, servicePort: this.servicePort, vxlanPort: this.vxlanPort };
-    this.logger.info('ingress listening', ports);
+    this.logger.info('ingress listening', {
+      ...ports,
+      io: io.native ? 'recvmmsg/sendmmsg' : `node:dgram (${IO_FALLBACK_REASON})`,
+    });
     return ports;
   }
 
@@ -196,38 +210,17 @@ export class Ingress implements MetricSource {
     if (!this.started) throw new NfsError(ErrorCode.STATE, 'ingress: instances join a running ingress only');
     const same = (e: Endpoint): boolean => e.id === inst.id && e.host === inst.host && e.port === inst.port;
     if (this.endpoints.some(same)) return this.endpoints.findIndex(same);
-    const socket = await this.connect(inst);
-    // Decided after the connect: the ingress may have stopped, or a concurrent call for the same instance
-    // got here first.
-    if (this.stopped) {
-      socket.close();
-      throw new NfsError(ErrorCode.STATE, 'ingress: stopped while an instance joined');
-    }
+    if (this.stopped) throw new NfsError(ErrorCode.STATE, 'ingress: stopped while an instance joined');
     const at = this.endpoints.findIndex((e) => e.id === inst.id);
-    if (at >= 0 && same(this.endpoints[at]!)) {
-      socket.close();
-      return at;
-    }
     if (at >= 0) {
-      this.out[at]!.close();
-      this.out[at] = socket;
       this.endpoints[at] = { ...inst };
+      await this.io!.dest(at, inst.host, inst.port);
       return at;
     }
-    this.endpoints.push({ ...inst });
-    this.out.push(socket);
+    // Its index is taken before the wait, so that a concurrent call for another instance gets the next.
+    const index = this.endpoints.push({ ...inst }) - 1;
+    await this.io!.dest(index, inst.host, inst.port);
     return this.switch.addInstance(inst.id);
-  }
-
-  private async connect(inst: Endpoint): Promise<dgram.Socket> {
-    const s = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 * 1024 * 1024 });
-    // A vanished instance shows up as ECONNREFUSED on its socket; count it, never crash.
-    s.on('error', () => {
-      this.sendErrors++;
-    });
-    s.connect(inst.port, inst.host);
-    await once(s, 'connect');
-    return s;
   }
 
   async stop(): Promise<void> {
@@ -235,10 +228,9 @@ export class Ingress implements MetricSource {
     this.stopped = true;
     if (this.started) {
       clearInterval(this.ticker);
-      this.data.close();
+      this.io?.close();
       if (this.options.servicePort >= 0) this.service.close();
       if (this.options.edge !== undefined) this.vxlan.close();
-      for (const s of this.out) s.close();
     }
     this.options.replies?.stop();
     this.options.stampLog?.close();
@@ -248,6 +240,7 @@ export class Ingress implements MetricSource {
   /** A Geneve datagram from the data port. */
   onData(msg: Uint8Array): void {
     this.received++;
+    if (msg.length > MAX_DATAGRAM) return this.drop(DropReason.BAD_LENGTH);
     const view = this.view;
     const r = view.parse(msg, 0, msg.length);
     if (r !== DropReason.NONE) return this.drop(r);
@@ -349,13 +342,13 @@ export class Ingress implements MetricSource {
     view.setEpoch(route.epoch);
     view.setFlags(0);
     this.options.stampLog?.write(buf, timeMs, view.innerOffset, pkt.length);
-    this.out[route.primary]!.send(buf, offset, length);
+    this.io!.queue(route.primary, buf, offset, length);
     this.forwarded++;
     if (route.secondary >= 0) {
       const at = this.slots.next();
       this.ring.set(buf.subarray(offset, offset + length), at);
       this.ring[at + view.stampOffset - offset + 1] = StampFlag.COPY;
-      this.out[route.secondary]!.send(this.ring, at, length);
+      this.io!.queue(route.secondary, this.ring, at, length);
       this.copies++;
     }
   }
@@ -406,7 +399,7 @@ export class Ingress implements MetricSource {
               dstPort: key.dstPort,
               payload: empty,
             });
-    this.out[before]!.send(this.ring, at, STAMP_HEADER_LENGTH + n);
+    this.io!.queue(before, this.ring, at, STAMP_HEADER_LENGTH + n);
     this.markers++;
     return true;
   }
@@ -460,9 +453,11 @@ export class Ingress implements MetricSource {
     out.push(['nfstate_ingress_secondary_copies_total', {}, this.copies]);
     out.push(['nfstate_ingress_move_markers_total', {}, this.markers]);
     out.push(['nfstate_ingress_no_route_total', {}, this.noRoute]);
-    out.push(['nfstate_ingress_send_errors_total', {}, this.sendErrors]);
+    out.push(['nfstate_ingress_send_errors_total', {}, this.sendErrors + (this.io?.sendErrors ?? 0)]);
+    const oversize = this.io?.oversize ?? 0;
     for (let r = 1; r < dropReasonName.length; r++) {
-      out.push(['nfstate_ingress_dropped_total', { reason: dropReasonName[r]! }, this.drops[r]!]);
+      const n = this.drops[r]! + (r === DropReason.BAD_LENGTH ? oversize : 0);
+      out.push(['nfstate_ingress_dropped_total', { reason: dropReasonName[r]! }, n]);
     }
     this.stamper.collect(out);
     this.switch.collect(out);

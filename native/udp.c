@@ -1,0 +1,355 @@
+/*
+ * nfstate_udp: a UDP socket that Node's event loop watches (a uv_poll) and that moves datagrams in
+ * batches, recvmmsg in and sendmmsg out, one system call for up to 64 of them where node:dgram makes one
+ * per datagram. src/wire/batch-socket.ts loads it, and falls back to node:dgram where it was not built.
+ *
+ *   cc -O2 -shared -fPIC -I<node>/include/node -o native/build/nfstate_udp.node native/udp.c
+ *
+ * JavaScript side (all numbers; buffers are Uint8Array / Uint32Array / Uint16Array views):
+ *   open(host, port, bufBytes)          -> [handle, boundPort]      a non-blocking socket, bound
+ *   watch(handle, onReadable)           calls onReadable() each time the socket has datagrams
+ *   recv(handle, slab, slotBytes, lens) -> n     up to lens.length datagrams, datagram i at i * slotBytes;
+ *                                                a truncated one has length slotBytes + 1
+ *   dest(handle, index, host, port)     destination `index` of send()
+ *   send(handle, slab, offsets, lens, dests, count) -> sent     waits up to 50 ms for a full send buffer
+ *   close(handle)
+ * Errors of the socket calls are thrown as JavaScript errors with the errno's text.
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <node_api.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define BATCH 64
+/* A full send buffer is waited for at most MAX_WAITS times WAIT_MS per send() before the rest is dropped. */
+#define MAX_WAITS 10
+#define WAIT_MS 5
+
+typedef struct {
+  int fd;
+  int watching;
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref on_readable;
+  napi_async_context context;
+  struct sockaddr_in *dests;
+  uint32_t ndests;
+} Sock;
+
+#define CHECK(call)                                                                                   \
+  do {                                                                                                \
+    if ((call) != napi_ok) {                                                                          \
+      napi_throw_error(env, NULL, "nfstate_udp: " #call " failed");                                 \
+      return NULL;                                                                                    \
+    }                                                                                                 \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, const char *what) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "nfstate_udp: %s: %s", what, strerror(errno));
+  napi_throw_error(env, NULL, msg);
+  return NULL;
+}
+
+static int parse_addr(napi_env env, napi_value host, napi_value port, struct sockaddr_in *out) {
+  char text[64];
+  size_t n = 0;
+  uint32_t p = 0;
+  if (napi_get_value_string_utf8(env, host, text, sizeof text, &n) != napi_ok) return -1;
+  if (napi_get_value_uint32(env, port, &p) != napi_ok || p > 65535) return -1;
+  memset(out, 0, sizeof *out);
+  out->sin_family = AF_INET;
+  out->sin_port = htons((uint16_t)p);
+  return inet_pton(AF_INET, text, &out->sin_addr) == 1 ? 0 : -1;
+}
+
+static Sock *sock_of(napi_env env, napi_value v) {
+  Sock *s = NULL;
+  if (napi_get_value_external(env, v, (void **)&s) != napi_ok || s == NULL || s->fd < 0) {
+    napi_throw_error(env, NULL, "nfstate_udp: not an open socket");
+    return NULL;
+  }
+  return s;
+}
+
+/* A typed array argument's bytes and element count. */
+static void *array_of(napi_env env, napi_value v, size_t *length) {
+  napi_typedarray_type type;
+  void *data = NULL;
+  napi_value ab;
+  size_t offset;
+  if (napi_get_typedarray_info(env, v, &type, length, &data, &ab, &offset) != napi_ok) return NULL;
+  return data;
+}
+
+static void on_closed(uv_handle_t *h) {
+  Sock *s = (Sock *)h->data;
+  free(s->dests);
+  free(s);
+}
+
+static void finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  Sock *s = (Sock *)data;
+  if (s->fd >= 0) {
+    close(s->fd);
+    s->fd = -1;
+  }
+  if (s->on_readable != NULL) napi_delete_reference(env, s->on_readable);
+  if (s->context != NULL) napi_async_destroy(env, s->context);
+  if (s->watching) {
+    s->watching = 0;
+    uv_close((uv_handle_t *)&s->poll, on_closed);
+  } else {
+    free(s->dests);
+    free(s);
+  }
+}
+
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct sockaddr_in addr;
+  if (argc < 3 || parse_addr(env, argv[0], argv[1], &addr) != 0) {
+    napi_throw_type_error(env, NULL, "nfstate_udp.open(host, port, bufBytes): an IPv4 address and a port");
+    return NULL;
+  }
+  uint32_t buf = 0;
+  CHECK(napi_get_value_uint32(env, argv[2], &buf));
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket");
+  int size = (int)buf;
+  if (size > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  }
+  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return throw_errno(env, "bind");
+  }
+  socklen_t len = sizeof addr;
+  getsockname(fd, (struct sockaddr *)&addr, &len);
+  Sock *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    close(fd);
+    napi_throw_error(env, NULL, "nfstate_udp: out of memory");
+    return NULL;
+  }
+  s->fd = fd;
+  s->env = env;
+  napi_value handle, port, out;
+  CHECK(napi_create_external(env, s, finalize, NULL, &handle));
+  CHECK(napi_create_uint32(env, ntohs(addr.sin_port), &port));
+  CHECK(napi_create_array_with_length(env, 2, &out));
+  CHECK(napi_set_element(env, out, 0, handle));
+  CHECK(napi_set_element(env, out, 1, port));
+  return out;
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  (void)events;
+  Sock *s = (Sock *)p->data;
+  napi_env env = s->env;
+  if (status < 0 || s->on_readable == NULL) return;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, result;
+  if (napi_get_reference_value(env, s->on_readable, &cb) == napi_ok && napi_get_global(env, &recv) == napi_ok)
+    napi_make_callback(env, s->context, recv, cb, 0, NULL, &result);
+  napi_close_handle_scope(env, scope);
+}
+
+static napi_value js_watch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Sock *s = sock_of(env, argv[0]);
+  if (s == NULL) return NULL;
+  if (s->watching) {
+    napi_throw_error(env, NULL, "nfstate_udp: already watched");
+    return NULL;
+  }
+  struct uv_loop_s *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  CHECK(napi_create_reference(env, argv[1], 1, &s->on_readable));
+  napi_value name;
+  CHECK(napi_create_string_utf8(env, "nfstate_udp", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &s->context));
+  if (uv_poll_init(loop, &s->poll, s->fd) != 0) {
+    napi_throw_error(env, NULL, "nfstate_udp: uv_poll_init failed");
+    return NULL;
+  }
+  s->poll.data = s;
+  s->watching = 1;
+  uv_poll_start(&s->poll, UV_READABLE, on_poll);
+  return NULL;
+}
+
+static napi_value js_recv(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Sock *s = sock_of(env, argv[0]);
+  if (s == NULL) return NULL;
+  size_t slab_len = 0, nlens = 0;
+  uint8_t *slab = array_of(env, argv[1], &slab_len);
+  uint32_t slot = 0;
+  CHECK(napi_get_value_uint32(env, argv[2], &slot));
+  uint32_t *lens = array_of(env, argv[3], &nlens);
+  if (slab == NULL || lens == NULL || slot == 0) {
+    napi_throw_type_error(env, NULL, "nfstate_udp.recv(handle, slab, slotBytes, lens)");
+    return NULL;
+  }
+  size_t max = slab_len / slot;
+  if (max > nlens) max = nlens;
+  if (max > BATCH) max = BATCH;
+  struct mmsghdr msgs[BATCH];
+  struct iovec iov[BATCH];
+  memset(msgs, 0, sizeof(struct mmsghdr) * max);
+  for (size_t i = 0; i < max; i++) {
+    iov[i].iov_base = slab + i * slot;
+    iov[i].iov_len = slot;
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  int n = recvmmsg(s->fd, msgs, (unsigned)max, MSG_DONTWAIT, NULL);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) n = 0;
+    else return throw_errno(env, "recvmmsg");
+  }
+  for (int i = 0; i < n; i++)
+    lens[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? slot + 1 : msgs[i].msg_len;
+  napi_value out;
+  CHECK(napi_create_int32(env, n, &out));
+  return out;
+}
+
+static napi_value js_dest(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Sock *s = sock_of(env, argv[0]);
+  if (s == NULL) return NULL;
+  uint32_t index = 0;
+  CHECK(napi_get_value_uint32(env, argv[1], &index));
+  struct sockaddr_in addr;
+  if (index > 65535 || parse_addr(env, argv[2], argv[3], &addr) != 0) {
+    napi_throw_type_error(env, NULL, "nfstate_udp.dest(handle, index, host, port): an IPv4 address");
+    return NULL;
+  }
+  if (index >= s->ndests) {
+    uint32_t n = index + 16;
+    struct sockaddr_in *d = realloc(s->dests, n * sizeof *d);
+    if (d == NULL) {
+      napi_throw_error(env, NULL, "nfstate_udp: out of memory");
+      return NULL;
+    }
+    memset(d + s->ndests, 0, (n - s->ndests) * sizeof *d);
+    s->dests = d;
+    s->ndests = n;
+  }
+  s->dests[index] = addr;
+  return NULL;
+}
+
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Sock *s = sock_of(env, argv[0]);
+  if (s == NULL) return NULL;
+  size_t slab_len = 0, noff = 0, nlens = 0, ndest = 0;
+  uint8_t *slab = array_of(env, argv[1], &slab_len);
+  uint32_t *offsets = array_of(env, argv[2], &noff);
+  uint32_t *lens = array_of(env, argv[3], &nlens);
+  uint16_t *dests = array_of(env, argv[4], &ndest);
+  uint32_t count = 0;
+  CHECK(napi_get_value_uint32(env, argv[5], &count));
+  if (slab == NULL || offsets == NULL || lens == NULL || dests == NULL || count > noff || count > nlens ||
+      count > ndest) {
+    napi_throw_type_error(env, NULL, "nfstate_udp.send(handle, slab, offsets, lens, dests, count)");
+    return NULL;
+  }
+  struct mmsghdr msgs[BATCH];
+  struct iovec iov[BATCH];
+  uint32_t sent = 0;
+  int waits = 0;
+  while (sent < count) {
+    uint32_t n = count - sent < BATCH ? count - sent : BATCH;
+    memset(msgs, 0, sizeof(struct mmsghdr) * n);
+    for (uint32_t i = 0; i < n; i++) {
+      uint32_t k = sent + i;
+      if ((size_t)offsets[k] + lens[k] > slab_len || dests[k] >= s->ndests) {
+        napi_throw_range_error(env, NULL, "nfstate_udp.send: a datagram outside the slab or to no dest");
+        return NULL;
+      }
+      iov[i].iov_base = slab + offsets[k];
+      iov[i].iov_len = lens[k];
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_name = &s->dests[dests[k]];
+      msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+    }
+    int r = sendmmsg(s->fd, msgs, n, MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+        /* The send buffer is full: wait for room a little, as node:dgram would queue, then give up. */
+        struct pollfd room = {.fd = s->fd, .events = POLLOUT, .revents = 0};
+        if (waits++ < MAX_WAITS && poll(&room, 1, WAIT_MS) > 0) continue;
+        break;
+      }
+      /* This datagram cannot go (an address the kernel refuses): it is skipped, and counted by the caller. */
+      sent++;
+      continue;
+    }
+    sent += (uint32_t)r;
+    if ((uint32_t)r < n) break;
+  }
+  napi_value out;
+  CHECK(napi_create_uint32(env, sent, &out));
+  return out;
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Sock *s = NULL;
+  if (napi_get_value_external(env, argv[0], (void **)&s) != napi_ok || s == NULL || s->fd < 0) return NULL;
+  if (s->watching) uv_poll_stop(&s->poll);
+  close(s->fd);
+  s->fd = -1;
+  if (s->on_readable != NULL) {
+    napi_delete_reference(env, s->on_readable);
+    s->on_readable = NULL;
+  }
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
+      {"watch", NULL, js_watch, NULL, NULL, NULL, napi_default, NULL},
+      {"recv", NULL, js_recv, NULL, NULL, NULL, napi_default, NULL},
+      {"dest", NULL, js_dest, NULL, NULL, NULL, napi_default, NULL},
+      {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(nfstate_udp, init)
