@@ -10,8 +10,10 @@
  *   watch(handle, onReadable)           calls onReadable() each time the socket has datagrams
  *   recv(handle, slab, slotBytes, lens) -> n     up to lens.length datagrams, datagram i at i * slotBytes;
  *                                                a truncated one has length slotBytes + 1
- *   dest(handle, index, host, port)     destination `index` of send()
- *   send(handle, slab, offsets, lens, dests, count) -> sent     waits up to 50 ms for a full send buffer
+ *   dest(handle, index, host, port)     destination `index` of send(): a socket connected there
+ *   send(handle, slab, offsets, lens, dests, count) -> sent     in order per destination; waits up to
+ *                                       50 ms for a full send buffer; a datagram the kernel refuses
+ *                                       (ECONNREFUSED …) is skipped and not counted as sent
  *   close(handle)
  * Errors of the socket calls are thrown as JavaScript errors with the errno's text.
  */
@@ -41,7 +43,8 @@ typedef struct {
   napi_env env;
   napi_ref on_readable;
   napi_async_context context;
-  struct sockaddr_in *dests;
+  /* One connected socket per destination, so that a refused one reports ECONNREFUSED, as node:dgram does. */
+  int *dests;
   uint32_t ndests;
 } Sock;
 
@@ -91,9 +94,17 @@ static void *array_of(napi_env env, napi_value v, size_t *length) {
   return data;
 }
 
+static void close_dests(Sock *s) {
+  for (uint32_t i = 0; i < s->ndests; i++)
+    if (s->dests[i] >= 0) close(s->dests[i]);
+  free(s->dests);
+  s->dests = NULL;
+  s->ndests = 0;
+}
+
 static void on_closed(uv_handle_t *h) {
   Sock *s = (Sock *)h->data;
-  free(s->dests);
+  close_dests(s);
   free(s);
 }
 
@@ -110,7 +121,7 @@ static void finalize(napi_env env, void *data, void *hint) {
     s->watching = 0;
     uv_close((uv_handle_t *)&s->poll, on_closed);
   } else {
-    free(s->dests);
+    close_dests(s);
     free(s);
   }
 }
@@ -251,16 +262,27 @@ static napi_value js_dest(napi_env env, napi_callback_info info) {
   }
   if (index >= s->ndests) {
     uint32_t n = index + 16;
-    struct sockaddr_in *d = realloc(s->dests, n * sizeof *d);
+    int *d = realloc(s->dests, n * sizeof *d);
     if (d == NULL) {
       napi_throw_error(env, NULL, "nfstate_udp: out of memory");
       return NULL;
     }
-    memset(d + s->ndests, 0, (n - s->ndests) * sizeof *d);
+    for (uint32_t i = s->ndests; i < n; i++) d[i] = -1;
     s->dests = d;
     s->ndests = n;
   }
-  s->dests[index] = addr;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket");
+  int size = 4 * 1024 * 1024;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return throw_errno(env, "connect");
+  }
+  if (s->dests[index] >= 0) close(s->dests[index]);
+  s->dests[index] = fd;
   return NULL;
 }
 
@@ -282,41 +304,44 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "nfstate_udp.send(handle, slab, offsets, lens, dests, count)");
     return NULL;
   }
+  for (uint32_t k = 0; k < count; k++) {
+    if ((size_t)offsets[k] + lens[k] > slab_len || dests[k] >= s->ndests || s->dests[dests[k]] < 0) {
+      napi_throw_range_error(env, NULL, "nfstate_udp.send: a datagram outside the slab or to no dest");
+      return NULL;
+    }
+  }
   struct mmsghdr msgs[BATCH];
   struct iovec iov[BATCH];
-  uint32_t sent = 0;
+  uint32_t sent = 0, done = 0;
   int waits = 0;
-  while (sent < count) {
-    uint32_t n = count - sent < BATCH ? count - sent : BATCH;
-    memset(msgs, 0, sizeof(struct mmsghdr) * n);
-    for (uint32_t i = 0; i < n; i++) {
-      uint32_t k = sent + i;
-      if ((size_t)offsets[k] + lens[k] > slab_len || dests[k] >= s->ndests) {
-        napi_throw_range_error(env, NULL, "nfstate_udp.send: a datagram outside the slab or to no dest");
-        return NULL;
-      }
-      iov[i].iov_base = slab + offsets[k];
-      iov[i].iov_len = lens[k];
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_hdr.msg_name = &s->dests[dests[k]];
-      msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+  while (done < count) {
+    /* A run of datagrams to one destination, in one system call. */
+    uint16_t d = dests[done];
+    uint32_t n = 0;
+    while (done + n < count && n < BATCH && dests[done + n] == d) {
+      uint32_t k = done + n;
+      memset(&msgs[n], 0, sizeof msgs[n]);
+      iov[n].iov_base = slab + offsets[k];
+      iov[n].iov_len = lens[k];
+      msgs[n].msg_hdr.msg_iov = &iov[n];
+      msgs[n].msg_hdr.msg_iovlen = 1;
+      n++;
     }
-    int r = sendmmsg(s->fd, msgs, n, MSG_DONTWAIT);
+    int r = sendmmsg(s->dests[d], msgs, n, MSG_DONTWAIT);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
         /* The send buffer is full: wait for room a little, as node:dgram would queue, then give up. */
-        struct pollfd room = {.fd = s->fd, .events = POLLOUT, .revents = 0};
+        struct pollfd room = {.fd = s->dests[d], .events = POLLOUT, .revents = 0};
         if (waits++ < MAX_WAITS && poll(&room, 1, WAIT_MS) > 0) continue;
         break;
       }
-      /* This datagram cannot go (an address the kernel refuses): it is skipped, and counted by the caller. */
-      sent++;
+      /* Refused (the destination's port is closed, reported by an earlier datagram): this one is lost. */
+      done++;
       continue;
     }
     sent += (uint32_t)r;
-    if ((uint32_t)r < n) break;
+    done += (uint32_t)r;
   }
   napi_value out;
   CHECK(napi_create_uint32(env, sent, &out));

@@ -10,8 +10,6 @@
  * its worker's pending batch, and transfers each batch as one ArrayBuffer when the receive burst ends
  * (setImmediate) or the batch fills. Workers send their output themselves.
  */
-import dgram from 'node:dgram';
-import { once } from 'node:events';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
@@ -30,6 +28,7 @@ import { ReplayLog } from './replay-log.js';
 import { FlowTable } from '../packet/flow-table.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { StampFlag } from '../wire/geneve.js';
+import { openBatchSocket, type BatchSocket } from '../wire/batch-socket.js';
 import type { FromWorker, MoveFlow, MoveOp, MoveResult, ToWorker, WorkerInit } from './messages.js';
 import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import type { Guarantee, ProcessorOptions } from './processor.js';
@@ -127,7 +126,8 @@ class Shard {
 }
 
 export class NfInstance implements MetricSource {
-  private readonly socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
+  /** Stamped packets in (batch-socket.ts); the workers send the output. */
+  private socket: BatchSocket | undefined;
   private shards: Shard[] = [];
   private flushScheduled = false;
   private pendingPackets = 0;
@@ -212,7 +212,7 @@ export class NfInstance implements MetricSource {
   }
 
   get port(): number {
-    return this.socket.address().port;
+    return this.socket!.port;
   }
 
   async start(): Promise<{ port: number; replication: number }> {
@@ -277,11 +277,9 @@ export class NfInstance implements MetricSource {
     // Load is measured from here: starting up is not load.
     this.lastElu = performance.eventLoopUtilization();
     for (const s of this.shards) s.lastElu = s.worker.performance.eventLoopUtilization();
-    this.socket.on('message', (msg) => {
+    this.socket = await openBatchSocket(options.host, options.port, (msg) => {
       this.dispatch(msg);
     });
-    this.socket.bind(options.port, options.host);
-    await once(this.socket, 'listening');
     const replication =
       this.replicas === undefined ? 0 : await this.replicas.listen(options.host, options.cluster?.port ?? 0);
     if (this.replicas !== undefined) this.merger = setInterval(this.mergeRound, MERGE_MS);
@@ -736,7 +734,7 @@ export class NfInstance implements MetricSource {
     clearImmediate(this.strongFlush);
     await this.strong?.stop();
     await this.options.strong?.stop();
-    this.socket.close();
+    this.socket?.close();
     this.flush();
     this.replicator?.stop();
     this.gossiper?.stop();
@@ -883,7 +881,7 @@ export class NfInstance implements MetricSource {
     });
   }
 
-  private dispatch(msg: Buffer): void {
+  private dispatch(msg: Uint8Array): void {
     const at = stampAt(msg);
     if (isCopy(msg, at)) this.onCopy(msg, at);
     else this.toWorker(msg);
@@ -894,7 +892,7 @@ export class NfInstance implements MetricSource {
    * instance took over and the switch still sends to the failed one, processed at once — as a replay, since
    * the failed instance may have processed it too.
    */
-  private onCopy(msg: Buffer, at: number): void {
+  private onCopy(msg: Uint8Array, at: number): void {
     const t = this.tuple;
     if (!readTuple(msg, t)) {
       this.badCopies++;
@@ -903,7 +901,7 @@ export class NfInstance implements MetricSource {
     if (this.adopted.get(t.srcIp, t.dstIp, t.srcPort, t.dstPort, t.proto) !== undefined) {
       msg[at + 1] = (msg[at + 1]! & ~StampFlag.COPY) | StampFlag.REPLAY;
       this.toWorker(msg);
-    } else this.replayLog?.keep(msg, t, stampSeq(msg, at), this.coarseNow);
+    } else this.replayLog?.keep(msg.slice(), t, stampSeq(msg, at), this.coarseNow);
   }
 
   private toWorker(msg: Uint8Array): void {

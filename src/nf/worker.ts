@@ -18,6 +18,7 @@ import { RecordKind, writeGlobalRecord, writeRecord } from './replication.js';
 import { ByteWriter } from '../state/bytes.js';
 import { CrdtGlobalState } from '../state/global-crdt.js';
 import { StrongGlobalState } from '../state/global-strong.js';
+import { openBatchSocket } from '../wire/batch-socket.js';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
@@ -32,18 +33,17 @@ const global = new CrdtGlobalState(strong ?? new LocalGlobalState({ partition: i
 });
 const nf = createNf(init.nf.type, init.nf.config, global);
 let badMerges = 0;
-const socket = dgram.createSocket('udp4');
+// Output to the egress, in batches: each batch of input ends with a flush (batch-socket.ts).
+const egress = await openBatchSocket('0.0.0.0', 0, () => undefined);
+await egress.dest(0, init.egress.host, init.egress.port);
 let sendErrors = 0;
-socket.on('error', () => {
-  sendErrors++;
-});
 
 const processor: FlowProcessor = new FlowProcessor(
   nf,
   global,
   init.options,
   (buf, offset, length) => {
-    socket.send(buf, offset, length);
+    egress.queue(0, buf, offset, length);
   },
   wallClock,
   (event) => {
@@ -126,7 +126,7 @@ function commit(ship: number): void {
   while (awaiting.length > 0 && awaiting[0]!.ship <= ship) {
     const { out } = awaiting.shift()!;
     for (let i = 0; i < out.length; i += 3) {
-      socket.send(out[i] as Uint8Array, out[i + 1] as number, out[i + 2] as number);
+      egress.queue(0, out[i] as Uint8Array, out[i + 1] as number, out[i + 2] as number);
     }
   }
 }
@@ -214,7 +214,12 @@ function publish(): void {
   const c = processor.counters;
   for (let i = 0; i < WORKER_COUNTERS.length; i++) {
     const name = WORKER_COUNTERS[i]!;
-    shared[i] = name === 'flows' ? processor.flows.size : name === 'sendErrors' ? sendErrors : c[name];
+    shared[i] =
+      name === 'flows'
+        ? processor.flows.size
+        : name === 'sendErrors'
+          ? sendErrors + egress.sendErrors
+          : c[name];
   }
   for (let r = 0; r < c.drops.length; r++) shared[DROPS_AT + r] = c.drops[r]!;
 }
@@ -229,6 +234,7 @@ function onBatch(ab: ArrayBuffer | Uint8Array): void {
     processor.receive(bytes, at, Math.min(n, end - at));
     at += n;
   }
+  egress.flush();
   askStrong();
 }
 
@@ -325,12 +331,9 @@ port.on('message', (msg: ToWorker) => {
   if (sendErrors > 0) logger.warn('send errors', { count: sendErrors });
   if (badMerges > 0) logger.warn('global state merges refused', { count: badMerges });
   forwarder.close();
-  socket.close(() => {
-    reply({ type: 'stopped' });
-    port.close();
-  });
+  egress.close();
+  reply({ type: 'stopped' });
+  port.close();
 });
 
-socket.connect(init.egress.port, init.egress.host, () => {
-  reply({ type: 'ready' });
-});
+reply({ type: 'ready' });
