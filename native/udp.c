@@ -38,7 +38,10 @@
 
 typedef struct {
   int fd;
+  /* The uv_poll: 0 none, 1 watching, 2 closing (uv_close called, its callback not yet run). */
   int watching;
+  /* Finalized by the garbage collector while the uv_poll was closing: freed by the close callback. */
+  int finalized;
   uv_poll_t poll;
   napi_env env;
   napi_ref on_readable;
@@ -104,26 +107,38 @@ static void close_dests(Sock *s) {
 
 static void on_closed(uv_handle_t *h) {
   Sock *s = (Sock *)h->data;
+  s->watching = 0;
+  if (s->finalized) free(s);
+}
+
+/*
+ * Stops watching and closes every socket. The uv_poll is closed before its fd, so that libuv forgets the
+ * fd before the kernel can give its number to another socket.
+ */
+static void shut(napi_env env, Sock *s) {
+  if (s->watching == 1) {
+    uv_poll_stop(&s->poll);
+    s->watching = 2;
+    uv_close((uv_handle_t *)&s->poll, on_closed);
+  }
+  if (s->fd >= 0) {
+    close(s->fd);
+    s->fd = -1;
+  }
   close_dests(s);
-  free(s);
+  if (s->on_readable != NULL) {
+    napi_delete_reference(env, s->on_readable);
+    s->on_readable = NULL;
+  }
 }
 
 static void finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   Sock *s = (Sock *)data;
-  if (s->fd >= 0) {
-    close(s->fd);
-    s->fd = -1;
-  }
-  if (s->on_readable != NULL) napi_delete_reference(env, s->on_readable);
+  shut(env, s);
   if (s->context != NULL) napi_async_destroy(env, s->context);
-  if (s->watching) {
-    s->watching = 0;
-    uv_close((uv_handle_t *)&s->poll, on_closed);
-  } else {
-    close_dests(s);
-    free(s);
-  }
+  if (s->watching == 2) s->finalized = 1;
+  else free(s);
 }
 
 static napi_value js_open(napi_env env, napi_callback_info info) {
@@ -188,7 +203,7 @@ static napi_value js_watch(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   Sock *s = sock_of(env, argv[0]);
   if (s == NULL) return NULL;
-  if (s->watching) {
+  if (s->watching != 0) {
     napi_throw_error(env, NULL, "nfstate_udp: already watched");
     return NULL;
   }
@@ -353,14 +368,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   Sock *s = NULL;
-  if (napi_get_value_external(env, argv[0], (void **)&s) != napi_ok || s == NULL || s->fd < 0) return NULL;
-  if (s->watching) uv_poll_stop(&s->poll);
-  close(s->fd);
-  s->fd = -1;
-  if (s->on_readable != NULL) {
-    napi_delete_reference(env, s->on_readable);
-    s->on_readable = NULL;
-  }
+  if (napi_get_value_external(env, argv[0], (void **)&s) != napi_ok || s == NULL) return NULL;
+  shut(env, s);
   return NULL;
 }
 

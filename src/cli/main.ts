@@ -234,7 +234,7 @@ program
       const l = summary.latency_us;
       process.stdout.write(
         [
-          `nf ${summary.nf}: ${summary.clusters} clusters x ${summary.per_cluster} instances x ${summary.threads} threads, batch ${summary.batch}`,
+          `nf ${summary.nf}: ${summary.clusters} clusters x ${summary.per_cluster} instances x ${summary.threads} threads, batch ${summary.batch}, io ${summary.io}`,
           `sent ${summary.sent}  delivered ${summary.delivered}  lost ${summary.lost}  reordered ${summary.reordered}  duplicated ${summary.duplicated}  dropped by nf ${summary.nf_dropped}`,
           `throughput ${summary.throughput_pps} packets/s over ${summary.duration_ms} ms`,
           `latency p50 ${l.p50} us  p99 ${l.p99} us  max ${l.max} us`,

@@ -27,6 +27,7 @@ import { LocalDeployment } from './local.js';
 import { startEtcd, type EtcdCluster } from '../global/etcd-local.js';
 import type { Api, Endpoints } from './local.js';
 import { controllerAnswers, failInstance, seeded, sleep, type InstanceFault } from './faults.js';
+import { NATIVE_IO } from '../wire/batch-socket.js';
 
 export interface DemoOptions {
   trace: TraceOptions;
@@ -193,6 +194,8 @@ export interface DemoSummary {
   failovers: FailoverSummary;
   mismatched_flows: string[];
   run_dir: string | null;
+  /** How the roles move datagrams: `native` (recvmmsg/sendmmsg, native/udp.c) or `node` (node:dgram). */
+  io: 'native' | 'node';
 }
 
 export interface LbSummary extends Pick<
@@ -1094,6 +1097,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
         ...replicaProblems,
       ].slice(0, 10),
       run_dir: options.keep ? runDir : null,
+      io: NATIVE_IO ? 'native' : 'node',
     };
     return summary;
   } finally {

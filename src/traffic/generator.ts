@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { wallClock } from '../clock.js';
 import { ipv4Payload, readPcap } from './pcap.js';
 import type { Clock, Logger } from '../types.js';
+import { openBatchSocket, type BatchSocket } from '../wire/batch-socket.js';
 import { STAMP_HEADER_LENGTH, writeStampHeader } from '../wire/geneve.js';
 
 export const ACK_LENGTH = 12;
@@ -91,7 +92,8 @@ const SLOTS = 8192;
 const STALL_MS = 250;
 
 export class Generator {
-  private readonly socket = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 * 1024 * 1024 });
+  /** To the ingress, a burst per system call where the native addon is built (wire/batch-socket.ts). */
+  private socket: BatchSocket | undefined;
   /** Separate from the sending socket: a connected socket only hears from the peer it is connected to. */
   private readonly acks = dgram.createSocket('udp4');
   private readonly ring = new Uint8Array(SLOT * SLOTS);
@@ -117,9 +119,6 @@ export class Generator {
         this.wake?.();
       }
     });
-    this.socket.on('error', (err) => {
-      this.logger.warn('generator socket error', { error: err.message });
-    });
     this.acks.on('error', (err) => {
       this.logger.warn('generator ack socket error', { error: err.message });
     });
@@ -129,12 +128,14 @@ export class Generator {
   }
 
   async connect(host: string, port: number): Promise<void> {
-    this.socket.connect(port, host);
-    await once(this.socket, 'connect');
+    this.socket ??= await openBatchSocket('0.0.0.0', 0, () => undefined);
+    await this.socket.dest(0, host, port);
   }
 
   close(): void {
-    this.socket.close();
+    const errors = this.socket?.sendErrors ?? 0;
+    if (errors > 0) this.logger.warn('generator send errors', { count: errors });
+    this.socket?.close();
     this.acks.close();
   }
 
@@ -167,6 +168,7 @@ export class Generator {
       }
       budget = Math.min(budget, source.total - sent);
       for (let k = 0; k < budget; k++) this.sendOne(source, sent++);
+      this.socket!.flush();
       this.sent = sent;
       // Let acknowledgements and timers in between bursts.
       await new Promise<void>((resolve) => setImmediate(resolve));
@@ -195,7 +197,7 @@ export class Generator {
     const ring = this.ring;
     writeStampHeader(ring, at, { vni: this.options.vni, flags: 0, epoch: 0, seq: 0, timeMs: 0 });
     const n = source.write(i, ring, at + STAMP_HEADER_LENGTH);
-    this.socket.send(ring, at, STAMP_HEADER_LENGTH + n);
+    this.socket!.queue(0, ring, at, STAMP_HEADER_LENGTH + n);
   }
 
   private waitAck(ms: number): Promise<void> {

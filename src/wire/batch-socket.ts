@@ -71,16 +71,23 @@ export interface BatchSocket {
   close(): void;
 }
 
-/** Binds `host:port` (0: any) and hands each datagram received there to `onDatagram`. */
+/**
+ * Binds `host:port` (0: any) and hands each datagram received there to `onDatagram`; `io: 'node'` takes
+ * node:dgram even where the addon is built.
+ */
 export async function openBatchSocket(
   host: string,
   port: number,
   onDatagram: (d: Uint8Array) => void,
+  io: 'auto' | 'node' = 'auto',
 ): Promise<BatchSocket> {
-  return typeof native === 'string'
+  return typeof native === 'string' || io === 'node'
     ? NodeSocket.open(host, port, onDatagram)
     : new NativeSocket(native, host, port, onDatagram);
 }
+
+/** Whether the addon is loaded here: openBatchSocket gives native sockets unless asked not to. */
+export const NATIVE_IO = typeof native !== 'string';
 
 class NativeSocket implements BatchSocket {
   readonly port: number;

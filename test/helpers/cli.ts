@@ -13,12 +13,17 @@ export interface CliResult {
   stderr: string;
 }
 
-export function nfstate(args: readonly string[], timeoutMs = 120_000): Promise<CliResult> {
+/** `env` is added to this process's environment. */
+export function nfstate(
+  args: readonly string[],
+  timeoutMs = 120_000,
+  env: Record<string, string> = {},
+): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [CLI, ...args],
-      { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 },
+      { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, ...env } },
       (err, stdout, stderr) => {
         const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
         resolve({ code, stdout, stderr });

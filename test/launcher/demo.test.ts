@@ -18,18 +18,19 @@ import { nfstate } from '../helpers/cli.js';
 async function run(
   args: string[],
   shape = SMALL,
+  env: Record<string, string> = {},
 ): Promise<{ code: number | null; out: string; err: string }> {
   const shaped = args.includes('--clusters') || args.includes('--per-cluster') ? [] : shape;
   const rate = args.includes('ids') ? '1000' : '1500';
   const rated = args.includes('--rate') ? [] : ['--rate', rate];
-  const r = await nfstate(['demo', '--json', ...args, ...shaped, ...rated]);
+  const r = await nfstate(['demo', '--json', ...args, ...shaped, ...rated], undefined, env);
   return { code: r.code, out: r.stdout, err: r.stderr };
 }
 
 const SMALL = ['--clusters', '2', '--per-cluster', '2'];
 
-async function demo(args: string[], shape = SMALL): Promise<DemoSummary> {
-  const r = await run(args, shape);
+async function demo(args: string[], shape = SMALL, env: Record<string, string> = {}): Promise<DemoSummary> {
+  const r = await run(args, shape, env);
   assert.equal(r.code, 0, `demo ${args.join(' ')} failed:\n${r.out}\n${r.err}`);
   return JSON.parse(r.out) as DemoSummary;
 }
@@ -91,6 +92,14 @@ describe('nfstate demo (multi-process on loopback)', { timeout: 7_200_000 }, () 
     assert.equal(s.failovers.count, 1, JSON.stringify(s.failovers));
     assert.equal(s.moves.count + s.moves.aborted, 40, JSON.stringify(s.moves));
     assert.ok(s.strong.claims > 0, "the NAT's ports were decided in the log");
+  });
+
+  it('through node:dgram (NFSTATE_IO=node, as without a C compiler): moves and a failover lose nothing', async () => {
+    const s = await demo(['--packets', '100', '--moves', '40', '--kill', '1'], SMALL, { NFSTATE_IO: 'node' });
+    assertClean(s);
+    assert.equal(s.io, 'node');
+    assert.equal(s.failovers.count, 1, JSON.stringify(s.failovers));
+    assert.equal(s.moves.count + s.moves.aborted, 40, JSON.stringify(s.moves));
   });
 
   it('--guarantee loss-free: 200 moves lose nothing (the source’s packets may come behind)', async () => {
@@ -474,6 +483,7 @@ describe('summaryFailures: what fails a demo run', { timeout: 60_000 }, () => {
       },
       mismatched_flows: [],
       run_dir: null,
+      io: 'native',
     };
   }
 
