@@ -42,6 +42,7 @@ import type { NfSpec } from '../src/launcher/roles.js';
 import { DEFAULT_TRACE, SyntheticTrace } from '../src/traffic/trace.js';
 import type { StampFields } from '../src/wire/geneve.js';
 import { STAMP_HEADER_LENGTH, writeStampHeader } from '../src/wire/geneve.js';
+import { NATIVE_IO } from '../src/wire/batch-socket.js';
 
 export const NF_TYPES = ['nat', 'firewall', 'lb', 'ids'] as const;
 export type NfType = (typeof NF_TYPES)[number];
@@ -80,6 +81,8 @@ export type DriverKind = 'c' | 'node';
 export interface BenchResult {
   /** What sent and counted the packets: native/driver.c, or the bench process itself where no cc. */
   driver: DriverKind;
+  /** How the NF instance moved its datagrams: recvmmsg/sendmmsg (native/udp.c) or node:dgram. */
+  io: 'native' | 'node';
   /** The Node relay baseline; in a full run the mean of `relay_runs`. */
   relay_pps: number;
   relay_runs: number[];
@@ -833,6 +836,7 @@ export async function runDataplaneBench(
 
     const result: BenchResult = {
       driver: driver.kind,
+      io: NATIVE_IO ? 'native' : 'node',
       relay_pps: Math.round(relayPps),
       relay_runs: relayRuns.map((r) => Math.round(r.pps)),
       c_relay_pps: cPps === null ? null : Math.round(cPps),

@@ -64,7 +64,7 @@ void test('defaults fill everything but nf.type', { timeout: 60_000 }, () => {
       maxMovesPerRound: 32,
     },
     move: { timeoutMs: 2000 },
-    failure: { heartbeatMs: 50, missCount: 10 },
+    failure: { heartbeatMs: 20, missCount: 3, probeMs: 50 },
     global: { store: 'local', endpoints: [] },
     edge: null,
   });
@@ -82,15 +82,20 @@ void test('move.timeoutMs: a move deadline in milliseconds, 1..60000', { timeout
 });
 
 void test(
-  'failure: heartbeat interval and miss count of the failure detection unit',
+  'failure: heartbeat interval, miss count and probe time of the failure detection unit',
   { timeout: 60_000 },
   () => {
-    const t = parseTopology({ nf: { type: 'nat' }, failure: { heartbeatMs: 20, missCount: 5 } });
-    assert.deepEqual(t.failure, { heartbeatMs: 20, missCount: 5 });
+    const t = parseTopology({ nf: { type: 'nat' }, failure: { heartbeatMs: 10, missCount: 5, probeMs: 0 } });
+    assert.deepEqual(t.failure, { heartbeatMs: 10, missCount: 5, probeMs: 0 });
     assert.deepEqual(parseTopology({ nf: { type: 'nat' }, failure: null }).failure, {
-      heartbeatMs: 50,
-      missCount: 10,
+      heartbeatMs: 20,
+      missCount: 3,
+      probeMs: 50,
     });
+    configError(
+      () => parseTopology({ nf: { type: 'nat' }, failure: { probeMs: -1 } }),
+      'failure.probeMs: must be an integer 0..60000 (got -1)',
+    );
     configError(
       () => parseTopology({ nf: { type: 'nat' }, failure: { heartbeatMs: 0 } }),
       'failure.heartbeatMs: must be an integer 1..60000 (got 0)',

@@ -5,6 +5,8 @@ import { describe, it } from 'node:test';
 import type { AddedInstance, DemoSummary } from '../../src/launcher/demo.js';
 import { summaryFailures } from '../../src/launcher/demo.js';
 import { nfstate } from '../helpers/cli.js';
+import { machineShape } from '../../src/launcher/config.js';
+import { availableParallelism } from 'node:os';
 
 /**
  * Runs the demo on two clusters of two instances unless the test names its own shape, by default at 1500
@@ -128,8 +130,20 @@ describe('nfstate demo (multi-process on loopback)', { timeout: 7_200_000 }, () 
   });
 
   it('under --skew the load-balancing unit moves heavy flows off the overloaded instance, none more often than its cooldown allows', async () => {
-    const args = ['--nf', 'nat', '--skew', '10', '--flows', '200', '--packets', '60', '--rate', '2500'];
-    // The demo's own twelve instances: in fewer, the heavy flows' share does not overload one of them.
+    const args = [
+      '--nf',
+      'nat',
+      '--skew',
+      '10',
+      '--flows',
+      '200',
+      '--packets',
+      '60',
+      '--rate',
+      '2500',
+      '--thesis',
+    ];
+    // The thesis's twelve instances: in fewer, the heavy flows' share does not overload one of them.
     const on = await demo([...args, '--cooldown', '1000'], []);
     const off = await demo([...args, '--lb', 'off'], []);
     for (const s of [on, off]) assertClean(s);
@@ -231,7 +245,12 @@ describe('nfstate demo (multi-process on loopback)', { timeout: 7_200_000 }, () 
   for (const nf of ['nat', 'firewall', 'lb', 'ids']) {
     it(`${nf}: defaults deliver every packet, in order, with the oracle's state`, async () => {
       const s = await demo(['--nf', nf], []);
-      assert.equal(s.instances, 12, 'default topology: 3 clusters x 4');
+      const shape = machineShape(availableParallelism());
+      assert.deepEqual(
+        [s.clusters, s.per_cluster, s.threads],
+        [shape.clusters, shape.perCluster, shape.threads],
+        'the default shape is sized to the machine',
+      );
       assertClean(s);
     });
 
