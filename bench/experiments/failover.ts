@@ -4,7 +4,8 @@
  * - `kill` (SIGKILL): its liveness connection to the controller closes with it, and the controller
  *   declares it at once, whatever the heartbeat interval;
  * - `pause` (SIGSTOP): the connection stays open and only the heartbeats stop, so the controller declares
- *   it after `missCount` silent intervals. Woken afterwards, it must exit fenced.
+ *   it after `missCount` silent intervals (more if its heartbeats jitter) and a probe that goes unanswered
+ *   for `probeMs`. Woken afterwards, it must exit fenced.
  * Its secondary then takes over, replaying the copies it kept since the last replicated batch. Times are
  * from the signal.
  */
@@ -60,6 +61,7 @@ export const failover: Experiment = {
       params: {
         ...base(o),
         miss_count: DEFAULT_FAILURE.missCount,
+        probe_ms: DEFAULT_FAILURE.probeMs,
         traffic: `${SECONDS} s (at least 400 packets)`,
         heartbeats_ms: heartbeats,
         signals: SIGNALS.join(', '),
@@ -79,7 +81,7 @@ export const failover: Experiment = {
         {
           name: 'detection',
           plot: {
-            title: `Detection time vs heartbeat interval (miss count ${DEFAULT_FAILURE.missCount})`,
+            title: `Detection time vs heartbeat interval (miss count ${DEFAULT_FAILURE.missCount}, then a ${DEFAULT_FAILURE.probeMs} ms probe)`,
             x,
             y: { title: 'detection (ms)' },
             points: summarise(rows, 'detect_ms'),
@@ -97,7 +99,7 @@ export const failover: Experiment = {
       ],
       comparisons: [],
       notes: [
-        `A killed instance is declared as soon as its liveness connection to the controller closes, whatever the heartbeat interval; a paused one keeps the connection open and is declared after ${DEFAULT_FAILURE.missCount} missed heartbeats, so only its detection follows the interval.`,
+        `A killed instance is declared as soon as its liveness connection to the controller closes, whatever the heartbeat interval; a paused one keeps the connection open and is declared after at least ${DEFAULT_FAILURE.missCount} missed heartbeats and a probe unanswered for ${DEFAULT_FAILURE.probeMs} ms, so only its detection follows the interval.`,
         'Every run checks the failover as the demo does: no packet lost or reordered, and the state equal to a fault-free run’s (the oracle’s).',
       ],
     };

@@ -17,6 +17,12 @@ import { join } from 'node:path';
 import { ErrorCode, NfsError } from '../errors.js';
 import { freePort } from '../launcher/free-port.js';
 
+/**
+ * The members' election timeout. A leader cut off from its quorum also steps down after it, and until
+ * then it still renews leases.
+ */
+export const ETCD_ELECTION_TIMEOUT_MS = 250;
+
 export const ETCD_BIN = process.env.ETCD_BIN ?? '/usr/bin/etcd';
 
 export interface EtcdCluster {
@@ -78,7 +84,7 @@ export async function startEtcd(members = 3, timeoutMs = 15_000): Promise<EtcdCl
         `--initial-cluster-token=${dir}`,
         // Loopback round trips are well under a millisecond: short timers make elections take ~0.3 s.
         '--heartbeat-interval=25',
-        '--election-timeout=250',
+        `--election-timeout=${ETCD_ELECTION_TIMEOUT_MS}`,
         '--logger=zap',
         '--log-outputs=stderr',
         '--log-level=error',

@@ -12,7 +12,7 @@ import {
   type LeaderElectionOptions,
 } from '../../src/controller/election.js';
 import { ErrorCode, NfsError } from '../../src/errors.js';
-import { startEtcd, type EtcdCluster } from '../../src/global/etcd-local.js';
+import { ETCD_ELECTION_TIMEOUT_MS, startEtcd, type EtcdCluster } from '../../src/global/etcd-local.js';
 import { silentLogger } from '../../src/log.js';
 import type { MetricSample } from '../../src/types.js';
 import { until } from '../helpers/poll.js';
@@ -511,12 +511,12 @@ describe('LeaderElection through etcd faults', { timeout: 600_000 }, () => {
     let since = performance.now();
     a.onDemoted = (reason) => demotions.push([reason, performance.now() - since]);
     await Promise.all([cluster.kill(0), cluster.kill(1)]);
-    // Both members are gone: the last renewal etcd applied went out before now, and the lease lives at
-    // least a TTL after that. Half a TTL after now, a must read itself not leading, by its own clock,
-    // whether or not its watchdog has run yet (a timer can be late; the clock cannot). 50 ms more for the
-    // millisecond rounding of timers.
+    // Both members are gone. The one left, if it led etcd, still renews leases until it steps down, an
+    // election timeout at most after now; the lease lives at least a TTL after the last renewal. Half a
+    // TTL after that, a must read itself not leading, by its own clock, whether or not its watchdog has
+    // run yet (a timer can be late; the clock cannot). 50 ms more for the millisecond rounding of timers.
     since = performance.now();
-    await sleep((TTL * 1000) / 2 + 50);
+    await sleep((TTL * 1000) / 2 + ETCD_ELECTION_TIMEOUT_MS + 50);
     assert.equal(a.isLeader, false, 'a stops leading within half its TTL of its last renewal');
     await until(() => demotions.length > 0, 30_000);
     assert.equal(demotions.length, 1);
