@@ -56,6 +56,7 @@ const TX_SLOTS = 1024;
 const SOCKET_BUFFER = 8 * 1024 * 1024;
 /** Batches read per readiness event, so that a flood leaves the event loop room for the rest. */
 const BATCHES_PER_EVENT = 16;
+const EMPTY = new Uint8Array(0);
 
 export interface BatchSocket {
   readonly port: number;
@@ -97,7 +98,8 @@ class NativeSocket implements BatchSocket {
   private readonly handle: unknown;
   private readonly rx = new Uint8Array(BATCH * MAX_DATAGRAM);
   private readonly rxLens = new Uint32Array(BATCH);
-  private readonly tx = new Uint8Array(TX_SLOTS * MAX_DATAGRAM);
+  /** The send queue's bytes (2 MB), made at the first send: a socket that only receives needs none. */
+  private tx = EMPTY;
   private readonly txOffsets = new Uint32Array(TX_SLOTS);
   private readonly txLens = new Uint32Array(TX_SLOTS);
   private readonly txDests = new Uint16Array(TX_SLOTS);
@@ -143,6 +145,7 @@ class NativeSocket implements BatchSocket {
       return;
     }
     if (this.queued === TX_SLOTS) this.flush();
+    if (this.tx === EMPTY) this.tx = new Uint8Array(TX_SLOTS * MAX_DATAGRAM);
     const k = this.queued++;
     this.tx.set(buf.subarray(offset, offset + length), this.txOffsets[k]);
     this.txLens[k] = length;
