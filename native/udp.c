@@ -11,10 +11,18 @@
  *   recv(handle, slab, slotBytes, lens) -> n     up to lens.length datagrams, datagram i at i * slotBytes;
  *                                                a truncated one has length slotBytes + 1
  *   dest(handle, index, host, port)     destination `index` of send(): a socket connected there
- *   send(handle, slab, offsets, lens, dests, count) -> sent     in order per destination; waits up to
+ *   send(handle, slab, offsets, lens, dests, count) -> sent     at most 1024; in order per destination
+ *                                       (destinations one after the other); waits up to
  *                                       50 ms for a full send buffer; a datagram the kernel refuses
  *                                       (ECONNREFUSED …) is skipped and not counted as sent
  *   close(handle)
+ *
+ * Segmentation offload (UDP GSO, Linux 4.18): consecutive datagrams to one destination, all of one length
+ * but the last (which may be shorter), leave as one send with UDP_SEGMENT. Through loopback, veths and
+ * bridges the kernel carries such a run as one packet, and cuts it into the same datagrams only where it
+ * is received (or at a NIC), so a run costs about one datagram's way through the stack. What the kernel
+ * refuses to segment (a run longer than the path's MTU allows) goes as single datagrams, and runs of that
+ * length to that destination no longer try. NFSTATE_GSO=off turns it off, to compare.
  * Errors of the socket calls are thrown as JavaScript errors with the errno's text.
  */
 #define _GNU_SOURCE
@@ -22,6 +30,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <node_api.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -32,6 +41,25 @@
 #include <uv.h>
 
 #define BATCH 64
+/* A GSO run: at most this many datagrams and bytes (the kernel's UDP_MAX_SEGMENTS is 64 or more). */
+#define GSO_SEGS 64
+#define GSO_BYTES 65000
+/* The datagrams one sendmmsg may carry in all. */
+#define SEND_IOVS 1024
+/* Receiving with UDP_GRO: messages per recvmmsg, each up to a whole run. */
+#define STAGE_MSGS 8
+#define STAGE_BYTES 65536
+
+/* What recvmmsg brought in with UDP_GRO and recv() has not handed out yet: each message a run of datagrams
+   of `seg` bytes (the last may be shorter), or one datagram where seg is 0. */
+typedef struct {
+  uint8_t *buf;
+  uint32_t len[STAGE_MSGS];
+  uint16_t seg[STAGE_MSGS];
+  uint8_t trunc[STAGE_MSGS];
+  int n, i;
+  uint32_t off;
+} Stage;
 /* A full send buffer is waited for at most MAX_WAITS times WAIT_MS per send() before the rest is dropped. */
 #define MAX_WAITS 10
 #define WAIT_MS 5
@@ -48,7 +76,13 @@ typedef struct {
   napi_async_context context;
   /* One connected socket per destination, so that a refused one reports ECONNREFUSED, as node:dgram does. */
   int *dests;
+  /* Per destination: the longest datagram that GSO runs may have (0: none). */
+  uint16_t *gso_max;
   uint32_t ndests;
+  /* Whether GSO is tried at all (NFSTATE_GSO=off: no), and whether the socket receives runs whole. */
+  int gso;
+  int gro;
+  Stage stage;
 } Sock;
 
 #define CHECK(call)                                                                                   \
@@ -101,7 +135,11 @@ static void close_dests(Sock *s) {
   for (uint32_t i = 0; i < s->ndests; i++)
     if (s->dests[i] >= 0) close(s->dests[i]);
   free(s->dests);
+  free(s->gso_max);
+  free(s->stage.buf);
+  s->stage.buf = NULL;
   s->dests = NULL;
+  s->gso_max = NULL;
   s->ndests = 0;
 }
 
@@ -175,6 +213,10 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   }
   s->fd = fd;
   s->env = env;
+  const char *gso = getenv("NFSTATE_GSO");
+  s->gso = gso == NULL || strcmp(gso, "off") != 0;
+  int on = 1;
+  s->gro = s->gso && setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on) == 0;
   napi_value handle, port, out;
   CHECK(napi_create_external(env, s, finalize, NULL, &handle));
   CHECK(napi_create_uint32(env, ntohs(addr.sin_port), &port));
@@ -223,6 +265,97 @@ static napi_value js_watch(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Datagrams straight into their slots; -1 with errno on an error. */
+static int recv_each(Sock *s, uint8_t *slab, uint32_t slot, uint32_t *lens, size_t max) {
+  struct mmsghdr msgs[BATCH];
+  struct iovec iov[BATCH];
+  memset(msgs, 0, sizeof(struct mmsghdr) * max);
+  for (size_t i = 0; i < max; i++) {
+    iov[i].iov_base = slab + i * slot;
+    iov[i].iov_len = slot;
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  int n = recvmmsg(s->fd, msgs, (unsigned)max, MSG_DONTWAIT, NULL);
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+  for (int i = 0; i < n; i++)
+    lens[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? slot + 1 : msgs[i].msg_len;
+  return n;
+}
+
+/* Reads up to STAGE_MSGS messages, runs whole, into the stage; how many, or -1 with errno. */
+static int stage_fill(Sock *s) {
+  Stage *st = &s->stage;
+  if (st->buf == NULL && (st->buf = malloc((size_t)STAGE_MSGS * STAGE_BYTES)) == NULL) {
+    errno = ENOMEM;
+    return -1;
+  }
+  struct mmsghdr msgs[STAGE_MSGS];
+  struct iovec iov[STAGE_MSGS];
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } ctl[STAGE_MSGS];
+  memset(msgs, 0, sizeof msgs);
+  for (int i = 0; i < STAGE_MSGS; i++) {
+    iov[i].iov_base = st->buf + (size_t)i * STAGE_BYTES;
+    iov[i].iov_len = STAGE_BYTES;
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_control = ctl[i].buf;
+    msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
+  }
+  int n = recvmmsg(s->fd, msgs, STAGE_MSGS, MSG_DONTWAIT, NULL);
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+  for (int i = 0; i < n; i++) {
+    st->len[i] = msgs[i].msg_len;
+    st->trunc[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
+    st->seg[i] = 0;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr); cm != NULL; cm = CMSG_NXTHDR(&msgs[i].msg_hdr, cm))
+      if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+        int seg = 0;
+        memcpy(&seg, CMSG_DATA(cm), sizeof seg);
+        st->seg[i] = (uint16_t)seg;
+      }
+  }
+  st->n = n;
+  st->i = 0;
+  st->off = 0;
+  return n;
+}
+
+/*
+ * Datagrams cut out of the runs the socket received whole (UDP_GRO), into their slots. Fills every slot
+ * while the socket has more: fewer than `max` means it is drained, as with recv_each. What does not fit
+ * stays staged for the next call.
+ */
+static int recv_runs(Sock *s, uint8_t *slab, uint32_t slot, uint32_t *lens, size_t max) {
+  Stage *st = &s->stage;
+  size_t got = 0;
+  while (got < max) {
+    if (st->i >= st->n) {
+      int r = stage_fill(s);
+      if (r < 0) return got > 0 ? (int)got : -1;
+      if (r == 0) break;
+    }
+    int i = st->i;
+    uint32_t len = st->len[i], seg = st->seg[i];
+    uint32_t take = seg > 0 && len - st->off > seg ? seg : len - st->off;
+    if (st->trunc[i] || take > slot) lens[got] = slot + 1;
+    else {
+      memcpy(slab + got * slot, st->buf + (size_t)i * STAGE_BYTES + st->off, take);
+      lens[got] = take;
+    }
+    got++;
+    st->off += take;
+    if (st->off >= len || st->trunc[i]) {
+      st->i++;
+      st->off = 0;
+    }
+  }
+  return (int)got;
+}
+
 static napi_value js_recv(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -241,22 +374,8 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
   size_t max = slab_len / slot;
   if (max > nlens) max = nlens;
   if (max > BATCH) max = BATCH;
-  struct mmsghdr msgs[BATCH];
-  struct iovec iov[BATCH];
-  memset(msgs, 0, sizeof(struct mmsghdr) * max);
-  for (size_t i = 0; i < max; i++) {
-    iov[i].iov_base = slab + i * slot;
-    iov[i].iov_len = slot;
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
-  }
-  int n = recvmmsg(s->fd, msgs, (unsigned)max, MSG_DONTWAIT, NULL);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) n = 0;
-    else return throw_errno(env, "recvmmsg");
-  }
-  for (int i = 0; i < n; i++)
-    lens[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? slot + 1 : msgs[i].msg_len;
+  int n = s->gro ? recv_runs(s, slab, slot, lens, max) : recv_each(s, slab, slot, lens, max);
+  if (n < 0) return throw_errno(env, "recvmmsg");
   napi_value out;
   CHECK(napi_create_int32(env, n, &out));
   return out;
@@ -278,12 +397,14 @@ static napi_value js_dest(napi_env env, napi_callback_info info) {
   if (index >= s->ndests) {
     uint32_t n = index + 16;
     int *d = realloc(s->dests, n * sizeof *d);
-    if (d == NULL) {
+    if (d != NULL) s->dests = d;
+    uint16_t *g = d == NULL ? NULL : realloc(s->gso_max, n * sizeof *g);
+    if (g == NULL) {
       napi_throw_error(env, NULL, "nfstate_udp: out of memory");
       return NULL;
     }
     for (uint32_t i = s->ndests; i < n; i++) d[i] = -1;
-    s->dests = d;
+    s->gso_max = g;
     s->ndests = n;
   }
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -298,6 +419,7 @@ static napi_value js_dest(napi_env env, napi_callback_info info) {
   }
   if (s->dests[index] >= 0) close(s->dests[index]);
   s->dests[index] = fd;
+  s->gso_max[index] = s->gso ? 65535 : 0;
   return NULL;
 }
 
@@ -325,22 +447,66 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
+  if (count > SEND_IOVS) {
+    napi_throw_range_error(env, NULL, "nfstate_udp.send: at most 1024 datagrams a call");
+    return NULL;
+  }
+  /* Grouped by destination, each group in the order queued, so that runs to one destination are long even
+     where the caller alternates (a packet to its primary, its copy to the secondary). */
+  uint16_t ord[SEND_IOVS];
+  uint8_t placed[SEND_IOVS];
+  memset(placed, 0, count);
+  for (uint32_t first = 0, m = 0; first < count; first++) {
+    if (placed[first]) continue;
+    for (uint32_t k = first; k < count; k++)
+      if (!placed[k] && dests[k] == dests[first]) {
+        placed[k] = 1;
+        ord[m++] = (uint16_t)k;
+      }
+  }
   struct mmsghdr msgs[BATCH];
-  struct iovec iov[BATCH];
+  struct iovec iov[SEND_IOVS];
+  /* Per message: how many datagrams it carries, and its UDP_SEGMENT control message. */
+  uint32_t runs[BATCH];
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctl[BATCH];
   uint32_t sent = 0, done = 0;
   int waits = 0;
+#define LEN(p) lens[ord[p]]
   while (done < count) {
-    /* A run of datagrams to one destination, in one system call. */
-    uint16_t d = dests[done];
-    uint32_t n = 0;
-    while (done + n < count && n < BATCH && dests[done + n] == d) {
-      uint32_t k = done + n;
+    /* Datagrams to one destination, in one system call: runs of one length as one GSO message each. */
+    uint16_t d = dests[ord[done]];
+    uint32_t n = 0, niov = 0, p = done;
+    while (p < count && n < BATCH && dests[ord[p]] == d) {
+      uint32_t seg = LEN(p), run = 1;
+      if (seg > 0 && seg <= s->gso_max[d])
+        while (p + run < count && dests[ord[p + run]] == d && run < GSO_SEGS && LEN(p + run) > 0 &&
+               LEN(p + run) <= seg && (run + 1) * seg <= GSO_BYTES) {
+          run++;
+          if (LEN(p + run - 1) < seg) break; /* a shorter one ends the run */
+        }
       memset(&msgs[n], 0, sizeof msgs[n]);
-      iov[n].iov_base = slab + offsets[k];
-      iov[n].iov_len = lens[k];
-      msgs[n].msg_hdr.msg_iov = &iov[n];
-      msgs[n].msg_hdr.msg_iovlen = 1;
-      n++;
+      for (uint32_t j = 0; j < run; j++) {
+        iov[niov + j].iov_base = slab + offsets[ord[p + j]];
+        iov[niov + j].iov_len = LEN(p + j);
+      }
+      msgs[n].msg_hdr.msg_iov = &iov[niov];
+      msgs[n].msg_hdr.msg_iovlen = run;
+      if (run > 1) {
+        msgs[n].msg_hdr.msg_control = ctl[n].buf;
+        msgs[n].msg_hdr.msg_controllen = sizeof ctl[n].buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[n].msg_hdr);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t size = (uint16_t)seg;
+        memcpy(CMSG_DATA(cm), &size, sizeof size);
+      }
+      runs[n++] = run;
+      niov += run;
+      p += run;
     }
     int r = sendmmsg(s->dests[d], msgs, n, MSG_DONTWAIT);
     if (r < 0) {
@@ -351,13 +517,21 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
         if (waits++ < MAX_WAITS && poll(&room, 1, WAIT_MS) > 0) continue;
         break;
       }
-      /* Refused (the destination's port is closed, reported by an earlier datagram): this one is lost. */
-      done++;
+      if (runs[0] > 1 && (errno == EINVAL || errno == EIO || errno == EMSGSIZE)) {
+        /* The kernel would not segment this run (too long for the path's MTU): single datagrams then. */
+        s->gso_max[d] = (uint16_t)(LEN(done) - 1);
+        continue;
+      }
+      /* Refused (the destination's port is closed, reported by an earlier datagram): these are lost. */
+      done += runs[0];
       continue;
     }
-    sent += (uint32_t)r;
-    done += (uint32_t)r;
+    for (int i = 0; i < r; i++) {
+      sent += runs[i];
+      done += runs[i];
+    }
   }
+#undef LEN
   napi_value out;
   CHECK(napi_create_uint32(env, sent, &out));
   return out;

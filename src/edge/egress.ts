@@ -6,7 +6,7 @@
  * "who has 198.51.100.10? tell 198.51.100.1" — holding that host's packets meanwhile (at most
  * MAX_QUEUED each, for at most ARP_TRIES × ARP_RETRY_MS; then they are dropped and counted as no_route).
  *
- *   const egress = new VxlanEgress(hosts, (buf, off, len, port, host) => socket.send(buf, off, len, port, host));
+ *   const egress = new VxlanEgress(hosts, (net, buf, off, len) => socket.queue(net, buf, off, len));
  *   egress.deliver(buf, innerOffset, length, dstIp);   // a processed packet
  *   egress.onCarried(datagram);                        // an ARP frame carried across by the ingress
  *
@@ -110,7 +110,7 @@ export class VxlanEgress implements MetricSource {
       etherType: ETHERTYPE_IPV4,
     });
     this.ring.buf.set(buf.subarray(offset, offset + length), at + h);
-    this.send(this.ring.buf, at, h + length, this.hosts.vtepPort, net.vtep);
+    this.send(net.index, this.ring.buf, at, h + length);
     this.delivered++;
   }
 
@@ -147,7 +147,7 @@ export class VxlanEgress implements MetricSource {
       targetMac: 0,
       targetIp: ip,
     });
-    this.send(this.ring.buf, at, n + ARP_LENGTH, this.hosts.vtepPort, p.net.vtep);
+    this.send(p.net.index, this.ring.buf, at, n + ARP_LENGTH);
     this.arpRequests++;
     p.timer = setTimeout(() => {
       this.ask(ip, p);

@@ -6,22 +6,33 @@
  * host it has not heard from: the answer comes here, since a host's vxlan device sends everything to the
  * ingress, and is carried across like the rest).
  *
- *   const gw = new EdgeGateway(hosts, send, { host: egressHost, port: egressPort });
- *   gw.onArp(vxlanView, fromAddress);   // DropReason.NONE, or why the frame was dropped
+ *   // send(dest, …): dest is a host network's index (its VTEP), or EGRESS_DEST(hosts) for the egress
+ *   const gw = new EdgeGateway(hosts, send, true);
+ *   gw.onArp(vxlanView);   // DropReason.NONE, or why the frame was dropped
  *
  * Other EtherTypes (IPv6, VLAN tags, LLDP …) are not for nfstate: the ingress drops and counts them
  * (`not_ipv4`).
  */
 import { ArpOp, ArpView, ARP_LENGTH, writeArp } from '../wire/arp.js';
+import { MAX_DATAGRAM } from '../wire/batch-socket.js';
 import { GENEVE_BASE_LENGTH, writeFrameHeader } from '../wire/geneve.js';
 import { ETHERTYPE_ARP, VXLAN_FRAME_HEADER, writeVxlanFrame, type VxlanView } from '../wire/vxlan.js';
 import { DropReason, type MetricSample, type MetricSource } from '../types.js';
 import type { HostTable } from './hosts.js';
 
-/** Sends a datagram (the ingress's VXLAN socket). */
-export type SendTo = (buf: Uint8Array, offset: number, length: number, port: number, host: string) => void;
+/**
+ * Queues a datagram on an edge socket (wire/batch-socket.ts) for a numbered destination: a host network's
+ * VTEP by its index (HostNet.index), or what the socket's owner numbers beyond them.
+ */
+export type SendTo = (dest: number, buf: Uint8Array, offset: number, length: number) => void;
 
-const MAX_FRAME = 2048;
+/** The ingress's VXLAN socket sends to the egress at the number after the host networks'. */
+export function egressDest(hosts: HostTable): number {
+  return hosts.nets.length;
+}
+
+/** The longest frame carried: with its header, the longest datagram an nfstate socket takes whole. */
+const MAX_FRAME = MAX_DATAGRAM - GENEVE_BASE_LENGTH;
 
 export class EdgeGateway implements MetricSource {
   private readonly arp = new ArpView();
@@ -33,15 +44,18 @@ export class EdgeGateway implements MetricSource {
   constructor(
     private readonly hosts: HostTable,
     private readonly send: SendTo,
-    private readonly egress: { host: string; port: number } | undefined,
+    /** Whether ARP frames are carried across to the egress (at `egressDest(hosts)`). */
+    private readonly carry: boolean,
   ) {}
 
-  /** An ARP frame from a host's VTEP at `from` (the view points at it). */
-  onArp(v: VxlanView, from: string): DropReason {
+  /** An ARP frame from a host's VTEP (the view points at it). */
+  onArp(v: VxlanView): DropReason {
     const arp = this.arp;
     const r = arp.parse(v.buf, v.payloadOffset, v.payloadLength);
     if (r !== DropReason.NONE) return r;
-    if (arp.op === ArpOp.REQUEST && this.hosts.gatewayOf(v.vni, arp.targetIp)) {
+    // Only a host of that network asks for its gateway: the answer goes to the network's VTEP.
+    const net = arp.op === ArpOp.REQUEST ? this.hosts.gatewayOf(v.vni, arp.targetIp) : undefined;
+    if (net !== undefined) {
       const n = writeVxlanFrame(this.out, 0, {
         vni: v.vni,
         dst: arp.senderMac,
@@ -55,18 +69,16 @@ export class EdgeGateway implements MetricSource {
         targetMac: arp.senderMac,
         targetIp: arp.senderIp,
       });
-      this.send(this.out, 0, n + ARP_LENGTH, this.hosts.vtepPort, from);
+      this.send(net.index, this.out, 0, n + ARP_LENGTH);
       this.answered++;
     }
-    const egress = this.egress;
+    if (!this.carry) return DropReason.NONE;
     // A frame too long to carry is one the egress never sees: a drop, counted by the ingress.
-    if (egress !== undefined && v.frameLength > MAX_FRAME) return DropReason.BAD_LENGTH;
-    if (egress !== undefined) {
-      const h = writeFrameHeader(this.carried, 0, v.vni);
-      this.carried.set(v.buf.subarray(v.frameOffset, v.frameOffset + v.frameLength), h);
-      this.send(this.carried, 0, h + v.frameLength, egress.port, egress.host);
-      this.carriedFrames++;
-    }
+    if (v.frameLength > MAX_FRAME) return DropReason.BAD_LENGTH;
+    const h = writeFrameHeader(this.carried, 0, v.vni);
+    this.carried.set(v.buf.subarray(v.frameOffset, v.frameOffset + v.frameLength), h);
+    this.send(egressDest(this.hosts), this.carried, 0, h + v.frameLength);
+    this.carriedFrames++;
     return DropReason.NONE;
   }
 

@@ -9,7 +9,7 @@
  *
  *   const hosts = new HostTable(edge);
  *   hosts.lookup(parseIpv4('10.1.0.2'))?.vtep;   // '198.18.0.2', longest prefix first
- *   hosts.gatewayOf(1, parseIpv4('10.1.0.1'));    // true: the ingress answers ARP for it
+ *   hosts.gatewayOf(1, parseIpv4('10.1.0.1'))?.index;   // 0: the ingress answers ARP for it, to that VTEP
  */
 import { inCidr, parseCidr, parseIpv4, type Cidr } from '../packet/flow-key.js';
 import { parseMac, VXLAN_PORT } from '../wire/vxlan.js';
@@ -41,6 +41,8 @@ export const DEFAULT_EDGE: Omit<EdgeConfig, 'hosts'> = {
 };
 
 export interface HostNet {
+  /** Its place in `nets`: the number the edge's sockets send to its VTEP by. */
+  readonly index: number;
   readonly prefix: Cidr;
   readonly vtep: string;
   readonly vni: number;
@@ -63,7 +65,8 @@ export class HostTable {
         const gateway = h.gateway === undefined ? (prefix.network + 1) >>> 0 : parseIpv4(h.gateway);
         return { prefix, vtep: h.vtep, vni: h.vni, gateway };
       })
-      .sort((a, b) => b.prefix.bits - a.prefix.bits);
+      .sort((a, b) => b.prefix.bits - a.prefix.bits)
+      .map((n, index) => ({ index, ...n }));
     this.vnis = new Set(this.nets.map((n) => n.vni));
   }
 
@@ -77,9 +80,9 @@ export class HostTable {
     return this.vnis.has(vni);
   }
 
-  /** Whether `ip` is the gateway of a host network on `vni`: the address the edge answers ARP for. */
-  gatewayOf(vni: number, ip: number): boolean {
-    for (const n of this.nets) if (n.vni === vni && n.gateway === ip) return true;
-    return false;
+  /** The host network on `vni` whose gateway is `ip`: the edge answers ARP for it, to that network's VTEP. */
+  gatewayOf(vni: number, ip: number): HostNet | undefined {
+    for (const n of this.nets) if (n.vni === vni && n.gateway === ip) return n;
+    return undefined;
   }
 }

@@ -312,6 +312,16 @@ export class Lab {
       ],
       br,
     );
+    // Where br_netfilter is loaded, bridged frames would go through iptables and conntrack: a plain L2
+    // bridge needs neither, on either path.
+    await ip([
+      'netns',
+      'exec',
+      br,
+      'sh',
+      '-c',
+      'for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e "$f" ] && echo 0 > "$f"; done; true',
+    ]);
     await ipBatch([`link set ${p}root mtu ${UNDERLAY_MTU} up`, `addr add ${ROOT_ADDRESS}/24 dev ${p}root`]);
     const ingress = roleAddress('ingress');
     const routerCommands = [

@@ -21,7 +21,8 @@
  *
  * The data port and the sends to the instances go through one BatchSocket (wire/batch-socket.ts):
  * recvmmsg and sendmmsg, up to 64 datagrams a system call, where the native addon is built, else node:dgram
- * with a connected socket per instance. Datagrams longer than MAX_DATAGRAM (2048 bytes) are dropped as
+ * with a connected socket per instance. The VXLAN door is a second one: the hosts' frames in, and out the
+ * gateway's ARP answers (to each host network's VTEP) and the ARP it carries to the egress. Datagrams longer than MAX_DATAGRAM (2048 bytes) are dropped as
  * `bad_length`. Packets whose bytes we build (front door, VXLAN, unstamped input, secondary copies) are
  * written into a ring of slots that is far larger than what the kernel can have queued, so a slot is never
  * rewritten while node:dgram still sends it.
@@ -31,7 +32,7 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { wallClock } from '../clock.js';
-import { EdgeGateway } from '../edge/gateway.js';
+import { EdgeGateway, egressDest } from '../edge/gateway.js';
 import type { HostTable } from '../edge/hosts.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { buildIcmp, buildTcp, buildUdp } from '../packet/build.js';
@@ -92,9 +93,10 @@ export class Ingress implements MetricSource {
   /** Where each instance is, by switch index: the configured ones, then those added at runtime. */
   readonly endpoints: Endpoint[];
   private readonly service = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
-  private readonly vxlan = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
   /** The data port, and the sends to each instance by switch index. */
   private io: BatchSocket | undefined;
+  /** The VXLAN door (with an edge): sends to each host network's VTEP by index, then to the egress. */
+  private door: BatchSocket | undefined;
   private readonly view = new StampView();
   private readonly pkt = new Packet();
   private readonly frame = new VxlanView();
@@ -114,7 +116,6 @@ export class Ingress implements MetricSource {
   copies = 0;
   markers = 0;
   noRoute = 0;
-  sendErrors = 0;
   readonly drops = new Float64Array(dropReasonName.length);
 
   constructor(
@@ -129,10 +130,10 @@ export class Ingress implements MetricSource {
     if (edge !== undefined)
       this.gateway = new EdgeGateway(
         edge.hosts,
-        (buf, offset, length, port, host) => {
-          this.vxlan.send(buf, offset, length, port, host);
+        (dest, buf, offset, length) => {
+          this.door!.queue(dest, buf, offset, length);
         },
-        edge.egress,
+        edge.egress !== undefined,
       );
     if (options.replies !== undefined)
       // A parked reply tries again; `until` ends its wait, 0 when it is over.
@@ -156,7 +157,7 @@ export class Ingress implements MetricSource {
 
   /** The VXLAN door's port; -1 without an edge. */
   get vxlanPort(): number {
-    return this.options.edge === undefined ? -1 : this.vxlan.address().port;
+    return this.door?.port ?? -1;
   }
 
   async start(): Promise<{ port: number; servicePort: number; vxlanPort: number }> {
@@ -179,16 +180,15 @@ export class Ingress implements MetricSource {
       this.service.bind(options.servicePort, options.host);
       await once(this.service, 'listening');
     }
-    if (options.edge !== undefined) {
-      // An ICMP error from a host that went away must not take the socket down.
-      this.vxlan.on('error', () => {
-        this.sendErrors++;
+    const edge = options.edge;
+    if (edge !== undefined) {
+      const door = await openBatchSocket(options.host, edge.port, (msg) => {
+        this.onVxlan(msg);
       });
-      this.vxlan.on('message', (msg, rinfo) => {
-        this.onVxlan(msg, rinfo.address);
-      });
-      this.vxlan.bind(options.edge.port, options.host);
-      await once(this.vxlan, 'listening');
+      this.door = door;
+      for (const net of edge.hosts.nets) await door.dest(net.index, net.vtep, edge.hosts.vtepPort);
+      if (edge.egress !== undefined)
+        await door.dest(egressDest(edge.hosts), edge.egress.host, edge.egress.port);
     }
     this.ticker = setInterval(() => {
       this.stamper.tick(this.clock.now());
@@ -230,7 +230,7 @@ export class Ingress implements MetricSource {
       clearInterval(this.ticker);
       this.io?.close();
       if (this.options.servicePort >= 0) this.service.close();
-      if (this.options.edge !== undefined) this.vxlan.close();
+      this.door?.close();
     }
     this.options.replies?.stop();
     this.options.stampLog?.close();
@@ -275,8 +275,8 @@ export class Ingress implements MetricSource {
     this.stampSlot(at, n, this.options.vni);
   }
 
-  /** A VXLAN datagram from a host's VTEP at `from`. */
-  onVxlan(msg: Uint8Array, from: string): void {
+  /** A VXLAN datagram from a host's VTEP. */
+  onVxlan(msg: Uint8Array): void {
     this.received++;
     const v = this.frame;
     const r = v.parse(msg, 0, msg.length);
@@ -286,7 +286,7 @@ export class Ingress implements MetricSource {
     if (type === ETHERTYPE_IPV4)
       return this.fromOutside(msg.subarray(v.payloadOffset, v.payloadOffset + v.payloadLength), v.vni);
     if (type !== ETHERTYPE_ARP) return this.drop(DropReason.NOT_IPV4);
-    const ar = this.gateway!.onArp(v, from);
+    const ar = this.gateway!.onArp(v);
     if (ar !== DropReason.NONE) this.drop(ar);
   }
 
@@ -453,8 +453,9 @@ export class Ingress implements MetricSource {
     out.push(['nfstate_ingress_secondary_copies_total', {}, this.copies]);
     out.push(['nfstate_ingress_move_markers_total', {}, this.markers]);
     out.push(['nfstate_ingress_no_route_total', {}, this.noRoute]);
-    out.push(['nfstate_ingress_send_errors_total', {}, this.sendErrors + (this.io?.sendErrors ?? 0)]);
-    const oversize = this.io?.oversize ?? 0;
+    const { io, door } = this;
+    out.push(['nfstate_ingress_send_errors_total', {}, (io?.sendErrors ?? 0) + (door?.sendErrors ?? 0)]);
+    const oversize = (io?.oversize ?? 0) + (door?.oversize ?? 0);
     for (let r = 1; r < dropReasonName.length; r++) {
       const n = this.drops[r]! + (r === DropReason.BAD_LENGTH ? oversize : 0);
       out.push(['nfstate_ingress_dropped_total', { reason: dropReasonName[r]! }, n]);

@@ -9,7 +9,6 @@
  *   await sink.start();
  *   sink.report(); // totals, per-flow counts, latency percentiles
  */
-import dgram from 'node:dgram';
 import { wallClock } from '../clock.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { flowKeyOf, flowKeyString } from '../packet/flow-key.js';
@@ -38,6 +37,11 @@ export interface SinkOptions {
   edge?: HostTable;
   pcap?: PcapWriter;
 }
+
+/** Where the sink's socket sends, by number: the host networks' VTEPs from TO_HOSTS on, by index. */
+const TO_GENERATOR = 0;
+const TO_DELIVER = 1;
+const TO_HOSTS = 2;
 
 class SinkFlow {
   delivered = 0;
@@ -92,11 +96,13 @@ export interface SinkReport {
 }
 
 export class Sink implements MetricSource {
-  /** Output in, up to 64 datagrams a system call where the native addon is built (wire/batch-socket.ts). */
+  /**
+   * Output in, and everything the sink sends out (acknowledgements, deliveries, the egress's frames), up to
+   * 64 datagrams a system call where the native addon is built (wire/batch-socket.ts).
+   */
   private socket: BatchSocket | undefined;
   /** Payloads delivered onward are copied here: a received datagram's buffer is reused. */
   private readonly deliveries = new SendRing(MAX_DATAGRAM, 4096);
-  private readonly out = dgram.createSocket('udp4');
   private readonly flows = new FlowTable<SinkFlow>();
   private readonly view = new StampView();
   private readonly pkt = new Packet();
@@ -129,8 +135,8 @@ export class Sink implements MetricSource {
     private readonly clock: Clock = wallClock,
   ) {
     if (options.edge !== undefined)
-      this.egress = new VxlanEgress(options.edge, (buf, offset, length, port, host) => {
-        this.out.send(buf, offset, length, port, host);
+      this.egress = new VxlanEgress(options.edge, (net, buf, offset, length) => {
+        this.socket!.queue(TO_HOSTS + net, buf, offset, length);
       });
   }
 
@@ -141,12 +147,14 @@ export class Sink implements MetricSource {
   async start(): Promise<{ port: number }> {
     if (this.started) return { port: this.port };
     this.started = true;
-    this.out.on('error', (err) => {
-      this.logger.warn('sink send error', { error: err.message });
-    });
-    this.socket = await openBatchSocket(this.options.host, this.options.port, (msg) => {
+    const socket = await openBatchSocket(this.options.host, this.options.port, (msg) => {
       this.onDatagram(msg);
     });
+    this.socket = socket;
+    const { ackTo, deliver, edge } = this.options;
+    if (ackTo !== undefined) await socket.dest(TO_GENERATOR, ackTo.host, ackTo.port);
+    if (deliver !== undefined) await socket.dest(TO_DELIVER, deliver.host, deliver.port);
+    for (const net of edge?.nets ?? []) await socket.dest(TO_HOSTS + net.index, net.vtep, edge!.vtepPort);
     // Acknowledge at least every millisecond, plus every 64 packets from the receive path.
     this.ackTimer = setInterval(() => {
       this.sendAck();
@@ -162,7 +170,6 @@ export class Sink implements MetricSource {
       clearInterval(this.ackTimer);
       this.egress?.stop();
       this.socket?.close();
-      this.out.close();
     }
     this.options.pcap?.close();
     await Promise.resolve();
@@ -223,7 +230,7 @@ export class Sink implements MetricSource {
     if (deliver !== undefined && pkt.proto === IpProto.UDP) {
       const at = this.deliveries.next();
       this.deliveries.buf.set(msg.subarray(pkt.payloadOffset, pkt.payloadOffset + pkt.payloadLength), at);
-      this.out.send(this.deliveries.buf, at, pkt.payloadLength, deliver.port, deliver.host);
+      this.socket!.queue(TO_DELIVER, this.deliveries.buf, at, pkt.payloadLength);
     }
     this.egress?.deliver(msg, view.innerOffset, pkt.length, pkt.dstIp);
     if ((this.delivered & 63) === 0) this.sendAck();
@@ -282,8 +289,11 @@ export class Sink implements MetricSource {
     out.push(['nfstate_sink_replays_dropped_total', {}, this.replays]);
     out.push(['nfstate_sink_fenced_total', {}, this.fencedDrops]);
     out.push(['nfstate_sink_flows', {}, this.flows.size]);
+    out.push(['nfstate_sink_send_errors_total', {}, this.socket?.sendErrors ?? 0]);
+    const oversize = this.socket?.oversize ?? 0;
     for (let r = 1; r < dropReasonName.length; r++) {
-      out.push(['nfstate_sink_dropped_total', { reason: dropReasonName[r]! }, this.drops[r]!]);
+      const n = this.drops[r]! + (r === DropReason.BAD_LENGTH ? oversize : 0);
+      out.push(['nfstate_sink_dropped_total', { reason: dropReasonName[r]! }, n]);
     }
     this.egress?.collect(out);
   }
@@ -293,7 +303,7 @@ export class Sink implements MetricSource {
     if (to === undefined || this.delivered === this.ackedAt) return;
     this.ackedAt = this.delivered;
     writeAck(this.ack, this.delivered);
-    this.out.send(this.ack, 0, ACK_LENGTH, to.port, to.host);
+    this.socket!.queue(TO_GENERATOR, this.ack, 0, ACK_LENGTH);
   }
 
   private drop(reason: DropReason): void {

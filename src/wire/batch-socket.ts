@@ -105,6 +105,7 @@ class NativeSocket implements BatchSocket {
   private readonly txDests = new Uint16Array(TX_SLOTS);
   private queued = 0;
   private flushSoon: NodeJS.Immediate | undefined;
+  private readSoon: NodeJS.Immediate | undefined;
   private closed = false;
 
   constructor(
@@ -122,8 +123,9 @@ class NativeSocket implements BatchSocket {
 
   private readonly onReadable = (): void => {
     const { udp, rx, rxLens } = this;
+    let n = 0;
     for (let b = 0; b < BATCHES_PER_EVENT && !this.closed; b++) {
-      const n = udp.recv(this.handle, rx, MAX_DATAGRAM, rxLens);
+      n = udp.recv(this.handle, rx, MAX_DATAGRAM, rxLens);
       for (let i = 0; i < n; i++) {
         const len = rxLens[i]!;
         if (len > MAX_DATAGRAM) this.oversize++;
@@ -132,6 +134,13 @@ class NativeSocket implements BatchSocket {
       if (n < BATCH) break;
     }
     this.flush();
+    // Datagrams of a run received whole may wait in the addon, where the socket's readiness does not show.
+    if (n === BATCH && !this.closed) this.readSoon ??= setImmediate(this.readStaged);
+  };
+
+  private readonly readStaged = (): void => {
+    this.readSoon = undefined;
+    this.onReadable();
   };
 
   dest(index: number, host: string, port: number): Promise<void> {
@@ -167,6 +176,7 @@ class NativeSocket implements BatchSocket {
 
   close(): void {
     this.flush();
+    clearImmediate(this.readSoon);
     this.closed = true;
     this.udp.close(this.handle);
   }

@@ -21,14 +21,14 @@ const hosts = new HostTable({
 
 interface Sent {
   bytes: Uint8Array;
-  port: number;
-  host: string;
+  /** The host network's index: its VTEP. */
+  net: number;
 }
 
 function setup() {
   const sent: Sent[] = [];
-  const egress = new VxlanEgress(hosts, (buf, offset, length, port, host) => {
-    sent.push({ bytes: buf.slice(offset, offset + length), port, host });
+  const egress = new VxlanEgress(hosts, (net, buf, offset, length) => {
+    sent.push({ bytes: buf.slice(offset, offset + length), net });
   });
   return { egress, sent };
 }
@@ -80,8 +80,8 @@ describe('VxlanEgress', { timeout: 60_000 }, () => {
     const v = new VxlanView();
     assert.equal(v.parse(sent[0]!.bytes, 0, sent[0]!.bytes.length), DropReason.NONE);
     assert.deepEqual(
-      [sent[0]!.host, sent[0]!.port, v.vni, v.dstMac, v.srcMac, v.etherType],
-      ['198.18.0.3', 4789, 7, BROADCAST_MAC, GATEWAY_MAC, ETHERTYPE_ARP],
+      [hosts.nets[sent[0]!.net]!.vtep, v.vni, v.dstMac, v.srcMac, v.etherType],
+      ['198.18.0.3', 7, BROADCAST_MAC, GATEWAY_MAC, ETHERTYPE_ARP],
     );
     const a = new ArpView();
     assert.equal(a.parse(sent[0]!.bytes, v.payloadOffset, v.payloadLength), DropReason.NONE);

@@ -79,6 +79,42 @@ describe('BatchSocket', { timeout: 60_000 }, () => {
       for (const s of [a.s, b.s, tx]) s.close();
     });
 
+    it(`${name}: runs of one length, to destinations taken in turns, arrive as the same datagrams`, async () => {
+      // The native path sends each run to one destination as one GSO send and receives it whole (UDP_GRO):
+      // every datagram must come out with its own length and bytes, in order per destination.
+      const bytes: Uint8Array[][] = [[], []];
+      const rx = await Promise.all(
+        bytes.map((mine) => openBatchSocket('127.0.0.1', 0, (d) => mine.push(d.slice()), io)),
+      );
+      const tx = await openBatchSocket('127.0.0.1', 0, () => undefined, io);
+      for (const [i, r] of rx.entries()) await tx.dest(i, '127.0.0.1', r.port);
+      const N = 2400;
+      const len = (seq: number): number => (seq % 100 === 99 ? 300 + (seq % 7) : 1400);
+      const buf = new Uint8Array(N * 1400);
+      for (let seq = 0; seq < N; seq++) {
+        const at = seq * 1400;
+        for (let k = 0; k < len(seq); k++) buf[at + k] = (seq * 31 + k) & 0xff;
+        tx.queue(seq % 2, buf, at, len(seq));
+        if (seq % 500 === 499) tx.flush();
+      }
+      tx.flush();
+      await until(() => bytes[0]!.length + bytes[1]!.length === N);
+      for (const to of [0, 1]) {
+        const mine = [...Array(N).keys()].filter((seq) => seq % 2 === to);
+        assert.equal(bytes[to]!.length, mine.length);
+        mine.forEach((seq, i) => {
+          const d = bytes[to]![i]!;
+          assert.equal(d.length, len(seq), `datagram ${seq}: its own length`);
+          assert.ok(
+            d.every((b, k) => b === ((seq * 31 + k) & 0xff)),
+            `datagram ${seq}: its own bytes`,
+          );
+        });
+      }
+      assert.equal(tx.sendErrors, 0);
+      for (const s of [...rx, tx]) s.close();
+    });
+
     it(`${name}: drops and counts a datagram longer than ${MAX_DATAGRAM} bytes, and passes the rest`, async () => {
       const r = await receiver(io);
       const u = dgram.createSocket('udp4');
