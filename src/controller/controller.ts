@@ -664,25 +664,31 @@ export class Controller implements MetricSource {
         },
       );
     };
-    const owned = async (): Promise<{ flows: string[]; stampMs: number }> => {
-      if (ingress === undefined) return { flows: [], stampMs: 0 };
-      await this.pushLive(ingress);
-      const { flows, stampMs } = await ingressFlows(ingress, id);
-      return { flows: flows.map((f) => f.flow), stampMs };
-    };
     this.livenessOf.get(id)?.end('fenced\n');
     // Without replication no instance holds its flows' state: they only get a new owner (below).
     const successor = this.options.replicas === false ? undefined : this.successorOf(id);
     try {
-      if (successor !== undefined)
-        await this.call(
-          successor,
-          successor.id,
-          '/takeover/fence',
-          { origin: id },
-          this.clock.now() + FAILOVER_STEP_MS,
-        );
-      const { flows, stampMs } = await owned();
+      // Steps 1 and 2's live set at once; the flow list and its stamp clock only after the successor's
+      // fence, so that every record of a packet stamped from then on was refused (step 3).
+      await Promise.all([
+        successor === undefined
+          ? undefined
+          : this.call(
+              successor,
+              successor.id,
+              '/takeover/fence',
+              { origin: id },
+              this.clock.now() + FAILOVER_STEP_MS,
+            ),
+        ingress === undefined ? undefined : this.pushLive(ingress),
+      ]);
+      const { flows, stampMs } =
+        ingress === undefined
+          ? { flows: [], stampMs: 0 }
+          : await ingressFlows(ingress, id).then((r) => ({
+              flows: r.flows.map((f) => f.flow),
+              stampMs: r.stampMs,
+            }));
       await fence(stampMs);
       if (successor === undefined) {
         // An instance that held nothing yet (a replacement killed as it joined) needs no successor.
