@@ -34,6 +34,7 @@ import net from 'node:net';
 import { ErrorCode, NfsError } from '../errors.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { AdminServer } from '../metrics.js';
+import { round2 } from '../clock.js';
 import { adminCall, type AdminCallOptions } from '../admin-call.js';
 import { decodeLoadReport, type LoadReport } from './load-report.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
@@ -1747,10 +1748,6 @@ const REPOINT_CONFIRM_MS = 30_000;
 const INSTALL_BODY_BYTES = 512 * 1024;
 /** Instances one POST /instances may start. */
 const MAX_ADD = 64;
-
-function round2(ms: number): number {
-  return Math.round(ms * 100) / 100;
-}
 
 /** The flow's key string in canonical form, so that both spellings of a connection are one flow. */
 function canonicalString(flow: string): string {

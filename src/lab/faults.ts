@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, NfsError } from '../errors.js';
 import { adminCall } from '../admin-call.js';
+import { wallClock } from '../clock.js';
 import type { FailoverRecord, FlowOwner, MoveRecord } from '../controller/controller.js';
 import { EXIT_FENCED } from '../launcher/roles.js';
 import type { Lab } from './lab.js';
@@ -45,6 +46,11 @@ export interface TcpCaseResult {
   /** The connection as the switch named it, and the instance that owned it when the fault came. */
   flow: string;
   owner: string;
+  /**
+   * When the kill or the pause came, on the clock the controller's records use (one machine's wall
+   * clock): the failover's `declared_at` and `took_over_at` minus this are how long after the fault.
+   */
+  fault_at?: number;
   /** What the fault did: the failover record, or the move record. */
   failover?: FailoverRecord;
   move?: MoveRecord;
@@ -145,9 +151,11 @@ export async function tcpCase(lab: Lab, kase: TcpCase, options: TcpCaseOptions):
   const result: Partial<TcpCaseResult> = { case: kase, ...mine };
   const d = lab.running;
   if (kase === 'kill') {
+    result.fault_at = wallClock.now();
     d.signal(mine.owner, 'SIGKILL');
     result.failover = await failoverOf(api, mine.owner);
   } else if (kase === 'pause') {
+    result.fault_at = wallClock.now();
     d.signal(mine.owner, 'SIGSTOP');
     result.failover = await failoverOf(api, mine.owner);
     const p = d.instance(mine.owner)!;

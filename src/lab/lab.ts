@@ -49,7 +49,7 @@ const NET = '198.18.0';
 const ROOT_ADDRESS = `${NET}.1`;
 const UNDERLAY_MTU = 9000;
 /** The hosts' vxlan MTU: what a 1500-byte underlay leaves for the inner frame, as a real host would have. */
-const HOST_MTU = 1450;
+export const HOST_MTU = 1450;
 const VNI = 1;
 
 export type LabHostName = 'client' | 'server';

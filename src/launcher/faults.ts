@@ -7,7 +7,7 @@
  *   const r = await failInstance(deployment, 'SIGKILL', rand, logger);
  *   r?.error;       // undefined: failed over, replaced, and (paused or declared) exited fenced
  */
-import { wallClock } from '../clock.js';
+import { round2, wallClock } from '../clock.js';
 import type { FailoverRecord } from '../controller/controller.js';
 import type { Logger } from '../types.js';
 import type { LocalDeployment } from './local.js';
@@ -50,10 +50,6 @@ export function seeded(seed: number): () => number {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function round2(ms: number): number {
-  return Math.round(ms * 100) / 100;
 }
 
 /**
