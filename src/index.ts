@@ -30,7 +30,7 @@ export { canonicalKey, flowHash, flowKeyOf, flowKeyString, parseFlowKeyString } 
 export { StampFlag, StampView, writeStampHeader } from './wire/geneve.js';
 export { FlowProcessor, GUARANTEES } from './nf/processor.js';
 export type { Guarantee } from './nf/processor.js';
-export type { MoveRecord } from './controller/controller.js';
+export type { MoveRecord } from './controller/records.js';
 export { NfInstance } from './nf/instance.js';
 export { Ingress } from './switch/ingress.js';
 export { Controller } from './controller/controller.js';

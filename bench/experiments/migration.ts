@@ -9,7 +9,7 @@
  */
 import { scrape } from '../../src/launcher/demo.js';
 import type { DemoRun } from '../../src/launcher/demo.js';
-import type { MoveRecord } from '../../src/controller/controller.js';
+import type { MoveRecord } from '../../src/controller/records.js';
 import { metricSum } from '../../src/metrics.js';
 import { flowKeyString } from '../../src/packet/flow-key.js';
 import { FULL_BATCHES_MS, deploy } from './deploy.js';

@@ -32,56 +32,29 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import net from 'node:net';
 import { ErrorCode, NfsError } from '../errors.js';
-import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { AdminServer } from '../metrics.js';
 import { round2 } from '../clock.js';
-import { adminCall, type AdminCallOptions } from '../admin-call.js';
-import { decodeLoadReport, type LoadReport } from './load-report.js';
+import { decodeLoadReport } from './load-report.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
 import { ClusterMap } from './clusters.js';
-import type { Guarantee } from '../nf/processor.js';
-import { parseGuarantee } from '../nf/processor.js';
 import type { BalancerOptions } from './balancer.js';
 import { Balancer, DEFAULT_BALANCER } from './balancer.js';
 import type { FailureOptions } from './detector.js';
 import { DEFAULT_FAILURE, FailureDetector, looksLikeHeartbeat } from './detector.js';
+import { failOver } from './failover.js';
 import type { ControllerSnapshot, OpenMove, Restored } from './journal.js';
+import { canonicalString, DEFAULT_MOVE_TIMEOUT_MS, Mover } from './mover.js';
+import type {
+  AdminAddress,
+  FailoverRecord,
+  FlowOwner,
+  InstanceInfo,
+  Provisioner,
+  Registered,
+} from './records.js';
+import { ingressFlows, RoleCalls } from './role-calls.js';
 
-export interface InstanceInfo {
-  id: string;
-  host: string;
-  /** Data port (stamped packets). */
-  port: number;
-  /** Replication port (peers' batches). */
-  replication: number;
-  /** Admin HTTP port. */
-  admin: number;
-}
-
-interface Registered extends InstanceInfo {
-  load: LoadReport | undefined;
-  reportedAt: number;
-  /** The last load report's sequence number: an older one is a replay. */
-  reportSeq: number;
-  /** The cluster configuration this instance has acknowledged. */
-  configured: boolean;
-  /** When it registered, and when it became live for new flows (clock ms; undefined until then). */
-  registeredAt: number;
-  liveAt: number | undefined;
-  /** Proves a liveness connection comes from the instance that registered (it got this in the answer). */
-  token: string;
-  /** Its fencing token: written into every packet it emits, so that the egress can drop them once it failed. */
-  emitter: number;
-}
-
-/**
- * Starts NF instances when asked (POST /instances); they then register like any other. The local launcher
- * is one: it forked the controller and starts instances next to it.
- */
-export interface Provisioner {
-  /** Starts `count` instances (on `host`, when given); resolves with their ids once each has registered. */
-  add(count: number, host: string | undefined): Promise<string[]>;
-}
+export type { FailoverRecord, FlowOwner, InstanceInfo, MoveRecord, Provisioner } from './records.js';
 
 /** Rule epochs a controller may use past its last journal save (epochs are u32 in the stamp). */
 const EPOCH_BLOCK = 1 << 16;
@@ -93,19 +66,18 @@ export class Controller implements MetricSource {
   private configVersion = 0;
   /** Configuration versions below this may be used before a journal save: a successor starts here. */
   private configCeiling = EPOCH_BLOCK;
-  private ingress: { host: string; admin: number } | undefined;
+  private ingress: AdminAddress | undefined;
   private epoch = 0;
   /** Epochs below this may be used before a journal save: a successor starts here (nextEpoch). */
   private epochCeiling = EPOCH_BLOCK;
   private saving: Promise<void> = Promise.resolve();
-  private readonly moving = new Set<string>();
   private readonly draining = new Set<string>();
   /** Registered while an ingress runs, and not yet known to it: no flow may be sent its way. */
   private readonly joining = new Set<string>();
   private liveUpdates: Promise<unknown> = Promise.resolve();
   private configuring: Promise<unknown> = Promise.resolve();
-  /** Recent moves, oldest first (bounded). */
-  readonly moves: MoveRecord[] = [];
+  private readonly calls: RoleCalls;
+  readonly mover: Mover;
   reports = 0;
   badReports = 0;
   badLiveness = 0;
@@ -146,7 +118,7 @@ export class Controller implements MetricSource {
       replicas?: boolean;
       failure?: FailureOptions;
       /** The egress's admin API, told to drop a failed instance's output (fence). */
-      egress?: { host: string; admin: number };
+      egress?: AdminAddress;
       /** Start a replacement through the provisioner when an instance fails (default true). */
       replaceFailed?: boolean;
       /** The liveness port (default: any). A standby that takes over binds the same (journal.ts). */
@@ -169,6 +141,23 @@ export class Controller implements MetricSource {
     private readonly clock: Clock,
   ) {
     this.map = new ClusterMap(options.clusterSize);
+    this.calls = new RoleCalls(options.adminKey, clock);
+    this.mover = new Mover(
+      {
+        replicas: options.replicas !== false,
+        moveTimeoutMs: options.moveTimeoutMs ?? DEFAULT_MOVE_TIMEOUT_MS,
+        ...(options.journal === undefined ? {} : { journal: options.journal }),
+      },
+      {
+        instances: this.instances,
+        ingress: () => this.ingress,
+        sameCluster: (a, b) => this.map.clusterOf(a)?.id === this.map.clusterOf(b)?.id,
+        nextEpoch: () => this.nextEpoch(),
+      },
+      this.calls,
+      logger,
+      clock,
+    );
     this.detector = new FailureDetector({ ...(options.failure ?? DEFAULT_FAILURE) }, clock);
     this.detector.onFailed = (id, { detectMs, how }) => {
       this.balancer.forget(id);
@@ -192,9 +181,9 @@ export class Controller implements MetricSource {
         flowPackets: (id) => this.flowPackets(id),
         // One batched exchange per destination; a flow it cannot move comes back aborted.
         move: (flows, to) =>
-          this.moveFlows(flows, to, 'order-preserving').catch(() =>
-            flows.map((flow) => ({ flow, aborted: true, duration_ms: 0 })),
-          ),
+          this.mover
+            .moveFlows(flows, to, 'order-preserving')
+            .catch(() => flows.map((flow) => ({ flow, aborted: true, duration_ms: 0 }))),
         // With a provisioner the deployment grows by one; the next rounds fill the newcomer.
         needInstance: (from) => {
           if (this.options.provisioner === undefined) return;
@@ -233,9 +222,9 @@ export class Controller implements MetricSource {
         .map(({ id, host, port }) => ({ id, host, port }));
       return { ok: true, instances: missed, secondaries: Object.fromEntries(this.secondaries) };
     });
-    admin.route('POST', '/move', (body) => this.moveRequest(body), 'operator');
+    admin.route('POST', '/move', (body) => this.mover.request(body), 'operator');
     admin.route('POST', '/drain', (body) => this.drain(body), 'operator');
-    admin.route('GET', '/moves', () => this.moves);
+    admin.route('GET', '/moves', () => this.mover.moves);
     admin.route('GET', '/failures', () => this.detector.list());
     admin.route(
       'POST',
@@ -354,83 +343,7 @@ export class Controller implements MetricSource {
       open_moves: s.moves.length,
     });
     void this.persist();
-    return this.settleOpenMoves(s.moves);
-  }
-
-  /**
-   * Settles the moves a previous leader left half-way. A flow the switch already points to the destination
-   * is handed over by its source, as the move's last step would have done. Any other goes back to its
-   * source, pinned there by a rule numbered above anything the old leader used (a late re-point of its
-   * cannot land then), and the destination forgets it.
-   */
-  private async settleOpenMoves(moves: readonly OpenMove[]): Promise<void> {
-    const ingress = this.ingress;
-    if (ingress === undefined) return;
-    await Promise.all(
-      moves.map(async (m) => {
-        for (const f of m.flows) this.moving.add(f);
-        try {
-          const deadline = this.clock.now() + this.moveTimeoutMs;
-          const { owners } = (await this.call(
-            ingress,
-            'ingress',
-            '/owner',
-            { flows: m.flows },
-            deadline,
-          )) as {
-            owners: (string | null)[];
-          };
-          const src = this.instances.get(m.src);
-          const dst = this.instances.get(m.dst);
-          const moved: string[] = [];
-          const back: string[] = [];
-          const pin: string[] = [];
-          m.flows.forEach((f, i) => {
-            if (owners[i] === m.dst) moved.push(f);
-            else back.push(f);
-            if (owners[i] === m.src) pin.push(f);
-          });
-          if (moved.length > 0 && src !== undefined)
-            await this.call(
-              src,
-              src.id,
-              '/move/finish',
-              { flows: moved, wait_ms: this.moveTimeoutMs },
-              this.clock.now() + 2 * this.moveTimeoutMs,
-            );
-          if (back.length > 0) {
-            if (pin.length > 0) {
-              const epoch = this.nextEpoch();
-              await this.repoint(
-                ingress,
-                pin.map((flow) => ({ flow, primary: m.src, epoch })),
-                deadline,
-              );
-            }
-            if (dst !== undefined)
-              await this.call(dst, dst.id, '/move/abort', { flows: back, side: 'destination' }, deadline);
-            if (src !== undefined)
-              await this.call(src, src.id, '/move/abort', { flows: back, side: 'source' }, deadline);
-          }
-          await this.options.journal?.endMove(m.id);
-          this.logger.info('move left open by the previous controller settled', {
-            from: m.src,
-            to: m.dst,
-            moved: moved.length,
-            back: back.length,
-          });
-        } catch (err) {
-          this.logger.error('move left open by the previous controller not settled', {
-            from: m.src,
-            to: m.dst,
-            flows: m.flows.length,
-            error: String(err),
-          });
-        } finally {
-          for (const f of m.flows) this.moving.delete(f);
-        }
-      }),
-    );
+    return this.mover.settleOpenMoves(s.moves);
   }
 
   /** Saves the registry (journal.ts), one save at a time, each with the state as it is when it starts. */
@@ -611,128 +524,38 @@ export class Controller implements MetricSource {
   }
 
   /**
-   * Fails over an instance the detector declared failed (DESIGN.md §6), one step after the other:
-   * 1. fence it where it could still act: if it still listens (paused, or alive and declared by mistake) it
-   *    is told, and exits when it can; it is already fenced at the controller (detector); its successor
-   *    (its secondary) takes nothing more from it, so the successor's replicas, and the copies of the
-   *    packets they do not cover, stay as they are;
-   * 2. it owns no new flow (the live set; its running flows stay pinned to it meanwhile), and the switch
-   *    reads its stamp clock;
-   * 3. the egress drops its output for packets stamped from then on. The successor replays every one of
-   *    those: their records, which came after step 1, were refused. What it emits for earlier packets still
-   *    passes, since no replay covers the packets a record accepted before step 1 did; what it emits for the
-   *    other earlier ones is the same as the successor's replay, and whichever comes second is dropped;
-   * 4. its successor takes over every flow it had: the replicas' state, then its kept copies replayed;
-   * 5. the switch sends those flows to the successor (a rule each, a new epoch);
+   * Fails over an instance the detector declared failed (DESIGN.md §6): steps 1 to 5, the fences, the
+   * takeover and the re-point, in failover.ts; then
    * 6. it leaves its cluster: the others stop accepting its frames and get new peers, and the ingress learns
    *    the new secondaries, whose primaries close their batches at once so that no packet falls between a
    *    secondary's last record and its first copy;
    * 7. with a provisioner, a replacement starts and joins (in the background).
-   * Packets in flight meanwhile are not lost: until the re-point the switch sends them to the failed instance
-   * and copies to the secondary, which from step 4 on processes the copies itself.
    */
   private async failover(id: string, declared: number, detectMs: number): Promise<void> {
     const x = this.instances.get(id);
     if (x === undefined) return;
-    const ingress = this.ingress;
     const cluster = this.map.clusterOf(id)?.id;
-    const record: FailoverRecord = {
-      id,
-      successor: null,
-      declared_at: declared,
-      detect_ms: round2(detectMs),
-      flows: 0,
-      with_state: 0,
-      replayed: 0,
-      gaps: 0,
-      takeover_ms: 0,
-      took_over_at: 0,
-      recovered_at: 0,
-      recover_ms: 0,
-      replacement: null,
-    };
-    const egress = this.options.egress;
-    // Set in a callback: a plain `false` would be narrowed away.
-    let egressFenced = false as boolean;
-    /** Step 3, from `sinceMs` on (0: all of its output, when the switch's clock could not be read). */
-    const fence = async (sinceMs: number): Promise<void> => {
-      egressFenced = true;
-      if (egress === undefined) return;
-      const deadline = this.clock.now() + FAILOVER_STEP_MS;
-      await this.call(egress, 'egress', '/fence', { emitter: x.emitter, since_ms: sinceMs }, deadline).catch(
-        (err: unknown) => {
-          this.logger.error('failover: the egress was not told to fence', { id, error: String(err) });
-        },
-      );
-    };
-    this.livenessOf.get(id)?.end('fenced\n');
-    // Without replication no instance holds its flows' state: they only get a new owner (below).
-    const successor = this.options.replicas === false ? undefined : this.successorOf(id);
-    try {
-      // Steps 1 and 2's live set at once; the flow list and its stamp clock only after the successor's
-      // fence, so that every record of a packet stamped from then on was refused (step 3).
-      await Promise.all([
-        successor === undefined
-          ? undefined
-          : this.call(
-              successor,
-              successor.id,
-              '/takeover/fence',
-              { origin: id },
-              this.clock.now() + FAILOVER_STEP_MS,
-            ),
-        ingress === undefined ? undefined : this.pushLive(ingress),
-      ]);
-      const { flows, stampMs } =
-        ingress === undefined
-          ? { flows: [], stampMs: 0 }
-          : await ingressFlows(ingress, id).then((r) => ({
-              flows: r.flows.map((f) => f.flow),
-              stampMs: r.stampMs,
-            }));
-      await fence(stampMs);
-      if (successor === undefined) {
-        // An instance that held nothing yet (a replacement killed as it joined) needs no successor.
-        if (flows.length > 0)
-          record.error =
-            this.options.replicas === false
-              ? `replication is off: the state of its ${flows.length} flows is lost`
-              : `no live member of its cluster to take over ${flows.length} flows: their state is lost`;
-      } else {
-        record.successor = successor.id;
-        const r = (await this.call(
-          successor,
-          successor.id,
-          '/takeover',
-          { origin: id, flows },
-          this.clock.now() + TAKEOVER_MS,
-        )) as unknown as TakeoverAnswer;
-        Object.assign(record, {
-          flows: r.flows,
-          with_state: r.with_state,
-          replayed: r.replayed,
-          gaps: r.gaps,
-          takeover_ms: r.ms,
-          took_over_at: this.clock.now(),
-        });
-      }
-      // Without a successor the flows still need an owner, or the switch would send them to the dead.
-      const to = successor ?? this.instances.get(this.liveIds()[0] ?? '');
-      if (ingress !== undefined && to !== undefined && flows.length > 0) {
-        const epoch = this.nextEpoch();
-        await this.repoint(
-          ingress,
-          flows.map((flow) => ({ flow, primary: to.id, epoch })),
-          this.clock.now() + this.moveTimeoutMs,
-        );
-      }
-      record.recovered_at = this.clock.now();
-      record.recover_ms = round2(record.recovered_at - declared + detectMs);
-    } catch (err) {
-      record.error = err instanceof Error ? err.message : String(err);
-      // Whatever step failed, an instance that wakes up must deliver nothing.
-      if (!egressFenced) await fence(0);
-    }
+    const record = await failOver(
+      x,
+      { declared, detectMs },
+      {
+        replicas: this.options.replicas !== false,
+        ...(this.options.egress === undefined ? {} : { egress: this.options.egress }),
+        moveTimeoutMs: this.options.moveTimeoutMs ?? DEFAULT_MOVE_TIMEOUT_MS,
+      },
+      {
+        calls: this.calls,
+        mover: this.mover,
+        ingress: this.ingress,
+        successor: this.options.replicas === false ? undefined : this.successorOf(id),
+        anyLive: () => this.instances.get(this.liveIds()[0] ?? ''),
+        fenceLiveness: () => this.livenessOf.get(id)?.end('fenced\n'),
+        pushLive: (ingress) => this.pushLive(ingress),
+        nextEpoch: () => this.nextEpoch(),
+      },
+      this.logger,
+      this.clock,
+    );
     this.map.leave(id);
     this.instances.delete(id);
     this.livenessOf.delete(id);
@@ -752,7 +575,7 @@ export class Controller implements MetricSource {
     });
     await this.persist();
     this.failovers.push(record);
-    if (this.failovers.length > MAX_MOVES_KEPT) this.failovers.shift();
+    if (this.failovers.length > MAX_FAILOVERS_KEPT) this.failovers.shift();
     if (record.error === undefined) this.logger.info('failover', { ...record });
     else this.logger.error('failover', { ...record });
     if (this.options.provisioner !== undefined && this.options.replaceFailed !== false) {
@@ -801,7 +624,7 @@ export class Controller implements MetricSource {
     const before = this.secondaries;
     this.secondaries = next;
     try {
-      await this.post(ingress, '/secondaries', {
+      await this.calls.post(ingress, '/secondaries', {
         secondaries: Object.fromEntries(changed),
       });
     } catch (err) {
@@ -820,7 +643,7 @@ export class Controller implements MetricSource {
         const inst = this.instances.get(id);
         if (s === null || inst === undefined) return;
         const flush = (): Promise<void> =>
-          this.post(inst, '/flush', {}).then(
+          this.calls.post(inst, '/flush', {}).then(
             () => undefined,
             (err: unknown) => {
               this.logger.warn('could not flush after a secondary changed', { id, error: String(err) });
@@ -864,7 +687,7 @@ export class Controller implements MetricSource {
         const peers = members
           .filter((p) => p.id !== m.id)
           .map((p) => ({ id: p.id, host: p.host, port: p.replication }));
-        await this.post(m, '/cluster', {
+        await this.calls.post(m, '/cluster', {
           version,
           cluster: clusterId,
           members: members.map((p) => p.id),
@@ -888,7 +711,7 @@ export class Controller implements MetricSource {
         const gossip = placed
           .filter((p) => this.map.clusterOf(p.id)?.id !== mine)
           .map((p) => ({ id: p.id, host: p.host, port: p.replication }));
-        await this.post(m, '/gossip', { version, gossip }).catch((err: unknown) => {
+        await this.calls.post(m, '/gossip', { version, gossip }).catch((err: unknown) => {
           this.logger.warn('could not tell an instance its gossip peers', { id: m.id, error: String(err) });
         });
       }),
@@ -903,7 +726,7 @@ export class Controller implements MetricSource {
   private async admit(inst: InstanceInfo): Promise<void> {
     const ingress = this.ingress;
     if (ingress !== undefined) {
-      await this.post(ingress, '/instances', {
+      await this.calls.post(ingress, '/instances', {
         id: inst.id,
         host: inst.host,
         port: inst.port,
@@ -934,8 +757,10 @@ export class Controller implements MetricSource {
    * Tells the ingress which instances own new flows. One update at a time, each with the list as it is
    * when it goes, so a join and a drain at once cannot leave the older list in place.
    */
-  private async pushLive(ingress: { host: string; admin: number }): Promise<void> {
-    const update = this.liveUpdates.then(() => this.post(ingress, '/live', { instances: this.liveIds() }));
+  private async pushLive(ingress: AdminAddress): Promise<void> {
+    const update = this.liveUpdates.then(() =>
+      this.calls.post(ingress, '/live', { instances: this.liveIds() }),
+    );
     // Only the queue goes on past a failure: the caller gets it from `update`.
     this.liveUpdates = update.catch(() => undefined);
     await update;
@@ -1057,480 +882,6 @@ export class Controller implements MetricSource {
   }
 
   /**
-   * POST /move. `{ flow, to, guarantee? }` moves one flow and answers its MoveRecord; a flow that is already
-   * moving is refused (retriable). `{ flows, to, guarantee? }` moves many and answers one MoveRecord per
-   * flow, in order (see moveFlows).
-   */
-  private async moveRequest(body: unknown): Promise<MoveRecord | MoveRecord[]> {
-    const b = (body ?? {}) as Record<string, unknown>;
-    if (b.flows === undefined) return this.move(b);
-    if (!Array.isArray(b.flows) || b.flows.length === 0 || !b.flows.every((f) => typeof f === 'string'))
-      throw new NfsError(ErrorCode.CONFIG, 'move.flows: must be a non-empty list of flow key strings');
-    if (typeof b.to !== 'string') throw new NfsError(ErrorCode.CONFIG, 'move.to: must be an instance id');
-    const guarantee = parseGuarantee(b.guarantee, 'move.guarantee');
-    return this.moveFlows(b.flows.map(canonicalString), b.to, guarantee);
-  }
-
-  /** Moves one flow: `{ flow, to, guarantee? }`. */
-  private async move(body: unknown): Promise<MoveRecord> {
-    const b = (body ?? {}) as Record<string, unknown>;
-    if (typeof b.flow !== 'string')
-      throw new NfsError(ErrorCode.CONFIG, 'move.flow: must be a flow key string');
-    if (typeof b.to !== 'string') throw new NfsError(ErrorCode.CONFIG, 'move.to: must be an instance id');
-    const [record] = await this.moveFlows(
-      [canonicalString(b.flow)],
-      b.to,
-      parseGuarantee(b.guarantee, 'move.guarantee'),
-    );
-    if (record!.refused === true)
-      throw new NfsError(record!.code ?? ErrorCode.STATE, record!.error ?? 'move: refused', {
-        retriable: record!.code === ErrorCode.STATE,
-      });
-    return record!;
-  }
-
-  /**
-   * Moves `flows` (canonical key strings) to `to`. They are grouped by source, and each group is one
-   * exchange (moveGroup); the groups run concurrently. A flow that is already moving, already on `to`, or
-   * owned by no known instance is refused on its own (`refused`), never the whole batch.
-   */
-  async moveFlows(flows: readonly string[], to: string, guarantee: Guarantee): Promise<MoveRecord[]> {
-    const ingress = this.ingress;
-    if (ingress === undefined) throw new NfsError(ErrorCode.STATE, 'move: no ingress has registered');
-    const dst = this.instances.get(to);
-    if (dst === undefined) throw new NfsError(ErrorCode.CONFIG, `move.to: no instance ${JSON.stringify(to)}`);
-    const out = new Array<MoveRecord>(flows.length);
-    const refuse = (i: number, from: string, code: ErrorCode, error: string): void => {
-      out[i] = { ...emptyRecord(flows[i]!, from, to, guarantee), aborted: true, refused: true, code, error };
-    };
-    // One move of a flow at a time: a second one would find it half-way and could undo the first's steps.
-    const claimed: number[] = [];
-    flows.forEach((flow, i) => {
-      if (this.moving.has(flow)) refuse(i, '', ErrorCode.STATE, `move: ${flow} is already moving`);
-      else {
-        this.moving.add(flow);
-        claimed.push(i);
-      }
-    });
-    const groups = new Map<Registered, number[]>();
-    try {
-      const { owners } = (await this.call(
-        ingress,
-        'ingress',
-        '/owner',
-        { flows: claimed.map((i) => flows[i]) },
-        this.clock.now() + this.moveTimeoutMs,
-      )) as { owners: (string | null)[] };
-      claimed.forEach((i, j) => {
-        const owner = owners[j] ?? null;
-        const src = owner === null ? undefined : this.instances.get(owner);
-        if (src === undefined)
-          refuse(i, owner ?? '', ErrorCode.STATE, `move: ${flows[i]!} has no known owner`);
-        else if (src.id === dst.id)
-          refuse(i, src.id, ErrorCode.CONFIG, `move: ${flows[i]!} is already on ${dst.id}`);
-        else {
-          const group = groups.get(src);
-          if (group === undefined) groups.set(src, [i]);
-          else group.push(i);
-        }
-      });
-    } catch (err) {
-      for (const i of claimed) this.moving.delete(flows[i]!);
-      throw err;
-    }
-    for (const i of claimed) if (out[i] !== undefined) this.moving.delete(flows[i]!);
-    await Promise.all(
-      [...groups].map(async ([src, at]) => {
-        const group = at.map((i) => flows[i]!);
-        const records = await this.moveGroup(src, dst, group, guarantee, ingress);
-        at.forEach((i, j) => (out[i] = records[j]!));
-      }),
-    );
-    return out;
-  }
-
-  /**
-   * Moves `flows` from `src` to `dst` in one exchange (DESIGN §5), each step carrying the whole list: the
-   * destination learns to expect the flows (expect) while the source parks their packets and hands over
-   * their state (freeze) — only the changes since the last replicated batch inside a cluster, the full state
-   * across; the destination installs it while the source confirms it still holds every flow (commit); one
-   * switch update re-points them all, and the source hands over what it parked once the end-of-move markers
-   * come (finish).
-   *
-   * The move has a deadline (`moveTimeoutMs`) up to the re-point, the commit point. A step that fails or
-   * misses it aborts every flow not yet re-pointed, on both sides: each stays with its source, which
-   * processes what it parked, and the destination forgets it. A flow that fails alone — gone from the source,
-   * no state to install, parked packets at the bound, a newer rule at the switch — aborts alone. The
-   * flows stay claimed (`moving`) until the destination has forgotten the aborted ones, so that a late
-   * forget cannot hit a later move of the same flow.
-   */
-  private async moveGroup(
-    src: Registered,
-    dst: Registered,
-    flows: readonly string[],
-    guarantee: Guarantee,
-    ingress: { host: string; admin: number },
-  ): Promise<MoveRecord[]> {
-    const started = this.clock.now();
-    const deadline = started + this.moveTimeoutMs;
-    const n = flows.length;
-    // Inside a cluster the destination installs from its replicas; only the last batch's changes travel.
-    const fromReplicas =
-      this.options.replicas !== false && this.map.clusterOf(src.id)?.id === this.map.clusterOf(dst.id)?.id;
-    const intra = new Array<boolean>(n).fill(fromReplicas);
-    const stateBytes = new Array<number>(n).fill(0);
-    const buffered = new Array<number>(n).fill(0);
-    const failed = new Array<NfsError | undefined>(n).fill(undefined);
-    const repointed = new Array<boolean>(n).fill(false);
-    const pending = (): number[] => flows.flatMap((_, i) => (failed[i] === undefined ? [i] : []));
-    const names = (at: readonly number[]): string[] => at.map((i) => flows[i]!);
-    const fail = (i: number, code: ErrorCode, message: string): void => {
-      failed[i] ??= new NfsError(code, `move: ${flows[i]!}: ${message}`);
-    };
-    const open = { id: randomBytes(8).toString('hex'), src: src.id, dst: dst.id, flows: [...flows] };
-    try {
-      await this.options.journal?.beginMove(open);
-      const left = Math.max(1, Math.ceil(deadline - this.clock.now()));
-      // Both at once: nothing reaches the destination before the re-point. If either fails, both have
-      // settled before the abort goes out, so that an abort never overtakes the step it undoes.
-      const [expected, freeze] = await Promise.allSettled([
-        this.call(dst, dst.id, '/move/expect', { flows, guarantee }, deadline),
-        this.call(
-          src,
-          src.id,
-          '/move/freeze',
-          {
-            flows,
-            to: { host: dst.host, port: dst.port },
-            intra: fromReplicas,
-            guarantee,
-            settle_ms: left,
-            deadline_ms: left,
-          },
-          deadline,
-        ),
-      ]);
-      if (expected.status === 'rejected') throw expected.reason;
-      if (freeze.status === 'rejected') throw freeze.reason;
-      const frozen = (freeze.value as { flows: (Frozen | null)[] }).flows;
-      flows.forEach((_, i) => {
-        if ((frozen[i] ?? null) === null)
-          fail(
-            i,
-            ErrorCode.STATE,
-            `not movable at ${src.id} (gone, already moving, or its first packet waits for a global decision)`,
-          );
-      });
-      const ready = pending();
-      const [install, commit] = await Promise.allSettled([
-        this.install(src, dst, flows, ready, frozen, fromReplicas, { intra, stateBytes }, deadline),
-        this.call(src, src.id, '/move/commit', { flows: names(ready) }, deadline),
-      ]);
-      if (install.status === 'rejected') throw install.reason;
-      if (commit.status === 'rejected') throw commit.reason;
-      const committed = commit.value.ok as boolean[];
-      ready.forEach((i, j) => {
-        if (!install.value[j]) fail(i, ErrorCode.STATE, `${dst.id} could not install its state`);
-        if (committed[j] !== true)
-          fail(
-            i,
-            ErrorCode.STATE,
-            `${src.id} took it back (its parked packets reached the bound, or the deadline passed)`,
-          );
-      });
-      const go = pending();
-      if (go.length > 0) {
-        const epoch = this.nextEpoch();
-        const rules = go.map((i) => ({ flow: flows[i], primary: dst.id, epoch, move: true }));
-        const taken = await this.repoint(ingress, rules, deadline);
-        go.forEach((i, j) => {
-          if (taken[j] === true) repointed[i] = true;
-          else fail(i, ErrorCode.STATE, 'the switch kept a newer rule');
-        });
-      }
-    } catch (err) {
-      const e = err instanceof NfsError ? err : new NfsError(ErrorCode.PROCESS, String(err), { cause: err });
-      for (const i of pending()) if (!repointed[i]) failed[i] = e;
-    }
-    const aborted = flows.flatMap((_, i) => (failed[i] === undefined ? [] : [i]));
-    const undone = aborted.length > 0 ? this.abort(src, dst, names(aborted)) : undefined;
-    await undone?.resumed;
-    const moved = flows.flatMap((_, i) => (repointed[i] ? [i] : []));
-    let finishError: string | undefined;
-    if (moved.length > 0) {
-      // Committed: the end-of-move markers close the move. The source hands over on its own after
-      // `wait_ms` if a marker is lost, so this waits a little longer than that.
-      try {
-        const { parked } = (await this.call(
-          src,
-          src.id,
-          '/move/finish',
-          { flows: names(moved), wait_ms: this.moveTimeoutMs },
-          this.clock.now() + 2 * this.moveTimeoutMs,
-        )) as { parked: number[] };
-        moved.forEach((i, j) => (buffered[i] = parked[j] ?? 0));
-      } catch (err) {
-        finishError = String(err);
-        this.logger.warn('move: hand-over unconfirmed', { from: src.id, to: dst.id, error: finishError });
-      }
-    }
-    const duration = this.clock.now() - started;
-    const records = flows.map((flow, i): MoveRecord => {
-      const e = failed[i];
-      return {
-        ...emptyRecord(flow, src.id, dst.id, guarantee),
-        intra: intra[i]!,
-        state_bytes: e === undefined ? stateBytes[i]! : 0,
-        buffered: buffered[i]!,
-        duration_ms: duration,
-        group: n,
-        aborted: e !== undefined,
-        ...(e === undefined
-          ? finishError === undefined
-            ? {}
-            : { error: finishError }
-          : { error: e.message, code: e.code }),
-      };
-    });
-    for (const i of moved) this.moving.delete(flows[i]!);
-    for (const r of records) this.moves.push(r);
-    if (this.moves.length > MAX_MOVES_KEPT) this.moves.splice(0, this.moves.length - MAX_MOVES_KEPT);
-    if (aborted.length > 0)
-      this.logger.warn('move aborted', {
-        from: src.id,
-        to: dst.id,
-        flows: aborted.length,
-        error: failed[aborted[0]!]!.message,
-      });
-    const journal = this.options.journal;
-    if (journal !== undefined)
-      void Promise.resolve(undone?.forgotten)
-        .then(() => journal.endMove(open.id))
-        .catch((err: unknown) => {
-          this.logger.warn('move not closed in the journal: a standby would settle it again', {
-            error: String(err),
-          });
-        });
-    return records;
-  }
-
-  /**
-   * Re-points the switch: the commit point of a move. A request that missed the deadline may still be
-   * applied later, so it is never given up on while the switch may hold it: the same request is sent again
-   * until the switch answers, which makes the outcome certain. That is safe because it is idempotent — same
-   * epoch, and a flow whose owner is already the destination gets no second marker. Only a switch that
-   * cannot be reached, or that answers nothing for REPOINT_CONFIRM_MS, leaves the move to abort.
-   */
-  private async repoint(
-    ingress: { host: string; admin: number },
-    rules: readonly Record<string, unknown>[],
-    deadline: number,
-  ): Promise<boolean[]> {
-    const giveUp = this.clock.now() + REPOINT_CONFIRM_MS;
-    let until = deadline;
-    for (;;) {
-      try {
-        const r = await this.call(ingress, 'ingress', '/rules', { rules }, until);
-        return r.installed as boolean[];
-      } catch (err) {
-        if (!(err instanceof NfsError) || err.code !== ErrorCode.TIMEOUT || this.clock.now() >= giveUp)
-          throw err;
-        this.logger.warn('move: re-point not confirmed yet, asking again', { flows: rules.length });
-        until = Math.min(giveUp, this.clock.now() + this.moveTimeoutMs);
-      }
-    }
-  }
-
-  /**
-   * Installs the frozen flows at `at` on the destination: inside a cluster (`intra`) from its own replicas,
-   * which the freeze brought up to date, falling back to the full state for a flow whose replica is behind;
-   * across clusters from the full state the freeze answered with. Resolves with, per flow of `at`, whether it
-   * installed, and records in `out` what travelled.
-   */
-  private async install(
-    src: Registered,
-    dst: Registered,
-    flows: readonly string[],
-    at: readonly number[],
-    frozen: readonly (Frozen | null)[],
-    intra: boolean,
-    out: { intra: boolean[]; stateBytes: number[] },
-    deadline: number,
-  ): Promise<boolean[]> {
-    const ok = new Array<boolean>(at.length).fill(false);
-    const item = (i: number, state?: string): Record<string, unknown> => {
-      const f = frozen[i]!;
-      return {
-        flow: flows[i],
-        expected: f.expected,
-        version: f.version,
-        ...(state === undefined ? {} : { state }),
-      };
-    };
-    // Positions in `at` still to install from their full state.
-    let rest = at.map((_, j) => j);
-    if (intra && at.length > 0) {
-      const r = await this.installChunks(
-        dst,
-        src.id,
-        at.map((i) => item(i)),
-        deadline,
-      );
-      rest = rest.filter((j) => {
-        if (r[j] !== true) return true;
-        ok[j] = true;
-        out.stateBytes[at[j]!] = frozen[at[j]!]!.last_delta_bytes;
-        return false;
-      });
-      if (rest.length === 0) return ok;
-    }
-    const states = new Map<number, string>();
-    for (const j of rest) {
-      const s = frozen[at[j]!]!.state;
-      if (s !== undefined) states.set(j, s);
-    }
-    const missing = rest.filter((j) => !states.has(j));
-    if (missing.length > 0) {
-      const r = (await this.call(
-        src,
-        src.id,
-        '/move/state',
-        { flows: missing.map((j) => flows[at[j]!]) },
-        deadline,
-      )) as { states: (string | null)[] };
-      missing.forEach((j, k) => {
-        const s = r.states[k];
-        if (typeof s === 'string') states.set(j, s);
-      });
-    }
-    const send = rest.filter((j) => states.has(j));
-    const r = await this.installChunks(
-      dst,
-      src.id,
-      send.map((j) => item(at[j]!, states.get(j))),
-      deadline,
-    );
-    send.forEach((j, k) => {
-      const i = at[j]!;
-      ok[j] = r[k] === true;
-      // The destination's replica was behind, or the clusters differ: the whole state travelled.
-      out.intra[i] = false;
-      out.stateBytes[i] = frozen[i]!.full_bytes;
-    });
-    return ok;
-  }
-
-  /** POST /move/install in as few requests as the admin API's body limit allows; per item, installed or not. */
-  private async installChunks(
-    dst: Registered,
-    from: string,
-    items: readonly Record<string, unknown>[],
-    deadline: number,
-  ): Promise<boolean[]> {
-    const chunks: Record<string, unknown>[][] = [[]];
-    let bytes = 0;
-    for (const item of items) {
-      const size = JSON.stringify(item).length + 1;
-      if (bytes + size > INSTALL_BODY_BYTES && chunks.at(-1)!.length > 0) {
-        chunks.push([]);
-        bytes = 0;
-      }
-      chunks.at(-1)!.push(item);
-      bytes += size;
-    }
-    const answers = await Promise.all(
-      chunks.map(async (chunk) =>
-        chunk.length === 0
-          ? []
-          : (
-              (await this.call(
-                dst,
-                dst.id,
-                '/move/install',
-                // The source hands over within `wait_ms` of the re-point (see finish): the destination waits.
-                { from, flows: chunk, wait_ms: this.moveTimeoutMs },
-                deadline,
-              )) as {
-                ok: boolean[];
-              }
-            ).ok,
-      ),
-    );
-    return answers.flat();
-  }
-
-  /**
-   * Undoes a move of `flows` on both sides: the source resumes them and processes what it parked; the
-   * destination forgets them. The move waits for the source only (`resumed`): the flows' fate is there, and
-   * a destination that hangs must not hold them back. The flows stay claimed until the destination has
-   * answered or its time is up (`forgotten`).
-   */
-  private abort(
-    src: Registered,
-    dst: Registered,
-    flows: string[],
-  ): { resumed: Promise<void>; forgotten: Promise<void> } {
-    const deadline = this.clock.now() + this.moveTimeoutMs;
-    const forgotten = this.call(dst, dst.id, '/move/abort', { flows, side: 'destination' }, deadline)
-      .then(
-        () => undefined,
-        (err: unknown) => {
-          this.logger.warn('move abort: destination did not answer', { to: dst.id, error: String(err) });
-        },
-      )
-      .finally(() => {
-        for (const f of flows) this.moving.delete(f);
-      });
-    const resumed = this.call(src, src.id, '/move/abort', { flows, side: 'source' }, deadline).then(
-      () => undefined,
-      (err: unknown) => {
-        this.logger.error('move abort: source did not answer', { from: src.id, error: String(err) });
-      },
-    );
-    return { resumed, forgotten };
-  }
-
-  /** A call to a role's admin API, signed with the internal key. */
-  private post(
-    to: { host: string; admin: number },
-    path: string,
-    body: unknown,
-    timeoutMs?: number,
-  ): Promise<Record<string, unknown>> {
-    const options: AdminCallOptions = {};
-    if (this.options.adminKey !== undefined) options.key = this.options.adminKey;
-    if (timeoutMs !== undefined) options.timeoutMs = timeoutMs;
-    return adminCall(to.host, to.admin, path, body, options);
-  }
-
-  /**
-   * One admin call of a move, bounded by `deadline` (clock ms). A missed deadline becomes NFS_ERR_TIMEOUT, an
-   * unreachable role NFS_ERR_PROCESS; both say which step on which role.
-   */
-  private async call(
-    to: { host: string; admin: number },
-    who: string,
-    path: string,
-    body: unknown,
-    deadline: number,
-  ): Promise<Record<string, unknown>> {
-    try {
-      return await this.post(to, path, body, Math.max(1, Math.ceil(deadline - this.clock.now())));
-    } catch (err) {
-      if (err instanceof NfsError) throw err;
-      if (err instanceof Error && err.name === 'TimeoutError')
-        throw new NfsError(ErrorCode.TIMEOUT, `move: ${path} on ${who} missed the move's deadline`, {
-          cause: err,
-          retriable: true,
-        });
-      throw new NfsError(ErrorCode.PROCESS, `move: ${path} on ${who} failed: ${String(err)}`, {
-        cause: err,
-        retriable: true,
-      });
-    }
-  }
-
-  /**
    * Drains an instance and lets it leave: new flows stop going to it (running flows are pinned where they
    * are), each of its flows moves to another member of its cluster (another cluster if it is alone), then it
    * leaves its cluster and the remaining members are told their new peers.
@@ -1560,9 +911,9 @@ export class Controller implements MetricSource {
         byTarget.map((batch, t) =>
           batch.length === 0
             ? Promise.resolve([])
-            : this.moveFlows(batch.map(canonicalString), targets[t]!, 'order-preserving').catch(() =>
-                batch.map((flow) => ({ aborted: true, flow })),
-              ),
+            : this.mover
+                .moveFlows(batch.map(canonicalString), targets[t]!, 'order-preserving')
+                .catch(() => batch.map((flow) => ({ aborted: true, flow }))),
         ),
       )
     ).flat();
@@ -1623,137 +974,20 @@ export class Controller implements MetricSource {
   }
 }
 
-/** The switch's flows (or one owner's), and its stamp clock as it listed them. */
-async function ingressFlows(
-  ingress: { host: string; admin: number },
-  owner?: string,
-): Promise<{ flows: FlowOwner[]; stampMs: number }> {
-  const path = owner === undefined ? '/flows' : `/flows?owner=${encodeURIComponent(owner)}`;
-  const r = (await adminCall(ingress.host, ingress.admin, path)) as unknown as {
-    flows: FlowOwner[];
-    stamp_ms: number;
-  };
-  return { flows: r.flows, stampMs: r.stamp_ms };
-}
-
-export interface FlowOwner {
-  flow: string;
-  owner: string | null;
-  packets: number;
-}
-
-/** One failover, as GET /failovers lists it (times in clock ms). */
-export interface FailoverRecord {
-  id: string;
-  /** The instance that took its flows over; null when there was none. */
-  successor: string | null;
-  declared_at: number;
-  /** From its last sign of life to the declaration. */
-  detect_ms: number;
-  flows: number;
-  with_state: number;
-  replayed: number;
-  gaps: number;
-  /** The successor's part: decoding the replicas and replaying the copies; when it had done so. */
-  takeover_ms: number;
-  took_over_at: number;
-  /** When the switch sent its flows to the successor; from the last sign of life to then. */
-  recovered_at: number;
-  recover_ms: number;
-  /** The instance started in its place, once it has joined. */
-  replacement: string | null;
-  error?: string;
-  /**
-   * Set when step 6 still failed after every retry (its cluster's configuration, the ingress's secondaries):
-   * the survivors may still count it as a peer, and flows whose secondary it was may have no replica until
-   * the next change of membership reconfigures them.
-   */
-  reconfigure_error?: string;
-}
-
-/** A successor's answer to POST /takeover (NfInstance.takeOver). */
-interface TakeoverAnswer {
-  flows: number;
-  with_state: number;
-  replayed: number;
-  gaps: number;
-  ms: number;
-}
-
-export interface MoveRecord {
-  flow: string;
-  from: string;
-  to: string;
-  guarantee: Guarantee;
-  /** Inside one cluster: only the changes since the last replicated batch travel. */
-  intra: boolean;
-  state_bytes: number;
-  /** Packets the source parked: forwarded to the destination, or dropped under `none`. */
-  buffered: number;
-  /** The whole exchange this flow moved in (every flow of one source in one request): its figures are theirs. */
-  duration_ms: number;
-  /** Flows moved in that exchange. */
-  group: number;
-  aborted: boolean;
-  /** Not attempted: the flow was already moving, already there, or owned by no known instance. */
-  refused?: boolean;
-  error?: string;
-  code?: ErrorCode;
-}
-
-/** What a source's freeze answers per flow (null: not there to move). */
-interface Frozen {
-  version: number;
-  expected: number;
-  last_delta_bytes: number;
-  full_bytes: number;
-  state?: string;
-}
-
-function emptyRecord(flow: string, from: string, to: string, guarantee: Guarantee): MoveRecord {
-  return {
-    flow,
-    from,
-    to,
-    guarantee,
-    intra: false,
-    state_bytes: 0,
-    buffered: 0,
-    duration_ms: 0,
-    group: 0,
-    aborted: false,
-  };
-}
-
-const MAX_MOVES_KEPT = 10_000;
+const MAX_FAILOVERS_KEPT = 10_000;
 /** When a primary whose secondary changed closes its batches again (see pushSecondaries). */
 const SECOND_FLUSH_MS = 100;
-/** Deadline of a failover's small steps (fencing the egress). */
-const FAILOVER_STEP_MS = 1000;
 /** What a reconfiguration a change of membership must not drop tells (Controller.reconfigure). */
 const RECONFIGURE_STEPS = ['configure', 'secondaries', 'live'] as const;
 type ReconfigureStep = (typeof RECONFIGURE_STEPS)[number];
 /** Its tries, and the pause after the first failed one, doubling after each. */
 const RECONFIGURE_TRIES = 4;
 const RECONFIGURE_BACKOFF_MS = 100;
-/** Deadline of a takeover: replicas to decode and copies to replay, for every flow of the failed instance. */
-const TAKEOVER_MS = 10_000;
 /** The load-balancing unit's round: as often as instances report. */
 const LB_TICK_MS = 100;
 const MAX_LIVENESS_BYTES = 512;
-export const DEFAULT_MOVE_TIMEOUT_MS = 2000;
-/** How long a move waits for the switch to confirm a re-point it may already have applied. */
-const REPOINT_CONFIRM_MS = 30_000;
-/** Install requests stay under the admin API's body limit (MAX_BODY_BYTES), with room to spare. */
-const INSTALL_BODY_BYTES = 512 * 1024;
 /** Instances one POST /instances may start. */
 const MAX_ADD = 64;
-
-/** The flow's key string in canonical form, so that both spellings of a connection are one flow. */
-function canonicalString(flow: string): string {
-  const k = parseFlowKeyString(flow);
-  return flowKeyString(canonicalKey(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto));
-}
 
 function parseInstance(body: unknown): InstanceInfo {
   const b = (body ?? {}) as Record<string, unknown>;

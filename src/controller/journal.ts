@@ -19,7 +19,7 @@ import { ErrorCode, NfsError } from '../errors.js';
 import { etcdClient } from '../global/etcd-client.js';
 import { DEFAULT_DEADLINE_MS, withDeadline } from '../global/store.js';
 import type { Cluster } from './clusters.js';
-import type { InstanceInfo } from './controller.js';
+import type { InstanceInfo } from './records.js';
 
 export interface SavedInstance extends InstanceInfo {
   token: string;

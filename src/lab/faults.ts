@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { ErrorCode, NfsError } from '../errors.js';
 import { adminCall } from '../admin-call.js';
 import { wallClock } from '../clock.js';
-import type { FailoverRecord, FlowOwner, MoveRecord } from '../controller/controller.js';
+import type { FailoverRecord, FlowOwner, MoveRecord } from '../controller/records.js';
 import { EXIT_FENCED } from '../launcher/roles.js';
 import type { Lab } from './lab.js';
 import type { Progress, TcpReport } from './tcp.js';

@@ -20,7 +20,7 @@ import type { CST, Document } from 'yaml';
 import { ErrorCode, NfsError } from '../errors.js';
 import type { BalancerOptions } from '../controller/balancer.js';
 import { DEFAULT_BALANCER } from '../controller/balancer.js';
-import { DEFAULT_MOVE_TIMEOUT_MS } from '../controller/controller.js';
+import { DEFAULT_MOVE_TIMEOUT_MS } from '../controller/mover.js';
 import type { FailureOptions } from '../controller/detector.js';
 import { DEFAULT_FAILURE } from '../controller/detector.js';
 import { DEFAULT_EDGE, type EdgeConfig, type HostConfig } from '../edge/hosts.js';

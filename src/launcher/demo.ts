@@ -19,7 +19,7 @@ import { ErrorCode, NfsError } from '../errors.js';
 import { deploymentGlobal, eventualConverged } from '../state/digest.js';
 import type { RunDigest } from '../state/digest.js';
 import type { SinkReport } from '../traffic/sink.js';
-import type { FlowOwner, MoveRecord } from '../controller/controller.js';
+import type { FlowOwner, MoveRecord } from '../controller/records.js';
 import type { BalancerStatus } from '../controller/balancer.js';
 import type { Guarantee } from '../nf/processor.js';
 import { flowKeyString } from '../packet/flow-key.js';

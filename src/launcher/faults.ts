@@ -8,7 +8,7 @@
  *   r?.error;       // undefined: failed over, replaced, and (paused or declared) exited fenced
  */
 import { round2, wallClock } from '../clock.js';
-import type { FailoverRecord } from '../controller/controller.js';
+import type { FailoverRecord } from '../controller/records.js';
 import type { Logger } from '../types.js';
 import type { LocalDeployment } from './local.js';
 import { EXIT_FENCED } from './roles.js';

@@ -16,12 +16,12 @@
  */
 import { ErrorCode, NfsError } from '../errors.js';
 import { wallClock } from '../clock.js';
-import type { FlowOwner } from '../controller/controller.js';
+import type { FlowOwner } from '../controller/records.js';
 import type { BalancerOptions } from '../controller/balancer.js';
 import { Controller } from '../controller/controller.js';
 import type { FailureOptions } from '../controller/detector.js';
 import { DEFAULT_FAILURE } from '../controller/detector.js';
-import type { Provisioner } from '../controller/controller.js';
+import type { Provisioner } from '../controller/records.js';
 import { createLogger } from '../log.js';
 import { adminKeys, type AdminKeys } from '../auth.js';
 import { AdminServer, MetricsRegistry } from '../metrics.js';

@@ -1,0 +1,139 @@
+/**
+ * What the controller keeps and answers: the instances it registered, and its records of moves and
+ * failovers (GET /instances, /moves, /failovers), shared by the controller's parts (controller.ts,
+ * mover.ts), the journal a standby carries on from, and the launchers and benchmarks that read them.
+ */
+import type { ErrorCode } from '../errors.js';
+import type { Guarantee } from '../nf/processor.js';
+import type { LoadReport } from './load-report.js';
+
+/** Where a role's admin API is. */
+export interface AdminAddress {
+  host: string;
+  admin: number;
+}
+
+export interface InstanceInfo {
+  id: string;
+  host: string;
+  /** Data port (stamped packets). */
+  port: number;
+  /** Replication port (peers' batches). */
+  replication: number;
+  /** Admin HTTP port. */
+  admin: number;
+}
+
+export interface Registered extends InstanceInfo {
+  load: LoadReport | undefined;
+  reportedAt: number;
+  /** The last load report's sequence number: an older one is a replay. */
+  reportSeq: number;
+  /** The cluster configuration this instance has acknowledged. */
+  configured: boolean;
+  /** When it registered, and when it became live for new flows (clock ms; undefined until then). */
+  registeredAt: number;
+  liveAt: number | undefined;
+  /** Proves a liveness connection comes from the instance that registered (it got this in the answer). */
+  token: string;
+  /** Its fencing token: written into every packet it emits, so that the egress can drop them once it failed. */
+  emitter: number;
+}
+
+/**
+ * Starts NF instances when asked (POST /instances); they then register like any other. The local launcher
+ * is one: it forked the controller and starts instances next to it.
+ */
+export interface Provisioner {
+  /** Starts `count` instances (on `host`, when given); resolves with their ids once each has registered. */
+  add(count: number, host: string | undefined): Promise<string[]>;
+}
+
+export interface FlowOwner {
+  flow: string;
+  owner: string | null;
+  packets: number;
+}
+
+/** One failover, as GET /failovers lists it (times in clock ms). */
+export interface FailoverRecord {
+  id: string;
+  /** The instance that took its flows over; null when there was none. */
+  successor: string | null;
+  declared_at: number;
+  /** From its last sign of life to the declaration. */
+  detect_ms: number;
+  flows: number;
+  with_state: number;
+  replayed: number;
+  gaps: number;
+  /** The successor's part: decoding the replicas and replaying the copies; when it had done so. */
+  takeover_ms: number;
+  took_over_at: number;
+  /** When the switch sent its flows to the successor; from the last sign of life to then. */
+  recovered_at: number;
+  recover_ms: number;
+  /** The instance started in its place, once it has joined. */
+  replacement: string | null;
+  error?: string;
+  /**
+   * Set when step 6 still failed after every retry (its cluster's configuration, the ingress's secondaries):
+   * the survivors may still count it as a peer, and flows whose secondary it was may have no replica until
+   * the next change of membership reconfigures them.
+   */
+  reconfigure_error?: string;
+}
+
+/** A successor's answer to POST /takeover (NfInstance.takeOver). */
+export interface TakeoverAnswer {
+  flows: number;
+  with_state: number;
+  replayed: number;
+  gaps: number;
+  ms: number;
+}
+
+export interface MoveRecord {
+  flow: string;
+  from: string;
+  to: string;
+  guarantee: Guarantee;
+  /** Inside one cluster: only the changes since the last replicated batch travel. */
+  intra: boolean;
+  state_bytes: number;
+  /** Packets the source parked: forwarded to the destination, or dropped under `none`. */
+  buffered: number;
+  /** The whole exchange this flow moved in (every flow of one source in one request): its figures are theirs. */
+  duration_ms: number;
+  /** Flows moved in that exchange. */
+  group: number;
+  aborted: boolean;
+  /** Not attempted: the flow was already moving, already there, or owned by no known instance. */
+  refused?: boolean;
+  error?: string;
+  code?: ErrorCode;
+}
+
+/** What a source's freeze answers per flow (null: not there to move). */
+export interface Frozen {
+  version: number;
+  expected: number;
+  last_delta_bytes: number;
+  full_bytes: number;
+  state?: string;
+}
+
+export function emptyRecord(flow: string, from: string, to: string, guarantee: Guarantee): MoveRecord {
+  return {
+    flow,
+    from,
+    to,
+    guarantee,
+    intra: false,
+    state_bytes: 0,
+    buffered: 0,
+    duration_ms: 0,
+    group: 0,
+    aborted: false,
+  };
+}
