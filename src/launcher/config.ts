@@ -128,7 +128,7 @@ export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
 const MAX_THREADS = 64;
 const MAX_BATCH = 100_000;
 const MAX_VNI = 0xffffff;
-/** A move's source waits this long at most for a hand-over (see launcher/roles.ts, /move/finish). */
+/** A move's source waits this long at most for a hand-over (see launcher/run-nf.ts, /move/finish). */
 const MAX_MOVE_TIMEOUT_MS = 60_000;
 const MAX_HEARTBEAT_MS = 60_000;
 const MAX_MISS_COUNT = 1000;

@@ -195,7 +195,7 @@ export class LocalDeployment {
         egress: { host: sinkAt.host, admin: sinkPorts.admin! },
         ...(t.global.store === 'local' ? { sequencer: { key: this.key } } : {}),
       };
-      // With etcd, a standby controller waits to take over at the same ports (roles.ts, journal.ts).
+      // With etcd, a standby controller waits to take over at the same ports (run-controller.ts, journal.ts).
       const ha =
         t.global.store === 'etcd'
           ? {
@@ -464,7 +464,7 @@ export class LocalDeployment {
 
   /**
    * Starts a controller again when one exits while the deployment runs, as a service manager would: a
-   * leader that loses its lease exits (roles.ts), and without a new standby the deployment would be left
+   * leader that loses its lease exits (run-controller.ts), and without a new standby the deployment would be left
    * with none once the other one goes too. The new one stands by, and carries on from the journal when it
    * leads. Like systemd's start limit, it gives up after RESTART_BURST exits within RESTART_WINDOW_MS.
    */
