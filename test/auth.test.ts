@@ -12,7 +12,8 @@ import {
 } from '../src/auth.js';
 import { decodeLoadReport, encodeLoadReport, MAX_REPORT_BYTES } from '../src/controller/load-report.js';
 import { ErrorCode, NfsError } from '../src/errors.js';
-import { AdminServer, MetricsRegistry } from '../src/metrics.js';
+import { AdminServer } from '../src/admin-server.js';
+import { MetricsRegistry } from '../src/metrics.js';
 import { adminCall } from '../src/admin-call.js';
 import { sample } from './helpers/poll.js';
 

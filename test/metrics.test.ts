@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { test } from 'node:test';
 import { ErrorCode, NfsError } from '../src/errors.js';
-import { AdminServer, MAX_BODY_BYTES, MetricsRegistry, escapeLabelValue } from '../src/metrics.js';
+import { AdminServer, MAX_BODY_BYTES } from '../src/admin-server.js';
+import { MetricsRegistry, escapeLabelValue } from '../src/metrics.js';
 import { adminCall } from '../src/admin-call.js';
 import type { MetricSample, MetricSource } from '../src/types.js';
 

@@ -32,7 +32,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import net from 'node:net';
 import { ErrorCode, NfsError } from '../errors.js';
-import type { AdminServer } from '../metrics.js';
+import type { AdminServer } from '../admin-server.js';
 import { round2 } from '../clock.js';
 import { decodeLoadReport } from './load-report.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';

@@ -14,7 +14,7 @@ import type { EventLoopUtilization } from 'node:perf_hooks';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import type { LoadReport } from '../controller/load-report.js';
-import type { AdminServer } from '../metrics.js';
+import type { AdminServer } from '../admin-server.js';
 import { createNf } from '../nfs/index.js';
 import { mergeGlobal } from '../state/digest.js';
 import { LocalGlobalState } from '../state/global-local.js';

@@ -11,7 +11,8 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { adminKeys, AUTH_HEADER, signRequest } from '../../src/auth.js';
 import { ErrorCode, NfsError } from '../../src/errors.js';
-import { AdminServer, MAX_BODY_BYTES, MetricsRegistry } from '../../src/metrics.js';
+import { AdminServer, MAX_BODY_BYTES } from '../../src/admin-server.js';
+import { MetricsRegistry } from '../../src/metrics.js';
 import { concat, mutate, report, Rng } from './corpus.js';
 
 const REQUESTS = 600;
