@@ -4,7 +4,7 @@
  * state equal to the oracle's). The figures are what the thesis plots: throughput in bytes/s of inner
  * packets, latency in ms per packet.
  */
-import type { DemoOptions, DemoRun, DemoSummary } from '../../src/launcher/demo.js';
+import type { DemoOptions, DemoRun, DemoSummary } from '../../src/launcher/demo-report.js';
 import { DEMO_NF_CONFIG, runDemo } from '../../src/launcher/demo.js';
 import { parseTopology } from '../../src/launcher/config.js';
 import { silentLogger } from '../../src/log.js';

@@ -8,7 +8,7 @@
  * closed at. The moves' own state bytes come from the controller's records.
  */
 import { scrape } from '../../src/launcher/demo.js';
-import type { DemoRun } from '../../src/launcher/demo.js';
+import type { DemoRun } from '../../src/launcher/demo-report.js';
 import type { MoveRecord } from '../../src/controller/records.js';
 import { metricSum } from '../../src/metrics.js';
 import { flowKeyString } from '../../src/packet/flow-key.js';

@@ -24,7 +24,8 @@ import {
   loadTopology,
 } from '../launcher/config.js';
 import type { Topology } from '../launcher/config.js';
-import { DEMO_NF_CONFIG, runDemo, summaryFailures } from '../launcher/demo.js';
+import { DEMO_NF_CONFIG, runDemo } from '../launcher/demo.js';
+import { summaryFailures } from '../launcher/demo-report.js';
 import { isNfType, nfTypes } from '../nfs/index.js';
 import { GUARANTEES } from '../nf/processor.js';
 import type { Guarantee } from '../nf/processor.js';

@@ -14,7 +14,7 @@
  * of its own, `<prefix>controller/moves/<id>`, written before its first step and deleted once it is over:
  * a standby settles the moves its predecessor left half-way (Controller.settleOpenMoves).
  */
-import { type Etcd3 } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { ErrorCode, NfsError } from '../errors.js';
 import { etcdClient } from '../global/etcd-client.js';
 import { DEFAULT_DEADLINE_MS, withDeadline } from '../global/store.js';

@@ -6,7 +6,7 @@
 import { ErrorCode, NfsError } from '../errors.js';
 import { DEFAULT_FAILURE } from '../controller/detector.js';
 import { createLogger } from '../log.js';
-import { AdminServer } from '../admin-server.js';
+import type { AdminServer } from '../admin-server.js';
 import { adminCall } from '../admin-call.js';
 import { NfInstance } from '../nf/instance.js';
 import { keepLiveness, reportToController } from '../nf/liveness.js';

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import type { AddedInstance, DemoSummary } from '../../src/launcher/demo.js';
-import { summaryFailures } from '../../src/launcher/demo.js';
+import type { AddedInstance, DemoSummary } from '../../src/launcher/demo-report.js';
+import { summaryFailures } from '../../src/launcher/demo-report.js';
 import { nfstate } from '../helpers/cli.js';
 import { machineShape } from '../../src/launcher/config.js';
 import { availableParallelism } from 'node:os';
@@ -54,7 +54,8 @@ function assertClean(s: DemoSummary): void {
     `every cluster peer holds each flow as its owner does: ${s.mismatched_flows.join('; ')}`,
   );
   assert.ok(s.throughput_pps > 0);
-  for (const k of ['p50', 'p99', 'max'] as const) assert.ok(s.latency_us[k] > 0);
+  for (const k of ['p50', 'p99', 'max'] as const)
+    assert.ok(s.latency_us[k] > 0, `latency ${k}: ${JSON.stringify(s.latency_us)}`);
 }
 
 /**

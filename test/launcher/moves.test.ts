@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { MoveRecord } from '../../src/controller/controller.js';
 import { parseTopology } from '../../src/launcher/config.js';
-import { checkRun } from '../../src/launcher/demo.js';
+import { checkRun } from '../../src/launcher/demo-report.js';
 import { LocalDeployment } from '../../src/launcher/local.js';
 import { silentLogger } from '../../src/log.js';
 import { adminCall } from '../../src/admin-call.js';
