@@ -33,14 +33,12 @@ import type { FromWorker, MoveFlow, MoveOp, MoveResult, ToWorker, WorkerInit } f
 import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import type { Guarantee, ProcessorOptions } from './processor.js';
 import type { Peer } from './replication.js';
-import { ReplicaStore, Replicator, writeGlobalRecord } from './replication.js';
-import { ByteWriter } from '../state/bytes.js';
-import { CrdtGlobalState } from '../state/global-crdt.js';
+import { ReplicaStore, Replicator } from './replication.js';
 import { MAX_REPLICAS } from '../state/crdt/index.js';
 import type { GlobalStore } from '../global/store.js';
-import { PoolOp, StrongPools } from '../global/strong-pool.js';
-import { StrongGlobalState, type StrongRequest } from '../state/global-strong.js';
-import type { StrongAnswer } from './messages.js';
+import { StrongGlobalState } from '../state/global-strong.js';
+import { EventualShare } from './eventual-share.js';
+import { StrongBridge } from './strong-bridge.js';
 
 /** What a takeover did (see NfInstance.takeOver). */
 export interface TakeoverReport {
@@ -88,25 +86,6 @@ const REPLAY_LOG_BYTES = 64 * 1024 * 1024;
 const REPLAY_LOG_IDLE_MS = 10_000;
 const MIN_TRANSFER_PACKETS = 64;
 const MAX_DEFERRALS = 3;
-/** The gossip accumulator joins counters and sets only. */
-const NO_POOLS = new LocalGlobalState();
-/**
- * How often eventual global state goes to the instances outside the cluster: what the detections that read
- * it across the deployment lag by, against one frame per peer per round.
- */
-const GOSSIP_MS = 200;
-/** How often the workers join the eventual global state the instance received. */
-const MERGE_MS = 50;
-/**
- * How long a new flow waits for its claim before it goes on without a value. Only that flow's packets wait
- * (parked, up to the reorder bound), so this can outlast an etcd leader election on a loaded machine (seen:
- * over 2 s), which must lose nothing; only a lost quorum should fail claims. Each attempt is short, since
- * etcd holds a write sent to a member whose leader died until its own request timeout.
- */
-const STRONG_DEADLINE_MS = 8000;
-const STRONG_ATTEMPT_MS = 500;
-/** Connections come up in bursts (a cluster forming): one full share for the burst. */
-const SHARE_AFTER_CONNECT_MS = 50;
 
 class Shard {
   readonly pending = new Uint8Array(BATCH_BYTES);
@@ -115,8 +94,6 @@ class Shard {
   readonly awaiting: number[] = [];
   lastElu: EventLoopUtilization | undefined;
   readonly view: Float64Array;
-  /** What this worker's claims came to since the last message to it. */
-  answers: StrongAnswer[] = [];
   constructor(
     readonly worker: Worker,
     counters: SharedArrayBuffer,
@@ -129,6 +106,12 @@ export class NfInstance implements MetricSource {
   /** Stamped packets in (batch-socket.ts); the workers send the output. */
   private socket: BatchSocket | undefined;
   private shards: Shard[] = [];
+  /** The shards' workers, in shard order. */
+  private readonly workers: Worker[] = [];
+  /** Eventual global state: joined for the workers, gossiped beyond the cluster. */
+  private readonly eventual: EventualShare;
+  /** Strong global state: the log's pools, mirrored in every worker. */
+  private strong: StrongBridge | undefined;
   private flushScheduled = false;
   private pendingPackets = 0;
   /** Datagrams handed towards the workers: the difference to what they have taken is the queue. */
@@ -143,21 +126,6 @@ export class NfInstance implements MetricSource {
     { resolve: (msg: FromWorker) => void; reject: (err: Error) => void }
   >();
   private replicator: Replicator | undefined;
-  /** Eventual global state to the instances outside the cluster. */
-  private gossiper: Replicator | undefined;
-  private readonly gossipFrame = new ByteWriter(64 * 1024);
-  /**
-   * What this instance's workers changed since the last gossip round, joined: an entry updated many times
-   * in a round travels once, and each peer merges one state per round instead of one per worker shipment.
-   */
-  private gossipOut: CrdtGlobalState | undefined;
-  /** Eventual global state received since the last merge round, joined (see spread). */
-  private mergeOut: CrdtGlobalState | undefined;
-  private merger: NodeJS.Timeout | undefined;
-  /** Eventual global states that did not decode. */
-  badGlobal = 0;
-  private gossipTimer: NodeJS.Timeout | undefined;
-  private sharing: NodeJS.Timeout | undefined;
   private lastElu: EventLoopUtilization | undefined;
   private clusterVersion = 0;
   private gossipVersion = 0;
@@ -175,17 +143,15 @@ export class NfInstance implements MetricSource {
   private sweeper: NodeJS.Timeout | undefined;
   /** Copies whose datagram carried no flow. */
   badCopies = 0;
-  /** Strong pools, applied from the log here and mirrored in every worker. */
-  private strong: StrongPools | undefined;
-  /** Pool updates applied since the last message to the workers, and each worker's answers. */
-  private strongLog: Uint8Array[] = [];
-  private strongFlush: NodeJS.Immediate | undefined;
-  /** Claims that failed (no quorum, a deadline): logged once per burst, all counted by StrongPools. */
-  private strongErrors = 0;
   /** Called when a worker dies: the instance can no longer own its flows. */
   onFatal: (err: Error) => void = () => undefined;
 
   constructor(private readonly options: NfInstanceOptions) {
+    this.eventual = new EventualShare(
+      { self: options.id, key: Buffer.from(options.cluster?.key ?? '', 'hex'), sources: options.threads },
+      this.workers,
+      options.logger,
+    );
     if (options.cluster !== undefined) {
       this.replicas = new ReplicaStore(
         {
@@ -206,7 +172,7 @@ export class NfInstance implements MetricSource {
         log.trim(key, next, this.coarseNow);
       };
       this.replicas.onGlobal = (states) => {
-        this.spread(false, states);
+        this.eventual.spread(false, states);
       };
     }
   }
@@ -261,7 +227,7 @@ export class NfInstance implements MetricSource {
           this.replicator?.catchUp(msg.peer, msg.round, i, new Uint8Array(msg.records), msg.last);
         else if (msg.type === 'moved') this.moveReplies.get(msg.id)?.(msg);
         else if (msg.type === 'handedOver') this.handedOver(msg.key, msg.parked);
-        else if (msg.type === 'strong') this.askStrong(shard, msg.requests);
+        else if (msg.type === 'strong') this.strong?.ask(i, msg.requests);
         else this.replies.get(worker)?.resolve(msg);
       });
       worker.on('error', (err) => {
@@ -270,10 +236,20 @@ export class NfInstance implements MetricSource {
         this.onFatal(err);
       });
       this.shards.push(shard);
+      this.workers.push(worker);
     }
     await Promise.all(this.shards.map((s) => this.ask(s.worker, 'ready')));
     // Before any packet: the workers' mirrors get the log from its start.
-    if (options.strong !== undefined) await this.startStrong(options.strong, declared);
+    if (options.strong !== undefined) {
+      this.strong = new StrongBridge(
+        options.strong,
+        { self: options.id, slice: options.partition },
+        this.workers,
+        options.logger,
+      );
+      await options.strong.start();
+      await this.strong.start(declared);
+    }
     // Load is measured from here: starting up is not load.
     this.lastElu = performance.eventLoopUtilization();
     for (const s of this.shards) s.lastElu = s.worker.performance.eventLoopUtilization();
@@ -282,7 +258,7 @@ export class NfInstance implements MetricSource {
     });
     const replication =
       this.replicas === undefined ? 0 : await this.replicas.listen(options.host, options.cluster?.port ?? 0);
-    if (this.replicas !== undefined) this.merger = setInterval(this.mergeRound, MERGE_MS);
+    if (this.replicas !== undefined) this.eventual.startMerging();
     this.sweeper = setInterval(() => {
       this.coarseNow = Date.now();
       this.replayLog?.sweep(this.coarseNow);
@@ -308,52 +284,10 @@ export class NfInstance implements MetricSource {
     global: ArrayBuffer | undefined,
   ): void {
     const k = this.replicator?.send(new Uint8Array(records), source);
-    if (global !== undefined) this.spread(true, [new Uint8Array(global)]);
+    if (global !== undefined) this.eventual.spread(true, [new Uint8Array(global)]);
     if (this.options.processor.release !== 'after-replication') return;
     if (k === undefined) shard.worker.postMessage({ type: 'commit', ship } satisfies ToWorker);
     else shard.awaiting.push(k, ship);
-  }
-
-  /**
-   * Eventual global state (deltas, or all of it), from this instance's workers (`fromWorker`) or from other
-   * instances, is joined here and goes to every worker once per MERGE_MS (merging a worker's own entries
-   * back changes nothing), and what this instance's workers made goes beyond the cluster (whose peers
-   * have it in the records frame) to every other instance, gathered for the next gossip round. Joining
-   * here makes a worker merge one state per round instead of every shipment of every peer's worker: on a
-   * busy machine the messages, more than the merges, were what cost.
-   */
-  private spread(fromWorker: boolean, states: readonly Uint8Array[]): void {
-    try {
-      this.mergeOut ??= new CrdtGlobalState(NO_POOLS, { replica: 0 });
-      for (const st of states) this.mergeOut.merge(st);
-      if (!fromWorker || this.gossiper === undefined) return;
-      this.gossipOut ??= new CrdtGlobalState(NO_POOLS, { replica: 0 });
-      for (const st of states) this.gossipOut.merge(st);
-    } catch (err) {
-      // Decoded before anything is joined: a bad state changes nothing.
-      this.badGlobal++;
-      this.options.logger.warn('eventual global state refused', { error: String(err) });
-    }
-  }
-
-  private readonly mergeRound = (): void => {
-    const joined = this.mergeOut;
-    if (joined === undefined) return;
-    this.mergeOut = undefined;
-    const state = joined.encodeFull();
-    for (const s of this.shards) {
-      const copy = new Uint8Array(state).buffer;
-      s.worker.postMessage({ type: 'merge', states: [copy] } satisfies ToWorker, [copy]);
-    }
-  };
-
-  /** One frame per gossip peer per round, however many deltas the workers made meanwhile. */
-  private gossipRound(): void {
-    if (this.gossipOut === undefined || this.gossiper === undefined) return;
-    this.gossipFrame.reset();
-    writeGlobalRecord(this.gossipFrame, this.gossipOut.encodeFull());
-    this.gossipOut = undefined;
-    this.gossiper.send(this.gossipFrame.view());
   }
 
   private readonly commit = (k: number): void => {
@@ -384,7 +318,7 @@ export class NfInstance implements MetricSource {
     this.replicas.setMembers(members);
     if (peers === undefined) return;
     await this.replicateTo(peers);
-    this.shareGlobal();
+    this.eventual.share();
   }
 
   /**
@@ -392,47 +326,11 @@ export class NfInstance implements MetricSource {
    * from now on, and is accepted from them (nothing else of theirs is).
    */
   async setGossip(version: number, peers: readonly Peer[]): Promise<void> {
-    const cluster = this.options.cluster;
-    if (cluster === undefined || this.replicas === undefined || version <= this.gossipVersion) return;
+    if (this.replicas === undefined || version <= this.gossipVersion) return;
     this.gossipVersion = version;
     this.replicas.setGossip(peers.map((p) => p.id));
-    if (this.gossiper === undefined) {
-      this.gossiper = new Replicator(
-        {
-          self: this.options.id,
-          key: Buffer.from(cluster.key, 'hex'),
-          peers: [],
-          sources: this.shards.length,
-        },
-        this.options.logger,
-      );
-      this.gossiper.onConnected = this.reconnected;
-    }
-    this.gossipTimer ??= setInterval(() => {
-      this.gossipRound();
-    }, GOSSIP_MS);
-    // Gossip has no catch-up of flows: the full global state each worker sends next is all they need.
-    await this.gossiper.setPeers(peers);
-    this.shareGlobal();
+    await this.eventual.setGossip(peers);
   }
-
-  /**
-   * Every worker sends all its eventual global state once: a newcomer learns it, and after a failover the
-   * entries the failed instance sent only to its cluster reach everyone (deltas carry a replica's own
-   * changes only, crdt/index.ts). Merging what one already has changes nothing.
-   */
-  private shareGlobal(): void {
-    for (const s of this.shards) s.worker.postMessage({ type: 'share' } satisfies ToWorker);
-  }
-
-  /** A replication or gossip connection came up: share all eventual global state once, soon (debounced). */
-  private readonly reconnected = (): void => {
-    if (this.sharing !== undefined) return;
-    this.sharing = setTimeout(() => {
-      this.sharing = undefined;
-      this.shareGlobal();
-    }, SHARE_AFTER_CONNECT_MS);
-  };
 
   /**
    * Load for the controller: packet counters, how busy the threads are (event-loop utilisation since the
@@ -601,7 +499,7 @@ export class NfInstance implements MetricSource {
         for (const s of this.shards)
           s.worker.postMessage({ type: 'snapshot', peer, round } satisfies ToWorker);
       };
-      this.replicator.onConnected = this.reconnected;
+      this.replicator.onConnected = this.eventual.reconnected;
       this.replicator.onRepair = (key) => {
         const shard =
           this.shards[
@@ -688,7 +586,7 @@ export class NfInstance implements MetricSource {
     // The failed instance's eventual global state received so far goes to the workers first: a flow's writer
     // continues here, and its counts must include everything up to where its state resumes before the replay
     // adds to them (a join keeps the larger of two partial sums, never their union).
-    this.mergeRound();
+    this.eventual.mergeRound();
     await this.moveStep('adopt', steps);
     report.ms = Math.round((performance.now() - started) * 100) / 100;
     this.options.logger.info('took over a failed instance', { origin, ...report });
@@ -731,16 +629,12 @@ export class NfInstance implements MetricSource {
     if (this.stopped || !this.started) return;
     this.stopped = true;
     clearInterval(this.sweeper);
-    clearImmediate(this.strongFlush);
     await this.strong?.stop();
     await this.options.strong?.stop();
     this.socket?.close();
     this.flush();
     this.replicator?.stop();
-    this.gossiper?.stop();
-    clearInterval(this.gossipTimer);
-    clearInterval(this.merger);
-    clearTimeout(this.sharing);
+    this.eventual.stop();
     await this.replicas?.stop();
     await Promise.all(
       this.shards.map(async (s) => {
@@ -752,93 +646,13 @@ export class NfInstance implements MetricSource {
     );
   }
 
-  /**
-   * Follows the deployment's log from its start: the pools' state here, and every update passed on to the
-   * workers' mirrors in the same order.
-   */
-  private async startStrong(store: GlobalStore, declared: StrongGlobalState): Promise<void> {
-    const strong = new StrongPools(
-      store,
-      {
-        self: this.options.id,
-        slice: this.options.partition,
-        deadlineMs: STRONG_DEADLINE_MS,
-        attemptMs: STRONG_ATTEMPT_MS,
-      },
-      this.options.logger,
-    );
-    for (const p of declared.declared()) strong.define(p.name, p.first, p.last);
-    strong.onApplied = (data) => {
-      this.strongLog.push(data.slice());
-      this.flushStrongSoon();
-    };
-    this.strong = strong;
-    await store.start();
-    await strong.start();
-  }
-
-  /** A worker's flows asked for claims and releases: the log decides, and each claim's flow hears back. */
-  private askStrong(shard: Shard, requests: readonly StrongRequest[]): void {
-    const strong = this.strong;
-    if (strong === undefined) return;
-    for (const r of requests) {
-      if (r.op === PoolOp.RELEASE) {
-        strong
-          .release(r.pool, r.owner, r.incarnation)
-          .catch((err: unknown) => this.strongFailed('release', err));
-        continue;
-      }
-      const answer = (value: number): void => {
-        shard.answers.push({ pool: r.pool, owner: r.owner, incarnation: r.incarnation, value });
-        this.flushStrongSoon();
-      };
-      if (r.op === PoolOp.DECIDE) {
-        const own = r.candidate ?? -1;
-        strong.decide(r.pool, r.owner, r.incarnation, own).then(answer, (err: unknown) => {
-          // The worker's own choice stands; a replay elsewhere may choose again.
-          this.strongFailed('decision', err);
-          answer(own);
-        });
-        continue;
-      }
-      strong.claim(r.pool, r.owner, r.incarnation).then(answer, (err: unknown) => {
-        // The flow cannot have a value now: it goes on without one, as with an exhausted pool.
-        this.strongFailed('claim', err);
-        answer(-1);
-      });
-    }
-  }
-
-  private strongFailed(what: string, err: unknown): void {
-    if (this.strongErrors++ % 1000 === 0)
-      this.options.logger.error(`strong global state: ${what} failed`, {
-        error: String(err),
-        failures: this.strongErrors,
-      });
-  }
-
-  /** The log's updates to every worker, and each its answers, once per turn of the event loop. */
-  private flushStrongSoon(): void {
-    this.strongFlush ??= setImmediate(() => {
-      this.strongFlush = undefined;
-      const log = this.strongLog;
-      this.strongLog = [];
-      for (const s of this.shards) {
-        if (log.length === 0 && s.answers.length === 0) continue;
-        const answers = s.answers;
-        s.answers = [];
-        s.worker.postMessage({ type: 'strong', log, answers } satisfies ToWorker);
-      }
-    });
-  }
-
   collect(out: MetricSample[]): void {
     this.strong?.collect(out);
     this.replicator?.collect(out);
     this.replicas?.collect(out);
     this.replayLog?.collect(out);
     out.push(['nfstate_nf_bad_copies_total', { instance: this.options.id }, this.badCopies]);
-    out.push(['nfstate_nf_bad_global_states_total', { instance: this.options.id }, this.badGlobal]);
+    this.eventual.collect(out);
     const labels = { instance: this.options.id };
     for (let i = 0; i < WORKER_COUNTERS.length; i++) {
       let sum = 0;

@@ -27,7 +27,7 @@
  */
 import { parseFlowKeyString } from '../packet/flow-key.js';
 import { ownerName } from './global-local.js';
-import { DecisionState, PoolOp, PoolState, decodePoolUpdate, type Holding } from '../global/strong-pool.js';
+import { DecisionState, PoolOp, PoolState, decodePoolUpdate, type Holding } from '../global/pool-rule.js';
 import type {
   FlowKey,
   GlobalSnapshot,

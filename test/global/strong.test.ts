@@ -6,13 +6,8 @@ import { EtcdGlobalStore } from '../../src/global/etcd.js';
 import { startEtcd, type EtcdCluster } from '../../src/global/etcd-local.js';
 import { Sequencer, SequencerClient, SequencerServer } from '../../src/global/sequencer.js';
 import type { GlobalStore } from '../../src/global/store.js';
-import {
-  PoolOp,
-  StrongPools,
-  decodePoolUpdate,
-  encodePoolUpdate,
-  type StrongPoolsOptions,
-} from '../../src/global/strong-pool.js';
+import { PoolOp, decodePoolUpdate, encodePoolUpdate } from '../../src/global/pool-rule.js';
+import { StrongPools, type StrongPoolsOptions } from '../../src/global/strong-pool.js';
 import { silentLogger } from '../../src/log.js';
 import { canonicalKey, flowKeyString } from '../../src/packet/flow-key.js';
 import type { MetricSample } from '../../src/types.js';

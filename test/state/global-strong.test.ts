@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { PoolOp, encodePoolUpdate } from '../../src/global/strong-pool.js';
+import { PoolOp, encodePoolUpdate } from '../../src/global/pool-rule.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../../src/packet/flow-key.js';
 import { DECISION_PENDING, StrongGlobalState } from '../../src/state/global-strong.js';
 import { LocalGlobalState } from '../../src/state/global-local.js';
