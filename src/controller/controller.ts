@@ -37,6 +37,7 @@ import { round2 } from '../clock.js';
 import { decodeLoadReport } from './load-report.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
 import { ClusterMap } from './clusters.js';
+import { Configurer } from './configurer.js';
 import type { BalancerOptions } from './balancer.js';
 import { Balancer, DEFAULT_BALANCER } from './balancer.js';
 import type { FailureOptions } from './detector.js';
@@ -74,8 +75,6 @@ export class Controller implements MetricSource {
   private readonly draining = new Set<string>();
   /** Registered while an ingress runs, and not yet known to it: no flow may be sent its way. */
   private readonly joining = new Set<string>();
-  private liveUpdates: Promise<unknown> = Promise.resolve();
-  private configuring: Promise<unknown> = Promise.resolve();
   private readonly calls: RoleCalls;
   readonly mover: Mover;
   reports = 0;
@@ -91,12 +90,8 @@ export class Controller implements MetricSource {
   /** Failovers run one at a time, in the order the failures were declared. */
   private failing: Promise<unknown> = Promise.resolve();
   readonly failovers: FailoverRecord[] = [];
-  /** Failed tries of the reconfigurations a change of membership must not drop (reconfigure), by step… */
-  readonly reconfigureFailures: Record<ReconfigureStep, number> = { configure: 0, secondaries: 0, live: 0 };
-  /** …and those given up on after every try. */
-  readonly reconfigureAbandoned: Record<ReconfigureStep, number> = { configure: 0, secondaries: 0, live: 0 };
-  /** The secondaries the ingress was last told, by primary. */
-  private secondaries = new Map<string, string | null>();
+  /** What the roles are told when membership changes. */
+  private readonly configurer: Configurer;
   private stopped = false;
   readonly balancer: Balancer;
   readonly detector: FailureDetector;
@@ -142,6 +137,20 @@ export class Controller implements MetricSource {
   ) {
     this.map = new ClusterMap(options.clusterSize);
     this.calls = new RoleCalls(options.adminKey, clock);
+    this.configurer = new Configurer(
+      {
+        instances: this.instances,
+        map: this.map,
+        joining: this.joining,
+        draining: this.draining,
+        isFailed: (id) => this.detector.isFailed(id),
+        ingress: () => this.ingress,
+        nextConfigVersion: () => this.nextConfigVersion(),
+        stopped: () => this.stopped,
+      },
+      this.calls,
+      logger,
+    );
     this.mover = new Mover(
       {
         replicas: options.replicas !== false,
@@ -177,7 +186,7 @@ export class Controller implements MetricSource {
     this.balancer = new Balancer(
       { ...(options.lb ?? DEFAULT_BALANCER) },
       {
-        instances: () => this.liveIds().map((id) => ({ id, cluster: this.map.clusterOf(id)?.id })),
+        instances: () => this.configurer.liveIds().map((id) => ({ id, cluster: this.map.clusterOf(id)?.id })),
         flowPackets: (id) => this.flowPackets(id),
         // One batched exchange per destination; a flow it cannot move comes back aborted.
         move: (flows, to) =>
@@ -212,7 +221,7 @@ export class Controller implements MetricSource {
         throw new NfsError(ErrorCode.CONFIG, 'ingress: must be { host, admin }');
       }
       this.ingress = { host: b.host, admin: b.admin };
-      this.secondaries = this.secondaryMap();
+      const secondaries = this.configurer.tellAll();
       void this.persist();
       // Registered after the ingress's list was made (a replacement, an instance added): the ingress adds
       // them before it takes the secondaries, which may name them. They own new flows from the next live set.
@@ -220,7 +229,7 @@ export class Controller implements MetricSource {
       const missed = [...this.instances.values()]
         .filter((i) => !known.has(i.id) && !this.detector.isFailed(i.id))
         .map(({ id, host, port }) => ({ id, host, port }));
-      return { ok: true, instances: missed, secondaries: Object.fromEntries(this.secondaries) };
+      return { ok: true, instances: missed, secondaries };
     });
     admin.route('POST', '/move', (body) => this.mover.request(body), 'operator');
     admin.route('POST', '/drain', (body) => this.drain(body), 'operator');
@@ -328,7 +337,7 @@ export class Controller implements MetricSource {
       this.map.leave(id);
     }
     this.ingress = s.ingress ?? undefined;
-    this.secondaries = this.secondaryMap();
+    this.configurer.tellAll();
     this.emitters = s.emitters;
     this.epoch = s.epochCeiling;
     this.epochCeiling = s.epochCeiling + EPOCH_BLOCK;
@@ -451,10 +460,7 @@ export class Controller implements MetricSource {
     out.push(['nfstate_controller_load_reports_total', {}, this.reports]);
     out.push(['nfstate_controller_bad_load_reports_total', {}, this.badReports]);
     out.push(['nfstate_controller_bad_liveness_connections_total', {}, this.badLiveness]);
-    for (const step of RECONFIGURE_STEPS) {
-      out.push(['nfstate_controller_reconfigure_failures_total', { step }, this.reconfigureFailures[step]]);
-      out.push(['nfstate_controller_reconfigure_abandoned_total', { step }, this.reconfigureAbandoned[step]]);
-    }
+    this.configurer.collect(out);
   }
 
   private async register(body: unknown): Promise<{
@@ -490,7 +496,7 @@ export class Controller implements MetricSource {
     const cluster = this.map.join({ id: info.id, host: info.host });
     this.logger.info('instance registered', { id: info.id, host: info.host, cluster });
     try {
-      await this.configure(cluster);
+      await this.configurer.configure(cluster);
       await this.admit(info);
     } catch (err) {
       // The instance gives up when its registration fails: it must not stay registered, or every later live
@@ -500,14 +506,18 @@ export class Controller implements MetricSource {
       const left = this.map.leave(info.id);
       // Its mates must stop counting it as a peer, and the ingress as live: retried past this answer.
       if (left !== undefined)
-        await this.reconfigure('configure', { id: info.id, cluster: left }, () => this.configure(left)).first;
+        await this.configurer.reconfigure('configure', { id: info.id, cluster: left }, () =>
+          this.configurer.configure(left),
+        ).first;
       const ingress = this.ingress;
       if (ingress !== undefined)
-        await this.reconfigure('live', { id: info.id }, () => this.pushLive(ingress)).first;
+        await this.configurer.reconfigure('live', { id: info.id }, () => this.configurer.pushLive(ingress))
+          .first;
       throw err;
     }
     // Until the ingress has the secondaries, its flows have no replica: retried past this answer.
-    await this.reconfigure('secondaries', { id: info.id }, () => this.pushSecondaries()).first;
+    await this.configurer.reconfigure('secondaries', { id: info.id }, () => this.configurer.pushSecondaries())
+      .first;
     await this.persist();
     // Only now: the instance starts its heartbeats when it has this answer.
     const registered = this.instances.get(info.id)!;
@@ -548,9 +558,9 @@ export class Controller implements MetricSource {
         mover: this.mover,
         ingress: this.ingress,
         successor: this.options.replicas === false ? undefined : this.successorOf(id),
-        anyLive: () => this.instances.get(this.liveIds()[0] ?? ''),
+        anyLive: () => this.instances.get(this.configurer.liveIds()[0] ?? ''),
         fenceLiveness: () => this.livenessOf.get(id)?.end('fenced\n'),
-        pushLive: (ingress) => this.pushLive(ingress),
+        pushLive: (ingress) => this.configurer.pushLive(ingress),
         nextEpoch: () => this.nextEpoch(),
       },
       this.logger,
@@ -565,9 +575,11 @@ export class Controller implements MetricSource {
     const configured =
       cluster === undefined
         ? undefined
-        : this.reconfigure('configure', { id, cluster }, () => this.configure(cluster));
+        : this.configurer.reconfigure('configure', { id, cluster }, () => this.configurer.configure(cluster));
     await configured?.first;
-    const pushed = this.reconfigure('secondaries', { id }, () => this.pushSecondaries());
+    const pushed = this.configurer.reconfigure('secondaries', { id }, () =>
+      this.configurer.pushSecondaries(),
+    );
     await pushed.first;
     void Promise.all([configured?.done, pushed.done]).then((errors) => {
       const failed = errors.filter((e) => e !== undefined);
@@ -592,130 +604,10 @@ export class Controller implements MetricSource {
    * that failed too another live member of its cluster.
    */
   private successorOf(id: string): Registered | undefined {
-    const secondary = this.secondaries.get(id) ?? undefined;
+    const secondary = this.configurer.secondaryOf(id) ?? undefined;
     const mates = this.map.clusterOf(id)?.members.map((m) => m.id) ?? [];
-    const pick = [secondary, ...mates].find((m) => m !== undefined && m !== id && this.isLive(m));
+    const pick = [secondary, ...mates].find((m) => m !== undefined && m !== id && this.configurer.isLive(m));
     return pick === undefined ? undefined : this.instances.get(pick);
-  }
-
-  /** Every registered instance the ingress knows, with its secondary (null: it has none). */
-  private secondaryMap(): Map<string, string | null> {
-    const out = new Map<string, string | null>();
-    for (const id of this.instances.keys()) {
-      if (this.joining.has(id) || this.detector.isFailed(id)) continue;
-      const s = this.map.secondaryOf(id);
-      // One still joining is unknown to the ingress: it becomes the secondary when its own push comes.
-      out.set(id, s === undefined || this.detector.isFailed(s) || this.joining.has(s) ? null : s);
-    }
-    return out;
-  }
-
-  /**
-   * Tells the ingress the secondaries after a cluster changed. A primary whose secondary changed closes its
-   * open batches at once: the new secondary holds its flows as of those records, and its copies start with
-   * the switch's next packets, so nothing falls between (until then the old secondary still has them).
-   */
-  private async pushSecondaries(): Promise<void> {
-    const ingress = this.ingress;
-    if (ingress === undefined) return;
-    const next = this.secondaryMap();
-    const changed = [...next].filter(([id, s]) => this.secondaries.get(id) !== s);
-    if (changed.length === 0) return;
-    const before = this.secondaries;
-    this.secondaries = next;
-    try {
-      await this.calls.post(ingress, '/secondaries', {
-        secondaries: Object.fromEntries(changed),
-      });
-    } catch (err) {
-      // The ingress may still have the old ones: those not pushed since go back to them, so that the next
-      // push (a retry) sends them again rather than find nothing changed.
-      for (const [id, s] of changed) {
-        if (this.secondaries.get(id) !== s) continue;
-        const old = before.get(id);
-        if (old === undefined) this.secondaries.delete(id);
-        else this.secondaries.set(id, old);
-      }
-      throw err;
-    }
-    await Promise.all(
-      changed.map(async ([id, s]) => {
-        const inst = this.instances.get(id);
-        if (s === null || inst === undefined) return;
-        const flush = (): Promise<void> =>
-          this.calls.post(inst, '/flush', {}).then(
-            () => undefined,
-            (err: unknown) => {
-              this.logger.warn('could not flush after a secondary changed', { id, error: String(err) });
-            },
-          );
-        await flush();
-        // Packets stamped before the switch changed may still wait in the primary's queue: a second flush,
-        // once they are processed, covers them too, since the new secondary never got their copies.
-        setTimeout(() => void flush(), SECOND_FLUSH_MS).unref();
-      }),
-    );
-  }
-
-  /**
-   * Tells every member of a cluster its members and peers; the members then replicate to each other. Two
-   * rounds with one member list: first every member accepts frames from all the others, then each connects
-   * to its peers, so that no first connection between a newcomer and a member is refused and no catch-up
-   * is lost. One configuration at a time: a member that joined meanwhile is not named as a peer before it
-   * has had its own first round.
-   */
-  private configure(clusterId: string): Promise<void> {
-    const run = this.configuring.then(async () => {
-      const cluster = this.map.clusters().find((c) => c.id === clusterId);
-      if (cluster !== undefined) {
-        const members = cluster.members.map((m) => this.instances.get(m.id)!);
-        await this.push(clusterId, members, false);
-        await this.push(clusterId, members, true);
-      }
-      await this.pushGossip();
-    });
-    // Only the queue goes on past a failure: the caller gets it from `run`.
-    this.configuring = run.catch(() => undefined);
-    return run;
-  }
-
-  private async push(clusterId: string, members: readonly Registered[], connect: boolean): Promise<void> {
-    // A member keeps the newest version it gets, and versions rise in the order configurations run.
-    const version = this.nextConfigVersion();
-    await Promise.all(
-      members.map(async (m) => {
-        const peers = members
-          .filter((p) => p.id !== m.id)
-          .map((p) => ({ id: p.id, host: p.host, port: p.replication }));
-        await this.calls.post(m, '/cluster', {
-          version,
-          cluster: clusterId,
-          members: members.map((p) => p.id),
-          ...(connect ? { peers } : {}),
-        });
-        if (connect) m.configured = true;
-      }),
-    );
-  }
-
-  /**
-   * Tells every instance in a cluster the instances outside it, with which it exchanges eventual global
-   * state (POST /gossip): an instance joined or left the deployment. One version for all, rising.
-   */
-  private async pushGossip(): Promise<void> {
-    const version = this.nextConfigVersion();
-    const placed = [...this.instances.values()].filter((p) => this.map.clusterOf(p.id) !== undefined);
-    await Promise.all(
-      placed.map(async (m) => {
-        const mine = this.map.clusterOf(m.id)?.id;
-        const gossip = placed
-          .filter((p) => this.map.clusterOf(p.id)?.id !== mine)
-          .map((p) => ({ id: p.id, host: p.host, port: p.replication }));
-        await this.calls.post(m, '/gossip', { version, gossip }).catch((err: unknown) => {
-          this.logger.warn('could not tell an instance its gossip peers', { id: m.id, error: String(err) });
-        });
-      }),
-    );
   }
 
   /**
@@ -732,7 +624,7 @@ export class Controller implements MetricSource {
         port: inst.port,
       });
       this.joining.delete(inst.id);
-      await this.pushLive(ingress);
+      await this.configurer.pushLive(ingress);
     }
     const r = this.instances.get(inst.id);
     if (r === undefined) return;
@@ -742,86 +634,6 @@ export class Controller implements MetricSource {
       cluster: this.map.clusterOf(inst.id)?.id,
       join_ms: round2(r.liveAt - r.registeredAt),
     });
-  }
-
-  /** The instances that may own new flows: registered, known to the ingress, not draining, not failed. */
-  private liveIds(): string[] {
-    return [...this.instances.keys()].filter((id) => this.isLive(id));
-  }
-
-  private isLive(id: string): boolean {
-    return !this.draining.has(id) && !this.joining.has(id) && !this.detector.isFailed(id);
-  }
-
-  /**
-   * Tells the ingress which instances own new flows. One update at a time, each with the list as it is
-   * when it goes, so a join and a drain at once cannot leave the older list in place.
-   */
-  private async pushLive(ingress: AdminAddress): Promise<void> {
-    const update = this.liveUpdates.then(() =>
-      this.calls.post(ingress, '/live', { instances: this.liveIds() }),
-    );
-    // Only the queue goes on past a failure: the caller gets it from `update`.
-    this.liveUpdates = update.catch(() => undefined);
-    await update;
-  }
-
-  /**
-   * A reconfiguration that a change of membership must not drop, though the change goes on without it:
-   * the cluster's configuration (members would keep a peer that left), the ingress's secondaries (flows
-   * would have no replica) or its live set (new flows would go to an instance that is gone). Tried at once,
-   * and while it fails, again in the background: RECONFIGURE_TRIES tries in all, RECONFIGURE_BACKOFF_MS
-   * apart and doubling, so that what comes next does not wait behind a member that hangs. Each step reads
-   * the deployment as it is when it runs, so a later try never undoes a newer change. Every failed try is
-   * logged and counted (nfstate_controller_reconfigure_failures_total{step}), and so is giving up
-   * (nfstate_controller_reconfigure_abandoned_total{step}).
-   *
-   * `first` settles once the first try has; `done` with undefined once a try succeeded, or with the last
-   * error once none did (or the controller stopped).
-   */
-  private reconfigure(
-    step: ReconfigureStep,
-    fields: Record<string, unknown>,
-    run: () => Promise<void>,
-  ): { first: Promise<void>; done: Promise<string | undefined> } {
-    let tried = (): void => undefined;
-    const first = new Promise<void>((resolve) => (tried = resolve));
-    const done = (async (): Promise<string | undefined> => {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await run();
-          if (attempt > 1)
-            this.logger.info('reconfigured after a retry', { step, ...fields, tries: attempt });
-          return undefined;
-        } catch (err) {
-          this.reconfigureFailures[step]++;
-          const error = `${step}: ${String(err)}`;
-          if (this.stopped) return error;
-          if (attempt >= RECONFIGURE_TRIES) {
-            this.reconfigureAbandoned[step]++;
-            this.logger.error('reconfiguration given up: it waits for the next change of membership', {
-              step,
-              ...fields,
-              tries: attempt,
-              error: String(err),
-            });
-            return error;
-          }
-          this.logger.warn('reconfiguration failed: trying again', {
-            step,
-            ...fields,
-            try: attempt,
-            error: String(err),
-          });
-        } finally {
-          if (attempt === 1) tried();
-        }
-        await new Promise((r) => setTimeout(r, RECONFIGURE_BACKOFF_MS * 2 ** (attempt - 1)).unref());
-        // Read again (the narrowing above is stale): it may have stopped meanwhile.
-        if (this.stopped as boolean) return `${step}: not retried, the controller stopped`;
-      }
-    })();
-    return { first, done };
   }
 
   /**
@@ -897,9 +709,9 @@ export class Controller implements MetricSource {
     if (ingress === undefined) throw new NfsError(ErrorCode.STATE, 'drain: no ingress has registered');
     const started = this.clock.now();
     this.draining.add(inst.id);
-    const live = this.liveIds();
+    const live = this.configurer.liveIds();
     if (live.length === 0) throw new NfsError(ErrorCode.STATE, 'drain: it is the last instance');
-    await this.pushLive(ingress);
+    await this.configurer.pushLive(ingress);
     const flows = (await ingressFlows(ingress, inst.id)).flows.map((f) => f.flow);
     const cluster = this.map.clusterOf(inst.id);
     const mates = (cluster?.members ?? []).map((m) => m.id).filter((id) => live.includes(id));
@@ -925,8 +737,8 @@ export class Controller implements MetricSource {
       this.balancer.forget(inst.id);
       this.detector.forget(inst.id);
       this.draining.delete(inst.id);
-      if (left !== undefined) await this.configure(left);
-      await this.pushSecondaries();
+      if (left !== undefined) await this.configurer.configure(left);
+      await this.configurer.pushSecondaries();
       await this.persist();
     }
     this.logger.info('instance drained', { id: inst.id, moved, aborted });
@@ -944,7 +756,7 @@ export class Controller implements MetricSource {
       cluster: this.map.clusterOf(i.id)?.id ?? null,
       secondary: this.map.secondaryOf(i.id) ?? null,
       configured: i.configured,
-      live: this.isLive(i.id),
+      live: this.configurer.isLive(i.id),
       failed: this.detector.isFailed(i.id),
       load: i.load ?? null,
       reported_ms_ago: i.reportedAt === 0 ? null : Math.round(now - i.reportedAt),
@@ -975,14 +787,6 @@ export class Controller implements MetricSource {
 }
 
 const MAX_FAILOVERS_KEPT = 10_000;
-/** When a primary whose secondary changed closes its batches again (see pushSecondaries). */
-const SECOND_FLUSH_MS = 100;
-/** What a reconfiguration a change of membership must not drop tells (Controller.reconfigure). */
-const RECONFIGURE_STEPS = ['configure', 'secondaries', 'live'] as const;
-type ReconfigureStep = (typeof RECONFIGURE_STEPS)[number];
-/** Its tries, and the pause after the first failed one, doubling after each. */
-const RECONFIGURE_TRIES = 4;
-const RECONFIGURE_BACKOFF_MS = 100;
 /** The load-balancing unit's round: as often as instances report. */
 const LB_TICK_MS = 100;
 const MAX_LIVENESS_BYTES = 512;
