@@ -46,6 +46,11 @@ export interface CaseSummary {
   runs: number;
   survived: number;
   bytes_ok: number;
+  /**
+   * Move cases: the runs whose move was done. A move the source took back (its parked packets reached the
+   * bound first) or that aborted leaves the connection where it was: the run then tested no move.
+   */
+  moved?: number;
   stall_ms: { p50: number; max: number };
 }
 
@@ -69,7 +74,7 @@ function rowOf(c: Case, repeat: number, r: TcpCaseResult): Row {
           declared_after_ms: round2(r.failover.declared_at - r.fault_at),
           took_over_after_ms: round2(r.failover.took_over_at - r.fault_at),
         }),
-    ...(r.move === undefined ? {} : { move_ms: r.move.duration_ms }),
+    ...(r.move === undefined ? {} : { move_ms: r.move.duration_ms, move_aborted: r.move.aborted ? 1 : 0 }),
   };
 }
 
@@ -82,6 +87,7 @@ export function summariseCases(rows: readonly Row[]): CaseSummary[] {
       runs: rows.filter((r) => r.case === c).length,
       survived: mine.filter((r) => r.survived === 1).length,
       bytes_ok: mine.filter((r) => r.bytes_ok === 1).length,
+      ...(c.startsWith('move') ? { moved: mine.filter((r) => r.move_aborted === 0).length } : {}),
       stall_ms: {
         p50: stalls.length === 0 ? NaN : median(stalls),
         max: stalls.length === 0 ? NaN : Math.max(...stalls),
@@ -315,6 +321,12 @@ export const tcpFailover: Experiment = {
       ],
       notes: [
         `conntrackd: ${CONNTRACKD.kill_survived} transfers survived kill -9 of the active firewall, median stall ${CONNTRACKD.stall_ms_p50_instant_takeover} ms with instant takeover (detection excluded) and about ${CONNTRACKD.stall_ms_p50_50ms_detection} ms with 50 ms failure detection; ${CONNTRACKD.without_sync_survived} without state sync (${CONNTRACKD.source}). nfstate's stalls include detection.`,
+        `Moves done: ${cases
+          .filter((s) => s.moved !== undefined)
+          .map((s) => `${s.case} ${s.moved} of ${s.runs}`)
+          .join(
+            ', ',
+          )}; a move that aborted (its source took the flow back) leaves the connection where it was, and its run tests no move. The lab lets a moving flow's source park 8,192 packets, about 100 ms of this transfer.`,
         'The control kills the owner with replication off: its flows are re-pointed to another instance without their state, and the strict firewall there drops the connection’s packets, so the transfer must stop (a check that can fail).',
         `Every process of the lab (the hosts’ senders, the ingress, 4 instances, the sink, the controller) shares the machine’s cores: the stall with no fault is the machine’s scheduling, not a fault’s. Through kernel forwarding, with no user process on the path, the same transfer’s longest stall has a median of ${kernelStall} ms.`,
         `kill -9, from the signal (medians): declared after ${afterKill.declared} ms, taken over after ${afterKill.tookOver} ms. The kernel closes a killed process’s sockets, its liveness connection among them, only once it has freed its memory: for a plain node process holding 100 MB that takes 9–13 ms on this machine (3 ms for 10 MB), so no crash of an instance is seen sooner. Most of the rest is the successor replaying the copies kept since its replica’s last batch, and those that arrived meanwhile.`,
