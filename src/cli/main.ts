@@ -48,6 +48,7 @@ import { LinkType, PcapWriter } from '../traffic/pcap.js';
 import { Sink } from '../traffic/sink.js';
 import { int, signalled } from './args.js';
 import { addLabCommands } from './lab.js';
+import { endWith } from './exit.js';
 
 /** A comma-separated list of built-in NF types, each once: a service chain. */
 function chainList(v: string): string[] {
@@ -82,11 +83,9 @@ const VERSION = (
 const program = new Command('nfstate')
   .description('Cluster-based distributed state management for network functions')
   .version(VERSION)
-  .configureOutput({
-    outputError: (str, write) => {
-      write(`${str.split('\n')[0] ?? ''}\n`);
-    },
-  });
+  // Every command, subcommands too, ends through endWith (exit.ts): one exit code for each kind of failure.
+  .exitOverride()
+  .configureOutput({ outputError: () => undefined });
 
 program
   .command('demo')
@@ -942,10 +941,5 @@ program
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof NfsError || err instanceof InvalidArgumentError) {
-    process.stderr.write(`nfstate: ${err.message}\n`);
-    process.exit(2);
-  }
-  process.stderr.write(`nfstate: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
+  process.exit(endWith(err, process.argv.includes('--json')));
 });

@@ -314,7 +314,13 @@ export class LocalDeployment {
     try {
       reply = { type: 'provisioned', id: req.id, instances: await this.add(req.count, req.host) };
     } catch (err) {
-      reply = { type: 'provisioned', id: req.id, error: err instanceof Error ? err.message : String(err) };
+      reply = {
+        type: 'provisioned',
+        id: req.id,
+        error: err instanceof Error ? err.message : String(err),
+        // The refusal keeps its kind on the way back (a full deployment is a CONFIG matter, not a crash).
+        ...(err instanceof NfsError ? { code: err.code } : {}),
+      };
     }
     if (from.child.connected) from.child.send(reply);
   }

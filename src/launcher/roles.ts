@@ -11,7 +11,7 @@
  * and the controller, the other way round, asks the launcher for more NF instances (POST /instances):
  *
  *   controller → launcher   { type: 'provision', id, count, host? }
- *   launcher → controller   { type: 'provisioned', id, instances } | { type: 'provisioned', id, error }
+ *   launcher → controller   { type: 'provisioned', id, instances } | { type: 'provisioned', id, error, code? }
  *
  * SIGINT and SIGTERM stop the role in order (sockets, workers, admin port) before the process exits.
  */
@@ -135,7 +135,7 @@ export type RoleCommand =
   | { type: 'report' }
   | { type: 'stop' }
   | { type: 'replicas' }
-  | { type: 'provisioned'; id: number; instances?: string[]; error?: string };
+  | { type: 'provisioned'; id: number; instances?: string[]; error?: string; code?: ErrorCode };
 
 /** A request a role makes of the launcher, answered by a `provisioned` command with the same id. */
 export interface ProvisionRequest {

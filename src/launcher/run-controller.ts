@@ -134,7 +134,13 @@ function launcherProvisioner(): Provisioner {
         waiting.set(id, (reply) => {
           waiting.delete(id);
           if (reply.instances !== undefined) resolve(reply.instances);
-          else reject(new NfsError(ErrorCode.PROCESS, `instances: ${reply.error ?? 'the launcher failed'}`));
+          else
+            reject(
+              new NfsError(
+                reply.code ?? ErrorCode.PROCESS,
+                `instances: ${reply.error ?? 'the launcher failed'}`,
+              ),
+            );
         });
         const req: ProvisionRequest = {
           type: 'provision',

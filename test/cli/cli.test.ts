@@ -14,12 +14,16 @@ function yaml(name: string, text: string): string {
   return path;
 }
 
-/** One clear line on stderr, a non-zero exit, and nothing printed as if it had run. */
-async function rejects(args: string[], pattern: RegExp): Promise<void> {
+/**
+ * One clear line on stderr with its error code, the exit code (2: used wrongly; 1: it ran and failed), and
+ * nothing printed as if it had run.
+ */
+async function rejects(args: string[], pattern: RegExp, exit = 2): Promise<void> {
   const r = await nfstate(args, 20_000);
-  assert.notEqual(r.code, 0, `expected failure: ${args.join(' ')}`);
+  assert.equal(r.code, exit, `expected exit ${exit}: ${args.join(' ')}\n${r.stderr}`);
   const lines = r.stderr.trim().split('\n');
   assert.equal(lines.length, 1, `one error line, got:\n${r.stderr}`);
+  assert.match(lines[0]!, /^nfstate: NFS_ERR_[A-Z]+: /);
   assert.match(lines[0]!, pattern);
   assert.equal(r.stdout, '');
 }
@@ -56,7 +60,11 @@ describe('nfstate command line', { timeout: 300_000 }, () => {
     const key = ['--key-file', yaml('operator.key', 'ab'.repeat(32))];
     await rejects(['scale', 'add', '--controller', 'nohost', ...key], /--controller/);
     await rejects(['scale', 'add', '--controller', '127.0.0.1:9', '--count', '0', ...key], /--count/);
-    await rejects(['scale', 'add', '--controller', '127.0.0.1:1', ...key], /no answer from 127\.0\.0\.1:1/);
+    await rejects(
+      ['scale', 'add', '--controller', '127.0.0.1:1', ...key],
+      /no answer from 127\.0\.0\.1:1/,
+      1,
+    );
     await rejects(
       ['scale', 'add', '--controller', '127.0.0.1:1', '--key-file', join(dir, 'none.key')],
       /--key-file: cannot read/,
@@ -65,6 +73,24 @@ describe('nfstate command line', { timeout: 300_000 }, () => {
       ['scale', 'add', '--controller', '127.0.0.1:1', '--key-file', yaml('short.key', 'abcd')],
       /--key-file: .* must hold at least 16 bytes of hex/,
     );
+  });
+
+  it('a mistyped command exits 2 with its code and a suggestion; --json puts the error on stdout too', async () => {
+    await rejects(['demoo'], /NFS_ERR_USAGE: unknown command 'demoo' \(Did you mean demo\?\)/);
+    const r = await nfstate(['demo', '--packets', 'abc', '--json']);
+    assert.equal(r.code, 2);
+    assert.deepEqual(JSON.parse(r.stdout), {
+      error: {
+        code: 'NFS_ERR_USAGE',
+        message:
+          "option '--packets <n>' argument 'abc' is invalid. --packets must be an integer in 1..10000000",
+        retriable: false,
+      },
+    });
+    assert.match(r.stderr, /^nfstate: NFS_ERR_USAGE: option '--packets <n>'/);
+    const none = await nfstate([]);
+    assert.equal(none.code, 2, 'no command: usage on stderr');
+    assert.match(none.stderr, /^Usage: nfstate/);
   });
 
   it("prints its version, the package's", async () => {

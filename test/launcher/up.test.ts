@@ -17,7 +17,7 @@ import { metrics, sample, until } from '../helpers/poll.js';
 type Up = Endpoints & { logs: string; operator_key: string };
 
 describe('nfstate up', { timeout: 600_000 }, () => {
-  it('runs a topology: plain UDP in the front door comes out at the egress destination, bad input is counted, metrics are served, SIGINT stops it', async () => {
+  it('runs a topology: plain UDP in the front door comes out at the egress destination, bad input is counted, metrics are served, SIGINT stops it', async (t) => {
     const dest = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
     const got: string[] = [];
     dest.on('message', (m) => got.push(m.toString()));
@@ -37,6 +37,10 @@ describe('nfstate up', { timeout: 600_000 }, () => {
       ].join('\n'),
     );
     const child = spawn(process.execPath, [CLI, 'up', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // A failed assertion must not leave the deployment running: the file would never end.
+    t.after(() => {
+      if (child.exitCode === null) child.kill('SIGINT');
+    });
     const lines = createInterface({ input: child.stdout });
     const [first] = (await once(lines, 'line')) as [string];
     const ends = JSON.parse(first) as Up;
@@ -147,18 +151,22 @@ describe('nfstate up', { timeout: 600_000 }, () => {
     dest.close();
   });
 
-  it('scale add: its launcher starts an instance that joins a cluster and takes new flows; past the spare pool slices it says so', async () => {
+  it('scale add: its launcher starts an instance that joins a cluster and takes new flows; past the spare pool slices it says so', async (t) => {
     const file = join(mkdtempSync(join(tmpdir(), 'nfstate-up-')), 'topology.yaml');
     writeFileSync(
       file,
       ['nf: { type: ids }', 'clusters: 1', 'perCluster: 2', 'threads: 1', 'spareInstances: 1', ''].join('\n'),
     );
     const child = spawn(process.execPath, [CLI, 'up', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // A failed assertion must not leave the deployment running: the file would never end.
+    t.after(() => {
+      if (child.exitCode === null) child.kill('SIGINT');
+    });
     const [first] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
     const ends = JSON.parse(first) as Up;
     const controller = `127.0.0.1:${ends.controller.admin}`;
     const unsigned = await nfstate(['scale', 'add', '--controller', controller]);
-    assert.equal(unsigned.code, 1, 'the key file is required');
+    assert.equal(unsigned.code, 2, 'the key file is required');
     assert.match(unsigned.stderr, /--key-file/);
     const wrong = join(mkdtempSync(join(tmpdir(), 'nfstate-key-')), 'wrong.key');
     writeFileSync(wrong, '11'.repeat(32));
