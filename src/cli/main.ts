@@ -384,7 +384,10 @@ program
   .requiredOption('--controller <host:port>', "the controller's API (`controller.admin` in up's output)")
   .requiredOption('--key-file <file>', 'the operator key `nfstate up` wrote (`operator_key` in its output)')
   .option('--count <n>', 'instances to add', int('--count', 1, 64), 1)
-  .option('--host <ip>', 'where to start them (default: where the launcher runs)')
+  .option(
+    '--host <ip>',
+    "the host to start them on; `nfstate up`'s launcher runs every instance on its own host and refuses another",
+  )
   .option('--json', 'print one JSON object', false)
   .action(async (o: { controller: string; count: number; host?: string; json: boolean; keyFile: string }) => {
     const c = parseHostPort(o.controller, '--controller');
