@@ -427,7 +427,10 @@ program
   .addOption(new Option('--proto <proto>', 'transport').choices(['udp', 'tcp']).default('udp'))
   .option('--skew <k>', 'heavy flows with k times the packets', int('--skew', 0, 1000), 0)
   .option('--seed <n>', 'seed', int('--seed', 0), 1)
-  .option('--pcap <file>', 'replay the IPv4 packets of this pcap instead')
+  .option(
+    '--pcap <file>',
+    'replay the IPv4 packets of this pcap instead (Ethernet, raw IP, Linux cooked v1/v2 as `tcpdump -i any` writes)',
+  )
   .option('--window <n>', 'packets in flight with --rate 0', int('--window', 1), 512)
   .option('--host <ip>', "bind address, the sink's acknowledgements included", '127.0.0.1')
   .option('--json', 'print one JSON object', false)

@@ -19,6 +19,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { wallClock } from '../clock.js';
+import { ErrorCode, NfsError } from '../errors.js';
 import { ipv4Payload, readPcap } from './pcap.js';
 import type { Clock, Logger } from '../types.js';
 import { openBatchSocket, type BatchSocket } from '../wire/batch-socket.js';
@@ -48,7 +49,10 @@ export interface PacketSource {
   write(i: number, buf: Uint8Array, offset: number): number;
 }
 
-/** Replays the IPv4 packets of a pcap file (Ethernet or raw IP), skipping other frames. */
+/**
+ * Replays the IPv4 packets of a pcap file (Ethernet, raw IP, Linux cooked v1 or v2), skipping other frames; a
+ * file with none is an error.
+ */
 export class PcapSource implements PacketSource {
   private readonly packets: Uint8Array[] = [];
   constructor(path: string) {
@@ -57,6 +61,13 @@ export class PcapSource implements PacketSource {
       const ip = ipv4Payload(file.linkType, rec.data);
       if (ip !== undefined) this.packets.push(ip);
     }
+    // A replay of nothing would look like a run that passed.
+    if (this.packets.length === 0)
+      throw new NfsError(
+        ErrorCode.PCAP,
+        `${path}: no IPv4 packet to replay (link type ${file.linkType}; nfstate reads Ethernet, raw IP and ` +
+          `Linux cooked v1 and v2 captures)`,
+      );
   }
   get total(): number {
     return this.packets.length;

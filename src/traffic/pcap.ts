@@ -32,8 +32,10 @@ export const LinkType = {
   ETHERNET: 1,
   /** Raw IP: the record starts at the IP header. */
   RAW: 101,
-  /** Linux "cooked" capture v1, what `tcpdump -i any` produces. */
+  /** Linux "cooked" capture v1, what `tcpdump -i any` wrote before libpcap 1.10. */
   LINUX_SLL: 113,
+  /** Linux "cooked" capture v2, what `tcpdump -i any` writes since libpcap 1.10. */
+  LINUX_SLL2: 276,
   /** Raw IPv4 only. */
   IPV4: 228,
 } as const;
@@ -63,6 +65,8 @@ const ETHERTYPE_VLAN = 0x8100;
 const ETHERNET_HEADER = 14;
 const VLAN_TAG = 4;
 const SLL_HEADER = 16;
+/** SLL2 puts the protocol first, then the interface index, ARPHRD type, packet type and address. */
+const SLL2_HEADER = 20;
 
 /**
  * Writes a microsecond-precision, little-endian pcap file. Records are gathered in a buffer and written
@@ -257,6 +261,10 @@ export function ipv4Payload(linkType: number, frame: Uint8Array): Uint8Array | u
     if (frame.length < SLL_HEADER) return undefined;
     if (((frame[14]! << 8) | frame[15]!) !== ETHERTYPE_IPV4) return undefined;
     at = SLL_HEADER;
+  } else if (linkType === LinkType.LINUX_SLL2) {
+    if (frame.length < SLL2_HEADER) return undefined;
+    if (((frame[0]! << 8) | frame[1]!) !== ETHERTYPE_IPV4) return undefined;
+    at = SLL2_HEADER;
   } else if (linkType === LinkType.RAW || linkType === LinkType.IPV4) {
     at = 0;
   } else {

@@ -186,6 +186,16 @@ describe('pcap', { timeout: 60_000 }, () => {
     sll.set(ip, 16);
     assert.deepEqual(ipv4Payload(LinkType.LINUX_SLL, sll), ip);
 
+    // Cooked v2 (`tcpdump -i any` since libpcap 1.10): the protocol first, 20 bytes in all.
+    const sll2 = new Uint8Array(20 + ip.length);
+    sll2.set([0x08, 0x00], 0);
+    sll2.set([0x00, 0x01], 8); // ARPHRD_ETHER, where v1 would read its protocol
+    sll2.set(ip, 20);
+    assert.deepEqual(ipv4Payload(LinkType.LINUX_SLL2, sll2), ip);
+    sll2.set([0x86, 0xdd], 0);
+    assert.equal(ipv4Payload(LinkType.LINUX_SLL2, sll2), undefined, 'IPv6 is not replayed');
+    assert.equal(ipv4Payload(LinkType.LINUX_SLL2, sll2.subarray(0, 19)), undefined);
+
     // Ethernet pads short frames to 60 bytes; the padding is not part of the packet.
     const padded = new Uint8Array(60);
     padded.set(eth);

@@ -79,6 +79,12 @@ describe('pcap replay and the oracle', { timeout: 60_000 }, () => {
     });
     w.close();
     assert.deepEqual(packetsOf(new PcapSource(path)), packets);
+    // A capture with no IPv4 in it (ARP only, here) is refused rather than replayed as nothing.
+    const empty = join(mkdtempSync(join(tmpdir(), 'nfstate-trace-')), 'arp.pcap');
+    const arp = new PcapWriter(empty, LinkType.ETHERNET);
+    arp.write(new Uint8Array([...new Uint8Array(12), 0x08, 0x06, ...new Uint8Array(28)]), 1_700_000_000_000);
+    arp.close();
+    assert.throws(() => new PcapSource(empty), /arp\.pcap: no IPv4 packet to replay \(link type 1;/);
     for (const type of ['nat', 'firewall', 'ids']) {
       const a = runOracle({ type, config: {} }, readTrace(path));
       const b = runOracle({ type, config: {} }, readTrace(path));
