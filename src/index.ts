@@ -18,7 +18,13 @@ export type {
   SharedPool,
   SharedSets,
   StateCodec,
+  Clock,
+  Logger,
+  MetricSample,
+  MetricSource,
 } from './types.js';
+export { createLogger, silentLogger } from './log.js';
+export type { LoggerOptions } from './log.js';
 export { DropReason, IpProto, Verdict } from './types.js';
 export { ErrorCode, NfsError } from './errors.js';
 export { ByteReader, ByteWriter } from './state/bytes.js';
@@ -29,16 +35,21 @@ export { buildIcmp, buildTcp, buildUdp, TcpFlag } from './packet/build.js';
 export { canonicalKey, flowHash, flowKeyOf, flowKeyString, parseFlowKeyString } from './packet/flow-key.js';
 export { StampFlag, StampView, writeStampHeader } from './wire/geneve.js';
 export { FlowProcessor, GUARANTEES } from './nf/processor.js';
-export type { Guarantee } from './nf/processor.js';
+export type { Guarantee, ProcessorOptions } from './nf/processor.js';
 export type { MoveRecord } from './controller/records.js';
 export { NfInstance } from './nf/instance.js';
+export type { NfInstanceOptions, TakeoverReport } from './nf/instance.js';
 export { Ingress } from './switch/ingress.js';
+export type { IngressOptions } from './switch/ingress.js';
 export { Controller } from './controller/controller.js';
 export { Sink } from './traffic/sink.js';
+export type { SinkOptions } from './traffic/sink.js';
 export { Generator, PcapSource } from './traffic/generator.js';
+export type { GeneratorOptions, PacketSource } from './traffic/generator.js';
 export { SyntheticTrace } from './traffic/trace.js';
 export { LinkType, PcapWriter, readPcap } from './traffic/pcap.js';
 export { compareRuns, readTrace, runOracle } from './traffic/oracle.js';
 export { LocalDeployment } from './launcher/local.js';
-export { loadTopology, parseTopology } from './launcher/config.js';
+export type { DeploymentOptions } from './launcher/local.js';
+export { DEFAULT_TOPOLOGY, loadTopology, parseTopology } from './launcher/config.js';
 export type { Topology } from './launcher/config.js';
