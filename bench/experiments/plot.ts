@@ -8,9 +8,8 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Resvg } from '@resvg/resvg-js';
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
+import { loadOptional } from '../optional.js';
 
 export interface PlotPoint {
   series: string;
@@ -45,6 +44,7 @@ export interface Plot {
 /** Writes `<name>.svg` and `<name>.png` into `dir`; returns their file names. */
 export async function writePlot(dir: string, name: string, plot: Plot): Promise<string[]> {
   const svg = await renderSvg(plot);
+  const { Resvg } = await loadOptional('@resvg/resvg-js', 'PNG plots', () => import('@resvg/resvg-js'));
   const png = new Resvg(svg, {
     background: 'white',
     fitTo: { mode: 'zoom', value: 2 },
@@ -58,6 +58,8 @@ export async function writePlot(dir: string, name: string, plot: Plot): Promise<
 }
 
 export async function renderSvg(plot: Plot): Promise<string> {
+  const vega = await loadOptional('vega', 'plots', () => import('vega'));
+  const { compile } = await loadOptional('vega-lite', 'plots', () => import('vega-lite'));
   const view = new vega.View(vega.parse(compile(spec(plot)).spec), { renderer: 'none' });
   try {
     return await view.toSVG();
