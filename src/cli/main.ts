@@ -204,9 +204,9 @@ program
   .option('--cooldown <ms>', 'a moved flow stays put this long', int('--cooldown', 0))
   .option('--keep', 'keep the run directory (logs, stamp log)', false)
   .option('--json', 'print one JSON object', false)
-  .action(async (o: Record<string, unknown>) => {
+  .action(async (o: Record<string, unknown>, cmd: Command) => {
     const base = typeof o.config === 'string' ? loadTopology(o.config) : undefined;
-    const topology = withFlags(base, o);
+    const topology = withFlags(base, o, cmd.getOptionValueSource('nf') === 'cli');
     if (o.killController === true && o.global !== 'etcd' && topology.global.store !== 'etcd')
       throw new InvalidArgumentError('--kill-controller needs --global etcd: only then is there a standby');
     const logger = createLogger('demo', { write: () => undefined });
@@ -313,18 +313,24 @@ function traceOptions(o: Record<string, unknown>): TraceOptions {
   };
 }
 
-function withFlags(base: Topology | undefined, o: Record<string, unknown>): Topology {
+/**
+ * The demo's topology: the file's (`base`), or the defaults sized to this machine, with the flags over it.
+ * `--nf` given (`nfGiven`, even as the default's `nat`) replaces the file's NF or chain; the file's NF config
+ * is kept only for the same type.
+ */
+function withFlags(base: Topology | undefined, o: Record<string, unknown>, nfGiven: boolean): Topology {
   const t: Record<string, unknown> =
     base === undefined ? {} : (structuredClone(base) as unknown as Record<string, unknown>);
   const nf = (t.nf ?? {}) as Record<string, unknown>;
   if (Array.isArray(o.chain)) {
-    if (o.nf !== 'nat') throw new InvalidArgumentError('--nf and --chain: give one or the other');
+    if (nfGiven) throw new InvalidArgumentError('--nf and --chain: give one or the other');
     delete t.nf;
     t.chain = (o.chain as string[]).map((type) => ({ type, config: DEMO_NF_CONFIG[type] ?? {} }));
-  } else if (base === undefined || o.nf !== 'nat') {
+  } else if (base === undefined || nfGiven) {
     const type = o.nf as string;
     delete t.chain;
-    t.nf = { ...nf, type, config: nf.config ?? DEMO_NF_CONFIG[type] ?? {} };
+    const own = nf.type === type ? (nf.config as Record<string, unknown> | undefined) : undefined;
+    t.nf = { type, config: own ?? DEMO_NF_CONFIG[type] ?? {} };
   }
   // Without a file, a shape the flags leave open is sized to this machine (or the thesis's, with --thesis).
   if (base === undefined)

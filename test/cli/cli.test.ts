@@ -93,6 +93,22 @@ describe('nfstate command line', { timeout: 300_000 }, () => {
     assert.match(none.stderr, /^Usage: nfstate/);
   });
 
+  it("demo -c FILE takes --nf over the file, with the file's config only for the same type", async () => {
+    const file = yaml(
+      'own.yaml',
+      'nf: { type: nat, config: { portFirst: 2000 } }\nclusters: 1\nperCluster: 2\nthreads: 1\n',
+    );
+    const small = ['--flows', '4', '--packets', '5', '--json'];
+    const asked = await nfstate(['demo', '-c', file, '--nf', 'firewall', ...small], 120_000);
+    assert.equal(asked.code, 0, asked.stderr);
+    const s = JSON.parse(asked.stdout) as { nf: string; lost: number; state_matches_oracle: boolean };
+    assert.equal(s.nf, 'firewall');
+    assert.equal(s.lost, 0);
+    assert.equal(s.state_matches_oracle, true);
+    // Given, even as the default, --nf conflicts with --chain.
+    await rejects(['demo', '-c', file, '--nf', 'nat', '--chain', 'firewall,nat'], /--nf and --chain/);
+  });
+
   it("prints its version, the package's", async () => {
     const r = await nfstate(['--version']);
     assert.equal(r.code, 0, r.stderr);
