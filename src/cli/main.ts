@@ -425,7 +425,7 @@ program
   .option('--packets <n>', 'packets per flow', int('--packets', 1), DEFAULT_TRACE.packets)
   .option(
     '--rate <pps>',
-    'packets per second (0: as fast as a sink acknowledges, to the ack port the generator logs)',
+    'packets per second (0: as fast as a sink acknowledges, to --ack-port: start the sink with --ack-to HOST:ACK_PORT)',
     int('--rate', 0),
     10000,
   )
@@ -439,6 +439,12 @@ program
   )
   .option('--window <n>', 'packets in flight with --rate 0', int('--window', 1), 512)
   .option('--host <ip>', "bind address, the sink's acknowledgements included", '127.0.0.1')
+  .option(
+    '--ack-port <n>',
+    "the port the sink's acknowledgements come to (0: any, logged as ackPort)",
+    int('--ack-port', 0, 65535),
+    0,
+  )
   .option('--json', 'print one JSON object', false)
   .action(async (o: Record<string, unknown>) => {
     const target = parseHostPort(o.target as string, '--target');
@@ -448,7 +454,7 @@ program
       { rate: o.rate as number, window: o.window as number, vni: 1, drainTimeoutMs: 1000 },
       logger,
     );
-    const ackPort = await gen.bind(o.host as string);
+    const ackPort = await gen.bind(o.host as string, o.ackPort as number);
     await gen.connect(target.host, target.port);
     logger.info('generator bound', { ackPort });
     const result = await gen.run(source);

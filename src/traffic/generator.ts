@@ -120,8 +120,11 @@ export class Generator {
     private readonly clock: Clock = wallClock,
   ) {}
 
-  /** Binds the socket that takes acknowledgements; returns its port (give it to the sink). */
-  async bind(host: string): Promise<number> {
+  /**
+   * Binds the socket that takes acknowledgements, at `port` (0: any); returns its port (give it to the
+   * sink, `--ack-to`).
+   */
+  async bind(host: string, port = 0): Promise<number> {
     this.acks.on('message', (msg) => {
       const n = readAck(msg);
       if (n > this.acked) {
@@ -133,7 +136,7 @@ export class Generator {
     this.acks.on('error', (err) => {
       this.logger.warn('generator ack socket error', { error: err.message });
     });
-    this.acks.bind(0, host);
+    this.acks.bind(port, host);
     await once(this.acks, 'listening');
     return this.acks.address().port;
   }

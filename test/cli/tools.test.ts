@@ -74,11 +74,29 @@ describe('nfstate oracle, gen and sink', { timeout: 600_000 }, () => {
       '--json',
     ]);
     assert.equal((JSON.parse(replay.stdout) as { sent: number }).sent, 60);
-    // Its socket for the sink's acknowledgements listens where it was told (loopback by default), not on
-    // every address.
+    // Its socket for the sink's acknowledgements listens where it was told (loopback by default, at
+    // --ack-port, so that a sink can be told it beforehand), not on every address.
+    const probe = dgram.createSocket('udp4');
+    probe.bind(0, '127.0.0.1');
+    await once(probe, 'listening');
+    const ackPort = probe.address().port;
+    probe.close();
     const slow = spawn(
       process.execPath,
-      [CLI, 'gen', '--target', target, '--flows', '1', '--packets', '50', '--rate', '50'],
+      [
+        CLI,
+        'gen',
+        '--target',
+        target,
+        '--flows',
+        '1',
+        '--packets',
+        '50',
+        '--rate',
+        '50',
+        '--ack-port',
+        String(ackPort),
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let bound = NaN;
@@ -91,6 +109,7 @@ describe('nfstate oracle, gen and sink', { timeout: 600_000 }, () => {
       .map((l) => l.trim().split(/\s+/)[1])
       .find((a) => a?.endsWith(`:${bound.toString(16).toUpperCase().padStart(4, '0')}`));
     assert.equal(local?.split(':')[0], '0100007F', `ack socket on port ${bound}: ${local}`);
+    assert.equal(bound, ackPort, 'bound at --ack-port');
     slow.kill('SIGINT');
     await once(slow, 'exit');
     await new Promise((r) => setTimeout(r, 300));
