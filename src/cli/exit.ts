@@ -11,7 +11,7 @@
  * stdout gets it too, as one JSON object, `{"error":{"code","message","retriable"}}`, so that a script that
  * reads the command's JSON reads its failure the same way.
  */
-import { CommanderError, InvalidArgumentError } from 'commander';
+import { CommanderError } from 'commander';
 import { ErrorCode, NfsError } from '../errors.js';
 
 export const EXIT_OK = 0;
@@ -30,6 +30,7 @@ export interface Ending {
 
 /** The exit code and error line for what a command threw. */
 export function endingOf(err: unknown): Ending {
+  // InvalidArgumentError, which option parsers and actions throw, is a CommanderError too.
   if (err instanceof CommanderError) {
     if (err.exitCode === 0) return { exitCode: EXIT_OK };
     // No command given: the help it printed (to stderr) says all there is.
@@ -44,8 +45,6 @@ export function endingOf(err: unknown): Ending {
       },
     };
   }
-  if (err instanceof InvalidArgumentError)
-    return { exitCode: EXIT_USAGE, error: { code: ErrorCode.USAGE, message: err.message, retriable: false } };
   if (err instanceof NfsError)
     return {
       exitCode: USAGE_CODES.has(err.code) ? EXIT_USAGE : EXIT_FAILED,
