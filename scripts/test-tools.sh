@@ -22,6 +22,9 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v iperf >/dev/null || need+=(iperf)
+# test/launcher/prometheus.test.ts checks every role's /metrics, and deploy/'s configuration and dashboard,
+# with promtool.
+command -v promtool >/dev/null || need+=(prometheus)
 # nfstate chaos drops replication traffic and cuts an instance off its cluster with nftables.
 command -v nft >/dev/null || need+=(nftables)
 

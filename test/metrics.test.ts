@@ -3,7 +3,7 @@ import { request } from 'node:http';
 import { test } from 'node:test';
 import { ErrorCode, NfsError } from '../src/errors.js';
 import { AdminServer, MAX_BODY_BYTES } from '../src/admin-server.js';
-import { MetricsRegistry, escapeLabelValue } from '../src/metrics.js';
+import { Histogram, MetricsRegistry, escapeHelp, escapeLabelValue } from '../src/metrics.js';
 import { adminCall } from '../src/admin-call.js';
 import type { MetricSample, MetricSource } from '../src/types.js';
 
@@ -12,7 +12,7 @@ function source(samples: MetricSample[]): MetricSource {
 }
 
 void test(
-  'render groups by name with one TYPE line each, sorted, counters by _total',
+  'render groups by name with the HELP and TYPE of the catalog, sorted; names it lacks: counters by _total, no HELP',
   { timeout: 60_000 },
   () => {
     const reg = new MetricsRegistry();
@@ -26,8 +26,10 @@ void test(
     assert.equal(
       reg.render(),
       [
+        '# HELP nfstate_metrics_collect_errors_total Scrapes in which a metric source failed (its series were left out).',
         '# TYPE nfstate_metrics_collect_errors_total counter',
         'nfstate_metrics_collect_errors_total 0',
+        '# HELP nfstate_nf_flows Flows an instance owns.',
         '# TYPE nfstate_nf_flows gauge',
         'nfstate_nf_flows 12',
         '# TYPE nfstate_switch_packets_total counter',
@@ -79,6 +81,50 @@ void test('duplicate series are summed; removed sources disappear', { timeout: 6
   assert.match(reg.render(), /^nfstate_nf_packets_total\{instance="0"\} 7$/m);
   reg.remove(w2);
   assert.match(reg.render(), /^nfstate_nf_packets_total\{instance="0"\} 3$/m);
+});
+
+void test(
+  'a histogram renders as one metric: cumulative buckets by bound, +Inf, sum and count per label set',
+  { timeout: 60_000 },
+  () => {
+    const a = new Histogram('nfstate_replication_ack_seconds', [0.001, 0.01, 0.1]);
+    const b = new Histogram('nfstate_replication_ack_seconds', [0.001, 0.01, 0.1]);
+    for (const v of [0.0005, 0.001, 0.005, 0.05, 3]) a.observe(v);
+    b.observe(0.02);
+    const reg = new MetricsRegistry();
+    // Peer nf-2 collected first, and "+Inf" sorts first as text: the order served is by label set, then by bound.
+    reg.add({
+      collect: (out) => {
+        b.collect(out, { peer: 'nf-2' });
+        a.collect(out, { peer: 'nf-1' });
+      },
+    });
+    const text = reg.render();
+    const family = text.slice(text.indexOf('# HELP nfstate_replication_ack_seconds'));
+    assert.equal(
+      family.split('\n').slice(0, 14).join('\n'),
+      [
+        "# HELP nfstate_replication_ack_seconds From sending a batch's records to a peer until it acknowledged them.",
+        '# TYPE nfstate_replication_ack_seconds histogram',
+        'nfstate_replication_ack_seconds_bucket{le="0.001",peer="nf-1"} 2',
+        'nfstate_replication_ack_seconds_bucket{le="0.01",peer="nf-1"} 3',
+        'nfstate_replication_ack_seconds_bucket{le="0.1",peer="nf-1"} 4',
+        'nfstate_replication_ack_seconds_bucket{le="+Inf",peer="nf-1"} 5',
+        'nfstate_replication_ack_seconds_sum{peer="nf-1"} 3.0565',
+        'nfstate_replication_ack_seconds_count{peer="nf-1"} 5',
+        'nfstate_replication_ack_seconds_bucket{le="0.001",peer="nf-2"} 0',
+        'nfstate_replication_ack_seconds_bucket{le="0.01",peer="nf-2"} 0',
+        'nfstate_replication_ack_seconds_bucket{le="0.1",peer="nf-2"} 1',
+        'nfstate_replication_ack_seconds_bucket{le="+Inf",peer="nf-2"} 1',
+        'nfstate_replication_ack_seconds_sum{peer="nf-2"} 0.02',
+        'nfstate_replication_ack_seconds_count{peer="nf-2"} 1',
+      ].join('\n'),
+    );
+  },
+);
+
+void test('HELP text escapes backslashes and newlines, and nothing else', { timeout: 60_000 }, () => {
+  assert.equal(escapeHelp('a\\b "c"\nd'), 'a\\\\b "c"\\nd');
 });
 
 void test('a throwing source is skipped and counted, not fatal', { timeout: 60_000 }, () => {

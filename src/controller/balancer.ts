@@ -351,7 +351,7 @@ export class Balancer implements MetricSource {
     let overloaded = 0;
     for (const w of this.watched.values()) {
       if (w.overloaded) overloaded++;
-      out.push(['nfstate_lb_load', { instance: w.id }, round(w.load)]);
+      out.push(['nfstate_lb_load', { nf: w.id }, round(w.load)]);
     }
     out.push(['nfstate_lb_overloaded_instances', {}, overloaded]);
   }

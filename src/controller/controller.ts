@@ -34,6 +34,8 @@ import net from 'node:net';
 import { ErrorCode, NfsError } from '../errors.js';
 import type { AdminServer } from '../admin-server.js';
 import { round2 } from '../clock.js';
+import { CONTROL_BUCKETS } from '../metric-catalog.js';
+import { Histogram } from '../metrics.js';
 import { decodeLoadReport } from './load-report.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
 import { ClusterMap } from './clusters.js';
@@ -56,6 +58,12 @@ import type {
 import { ingressFlows, RoleCalls } from './role-calls.js';
 
 export type { FailoverRecord, FlowOwner, InstanceInfo, MoveRecord, Provisioner } from './records.js';
+
+/** One entry of Prometheus's HTTP service discovery: targets and the labels they share. */
+export interface ScrapeTargets {
+  targets: string[];
+  labels: Record<string, string>;
+}
 
 /** Rule epochs a controller may use past its last journal save (epochs are u32 in the stamp). */
 const EPOCH_BLOCK = 1 << 16;
@@ -90,6 +98,8 @@ export class Controller implements MetricSource {
   /** Failovers run one at a time, in the order the failures were declared. */
   private failing: Promise<unknown> = Promise.resolve();
   readonly failovers: FailoverRecord[] = [];
+  private readonly detection = new Histogram('nfstate_fdu_detection_seconds', CONTROL_BUCKETS);
+  private readonly recovery = new Histogram('nfstate_controller_failover_recovery_seconds', CONTROL_BUCKETS);
   /** What the roles are told when membership changes. */
   private readonly configurer: Configurer;
   private stopped = false;
@@ -260,6 +270,7 @@ export class Controller implements MetricSource {
       },
       'operator',
     );
+    admin.route('GET', '/sd', () => this.scrapeTargets(admin.port));
     admin.route('GET', '/clusters', () =>
       this.map.clusters().map((c) => ({ id: c.id, members: c.members.map((m) => m.id) })),
     );
@@ -454,6 +465,31 @@ export class Controller implements MetricSource {
     return new Map((await ingressFlows(ingress, id)).flows.map((f) => [f.flow, f.packets]));
   }
 
+  /**
+   * GET /sd: every role's admin endpoint, in the shape of Prometheus's HTTP service discovery
+   * (`http_sd_configs`), so that a scrape configuration names the controller and follows every instance
+   * that joins, fails or is replaced. Labels: `role`, and `nf` and `cluster` for instances.
+   */
+  private scrapeTargets(adminPort: number): ScrapeTargets[] {
+    const target = (host: string, port: number, labels: Record<string, string>): ScrapeTargets => ({
+      targets: [`${host}:${port}`],
+      labels,
+    });
+    const out = [target(this.options.host, adminPort, { role: 'controller' })];
+    if (this.ingress !== undefined)
+      out.push(target(this.ingress.host, this.ingress.admin, { role: 'ingress' }));
+    const egress = this.options.egress;
+    if (egress !== undefined) out.push(target(egress.host, egress.admin, { role: 'sink' }));
+    for (const i of this.instances.values()) {
+      if (this.detector.isFailed(i.id)) continue;
+      const cluster = this.map.clusterOf(i.id)?.id;
+      out.push(
+        target(i.host, i.admin, { role: 'nf', nf: i.id, ...(cluster === undefined ? {} : { cluster }) }),
+      );
+    }
+    return out;
+  }
+
   collect(out: MetricSample[]): void {
     out.push(['nfstate_controller_instances', {}, this.instances.size]);
     out.push(['nfstate_controller_clusters', {}, this.map.clusters().length]);
@@ -461,6 +497,9 @@ export class Controller implements MetricSource {
     out.push(['nfstate_controller_bad_load_reports_total', {}, this.badReports]);
     out.push(['nfstate_controller_bad_liveness_connections_total', {}, this.badLiveness]);
     this.configurer.collect(out);
+    this.mover.collect(out);
+    this.detection.collect(out);
+    this.recovery.collect(out);
   }
 
   private async register(body: unknown): Promise<{
@@ -587,6 +626,8 @@ export class Controller implements MetricSource {
     });
     await this.persist();
     this.failovers.push(record);
+    this.detection.observe(record.detect_ms / 1000);
+    if (record.error === undefined) this.recovery.observe(record.recover_ms / 1000);
     if (this.failovers.length > MAX_FAILOVERS_KEPT) this.failovers.shift();
     if (record.error === undefined) this.logger.info('failover', { ...record });
     else this.logger.error('failover', { ...record });

@@ -13,7 +13,9 @@ import { ErrorCode, NfsError } from '../errors.js';
 import type { Guarantee } from '../nf/processor.js';
 import { parseGuarantee } from '../nf/processor.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
-import type { Clock, Logger } from '../types.js';
+import { CONTROL_BUCKETS } from '../metric-catalog.js';
+import { Histogram } from '../metrics.js';
+import type { Clock, Logger, MetricSample } from '../types.js';
 import type { OpenMove } from './journal.js';
 import { emptyRecord, type AdminAddress, type Frozen, type MoveRecord, type Registered } from './records.js';
 import type { RoleCalls } from './role-calls.js';
@@ -49,6 +51,13 @@ export class Mover {
   readonly moves: MoveRecord[] = [];
   /** The flows moving now: one move of a flow at a time. */
   private readonly moving = new Set<string>();
+  /** Each exchange's duration, by `kind result`: inside one cluster or not, every flow moved or not. */
+  private readonly durations = new Map(
+    ['intra done', 'intra aborted', 'inter done', 'inter aborted'].map((k) => [
+      k,
+      new Histogram('nfstate_controller_move_seconds', CONTROL_BUCKETS),
+    ]),
+  );
 
   constructor(
     private readonly options: MoverOptions,
@@ -57,6 +66,13 @@ export class Mover {
     private readonly logger: Logger,
     private readonly clock: Clock,
   ) {}
+
+  collect(out: MetricSample[]): void {
+    for (const [k, h] of this.durations) {
+      const [kind, result] = k.split(' ') as [string, string];
+      h.collect(out, { kind, result });
+    }
+  }
 
   /**
    * POST /move. `{ flow, to, guarantee? }` moves one flow and answers its MoveRecord; a flow that is already
@@ -295,6 +311,9 @@ export class Mover {
     });
     for (const i of moved) this.moving.delete(flows[i]!);
     for (const r of records) this.moves.push(r);
+    this.durations
+      .get(`${intra.every(Boolean) ? 'intra' : 'inter'} ${aborted.length === 0 ? 'done' : 'aborted'}`)!
+      .observe(duration / 1000);
     if (this.moves.length > MAX_MOVES_KEPT) this.moves.splice(0, this.moves.length - MAX_MOVES_KEPT);
     if (aborted.length > 0)
       this.logger.warn('move aborted', {

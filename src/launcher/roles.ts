@@ -21,6 +21,7 @@ import type { FailureOptions } from '../controller/detector.js';
 import { adminKeys, type AdminKeys } from '../auth.js';
 import { AdminServer } from '../admin-server.js';
 import { MetricsRegistry } from '../metrics.js';
+import { ProcessMetrics } from '../process-metrics.js';
 import { EXIT_FENCED } from '../nf/liveness.js';
 import type { ProcessorOptions } from '../nf/processor.js';
 import { canonicalKey, parseFlowKeyString } from '../packet/flow-key.js';
@@ -183,10 +184,12 @@ function keysOf(spec: AdminSpec): AdminKeys | undefined {
 /** The role's admin API, not yet started, and the key that signs what the role asks of the others. */
 export function adminServer(spec: AdminSpec): { admin: AdminServer; sign: { key?: Buffer } } {
   const keys = keysOf(spec);
+  const registry = new MetricsRegistry();
+  registry.add(new ProcessMetrics());
   const admin = new AdminServer({
     host: spec.adminHost ?? (keys === undefined ? '127.0.0.1' : spec.host),
     port: spec.adminPort,
-    registry: new MetricsRegistry(),
+    registry,
     ...(keys === undefined ? {} : { keys }),
   });
   return { admin, sign: keys === undefined ? {} : { key: keys.internal } };

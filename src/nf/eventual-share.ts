@@ -128,7 +128,7 @@ export class EventualShare implements MetricSource {
   }
 
   collect(out: MetricSample[]): void {
-    out.push(['nfstate_nf_bad_global_states_total', { instance: this.options.self }, this.bad]);
+    out.push(['nfstate_nf_bad_global_states_total', { nf: this.options.self }, this.bad]);
   }
 
   /** What arrived since the last round, to every worker now (a takeover does this before its replay). */

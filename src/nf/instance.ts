@@ -651,9 +651,9 @@ export class NfInstance implements MetricSource {
     this.replicator?.collect(out);
     this.replicas?.collect(out);
     this.replayLog?.collect(out);
-    out.push(['nfstate_nf_bad_copies_total', { instance: this.options.id }, this.badCopies]);
+    out.push(['nfstate_nf_bad_copies_total', { nf: this.options.id }, this.badCopies]);
     this.eventual.collect(out);
-    const labels = { instance: this.options.id };
+    const labels = { nf: this.options.id };
     for (let i = 0; i < WORKER_COUNTERS.length; i++) {
       let sum = 0;
       for (const s of this.shards) sum += s.view[i]!;

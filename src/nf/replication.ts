@@ -49,6 +49,8 @@ import { canonicalKey, flowKeyString } from '../packet/flow-key.js';
 import { FlowTable } from '../packet/flow-table.js';
 import type { FlowKey, Logger, MetricSample, MetricSource, NetworkFunction } from '../types.js';
 import { encodeFrame, FrameDecoder } from '../wire/frame.js';
+import { LATENCY_BUCKETS } from '../metric-catalog.js';
+import { Histogram } from '../metrics.js';
 import { stateDigest } from '../state/digest.js';
 import type { FlowDigest } from '../state/digest.js';
 
@@ -249,6 +251,7 @@ export class Replicator implements MetricSource {
     out.push(['nfstate_replication_repairs_requested_total', {}, this.repairs]);
     out.push(['nfstate_replication_catch_up_bytes_total', {}, this.catchUpBytes]);
     out.push(['nfstate_replication_catch_ups_total', {}, this.catchUps]);
+    for (const l of this.links) l.ackSeconds.collect(out, { peer: l.peer.id });
   }
 
   private link(p: Peer): Link {
@@ -294,8 +297,13 @@ export class Replicator implements MetricSource {
 class Link {
   private socket: net.Socket | undefined;
   private seq = 0;
-  /** Frame sequence number of each unacknowledged send, oldest first: [send, seq, send, seq, …]. */
+  /**
+   * Each unacknowledged send, oldest first: [send, frame seq, sent at (ms; -1 for a skip), …]. A skip
+   * holds its place in the order but was never sent, so it times nothing.
+   */
   private inFlight: number[] = [];
+  /** From a send to this peer's acknowledgement of it. */
+  readonly ackSeconds = new Histogram('nfstate_replication_ack_seconds', LATENCY_BUCKETS);
   private lastSend = 0;
   ackedSend = 0;
   /** Sources whose catch-up of `round` this peer has not had yet. */
@@ -363,7 +371,7 @@ class Link {
     this.lastSend = k;
     if (this.socket === undefined || this.closed) return -1;
     const frame = encodeFrame(ReplicationFrame.REPLICATE, ++this.seq, records, this.key);
-    this.inFlight.push(k, this.seq);
+    this.inFlight.push(k, this.seq, performance.now());
     this.socket.write(frame);
     return frame.length;
   }
@@ -378,7 +386,7 @@ class Link {
   skip(k: number): void {
     this.lastSend = k;
     if (this.inFlight.length === 0) this.ackedSend = k;
-    else this.inFlight.push(k, this.seq);
+    else this.inFlight.push(k, this.seq, -1);
   }
 
   close(): void {
@@ -396,9 +404,12 @@ class Link {
     const acked = new ByteReader(body).u53();
     const q = this.inFlight;
     let n = 0;
+    const now = performance.now();
     while (n < q.length && q[n + 1]! <= acked) {
       this.ackedSend = q[n]!;
-      n += 2;
+      const sentAt = q[n + 2]!;
+      if (sentAt >= 0) this.ackSeconds.observe((now - sentAt) / 1000);
+      n += 3;
     }
     if (n > 0) {
       q.splice(0, n);

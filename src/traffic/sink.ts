@@ -22,6 +22,8 @@ import { MAX_DATAGRAM, openBatchSocket, type BatchSocket } from '../wire/batch-s
 import { SendRing } from '../wire/send-ring.js';
 import type { HostTable } from '../edge/hosts.js';
 import { ACK_LENGTH, writeAck } from './generator.js';
+import { LATENCY_BUCKETS } from '../metric-catalog.js';
+import { Histogram } from '../metrics.js';
 import { LatencyHistogram } from './latency.js';
 import type { LatencySummary } from './latency.js';
 import type { PcapWriter } from './pcap.js';
@@ -107,6 +109,7 @@ export class Sink implements MetricSource {
   private readonly view = new StampView();
   private readonly pkt = new Packet();
   private readonly latency = new LatencyHistogram();
+  private readonly latencySeconds = new Histogram('nfstate_sink_latency_seconds', LATENCY_BUCKETS);
   private readonly ack = new Uint8Array(ACK_LENGTH);
   private readonly egress: VxlanEgress | undefined;
   private ackTimer: NodeJS.Timeout | undefined;
@@ -224,6 +227,7 @@ export class Sink implements MetricSource {
     if (this.firstAt === 0) this.firstAt = now;
     this.lastAt = now;
     this.latency.record((now - view.timeMs) * 1000);
+    this.latencySeconds.observe((now - view.timeMs) / 1000);
     const pkt = this.pkt;
     this.options.pcap?.write(msg, now, view.innerOffset, pkt.length);
     const deliver = this.options.deliver;
@@ -289,6 +293,7 @@ export class Sink implements MetricSource {
     out.push(['nfstate_sink_replays_dropped_total', {}, this.replays]);
     out.push(['nfstate_sink_fenced_total', {}, this.fencedDrops]);
     out.push(['nfstate_sink_flows', {}, this.flows.size]);
+    this.latencySeconds.collect(out);
     out.push(['nfstate_sink_send_errors_total', {}, this.socket?.sendErrors ?? 0]);
     const oversize = this.socket?.oversize ?? 0;
     for (let r = 1; r < dropReasonName.length; r++) {

@@ -137,7 +137,7 @@ describe('NfInstance whose egress is gone', { timeout: 120_000 }, () => {
       const out: MetricSample[] = [];
       nf.collect(out);
       const errors = out.find(([name]) => name === 'nfstate_nf_send_errors_total');
-      assert.deepEqual(errors?.[1], { instance: 'nf-unheard' });
+      assert.deepEqual(errors?.[1], { nf: 'nf-unheard' });
       assert.ok(errors[2] > 0, `send errors: ${errors[2]}`);
     } finally {
       client.close();

@@ -1,0 +1,35 @@
+/**
+ * Checking a `/metrics` text as Prometheus would: `promtool check metrics` (the format and its lint), and
+ * against nfstate's catalog (metric-catalog.ts): every series a metric of it, with only the labels it lists.
+ */
+import { spawnSync } from 'node:child_process';
+import { METRICS } from '../../src/metric-catalog.js';
+
+/** `promtool check metrics` on `text`: its exit status and what it said. */
+export function promtool(text: string): { status: number | null; output: string } {
+  const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  return { status: r.status, output: `${r.stdout}${r.stderr}` };
+}
+
+const HISTOGRAM_PART = /_(bucket|sum|count)$/;
+
+/** One line per series of `text` that the catalog does not describe; none when all is well. */
+export function catalogProblems(text: string): string[] {
+  const problems: string[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const name = /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(line)![0];
+    const base = name.replace(HISTOGRAM_PART, '');
+    const info = METRICS[name] ?? (METRICS[base]?.type === 'histogram' ? METRICS[base] : undefined);
+    if (info === undefined) {
+      problems.push(`${name}: not in the catalog`);
+      continue;
+    }
+    const allowed = new Set(info.labels);
+    if (info.type === 'histogram' && name.endsWith('_bucket')) allowed.add('le');
+    const labels = /\{(.*)\}/.exec(line)?.[1] ?? '';
+    for (const [, label] of labels.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="(?:[^"\\]|\\.)*"/g))
+      if (!allowed.has(label!)) problems.push(`${name}: label ${label} is not in the catalog`);
+  }
+  return problems;
+}
