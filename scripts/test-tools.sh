@@ -25,6 +25,8 @@ command -v iperf >/dev/null || need+=(iperf)
 # test/launcher/prometheus.test.ts checks every role's /metrics, and deploy/'s configuration and dashboard,
 # with promtool.
 command -v promtool >/dev/null || need+=(prometheus)
+# test/controller/dashboard.test.ts opens the controller's live dashboard in a real headless browser.
+command -v chromium >/dev/null || need+=(chromium)
 # nfstate chaos drops replication traffic and cuts an instance off its cluster with nftables.
 command -v nft >/dev/null || need+=(nftables)
 
