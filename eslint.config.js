@@ -25,4 +25,6 @@ export default tseslint.config(
       ],
     },
   },
+  // The examples are plain JavaScript, as an NF author may write them: checked without type information.
+  { files: ['examples/**/*.js'], ...tseslint.configs.disableTypeChecked },
 );

@@ -8,7 +8,8 @@
  *   nfstate scale add --controller H:P    add an instance to a running deployment
  *   nfstate gen / sink / oracle / bench   the parts on their own
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ErrorCode, NfsError } from '../errors.js';
@@ -22,11 +23,12 @@ import {
   parseHostPort,
   parseTopology,
   loadTopology,
+  suggest,
 } from '../launcher/config.js';
 import type { Topology } from '../launcher/config.js';
 import { DEMO_NF_CONFIG, runDemo } from '../launcher/demo.js';
 import { summaryFailures } from '../launcher/demo-report.js';
-import { isNfType, nfTypes } from '../nfs/index.js';
+import { isNfModule, isNfType, loadNfModules, nfTypes } from '../nfs/index.js';
 import { GUARANTEES } from '../nf/processor.js';
 import type { Guarantee } from '../nf/processor.js';
 import { ROLE_SPEC_ENV } from '../launcher/role-process.js';
@@ -50,15 +52,35 @@ import { int, signalled } from './args.js';
 import { addLabCommands } from './lab.js';
 import { endWith } from './exit.js';
 
-/** A comma-separated list of built-in NF types, each once: a service chain. */
+const NF_HELP = `network function: ${nfTypes.join(', ')}, or the path of an NF module (*.js, docs/nfs.md)`;
+
+/** A built-in NF type, or the absolute path of an NF module (a path given relative to the working directory). */
+function nfArg(flag: string) {
+  return (v: string): string => {
+    if (isNfType(v)) return v;
+    if (/\.m?js$/.test(v)) {
+      const file = resolve(v);
+      if (!existsSync(file)) throw new InvalidArgumentError(`${flag}: no such file ${file}`);
+      return file;
+    }
+    const near = suggest(v, nfTypes);
+    throw new InvalidArgumentError(
+      `${flag}: unknown NF '${v}' (expected ${nfTypes.join(', ')}, or the path of a module${near === undefined ? '' : `; did you mean '${near}'?`})`,
+    );
+  };
+}
+
+/** A comma-separated list of NFs (built-in types or module paths), each once: a service chain. */
 function chainList(v: string): string[] {
-  const types = v.split(',').map((x) => x.trim());
-  for (const t of types)
-    if (!isNfType(t))
-      throw new InvalidArgumentError(`--chain: unknown NF '${t}' (expected ${nfTypes.join(', ')})`);
+  const types = v.split(',').map((x) => nfArg('--chain')(x.trim()));
   if (new Set(types).size !== types.length)
-    throw new InvalidArgumentError('--chain: each NF type may appear once');
+    throw new InvalidArgumentError('--chain: each NF may appear once');
   return types;
+}
+
+/** An NF of a topology being written: a module's by its path, a built-in's by its type. */
+function nfEntry(type: string, config: Record<string, unknown>): Record<string, unknown> {
+  return isNfModule(type) ? { module: type, config } : { type, config };
 }
 
 /** A comma-separated list of integers >= 1. */
@@ -90,12 +112,10 @@ const program = new Command('nfstate')
 program
   .command('demo')
   .description('start a local deployment, send traffic, check it against the oracle, print a summary')
-  .addOption(
-    new Option('--nf <type>', 'network function').choices(['nat', 'firewall', 'lb', 'ids']).default('nat'),
-  )
+  .addOption(new Option('--nf <type>', NF_HELP).argParser(nfArg('--nf')).default('nat'))
   .option(
     '--chain <types>',
-    'a service chain instead of one NF: comma-separated types in order, e.g. firewall,nat',
+    'a service chain instead of one NF: comma-separated types (or module paths) in order, e.g. firewall,nat',
     chainList,
   )
   .option('-c, --config <file>', 'topology YAML to start from (flags override it)')
@@ -325,12 +345,12 @@ function withFlags(base: Topology | undefined, o: Record<string, unknown>, nfGiv
   if (Array.isArray(o.chain)) {
     if (nfGiven) throw new InvalidArgumentError('--nf and --chain: give one or the other');
     delete t.nf;
-    t.chain = (o.chain as string[]).map((type) => ({ type, config: DEMO_NF_CONFIG[type] ?? {} }));
+    t.chain = (o.chain as string[]).map((type) => nfEntry(type, DEMO_NF_CONFIG[type] ?? {}));
   } else if (base === undefined || nfGiven) {
     const type = o.nf as string;
     delete t.chain;
     const own = nf.type === type ? (nf.config as Record<string, unknown> | undefined) : undefined;
-    t.nf = { type, config: own ?? DEMO_NF_CONFIG[type] ?? {} };
+    t.nf = nfEntry(type, own ?? DEMO_NF_CONFIG[type] ?? {});
   }
   // Without a file, a shape the flags leave open is sized to this machine (or the thesis's, with --thesis).
   if (base === undefined)
@@ -499,16 +519,13 @@ program
 program
   .command('oracle')
   .description('run a trace through an NF in-process, sequentially, and print its state digest')
-  .addOption(
-    new Option('--nf <type>', 'network function')
-      .choices(['nat', 'firewall', 'lb', 'ids'])
-      .makeOptionMandatory(),
-  )
+  .addOption(new Option('--nf <type>', NF_HELP).argParser(nfArg('--nf')).makeOptionMandatory())
   .requiredOption('--trace <pcap>', 'trace (pcap of IPv4 packets; capture times are the stamp times)')
   .option('--config <json>', 'NF config as JSON', '{}')
   .option('--json', 'print the whole digest as JSON', false)
-  .action((o: { nf: string; trace: string; config: string; json: boolean }) => {
+  .action(async (o: { nf: string; trace: string; config: string; json: boolean }) => {
     const config = readJson(o.config, '--config') as Record<string, unknown>;
+    await loadNfModules({ type: o.nf, config });
     const ref = runOracle({ type: o.nf, config }, readTrace(o.trace));
     if (o.json) {
       process.stdout.write(
@@ -649,11 +666,7 @@ const ADMIN_HOST_HELP =
 program
   .command('nf')
   .description('run one NF instance (prints its ports as JSON; SIGINT stops it)')
-  .addOption(
-    new Option('--nf <type>', 'network function')
-      .choices(['nat', 'firewall', 'lb', 'ids'])
-      .makeOptionMandatory(),
-  )
+  .addOption(new Option('--nf <type>', NF_HELP).argParser(nfArg('--nf')).makeOptionMandatory())
   .option('--config <json>', 'NF config as JSON', '{}')
   .option('--id <name>', 'instance name in logs and metrics', 'nf-0')
   .option('--host <ip>', 'bind address', '127.0.0.1')

@@ -13,7 +13,8 @@
  * Validation stops at the first bad field and names it by its dotted path. Unknown fields are rejected at
  * every level, because a misspelt key that silently falls back to a default is the worst config bug.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
 import { isIPv4 } from 'node:net';
 import { isMap, isPair, isScalar, LineCounter, parseDocument, Parser } from 'yaml';
 import type { CST, Document } from 'yaml';
@@ -24,16 +25,17 @@ import { DEFAULT_MOVE_TIMEOUT_MS } from '../controller/mover.js';
 import type { FailureOptions } from '../controller/detector.js';
 import { DEFAULT_FAILURE } from '../controller/detector.js';
 import { DEFAULT_EDGE, type EdgeConfig, type HostConfig } from '../edge/hosts.js';
-import { CHAIN_TYPE, isNfType, nfTypes, type NfType } from '../nfs/index.js';
+import { CHAIN_TYPE, isNfModule, isNfType, nfTypes, type NfType } from '../nfs/index.js';
 import { parseCidr } from '../packet/flow-key.js';
 
 export interface Topology {
   /**
-   * The NF every instance runs: a built-in type with its config, or a service chain (`chain:` in the
-   * file), which is the type `chain` with `config.nfs` listing the chain's NFs in order (nfs/chain.ts).
+   * The NF every instance runs: a built-in type with its config, an NF module (`nf.module` in the file; its
+   * type is the module's absolute path), or a service chain (`chain:` in the file), which is the type
+   * `chain` with `config.nfs` listing the chain's NFs in order (nfs/chain.ts).
    */
   readonly nf: {
-    readonly type: NfType | typeof CHAIN_TYPE;
+    readonly type: string;
     /** Passed as-is to the NF's factory, which validates it. */
     readonly config: Readonly<Record<string, unknown>>;
   };
@@ -157,7 +159,7 @@ const FIELDS = {
     'global',
     'edge',
   ],
-  nf: ['type', 'config'],
+  nf: ['type', 'module', 'config'],
   edge: ['vxlanPort', 'vtepPort', 'mac', 'hosts'],
   host: ['prefix', 'vtep', 'vni', 'gateway'],
   batch: ['size', 'timeoutMs'],
@@ -201,9 +203,9 @@ type Mapping = Record<string, unknown>;
  * for the first bad field; `where` names the value itself in the message when the value as a whole is
  * wrong (not a mapping).
  */
-export function parseTopology(obj: unknown, where = 'topology'): Topology {
+export function parseTopology(obj: unknown, where = 'topology', dir = process.cwd()): Topology {
   try {
-    return validate(obj, where);
+    return validate(obj, where, dir);
   } catch (err) {
     if (err instanceof FieldError) throw new NfsError(ErrorCode.CONFIG, err.message);
     throw err;
@@ -247,7 +249,7 @@ export function loadTopology(path: string): Topology {
     throw new NfsError(ErrorCode.CONFIG, `${path}: ${(err as Error).message}`, { cause: err });
   }
   try {
-    return validate(value, 'topology');
+    return validate(value, 'topology', dirname(resolve(path)));
   } catch (err) {
     if (!(err instanceof FieldError)) throw err;
     const line = lineOf(doc, lines, err.path);
@@ -285,8 +287,9 @@ function tooDeep(text: string): number | undefined {
 
 /** What a topology runs, for people: `nat`, or a chain's types in order, `firewall>nat`. */
 export function nfLabel(nf: Topology['nf']): string {
-  if (nf.type !== CHAIN_TYPE) return nf.type;
-  return (nf.config.nfs as { type: string }[]).map((n) => n.type).join('>');
+  const name = (type: string): string => (isNfModule(type) ? basename(type).replace(/\.m?js$/, '') : type);
+  if (nf.type !== CHAIN_TYPE) return name(nf.type);
+  return (nf.config.nfs as { type: string }[]).map((n) => name(n.type)).join('>');
 }
 
 /** Splits and checks "host:port" (port 1..65535); the host is an IPv4 address or a DNS name. */
@@ -304,13 +307,14 @@ export function parseHostPort(value: string, field: string): { host: string; por
   return { host, port };
 }
 
-function validate(obj: unknown, where: string): Topology {
+/** `dir`: where the file is, which an `nf.module` path is relative to. */
+function validate(obj: unknown, where: string, dir: string): Topology {
   if (obj === null || obj === undefined) {
     throw new FieldError([], `${where}: is empty (expected a mapping with at least nf.type)`);
   }
   const root = mapping(obj, [], where, FIELDS.root);
   const d = DEFAULT_TOPOLOGY;
-  const nf = root.chain === undefined ? nfSection(root.nf) : chainSection(root);
+  const nf = root.chain === undefined ? nfSection(root.nf, dir) : chainSection(root, dir);
 
   const batch = section(root, 'batch', FIELDS.batch);
   const reorder = section(root, 'reorder', FIELDS.reorder);
@@ -382,9 +386,43 @@ function validate(obj: unknown, where: string): Topology {
   };
 }
 
-function nfSection(v: unknown): Topology['nf'] {
+function nfSection(v: unknown, dir: string): Topology['nf'] {
   const nf = mapping(v ?? {}, ['nf'], 'nf', FIELDS.nf);
-  return { type: nfType(nf.type, ['nf', 'type']), config: { ...nfConfig(nf.config, ['nf', 'config']) } };
+  return { type: typeOrModule(nf, ['nf'], dir), config: { ...nfConfig(nf.config, ['nf', 'config']) } };
+}
+
+/**
+ * `type: nat`, or `module: ./my-nf.js` (relative to the topology file): an NF of one's own, whose type is
+ * the module's absolute path (nfs/index.ts). The module is imported where the NF runs, not here.
+ */
+function typeOrModule(nf: Mapping, path: readonly string[], dir: string): string {
+  // A parsed topology holds a module's absolute path as its type: parsing it again keeps it.
+  if (nf.module === undefined && typeof nf.type === 'string' && isNfModule(nf.type))
+    return modulePath(nf.type, [...path, 'type'], dir);
+  if (nf.module === undefined) return nfType(nf.type, [...path, 'type']);
+  const at = [...path, 'module'];
+  const field = fieldName(at);
+  if (nf.type !== undefined) throw new FieldError(at, `${field}: give type or module, not both`);
+  return modulePath(nf.module, at, dir);
+}
+
+function modulePath(v: unknown, at: readonly string[], dir: string): string {
+  const field = fieldName(at);
+  if (typeof v !== 'string' || !/\.(m?js)$/.test(v))
+    throw new FieldError(
+      at,
+      `${field}: must be the path of a JavaScript module, *.js or *.mjs (got ${describe(v)})`,
+    );
+  const file = resolve(dir, v);
+  if (!existsSync(file)) throw new FieldError(at, `${field}: no such file ${file}`);
+  return file;
+}
+
+/** `chain[1].module` for a chain's entries, the path otherwise. */
+function fieldName(path: readonly string[]): string {
+  return path[0] === 'chain' && path.length >= 2
+    ? [`chain[${path[1]}]`, ...path.slice(2)].join('.')
+    : path.join('.');
 }
 
 function nfConfig(v: unknown, path: readonly string[]): Mapping {
@@ -395,7 +433,7 @@ function nfConfig(v: unknown, path: readonly string[]): Mapping {
 }
 
 /** `chain: [firewall, { type: nat, config: { … } }]`: the NFs in order, each once. */
-function chainSection(root: Mapping): Topology['nf'] {
+function chainSection(root: Mapping, dir: string): Topology['nf'] {
   if (root.nf !== undefined)
     throw new FieldError(['chain'], 'chain: give either nf (one NF) or chain (a list of them), not both');
   const list = root.chain;
@@ -403,16 +441,17 @@ function chainSection(root: Mapping): Topology['nf'] {
     throw new FieldError(['chain'], `chain: must be a non-empty list of NF types (got ${describe(list)})`);
   const nfs = list.map((entry: unknown, i) => {
     const path = ['chain', String(i)];
-    if (typeof entry === 'string') return { type: nfType(entry, path), config: {} };
+    if (typeof entry === 'string')
+      return { type: /\.m?js$/.test(entry) ? modulePath(entry, path, dir) : nfType(entry, path), config: {} };
     const m = mapping(entry, path, `chain[${i}]`, FIELDS.nf);
     return {
-      type: nfType(m.type, [...path, 'type']),
+      type: typeOrModule(m, path, dir),
       config: { ...nfConfig(m.config, [...path, 'config']) },
     };
   });
   const twice = nfs.find((n, i) => nfs.findIndex((m) => m.type === n.type) !== i);
   if (twice !== undefined)
-    throw new FieldError(['chain'], `chain: ${twice.type} appears twice (each NF type may appear once)`);
+    throw new FieldError(['chain'], `chain: ${twice.type} appears twice (each NF may appear once)`);
   return { type: CHAIN_TYPE, config: { nfs } };
 }
 
@@ -596,7 +635,7 @@ function describe(v: unknown): string {
 }
 
 /** The closest known field by case-insensitive edit distance, if it is close enough to be a typo. */
-function suggest(key: string, known: readonly string[]): string | undefined {
+export function suggest(key: string, known: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of known) {

@@ -21,7 +21,7 @@ import { ErrorCode, NfsError } from '../errors.js';
 import { silentLogger } from '../log.js';
 import type { Logger } from '../types.js';
 import { adminCall } from '../admin-call.js';
-import { createNf } from '../nfs/index.js';
+import { createNf, loadNfModules } from '../nfs/index.js';
 import { LocalGlobalState } from '../state/global-local.js';
 import type { FlowDigest, RunDigest } from '../state/digest.js';
 import type { Endpoint } from '../switch/ingress.js';
@@ -162,7 +162,8 @@ export class LocalDeployment {
 
   async start(): Promise<Endpoints> {
     const t = this.topology;
-    // A bad NF config is reported here, once, before any process starts.
+    // A bad NF config or module is reported here, once, before any process starts.
+    await loadNfModules(t.nf);
     createNf(t.nf.type, { ...t.nf.config }, new LocalGlobalState());
     mkdirSync(this.options.logDir, { recursive: true });
     try {

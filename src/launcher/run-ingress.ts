@@ -14,7 +14,7 @@ import { LinkType, PcapWriter } from '../traffic/pcap.js';
 import type { FlowKey, Logger } from '../types.js';
 import { StrongPools } from '../global/strong-pool.js';
 import { HostTable } from '../edge/hosts.js';
-import { createNf } from '../nfs/index.js';
+import { createNf, loadNfModules } from '../nfs/index.js';
 import { LocalGlobalState } from '../state/global-local.js';
 import { StrongGlobalState } from '../state/global-strong.js';
 import { ReplyMap } from '../switch/replies.js';
@@ -98,6 +98,7 @@ async function followReplies(
 ): Promise<{ map: ReplyMap; stop: () => Promise<void> } | undefined> {
   if (spec.nf === undefined || spec.global === undefined) return undefined;
   const mirror = new StrongGlobalState(new LocalGlobalState());
+  await loadNfModules(spec.nf);
   const nf = createNf(spec.nf.type, spec.nf.config, mirror);
   const replyOwner = nf.replyOwner?.bind(nf);
   if (replyOwner === undefined) return undefined;

@@ -3,6 +3,7 @@
  * global state, its liveness towards the controller, and its admin routes — the cluster's configuration,
  * the move steps and the takeover the controller drives.
  */
+import { loadNfModules } from '../nfs/index.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { DEFAULT_FAILURE } from '../controller/detector.js';
 import { createLogger } from '../log.js';
@@ -18,6 +19,7 @@ import { type NfSpec, openStore, flowList, canonical, serveAdmin, attach } from 
 
 export async function runNf(spec: NfSpec): Promise<void> {
   const logger = createLogger('nf', { fields: { instance: spec.id } });
+  await loadNfModules(spec.nf);
   const nf = new NfInstance({
     ...spec,
     ...(spec.global === undefined ? {} : { strong: await openStore(spec.global, logger) }),

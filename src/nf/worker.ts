@@ -7,7 +7,7 @@ import dgram from 'node:dgram';
 import { parentPort, workerData } from 'node:worker_threads';
 import { wallClock } from '../clock.js';
 import { createLogger } from '../log.js';
-import { createNf } from '../nfs/index.js';
+import { createNf, loadNfModules } from '../nfs/index.js';
 import { LocalGlobalState } from '../state/global-local.js';
 import type { FromWorker, MoveResult, ToWorker, WorkerInit } from './messages.js';
 import { DROPS_AT, WORKER_COUNTERS } from './messages.js';
@@ -31,6 +31,7 @@ const strong = init.strong
 const global = new CrdtGlobalState(strong ?? new LocalGlobalState({ partition: init.partition }), {
   replica: init.replica,
 });
+await loadNfModules(init.nf);
 const nf = createNf(init.nf.type, init.nf.config, global);
 let badMerges = 0;
 // Output to the egress, in batches: each batch of input ends with a flush (batch-socket.ts).

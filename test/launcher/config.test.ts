@@ -310,7 +310,7 @@ test(
     configError(() => parseTopology({ chain: ['nat', 'router'] }), /^chain\[1\]: unknown NF 'router'/);
     configError(
       () => parseTopology({ chain: ['nat', 'nat'] }),
-      'chain: nat appears twice (each NF type may appear once)',
+      'chain: nat appears twice (each NF may appear once)',
     );
     configError(
       () => parseTopology({ nf: { type: 'nat' }, chain: ['nat'] }),

@@ -23,7 +23,7 @@ import {
   tcp,
   udp,
   writer,
-} from './context.js';
+} from '../../src/testing/driver.js';
 
 /** An NF that logs each call as `name:seq` and counts its packets; `dropFrom` drops from that packet on. */
 class Spy implements NetworkFunction<{ seen: number }> {

@@ -4,7 +4,7 @@ import { TcpFlag } from '../../src/packet/build.js';
 import { ConnState, createFirewall, type FirewallState } from '../../src/nfs/firewall.js';
 import { LocalGlobalState } from '../../src/state/global-local.js';
 import { Verdict } from '../../src/types.js';
-import { Driver, icmpEcho, tcp, udp, expectConfigError } from './context.js';
+import { Driver, icmpEcho, tcp, udp, expectConfigError } from '../../src/testing/driver.js';
 
 const { SYN, ACK, FIN, RST, PSH } = TcpFlag;
 

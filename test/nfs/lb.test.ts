@@ -5,7 +5,7 @@ import { createLb, LB_BACKEND_DECISION, LB_CONNS, LbRole, type LbState } from '.
 import { flowKeyString } from '../../src/packet/flow-key.js';
 import { GivenGlobalState, LocalGlobalState } from '../../src/state/global-local.js';
 import { Verdict } from '../../src/types.js';
-import { Driver, ip, tcp, udp, expectConfigError } from './context.js';
+import { Driver, ip, tcp, udp, expectConfigError } from '../../src/testing/driver.js';
 
 const VIP = '198.51.100.10';
 const backends = ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3:8080', '10.1.0.4:8080'];

@@ -5,7 +5,7 @@ import { flowKeyString } from '../../src/packet/flow-key.js';
 import { createNat, NatRole, NAT_INBOUND_DECISION, NAT_PORT_POOL } from '../../src/nfs/nat.js';
 import { GivenGlobalState, LocalGlobalState } from '../../src/state/global-local.js';
 import { Verdict } from '../../src/types.js';
-import { Driver, icmpEcho, ip, parsed, tcp, udp, expectConfigError } from './context.js';
+import { Driver, icmpEcho, ip, parsed, tcp, udp, expectConfigError } from '../../src/testing/driver.js';
 
 function setup(config: Record<string, unknown> = {}) {
   const global = new LocalGlobalState();

@@ -11,7 +11,7 @@ import { writerOf } from '../../src/state/crdt/index.js';
 import { CrdtGlobalState } from '../../src/state/global-crdt.js';
 import { GivenGlobalState, LocalGlobalState } from '../../src/state/global-local.js';
 import type { GlobalSnapshot, GlobalState, SharedCounters, SharedSets } from '../../src/types.js';
-import { Driver, parsed, tcp, udp, type Flow } from '../nfs/context.js';
+import { Driver, parsed, tcp, udp, type Flow } from '../../src/testing/driver.js';
 
 const LIMIT = { interruptAfterTimeLimit: 4000 };
 

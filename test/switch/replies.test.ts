@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/clock.js';
 import { canonicalKey } from '../../src/packet/flow-key.js';
 import { ReplyMap } from '../../src/switch/replies.js';
-import { parsed, udp } from '../nfs/context.js';
+import { parsed, udp } from '../../src/testing/driver.js';
 
 describe('ReplyMap', { timeout: 60_000 }, () => {
   const owner = canonicalKey(0x0a010002, 0xc633640a, 40000, 5001, 17);

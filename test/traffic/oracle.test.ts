@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { compareRuns, givenAllocations, runOracle, type TracePacket } from '../../src/traffic/oracle.js';
 import type { GlobalSnapshot } from '../../src/types.js';
-import { udp } from '../nfs/context.js';
+import { udp } from '../../src/testing/driver.js';
 
 const CHAIN = {
   type: 'chain',

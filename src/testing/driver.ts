@@ -7,11 +7,11 @@
  *   const r = d.send(udp('10.0.0.1', 1234, '192.0.2.1', 53, 'q'));   // r.verdict, r.pkt (re-parsed)
  */
 import assert from 'node:assert/strict';
-import { ErrorCode, NfsError } from '../../src/errors.js';
-import { buildIcmp, buildTcp, buildUdp } from '../../src/packet/build.js';
-import { flowHash, flowKeyOf, flowKeyString, parseIpv4 } from '../../src/packet/flow-key.js';
-import { Packet } from '../../src/packet/packet.js';
-import { ByteReader, ByteWriter } from '../../src/state/bytes.js';
+import { ErrorCode, NfsError } from '../errors.js';
+import { buildIcmp, buildTcp, buildUdp } from '../packet/build.js';
+import { flowHash, flowKeyOf, flowKeyString, parseIpv4 } from '../packet/flow-key.js';
+import { Packet } from '../packet/packet.js';
+import { ByteReader, ByteWriter } from '../state/bytes.js';
 import {
   DropReason,
   type FlowContext,
@@ -20,7 +20,7 @@ import {
   type NetworkFunction,
   type NfEvent,
   type Verdict,
-} from '../../src/types.js';
+} from '../types.js';
 
 export const ip = parseIpv4;
 
