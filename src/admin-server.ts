@@ -4,7 +4,8 @@
  *
  *   const admin = new AdminServer({ port: 0, registry: new MetricsRegistry() });
  *   admin.route('POST', '/move', async (body) => controller.move(parseMove(body)));
- *   const port = await admin.start(); // GET /metrics, GET /healthz, POST /move
+ *   admin.raw('/events', (req, res) => res.end('…')); // answered by the handler itself, not as JSON
+ *   const port = await admin.start(); // GET /metrics, GET /healthz, POST /move, GET /events
  *   await admin.stop();
  */
 import { createServer } from 'node:http';
@@ -18,6 +19,12 @@ import type { Logger, MetricSample, MetricSource } from './types.js';
 
 /** A route's handler: gets the parsed JSON body (POST) or the query parameters (GET); returns JSON. */
 export type RouteHandler = (body: unknown) => unknown;
+
+/**
+ * A route that answers on the response itself: a page, or a stream that stays open (server-sent events).
+ * It owns `res` from the call on; the connection closes with the client or with the server's `stop()`.
+ */
+export type RawHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /** Who may call a route: anyone (reads), or requests signed with that scope's key (auth.ts). */
 export type RouteScope = AdminScope | 'open';
@@ -33,10 +40,7 @@ export interface AdminServerOptions {
   logger?: Logger;
 }
 
-interface Route {
-  handler: RouteHandler;
-  scope: RouteScope;
-}
+type Route = { scope: RouteScope } & ({ handler: RouteHandler } | { raw: RawHandler });
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
@@ -57,7 +61,8 @@ const REQUEST_TIMEOUT_MS = 10_000;
  * path 404; a known path with another method 405; a request to a route that is not open, without a valid
  * signature, 401 `{error, code: NFS_ERR_AUTH}` (counted by reason, and its handler never runs).
  * Registering the same method and path again replaces the handler, which is how a role swaps `/healthz`
- * for a readiness check.
+ * for a readiness check. A raw route (`raw()`) answers by itself, in any content type, and may stay open
+ * (server-sent events): `stop()` ends it with every other connection.
  *
  * Reads (GET) are open by default and changes (POST) take the internal key; a role marks the routes an
  * operator calls as `operator`. Without keys every route is open, which only loopback may serve.
@@ -113,12 +118,25 @@ export class AdminServer implements MetricSource {
     handler: RouteHandler,
     scope: RouteScope = method === 'GET' ? 'open' : 'internal',
   ): void {
+    this.add(path, method, { handler, scope });
+  }
+
+  /**
+   * Registers an open GET route that `handler` answers itself, with any content type, for as long as it
+   * likes: nothing is read from the request and no signature is asked for, as for any read. A handler that
+   * throws before it answers gets a 500.
+   */
+  raw(path: string, handler: RawHandler): void {
+    this.add(path, 'GET', { raw: handler, scope: 'open' });
+  }
+
+  private add(path: string, method: 'GET' | 'POST', route: Route): void {
     let byMethod = this.routes.get(path);
     if (byMethod === undefined) {
       byMethod = new Map();
       this.routes.set(path, byMethod);
     }
-    byMethod.set(method, { handler, scope });
+    byMethod.set(method, route);
   }
 
   collect(out: MetricSample[]): void {
@@ -217,6 +235,17 @@ export class AdminServer implements MetricSource {
       req.resume();
       res.setHeader('allow', [...byMethod.keys()].join(', '));
       sendJson(res, 405, { error: `method ${req.method ?? '?'} not allowed on ${url.pathname}` });
+      return;
+    }
+    if ('raw' in route) {
+      req.resume();
+      try {
+        route.raw(req, res);
+      } catch (err) {
+        this.logger?.error('admin handler failed', { path: url.pathname, err });
+        if (res.headersSent) res.destroy();
+        else sendJson(res, 500, { error: err instanceof Error ? err.message : String(err) });
+      }
       return;
     }
     const { handler, scope } = route;

@@ -29,7 +29,7 @@ export { DropReason, IpProto, Verdict } from './types.js';
 export { ErrorCode, NfsError } from './errors.js';
 export { ByteReader, ByteWriter } from './state/bytes.js';
 export { GivenGlobalState, LocalGlobalState } from './state/global-local.js';
-export { createNf, nfTypes } from './nfs/index.js';
+export { createNf, loadNfModules, nfTypes } from './nfs/index.js';
 export { Packet } from './packet/packet.js';
 export { buildIcmp, buildTcp, buildUdp, TcpFlag } from './packet/build.js';
 export { canonicalKey, flowHash, flowKeyOf, flowKeyString, parseFlowKeyString } from './packet/flow-key.js';

@@ -5,6 +5,7 @@ import * as nfstate from '../src/index.js';
 it('the public entry exposes the NF contracts and the deployment components', { timeout: 60_000 }, () => {
   for (const name of [
     'createNf',
+    'loadNfModules',
     'LocalGlobalState',
     'FlowProcessor',
     'NfInstance',

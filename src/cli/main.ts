@@ -8,8 +8,7 @@
  *   nfstate scale add --controller H:P    add an instance to a running deployment
  *   nfstate gen / sink / oracle / bench   the parts on their own
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ErrorCode, NfsError } from '../errors.js';
@@ -23,12 +22,11 @@ import {
   parseHostPort,
   parseTopology,
   loadTopology,
-  suggest,
 } from '../launcher/config.js';
 import type { Topology } from '../launcher/config.js';
 import { DEMO_NF_CONFIG, runDemo } from '../launcher/demo.js';
 import { summaryFailures } from '../launcher/demo-report.js';
-import { isNfModule, isNfType, loadNfModules, nfTypes } from '../nfs/index.js';
+import { isNfModule, loadNfModules } from '../nfs/index.js';
 import { GUARANTEES } from '../nf/processor.js';
 import type { Guarantee } from '../nf/processor.js';
 import { ROLE_SPEC_ENV } from '../launcher/role-process.js';
@@ -38,37 +36,17 @@ import { runController } from '../launcher/run-controller.js';
 import { runIngress } from '../launcher/run-ingress.js';
 import { runNf } from '../launcher/run-nf.js';
 import { runSink } from '../launcher/run-sink.js';
-import type { ControllerSpec, IngressSpec, NfSpec, SinkSpec, StrongStoreSpec } from '../launcher/roles.js';
+import type { ControllerSpec, IngressSpec, NfSpec, SinkSpec } from '../launcher/roles.js';
 import { runUp } from '../launcher/up.js';
-import { DEFAULT_BALANCER } from '../controller/balancer.js';
 import type { BalancerOptions } from '../controller/balancer.js';
 import { Generator, PcapSource } from '../traffic/generator.js';
 import { readTrace, runDigestHash, runOracle } from '../traffic/oracle.js';
 import { DEFAULT_TRACE, SyntheticTrace } from '../traffic/trace.js';
 import type { TraceOptions } from '../traffic/trace.js';
-import { LinkType, PcapWriter } from '../traffic/pcap.js';
-import { Sink } from '../traffic/sink.js';
-import { int, signalled } from './args.js';
+import { int, keyFlag, lbFlags, lbOption, NF_HELP, nfArg, readJson, signalled } from './args.js';
 import { addLabCommands } from './lab.js';
+import { addRoleCommands } from './role-commands.js';
 import { endWith } from './exit.js';
-
-const NF_HELP = `network function: ${nfTypes.join(', ')}, or the path of an NF module (*.js, docs/nfs.md)`;
-
-/** A built-in NF type, or the absolute path of an NF module (a path given relative to the working directory). */
-function nfArg(flag: string) {
-  return (v: string): string => {
-    if (isNfType(v)) return v;
-    if (/\.m?js$/.test(v)) {
-      const file = resolve(v);
-      if (!existsSync(file)) throw new InvalidArgumentError(`${flag}: no such file ${file}`);
-      return file;
-    }
-    const near = suggest(v, nfTypes);
-    throw new InvalidArgumentError(
-      `${flag}: unknown NF '${v}' (expected ${nfTypes.join(', ')}, or the path of a module${near === undefined ? '' : `; did you mean '${near}'?`})`,
-    );
-  };
-}
 
 /** A comma-separated list of NFs (built-in types or module paths), each once: a service chain. */
 function chainList(v: string): string[] {
@@ -87,14 +65,6 @@ function nfEntry(type: string, config: Record<string, unknown>): Record<string, 
 function intList(name: string) {
   const one = int(name, 1);
   return (v: string): number[] => v.split(',').map((x) => one(x));
-}
-
-function readJson(text: string, what: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw new InvalidArgumentError(`${what} must be JSON`);
-  }
 }
 
 /** The package's version, from the package.json that ships beside dist/. */
@@ -377,20 +347,6 @@ function withFlags(base: Topology | undefined, o: Record<string, unknown>, nfGiv
   return parseTopology(t);
 }
 
-function lbOption(): Option {
-  return new Option('--lb <on|off>', 'the load-balancing unit').choices(['on', 'off']);
-}
-
-/** The load-balancing flags (`--lb`, `--capacity`, `--cooldown`) over `base`. */
-function lbFlags<T extends Partial<BalancerOptions>>(base: T, o: Record<string, unknown>): T {
-  return {
-    ...base,
-    ...(o.lb === undefined ? {} : { enabled: o.lb === 'on' }),
-    ...(o.capacity === undefined ? {} : { capacityPps: o.capacity as number }),
-    ...(o.cooldown === undefined ? {} : { cooldownMs: o.cooldown as number }),
-  };
-}
-
 program
   .command('up')
   .description('run a topology from a YAML file until interrupted')
@@ -483,36 +439,6 @@ program
       (o.json === true
         ? JSON.stringify(result)
         : `sent ${result.sent} at ${Math.round(result.ratePps)} packets/s`) + '\n',
-    );
-  });
-
-program
-  .command('sink')
-  .description('count what arrives per flow by stamp; print a report on SIGINT')
-  .option('--host <ip>', 'bind address', '127.0.0.1')
-  .option('--port <n>', 'port', int('--port', 0, 65535), 0)
-  .option('--ack-to <host:port>', 'acknowledge deliveries to a generator')
-  .option('--deliver <host:port>', 'forward UDP payloads to this destination')
-  .option('--pcap <file>', 'write what arrives to pcap')
-  .action(async (o: Record<string, unknown>) => {
-    const logger = createLogger('sink');
-    const sink = new Sink(
-      {
-        host: o.host as string,
-        port: o.port as number,
-        ...(typeof o.ackTo === 'string' ? { ackTo: parseHostPort(o.ackTo, '--ack-to') } : {}),
-        ...(typeof o.deliver === 'string' ? { deliver: parseHostPort(o.deliver, '--deliver') } : {}),
-        ...(typeof o.pcap === 'string' ? { pcap: new PcapWriter(o.pcap, LinkType.RAW) } : {}),
-      },
-      logger,
-    );
-    const { port } = await sink.start();
-    process.stdout.write(JSON.stringify({ listening: port }) + '\n');
-    await signalled();
-    const report = sink.report();
-    await sink.stop();
-    process.stdout.write(
-      JSON.stringify({ ...report, flows: report.flows.length, histogram: undefined }) + '\n',
     );
   });
 
@@ -658,244 +584,6 @@ program
     },
   );
 
-const KEY_FILE_HELP =
-  'a file holding the deployment key (at least 16 bytes of hex, the same for every role): it authenticates replication, the log of strong global state and the admin API (kept off the command line, where any local user could read it)';
-const ADMIN_HOST_HELP =
-  'where the admin API listens (default: --host with --key-file; 127.0.0.1 without, since the API is then unauthenticated)';
-
-program
-  .command('nf')
-  .description('run one NF instance (prints its ports as JSON; SIGINT stops it)')
-  .addOption(new Option('--nf <type>', NF_HELP).argParser(nfArg('--nf')).makeOptionMandatory())
-  .option('--config <json>', 'NF config as JSON', '{}')
-  .option('--id <name>', 'instance name in logs and metrics', 'nf-0')
-  .option('--host <ip>', 'bind address', '127.0.0.1')
-  .option('--port <n>', 'port for stamped packets (0: any)', int('--port', 0, 65535), 0)
-  .option('--admin-port <n>', 'metrics and admin HTTP port (0: any)', int('--admin-port', 0, 65535), 0)
-  .option('--threads <n>', 'worker threads', int('--threads', 1, 64), 2)
-  .option('--batch <n>', 'packets per batch', int('--batch', 1, 100000), 30)
-  .option('--batch-timeout-ms <ms>', 'longest a batch stays open', int('--batch-timeout-ms', 1, 60000), 50)
-  .requiredOption('--egress <host:port>', 'where processed packets go (a sink, an egress, the next hop)')
-  .option('--partition <i/n>', 'this instance is slice i of n of every shared pool', '0/1')
-  .option(
-    '--replicate-to <list>',
-    'cluster peers to send batches to, as id=host:port,… (their replication ports)',
-  )
-  .option(
-    '--replication-port <n>',
-    "port for peers' batches (0: any)",
-    int('--replication-port', 0, 65535),
-    0,
-  )
-  .option(
-    '--accept <ids>',
-    'peers whose batches this instance accepts, as id,id,… (default: those of --replicate-to)',
-  )
-  .option('--key-file <file>', KEY_FILE_HELP)
-  .option('--admin-host <ip>', ADMIN_HOST_HELP)
-  .option(
-    '--controller <host:port>',
-    'register with this controller, which forms clusters and sets the peers',
-  )
-  .option(
-    '--global <store>',
-    "where strong global state (pools) is decided: local=HOST:PORT (a controller's sequencer; authenticated by --key-file) or etcd=URL,URL,… (default: each worker its --partition share)",
-  )
-  .option('--global-prefix <prefix>', 'with etcd: the key prefix of this deployment', 'nfstate/')
-  .action(async (o: Record<string, unknown>) => {
-    const part = /^(\d+)\/(\d+)$/.exec(o.partition as string);
-    if (part === null) throw new InvalidArgumentError('--partition must look like 2/12');
-    const key = keyFlag(o);
-    await runNf({
-      id: o.id as string,
-      host: o.host as string,
-      port: o.port as number,
-      adminPort: o.adminPort as number,
-      ...adminFlags(o, key),
-      threads: o.threads as number,
-      nf: {
-        type: o.nf as string,
-        config: readJson(o.config as string, '--config') as Record<string, unknown>,
-      },
-      processor: {
-        batchSize: o.batch as number,
-        batchTimeoutMs: o.batchTimeoutMs as number,
-        maxHeld: DEFAULT_TOPOLOGY.reorder.maxHeld,
-        gapTimeoutMs: DEFAULT_TOPOLOGY.reorder.gapTimeoutMs,
-        flowIdleMs: DEFAULT_TOPOLOGY.flowIdleMs * 2,
-      },
-      egress: parseHostPort(o.egress as string, '--egress'),
-      partition: { index: Number(part[1]), count: Number(part[2]) },
-      ...replicationFlags(o, key),
-      ...(typeof o.global === 'string' ? { global: globalFlag(o, key) } : {}),
-      ...(typeof o.controller === 'string'
-        ? {
-            controller: (({ host, port }) => ({ host, admin: port }))(
-              parseHostPort(o.controller, '--controller'),
-            ),
-          }
-        : {}),
-    });
-  });
-
-program
-  .command('controller')
-  .description('run the controller: instances register with it; it forms clusters and collects load reports')
-  .option('--host <ip>', 'bind address', '127.0.0.1')
-  .option('--port <n>', 'HTTP API port (0: any)', int('--port', 0, 65535), 0)
-  .option('--cluster-size <k>', 'instances per cluster', int('--cluster-size', 1, 1024), 4)
-  .addOption(lbOption())
-  .option(
-    '--capacity <pps>',
-    'packets/s each instance is provisioned for (0: not a load signal)',
-    int('--capacity', 0),
-  )
-  .option('--cooldown <ms>', 'a flow the load-balancing unit moved stays put this long', int('--cooldown', 0))
-  .option(
-    '--move-timeout <ms>',
-    'a move not re-pointed within this deadline aborts: the flow stays with its source',
-    int('--move-timeout', 1, 60_000),
-    DEFAULT_TOPOLOGY.move.timeoutMs,
-  )
-  .option(
-    '--heartbeat-ms <ms>',
-    'how often each instance sends a heartbeat (the controller tells it when it registers)',
-    int('--heartbeat-ms', 1, 60_000),
-    DEFAULT_TOPOLOGY.failure.heartbeatMs,
-  )
-  .option(
-    '--miss-count <n>',
-    'heartbeat intervals of silence after which an instance is suspected and probed, at the least',
-    int('--miss-count', 2, 1000),
-    DEFAULT_TOPOLOGY.failure.missCount,
-  )
-  .option(
-    '--probe-ms <ms>',
-    'how long a suspected instance has to answer a probe before it is declared failed (0: no probe)',
-    int('--probe-ms', 0, 60_000),
-    DEFAULT_TOPOLOGY.failure.probeMs,
-  )
-  .option('--key-file <file>', KEY_FILE_HELP)
-  .option('--admin-host <ip>', ADMIN_HOST_HELP)
-  .option(
-    '--sequencer',
-    'keep the log of strong global state (`nfstate nf --global local=…`), for instances with the same --key-file; its port is printed with the others',
-    false,
-  )
-  .action(async (o: { host: string; port: number; clusterSize: number } & Record<string, unknown>) => {
-    const key = keyFlag(o);
-    if (o.sequencer === true && key === undefined)
-      throw new InvalidArgumentError('--sequencer needs --key-file');
-    await runController({
-      host: o.host,
-      adminPort: o.port,
-      ...adminFlags(o, key),
-      clusterSize: o.clusterSize,
-      moveTimeoutMs: o.moveTimeout as number,
-      failure: {
-        heartbeatMs: o.heartbeatMs as number,
-        missCount: o.missCount as number,
-        probeMs: o.probeMs as number,
-      },
-      lb: lbFlags({ ...DEFAULT_BALANCER }, o),
-      ...(o.sequencer === true && key !== undefined ? { sequencer: { key } } : {}),
-    });
-  });
-
-/** `--global local=HOST:PORT` or `--global etcd=URL,…` of `nfstate nf`. */
-function globalFlag(o: Record<string, unknown>, key: string | undefined): StrongStoreSpec {
-  const [store, at = ''] = (o.global as string).split(/=(.*)/s);
-  if (store === 'local') {
-    if (key === undefined) throw new InvalidArgumentError('--global local=… needs --key-file');
-    const { host, port } = parseHostPort(at, '--global local');
-    return { store: 'local', host, port, key };
-  }
-  if (store === 'etcd') {
-    const endpoints = at.split(',').filter((u) => u !== '');
-    if (endpoints.length === 0 || !endpoints.every((u) => /^https?:\/\/[^/\s]+$/.test(u)))
-      throw new InvalidArgumentError('--global etcd=… needs client URLs like http://127.0.0.1:2379');
-    return { store: 'etcd', endpoints, prefix: o.globalPrefix as string };
-  }
-  throw new InvalidArgumentError('--global must be local=HOST:PORT or etcd=URL,URL,…');
-}
-
-/** The deployment key from --key-file, as hex; undefined without the flag. */
-function keyFlag(o: Record<string, unknown>): string | undefined {
-  if (typeof o.keyFile !== 'string') return undefined;
-  let text: string;
-  try {
-    text = readFileSync(o.keyFile, 'utf8').trim();
-  } catch (err) {
-    throw new InvalidArgumentError(`--key-file: cannot read ${o.keyFile} (${(err as Error).message})`);
-  }
-  if (!/^([0-9a-f]{2}){16,}$/i.test(text))
-    throw new InvalidArgumentError(`--key-file: ${o.keyFile} must hold at least 16 bytes of hex`);
-  return text;
-}
-
-/** The admin part of a role's spec, from --admin-host and the key. */
-function adminFlags(o: Record<string, unknown>, key: string | undefined): Pick<NfSpec, 'adminHost' | 'key'> {
-  return {
-    ...(typeof o.adminHost === 'string' ? { adminHost: o.adminHost } : {}),
-    ...(key === undefined ? {} : { key }),
-  };
-}
-
-/** The replication part of an `nfstate nf` spec, from its flags; none without --key-file. */
-function replicationFlags(
-  o: Record<string, unknown>,
-  key: string | undefined,
-): Pick<NfSpec, 'cluster' | 'peers'> {
-  if (key === undefined) {
-    if (o.replicateTo !== undefined) throw new InvalidArgumentError('--replicate-to needs --key-file');
-    return {};
-  }
-  const peers = typeof o.replicateTo === 'string' ? endpointList(o.replicateTo, '--replicate-to') : [];
-  const accept =
-    typeof o.accept === 'string' ? o.accept.split(',').filter((id) => id !== '') : peers.map((p) => p.id);
-  return {
-    cluster: { members: accept, key, port: o.replicationPort as number },
-    peers,
-  };
-}
-
-/** id=host:port,id=host:port */
-function endpointList(text: string, flag: string): { id: string; host: string; port: number }[] {
-  return text.split(',').map((item, i) => {
-    const eq = item.indexOf('=');
-    if (eq <= 0)
-      throw new InvalidArgumentError(`${flag} item ${i + 1}: expected id=host:port, got '${item}'`);
-    return { id: item.slice(0, eq), ...parseHostPort(item.slice(eq + 1), `${flag} item ${i + 1}`) };
-  });
-}
-
-program
-  .command('ingress')
-  .description('run the stamper and switch in front of NF instances (prints its ports as JSON)')
-  .requiredOption('--instances <list>', 'NF instances as id=host:port,id=host:port')
-  .option('--host <ip>', 'bind address', '127.0.0.1')
-  .option('--port <n>', 'Geneve data port (0: any)', int('--port', 0, 65535), 0)
-  .option('--service-port <n>', 'plain-UDP front door (0: any, -1: off)', int('--service-port', -1, 65535), 0)
-  .option('--admin-port <n>', 'metrics and rule API port (0: any)', int('--admin-port', 0, 65535), 0)
-  .option('--vni <n>', 'Geneve VNI', int('--vni', 0, 0xffffff), 1)
-  .option('--stamp-log <file>', 'record every stamped packet to pcap (input for nfstate oracle)')
-  .option('--key-file <file>', KEY_FILE_HELP)
-  .option('--admin-host <ip>', ADMIN_HOST_HELP)
-  .action(async (o: Record<string, unknown>) => {
-    const instances = endpointList(o.instances as string, '--instances');
-    await runIngress({
-      ...adminFlags(o, keyFlag(o)),
-      host: o.host as string,
-      port: o.port as number,
-      servicePort: o.servicePort as number,
-      adminPort: o.adminPort as number,
-      instances,
-      vni: o.vni as number,
-      flowIdleMs: DEFAULT_TOPOLOGY.flowIdleMs,
-      stampLog: typeof o.stampLog === 'string' ? o.stampLog : null,
-    });
-  });
-
 program
   .command('chaos')
   .description(
@@ -953,6 +641,7 @@ program
     if (!r.ok) process.exitCode = 1;
   });
 
+addRoleCommands(program);
 addLabCommands(program);
 
 program

@@ -11,7 +11,8 @@
  * reports and heartbeats, and the heartbeat interval), GET /instances, POST /instances { count?, host? }
  * (start instances through the provisioner), GET /clusters, GET /flows?owner= (every running flow and its
  * owner, from the ingress), POST /move { flow | flows, to, guarantee? } (moveFlows), POST /drain { id },
- * GET /moves, GET /failures (instances declared failed), plus /metrics and /healthz.
+ * GET /moves, GET /failures (instances declared failed), GET /dashboard (a live page, dashboard.ts), plus
+ * /metrics and /healthz.
  *
  * Elasticity: an instance that registers while the deployment runs joins a cluster (the members first
  * accept it, then connect to it and send it the full state of their flows), the ingress learns its
@@ -44,6 +45,7 @@ import type { BalancerOptions } from './balancer.js';
 import { Balancer, DEFAULT_BALANCER } from './balancer.js';
 import type { FailureOptions } from './detector.js';
 import { DEFAULT_FAILURE, FailureDetector, looksLikeHeartbeat } from './detector.js';
+import { Dashboard, type InstanceView } from './dashboard.js';
 import { failOver } from './failover.js';
 import type { ControllerSnapshot, OpenMove, Restored } from './journal.js';
 import { canonicalString, DEFAULT_MOVE_TIMEOUT_MS, Mover } from './mover.js';
@@ -105,6 +107,7 @@ export class Controller implements MetricSource {
   private stopped = false;
   readonly balancer: Balancer;
   readonly detector: FailureDetector;
+  private readonly dashboard: Dashboard;
   private balancing: NodeJS.Timeout | undefined;
 
   constructor(
@@ -177,9 +180,16 @@ export class Controller implements MetricSource {
       logger,
       clock,
     );
+    this.dashboard = new Dashboard(
+      { instances: () => this.list(), loads: () => this.balancer.status().instances },
+      logger,
+      clock,
+    );
+    this.mover.onRecorded = (records) => this.dashboard.moved(records);
     this.detector = new FailureDetector({ ...(options.failure ?? DEFAULT_FAILURE) }, clock);
     this.detector.onFailed = (id, { detectMs, how }) => {
       this.balancer.forget(id);
+      this.dashboard.instance('failed', id);
       this.logger.error('instance failed', {
         id,
         cluster: this.map.clusterOf(id)?.id,
@@ -239,7 +249,8 @@ export class Controller implements MetricSource {
       const missed = [...this.instances.values()]
         .filter((i) => !known.has(i.id) && !this.detector.isFailed(i.id))
         .map(({ id, host, port }) => ({ id, host, port }));
-      return { ok: true, instances: missed, secondaries };
+      // And which of them take new flows: an ingress started by hand knows none of them yet.
+      return { ok: true, instances: missed, secondaries, live: this.configurer.liveIds() };
     });
     admin.route('POST', '/move', (body) => this.mover.request(body), 'operator');
     admin.route('POST', '/drain', (body) => this.drain(body), 'operator');
@@ -258,6 +269,7 @@ export class Controller implements MetricSource {
     );
     admin.route('GET', '/failovers', () => this.failovers);
     admin.route('GET', '/lb', () => this.balancer.status());
+    this.dashboard.attach(admin);
     admin.route(
       'POST',
       '/lb',
@@ -404,6 +416,7 @@ export class Controller implements MetricSource {
     this.stopped = true;
     clearInterval(this.balancing);
     this.detector.stop();
+    this.dashboard.stop();
     this.socket.close();
     this.liveness.close();
     for (const s of this.livenessSockets) s.destroy();
@@ -561,6 +574,7 @@ export class Controller implements MetricSource {
     // Only now: the instance starts its heartbeats when it has this answer.
     const registered = this.instances.get(info.id)!;
     this.detector.watch(info.id, Buffer.from(registered.token, 'hex'));
+    this.dashboard.instance('joined', info.id);
     return {
       cluster,
       secondary: this.map.secondaryOf(info.id) ?? null,
@@ -626,6 +640,7 @@ export class Controller implements MetricSource {
     });
     await this.persist();
     this.failovers.push(record);
+    this.dashboard.failedOver(record);
     this.detection.observe(record.detect_ms / 1000);
     if (record.error === undefined) this.recovery.observe(record.recover_ms / 1000);
     if (this.failovers.length > MAX_FAILOVERS_KEPT) this.failovers.shift();
@@ -778,6 +793,7 @@ export class Controller implements MetricSource {
       this.balancer.forget(inst.id);
       this.detector.forget(inst.id);
       this.draining.delete(inst.id);
+      this.dashboard.instance('left', inst.id);
       if (left !== undefined) await this.configurer.configure(left);
       await this.configurer.pushSecondaries();
       await this.persist();
@@ -786,7 +802,7 @@ export class Controller implements MetricSource {
     return { id: inst.id, moved, aborted, duration_ms: this.clock.now() - started };
   }
 
-  private list(): unknown[] {
+  private list(): InstanceView[] {
     const now = this.clock.now();
     return [...this.instances.values()].map((i) => ({
       id: i.id,

@@ -49,6 +49,8 @@ export interface MoverDeps {
 export class Mover {
   /** Recent moves, oldest first (bounded). */
   readonly moves: MoveRecord[] = [];
+  /** Told of each exchange's records as they are kept (the live dashboard). */
+  onRecorded: ((records: readonly MoveRecord[]) => void) | undefined;
   /** The flows moving now: one move of a flow at a time. */
   private readonly moving = new Set<string>();
   /** Each exchange's duration, by `kind result`: inside one cluster or not, every flow moved or not. */
@@ -311,6 +313,7 @@ export class Mover {
     });
     for (const i of moved) this.moving.delete(flows[i]!);
     for (const r of records) this.moves.push(r);
+    this.onRecorded?.(records);
     this.durations
       .get(`${intra.every(Boolean) ? 'intra' : 'inter'} ${aborted.length === 0 ? 'done' : 'aborted'}`)!
       .observe(duration / 1000);

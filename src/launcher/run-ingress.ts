@@ -70,6 +70,7 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
     // Instances that registered after the launcher listed them for this ingress (a replacement, one added).
     if (Array.isArray(answer.instances))
       for (const missed of answer.instances) await addInstance(ingress, missed);
+    if (Array.isArray(answer.live)) setLive(ingress, instances, { instances: answer.live });
     setSecondaries(ingress, instances, answer);
   }
   attach(

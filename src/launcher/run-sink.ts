@@ -1,6 +1,7 @@
 /**
  * The sink as a process (`nfstate role sink`, or `nfstate sink`): the end of the path, checking every flow by
- * stamp, with the egress to real hosts, and the fence a failover sets.
+ * stamp, with the egress to real hosts, and the fence a failover sets. Started by hand, it prints its ports
+ * as one JSON line, and its report as another when it stops (SIGINT, SIGTERM).
  */
 import { createLogger } from '../log.js';
 import { LinkType, PcapWriter } from '../traffic/pcap.js';
@@ -29,5 +30,23 @@ export async function runSink(spec: SinkSpec): Promise<void> {
     sink.fence(b.emitter as number, b.since_ms === undefined ? 0 : (b.since_ms as number));
     return { ok: true };
   });
-  attach(sink, admin, { port, admin: admin.port });
+  attach(
+    {
+      collect: (out) => {
+        sink.collect(out);
+      },
+      stop: async () => {
+        const report = sink.report();
+        await sink.stop();
+        // Started by hand, its report is what the operator waited for: the last line on stdout.
+        if (!process.connected)
+          process.stdout.write(
+            JSON.stringify({ ...report, flows: report.flows.length, histogram: undefined }) + '\n',
+          );
+      },
+      report: () => sink.report(),
+    },
+    admin,
+    { port, admin: admin.port },
+  );
 }

@@ -125,7 +125,7 @@ describe('nfstate oracle, gen and sink', { timeout: 600_000 }, () => {
     });
     const sinkLines = createInterface({ input: sink.stdout });
     const [s0] = (await once(sinkLines, 'line')) as [string];
-    const sinkPort = (JSON.parse(s0) as { listening: number }).listening;
+    const sinkPort = (JSON.parse(s0) as { port: number }).port;
     // Two instances of one cluster, replicating to each other on ports fixed in advance, as on two hosts.
     const replicationPorts = await Promise.all([0, 1].map(() => freePort()));
     const keyFile = join(mkdtempSync(join(tmpdir(), 'nfstate-key-')), 'deployment.key');
@@ -256,7 +256,7 @@ describe('nfstate oracle, gen and sink', { timeout: 600_000 }, () => {
     });
     const lines = createInterface({ input: sink.stdout });
     const [first] = (await once(lines, 'line')) as [string];
-    const { listening } = JSON.parse(first) as { listening: number };
+    const { port: listening } = JSON.parse(first) as { port: number };
     const client = dgram.createSocket('udp4');
     for (const seq of [1, 2, 4, 3, 3]) client.send(stamped({ flow: 1, seq }), listening, '127.0.0.1');
     await new Promise((r) => setTimeout(r, 200));
