@@ -5,34 +5,16 @@
  *   import { createNf, LocalGlobalState, runOracle } from 'nfstate';
  *   const nat = createNf('nat', { publicIp: '203.0.113.1' }, new LocalGlobalState());
  */
-export type {
-  FlowContext,
-  FlowKey,
-  GlobalSnapshot,
-  GlobalState,
-  NetworkFunction,
-  NfEvent,
-  NfFactory,
-  PacketView,
-  SharedCounters,
-  SharedPool,
-  SharedSets,
-  StateCodec,
-  Clock,
-  Logger,
-  MetricSample,
-  MetricSource,
-} from './types.js';
+// The NF contracts, as an NF module imports them (nfstate/nf), and what a deployment adds to them.
+export * from './nf-api.js';
+export type { GlobalSnapshot, Clock, Logger, MetricSample, MetricSource } from './types.js';
 export { createLogger, silentLogger } from './log.js';
 export type { LoggerOptions } from './log.js';
-export { DropReason, IpProto, Verdict } from './types.js';
-export { ErrorCode, NfsError } from './errors.js';
-export { ByteReader, ByteWriter } from './state/bytes.js';
 export { GivenGlobalState, LocalGlobalState } from './state/global-local.js';
 export { createNf, loadNfModules, nfTypes } from './nfs/index.js';
 export { Packet } from './packet/packet.js';
 export { buildIcmp, buildTcp, buildUdp, TcpFlag } from './packet/build.js';
-export { canonicalKey, flowHash, flowKeyOf, flowKeyString, parseFlowKeyString } from './packet/flow-key.js';
+export { canonicalKey, flowHash, flowKeyOf, parseFlowKeyString } from './packet/flow-key.js';
 export { StampFlag, StampView, writeStampHeader } from './wire/geneve.js';
 export { FlowProcessor, GUARANTEES } from './nf/processor.js';
 export type { Guarantee, ProcessorOptions } from './nf/processor.js';

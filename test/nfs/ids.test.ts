@@ -9,7 +9,16 @@ import { ByteReader } from '../../src/state/bytes.js';
 import { LocalGlobalState } from '../../src/state/global-local.js';
 import { NfsError } from '../../src/errors.js';
 import { Verdict } from '../../src/types.js';
-import { decodeFull, Driver, encodeFull, ip, tcp, udp, writer, expectConfigError } from '../../src/testing/driver.js';
+import {
+  decodeFull,
+  Driver,
+  encodeFull,
+  ip,
+  tcp,
+  udp,
+  writer,
+  expectConfigError,
+} from '../../src/testing/driver.js';
 
 function setup(config: Record<string, unknown> = {}) {
   const global = new LocalGlobalState();
