@@ -87,6 +87,11 @@ export function addRoleCommands(program: Command): void {
       'register with this controller, which forms clusters and sets the peers',
     )
     .option(
+      '--leave-on-stop',
+      "on SIGTERM or SIGINT, have the controller move this instance's flows to the others before it stops (a scale-down); if it cannot, exit without a goodbye, so that the controller fails it over",
+      false,
+    )
+    .option(
       '--global <store>',
       "where strong global state (pools) is decided: local=HOST:PORT (a controller's sequencer; authenticated by --key-file) or etcd=URL,URL,… (default: each worker its --partition share)",
     )
@@ -118,6 +123,7 @@ export function addRoleCommands(program: Command): void {
         ...(await replicationFlags(o, key)),
         ...(typeof o.global === 'string' ? { global: await globalFlag(o, key) } : {}),
         ...(await controllerFlag(o)),
+        ...(o.leaveOnStop === true ? { leaveOnStop: true } : {}),
       });
     });
 

@@ -174,6 +174,7 @@ export class Controller implements MetricSource {
         instances: this.instances,
         ingress: () => this.ingress,
         sameCluster: (a, b) => this.map.clusterOf(a)?.id === this.map.clusterOf(b)?.id,
+        secondaryOf: (id) => this.instances.get(this.map.secondaryOf(id) ?? ''),
         nextEpoch: () => this.nextEpoch(),
       },
       this.calls,
@@ -254,6 +255,8 @@ export class Controller implements MetricSource {
     });
     admin.route('POST', '/move', (body) => this.mover.request(body), 'operator');
     admin.route('POST', '/drain', (body) => this.drain(body), 'operator');
+    // An instance that stops in order asks for its own drain (`nfstate nf --leave-on-stop`): a scale-down.
+    admin.route('POST', '/leave', (body) => this.drain(body));
     admin.route('GET', '/moves', () => this.mover.moves);
     admin.route('GET', '/failures', () => this.detector.list());
     admin.route(

@@ -42,6 +42,8 @@ export interface MoverDeps {
   ingress(): AdminAddress | undefined;
   /** Whether two instances are in one cluster, as far as the controller knows. */
   sameCluster(a: string, b: string): boolean;
+  /** The instance that keeps copies of `id`'s flows' packets and replicas of their state. */
+  secondaryOf(id: string): Registered | undefined;
   /** A new rule epoch. */
   nextEpoch(): number;
 }
@@ -210,6 +212,7 @@ export class Mover {
     try {
       await this.options.journal?.beginMove(open);
       const left = Math.max(1, Math.ceil(deadline - this.clock.now()));
+      const copyTo = this.deps.secondaryOf(dst.id);
       // Both at once: nothing reaches the destination before the re-point. If either fails, both have
       // settled before the abort goes out, so that an abort never overtakes the step it undoes.
       const [expected, freeze] = await Promise.allSettled([
@@ -221,6 +224,9 @@ export class Mover {
           {
             flows,
             to: { host: dst.host, port: dst.port },
+            // The destination's secondary keeps copies of the packets the source hands over, as it does
+            // of the switch's: the destination may fail before a batch of its own covers them.
+            ...(copyTo === undefined ? {} : { copy_to: { host: copyTo.host, port: copyTo.port } }),
             intra: fromReplicas,
             guarantee,
             settle_ms: left,
@@ -471,7 +477,15 @@ export class Mover {
                 dst.id,
                 '/move/install',
                 // The source hands over within `wait_ms` of the re-point (see finish): the destination waits.
-                { from, flows: chunk, wait_ms: this.options.moveTimeoutMs },
+                // Its own peers hold the installed states before it answers (`settle_ms`): from the re-point
+                // on, its secondary gets copies of the flows' packets, which replay from those states if the
+                // destination fails before its first batch of them.
+                {
+                  from,
+                  flows: chunk,
+                  wait_ms: this.options.moveTimeoutMs,
+                  settle_ms: Math.max(1, Math.ceil(deadline - this.clock.now())),
+                },
                 deadline,
               )) as {
                 ok: boolean[];

@@ -61,6 +61,11 @@ export interface NfSpec extends AdminSpec {
   peers?: Peer[];
   /** The controller to register with and report load to. */
   controller?: { host: string; admin: number };
+  /**
+   * When it stops (SIGTERM, SIGINT), ask the controller to move its flows to the others first and leave
+   * (a scale-down); if that fails, exit without a goodbye, so that it is failed over instead.
+   */
+  leaveOnStop?: boolean;
   /** The deployment's log for strong global state (absent: each worker has its share of each pool). */
   global?: StrongStoreSpec;
 }

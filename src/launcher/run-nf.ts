@@ -14,8 +14,11 @@ import { keepLiveness, reportToController } from '../nf/liveness.js';
 import { parseGuarantee } from '../nf/processor.js';
 import { flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { Peer } from '../nf/replication.js';
-import type { FlowKey } from '../types.js';
+import type { FlowKey, Logger } from '../types.js';
 import { type NfSpec, openStore, flowList, canonical, serveAdmin, attach } from './roles.js';
+
+/** A drain moves every flow, in batches per target: long for a loaded instance, never forever. */
+const LEAVE_TIMEOUT_MS = 60_000;
 
 export async function runNf(spec: NfSpec): Promise<void> {
   const logger = createLogger('nf', { fields: { instance: spec.id } });
@@ -104,6 +107,12 @@ export async function runNf(spec: NfSpec): Promise<void> {
         nf.collect(out);
       },
       stop: async () => {
+        const c = spec.controller;
+        if (spec.leaveOnStop === true && c !== undefined && !(await leave(c, spec.id, sign, logger))) {
+          // Still registered, with flows: no goodbye, so that the controller fails it over to its secondary.
+          await nf.stop();
+          process.exit(1);
+        }
         stopReports?.();
         await nf.stop();
       },
@@ -115,18 +124,39 @@ export async function runNf(spec: NfSpec): Promise<void> {
   );
 }
 
+/** Asks the controller to drain this instance and forget it; whether it did, every flow moved. */
+async function leave(
+  c: { host: string; admin: number },
+  id: string,
+  sign: { key?: Buffer },
+  logger: Logger,
+): Promise<boolean> {
+  try {
+    const r = await adminCall(c.host, c.admin, '/leave', { id }, { ...sign, timeoutMs: LEAVE_TIMEOUT_MS });
+    if (r.aborted === 0) {
+      logger.info('left the deployment', { moved: r.moved });
+      return true;
+    }
+    logger.error('leave: some flows stayed', { moved: r.moved, aborted: r.aborted });
+  } catch (err) {
+    logger.error('leave: the controller did not drain this instance', { error: String(err) });
+  }
+  return false;
+}
+
 /**
  * The steps of a move of one or more flows on an NF instance, driven by the controller. Each step names its
  * flows in a list and answers per flow, in the same order:
  *   POST /move/expect  { flows, guarantee }           destination: hold the flows' packets
- *   POST /move/freeze  { flows, to: {host, port}, intra, guarantee, settle_ms, deadline_ms }
+ *   POST /move/freeze  { flows, to: {host, port}, copy_to?: {host, port}, intra, guarantee, settle_ms,
+ *                        deadline_ms }              (copy_to: the destination's secondary, see handOver)
  *                                                     source: park each flow and close its batch (resuming it
  *                                                     if no commit comes within `deadline_ms`); answers
  *                                                     { flows: [{ version, expected, last_delta_bytes, full_bytes,
  *                                                     state? } | null] } — the full state when `intra` is false,
  *                                                     null for a flow that is not here to move
  *   POST /move/state   { flows }                      source: the frozen flows' full states
- *   POST /move/install { from, flows: [{ flow, expected, version, state? }], wait_ms }
+ *   POST /move/install { from, flows: [{ flow, expected, version, state? }], wait_ms, settle_ms }
  *                                                     destination: take each state (from its own replica of
  *                                                     `from` when none is given) and resume, waiting up to
  *                                                     `wait_ms` for the source's packets; { ok: [bool] },
@@ -159,11 +189,17 @@ function addMoveRoutes(admin: AdminServer, nf: NfInstance): void {
     if (typeof to?.host !== 'string' || typeof to.port !== 'number') {
       throw new NfsError(ErrorCode.CONFIG, 'move.to: must be { host, port }');
     }
+    const copyTo = b.copy_to as { host?: unknown; port?: unknown } | undefined;
+    if (copyTo !== undefined && (typeof copyTo.host !== 'string' || typeof copyTo.port !== 'number'))
+      throw new NfsError(ErrorCode.CONFIG, 'move.copy_to: must be { host, port }');
     const results = await nf.moveStep(
       'freeze',
       keys.map((key) => ({ key })),
       {
         to: { host: to.host, port: to.port },
+        ...(copyTo === undefined
+          ? {}
+          : { copyTo: { host: copyTo.host as string, port: copyTo.port as number } }),
         guarantee: parseGuarantee(b.guarantee, 'move.guarantee'),
         // Only a destination in the cluster installs from its replicas, which must be current first.
         settleMs: b.intra === true ? millis(b.settle_ms, 'move.settle_ms', 2000) : 0,
@@ -219,7 +255,10 @@ function addMoveRoutes(admin: AdminServer, nf: NfInstance): void {
     const installed =
       ready.length === 0
         ? []
-        : await nf.moveStep('install', ready, { waitMs: millis(b.wait_ms, 'move.wait_ms', 5000) });
+        : await nf.moveStep('install', ready, {
+            waitMs: millis(b.wait_ms, 'move.wait_ms', 5000),
+            settleMs: millis(b.settle_ms, 'move.settle_ms', 0),
+          });
     // Not installed either: a flow no longer expected here (its move was called off meanwhile).
     let next = 0;
     return { ok: wanted.map((w) => w.state !== undefined && installed[next++]!.ok) };

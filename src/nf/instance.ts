@@ -357,9 +357,10 @@ export class NfInstance implements MetricSource {
 
   /**
    * One step of a move of `flows`, each run by the worker that owns it (see FlowProcessor), one message per
-   * worker; the results come back in the order of `flows`. A freeze can also wait, up to `settleMs`, until
-   * the peers have acknowledged the batches it closed, so that an intra-cluster destination's replicas are
-   * current when it returns.
+   * worker; the results come back in the order of `flows`. A freeze or an install can also wait, up to
+   * `settleMs`, until the peers have acknowledged the records it made: the batches a freeze closed, so that
+   * an intra-cluster destination's replicas are current when it returns; the states an install took, so
+   * that the destination's secondary holds them before the switch sends it the flows' copies.
    */
   async moveStep(
     op: MoveOp,
@@ -367,6 +368,7 @@ export class NfInstance implements MetricSource {
     extra: {
       guarantee?: Guarantee;
       to?: { host: string; port: number };
+      copyTo?: { host: string; port: number };
       settleMs?: number;
       waitMs?: number;
       deadlineMs?: number;
@@ -399,6 +401,7 @@ export class NfInstance implements MetricSource {
           flows: at.map((i) => flows[i]!),
           ...(guarantee === undefined ? {} : { guarantee }),
           ...(to === undefined ? {} : { to }),
+          ...(extra.copyTo === undefined ? {} : { copyTo: extra.copyTo }),
           ...(waitMs === undefined ? {} : { waitMs }),
           ...(deadlineMs === undefined ? {} : { deadlineMs }),
         } satisfies ToWorker);
@@ -409,11 +412,11 @@ export class NfInstance implements MetricSource {
     // A flow taken over from a failed instance and moving on is no longer this instance's to replay: once
     // moved inside the cluster this instance may be its new owner's secondary, and its copies must be kept,
     // not processed (which would give the flow a second life here).
-    if (op === 'freeze') {
+    if (op === 'freeze')
       for (let i = 0; i < flows.length; i++) if (results[i]!.ok) this.adopted.delete(flows[i]!.key);
-      const settleMs = extra.settleMs ?? 0;
-      if (settleMs > 0 && results.some((r) => r.ok)) await this.replicator?.settled(settleMs);
-    }
+    const settleMs = extra.settleMs ?? 0;
+    if ((op === 'freeze' || op === 'install') && settleMs > 0 && results.some((r) => r.ok))
+      await this.replicator?.settled(settleMs);
     return results;
   }
 

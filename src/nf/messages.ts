@@ -67,6 +67,11 @@ export type ToWorker =
       flows: MoveFlow[];
       guarantee?: Guarantee;
       to?: { host: string; port: number };
+      /**
+       * Freeze: the destination's secondary, which gets a copy of each packet handed over, as it gets the
+       * switch's copies of the packets after the re-point.
+       */
+      copyTo?: { host: string; port: number };
       /** Install: how long the source may take to hand over (see FlowProcessor.install). */
       waitMs?: number;
       /** Freeze: how long the move may take to commit before the source gives it up (FlowProcessor.freeze). */

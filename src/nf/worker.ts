@@ -12,7 +12,8 @@ import { LocalGlobalState } from '../state/global-local.js';
 import type { FromWorker, MoveResult, ToWorker, WorkerInit } from './messages.js';
 import { DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import { FlowProcessor } from './processor.js';
-import type { FlowKey } from '../types.js';
+import { DropReason, type FlowKey } from '../types.js';
+import { StampFlag, StampView } from '../wire/geneve.js';
 import { flowKeyString } from '../packet/flow-key.js';
 import { RecordKind, writeGlobalRecord, writeRecord } from './replication.js';
 import { ByteWriter } from '../state/bytes.js';
@@ -132,8 +133,13 @@ function commit(ship: number): void {
   }
 }
 
-// Moves: where each frozen flow's parked packets go once its end-of-move marker arrives.
-const destinations = new Map<string, { host: string; port: number }>();
+// Moves: where each frozen flow's parked packets go once its end-of-move marker arrives, and where their
+// copies go: the destination's secondary, which the switch's copies reach only from the re-point on.
+const destinations = new Map<
+  string,
+  { host: string; port: number; copyTo: { host: string; port: number } | undefined }
+>();
+const copyView = new StampView();
 const forwarder = dgram.createSocket('udp4');
 forwarder.on('error', () => {
   sendErrors++;
@@ -147,6 +153,14 @@ function handOver(key: FlowKey, marker?: Uint8Array): number {
     key,
     (buf, offset, length) => {
       forwarder.send(buf, offset, length, to.port, to.host);
+      const copyTo = to.copyTo;
+      if (copyTo === undefined) return;
+      // A move's rare path: one allocation per parked packet is fine. The marker is no packet to keep.
+      const copy = Buffer.from(buf.subarray(offset, offset + length));
+      if (copyView.parse(copy, 0, length) !== DropReason.NONE) return;
+      if ((copyView.flags & StampFlag.END_OF_MOVE) !== 0) return;
+      copyView.setFlags(copyView.flags | StampFlag.COPY);
+      forwarder.send(copy, copyTo.port, copyTo.host);
     },
     marker,
   );
@@ -172,7 +186,7 @@ function move(msg: Extract<ToWorker, { type: 'move' }>): void {
       case 'freeze': {
         const frozen = processor.freeze(f.key, msg.guarantee, msg.deadlineMs);
         if (frozen !== undefined && msg.to !== undefined) {
-          destinations.set(flowKeyString(f.key), msg.to);
+          destinations.set(flowKeyString(f.key), { ...msg.to, copyTo: msg.copyTo });
           results.push({ ok: true, frozen });
         } else results.push({ ok: false });
         break;

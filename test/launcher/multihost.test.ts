@@ -3,7 +3,8 @@
  * own with `nfstate controller|nf|ingress|sink` and its flags, in a network namespace of its own (a host),
  * the namespaces joined by veth pairs to one bridge. NAT instances decide their ports in the controller's
  * log (`--sequencer`, `--global local=…`); the ingress learns the instances from the controller. Traffic
- * runs, one flow moves across clusters, one instance is killed with SIGKILL; then the demo's checks: nothing
+ * runs, one flow moves across clusters, one instance is killed with SIGKILL, another is stopped with SIGTERM
+ * and leaves in order (`--leave-on-stop`: its flows move first, a scale-down); then the demo's checks: nothing
  * lost, reordered or duplicated, and every flow's state and the port pool as the oracle computes them from
  * the stamp log. Needs root (namespaces); skipped otherwise.
  */
@@ -21,6 +22,7 @@ import { labDown } from '../../src/lab/lab.js';
 import { ipBatch } from '../../src/lab/netns.js';
 import { checkRun } from '../../src/launcher/demo-report.js';
 import type { RunDigest } from '../../src/state/digest.js';
+import { givenAllocations, readTrace, runOracle } from '../../src/traffic/oracle.js';
 import type { SinkReport } from '../../src/traffic/sink.js';
 import { CLI } from '../helpers/cli.js';
 import { until } from '../helpers/poll.js';
@@ -79,7 +81,7 @@ async function start(h: Host, args: readonly string[], children: ChildProcess[])
 }
 
 describe('multi-host by hand, in network namespaces', { timeout: 600_000 }, () => {
-  it('roles wired by flags pass the demo checks through a move across clusters and a kill -9', async (t) => {
+  it('roles wired by flags pass the demo checks through a move across clusters, a kill -9 and a scale-down', async (t) => {
     if (!root) {
       t.skip('needs root: it makes network namespaces');
       return;
@@ -120,7 +122,7 @@ describe('multi-host by hand, in network namespaces', { timeout: 600_000 }, () =
           h,
           [
             'nf',
-            ...['--nf', 'nat', '--id', `nf-${i}`, '--threads', '1', '--host', addr(h)],
+            ...['--nf', 'nat', '--id', `nf-${i}`, '--threads', '1', '--host', addr(h), '--leave-on-stop'],
             ...['--controller', controller, '--egress', `${addr('sink')}:${sink.ports.port}`],
             ...['--global', `local=${addr('ctl')}:${ctl.ports.sequencer}`, ...key],
           ],
@@ -169,6 +171,22 @@ describe('multi-host by hand, in network namespaces', { timeout: 600_000 }, () =
     const victim = [...owners].sort((a, b) => b[1] - a[1])[0]![0];
     nfs[Number(victim.slice(3))]!.child.kill('SIGKILL');
     await until(async () => ((await call('/failovers')) as unknown as unknown[]).length === 1, 20_000);
+    // Then a scale-down: SIGTERM to an instance of the other cluster, which has its flows moved to its mate
+    // before it stops, in order (exit 0, no failover).
+    const leaver = instances.find((i) => i.cluster !== clusterOf.get(victim))!.id;
+    const leaving = nfs[Number(leaver.slice(3))]!.child;
+    leaving.kill('SIGTERM');
+    const [left] = (await once(leaving, 'exit')) as [number | null];
+    assert.equal(left, 0, 'the instance left in order');
+    const registered = (await call('/instances')) as unknown as { id: string }[];
+    assert.deepEqual(
+      registered.map((i) => i.id).sort(),
+      instances
+        .map((i) => i.id)
+        .filter((id) => id !== victim && id !== leaver)
+        .sort(),
+    );
+    assert.ok(!(await flows()).some((f) => f.owner === leaver), 'no flow is left on the instance that left');
 
     const [code] = (await once(gen, 'exit')) as [number | null];
     assert.equal(code, 0, genOut);
@@ -180,7 +198,12 @@ describe('multi-host by hand, in network namespaces', { timeout: 600_000 }, () =
     // The demo's checks: the stamp log is complete once the ingress has stopped.
     ingress.child.kill('SIGINT');
     await once(ingress.child, 'exit');
-    const live = instances.filter((i) => i.id !== victim);
+    assert.equal(
+      ((await call('/failovers')) as unknown as unknown[]).length,
+      1,
+      'the leaver was not failed over',
+    );
+    const live = instances.filter((i) => i.id !== victim && i.id !== leaver);
     const own = await Promise.all(
       live.map(async (i) => {
         const n = nfs[Number(i.id.slice(3))]!;
@@ -198,7 +221,19 @@ describe('multi-host by hand, in network namespaces', { timeout: 600_000 }, () =
     assert.equal(r.duplicated, 0, 'duplicated');
     assert.equal(checked.stamped, sent);
     const { cmp } = checked;
-    assert.equal(cmp.matches, true, JSON.stringify({ ...cmp, flows: undefined }));
+    // On a mismatch: each side's digest of the flows that differ, and what happened to the instances.
+    const allFlows = own.flatMap((d) => d.flows);
+    const ref = runOracle({ type: 'nat', config: {} }, readTrace(stampLog), givenAllocations(allFlows));
+    const bad = new Set(checked.cmp.mismatched);
+    const history = {
+      victim,
+      leaver,
+      mine: allFlows.filter((f) => bad.has(f.flow)),
+      theirs: ref.flows.filter((f) => bad.has(f.flow)),
+      moves: await call('/moves'),
+      failovers: await call('/failovers'),
+    };
+    assert.equal(cmp.matches, true, JSON.stringify({ ...cmp, flows: undefined, ...history }));
     assert.equal(cmp.flows, 40);
   });
 });
