@@ -82,6 +82,9 @@ export const GENEVE_PROTO_ETHERNET = 0x6558;
 /** Bytes of the Geneve base header, which is all a carried Ethernet frame has in front. */
 export const GENEVE_BASE_LENGTH = 8;
 
+/** The stamp's time (ns) must stay below 2^53 µs: its high 32 bits below 2^53 · 1000 / 2^32. */
+const MAX_TIME_HIGH_WORD = 2 ** 21 * 1000;
+
 /** Bits of the stamp's flags byte. */
 export const StampFlag = {
   /** A copy sent to the flow's secondary, which keeps it until the batch is replicated. */
@@ -262,6 +265,9 @@ export class StampView {
         if (buf[at + OPTION_HEADER_LENGTH] !== STAMP_VERSION) return DropReason.BAD_VERSION;
         if (words !== STAMP_OPTION_WORDS) return DropReason.BAD_LENGTH;
         stamp = at + OPTION_HEADER_LENGTH;
+        // A time past the year 2255 has more microseconds than a double holds exactly: a flow's
+        // incarnation, made from it, would be no safe integer. No clock stamps that; a forged stamp might.
+        if (read32(buf, stamp + 16) >= MAX_TIME_HIGH_WORD) return DropReason.BAD_HEADER;
       } else if (cls === STAMP_OPTION_CLASS && type === FLOW_OPTION_TYPE) {
         if (flow !== -1) return DropReason.BAD_HEADER;
         if (words !== FLOW_OPTION_WORDS) return DropReason.BAD_LENGTH;

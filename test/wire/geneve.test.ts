@@ -188,6 +188,9 @@ describe('geneve stamp header', { timeout: 60_000 }, () => {
       ['stamp option of 5 words', patch(patch(good, 11, 5), 0, 6), DropReason.BAD_LENGTH],
       ['empty stamp option', geneveWith([option(0xfff0, 0x01, [])]), DropReason.BAD_LENGTH],
       ['two stamp options', geneveWith([stampOption(), stampOption()]), DropReason.BAD_HEADER],
+      // 0x7d000000 · 2^32 ns is 2^53 µs: a flow's incarnation, made from the time, would not be exact.
+      ['a time past the year 2255', patch(good, 28, 0x7d), DropReason.BAD_HEADER],
+      ['a time just before it', patch(patch(good, 28, 0x7c), 29, 0xff), DropReason.NONE],
       ['O bit set', patch(good, 1, 0x80), DropReason.UNSUPPORTED],
       ['unknown critical option', geneveWith([option(0x0103, 0x85, [])]), DropReason.UNSUPPORTED],
       ['length past the buffer', good, DropReason.BAD_LENGTH, good.length + 1],
