@@ -51,6 +51,8 @@ function reference(b: Uint8Array): Expected | undefined {
     if (cls === 0xfff0 && type === 1) {
       if (stamp >= 0 || words !== 6 || b[at + 4] !== 1) return undefined;
       stamp = at + 4;
+      // An ingress time of 2^53 µs or more (its top word from 2^21 · 1000 on).
+      if (u32(b, stamp + 16) >= 2 ** 21 * 1000) return undefined;
     } else if (cls === 0xfff0 && type === 2) {
       if (flow >= 0 || words !== 3) return undefined;
       flow = at + 4;
