@@ -142,7 +142,7 @@ export class Histogram {
 const HISTOGRAM_SUFFIX = /_(bucket|sum|count)$/;
 
 /** The metric a sample belongs to: a histogram's `_bucket`, `_sum` and `_count` series are one metric. */
-function familyOf(name: string): string {
+export function familyOf(name: string): string {
   if (METRICS[name] !== undefined) return name;
   const base = name.replace(HISTOGRAM_SUFFIX, '');
   return METRICS[base]?.type === 'histogram' ? base : name;

@@ -55,12 +55,13 @@ export class Mover {
   onRecorded: ((records: readonly MoveRecord[]) => void) | undefined;
   /** The flows moving now: one move of a flow at a time. */
   private readonly moving = new Set<string>();
-  /** Each exchange's duration, by `kind result`: inside one cluster or not, every flow moved or not. */
-  private readonly durations = new Map(
-    ['intra done', 'intra aborted', 'inter done', 'inter aborted'].map((k) => [
-      k,
-      new Histogram('nfstate_controller_move_seconds', CONTROL_BUCKETS),
-    ]),
+  /** Each exchange's duration, by kind (inside one cluster or not) and result (every flow moved or not). */
+  private readonly durations = (['intra', 'inter'] as const).flatMap((kind) =>
+    (['done', 'aborted'] as const).map((result) => ({
+      kind,
+      result,
+      histogram: new Histogram('nfstate_controller_move_seconds', CONTROL_BUCKETS),
+    })),
   );
 
   constructor(
@@ -72,10 +73,7 @@ export class Mover {
   ) {}
 
   collect(out: MetricSample[]): void {
-    for (const [k, h] of this.durations) {
-      const [kind, result] = k.split(' ') as [string, string];
-      h.collect(out, { kind, result });
-    }
+    for (const { kind, result, histogram } of this.durations) histogram.collect(out, { kind, result });
   }
 
   /**
@@ -320,9 +318,9 @@ export class Mover {
     for (const i of moved) this.moving.delete(flows[i]!);
     for (const r of records) this.moves.push(r);
     this.onRecorded?.(records);
-    this.durations
-      .get(`${intra.every(Boolean) ? 'intra' : 'inter'} ${aborted.length === 0 ? 'done' : 'aborted'}`)!
-      .observe(duration / 1000);
+    const kind = intra.every(Boolean) ? 'intra' : 'inter';
+    const result = aborted.length === 0 ? 'done' : 'aborted';
+    this.durations.find((d) => d.kind === kind && d.result === result)!.histogram.observe(duration / 1000);
     if (this.moves.length > MAX_MOVES_KEPT) this.moves.splice(0, this.moves.length - MAX_MOVES_KEPT);
     if (aborted.length > 0)
       this.logger.warn('move aborted', {

@@ -4,6 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { METRICS } from '../../src/metric-catalog.js';
+import { familyOf } from '../../src/metrics.js';
 
 /** `promtool check metrics` on `text`: its exit status and what it said. */
 export function promtool(text: string): { status: number | null; output: string } {
@@ -11,16 +12,13 @@ export function promtool(text: string): { status: number | null; output: string 
   return { status: r.status, output: `${r.stdout}${r.stderr}` };
 }
 
-const HISTOGRAM_PART = /_(bucket|sum|count)$/;
-
 /** One line per series of `text` that the catalog does not describe; none when all is well. */
 export function catalogProblems(text: string): string[] {
   const problems: string[] = [];
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
     const name = /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(line)![0];
-    const base = name.replace(HISTOGRAM_PART, '');
-    const info = METRICS[name] ?? (METRICS[base]?.type === 'histogram' ? METRICS[base] : undefined);
+    const info = METRICS[familyOf(name)];
     if (info === undefined) {
       problems.push(`${name}: not in the catalog`);
       continue;
