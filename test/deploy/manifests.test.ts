@@ -316,7 +316,7 @@ function copyParts(ins: Instruction): { from: string | undefined; sources: strin
 
 // ---------------------------------------------------------------------------------------------------------
 
-describe('deploy/k8s: Kubernetes manifests', () => {
+describe('deploy/k8s: Kubernetes manifests', { timeout: 60_000 }, () => {
   const objects = loadKubernetes();
   const byKind = (kind: string): K8sObject[] => objects.filter((o) => o.kind === kind);
 
@@ -479,7 +479,7 @@ describe('deploy/k8s: Kubernetes manifests', () => {
   });
 });
 
-describe('deploy/compose.yaml', () => {
+describe('deploy/compose.yaml', { timeout: 60_000 }, () => {
   const compose = loadCompose();
   const services = obj(compose.services, 'services');
 
@@ -622,7 +622,7 @@ describe('nfstate command lines in deploy/', { timeout: 180_000 }, () => {
   });
 });
 
-describe('deploy/Dockerfile', () => {
+describe('deploy/Dockerfile', { timeout: 60_000 }, () => {
   const stages = parseDockerfile(readFileSync(repoPath('deploy', 'Dockerfile'), 'utf8'));
   const ignored = dockerignore();
 
