@@ -27,6 +27,8 @@ command -v iperf >/dev/null || need+=(iperf)
 command -v promtool >/dev/null || need+=(prometheus)
 # test/controller/dashboard.test.ts opens the controller's live dashboard in a real headless browser.
 command -v chromium >/dev/null || need+=(chromium)
+# test/launcher/ovs.test.ts runs the demo through an Open vSwitch bridge (its userspace datapath).
+command -v ovs-vswitchd >/dev/null || need+=(openvswitch-switch)
 # nfstate chaos drops replication traffic and cuts an instance off its cluster with nftables.
 command -v nft >/dev/null || need+=(nftables)
 

@@ -9,6 +9,8 @@ import { DEMO_NF_CONFIG, runDemo } from '../../src/launcher/demo.js';
 import { parseTopology } from '../../src/launcher/config.js';
 import { silentLogger } from '../../src/log.js';
 import { DEFAULT_TRACE } from '../../src/traffic/trace.js';
+import { DEFAULT_WINDOW } from '../../src/traffic/generator.js';
+import { OVS_WINDOW } from '../../src/switch/ovs.js';
 import type { NfType } from '../dataplane.js';
 import type { Mode } from './harness.js';
 
@@ -30,6 +32,10 @@ export interface DeployPoint {
   /** Packets per second; 0 = as fast as the deployment drains. */
   rate: number;
   heartbeatMs?: number;
+  /** What routes the traffic (the built-in switch unless asked). */
+  switch?: 'builtin' | 'ovs';
+  /** Packets in flight when saturated (the generator's default, or the bridge's with OVS). */
+  window?: number;
   moves?: number;
   kill?: number;
   pause?: number;
@@ -87,7 +93,8 @@ export async function deploy(p: DeployPoint): Promise<DemoSummary> {
       skew: p.skew ?? 0,
     },
     rate: p.rate,
-    window: 512,
+    ...(p.switch === undefined ? {} : { switch: p.switch }),
+    window: p.window ?? (p.switch === 'ovs' ? OVS_WINDOW : DEFAULT_WINDOW),
     keep: false,
     moves: p.moves ?? 0,
     guarantee: 'order-preserving',

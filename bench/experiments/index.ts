@@ -13,6 +13,7 @@ import { lb } from './lb.js';
 import { migration } from './migration.js';
 import { renderReport } from './report.js';
 import { scale } from './scale.js';
+import { switchBackends } from './switch.js';
 import { tcpFailover } from './tcp-failover.js';
 import { threads } from './threads.js';
 
@@ -26,6 +27,7 @@ export const EXPERIMENTS: readonly Experiment[] = [
   scale,
   baselines,
   tcpFailover,
+  switchBackends,
 ];
 
 export interface BenchOptions {

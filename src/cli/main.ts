@@ -39,7 +39,8 @@ import { runSink } from '../launcher/run-sink.js';
 import type { ControllerSpec, IngressSpec, NfSpec, SinkSpec } from '../launcher/roles.js';
 import { runUp } from '../launcher/up.js';
 import type { BalancerOptions } from '../controller/balancer.js';
-import { Generator, PcapSource } from '../traffic/generator.js';
+import { DEFAULT_WINDOW, Generator, PcapSource } from '../traffic/generator.js';
+import { OVS_WINDOW } from '../switch/ovs.js';
 import { readTrace, runDigestHash, runOracle } from '../traffic/oracle.js';
 import { DEFAULT_TRACE, SyntheticTrace } from '../traffic/trace.js';
 import type { TraceOptions } from '../traffic/trace.js';
@@ -105,7 +106,11 @@ program
   .addOption(new Option('--proto <proto>', 'transport').choices(['udp', 'tcp']).default('udp'))
   .option('--skew <k>', 'a few heavy flows with k times the packets', int('--skew', 0, 1000), 0)
   .option('--seed <n>', 'trace seed', int('--seed', 0), 1)
-  .option('--window <n>', 'packets in flight when --rate 0', int('--window', 1, 1_000_000), 512)
+  .option(
+    '--window <n>',
+    `packets in flight when --rate 0 (default ${DEFAULT_WINDOW}; ${OVS_WINDOW} with --switch ovs)`,
+    int('--window', 1, 1_000_000),
+  )
   .option('--no-cluster', 'replicate each batch to every instance, not just the cluster (the baseline)')
   .option('--no-replication', 'do not replicate batches at all')
   .addOption(
@@ -192,6 +197,14 @@ program
     int('--capacity', 0),
   )
   .option('--cooldown <ms>', 'a moved flow stays put this long', int('--cooldown', 0))
+  .addOption(
+    new Option(
+      '--switch <switch>',
+      "what routes the traffic: the ingress's own switch, or an Open vSwitch bridge in front of it (userspace datapath in a network namespace: root and Debian's openvswitch-switch)",
+    )
+      .choices(['builtin', 'ovs'])
+      .default('builtin'),
+  )
   .option('--keep', 'keep the run directory (logs, stamp log)', false)
   .option('--json', 'print one JSON object', false)
   .action(async (o: Record<string, unknown>, cmd: Command) => {
@@ -204,8 +217,9 @@ program
       topology,
       {
         trace: traceOptions(o),
+        switch: o.switch as 'builtin' | 'ovs',
         rate: o.rate as number,
-        window: o.window as number,
+        window: (o.window as number | undefined) ?? (o.switch === 'ovs' ? OVS_WINDOW : DEFAULT_WINDOW),
         keep: o.keep === true,
         moves: o.moves as number,
         guarantee: o.guarantee as Guarantee,
@@ -413,7 +427,7 @@ program
     '--pcap <file>',
     'replay the IPv4 packets of this pcap instead (Ethernet, raw IP, Linux cooked v1/v2 as `tcpdump -i any` writes)',
   )
-  .option('--window <n>', 'packets in flight with --rate 0', int('--window', 1), 512)
+  .option('--window <n>', 'packets in flight with --rate 0', int('--window', 1), DEFAULT_WINDOW)
   .option('--host <ip>', "bind address, the sink's acknowledgements included", '127.0.0.1')
   .option(
     '--ack-port <n>',
@@ -478,7 +492,7 @@ program
   .description('benchmarks; each reports ratios against a baseline measured in the same run')
   .argument(
     '<experiment>',
-    'threads | batch | rate | migration-bytes | lb | failover | scale | baselines | tcp-failover (root: kernel TCP in the lab) | all (the experiments, written as CSV, JSON and plots; all writes the report too), report (the report again, from results already written), or dataplane | memory | global',
+    'threads | batch | rate | migration-bytes | lb | failover | scale | baselines | tcp-failover (root: kernel TCP in the lab) | switch (root: the built-in switch against Open vSwitch) | all (the experiments, written as CSV, JSON and plots; all writes the report too), report (the report again, from results already written), or dataplane | memory | global',
   )
   .option('--quick', 'a short run (under 60 s)', false)
   .option('--paper', "experiments: the thesis's parameters (the default)", false)

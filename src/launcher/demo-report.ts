@@ -19,6 +19,11 @@ import type { InstanceFault } from './faults.js';
 
 export interface DemoOptions {
   trace: TraceOptions;
+  /**
+   * What routes the traffic: the ingress's own switch, or an Open vSwitch bridge in front of it
+   * (switch/ovs.ts), which the generator then sends VXLAN frames to.
+   */
+  switch?: 'builtin' | 'ovs';
   /** Packets per second; 0 = as fast as the deployment drains. */
   rate: number;
   window: number;
@@ -143,6 +148,11 @@ export interface DemoSummary {
   threads: number;
   batch: number;
   flows: number;
+  /**
+   * What routed the traffic; with an OVS bridge, the frames the ingress sent where OVS said (`followed`)
+   * and those it sent by a newer rule of its own (`overridden`: classified before the rule reached OVS).
+   */
+  switch: { kind: 'builtin' } | { kind: 'ovs'; followed: number; overridden: number };
   sent: number;
   stamped: number;
   delivered: number;
@@ -303,5 +313,8 @@ export function summaryFailures(s: DemoSummary): string[] {
   if (s.controller.killed && s.controller.takeover_ms < 0)
     out.push('the controller was killed and no standby took over');
   if (s.controller.lost) out.push('no controller answered at the end of the run');
+  // Every packet went to the bridge: one the ingress stamped without OVS's route did not go through it.
+  if (s.switch.kind === 'ovs' && s.switch.followed + s.switch.overridden !== s.stamped)
+    out.push(`OVS routed ${s.switch.followed + s.switch.overridden} of the ${s.stamped} packets stamped`);
   return out;
 }

@@ -9,6 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Generator } from '../traffic/generator.js';
+import { OvsBridge } from '../switch/ovs.js';
+import { VXLAN_PORT } from '../wire/vxlan.js';
 import type { TraceOptions } from '../traffic/trace.js';
 import { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
@@ -105,6 +107,15 @@ export function scrape(port: number): Promise<string> {
   );
 }
 
+/** What routed the run's traffic; with OVS, how many frames the ingress sent where OVS said, or not. */
+async function switchSummary(kind: 'builtin' | 'ovs', ingressAdmin: number): Promise<DemoSummary['switch']> {
+  if (kind === 'builtin') return { kind };
+  const text = await scrape(ingressAdmin);
+  const frames = (route: string): number =>
+    metricSum(text, 'nfstate_ingress_ovs_frames_total', `route="${route}"`);
+  return { kind, followed: frames('followed'), overridden: frames('overridden') };
+}
+
 /**
  * Picks the heavy flows of a skewed trace among those the switch places on one instance (the owner of
  * flow 0), so that the skew overloads that instance.
@@ -187,11 +198,19 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
   let skewedOn: string | null = null;
   const runDir = mkdtempSync(join(tmpdir(), 'nfstate-demo-'));
   const stampLog = join(runDir, 'stamps.pcap');
+  const viaOvs = options.switch === 'ovs';
   const gen = new Generator(
-    { rate: options.rate, window: options.window, vni: topology.vni, drainTimeoutMs: 1500 },
+    {
+      rate: options.rate,
+      window: options.window,
+      vni: topology.vni,
+      drainTimeoutMs: 1500,
+      framing: viaOvs ? 'vxlan' : 'geneve',
+    },
     logger,
   );
   let deployment: LocalDeployment | undefined;
+  let ovs: OvsBridge | undefined;
   let etcd: EtcdCluster | undefined;
   let etcdKilled = 0;
   try {
@@ -199,11 +218,13 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       etcd = await startEtcd(ETCD_MEMBERS);
       topology = { ...topology, global: { store: 'etcd', endpoints: etcd.clientUrls } };
     }
+    if (viaOvs) ovs = await OvsBridge.start(logger);
     // The generator's socket must exist before the sink, which acknowledges to it.
     const ackPort = await gen.bind(topology.host);
     deployment = new LocalDeployment(topology, {
       logDir: runDir,
       stampLog,
+      ...(ovs === undefined ? {} : { ovs: { mgmt: ovs.mgmt, host: ovs.hostAddress } }),
       ackTo: { host: topology.host, port: ackPort },
       logger,
     });
@@ -214,7 +235,8 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       trace = new SyntheticTrace({ ...options.trace, heavy });
       skewedOn = on;
     }
-    await gen.connect(topology.host, ends.ingress.port);
+    if (ovs === undefined) await gen.connect(topology.host, ends.ingress.port);
+    else await gen.connect(ovs.switchAddress, VXLAN_PORT);
     logger.info('demo running', { instances: ends.instances.length, packets: trace.total, runDir });
     const moving =
       options.moveBatch > 1
@@ -308,6 +330,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       ...new Set([...ends.instances.map((i) => i.admin), ...admins, ...now.map((i) => i.admin)]),
     ]);
     moves.dropped = moveDropped;
+    const routing = await switchSummary(ovs === undefined ? 'builtin' : 'ovs', ends.ingress.admin);
     await deployment.stopIngress();
     const { stamped, cmp, lost, nfDropped } = checkRun(
       topology.nf,
@@ -325,6 +348,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
       threads: topology.threads,
       batch: topology.batch.size,
       flows: options.trace.flows,
+      switch: routing,
       sent: result.sent,
       stamped,
       delivered: report.delivered,
@@ -390,6 +414,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
   } finally {
     gen.close();
     await deployment?.stop();
+    await ovs?.stop();
     await etcd?.stop();
     if (!options.keep) rmSync(runDir, { recursive: true, force: true });
   }

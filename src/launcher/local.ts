@@ -67,6 +67,11 @@ export interface DeploymentOptions {
   ackTo?: { host: string; port: number };
   /** Where the launcher says what it does on its own (a controller started again). */
   logger?: Logger;
+  /**
+   * An OVS bridge routes the traffic (switch/ovs.ts): the ingress's VXLAN door is at `host`, this
+   * namespace's end of the bridge's veth, and the ingress writes its rules through `mgmt`.
+   */
+  ovs?: { mgmt: string; host: string };
 }
 
 /** A call to a role's admin API on the deployment's host, signed with its internal key. */
@@ -238,6 +243,7 @@ export class LocalDeployment {
       await Promise.all(this.instances.map((p) => p.ports));
       const registered = (await this.controllerGet('/instances')) as Endpoints['instances'];
       const instances = registered.sort((a, b) => Number(a.id.slice(3)) - Number(b.id.slice(3)));
+      const ovs = this.options.ovs;
       const ingressAt = await this.place('ingress');
       const ingressSpec: IngressSpec = {
         host: ingressAt.host,
@@ -252,6 +258,7 @@ export class LocalDeployment {
         nf: { type: t.nf.type, config: { ...t.nf.config } },
         ...(this.strong === undefined ? {} : { global: this.strong }),
         edge: t.edge === null ? null : { ...t.edge, egress: { host: sinkAt.host, port: sinkPorts.port! } },
+        ...(ovs === undefined ? {} : { ovs: { ...ovs } }),
       };
       this.ingress = this.spawn('ingress', 'ingress', ingressSpec, ingressAt.netns);
       const ip = await this.ingress.ports;

@@ -125,6 +125,11 @@ export interface IngressSpec extends AdminSpec {
   global?: StrongStoreSpec;
   /** The VXLAN door for real hosts, and the egress that ARP is carried to. */
   edge?: (EdgeConfig & { egress?: { host: string; port: number } }) | null;
+  /**
+   * An OVS bridge routes the traffic (switch/ovs.ts): its OpenFlow management socket, and the address the
+   * bridge sends the frames it routed to.
+   */
+  ovs?: { mgmt: string; host: string };
 }
 
 export interface SinkSpec extends AdminSpec {

@@ -18,6 +18,8 @@ import { createNf, loadNfModules } from '../nfs/index.js';
 import { LocalGlobalState } from '../state/global-local.js';
 import { StrongGlobalState } from '../state/global-strong.js';
 import { ReplyMap } from '../switch/replies.js';
+import { liveFlows, ruleFlows } from '../switch/openflow.js';
+import { INGRESS_DOOR_PORT, programOvs } from '../switch/ovs.js';
 import { openStore, type IngressSpec, flowList, serveAdmin, attach } from './roles.js';
 
 export async function runIngress(spec: IngressSpec): Promise<void> {
@@ -43,16 +45,19 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
             },
           }),
       ...(replies === undefined ? {} : { replies: replies.map }),
+      ...(spec.ovs === undefined ? {} : { ovs: { host: spec.ovs.host, port: INGRESS_DOOR_PORT } }),
     },
     logger,
   );
   const ports = await ingress.start();
+  const ovs = spec.ovs === undefined ? undefined : openFlow(spec.ovs.mgmt, spec.vni);
+  await ovs?.live(ingress.endpoints.map((_, i) => i));
   const { admin, sign } = await serveAdmin(spec, ingress);
   admin.route('GET', '/rules', () => ingress.switch.listRules());
   // Instances can join while it runs: the routes read the ingress's own, growing list.
   const instances = ingress.endpoints;
-  admin.route('POST', '/rules', (body) => installRule(ingress, instances, body));
-  admin.route('POST', '/live', (body) => setLive(ingress, instances, body));
+  admin.route('POST', '/rules', (body) => installRule(ingress, instances, body, ovs));
+  admin.route('POST', '/live', (body) => setLive(ingress, instances, body, ovs));
   admin.route('GET', '/owner', (query) => ownerOf(ingress, instances, query));
   admin.route('POST', '/owner', (body) => ownersOf(ingress, instances, body));
   admin.route('GET', '/flows', (query) => flowsOf(ingress, instances, query));
@@ -70,7 +75,7 @@ export async function runIngress(spec: IngressSpec): Promise<void> {
     // Instances that registered after the launcher listed them for this ingress (a replacement, one added).
     if (Array.isArray(answer.instances))
       for (const missed of answer.instances) await addInstance(ingress, missed);
-    if (Array.isArray(answer.live)) setLive(ingress, instances, { instances: answer.live });
+    if (Array.isArray(answer.live)) await setLive(ingress, instances, { instances: answer.live }, ovs);
     setSecondaries(ingress, instances, answer);
   }
   attach(
@@ -154,19 +159,22 @@ function setSecondaries(
  * → { installed }, or many at once: { rules: [ … ] } → { installed: [ … ] }. Every rule of a list is checked
  * before any is installed, so a bad one changes nothing.
  */
-function installRule(
+async function installRule(
   ingress: Ingress,
   instances: readonly Endpoint[],
   body: unknown,
-): { installed: boolean | boolean[] } {
+  ovs: OpenFlow | undefined,
+): Promise<{ installed: boolean | boolean[] }> {
   const b = (body ?? {}) as Record<string, unknown>;
-  if (b.rules === undefined) {
-    const rule = parseRule(instances, b, 'rule');
-    return { installed: applyRule(ingress, rule) };
-  }
-  if (!Array.isArray(b.rules)) throw new NfsError(ErrorCode.CONFIG, 'rules: must be a list of rules');
-  const rules = b.rules.map((r: unknown, i) => parseRule(instances, r, `rules[${i}]`));
-  return { installed: rules.map((r) => applyRule(ingress, r)) };
+  const one = b.rules === undefined;
+  if (!one && !Array.isArray(b.rules)) throw new NfsError(ErrorCode.CONFIG, 'rules: must be a list of rules');
+  const rules = one
+    ? [parseRule(instances, b, 'rule')]
+    : (b.rules as unknown[]).map((r, i) => parseRule(instances, r, `rules[${i}]`));
+  // Here first: a packet that OVS still classifies by the rule before is then sent by the new one.
+  const installed = rules.map((r) => applyRule(ingress, r));
+  await ovs?.rules(rules.filter((_, i) => installed[i]));
+  return { installed: one ? installed[0]! : installed };
 }
 
 interface RuleRequest {
@@ -238,11 +246,12 @@ function ownersOf(
 }
 
 /** POST /live { instances: ["nf-0", "nf-2"] }: the instances that own flows without a rule. */
-function setLive(
+async function setLive(
   ingress: Ingress,
   instances: readonly Endpoint[],
   body: unknown,
-): { live: string[]; pinned: number } {
+  ovs: OpenFlow | undefined,
+): Promise<{ live: string[]; pinned: number }> {
   const list = (body ?? {}) as Record<string, unknown>;
   if (!Array.isArray(list.instances))
     throw new NfsError(ErrorCode.CONFIG, 'live.instances: must be a list of instance ids');
@@ -253,7 +262,28 @@ function setLive(
     return at;
   });
   const pinned = ingress.setLive(live);
+  await ovs?.live(live);
   return { live: live.map((i) => instances[i]!.id), pinned };
+}
+
+/** What this ingress writes to the OVS bridge that routes its traffic: each rule, and the live set. */
+interface OpenFlow {
+  rules(rules: readonly RuleRequest[]): Promise<void>;
+  live(live: readonly number[]): Promise<void>;
+}
+
+function openFlow(mgmt: string, vni: number): OpenFlow {
+  // One write at a time, in the order asked: two moves of one flow must reach OVS as they reached here.
+  let last: Promise<void> = Promise.resolve();
+  const write = (lines: string[]): Promise<void> => {
+    const next = last.catch(() => undefined).then(() => programOvs(mgmt, lines));
+    last = next;
+    return next;
+  };
+  return {
+    rules: (rules) => write(rules.flatMap((r) => ruleFlows(r.key, r.spec.primary, r.spec.epoch, vni))),
+    live: (live) => write(liveFlows(live, vni)),
+  };
 }
 
 /**

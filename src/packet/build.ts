@@ -10,6 +10,7 @@
  */
 import { ErrorCode, NfsError } from '../errors.js';
 import { IpProto } from '../types.js';
+import type { FlowKey } from '../types.js';
 import { checksum, pseudoHeaderSum } from './checksum.js';
 import {
   ICMP_CHECKSUM,
@@ -198,4 +199,27 @@ export function buildIcmp(buf: Uint8Array, offset: number, p: IcmpSpec): number 
   buf.set(p.payload, l4 + ICMP_HEADER);
   write16(buf, l4 + ICMP_CHECKSUM, checksum(buf, l4, icmpLen));
   return l4 + icmpLen - offset;
+}
+
+/**
+ * A packet of flow `key` with no payload (for ICMP, an echo request whose id is the key's source port, as
+ * flow keys read it): what stands for the flow where no packet of its own will do, such as an end-of-move
+ * marker.
+ */
+export function buildEmpty(buf: Uint8Array, offset: number, key: FlowKey): number {
+  const payload = buf.subarray(0, 0);
+  const ends = { srcIp: key.srcIp, dstIp: key.dstIp };
+  if (key.proto === IpProto.TCP)
+    return buildTcp(buf, offset, {
+      ...ends,
+      srcPort: key.srcPort,
+      dstPort: key.dstPort,
+      seq: 0,
+      ack: 0,
+      flags: 0,
+      payload,
+    });
+  if (key.proto === IpProto.ICMP)
+    return buildIcmp(buf, offset, { ...ends, type: 8, code: 0, id: key.srcPort, seq: 0, payload });
+  return buildUdp(buf, offset, { ...ends, srcPort: key.srcPort, dstPort: key.dstPort, payload });
 }

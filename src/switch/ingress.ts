@@ -35,13 +35,13 @@ import { wallClock } from '../clock.js';
 import { EdgeGateway, egressDest } from '../edge/gateway.js';
 import type { HostTable } from '../edge/hosts.js';
 import { ErrorCode, NfsError } from '../errors.js';
-import { buildIcmp, buildTcp, buildUdp } from '../packet/build.js';
-import { flowHashOf, parseIpv4 } from '../packet/flow-key.js';
+import { buildEmpty, buildUdp } from '../packet/build.js';
+import { flowHashOf, flowKeyOf, parseIpv4 } from '../packet/flow-key.js';
 import { Packet } from '../packet/packet.js';
 import { Stamper } from '../stamper/stamper.js';
 import type { PcapWriter } from '../traffic/pcap.js';
 import type { Clock, FlowKey, Logger, MetricSample, MetricSource } from '../types.js';
-import { DropReason, dropReasonName, IpProto } from '../types.js';
+import { DropReason, dropReasonName } from '../types.js';
 import {
   FLOW_HEADER_LENGTH,
   STAMP_HEADER_LENGTH,
@@ -53,6 +53,7 @@ import {
 import { IO_FALLBACK_REASON, MAX_DATAGRAM, openBatchSocket, type BatchSocket } from '../wire/batch-socket.js';
 import { SendRing } from '../wire/send-ring.js';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, VxlanView } from '../wire/vxlan.js';
+import { readRoute } from './openflow.js';
 import type { ReplyMap } from './replies.js';
 import { Switch } from './switch.js';
 import type { RuleSpec } from './switch.js';
@@ -80,6 +81,11 @@ export interface IngressOptions {
   edge?: { port: number; hosts: HostTable; egress?: { host: string; port: number } };
   /** Replies to translated addresses, stamped as part of their connection (absent: none are translated). */
   replies?: ReplyMap;
+  /**
+   * An Open vSwitch bridge routes the traffic (ovs.ts): its frames come to a VXLAN door at this address,
+   * each naming in its destination address the instance and rule epoch OVS chose (openflow.ts).
+   */
+  ovs?: { host: string; port: number };
 }
 
 const SLOT = MAX_DATAGRAM;
@@ -101,6 +107,8 @@ export class Ingress implements MetricSource {
   private readonly pkt = new Packet();
   private readonly frame = new VxlanView();
   private readonly gateway: EdgeGateway | undefined;
+  /** The route OVS gave the frame being stamped (openflow.ts), filled in place; primary -1: none. */
+  private readonly via = { primary: -1, epoch: 0 };
   /** The connection a datagram's flow option names, filled in place. */
   private readonly named: FlowFields = { srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, proto: 0 };
   private readonly slots = new SendRing(SLOT, SLOTS);
@@ -116,6 +124,9 @@ export class Ingress implements MetricSource {
   copies = 0;
   markers = 0;
   noRoute = 0;
+  /** Frames OVS routed, sent where it said, and those sent by a newer rule this ingress had. */
+  ovsFollowed = 0;
+  ovsOverridden = 0;
   readonly drops = new Float64Array(dropReasonName.length);
 
   constructor(
@@ -181,14 +192,17 @@ export class Ingress implements MetricSource {
       await once(this.service, 'listening');
     }
     const edge = options.edge;
-    if (edge !== undefined) {
-      const door = await openBatchSocket(options.host, edge.port, (msg) => {
+    if (edge !== undefined || options.ovs !== undefined) {
+      const at = options.ovs ?? { host: options.host, port: edge!.port };
+      const door = await openBatchSocket(at.host, at.port, (msg) => {
         this.onVxlan(msg);
       });
       this.door = door;
-      for (const net of edge.hosts.nets) await door.dest(net.index, net.vtep, edge.hosts.vtepPort);
-      if (edge.egress !== undefined)
-        await door.dest(egressDest(edge.hosts), edge.egress.host, edge.egress.port);
+      if (edge !== undefined) {
+        for (const net of edge.hosts.nets) await door.dest(net.index, net.vtep, edge.hosts.vtepPort);
+        if (edge.egress !== undefined)
+          await door.dest(egressDest(edge.hosts), edge.egress.host, edge.egress.port);
+      }
     }
     this.ticker = setInterval(() => {
       this.stamper.tick(this.clock.now());
@@ -275,19 +289,49 @@ export class Ingress implements MetricSource {
     this.stampSlot(at, n, this.options.vni);
   }
 
-  /** A VXLAN datagram from a host's VTEP. */
+  /** A VXLAN datagram from a host's VTEP, or from the OVS bridge that routed it. */
   onVxlan(msg: Uint8Array): void {
     this.received++;
     const v = this.frame;
     const r = v.parse(msg, 0, msg.length);
     if (r !== DropReason.NONE) return this.drop(r);
-    if (!this.options.edge!.hosts.hasVni(v.vni)) return this.drop(DropReason.UNKNOWN_VNI);
+    if (this.options.ovs !== undefined && readRoute(v.dstMac, this.via)) return this.routed(v);
+    const edge = this.options.edge;
+    if (edge === undefined || !edge.hosts.hasVni(v.vni)) return this.drop(DropReason.UNKNOWN_VNI);
     const type = v.etherType;
     if (type === ETHERTYPE_IPV4)
       return this.fromOutside(msg.subarray(v.payloadOffset, v.payloadOffset + v.payloadLength), v.vni);
     if (type !== ETHERTYPE_ARP) return this.drop(DropReason.NOT_IPV4);
     const ar = this.gateway!.onArp(v);
     if (ar !== DropReason.NONE) this.drop(ar);
+  }
+
+  /** A frame OVS routed: stamped and sent where `via` says, unless this ingress knows a newer rule. */
+  private routed(v: VxlanView): void {
+    if (v.vni !== this.options.vni) return this.drop(DropReason.UNKNOWN_VNI);
+    if (v.etherType !== ETHERTYPE_IPV4) return this.drop(DropReason.NOT_IPV4);
+    if (this.via.primary >= this.endpoints.length) return this.drop(DropReason.NO_ROUTE);
+    this.fromOutside(v.buf.subarray(v.payloadOffset, v.payloadOffset + v.payloadLength), v.vni);
+    this.via.primary = -1;
+  }
+
+  /**
+   * Takes the route OVS gave a packet of flow `key` into this switch's table. A flow met for the first
+   * time gets it as its rule, so that OVS's default placement holds for the flow from then on, as this
+   * switch pins running flows when the live set changes. A newer epoch than the rule's is a rule OVS got
+   * before this ingress did: the flow is re-pointed here too, with its end-of-move marker. An older one
+   * is a packet OVS classified before the change: the newer rule wins.
+   */
+  private follow(key: FlowKey): void {
+    const via = this.via;
+    const rule = this.switch.ruleOf(key);
+    if (rule === undefined) this.switch.installRule(flowKeyOf(key), via);
+    else if (via.epoch > rule.epoch) this.repoint(flowKeyOf(key), via);
+    else if (via.epoch < rule.epoch || via.primary !== rule.primary) {
+      this.ovsOverridden++;
+      return;
+    }
+    this.ovsFollowed++;
   }
 
   /** An inner IPv4 packet (and what may follow it, such as Ethernet padding) into a slot of its own. */
@@ -329,6 +373,7 @@ export class Ingress implements MetricSource {
     const now = this.clock.now();
     // Whole microseconds, so that a microsecond pcap of the stamp log reproduces every stamp exactly.
     const timeMs = Math.round(now * 1000) / 1000;
+    if (this.via.primary >= 0 && id === pkt) this.follow(id);
     const route = this.switch.route(id, flowHashOf(id), pkt.length);
     if (route.primary < 0) {
       this.noRoute++;
@@ -370,35 +415,7 @@ export class Ingress implements MetricSource {
       seq: Math.max(1, this.stamper.lastSeq(key)),
       timeMs: Math.round(this.clock.now() * 1000) / 1000,
     });
-    const inner = at + STAMP_HEADER_LENGTH;
-    const empty = this.ring.subarray(0, 0);
-    const ends = { srcIp: key.srcIp, dstIp: key.dstIp };
-    const n =
-      key.proto === IpProto.TCP
-        ? buildTcp(this.ring, inner, {
-            ...ends,
-            srcPort: key.srcPort,
-            dstPort: key.dstPort,
-            seq: 0,
-            ack: 0,
-            flags: 0,
-            payload: empty,
-          })
-        : key.proto === IpProto.ICMP
-          ? buildIcmp(this.ring, inner, {
-              ...ends,
-              type: 8,
-              code: 0,
-              id: key.srcPort,
-              seq: 0,
-              payload: empty,
-            })
-          : buildUdp(this.ring, inner, {
-              ...ends,
-              srcPort: key.srcPort,
-              dstPort: key.dstPort,
-              payload: empty,
-            });
+    const n = buildEmpty(this.ring, at + STAMP_HEADER_LENGTH, key);
     this.io!.queue(before, this.ring, at, STAMP_HEADER_LENGTH + n);
     this.markers++;
     return true;
@@ -453,6 +470,10 @@ export class Ingress implements MetricSource {
     out.push(['nfstate_ingress_secondary_copies_total', {}, this.copies]);
     out.push(['nfstate_ingress_move_markers_total', {}, this.markers]);
     out.push(['nfstate_ingress_no_route_total', {}, this.noRoute]);
+    if (this.options.ovs !== undefined) {
+      out.push(['nfstate_ingress_ovs_frames_total', { route: 'followed' }, this.ovsFollowed]);
+      out.push(['nfstate_ingress_ovs_frames_total', { route: 'overridden' }, this.ovsOverridden]);
+    }
     const { io, door } = this;
     out.push(['nfstate_ingress_send_errors_total', {}, (io?.sendErrors ?? 0) + (door?.sendErrors ?? 0)]);
     const oversize = (io?.oversize ?? 0) + (door?.oversize ?? 0);

@@ -107,6 +107,11 @@ export class Switch implements MetricSource {
     return true;
   }
 
+  /** A flow's rule, if it has one. */
+  ruleOf(key: FlowKey): Rule | undefined {
+    return this.rules.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
+  }
+
   removeRule(key: FlowKey): boolean {
     return this.rules.delete(key);
   }
@@ -163,7 +168,10 @@ export class Switch implements MetricSource {
     out.push(['nfstate_switch_rules', {}, this.rules.size]);
     out.push(['nfstate_switch_default_packets_total', {}, this.defaultPackets]);
     out.push(['nfstate_switch_stale_rules_total', {}, this.staleRules]);
+    // Per flow only the controller's rules: a pin (epoch 0) is every running flow's at a change of the live
+    // set, and every flow's behind an OVS bridge, which would make a series of each flow.
     for (const [key, r] of this.rules.entries()) {
+      if (r.epoch === 0) continue;
       const labels = { flow: flowKeyString(key) };
       out.push(['nfstate_switch_rule_packets_total', labels, r.packets]);
       out.push(['nfstate_switch_rule_bytes_total', labels, r.bytes]);

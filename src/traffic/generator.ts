@@ -23,7 +23,8 @@ import { ErrorCode, NfsError } from '../errors.js';
 import { ipv4Payload, readPcap } from './pcap.js';
 import type { Clock, Logger } from '../types.js';
 import { openBatchSocket, type BatchSocket } from '../wire/batch-socket.js';
-import { STAMP_HEADER_LENGTH, writeStampHeader } from '../wire/geneve.js';
+import { writeStampHeader } from '../wire/geneve.js';
+import { ETHERTYPE_IPV4, writeVxlanFrame } from '../wire/vxlan.js';
 
 export const ACK_LENGTH = 12;
 const ACK_MAGIC = 0x4e465341;
@@ -86,6 +87,11 @@ export interface GeneratorOptions {
   vni: number;
   /** How long to wait for the last acknowledgements. */
   drainTimeoutMs: number;
+  /**
+   * How each packet is carried: in Geneve with an empty stamp, to an ingress (the default), or in VXLAN as
+   * an IPv4 Ethernet frame, as a host's kernel vxlan device sends it, to a switch in front (switch/ovs.ts).
+   */
+  framing?: 'geneve' | 'vxlan';
 }
 
 export interface GeneratorResult {
@@ -98,6 +104,11 @@ export interface GeneratorResult {
   stalls: number;
 }
 
+/** Packets in flight in a closed loop (rate 0) unless told otherwise. */
+export const DEFAULT_WINDOW = 512;
+/** The Ethernet addresses of the generator's VXLAN frames: a host's, and the switch it sends to. */
+const HOST_MAC = 0x02_6e_66_00_00_10;
+const SWITCH_MAC = 0x02_6e_66_00_00_11;
 const SLOT = 2048;
 const SLOTS = 8192;
 const STALL_MS = 250;
@@ -209,9 +220,13 @@ export class Generator {
   private sendOne(source: PacketSource, i: number): void {
     const at = (i % SLOTS) * SLOT;
     const ring = this.ring;
-    writeStampHeader(ring, at, { vni: this.options.vni, flags: 0, epoch: 0, seq: 0, timeMs: 0 });
-    const n = source.write(i, ring, at + STAMP_HEADER_LENGTH);
-    this.socket!.queue(0, ring, at, STAMP_HEADER_LENGTH + n);
+    const vni = this.options.vni;
+    const h =
+      this.options.framing === 'vxlan'
+        ? writeVxlanFrame(ring, at, { vni, dst: SWITCH_MAC, src: HOST_MAC, etherType: ETHERTYPE_IPV4 })
+        : writeStampHeader(ring, at, { vni, flags: 0, epoch: 0, seq: 0, timeMs: 0 });
+    const n = source.write(i, ring, at + h);
+    this.socket!.queue(0, ring, at, h + n);
   }
 
   private waitAck(ms: number): Promise<void> {

@@ -1,8 +1,14 @@
 /**
- * Stamped datagrams for tests: flow f's packet with sequence number seq, as the ingress would send it.
+ * Stamped datagrams for tests: flow f's packet with sequence number seq, as the ingress would send it;
+ * and a stand-in instance that records the stamped datagrams it receives.
  */
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
 import { buildUdp } from '../../src/packet/build.js';
-import { STAMP_HEADER_LENGTH, writeStampHeader } from '../../src/wire/geneve.js';
+import { Packet } from '../../src/packet/packet.js';
+import { DropReason } from '../../src/types.js';
+import { STAMP_HEADER_LENGTH, StampView, writeStampHeader } from '../../src/wire/geneve.js';
 
 export interface StampedSpec {
   flow: number;
@@ -30,4 +36,43 @@ export function stamped(s: StampedSpec): Uint8Array {
     payload,
   });
   return buf.subarray(0, STAMP_HEADER_LENGTH + n);
+}
+
+/** What a stand-in instance saw of one stamped datagram. */
+export interface Seen {
+  seq: number;
+  flags: number;
+  epoch: number;
+  srcPort: number;
+  srcIp: number;
+  dstPort: number;
+}
+
+export interface StampListener {
+  socket: dgram.Socket;
+  port: number;
+  seen: Seen[];
+}
+
+/** A UDP socket on loopback standing in for an NF instance: it records each stamped datagram it gets. */
+export async function stampListener(): Promise<StampListener> {
+  const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
+  const seen: Seen[] = [];
+  const view = new StampView();
+  const pkt = new Packet();
+  socket.on('message', (msg) => {
+    assert.equal(view.parse(msg, 0, msg.length), DropReason.NONE);
+    assert.equal(pkt.parse(msg, view.innerOffset, view.innerLength), DropReason.NONE);
+    seen.push({
+      seq: view.seq,
+      flags: view.flags,
+      epoch: view.epoch,
+      srcPort: pkt.srcPort,
+      srcIp: pkt.srcIp,
+      dstPort: pkt.dstPort,
+    });
+  });
+  socket.bind(0, '127.0.0.1');
+  await once(socket, 'listening');
+  return { socket, port: socket.address().port, seen };
 }

@@ -432,6 +432,7 @@ describe('summaryFailures: what fails a demo run', { timeout: 60_000 }, () => {
       threads: 2,
       batch: 30,
       flows: 200,
+      switch: { kind: 'builtin' },
       sent: 10_000,
       stamped: 10_000,
       delivered: 10_000,
@@ -509,6 +510,14 @@ describe('summaryFailures: what fails a demo run', { timeout: 60_000 }, () => {
 
   it('passes a clean run, with moves aborted or refused cleanly', () => {
     assert.deepEqual(summaryFailures(passed()), []);
+  });
+
+  it('fails an OVS run in which packets reached the ingress without a route from the bridge', () => {
+    const s = passed();
+    s.switch = { kind: 'ovs', followed: 9_990, overridden: 10 };
+    assert.deepEqual(summaryFailures(s), []);
+    s.switch.followed = 9_000;
+    assert.deepEqual(summaryFailures(s), ['OVS routed 9010 of the 10000 packets stamped']);
   });
 
   it('fails a run whose replicas differ from their owners, and says where', () => {

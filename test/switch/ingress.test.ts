@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { HostTable } from '../../src/edge/hosts.js';
 import { silentLogger } from '../../src/log.js';
+import { stampListener, type StampListener } from '../helpers/packets.js';
 import { buildUdp } from '../../src/packet/build.js';
 import { canonicalKey, flowKeyOf, flowKeyString } from '../../src/packet/flow-key.js';
 import { Packet } from '../../src/packet/packet.js';
@@ -20,35 +21,6 @@ import {
   writeStampHeader,
 } from '../../src/wire/geneve.js';
 import { BROADCAST_MAC, ETHERTYPE_ARP, VxlanView, writeVxlanFrame } from '../../src/wire/vxlan.js';
-
-interface Seen {
-  seq: number;
-  flags: number;
-  srcPort: number;
-  srcIp: number;
-  dstPort: number;
-}
-
-async function listener(): Promise<{ socket: dgram.Socket; port: number; seen: Seen[] }> {
-  const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
-  const seen: Seen[] = [];
-  const view = new StampView();
-  const pkt = new Packet();
-  socket.on('message', (msg) => {
-    assert.equal(view.parse(msg, 0, msg.length), DropReason.NONE);
-    assert.equal(pkt.parse(msg, view.innerOffset, view.innerLength), DropReason.NONE);
-    seen.push({
-      seq: view.seq,
-      flags: view.flags,
-      srcPort: pkt.srcPort,
-      srcIp: pkt.srcIp,
-      dstPort: pkt.dstPort,
-    });
-  });
-  socket.bind(0, '127.0.0.1');
-  await once(socket, 'listening');
-  return { socket, port: socket.address().port, seen };
-}
 
 function geneve(srcPort: number, stamp: boolean): Uint8Array {
   const buf = new Uint8Array(200);
@@ -74,12 +46,12 @@ async function until(cond: () => boolean): Promise<void> {
 }
 
 describe('Ingress', { timeout: 120_000 }, () => {
-  const sinks: Awaited<ReturnType<typeof listener>>[] = [];
+  const sinks: StampListener[] = [];
   let ingress: Ingress;
   let client: dgram.Socket;
 
   before(async () => {
-    sinks.push(await listener(), await listener());
+    sinks.push(await stampListener(), await stampListener());
     ingress = new Ingress(
       {
         host: '127.0.0.1',
@@ -171,7 +143,7 @@ describe('Ingress', { timeout: 120_000 }, () => {
     const owner = (): Map<string, number> =>
       new Map(ingress.flows().map((f) => [`${f.key.srcPort}`, f.owner]));
     const before = owner();
-    sinks.push(await listener());
+    sinks.push(await stampListener());
     const newcomer = { id: 'nf-2', host: '127.0.0.1', port: sinks[2]!.port };
     assert.equal(await ingress.addInstance(newcomer), 2);
     assert.equal(await ingress.addInstance(newcomer), 2, 'adding it again changes nothing');
