@@ -57,6 +57,16 @@ export function lbOption(): Option {
   return new Option('--lb <on|off>', 'the load-balancing unit').choices(['on', 'off']);
 }
 
+/** `--switch`: what routes the traffic of `demo` and `up`. */
+export function switchOption(): Option {
+  return new Option(
+    '--switch <switch>',
+    "what routes the traffic: the ingress's own switch, or an Open vSwitch bridge in front of it (userspace datapath in a network namespace: root and Debian's openvswitch-switch); hosts then send VXLAN to the bridge",
+  )
+    .choices(['builtin', 'ovs'])
+    .default('builtin');
+}
+
 /** The load-balancing flags (`--lb`, `--capacity`, `--cooldown`) over `base`. */
 export function lbFlags<T extends Partial<BalancerOptions>>(base: T, o: Record<string, unknown>): T {
   return {

@@ -44,7 +44,17 @@ import { OVS_WINDOW } from '../switch/ovs.js';
 import { readTrace, runDigestHash, runOracle } from '../traffic/oracle.js';
 import { DEFAULT_TRACE, SyntheticTrace } from '../traffic/trace.js';
 import type { TraceOptions } from '../traffic/trace.js';
-import { int, keyFlag, lbFlags, lbOption, NF_HELP, nfArg, readJson, signalled } from './args.js';
+import {
+  int,
+  keyFlag,
+  lbFlags,
+  lbOption,
+  NF_HELP,
+  nfArg,
+  readJson,
+  signalled,
+  switchOption,
+} from './args.js';
 import { addLabCommands } from './lab.js';
 import { addRoleCommands } from './role-commands.js';
 import { endWith } from './exit.js';
@@ -197,14 +207,7 @@ program
     int('--capacity', 0),
   )
   .option('--cooldown <ms>', 'a moved flow stays put this long', int('--cooldown', 0))
-  .addOption(
-    new Option(
-      '--switch <switch>',
-      "what routes the traffic: the ingress's own switch, or an Open vSwitch bridge in front of it (userspace datapath in a network namespace: root and Debian's openvswitch-switch)",
-    )
-      .choices(['builtin', 'ovs'])
-      .default('builtin'),
-  )
+  .addOption(switchOption())
   .option('--keep', 'keep the run directory (logs, stamp log)', false)
   .option('--json', 'print one JSON object', false)
   .action(async (o: Record<string, unknown>, cmd: Command) => {
@@ -365,9 +368,16 @@ program
   .command('up')
   .description('run a topology from a YAML file until interrupted')
   .requiredOption('-c, --config <file>', 'topology YAML')
-  .action(async (o: { config: string }) => {
+  .addOption(switchOption())
+  .action(async (o: { config: string; switch: 'builtin' | 'ovs' }) => {
     const topology = loadTopology(o.config);
-    await runUp(topology, createLogger('up'), (line) => process.stdout.write(line + '\n'), signalled());
+    await runUp(
+      topology,
+      createLogger('up'),
+      (line) => process.stdout.write(line + '\n'),
+      signalled(),
+      o.switch,
+    );
   });
 
 program

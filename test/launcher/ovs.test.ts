@@ -2,20 +2,28 @@
  * The demo with an Open vSwitch bridge as its switch (`--switch ovs`): the generator's VXLAN frames go
  * through a real OVS (userspace datapath, in a namespace of its own), which classifies each by the flows
  * the ingress wrote, and moves inside and across clusters and a kill -9 lose nothing. Also: a bridge whose
- * process died is removed by the next start.
+ * process died is removed by the next start; `nfstate up --switch ovs` carries hosts' VXLAN through it.
  *
  * Needs root and Debian's openvswitch-switch (CI installs it); skipped with the reason otherwise.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
 import { once } from 'node:events';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
 import { namespaces } from '../../src/lab/netns.js';
 import type { DemoSummary } from '../../src/launcher/demo-report.js';
 import { summaryFailures } from '../../src/launcher/demo-report.js';
 import { silentLogger } from '../../src/log.js';
 import { ovsUnavailable, OvsBridge } from '../../src/switch/ovs.js';
-import { nfstate } from '../helpers/cli.js';
+import { buildUdp } from '../../src/packet/build.js';
+import { ETHERTYPE_IPV4, writeVxlanFrame } from '../../src/wire/vxlan.js';
+import { CLI, nfstate } from '../helpers/cli.js';
+import { until } from '../helpers/poll.js';
 import { repoPath } from '../helpers/paths.js';
 
 const skip = ovsUnavailable() ?? false;
@@ -48,6 +56,55 @@ describe('demo --switch ovs', { skip, timeout: 300_000 }, () => {
     assert.equal(followed + overridden, s.stamped);
     assert.equal(s.stamped, s.sent);
     assert.deepEqual(await namespaces('nfo-'), [], 'the bridge is gone');
+  });
+
+  it('runs under nfstate up: hosts send VXLAN to the bridge, what they send comes out at the egress, SIGINT removes the bridge', async (t) => {
+    const dest = dgram.createSocket('udp4');
+    const got: string[] = [];
+    dest.on('message', (m) => got.push(m.toString()));
+    dest.bind(0, '127.0.0.1');
+    await once(dest, 'listening');
+    const file = join(mkdtempSync(join(tmpdir(), 'nfstate-ovs-up-')), 'topology.yaml');
+    writeFileSync(
+      file,
+      `nf: { type: ids }\nclusters: 1\nperCluster: 2\nthreads: 1\negress: { deliver: "127.0.0.1:${dest.address().port}" }\n`,
+    );
+    const child = spawn(process.execPath, [CLI, 'up', '-c', file, '--switch', 'ovs'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    t.after(() => {
+      if (child.exitCode === null) child.kill('SIGINT');
+      dest.close();
+    });
+    const [first] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
+    const up = JSON.parse(first) as {
+      switch: { kind: string; netns: string; vxlan: { host: string; port: number } };
+    };
+    assert.equal(up.switch.kind, 'ovs');
+    const host = dgram.createSocket('udp4');
+    t.after(() => host.close());
+    for (let i = 0; i < 20; i++) {
+      const frame = new Uint8Array(100);
+      const h = writeVxlanFrame(frame, 0, {
+        vni: 1,
+        dst: 0x02_00_00_00_00_01,
+        src: 0x02_00_00_00_00_02,
+        etherType: ETHERTYPE_IPV4,
+      });
+      const n = buildUdp(frame, h, {
+        srcIp: 0x0a_00_00_01 + (i % 4),
+        dstIp: 0xc6_33_64_0a,
+        srcPort: 5000,
+        dstPort: 80,
+        payload: Buffer.from(`hello ${i}`),
+      });
+      host.send(frame.subarray(0, h + n), up.switch.vxlan.port, up.switch.vxlan.host);
+    }
+    await until(() => got.length === 20);
+    assert.deepEqual([...got].sort(), Array.from({ length: 20 }, (_, i) => `hello ${i}`).sort());
+    child.kill('SIGINT');
+    await once(child, 'exit');
+    assert.deepEqual(await namespaces(up.switch.netns), []);
   });
 
   it('removes, at the next start, a bridge whose process was killed', async () => {
