@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -64,7 +64,8 @@ describe('demo --switch ovs', { skip, timeout: 300_000 }, () => {
     dest.on('message', (m) => got.push(m.toString()));
     dest.bind(0, '127.0.0.1');
     await once(dest, 'listening');
-    const file = join(mkdtempSync(join(tmpdir(), 'nfstate-ovs-up-')), 'topology.yaml');
+    const dir = mkdtempSync(join(tmpdir(), 'nfstate-up-'));
+    const file = join(dir, 'topology.yaml');
     writeFileSync(
       file,
       `nf: { type: ids }\nclusters: 1\nperCluster: 2\nthreads: 1\negress: { deliver: "127.0.0.1:${dest.address().port}" }\n`,
@@ -75,6 +76,7 @@ describe('demo --switch ovs', { skip, timeout: 300_000 }, () => {
     t.after(() => {
       if (child.exitCode === null) child.kill('SIGINT');
       dest.close();
+      rmSync(dir, { recursive: true, force: true });
     });
     const [first] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
     const up = JSON.parse(first) as {
