@@ -76,3 +76,13 @@ export async function stampListener(): Promise<StampListener> {
   await once(socket, 'listening');
   return { socket, port: socket.address().port, seen };
 }
+
+/** A UDP socket on loopback that keeps, as text, each datagram it gets: an egress's destination. */
+export async function textCollector(): Promise<{ socket: dgram.Socket; port: number; got: string[] }> {
+  const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
+  const got: string[] = [];
+  socket.on('message', (m) => got.push(m.toString()));
+  socket.bind(0, '127.0.0.1');
+  await once(socket, 'listening');
+  return { socket, port: socket.address().port, got };
+}

@@ -23,6 +23,7 @@ import { ovsUnavailable, OvsBridge } from '../../src/switch/ovs.js';
 import { buildUdp } from '../../src/packet/build.js';
 import { ETHERTYPE_IPV4, writeVxlanFrame } from '../../src/wire/vxlan.js';
 import { CLI, nfstate } from '../helpers/cli.js';
+import { textCollector } from '../helpers/packets.js';
 import { until } from '../helpers/poll.js';
 import { repoPath } from '../helpers/paths.js';
 
@@ -59,16 +60,12 @@ describe('demo --switch ovs', { skip, timeout: 300_000 }, () => {
   });
 
   it('runs under nfstate up: hosts send VXLAN to the bridge, what they send comes out at the egress, SIGINT removes the bridge', async (t) => {
-    const dest = dgram.createSocket('udp4');
-    const got: string[] = [];
-    dest.on('message', (m) => got.push(m.toString()));
-    dest.bind(0, '127.0.0.1');
-    await once(dest, 'listening');
+    const { socket: dest, port: destPort, got } = await textCollector();
     const dir = mkdtempSync(join(tmpdir(), 'nfstate-up-'));
     const file = join(dir, 'topology.yaml');
     writeFileSync(
       file,
-      `nf: { type: ids }\nclusters: 1\nperCluster: 2\nthreads: 1\negress: { deliver: "127.0.0.1:${dest.address().port}" }\n`,
+      `nf: { type: ids }\nclusters: 1\nperCluster: 2\nthreads: 1\negress: { deliver: "127.0.0.1:${destPort}" }\n`,
     );
     const child = spawn(process.execPath, [CLI, 'up', '-c', file, '--switch', 'ovs'], {
       stdio: ['ignore', 'pipe', 'inherit'],

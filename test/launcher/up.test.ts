@@ -11,6 +11,7 @@ import { ErrorCode, NfsError } from '../../src/errors.js';
 import type { Endpoints } from '../../src/launcher/local.js';
 import { adminCall } from '../../src/admin-call.js';
 import { CLI, nfstate } from '../helpers/cli.js';
+import { textCollector } from '../helpers/packets.js';
 import { metrics, sample, until } from '../helpers/poll.js';
 
 /** What `nfstate up` prints first. */
@@ -18,11 +19,7 @@ type Up = Endpoints & { logs: string; operator_key: string };
 
 describe('nfstate up', { timeout: 600_000 }, () => {
   it('runs a topology: plain UDP in the front door comes out at the egress destination, bad input is counted, metrics are served, SIGINT stops it', async (t) => {
-    const dest = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
-    const got: string[] = [];
-    dest.on('message', (m) => got.push(m.toString()));
-    dest.bind(0, '127.0.0.1');
-    await once(dest, 'listening');
+    const { socket: dest, port: destPort, got } = await textCollector();
     const dir = mkdtempSync(join(tmpdir(), 'nfstate-up-'));
     const file = join(dir, 'topology.yaml');
     writeFileSync(
@@ -32,7 +29,7 @@ describe('nfstate up', { timeout: 600_000 }, () => {
         'clusters: 1',
         'perCluster: 2',
         'threads: 1',
-        `egress: { deliver: "127.0.0.1:${dest.address().port}" }`,
+        `egress: { deliver: "127.0.0.1:${destPort}" }`,
         '',
       ].join('\n'),
     );
