@@ -295,7 +295,12 @@ export class Ingress implements MetricSource {
     const v = this.frame;
     const r = v.parse(msg, 0, msg.length);
     if (r !== DropReason.NONE) return this.drop(r);
-    if (this.options.ovs !== undefined && readRoute(v.dstMac, this.via)) return this.routed(v);
+    if (this.options.ovs !== undefined && readRoute(v.dstMac, this.via)) {
+      this.routed(v);
+      // Whatever became of the frame, its route must not reach the next packet.
+      this.via.primary = -1;
+      return;
+    }
     const edge = this.options.edge;
     if (edge === undefined || !edge.hosts.hasVni(v.vni)) return this.drop(DropReason.UNKNOWN_VNI);
     const type = v.etherType;
@@ -310,9 +315,9 @@ export class Ingress implements MetricSource {
   private routed(v: VxlanView): void {
     if (v.vni !== this.options.vni) return this.drop(DropReason.UNKNOWN_VNI);
     if (v.etherType !== ETHERTYPE_IPV4) return this.drop(DropReason.NOT_IPV4);
-    if (this.via.primary >= this.endpoints.length) return this.drop(DropReason.NO_ROUTE);
+    // An instance joins the switch last (addInstance): until then no rule may name it.
+    if (this.via.primary >= this.switch.size) return this.drop(DropReason.NO_ROUTE);
     this.fromOutside(v.buf.subarray(v.payloadOffset, v.payloadOffset + v.payloadLength), v.vni);
-    this.via.primary = -1;
   }
 
   /**

@@ -70,6 +70,11 @@ export class Switch implements MetricSource {
     return this.instances.push(id) - 1;
   }
 
+  /** How many instances rules may name (indexes 0 to size - 1). */
+  get size(): number {
+    return this.instances.length;
+  }
+
   /** The instances that may own flows by default (indexes into the instance list). */
   setLive(live: readonly number[]): void {
     for (const i of live) this.check(i);

@@ -15,7 +15,7 @@ import { buildUdp } from '../../src/packet/build.js';
 import { Ingress } from '../../src/switch/ingress.js';
 import { liveFlows, readRoute, routeMac, ruleFlows } from '../../src/switch/openflow.js';
 import type { MetricSample } from '../../src/types.js';
-import { StampFlag } from '../../src/wire/geneve.js';
+import { StampFlag, writeStampHeader } from '../../src/wire/geneve.js';
 import { writeVxlanFrame } from '../../src/wire/vxlan.js';
 import { stampListener, type StampListener } from '../helpers/packets.js';
 import { until } from '../helpers/poll.js';
@@ -196,5 +196,16 @@ describe('Ingress behind an OVS bridge', { timeout: 60_000 }, () => {
     assert.equal(now.noRoute - was.noRoute, 1);
     assert.equal(now.followed + now.overridden, was.followed + was.overridden);
     assert.deepEqual([...of(0, 7000), ...of(1, 7000)], []);
+    // The dropped frames' routes stay with them: a packet of another door after them is placed by this
+    // switch, not pinned by a route it never had.
+    const other = { srcIp: CLIENT, dstIp: SERVER, srcPort: 7001, dstPort: 80, proto: 17 };
+    const stamped = new Uint8Array(100);
+    const h = writeStampHeader(stamped, 0, { vni: VNI, flags: 0, epoch: 0, seq: 0, timeMs: 0 });
+    const n = buildUdp(stamped, h, { ...other, payload: new Uint8Array(4) });
+    const seen = nfs[0]!.seen.length + nfs[1]!.seen.length;
+    bridge.send(stamped.subarray(0, h + n), ingress.port, '127.0.0.1');
+    await until(() => nfs[0]!.seen.length + nfs[1]!.seen.length > seen);
+    assert.equal(nfs[0]!.seen.length + nfs[1]!.seen.length, seen + 1);
+    assert.equal(ingress.switch.ruleOf(other), undefined);
   });
 });
