@@ -224,7 +224,7 @@ export async function runDemo(given: Topology, options: DemoOptions, logger: Log
     deployment = new LocalDeployment(topology, {
       logDir: runDir,
       stampLog,
-      ...(ovs === undefined ? {} : { ovs: { mgmt: ovs.mgmt, host: ovs.hostAddress } }),
+      ...(ovs === undefined ? {} : { ovs: ovs.forIngress }),
       ackTo: { host: topology.host, port: ackPort },
       logger,
     });

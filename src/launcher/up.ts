@@ -28,7 +28,7 @@ export async function runUp(
     const deployment = new LocalDeployment(topology, {
       logDir,
       logger,
-      ...(ovs === undefined ? {} : { ovs: { mgmt: ovs.mgmt, host: ovs.hostAddress } }),
+      ...(ovs === undefined ? {} : { ovs: ovs.forIngress }),
     });
     const ends = await deployment.start();
     const operatorKey = join(logDir, 'operator.key');

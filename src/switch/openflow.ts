@@ -47,7 +47,7 @@ export function routeMac(primary: number, epoch: number): number {
   return (ROUTE_MAC_TAG * 0x100 + primary) * TWO_32 + epoch;
 }
 
-/** Where a routed frame goes, read from its destination address (`mac`); null for any other address. */
+/** Reads a frame's route from its destination address (`mac`) into `out`; false for any other address. */
 export function readRoute(mac: number, out: { primary: number; epoch: number }): boolean {
   const high = Math.floor(mac / TWO_32);
   if (high >>> 8 !== ROUTE_MAC_TAG) return false;

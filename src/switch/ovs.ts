@@ -98,6 +98,11 @@ export class OvsBridge {
     return `unix:${join(this.runDir, 'br0.mgmt')}`;
   }
 
+  /** What a deployment's ingress needs of the bridge (DeploymentOptions.ovs). */
+  get forIngress(): { mgmt: string; host: string } {
+    return { mgmt: this.mgmt, host: this.hostAddress };
+  }
+
   /**
    * Removes the bridges whose process died without stopping them (kill -9, Ctrl-C: OVS's daemons detach, so
    * they outlive it): their daemons, namespace and veth pair.
@@ -231,7 +236,7 @@ export class OvsBridge {
     }
     for (let i = 0; i < 40 && pids.some(alive); i++) await sleep(50);
     for (const pid of pids.filter(alive)) process.kill(pid, 'SIGKILL');
-    // Deleting the namespace deletes its end of the veth pair, and with it ours; the taps OVS made die with it.
+    // Deleting the namespace deletes its end of the veth pair, and with it ours; OVS's taps die with it.
     await ip(['netns', 'del', this.netns]).catch(() => undefined);
     await ip(['link', 'del', this.veth]).catch(() => undefined);
     rmSync(this.runDir, { recursive: true, force: true });

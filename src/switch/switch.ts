@@ -117,10 +117,6 @@ export class Switch implements MetricSource {
     return this.rules.get(key.srcIp, key.dstIp, key.srcPort, key.dstPort, key.proto);
   }
 
-  removeRule(key: FlowKey): boolean {
-    return this.rules.delete(key);
-  }
-
   /**
    * Where a packet of flow `id` (the packet itself, or the connection a reply belongs to) goes; `hash` is
    * the flow's, `bytes` the packet's length. The answer is valid until the next call.

@@ -124,12 +124,22 @@ export class Generator {
   sent = 0;
   private lastAckAt = 0;
   private wake: (() => void) | undefined;
+  /** Writes a packet's outer headers at ring[at] and returns their length; the fields are fixed per run. */
+  private readonly header: (ring: Uint8Array, at: number) => number;
 
   constructor(
     private readonly options: GeneratorOptions,
     private readonly logger: Logger,
     private readonly clock: Clock = wallClock,
-  ) {}
+  ) {
+    const vni = options.vni;
+    const frame = { vni, dst: SWITCH_MAC, src: HOST_MAC, etherType: ETHERTYPE_IPV4 };
+    const stamp = { vni, flags: 0, epoch: 0, seq: 0, timeMs: 0 };
+    this.header =
+      options.framing === 'vxlan'
+        ? (ring, at) => writeVxlanFrame(ring, at, frame)
+        : (ring, at) => writeStampHeader(ring, at, stamp);
+  }
 
   /**
    * Binds the socket that takes acknowledgements, at `port` (0: any); returns its port (give it to the
@@ -220,11 +230,7 @@ export class Generator {
   private sendOne(source: PacketSource, i: number): void {
     const at = (i % SLOTS) * SLOT;
     const ring = this.ring;
-    const vni = this.options.vni;
-    const h =
-      this.options.framing === 'vxlan'
-        ? writeVxlanFrame(ring, at, { vni, dst: SWITCH_MAC, src: HOST_MAC, etherType: ETHERTYPE_IPV4 })
-        : writeStampHeader(ring, at, { vni, flags: 0, epoch: 0, seq: 0, timeMs: 0 });
+    const h = this.header(ring, at);
     const n = source.write(i, ring, at + h);
     this.socket!.queue(0, ring, at, h + n);
   }
