@@ -24,7 +24,7 @@ const VNI = 9;
 const CLIENT = 0x0a000001;
 const SERVER = 0xc6336401;
 
-describe('the route in a routed frame', () => {
+describe('the route in a routed frame', { timeout: 60_000 }, () => {
   it('names any instance below 255 and any u32 epoch, and nothing else reads as one', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 254 }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), (p, e) => {
