@@ -21,7 +21,7 @@ import { freePort } from '../launcher/free-port.js';
  * The members' election timeout. A leader cut off from its quorum also steps down after it, and until
  * then it still renews leases.
  */
-export const ETCD_ELECTION_TIMEOUT_MS = 250;
+const ETCD_ELECTION_TIMEOUT_MS = 250;
 
 export const ETCD_BIN = process.env.ETCD_BIN ?? '/usr/bin/etcd';
 
