@@ -121,6 +121,11 @@ export const METRICS: Readonly<Record<string, MetricInfo>> = {
   nfstate_edge_arp_carried_total: c('ingress', 'ARP frames carried across the edge unstamped.'),
 
   nfstate_nf_received_total: c('nf', 'Packets an instance received.', NF),
+  nfstate_nf_handed_total: c(
+    'nf',
+    "Of those, packets that reached a worker through the instance's main thread (replays, parked packets of a move).",
+    NF,
+  ),
   nfstate_nf_processed_total: c('nf', "Packets run through the NF, in their flow's stamp order.", NF),
   nfstate_nf_forwarded_total: c('nf', 'Processed packets sent on.', NF),
   nfstate_nf_nf_dropped_total: c('nf', "Packets the NF's own policy dropped (a firewall's deny).", NF),

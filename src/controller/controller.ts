@@ -38,6 +38,7 @@ import { round2 } from '../clock.js';
 import { CONTROL_BUCKETS } from '../metric-catalog.js';
 import { Histogram } from '../metrics.js';
 import { decodeLoadReport } from './load-report.js';
+import { workerPorts } from '../nf/messages.js';
 import type { Clock, Logger, MetricSample, MetricSource } from '../types.js';
 import { ClusterMap } from './clusters.js';
 import { Configurer } from './configurer.js';
@@ -249,7 +250,7 @@ export class Controller implements MetricSource {
       const known = new Set(Array.isArray(b.instances) ? b.instances : []);
       const missed = [...this.instances.values()]
         .filter((i) => !known.has(i.id) && !this.detector.isFailed(i.id))
-        .map(({ id, host, port }) => ({ id, host, port }));
+        .map(({ id, host, port, workers }) => ({ id, host, port, workers }));
       // And which of them take new flows: an ingress started by hand knows none of them yet.
       return { ok: true, instances: missed, secondaries, live: this.configurer.liveIds() };
     });
@@ -319,6 +320,7 @@ export class Controller implements MetricSource {
         id: i.id,
         host: i.host,
         port: i.port,
+        workers: i.workers,
         replication: i.replication,
         admin: i.admin,
         token: i.token,
@@ -681,6 +683,7 @@ export class Controller implements MetricSource {
         id: inst.id,
         host: inst.host,
         port: inst.port,
+        workers: inst.workers,
       });
       this.joining.delete(inst.id);
       await this.configurer.pushLive(ingress);
@@ -811,6 +814,7 @@ export class Controller implements MetricSource {
       id: i.id,
       host: i.host,
       port: i.port,
+      workers: i.workers,
       admin: i.admin,
       replication: i.replication,
       cluster: this.map.clusterOf(i.id)?.id ?? null,
@@ -872,6 +876,7 @@ function parseInstance(body: unknown): InstanceInfo {
     id: str('id'),
     host: str('host'),
     port: port('port'),
+    workers: workerPorts(b.workers, 'register.workers'),
     replication: port('replication'),
     admin: port('admin'),
   };

@@ -42,6 +42,8 @@ export interface InstanceView {
   id: string;
   host: string;
   port: number;
+  /** Each worker's own data port. */
+  workers: number[];
   admin: number;
   replication: number;
   cluster: string | null;

@@ -16,8 +16,10 @@ export interface AdminAddress {
 export interface InstanceInfo {
   id: string;
   host: string;
-  /** Data port (stamped packets). */
+  /** Data port (stamped packets, copies as a secondary). */
   port: number;
+  /** Each worker thread's own data port, in order: the switch sends a flow's packets to its worker. */
+  workers: number[];
   /** Replication port (peers' batches). */
   replication: number;
   /** Admin HTTP port. */

@@ -27,6 +27,7 @@ import { DEFAULT_FAILURE } from '../controller/detector.js';
 import { DEFAULT_EDGE, type EdgeConfig, type HostConfig } from '../edge/hosts.js';
 import { CHAIN_TYPE, isNfModule, isNfType, nfTypes, type NfType } from '../nfs/index.js';
 import { parseCidr } from '../packet/flow-key.js';
+import { MAX_THREADS } from '../nf/messages.js';
 
 export interface Topology {
   /**
@@ -127,7 +128,6 @@ export const DEFAULT_TOPOLOGY: Readonly<Omit<Topology, 'nf'>> = deepFreeze({
   edge: null,
 });
 
-const MAX_THREADS = 64;
 const MAX_BATCH = 100_000;
 const MAX_VNI = 0xffffff;
 /** A move's source waits this long at most for a hand-over (see launcher/run-nf.ts, /move/finish). */

@@ -250,7 +250,12 @@ export class LocalDeployment {
         port: t.ingress.port,
         servicePort: t.ingress.servicePort,
         adminPort: t.ingress.adminPort,
-        instances: instances.map(({ id, host, port }) => ({ id, host, port })),
+        instances: instances.map(({ id, host, port, workers }) => ({
+          id,
+          host,
+          port,
+          workers: workers ?? [],
+        })),
         vni: t.vni,
         flowIdleMs: t.flowIdleMs,
         stampLog: this.options.stampLog ?? null,

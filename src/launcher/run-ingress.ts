@@ -10,6 +10,7 @@ import { adminCall } from '../admin-call.js';
 import { flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { Endpoint } from '../switch/ingress.js';
 import { Ingress } from '../switch/ingress.js';
+import { workerPorts } from '../nf/messages.js';
 import { LinkType, PcapWriter } from '../traffic/pcap.js';
 import type { FlowKey, Logger } from '../types.js';
 import { StrongPools } from '../global/strong-pool.js';
@@ -208,7 +209,10 @@ function applyRule(ingress: Ingress, r: RuleRequest): boolean {
   return r.move ? ingress.repoint(r.key, r.spec) : ingress.switch.installRule(r.key, r.spec);
 }
 
-/** POST /instances { id, host, port }: an instance joined; it owns no flow until `/live` lists it. */
+/**
+ * POST /instances { id, host, port, workers? }: an instance joined; it owns no flow until `/live` lists it.
+ * `workers` are its worker threads' ports, in order (Endpoint).
+ */
 async function addInstance(ingress: Ingress, body: unknown): Promise<{ id: string; index: number }> {
   const b = (body ?? {}) as Record<string, unknown>;
   if (typeof b.id !== 'string' || b.id === '')
@@ -218,7 +222,8 @@ async function addInstance(ingress: Ingress, body: unknown): Promise<{ id: strin
   const port = b.port;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
     throw new NfsError(ErrorCode.CONFIG, 'instance.port: must be a port number 1..65535');
-  return { id: b.id, index: await ingress.addInstance({ id: b.id, host: b.host, port }) };
+  const inst = { id: b.id, host: b.host, port, workers: workerPorts(b.workers, 'instance.workers') };
+  return { id: b.id, index: await ingress.addInstance(inst) };
 }
 
 /** GET /owner?flow=…: the instance that owns a flow now. */

@@ -32,7 +32,7 @@ export async function runNf(spec: NfSpec): Promise<void> {
     process.exitCode = 1;
     void nf.stop().finally(() => process.exit(1));
   };
-  const { port, replication } = await nf.start();
+  const { port, replication, workers } = await nf.start();
   if (spec.peers !== undefined) await nf.replicateTo(spec.peers);
   const { admin, sign } = await serveAdmin(spec, nf);
   admin.route('GET', '/digest', () => nf.digest());
@@ -78,7 +78,7 @@ export async function runNf(spec: NfSpec): Promise<void> {
       c.host,
       c.admin,
       '/register',
-      { id: spec.id, host: spec.host, port, replication, admin: admin.port },
+      { id: spec.id, host: spec.host, port, workers, replication, admin: admin.port },
       sign,
     );
     if (typeof answer.emitter === 'number') nf.setEmitter(answer.emitter);

@@ -3,12 +3,16 @@
  * falls in their shard, and an admin HTTP port (/metrics, /healthz, /digest).
  *
  *   const nf = new NfInstance({ id: 'nf-0', host: '127.0.0.1', port: 0, threads: 2, ... });
- *   const { port } = await nf.start();   // send stamped datagrams to this port
+ *   const { port, workers } = await nf.start();  // the main port, and each worker's own port
  *   await nf.stop();
  *
- * The main thread only receives: it reads the flow hash at fixed offsets, copies the datagram into
- * its worker's pending batch, and transfers each batch as one ArrayBuffer when the receive burst ends
- * (setImmediate) or the batch fills. Workers send their output themselves.
+ * Each worker has a port of its own, and the switch sends a flow's packets straight to the worker that owns
+ * it (the same flow hash modulo W as here), so they cost this thread nothing. The main port takes what
+ * needs this thread: the switch's copies for the flows this instance is the secondary of (kept in the
+ * replay log), a moved flow's parked packets, and packets from a switch that knows no worker ports. For
+ * the last two it reads the flow hash at fixed offsets, copies the datagram into its worker's pending
+ * batch, and transfers each batch as one ArrayBuffer when the receive burst ends (setImmediate) or the
+ * batch fills. Workers send their output themselves.
  */
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import { performance } from 'node:perf_hooks';
@@ -181,8 +185,12 @@ export class NfInstance implements MetricSource {
     return this.socket!.port;
   }
 
-  async start(): Promise<{ port: number; replication: number }> {
-    if (this.started) return { port: this.port, replication: this.replicas?.port ?? 0 };
+  /** Each worker's own port, in shard order: the switch sends a flow's packets to its worker there. */
+  workerPorts: number[] = [];
+
+  async start(): Promise<{ port: number; replication: number; workers: number[] }> {
+    if (this.started)
+      return { port: this.port, replication: this.replicas?.port ?? 0, workers: this.workerPorts };
     this.started = true;
     const { options } = this;
     // Workers would each fail on a bad NF config; fail here instead, with the config's own message. The
@@ -209,6 +217,7 @@ export class NfInstance implements MetricSource {
           release: options.cluster === undefined ? 'immediate' : (options.processor.release ?? 'immediate'),
         },
         egress: options.egress,
+        host: options.host,
         partition: {
           index: options.partition.index * options.threads + i,
           count: options.partition.count * options.threads,
@@ -238,7 +247,12 @@ export class NfInstance implements MetricSource {
       this.shards.push(shard);
       this.workers.push(worker);
     }
-    await Promise.all(this.shards.map((s) => this.ask(s.worker, 'ready')));
+    const ready = await Promise.all(this.shards.map((s) => this.ask(s.worker, 'ready')));
+    // Output held until the peers acknowledge its batch refers to the bytes it came in: those of a
+    // transferred batch stay, a socket's receive buffer does not. So under after-replication release the
+    // switch sends here, and the workers get their packets in transfers, without a copy each.
+    if (options.processor.release !== 'after-replication' || options.cluster === undefined)
+      this.workerPorts = ready.map((m) => (m.type === 'ready' ? m.port : 0));
     // Before any packet: the workers' mirrors get the log from its start.
     if (options.strong !== undefined) {
       this.strong = new StrongBridge(
@@ -269,7 +283,7 @@ export class NfInstance implements MetricSource {
     }, 1000);
     this.sweeper.unref();
     options.logger.info('nf instance listening', { port: this.port, threads: options.threads, replication });
-    return { port: this.port, replication };
+    return { port: this.port, replication, workers: this.workerPorts };
   }
 
   /**
@@ -351,7 +365,7 @@ export class NfInstance implements MetricSource {
       processed: this.counter('processed'),
       flows: this.counter('flows'),
       busy,
-      queue: Math.max(0, this.dispatched - this.counter('received')),
+      queue: Math.max(0, this.dispatched - this.counter('handed')),
     };
   }
 

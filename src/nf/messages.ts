@@ -1,6 +1,8 @@
 /**
  * What an NF instance's main thread and its workers say to each other. Packets never travel as
- * messages one by one: the main thread packs a batch of datagrams into one ArrayBuffer and transfers it.
+ * messages one by one. The switch sends each worker its flows' packets at the worker's own port; what
+ * reaches the main thread for a worker (a replay, a moved flow's parked packets) it packs into one
+ * ArrayBuffer per batch and transfers.
  *
  * Batch layout (records back to back, no padding):
  *
@@ -10,6 +12,7 @@
  */
 import type { RunDigest } from '../state/digest.js';
 import type { StrongRequest } from '../state/global-strong.js';
+import { ErrorCode, NfsError } from '../errors.js';
 import { dropReasonName, type FlowKey } from '../types.js';
 import type { FrozenFlow, Guarantee, ProcessorOptions } from './processor.js';
 
@@ -18,6 +21,8 @@ export interface WorkerInit {
   nf: { type: string; config: Record<string, unknown> };
   options: ProcessorOptions;
   egress: { host: string; port: number };
+  /** The address the worker's own port binds (the instance's data address): the switch sends there. */
+  host: string;
   /**
    * Pools are strong (a mirror of the deployment's log, kept by the main thread: state/global-strong.ts),
    * or, without a log, this worker's share of each pool (`partition`).
@@ -108,7 +113,8 @@ export interface StrongAnswer {
 }
 
 export type FromWorker =
-  | { type: 'ready' }
+  /** Started; the switch may send this worker's flows to `port`. */
+  | { type: 'ready'; port: number }
   /** Claims and releases of strong pools that this worker's flows asked for, oldest first. */
   | { type: 'strong'; requests: readonly StrongRequest[] }
   | { type: 'digest'; digest: RunDigest }
@@ -131,10 +137,12 @@ export type FromWorker =
 /**
  * The order of the counters in a worker's shared Float64Array; drops by reason follow them. Each is exported
  * as `nfstate_nf_<name in snake case>_total` (`flows`: `nfstate_nf_flows`, a gauge). `sendErrors` counts
- * the output and parked packets its sockets could not send.
+ * the output and parked packets its sockets could not send; `handed`, the datagrams of `received` that came
+ * in the main thread's transfers rather than at the worker's port.
  */
 export const WORKER_COUNTERS = [
   'received',
+  'handed',
   'processed',
   'forwarded',
   'nfDropped',
@@ -154,3 +162,18 @@ export const WORKER_COUNTERS = [
 ] as const;
 export const DROPS_AT = WORKER_COUNTERS.length;
 export const COUNTER_SLOTS = DROPS_AT + dropReasonName.length;
+
+/** Worker threads per instance, at most: also how many worker ports an instance may name. */
+export const MAX_THREADS = 64;
+
+/** A list of worker ports (`field` names it in the error), or a CONFIG error; absent is none. */
+export function workerPorts(v: unknown, field: string): number[] {
+  const ports = v ?? [];
+  const port = (p: unknown): boolean => typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 65535;
+  if (!Array.isArray(ports) || ports.length > MAX_THREADS || !ports.every(port))
+    throw new NfsError(
+      ErrorCode.CONFIG,
+      `${field}: must be a list of at most ${MAX_THREADS} port numbers 1..65535`,
+    );
+  return ports as number[];
+}

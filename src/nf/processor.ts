@@ -191,6 +191,8 @@ export class FlowProcessor {
   /** After-replication mode: output of batches closed since the last `takeCommitted`, in order. */
   private closedOut: (Uint8Array | number)[] = [];
   private readonly holdOutput: boolean;
+  /** Whether the datagram being received stays unchanged after `receive` returns. */
+  private lasting = false;
   private gapWatch: FlowEntry[] = [];
   /** Flows frozen for a move and not yet committed: each is given up at its deadline. */
   private frozen: FlowEntry[] = [];
@@ -223,9 +225,14 @@ export class FlowProcessor {
     this.idle = new TimerWheel<FlowEntry>(Math.max(1, Math.min(1000, options.flowIdleMs / 8)), 64);
   }
 
-  /** One stamped datagram. Never throws on bad input: it is counted by reason and dropped. */
-  receive(buf: Uint8Array, offset: number, length: number): void {
+  /**
+   * One stamped datagram. Never throws on bad input: it is counted by reason and dropped. `lasting`: the
+   * bytes stay as they are after the call (a transferred batch), so a packet that has to wait is kept by
+   * reference; otherwise (a socket's receive buffer, reused for the next batch) it is copied.
+   */
+  receive(buf: Uint8Array, offset: number, length: number, lasting = false): void {
     this.counters.received++;
+    this.lasting = lasting;
     const stamp = this.stamp;
     const r = stamp.parse(buf, offset, length);
     if (r !== DropReason.NONE) return this.drop(r);
@@ -346,7 +353,7 @@ export class FlowProcessor {
       flow.heldSince = now;
       this.gapWatch.push(flow);
     }
-    held.splice(at, 0, { seq, buf, offset, length });
+    held.splice(at, 0, this.keep(seq, buf, offset, length));
     this.counters.held++;
     // A full hold list means the gap is not going to fill in time: skip it rather than drop what we hold.
     if (held.length > this.options.maxHeld) this.skipGap(flow);
@@ -409,8 +416,10 @@ export class FlowProcessor {
       const at = stamp.innerOffset - stamp.headerLength;
       const length = stamp.headerLength + stamp.innerLength;
       // Held output keeps a reference into the batch buffer the packet came in: no copy.
-      if (this.holdOutput) flow.out.push(this.pkt.buf, at, length);
-      else this.emit(this.pkt.buf, at, length);
+      if (this.holdOutput) {
+        if (this.lasting) flow.out.push(this.pkt.buf, at, length);
+        else flow.out.push(this.pkt.buf.slice(at, at + length), 0, length);
+      } else this.emit(this.pkt.buf, at, length);
     } else {
       this.counters.nfDropped++;
     }
@@ -615,6 +624,12 @@ export class FlowProcessor {
    * reached before the re-point takes the flow back rather than drop a packet; once the re-point is under
    * way, it may park twice as many (only packets stamped before the switch changed still come).
    */
+  /** A packet that waits: by reference where the bytes last, else a copy (see receive). */
+  private keep(seq: number, buf: Uint8Array, offset: number, length: number): Held {
+    if (this.lasting) return { seq, buf, offset, length };
+    return { seq, buf: buf.slice(offset, offset + length), offset: 0, length };
+  }
+
   private park(flow: FlowEntry, seq: number, buf: Uint8Array, offset: number, length: number): void {
     const held = flow.held;
     let at = held.length;
@@ -623,14 +638,14 @@ export class FlowProcessor {
     const committed = flow.track?.committed === true;
     if (held.length >= (committed ? 2 : 1) * this.options.maxHeld) {
       if (flow.move !== MoveState.OUTGOING || committed) return this.drop(DropReason.BUFFER_FULL);
-      held.splice(at, 0, { seq, buf, offset, length });
+      held.splice(at, 0, this.keep(seq, buf, offset, length));
       this.counters.moveOverflows++;
       flow.move = MoveState.NONE;
       flow.track = undefined;
       this.resume(flow);
       return;
     }
-    held.splice(at, 0, { seq, buf, offset, length });
+    held.splice(at, 0, this.keep(seq, buf, offset, length));
     this.counters.parked++;
   }
 

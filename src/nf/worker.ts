@@ -1,7 +1,7 @@
 /**
- * An NF instance's worker thread: owns one shard of flows (chosen by flow hash), processes the batches
- * of datagrams the main thread transfers to it, and sends its output from its own socket, so that
- * receiving and sending run on different threads.
+ * An NF instance's worker thread: owns one shard of flows (chosen by flow hash). Its own socket takes the
+ * packets the switch sends its flows and sends its output; the batches the main thread transfers (replays,
+ * a moved flow's parked packets) are processed the same way.
  */
 import dgram from 'node:dgram';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -35,9 +35,6 @@ const global = new CrdtGlobalState(strong ?? new LocalGlobalState({ partition: i
 await loadNfModules(init.nf);
 const nf = createNf(init.nf.type, init.nf.config, global);
 let badMerges = 0;
-// Output to the egress, in batches: each batch of input ends with a flush (batch-socket.ts).
-const egress = await openBatchSocket('0.0.0.0', 0, () => undefined);
-await egress.dest(0, init.egress.host, init.egress.port);
 let sendErrors = 0;
 
 const processor: FlowProcessor = new FlowProcessor(
@@ -52,6 +49,20 @@ const processor: FlowProcessor = new FlowProcessor(
     logger.info('nf event', event);
   },
 );
+// Input from the switch, and output to the egress in batches: each batch received ends with a flush
+// (batch-socket.ts), and then the claims its flows asked for go out.
+const afterBatch = { queued: false };
+const egress = await openBatchSocket(init.host, 0, (d) => {
+  processor.receive(d, 0, d.length);
+  if (afterBatch.queued) return;
+  afterBatch.queued = true;
+  queueMicrotask(askAfterBatch);
+});
+await egress.dest(0, init.egress.host, init.egress.port);
+function askAfterBatch(): void {
+  afterBatch.queued = false;
+  askStrong();
+}
 
 // Closed batches wait here until the next tick (or until the block is big), then go to the main thread
 // in one transfer, which sends them to the cluster in one frame per peer.
@@ -171,7 +182,8 @@ function handOver(key: FlowKey, marker?: Uint8Array): number {
 
 processor.onMarker = (key, buf, offset, length) => {
   if (!destinations.has(flowKeyString(key))) return;
-  const parked = handOver(key, buf.subarray(offset, offset + length));
+  // A copy: the marker may have come in the socket's receive buffer, which the next batch overwrites.
+  const parked = handOver(key, buf.slice(offset, offset + length));
   port.postMessage({ type: 'handedOver', key, parked } satisfies FromWorker);
 };
 
@@ -234,11 +246,14 @@ function publish(): void {
         ? processor.flows.size
         : name === 'sendErrors'
           ? sendErrors + egress.sendErrors
-          : c[name];
+          : name === 'handed'
+            ? handed
+            : c[name];
   }
   for (let r = 0; r < c.drops.length; r++) shared[DROPS_AT + r] = c.drops[r]!;
 }
 
+let handed = 0;
 function onBatch(ab: ArrayBuffer | Uint8Array): void {
   const bytes = ab instanceof Uint8Array ? ab : new Uint8Array(ab);
   const end = bytes.length;
@@ -246,7 +261,8 @@ function onBatch(ab: ArrayBuffer | Uint8Array): void {
   while (at + 2 <= end) {
     const n = (bytes[at]! << 8) | bytes[at + 1]!;
     at += 2;
-    processor.receive(bytes, at, Math.min(n, end - at));
+    processor.receive(bytes, at, Math.min(n, end - at), true);
+    handed++;
     at += n;
   }
   egress.flush();
@@ -351,4 +367,4 @@ port.on('message', (msg: ToWorker) => {
   port.close();
 });
 
-reply({ type: 'ready' });
+reply({ type: 'ready', port: egress.port });

@@ -21,7 +21,9 @@
  *
  * The data port and the sends to the instances go through one BatchSocket (wire/batch-socket.ts):
  * recvmmsg and sendmmsg, up to 64 datagrams a system call, where the native addon is built, else node:dgram
- * with a connected socket per instance. The VXLAN door is a second one: the hosts' frames in, and out the
+ * with a connected socket per destination. An instance that names its workers' ports (Endpoint) gets each
+ * packet at the worker that owns its flow, so its main thread never touches it; copies for its secondary
+ * role go to its main port. The VXLAN door is a second one: the hosts' frames in, and out the
  * gateway's ARP answers (to each host network's VTEP) and the ARP it carries to the egress. Datagrams longer than MAX_DATAGRAM (2048 bytes) are dropped as
  * `bad_length`. Packets whose bytes we build (front door, VXLAN, unstamped input, secondary copies) are
  * written into a ring of slots that is far larger than what the kernel can have queued, so a slot is never
@@ -61,7 +63,13 @@ import type { RuleSpec } from './switch.js';
 export interface Endpoint {
   id: string;
   host: string;
+  /** The instance's main port: copies for its secondary role, and packets for it without `workers`. */
   port: number;
+  /**
+   * Each worker thread's own port, in worker order: a flow's packets go straight to the worker that owns
+   * it (flow hash modulo their number, as the instance itself shards), past the instance's main thread.
+   */
+  workers?: readonly number[];
 }
 
 export interface IngressOptions {
@@ -99,8 +107,11 @@ export class Ingress implements MetricSource {
   /** Where each instance is, by switch index: the configured ones, then those added at runtime. */
   readonly endpoints: Endpoint[];
   private readonly service = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
-  /** The data port, and the sends to each instance by switch index. */
+  /** The data port, and the sends to the instances. */
   private io: BatchSocket | undefined;
+  /** By switch index: the `io` destinations of the instance's main port and of each of its workers. */
+  private readonly lanes: { main: number; workers: number[] }[] = [];
+  private nextDest = 0;
   /** The VXLAN door (with an edge): sends to each host network's VTEP by index, then to the egress. */
   private door: BatchSocket | undefined;
   private readonly view = new StampView();
@@ -179,10 +190,7 @@ export class Ingress implements MetricSource {
       this.onData(msg);
     });
     this.io = io;
-    for (let i = 0; i < options.instances.length; i++) {
-      const inst = options.instances[i]!;
-      await io.dest(i, inst.host, inst.port);
-    }
+    for (let i = 0; i < options.instances.length; i++) await this.connect(i, options.instances[i]!);
     if (options.servicePort >= 0) {
       this.serviceIp = parseIpv4(options.host);
       this.service.on('message', (msg, rinfo) => {
@@ -222,19 +230,39 @@ export class Ingress implements MetricSource {
    */
   async addInstance(inst: Endpoint): Promise<number> {
     if (!this.started) throw new NfsError(ErrorCode.STATE, 'ingress: instances join a running ingress only');
-    const same = (e: Endpoint): boolean => e.id === inst.id && e.host === inst.host && e.port === inst.port;
+    const same = (e: Endpoint): boolean =>
+      e.id === inst.id &&
+      e.host === inst.host &&
+      e.port === inst.port &&
+      (e.workers ?? []).join() === (inst.workers ?? []).join();
     if (this.endpoints.some(same)) return this.endpoints.findIndex(same);
     if (this.stopped) throw new NfsError(ErrorCode.STATE, 'ingress: stopped while an instance joined');
     const at = this.endpoints.findIndex((e) => e.id === inst.id);
     if (at >= 0) {
       this.endpoints[at] = { ...inst };
-      await this.io!.dest(at, inst.host, inst.port);
+      await this.connect(at, inst);
       return at;
     }
     // Its index is taken before the wait, so that a concurrent call for another instance gets the next.
     const index = this.endpoints.push({ ...inst }) - 1;
-    await this.io!.dest(index, inst.host, inst.port);
+    await this.connect(index, inst);
     return this.switch.addInstance(inst.id);
+  }
+
+  /** Opens the sends to instance `index`'s ports; the old ones of a restarted instance stay unused. */
+  private async connect(index: number, inst: Endpoint): Promise<void> {
+    const io = this.io!;
+    const main = this.nextDest++;
+    const workers = (inst.workers ?? []).map(() => this.nextDest++);
+    await io.dest(main, inst.host, inst.port);
+    for (let w = 0; w < workers.length; w++) await io.dest(workers[w]!, inst.host, inst.workers![w]!);
+    this.lanes[index] = { main, workers };
+  }
+
+  /** Where a packet of the flow with hash `hash` goes at instance `index`: the worker that owns it. */
+  private lane(index: number, hash: number): number {
+    const { main, workers } = this.lanes[index]!;
+    return workers.length === 0 ? main : workers[hash % workers.length]!;
   }
 
   async stop(): Promise<void> {
@@ -379,7 +407,8 @@ export class Ingress implements MetricSource {
     // Whole microseconds, so that a microsecond pcap of the stamp log reproduces every stamp exactly.
     const timeMs = Math.round(now * 1000) / 1000;
     if (this.via.primary >= 0 && id === pkt) this.follow(id);
-    const route = this.switch.route(id, flowHashOf(id), pkt.length);
+    const hash = flowHashOf(id);
+    const route = this.switch.route(id, hash, pkt.length);
     if (route.primary < 0) {
       this.noRoute++;
       return this.drop(DropReason.POLICY);
@@ -392,20 +421,20 @@ export class Ingress implements MetricSource {
     view.setEpoch(route.epoch);
     view.setFlags(0);
     this.options.stampLog?.write(buf, timeMs, view.innerOffset, pkt.length);
-    this.io!.queue(route.primary, buf, offset, length);
+    this.io!.queue(this.lane(route.primary, hash), buf, offset, length);
     this.forwarded++;
     if (route.secondary >= 0) {
       const at = this.slots.next();
       this.ring.set(buf.subarray(offset, offset + length), at);
       this.ring[at + view.stampOffset - offset + 1] = StampFlag.COPY;
-      this.io!.queue(route.secondary, this.ring, at, length);
+      this.io!.queue(this.lanes[route.secondary]!.main, this.ring, at, length);
       this.copies++;
     }
   }
 
   /**
    * Moves a flow: installs its new rule and, if its owner changed, sends the old owner an end-of-move
-   * marker carrying the last sequence number the old owner was sent. Packets to one instance leave in
+   * marker carrying the last sequence number the old owner was sent. Packets to one port leave in
    * order, so every packet stamped before the rule changed reaches the old owner before the marker does.
    */
   repoint(key: FlowKey, spec: RuleSpec): boolean {
@@ -421,7 +450,8 @@ export class Ingress implements MetricSource {
       timeMs: Math.round(this.clock.now() * 1000) / 1000,
     });
     const n = buildEmpty(this.ring, at + STAMP_HEADER_LENGTH, key);
-    this.io!.queue(before, this.ring, at, STAMP_HEADER_LENGTH + n);
+    // To the flow's worker, behind the flow's last packets on the same path.
+    this.io!.queue(this.lane(before, flowHashOf(key)), this.ring, at, STAMP_HEADER_LENGTH + n);
     this.markers++;
     return true;
   }

@@ -181,10 +181,15 @@ describe('Controller', { timeout: 120_000 }, () => {
 });
 
 describe('Controller elasticity', { timeout: 120_000 }, () => {
-  const register = (base: string, id: string, admin: number): Promise<Response> =>
+  const register = (
+    base: string,
+    id: string,
+    admin: number,
+    workers: unknown = [7001, 7002],
+  ): Promise<Response> =>
     fetch(`${base}/register`, {
       method: 'POST',
-      body: JSON.stringify({ id, host: '127.0.0.1', port: 7000, replication: 8000, admin }),
+      body: JSON.stringify({ id, host: '127.0.0.1', port: 7000, workers, replication: 8000, admin }),
     });
   const clusters = async (base: string): Promise<{ id: string; members: string[] }[]> =>
     (await (await fetch(`${base}/clusters`)).json()) as { id: string; members: string[] }[];
@@ -210,12 +215,22 @@ describe('Controller elasticity', { timeout: 120_000 }, () => {
         method: 'POST',
         body: JSON.stringify({ host: '127.0.0.1', admin: ingress.port, instances: ['nf-0', 'nf-1'] }),
       })
-    ).json()) as { instances: { id: string; port: number }[]; secondaries: Record<string, string | null> };
+    ).json()) as {
+      instances: { id: string; port: number; workers: number[] }[];
+      secondaries: Record<string, string | null>;
+    };
     assert.deepEqual(
-      answer.instances.map((i) => i.id),
-      ['nf-2'],
+      answer.instances.map((i) => [i.id, i.workers]),
+      [['nf-2', [7001, 7002]]],
     );
     assert.deepEqual(Object.keys(answer.secondaries).sort(), ['nf-0', 'nf-1', 'nf-2']);
+
+    // Worker ports that are no ports are refused, naming the field.
+    for (const bad of [[0], ['7001'], 7001, Array.from({ length: 65 }, (_, i) => 7001 + i)]) {
+      const refused = await register(base, 'nf-9', nfs[4]!.port, bad);
+      assert.equal(refused.status, 400, JSON.stringify(bad));
+      assert.match(await refused.text(), /"error":"register\.workers: .*"code":"NFS_ERR_CONFIG"/);
+    }
 
     // c0 = {nf-0, nf-1} is full, c1 = {nf-2} has room: nf-3 joins c1.
     assert.equal((await register(base, 'nf-3', nfs[3]!.port)).status, 200);
@@ -241,7 +256,7 @@ describe('Controller elasticity', { timeout: 120_000 }, () => {
     assert.deepEqual(
       ingress.calls.map((c) => [c.path, c.body]),
       [
-        ['/instances', { id: 'nf-3', host: '127.0.0.1', port: 7000 }],
+        ['/instances', { id: 'nf-3', host: '127.0.0.1', port: 7000, workers: [7001, 7002] }],
         ['/live', { instances: ['nf-0', 'nf-1', 'nf-2', 'nf-3'] }],
         // Only the changed secondaries; nf-2 had none, and closes its batches so nf-3 starts from them.
         ['/secondaries', { secondaries: { 'nf-2': 'nf-3', 'nf-3': 'nf-2' } }],
@@ -621,6 +636,7 @@ function twoInOneCluster(nf0: number, nf1: number, ingress: number, moves: OpenM
     id,
     host: '127.0.0.1',
     port: 1000 + emitter,
+    workers: [],
     replication: 2000 + emitter,
     admin,
     token: `t${emitter}`,

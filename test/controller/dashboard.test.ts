@@ -119,6 +119,7 @@ function view(id: string, admin: number, cluster: string): InstanceView {
     id,
     host: '127.0.0.1',
     port: 1,
+    workers: [],
     admin,
     replication: 2,
     cluster,

@@ -14,6 +14,7 @@ import { DropReason } from '../../src/types.js';
 import type { MetricSample } from '../../src/types.js';
 import { StampView } from '../../src/wire/geneve.js';
 import { stamped } from '../helpers/packets.js';
+import { datagramFlowHash } from '../../src/nf/dispatch.js';
 
 const FLOWS = 12;
 const PER_FLOW = 40;
@@ -95,6 +96,41 @@ describe('NfInstance (worker threads, real UDP)', { timeout: 120_000 }, () => {
     const digest = await nf.digest();
     assert.equal(digest.flows.length, FLOWS);
     for (const f of digest.flows) assert.equal(f.packets, PER_FLOW);
+  });
+
+  it("takes a flow's packets at its worker's own port, past the main thread, and keeps a copy of each that waits", async () => {
+    const { workers } = await nf.start();
+    assert.equal(workers.length, 2);
+    const handed = nf.counter('handed');
+    assert.ok(handed >= FLOWS * PER_FLOW, 'what came to the main port was handed over');
+    // Flows 50-61, out of order, each to the worker its hash names: most packets wait for one before them,
+    // in a receive buffer that later batches overwrite.
+    const all: Uint8Array[] = [];
+    for (let f = 50; f < 50 + FLOWS; f++)
+      for (let seq = 1; seq <= PER_FLOW; seq++) all.push(stamped({ flow: f, seq }));
+    const [shuffled] = fc.sample(fc.shuffledSubarray(all, { minLength: all.length, maxLength: all.length }), {
+      numRuns: 1,
+      seed: 7,
+    });
+    for (const [i, d] of shuffled!.entries()) {
+      client.send(d, workers[datagramFlowHash(d) % workers.length], '127.0.0.1');
+      if (i % 50 === 49) await new Promise((r) => setTimeout(r, 2));
+    }
+    const mine = (): [number, number[]][] => [...seen.entries()].filter(([f]) => f >= 50);
+    const deadline = Date.now() + 10_000;
+    while (mine().reduce((n, [, l]) => n + l.length, 0) < FLOWS * PER_FLOW && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    assert.equal(mine().length, FLOWS);
+    for (const [flow, seqs] of mine())
+      assert.deepEqual(
+        seqs,
+        Array.from({ length: PER_FLOW }, (_, i) => i + 1),
+        `flow ${flow}`,
+      );
+    const digest = await nf.digest();
+    assert.equal(digest.flows.length, 2 * FLOWS);
+    for (const f of digest.flows) assert.equal(f.packets, PER_FLOW);
+    assert.equal(nf.counter('handed'), handed, 'none of them through the main thread');
   });
 });
 

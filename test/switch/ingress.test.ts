@@ -7,7 +7,7 @@ import { HostTable } from '../../src/edge/hosts.js';
 import { silentLogger } from '../../src/log.js';
 import { stampListener, type StampListener } from '../helpers/packets.js';
 import { buildUdp } from '../../src/packet/build.js';
-import { canonicalKey, flowKeyOf, flowKeyString } from '../../src/packet/flow-key.js';
+import { canonicalKey, flowHash, flowKeyOf, flowKeyString } from '../../src/packet/flow-key.js';
 import { Packet } from '../../src/packet/packet.js';
 import { Ingress } from '../../src/switch/ingress.js';
 import { ReplyMap } from '../../src/switch/replies.js';
@@ -159,6 +159,66 @@ describe('Ingress', { timeout: 120_000 }, () => {
     await new Promise((r) => setTimeout(r, 50));
     const ports = sinks[2]!.seen.map((x) => x.srcPort);
     assert.ok(ports.length > 0 && ports.every((p) => p >= 5000), `nf-2 got ${ports.join(' ')}`);
+  });
+
+  it("sends a flow to the worker port its hash names, copies to the main port, and a move's marker behind the flow's packets", async () => {
+    const main = await stampListener();
+    const workers = [await stampListener(), await stampListener(), await stampListener()];
+    const at = await ingress.addInstance({
+      id: 'nf-3',
+      host: '127.0.0.1',
+      port: main.port,
+      workers: workers.map((w) => w.port),
+    });
+    const flow = (port: number): FlowKey => canonicalKey(0x0a000001, 0xc6336401, port, 80, 17);
+    const workerOf = (port: number): number => {
+      const k = flow(port);
+      return flowHash(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto) % workers.length;
+    };
+    const ports = Array.from({ length: 30 }, (_, i) => 6000 + i);
+    for (const port of ports) ingress.switch.installRule(flow(port), { primary: at, epoch: 20 });
+    for (let k = 0; k < 2; k++)
+      for (const port of ports) client.send(geneve(port, true), ingress.port, '127.0.0.1');
+    const total = (): number => workers.reduce((n, w) => n + w.seen.length, 0);
+    await until(() => total() >= 60);
+    for (const port of ports)
+      workers.forEach((w, i) =>
+        assert.deepEqual(
+          w.seen.filter((x) => x.srcPort === port).map((x) => x.seq),
+          i === workerOf(port) ? [1, 2] : [],
+          `flow ${port} at worker ${i}`,
+        ),
+      );
+    assert.ok(new Set(ports.map(workerOf)).size === workers.length, 'the flows spread over every worker');
+    assert.equal(main.seen.length, 0, 'no packet of its own flows at the main port');
+
+    // As a secondary: the copies of instance 0's flows come to the main port.
+    ingress.switch.installRule(flow(6100), { primary: 0, epoch: 20 });
+    ingress.switch.setSecondary(0, at);
+    client.send(geneve(6100, true), ingress.port, '127.0.0.1');
+    await until(() => main.seen.length > 0);
+    assert.deepEqual(
+      main.seen.map((x) => [x.srcPort, x.flags]),
+      [[6100, StampFlag.COPY]],
+    );
+    ingress.switch.setSecondary(0, -1);
+
+    // A move away: the marker takes the flow's path, after its packets.
+    const moved = workers[workerOf(6000)]!;
+    client.send(geneve(6000, true), ingress.port, '127.0.0.1');
+    await until(() => moved.seen.filter((x) => x.srcPort === 6000).length === 3);
+    assert.ok(ingress.repoint(flow(6000), { primary: 0, epoch: 21 }));
+    await until(() => moved.seen.some((x) => x.flags === StampFlag.END_OF_MOVE));
+    assert.deepEqual(
+      moved.seen.filter((x) => x.srcPort === 6000).map((x) => [x.seq, x.flags]),
+      [
+        [1, 0],
+        [2, 0],
+        [3, 0],
+        [3, StampFlag.END_OF_MOVE],
+      ],
+    );
+    for (const l of [main, ...workers]) l.socket.close();
   });
 });
 
