@@ -172,7 +172,7 @@ describe('nfstate demo (multi-process on loopback)', { timeout: 7_200_000 }, () 
     const s = await demo([
       ...['--nf', 'nat', '--clusters', '1', '--per-cluster', '2', '--skew', '10'],
       // Long enough for the new instance to start and take flows on a slow machine.
-      ...['--flows', '100', '--packets', '200', '--rate', '2000', '--capacity', '1200'],
+      ...['--flows', '100', '--packets', '300', '--rate', '2000', '--capacity', '1200'],
     ]);
     assertClean(s);
     assert.ok(s.lb.scale_out_requests >= 1, JSON.stringify(s.lb));
