@@ -43,6 +43,7 @@ import { DEFAULT_TRACE, SyntheticTrace } from '../src/traffic/trace.js';
 import type { StampFields } from '../src/wire/geneve.js';
 import { STAMP_HEADER_LENGTH, writeStampHeader } from '../src/wire/geneve.js';
 import { NATIVE_IO } from '../src/wire/batch-socket.js';
+import { datagramFlowHash } from '../src/nf/dispatch.js';
 
 export const NF_TYPES = ['nat', 'firewall', 'lb', 'ids'] as const;
 export type NfType = (typeof NF_TYPES)[number];
@@ -402,6 +403,11 @@ async function drive(
 /** A started hop under test: where to send, and how to take it down. */
 export interface Hop {
   port: number;
+  /**
+   * An NF instance's worker ports: the driver sends each flow to its worker's, as the switch does (the
+   * native driver only; the Node driver sends everything to `port`, through the instance's main thread).
+   */
+  workers?: readonly number[];
   /** A role's admin HTTP port (/metrics); the relays have none. */
   admin?: number;
   stop(): Promise<void>;
@@ -508,7 +514,7 @@ export class CDriver implements Driver {
           'driver',
           Math.max(warmupMs, w?.limitMs ?? 0) + measureMs + RESULT_SLACK_MS,
         );
-        child.stdin!.end(`go ${hop.port}\n`);
+        child.stdin!.end(`go ${this.destinations(hop)}\n`);
         const r = JSON.parse((await result)[1]!) as Load;
         const latency = r.p50_us === undefined ? {} : { p50_us: r.p50_us, p99_us: r.p99_us! };
         return { pps: r.pps, sent: r.sent, lost: r.lost, ...latency };
@@ -524,6 +530,27 @@ export class CDriver implements Driver {
 
   stop(): Promise<void> {
     return Promise.resolve();
+  }
+
+  /**
+   * What follows "go": the hop's port, or its workers' ports and a table with each flow's worker (the
+   * flow hash of its first datagram in the packets file, modulo their number, as the instance shards).
+   */
+  private destinations(hop: Hop): string {
+    const workers = hop.workers ?? [];
+    if (workers.length <= 1) return String(workers[0] ?? hop.port);
+    const table = `${this.packets}.workers${workers.length}`;
+    if (!existsSync(table)) {
+      const file = readFileSync(this.packets);
+      const dest = new Uint8Array(this.flows);
+      for (let f = 0, at = 0; f < this.flows; f++) {
+        const n = file.readUInt16BE(at);
+        dest[f] = datagramFlowHash(file.subarray(at + 2, at + 2 + n)) % workers.length;
+        at += 2 + n;
+      }
+      writeFileSync(table, dest);
+    }
+    return `${workers.join(',')} ${table}`;
   }
 }
 
@@ -662,6 +689,7 @@ export async function startRole(
     const admin = ports.admin;
     return {
       port,
+      ...(role.workers.length === 0 ? {} : { workers: role.workers }),
       ...(admin === undefined ? {} : { admin }),
       stop: () => shutDown(child, () => role.stop()),
     };

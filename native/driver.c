@@ -7,6 +7,9 @@
  *   ./driver packets.bin 1024 127.0.0.1 0 512 500 2000
  *       stdout: {"port":40123}                  start the hop with 127.0.0.1:40123 as its egress, then
  *       stdin:  go 40200                        send to the hop's port (plain "go": the <dest-port>)
+ *       stdin:  go 40201,40202 dests.bin        or each flow to one of several ports: byte f of the file
+ *                                               is flow f's index into the list (an NF instance's
+ *                                               workers, each flow at the one that owns it)
  *       stdout: {"sent":...,"received":...,"lost":0,"pps":...,"measure_s":2.000}
  *
  * The packets file holds R rounds of F flows, round-major, each record a u16 big-endian length and the
@@ -93,8 +96,14 @@ struct packets {
   int64_t rounds;
 };
 
+/* Destinations of a hop that takes each flow at a port of its own. */
+#define MAX_DESTS 64
+
 struct sender_args {
   int fd;
+  /* With several destinations (fd unconnected): flow f's packets go to dests[dest_of[f]]. */
+  const struct sockaddr_in *dests;
+  const unsigned char *dest_of;
   int64_t window;
   /* Packets per second to pace at; 0: as fast as the window allows, with no latency measured. */
   int64_t rate;
@@ -279,6 +288,10 @@ static void *sender(void *arg) {
       if (a->rate > 0) memcpy((unsigned char *)v->iov_base + TIME_OFFSET, &stamp, sizeof stamp);
       msgs[k].msg_hdr.msg_iov = (struct iovec *)v;
       msgs[k].msg_hdr.msg_iovlen = 1;
+      if (a->dest_of != NULL) {
+        msgs[k].msg_hdr.msg_name = (void *)&a->dests[a->dest_of[record % p->flows]];
+        msgs[k].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+      }
     }
     int m = sendmmsg(a->fd, msgs, (unsigned)n, 0);
     if (m > 0) {
@@ -382,13 +395,36 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   /* The hop under test is started only now, with the port above as its egress; "go" says it is up. */
-  char line[128];
+  char line[1024];
   if (fgets(line, sizeof line, stdin) == NULL) fail("stdin closed before \"go\"");
   char *word = strtok(line, " \t\r\n");
   if (word == NULL || strcmp(word, "go") != 0) fail("expected \"go\" or \"go <dest-port>\" on stdin");
   char *port_text = strtok(NULL, " \t\r\n");
-  if (port_text != NULL) dest_port = parse_int(port_text, 1, 65535, "the port after \"go\"");
+  char *table = strtok(NULL, " \t\r\n");
+  long ports[MAX_DESTS];
+  int nports = 0;
+  if (port_text != NULL) {
+    for (char *save = NULL, *t = strtok_r(port_text, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+      if (nports == MAX_DESTS) fail("more than 64 ports after \"go\"");
+      ports[nports++] = parse_int(t, 1, 65535, "a port after \"go\"");
+    }
+    dest_port = ports[0];
+  }
   if (dest_port == 0) fail("no destination port: <dest-port> is 0 and \"go\" named none");
+  if ((nports > 1) != (table != NULL)) fail("several ports after \"go\" need a table of flows, and only they");
+  unsigned char *dest_of = NULL;
+  if (table != NULL) {
+    dest_of = malloc((size_t)flows);
+    if (dest_of == NULL) die("malloc");
+    FILE *f = fopen(table, "rb");
+    if (f == NULL) die("the table of flows");
+    size_t got = fread(dest_of, 1, (size_t)flows, f);
+    int extra = fgetc(f);
+    fclose(f);
+    if (got != (size_t)flows || extra != EOF) fail("the table of flows must hold one byte per flow");
+    for (int64_t i = 0; i < flows; i++)
+      if (dest_of[i] >= nports) fail("the table of flows names a port that \"go\" did not list");
+  }
 
   struct addrinfo hints;
   memset(&hints, 0, sizeof hints);
@@ -405,11 +441,17 @@ int main(int argc, char **argv) {
   int tx = socket(AF_INET, SOCK_DGRAM, 0);
   if (tx < 0) die("socket");
   set_buffer(tx, SO_SNDBUFFORCE, SO_SNDBUF, SND_BUF);
-  if (connect(tx, dest->ai_addr, dest->ai_addrlen) != 0) die("connect");
+  static struct sockaddr_in dests[MAX_DESTS];
+  for (int i = 0; i < nports; i++) {
+    memcpy(&dests[i], dest->ai_addr, sizeof dests[i]);
+    dests[i].sin_port = htons((uint16_t)ports[i]);
+  }
+  if (dest_of == NULL && connect(tx, dest->ai_addr, dest->ai_addrlen) != 0) die("connect");
   freeaddrinfo(dest);
 
   pthread_t rx_thread, tx_thread;
-  struct sender_args args = {.fd = tx, .window = window, .rate = rate, .packets = &packets};
+  struct sender_args args = {
+      .fd = tx, .dests = dests, .dest_of = dest_of, .window = window, .rate = rate, .packets = &packets};
   if ((errno = pthread_create(&rx_thread, NULL, receiver, &rx)) != 0) die("pthread_create");
   int64_t start = now_ns();
   if ((errno = pthread_create(&tx_thread, NULL, sender, &args)) != 0) die("pthread_create");
@@ -460,5 +502,6 @@ int main(int argc, char **argv) {
   close(tx);
   free(packets.iov);
   free(packets.data);
+  free(dest_of);
   return 0;
 }

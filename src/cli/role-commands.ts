@@ -60,6 +60,12 @@ export function addRoleCommands(program: Command): void {
     .option('--id <name>', 'instance name in logs and metrics', 'nf-0')
     .option('--host <ip>', 'bind address', '127.0.0.1')
     .option('--port <n>', 'port for stamped packets (0: any)', int('--port', 0, 65535), 0)
+    .option(
+      '--worker-port <n>',
+      "first of the worker threads' own ports, one per thread from there up: the switch sends each flow's packets to its worker (0: any)",
+      int('--worker-port', 0, 65535),
+      0,
+    )
     .option('--admin-port <n>', 'metrics and admin HTTP port (0: any)', int('--admin-port', 0, 65535), 0)
     .option('--threads <n>', 'worker threads', int('--threads', 1, 64), 2)
     .option('--batch <n>', 'packets per batch', int('--batch', 1, 100000), 30)
@@ -104,6 +110,7 @@ export function addRoleCommands(program: Command): void {
         id: o.id as string,
         host: o.host as string,
         port: o.port as number,
+        workerPort: o.workerPort as number,
         adminPort: o.adminPort as number,
         ...adminFlags(o, key),
         threads: o.threads as number,

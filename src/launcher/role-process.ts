@@ -35,6 +35,8 @@ function lastLine(path: string): string {
 
 export class RoleProcess {
   readonly ports: Promise<Record<string, number>>;
+  /** An NF instance's worker ports, once `ports` resolved (none for the other roles). */
+  workers: readonly number[] = [];
   private readonly waiting: ((msg: RoleReply) => void)[] = [];
   exited = false;
   /** The exit status once it exited (null: killed by a signal). */
@@ -55,6 +57,7 @@ export class RoleProcess {
       child.on('message', (msg: RoleReply | ProvisionRequest) => {
         if (msg.type === 'ready') {
           clearTimeout(timer);
+          this.workers = msg.workers ?? [];
           resolve(msg.ports);
         } else if (msg.type === 'provision') {
           this.onProvision?.(msg);

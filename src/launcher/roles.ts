@@ -4,7 +4,7 @@
  * its admin port (/metrics, /healthz and the role's own routes), and, when a launcher forked it, talks
  * to the launcher over the IPC channel:
  *
- *   child → launcher   { type: 'ready', ports }   once listening
+ *   child → launcher   { type: 'ready', ports, workers? }   once listening (workers: an NF's worker ports)
  *   launcher → child   { type: 'digest' } | { type: 'report' } | { type: 'stop' }
  *   child → launcher   { type: 'digest', digest } | { type: 'report', report } | { type: 'stopped' }
  *
@@ -51,6 +51,8 @@ export interface AdminSpec {
 export interface NfSpec extends AdminSpec {
   id: string;
   port: number;
+  /** The first worker thread's port (0 or absent: any), see NfInstanceOptions. */
+  workerPort?: number;
   threads: number;
   nf: { type: string; config: Record<string, unknown> };
   processor: ProcessorOptions;
@@ -157,7 +159,7 @@ export interface ProvisionRequest {
 }
 
 export type RoleReply =
-  | { type: 'ready'; ports: Record<string, number> }
+  | { type: 'ready'; ports: Record<string, number>; workers?: number[] }
   | { type: 'digest'; digest: RunDigest }
   | { type: 'report'; report: SinkReport }
   | { type: 'stopped' }
@@ -216,7 +218,12 @@ export async function serveAdmin(
 }
 
 /** Wires a started role to the launcher's IPC channel (if any) and to the process's signals. */
-export function attach(role: Role, admin: AdminServer, ports: Record<string, number>): void {
+export function attach(
+  role: Role,
+  admin: AdminServer,
+  ports: Record<string, number>,
+  workers?: number[],
+): void {
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
@@ -255,6 +262,7 @@ export function attach(role: Role, admin: AdminServer, ports: Record<string, num
   // The launcher going away (crash, kill -9) must not leave this role running alone.
   process.on('disconnect', () => void stop());
   // Forked by a launcher: say so over IPC. Started by hand: say where to send traffic on stdout.
-  if (process.connected) send({ type: 'ready', ports });
-  else process.stdout.write(JSON.stringify(ports) + '\n');
+  const each = workers === undefined ? {} : { workers };
+  if (process.connected) send({ type: 'ready', ports, ...each });
+  else process.stdout.write(JSON.stringify({ ...ports, ...each }) + '\n');
 }

@@ -121,6 +121,7 @@ export async function runNf(spec: NfSpec): Promise<void> {
     },
     admin,
     { port, replication, admin: admin.port },
+    workers,
   );
 }
 

@@ -63,6 +63,8 @@ export interface NfInstanceOptions {
   id: string;
   host: string;
   port: number;
+  /** The first worker's own port, each next worker's one above it (absent or 0: any free ports). */
+  workerPort?: number;
   threads: number;
   nf: { type: string; config: Record<string, unknown> };
   processor: ProcessorOptions;
@@ -197,6 +199,11 @@ export class NfInstance implements MetricSource {
     // pools the NF declares are the ones the log decides.
     const declared = new StrongGlobalState(new LocalGlobalState());
     createNf(options.nf.type, options.nf.config, declared);
+    if (options.workerPort && options.workerPort + options.threads - 1 > 65535)
+      throw new NfsError(
+        ErrorCode.CONFIG,
+        `instance: worker ports from ${options.workerPort} for ${options.threads} threads go past 65535`,
+      );
     const replicas = options.partition.count * options.threads;
     if (replicas > MAX_REPLICAS)
       throw new NfsError(
@@ -218,6 +225,7 @@ export class NfInstance implements MetricSource {
         },
         egress: options.egress,
         host: options.host,
+        port: options.workerPort ? options.workerPort + i : 0,
         partition: {
           index: options.partition.index * options.threads + i,
           count: options.partition.count * options.threads,

@@ -21,8 +21,9 @@ export interface WorkerInit {
   nf: { type: string; config: Record<string, unknown> };
   options: ProcessorOptions;
   egress: { host: string; port: number };
-  /** The address the worker's own port binds (the instance's data address): the switch sends there. */
+  /** The address and port (0: any) the worker's own socket binds: the switch sends its flows there. */
   host: string;
+  port: number;
   /**
    * Pools are strong (a mirror of the deployment's log, kept by the main thread: state/global-strong.ts),
    * or, without a log, this worker's share of each pool (`partition`).

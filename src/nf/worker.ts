@@ -52,7 +52,7 @@ const processor: FlowProcessor = new FlowProcessor(
 // Input from the switch, and output to the egress in batches: each batch received ends with a flush
 // (batch-socket.ts), and then the claims its flows asked for go out.
 const afterBatch = { queued: false };
-const egress = await openBatchSocket(init.host, 0, (d) => {
+const egress = await openBatchSocket(init.host, init.port, (d) => {
   processor.receive(d, 0, d.length);
   if (afterBatch.queued) return;
   afterBatch.queued = true;

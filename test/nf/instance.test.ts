@@ -15,6 +15,7 @@ import type { MetricSample } from '../../src/types.js';
 import { StampView } from '../../src/wire/geneve.js';
 import { stamped } from '../helpers/packets.js';
 import { datagramFlowHash } from '../../src/nf/dispatch.js';
+import { freePort } from '../../src/launcher/free-port.js';
 
 const FLOWS = 12;
 const PER_FLOW = 40;
@@ -131,6 +132,32 @@ describe('NfInstance (worker threads, real UDP)', { timeout: 120_000 }, () => {
     assert.equal(digest.flows.length, 2 * FLOWS);
     for (const f of digest.flows) assert.equal(f.packets, PER_FLOW);
     assert.equal(nf.counter('handed'), handed, 'none of them through the main thread');
+  });
+});
+
+describe('NfInstance with fixed worker ports', { timeout: 60_000 }, () => {
+  const options = {
+    id: 'nf-ports',
+    host: '127.0.0.1',
+    port: 0,
+    threads: 2,
+    nf: { type: 'firewall', config: {} },
+    processor: { batchSize: 30, batchTimeoutMs: 5, maxHeld: 1024, gapTimeoutMs: 2000, flowIdleMs: 60_000 },
+    egress: { host: '127.0.0.1', port: 9 },
+    partition: { index: 0, count: 1 },
+    logger: silentLogger,
+  };
+
+  it('binds the worker port given and the next one up, one per thread, and refuses a range past 65535', async () => {
+    const base = await freePort();
+    const nf = new NfInstance({ ...options, workerPort: base });
+    const { workers } = await nf.start();
+    await nf.stop();
+    assert.deepEqual(workers, [base, base + 1]);
+    await assert.rejects(
+      new NfInstance({ ...options, workerPort: 65535 }).start(),
+      (err: Error & { code?: string }) => err.code === 'NFS_ERR_CONFIG' && /past 65535/.test(err.message),
+    );
   });
 });
 
