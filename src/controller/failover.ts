@@ -22,7 +22,7 @@
 import { round2 } from '../clock.js';
 import type { Clock, Logger } from '../types.js';
 import type { Mover } from './mover.js';
-import type { AdminAddress, FailoverRecord, Registered, TakeoverAnswer } from './records.js';
+import type { AdminAddress, FailoverRecord, FailoverStep, Registered, TakeoverAnswer } from './records.js';
 import { ingressFlows, type RoleCalls } from './role-calls.js';
 
 /** Deadline of a failover's small steps (fencing the successor and the egress). */
@@ -96,6 +96,14 @@ export async function failOver(
         logger.error('failover: the egress was not told to fence', { id, error: String(err) });
       });
   };
+  let last = clock.now();
+  const steps: Partial<Record<FailoverStep, number>> = {};
+  record.steps_ms = steps;
+  const mark = (step: FailoverStep): void => {
+    const now = clock.now();
+    steps[step] = round2(now - last);
+    last = now;
+  };
   deps.fenceLiveness();
   try {
     // Steps 1 and 2's live set at once; the flow list and its stamp clock only after the successor's
@@ -112,6 +120,7 @@ export async function failOver(
           ),
       ingress === undefined ? undefined : deps.pushLive(ingress),
     ]);
+    mark('fenced');
     const { flows, stampMs } =
       ingress === undefined
         ? { flows: [], stampMs: 0 }
@@ -119,7 +128,9 @@ export async function failOver(
             flows: r.flows.map((f) => f.flow),
             stampMs: r.stampMs,
           }));
+    mark('listed');
     await fence(stampMs);
+    mark('egress');
     if (successor === undefined) {
       // An instance that held nothing yet (a replacement killed as it joined) needs no successor.
       if (flows.length > 0)
@@ -143,6 +154,7 @@ export async function failOver(
         takeover_ms: r.ms,
         took_over_at: clock.now(),
       });
+      mark('takeover');
     }
     // Without a successor the flows still need an owner, or the switch would send them to the dead.
     const to = successor ?? deps.anyLive();
@@ -154,6 +166,7 @@ export async function failOver(
         clock.now() + options.moveTimeoutMs,
       );
     }
+    mark('repointed');
     record.recovered_at = clock.now();
     record.recover_ms = round2(record.recovered_at - declared + detectMs);
   } catch (err) {

@@ -58,6 +58,9 @@ export interface FlowOwner {
 }
 
 /** One failover, as GET /failovers lists it (times in clock ms). */
+/** The steps of a failover that its record times (failover.ts). */
+export type FailoverStep = 'fenced' | 'listed' | 'egress' | 'takeover' | 'repointed';
+
 export interface FailoverRecord {
   id: string;
   /** The instance that took its flows over; null when there was none. */
@@ -77,6 +80,11 @@ export interface FailoverRecord {
   recover_ms: number;
   /** The instance started in its place, once it has joined. */
   replacement: string | null;
+  /**
+   * Where the time went, each step's duration in ms: `fenced` (steps 1 and 2), `listed` (the switch's
+   * flows and clock), `egress` (step 3), `takeover` (step 4, the calls included), `repointed` (step 5).
+   */
+  steps_ms?: Partial<Record<FailoverStep, number>>;
   error?: string;
   /**
    * Set when step 6 still failed after every retry (its cluster's configuration, the ingress's secondaries):

@@ -482,6 +482,15 @@ describe('Controller: failover', { timeout: 120_000 }, () => {
         `nf-1 /takeover {"origin":"nf-0","flows":["${flow}"]}`,
       ]);
       assert.ok(order[5]?.startsWith('ingress /rules {"rules":[{"flow"'), 'then the re-point');
+      // The record times each of those steps, in their order.
+      assert.deepEqual(Object.keys(record.steps_ms ?? {}), [
+        'fenced',
+        'listed',
+        'egress',
+        'takeover',
+        'repointed',
+      ]);
+      assert.ok(Object.values(record.steps_ms ?? {}).every((ms) => ms >= 0));
       assert.deepEqual(
         ((await api('/failures')) as unknown as { id: string; how: string }[]).map((f) => [f.id, f.how]),
         [['nf-0', 'operator']],

@@ -46,6 +46,38 @@ describe('onesSum / checksum', { timeout: 60_000 }, () => {
     assert.equal(onesSum(data, 2, 4, 0x10000), 0x1234 + 0x5678 + 1);
   });
 
+  it('sums a packet-sized range four bytes at a time as a byte pair at a time, at any alignment', () => {
+    const pairs = (b: Uint8Array, offset: number, length: number, initial: number): number => {
+      let sum = initial;
+      for (let i = 0; i < length; i += 2) {
+        const lowByte = i + 1 < length ? b[offset + i + 1]! : 0;
+        sum += (b[offset + i]! << 8) | lowByte;
+      }
+      while (sum > 0xffff) sum = (sum % 0x10000) + Math.floor(sum / 0x10000);
+      return sum;
+    };
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 1, maxLength: 2100, size: 'max' }),
+        fc.nat(7),
+        fc.nat(),
+        fc.nat(),
+        fc.nat(0x3ffff),
+        (data, shift, a, b, initial) => {
+          // The bytes at every alignment of the underlying buffer, as a socket's receive slab holds them.
+          const backing = new Uint8Array(new ArrayBuffer(data.length + 8), shift, data.length);
+          backing.set(data);
+          const offset = a % data.length;
+          const length = b % (data.length - offset + 1);
+          assert.equal(onesSum(backing, offset, length, initial), pairs(backing, offset, length, initial));
+        },
+      ),
+      FC,
+    );
+    const full = new Uint8Array(70_000).fill(0xff);
+    assert.equal(onesSum(full, 1, 0xffff), pairs(full, 1, 0xffff, 0));
+  });
+
   it('folds carries from long buffers of 0xff', () => {
     const data = new Uint8Array(200_000).fill(0xff);
     assert.equal(onesSum(data, 0, data.length), 0xffff);
