@@ -253,17 +253,27 @@ function publish(): void {
   for (let r = 0; r < c.drops.length; r++) shared[DROPS_AT + r] = c.drops[r]!;
 }
 
+/**
+ * A long batch sends its output as it goes, this many packets at a time: a takeover's replay (hundreds of
+ * packets) ends the far end's stall with its first packets rather than its last.
+ */
+const OUTPUT_RUN = 64;
 let handed = 0;
 function onBatch(ab: ArrayBuffer | Uint8Array): void {
   const bytes = ab instanceof Uint8Array ? ab : new Uint8Array(ab);
   const end = bytes.length;
   let at = 0;
+  let run = 0;
   while (at + 2 <= end) {
     const n = (bytes[at]! << 8) | bytes[at + 1]!;
     at += 2;
     processor.receive(bytes, at, Math.min(n, end - at), true);
     handed++;
     at += n;
+    if (++run === OUTPUT_RUN) {
+      run = 0;
+      egress.flush();
+    }
   }
   egress.flush();
   askStrong();
