@@ -9,6 +9,7 @@
  *   const records = await mover.moveFlows(['udp 10.0.0.1:1000 > 10.0.0.2:2000'], 'nf-2', 'order-preserving');
  */
 import { randomBytes } from 'node:crypto';
+import { round2 } from '../clock.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import type { Guarantee } from '../nf/processor.js';
 import { parseGuarantee } from '../nf/processor.js';
@@ -17,7 +18,14 @@ import { CONTROL_BUCKETS } from '../metric-catalog.js';
 import { Histogram } from '../metrics.js';
 import type { Clock, Logger, MetricSample } from '../types.js';
 import type { OpenMove } from './journal.js';
-import { emptyRecord, type AdminAddress, type Frozen, type MoveRecord, type Registered } from './records.js';
+import {
+  emptyRecord,
+  type AdminAddress,
+  type Frozen,
+  type MoveRecord,
+  type MoveStep,
+  type Registered,
+} from './records.js';
 import type { RoleCalls } from './role-calls.js';
 
 export const DEFAULT_MOVE_TIMEOUT_MS = 2000;
@@ -207,6 +215,13 @@ export class Mover {
       failed[i] ??= new NfsError(code, `move: ${flows[i]!}: ${message}`);
     };
     const open = { id: randomBytes(8).toString('hex'), src: src.id, dst: dst.id, flows: [...flows] };
+    const steps: Partial<Record<MoveStep, number>> = {};
+    let last = started;
+    const mark = (step: MoveStep): void => {
+      const now = this.clock.now();
+      steps[step] = round2(now - last);
+      last = now;
+    };
     try {
       await this.options.journal?.beginMove(open);
       const left = Math.max(1, Math.ceil(deadline - this.clock.now()));
@@ -233,6 +248,7 @@ export class Mover {
           deadline,
         ),
       ]);
+      mark('frozen');
       if (expected.status === 'rejected') throw expected.reason;
       if (freeze.status === 'rejected') throw freeze.reason;
       const frozen = (freeze.value as { flows: (Frozen | null)[] }).flows;
@@ -249,6 +265,7 @@ export class Mover {
         this.install(src, dst, flows, ready, frozen, fromReplicas, { intra, stateBytes }, deadline),
         this.calls.call(src, src.id, '/move/commit', { flows: names(ready) }, deadline),
       ]);
+      mark('installed');
       if (install.status === 'rejected') throw install.reason;
       if (commit.status === 'rejected') throw commit.reason;
       const committed = commit.value.ok as boolean[];
@@ -266,6 +283,7 @@ export class Mover {
         const epoch = this.deps.nextEpoch();
         const rules = go.map((i) => ({ flow: flows[i], primary: dst.id, epoch, move: true }));
         const taken = await this.repoint(ingress, rules, deadline);
+        mark('repointed');
         go.forEach((i, j) => {
           if (taken[j] === true) repointed[i] = true;
           else fail(i, ErrorCode.STATE, 'the switch kept a newer rule');
@@ -292,6 +310,7 @@ export class Mover {
           this.clock.now() + 2 * this.options.moveTimeoutMs,
         )) as { parked: number[] };
         moved.forEach((i, j) => (buffered[i] = parked[j] ?? 0));
+        mark('handed_over');
       } catch (err) {
         finishError = String(err);
         this.logger.warn('move: hand-over unconfirmed', { from: src.id, to: dst.id, error: finishError });
@@ -306,6 +325,7 @@ export class Mover {
         state_bytes: e === undefined ? stateBytes[i]! : 0,
         buffered: buffered[i]!,
         duration_ms: duration,
+        steps_ms: steps,
         group: n,
         aborted: e !== undefined,
         ...(e === undefined

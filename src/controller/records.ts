@@ -58,6 +58,9 @@ export interface FlowOwner {
 }
 
 /** One failover, as GET /failovers lists it (times in clock ms). */
+/** The steps of a move that its record times (mover.ts). */
+export type MoveStep = 'frozen' | 'installed' | 'repointed' | 'handed_over';
+
 /** The steps of a failover that its record times (failover.ts). */
 export type FailoverStep = 'fenced' | 'listed' | 'egress' | 'takeover' | 'repointed';
 
@@ -115,6 +118,13 @@ export interface MoveRecord {
   buffered: number;
   /** The whole exchange this flow moved in (every flow of one source in one request): its figures are theirs. */
   duration_ms: number;
+  /**
+   * Where that time went, each step's duration in ms: `frozen` (the destination told to expect the flows,
+   * the source's freeze, which waits for its peers' acknowledgements inside a cluster), `installed` (the
+   * destination's install and the source's commit), `repointed` (the switch's rules), `handed_over` (the
+   * end-of-move markers, then the source's parked packets). A step not reached is absent.
+   */
+  steps_ms?: Partial<Record<MoveStep, number>>;
   /** Flows moved in that exchange. */
   group: number;
   aborted: boolean;

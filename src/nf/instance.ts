@@ -308,7 +308,10 @@ export class NfInstance implements MetricSource {
     const k = this.replicator?.send(new Uint8Array(records), source);
     if (global !== undefined) this.eventual.spread(true, [new Uint8Array(global)]);
     if (this.options.processor.release !== 'after-replication') return;
-    if (k === undefined) shard.worker.postMessage({ type: 'commit', ship } satisfies ToWorker);
+    // The send may have committed already, inside the call (no peer connected, or each skipped it while
+    // its catch-up was due): then no acknowledgement is coming for it.
+    if (k === undefined || k <= this.replicator!.committed)
+      shard.worker.postMessage({ type: 'commit', ship } satisfies ToWorker);
     else shard.awaiting.push(k, ship);
   }
 

@@ -271,6 +271,11 @@ export class FlowProcessor {
     else this.park(flow, seq, buf, offset, length);
   }
 
+  /** Whether time-driven work other than idle flows waits: open batches, gaps, freezes. */
+  get waiting(): boolean {
+    return this.openBatches.length > 0 || this.gapWatch.length > 0 || this.frozen.length > 0;
+  }
+
   /** Time-driven work: batch timeouts, gaps that never filled, idle flows. */
   tick(now: number): void {
     if (this.frozen.length > 0) this.expireFreezes(now);

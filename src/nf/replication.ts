@@ -120,7 +120,7 @@ export interface Peer {
 export class Replicator implements MetricSource {
   private links: Link[];
   private sends = 0;
-  private committed = 0;
+  private committedSend = 0;
   bytesSent = 0;
   messages = 0;
   dropped = 0;
@@ -209,6 +209,11 @@ export class Replicator implements MetricSource {
   }
 
   /** Ships a block of records from `source` to every peer; returns its number for `onCommit`. */
+  /** The last send every connected peer has acknowledged (one with no peer connected commits at once). */
+  get committed(): number {
+    return this.committedSend;
+  }
+
   send(records: Uint8Array, source = 0): number {
     const k = ++this.sends;
     for (const link of this.links) {
@@ -235,8 +240,8 @@ export class Replicator implements MetricSource {
   async settled(ms: number): Promise<boolean> {
     const target = this.sends;
     const end = Date.now() + ms;
-    while (this.committed < target && Date.now() < end) await new Promise((r) => setTimeout(r, 1));
-    return this.committed >= target;
+    while (this.committedSend < target && Date.now() < end) await new Promise((r) => setTimeout(r, 1));
+    return this.committedSend >= target;
   }
 
   stop(): void {
@@ -247,7 +252,7 @@ export class Replicator implements MetricSource {
     out.push(['nfstate_replication_sent_bytes_total', {}, this.bytesSent]);
     out.push(['nfstate_replication_messages_total', {}, this.messages]);
     out.push(['nfstate_replication_dropped_messages_total', {}, this.dropped]);
-    out.push(['nfstate_replication_committed', {}, this.committed]);
+    out.push(['nfstate_replication_committed', {}, this.committedSend]);
     out.push(['nfstate_replication_repairs_requested_total', {}, this.repairs]);
     out.push(['nfstate_replication_catch_up_bytes_total', {}, this.catchUpBytes]);
     out.push(['nfstate_replication_catch_ups_total', {}, this.catchUps]);
@@ -283,8 +288,8 @@ export class Replicator implements MetricSource {
   private checkCommit(): void {
     let k = this.sends;
     for (const l of this.links) if (l.connected) k = Math.min(k, l.ackedSend);
-    if (k > this.committed) {
-      this.committed = k;
+    if (k > this.committedSend) {
+      this.committedSend = k;
       this.onCommit(k);
     }
   }

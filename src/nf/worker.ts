@@ -49,6 +49,16 @@ const processor: FlowProcessor = new FlowProcessor(
     logger.info('nf event', event);
   },
 );
+const tickMs = Math.max(1, Math.min(init.options.batchTimeoutMs, 10));
+/**
+ * The ticker runs every tickMs while time-driven work waits (open batches, gaps, freezes, records to ship),
+ * and every IDLE_TICK_MS otherwise, when only idle flows may expire: an idle worker wakes ten times a second
+ * rather than a hundred, which on a machine running many instances is most of their idle CPU. Whatever
+ * brings work (packets, a move, a strong answer) sets it fast again first.
+ */
+const IDLE_TICK_MS = 100;
+let tickEvery = 0;
+let ticker: NodeJS.Timeout | undefined;
 // Input from the switch, and output to the egress in batches: each batch received ends with a flush
 // (batch-socket.ts), and then the claims its flows asked for go out.
 const afterBatch = { queued: false };
@@ -61,6 +71,7 @@ const egress = await openBatchSocket(init.host, init.port, (d) => {
 await egress.dest(0, init.egress.host, init.egress.port);
 function askAfterBatch(): void {
   afterBatch.queued = false;
+  wake();
   askStrong();
 }
 
@@ -295,11 +306,11 @@ function onStrong(msg: Extract<ToWorker, { type: 'strong' }>): void {
   askStrong();
 }
 
-const tickMs = Math.max(1, Math.min(init.options.batchTimeoutMs, 10));
 // Records go out at most this often (or when the block is big): fewer, larger frames to the peers.
 const SHIP_EVERY_MS = 20;
 let shippedAt = 0;
-const ticker = setInterval(() => {
+tickAt(tickMs);
+function tick(): void {
   const now = wallClock.now();
   processor.tick(now);
   // Flows that ended release what they held.
@@ -309,13 +320,26 @@ const ticker = setInterval(() => {
     shipRecords();
   }
   publish();
-}, tickMs);
+  if (tickEvery === tickMs && !processor.waiting && records.length === 0) tickAt(IDLE_TICK_MS);
+}
+
+function tickAt(ms: number): void {
+  clearInterval(ticker);
+  tickEvery = ms;
+  ticker = setInterval(tick, ms);
+}
+
+/** Work arrived: the ticker runs fast until it is done. */
+function wake(): void {
+  if (ticker !== undefined && tickEvery !== tickMs) tickAt(tickMs);
+}
 
 function reply(msg: FromWorker): void {
   port.postMessage(msg);
 }
 
 port.on('message', (msg: ToWorker) => {
+  wake();
   if (msg instanceof ArrayBuffer) return onBatch(msg);
   if (msg.type === 'commit') return commit(msg.ship);
   if (msg.type === 'strong') return onStrong(msg);

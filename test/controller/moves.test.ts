@@ -135,6 +135,9 @@ describe('Controller: batched moves', { timeout: 60_000 }, () => {
     assert.equal(rules.length, 2, 'one switch update per source');
     assert.deepEqual(rules.map((r) => r.map((x) => x.flow)).sort(), [[flow(0), flow(2)], [flow(1)]]);
     assert.equal(d.ingress.calls.filter((c) => c.path === '/owner').length, 1, 'owners asked once');
+    // Each record says where its exchange's time went, step by step.
+    for (const r of records)
+      assert.deepEqual(Object.keys(r.steps_ms ?? {}), ['frozen', 'installed', 'repointed', 'handed_over']);
   });
 
   it('refuses a flow already moving, already there, or without an owner on its own, never the whole batch', async (t) => {
@@ -201,6 +204,7 @@ describe('Controller: bounded moves', { timeout: 60_000 }, () => {
     assert.equal(r.aborted, true);
     assert.equal(r.code, 'NFS_ERR_TIMEOUT');
     assert.deepEqual(paths(d.nf[0]!), ['/move/freeze', '/move/abort'], 'the source resumes the flow');
+    assert.deepEqual(Object.keys(r.steps_ms ?? {}), ['frozen'], 'only the steps it reached');
     await until(() => paths(d.nf[2]!).includes('/move/abort'));
     assert.ok(paths(d.nf[2]!).includes('/move/abort'), 'the destination is told to forget');
     assert.ok(!d.ingress.calls.some((c) => c.path === '/rules'));

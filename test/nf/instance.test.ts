@@ -284,4 +284,59 @@ describe('NfInstance with after-replication release (output commit)', { timeout:
     out.close();
     peer.close();
   });
+  it('releases a batch as soon as no peer is left to acknowledge it (none connected)', async () => {
+    const key = randomBytes(32);
+    // A peer that is down: its port refuses every connection.
+    const gone = net.createServer();
+    gone.listen(0, '127.0.0.1');
+    await once(gone, 'listening');
+    const port = (gone.address() as net.AddressInfo).port;
+    gone.close();
+    await once(gone, 'close');
+
+    const out = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
+    const got: number[] = [];
+    const view = new StampView();
+    out.on('message', (msg) => {
+      view.parse(msg, 0, msg.length);
+      got.push(view.seq);
+    });
+    out.bind(0, '127.0.0.1');
+    await once(out, 'listening');
+    const nf = new NfInstance({
+      id: 'nf-a',
+      host: '127.0.0.1',
+      port: 0,
+      threads: 1,
+      nf: { type: 'nat', config: {} },
+      processor: {
+        release: 'after-replication',
+        batchSize: 5,
+        batchTimeoutMs: 10_000,
+        maxHeld: 64,
+        gapTimeoutMs: 10_000,
+        flowIdleMs: 60_000,
+      },
+      egress: { host: '127.0.0.1', port: out.address().port },
+      partition: { index: 0, count: 1 },
+      cluster: { members: ['nf-a', 'nf-b'], key: key.toString('hex') },
+      logger: silentLogger,
+    });
+    await nf.start();
+    await nf.replicateTo([{ id: 'nf-b', host: '127.0.0.1', port }]);
+    const client = dgram.createSocket('udp4');
+    for (let seq = 1; seq <= 10; seq++) client.send(stamped({ flow: 0, seq }), nf.port, '127.0.0.1');
+
+    // Two full batches: the send that carries the last of them commits at once, and its packets must go.
+    const deadline = Date.now() + 10_000;
+    while (got.length < 10 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(
+      got,
+      Array.from({ length: 10 }, (_, i) => i + 1),
+    );
+
+    await nf.stop();
+    client.close();
+    out.close();
+  });
 });
