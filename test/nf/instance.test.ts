@@ -209,6 +209,54 @@ describe('NfInstance whose egress is gone', { timeout: 120_000 }, () => {
   });
 });
 
+/**
+ * An instance under output commit replicating to the peer at `peerPort`, and the stamps that reach its
+ * egress, in arrival order. Batches of 5 close by size only.
+ */
+async function outputCommit(
+  key: Uint8Array,
+  peerPort: number,
+): Promise<{ nf: NfInstance; got: number[]; close: () => Promise<void> }> {
+  const out = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
+  const got: number[] = [];
+  const view = new StampView();
+  out.on('message', (msg) => {
+    view.parse(msg, 0, msg.length);
+    got.push(view.seq);
+  });
+  out.bind(0, '127.0.0.1');
+  await once(out, 'listening');
+  const nf = new NfInstance({
+    id: 'nf-a',
+    host: '127.0.0.1',
+    port: 0,
+    threads: 1,
+    nf: { type: 'nat', config: {} },
+    processor: {
+      release: 'after-replication',
+      batchSize: 5,
+      batchTimeoutMs: 10_000,
+      maxHeld: 64,
+      gapTimeoutMs: 10_000,
+      flowIdleMs: 60_000,
+    },
+    egress: { host: '127.0.0.1', port: out.address().port },
+    partition: { index: 0, count: 1 },
+    cluster: { members: ['nf-a', 'nf-b'], key: Buffer.from(key).toString('hex') },
+    logger: silentLogger,
+  });
+  await nf.start();
+  await nf.replicateTo([{ id: 'nf-b', host: '127.0.0.1', port: peerPort }]);
+  return {
+    nf,
+    got,
+    close: async () => {
+      await nf.stop();
+      out.close();
+    },
+  };
+}
+
 describe('NfInstance with after-replication release (output commit)', { timeout: 120_000 }, () => {
   it('holds each batch’s packets until the peer acknowledges the batch, then releases them in order', async () => {
     const key = randomBytes(32);
@@ -232,36 +280,7 @@ describe('NfInstance with after-replication release (output commit)', { timeout:
       peerSocket!.write(encodeFrame(ReplicationFrame.ACK, seq, body.view(), key));
     };
 
-    const out = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
-    const got: number[] = [];
-    const view = new StampView();
-    out.on('message', (msg) => {
-      view.parse(msg, 0, msg.length);
-      got.push(view.seq);
-    });
-    out.bind(0, '127.0.0.1');
-    await once(out, 'listening');
-    const nf = new NfInstance({
-      id: 'nf-a',
-      host: '127.0.0.1',
-      port: 0,
-      threads: 1,
-      nf: { type: 'nat', config: {} },
-      processor: {
-        release: 'after-replication',
-        batchSize: 5,
-        batchTimeoutMs: 10_000,
-        maxHeld: 64,
-        gapTimeoutMs: 10_000,
-        flowIdleMs: 60_000,
-      },
-      egress: { host: '127.0.0.1', port: out.address().port },
-      partition: { index: 0, count: 1 },
-      cluster: { members: ['nf-a', 'nf-b'], key: key.toString('hex') },
-      logger: silentLogger,
-    });
-    await nf.start();
-    await nf.replicateTo([{ id: 'nf-b', host: '127.0.0.1', port: (peer.address() as net.AddressInfo).port }]);
+    const { nf, got, close } = await outputCommit(key, (peer.address() as net.AddressInfo).port);
     const client = dgram.createSocket('udp4');
     for (let seq = 1; seq <= 12; seq++) client.send(stamped({ flow: 0, seq }), nf.port, '127.0.0.1');
 
@@ -279,12 +298,11 @@ describe('NfInstance with after-replication release (output commit)', { timeout:
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(got.length, 10, 'the open batch is still held');
 
-    await nf.stop();
+    await close();
     client.close();
-    out.close();
     peer.close();
   });
-  it('releases a batch as soon as no peer is left to acknowledge it (none connected)', async () => {
+  it('releases a batch as soon as no peer is left to acknowledge it (none connected)', async (t) => {
     const key = randomBytes(32);
     // A peer that is down: its port refuses every connection.
     const gone = net.createServer();
@@ -294,37 +312,12 @@ describe('NfInstance with after-replication release (output commit)', { timeout:
     gone.close();
     await once(gone, 'close');
 
-    const out = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
-    const got: number[] = [];
-    const view = new StampView();
-    out.on('message', (msg) => {
-      view.parse(msg, 0, msg.length);
-      got.push(view.seq);
-    });
-    out.bind(0, '127.0.0.1');
-    await once(out, 'listening');
-    const nf = new NfInstance({
-      id: 'nf-a',
-      host: '127.0.0.1',
-      port: 0,
-      threads: 1,
-      nf: { type: 'nat', config: {} },
-      processor: {
-        release: 'after-replication',
-        batchSize: 5,
-        batchTimeoutMs: 10_000,
-        maxHeld: 64,
-        gapTimeoutMs: 10_000,
-        flowIdleMs: 60_000,
-      },
-      egress: { host: '127.0.0.1', port: out.address().port },
-      partition: { index: 0, count: 1 },
-      cluster: { members: ['nf-a', 'nf-b'], key: key.toString('hex') },
-      logger: silentLogger,
-    });
-    await nf.start();
-    await nf.replicateTo([{ id: 'nf-b', host: '127.0.0.1', port }]);
+    const { nf, got, close } = await outputCommit(key, port);
     const client = dgram.createSocket('udp4');
+    t.after(async () => {
+      client.close();
+      await close();
+    });
     for (let seq = 1; seq <= 10; seq++) client.send(stamped({ flow: 0, seq }), nf.port, '127.0.0.1');
 
     // Two full batches: the send that carries the last of them commits at once, and its packets must go.
@@ -334,9 +327,5 @@ describe('NfInstance with after-replication release (output commit)', { timeout:
       got,
       Array.from({ length: 10 }, (_, i) => i + 1),
     );
-
-    await nf.stop();
-    client.close();
-    out.close();
   });
 });
