@@ -581,18 +581,34 @@ describe('the dashboard of a running deployment', { timeout: 300_000 }, () => {
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${controller}/dashboard`);
     const [f] = await flows();
-    const live = (
-      (await adminCall('127.0.0.1', controller, '/instances')) as unknown as {
-        id: string;
-        live: boolean;
-        failed: boolean;
-      }[]
-    )
-      .filter((i) => i.live && !i.failed)
-      .map((i) => i.id);
-    // Two, or three if the spare registered before the failed instance left its cluster.
-    const clusters = ((await adminCall('127.0.0.1', controller, '/clusters')) as unknown as unknown[]).length;
-    await showsInstances(page, clusters, live, 10_000);
+    // The deployment may still be settling from the failover before (a spare joining, the failed instance
+    // leaving its cluster): the page must come to show what the controller says, read again until it does.
+    const now = async (): Promise<{ clusters: number; live: string[] }> => ({
+      clusters: ((await adminCall('127.0.0.1', controller, '/clusters')) as unknown as unknown[]).length,
+      live: (
+        (await adminCall('127.0.0.1', controller, '/instances')) as unknown as {
+          id: string;
+          live: boolean;
+          failed: boolean;
+        }[]
+      )
+        .filter((i) => i.live && !i.failed)
+        .map((i) => i.id),
+    });
+    const end = Date.now() + 10_000;
+    let shown = await now();
+    for (;;) {
+      const ok = await showsInstances(page, shown.clusters, shown.live, 1000).then(
+        () => true,
+        (err: unknown) => {
+          if (Date.now() >= end) throw err;
+          return false;
+        },
+      );
+      if (ok) break;
+      shown = await now();
+    }
+    const { clusters, live } = shown;
     await assert.rejects(
       showsInstances(page, clusters, [...live, 'nf-99'], 1000),
       'an instance that is not there',
