@@ -59,6 +59,25 @@ export function round2(ms: number): number {
   return Math.round(ms * 100) / 100;
 }
 
+/**
+ * Times consecutive steps of one piece of work: `mark(step)` records, under `step`, the ms since the
+ * previous mark (the first: since the timer was made). A step never marked is absent from `steps`.
+ */
+export function stepTimer<S extends string>(
+  clock: Clock,
+): { steps: Partial<Record<S, number>>; mark: (step: S) => void } {
+  const steps: Partial<Record<S, number>> = {};
+  let last = clock.now();
+  return {
+    steps,
+    mark: (step) => {
+      const now = clock.now();
+      steps[step] = round2(now - last);
+      last = now;
+    },
+  };
+}
+
 /** A clock that moves only when told to, for tests. */
 export class ManualClock implements Clock {
   constructor(private t = 1_700_000_000_000) {}

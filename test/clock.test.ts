@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
-import { wallClock } from '../src/clock.js';
+import { ManualClock, stepTimer, wallClock } from '../src/clock.js';
 import { repoPath } from './helpers/paths.js';
 
 const ROUNDS = 50;
@@ -41,3 +41,17 @@ test('another process reads the wall clock between two readings here', { timeout
     await once(child, 'exit');
   }
 });
+
+test(
+  'stepTimer: each mark is the time since the one before; a step never marked is absent',
+  { timeout: 5000 },
+  () => {
+    const clock = new ManualClock();
+    const { steps, mark } = stepTimer<'a' | 'b' | 'c'>(clock);
+    clock.advance(1.234);
+    mark('a');
+    clock.advance(10);
+    mark('b');
+    assert.deepEqual(steps, { a: 1.23, b: 10 });
+  },
+);

@@ -19,7 +19,7 @@
  *
  *   const record = await failOver(x, { declared, detectMs }, options, deps, logger, clock);
  */
-import { round2 } from '../clock.js';
+import { round2, stepTimer } from '../clock.js';
 import type { Clock, Logger } from '../types.js';
 import type { Mover } from './mover.js';
 import type { AdminAddress, FailoverRecord, FailoverStep, Registered, TakeoverAnswer } from './records.js';
@@ -96,14 +96,8 @@ export async function failOver(
         logger.error('failover: the egress was not told to fence', { id, error: String(err) });
       });
   };
-  let last = clock.now();
-  const steps: Partial<Record<FailoverStep, number>> = {};
+  const { steps, mark } = stepTimer<FailoverStep>(clock);
   record.steps_ms = steps;
-  const mark = (step: FailoverStep): void => {
-    const now = clock.now();
-    steps[step] = round2(now - last);
-    last = now;
-  };
   deps.fenceLiveness();
   try {
     // Steps 1 and 2's live set at once; the flow list and its stamp clock only after the successor's

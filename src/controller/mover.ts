@@ -9,7 +9,7 @@
  *   const records = await mover.moveFlows(['udp 10.0.0.1:1000 > 10.0.0.2:2000'], 'nf-2', 'order-preserving');
  */
 import { randomBytes } from 'node:crypto';
-import { round2 } from '../clock.js';
+import { stepTimer } from '../clock.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import type { Guarantee } from '../nf/processor.js';
 import { parseGuarantee } from '../nf/processor.js';
@@ -215,13 +215,7 @@ export class Mover {
       failed[i] ??= new NfsError(code, `move: ${flows[i]!}: ${message}`);
     };
     const open = { id: randomBytes(8).toString('hex'), src: src.id, dst: dst.id, flows: [...flows] };
-    const steps: Partial<Record<MoveStep, number>> = {};
-    let last = started;
-    const mark = (step: MoveStep): void => {
-      const now = this.clock.now();
-      steps[step] = round2(now - last);
-      last = now;
-    };
+    const { steps, mark } = stepTimer<MoveStep>(this.clock);
     try {
       await this.options.journal?.beginMove(open);
       const left = Math.max(1, Math.ceil(deadline - this.clock.now()));

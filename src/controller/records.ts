@@ -57,13 +57,13 @@ export interface FlowOwner {
   packets: number;
 }
 
-/** One failover, as GET /failovers lists it (times in clock ms). */
 /** The steps of a move that its record times (mover.ts). */
 export type MoveStep = 'frozen' | 'installed' | 'repointed' | 'handed_over';
 
 /** The steps of a failover that its record times (failover.ts). */
 export type FailoverStep = 'fenced' | 'listed' | 'egress' | 'takeover' | 'repointed';
 
+/** One failover, as GET /failovers lists it (times in clock ms). */
 export interface FailoverRecord {
   id: string;
   /** The instance that took its flows over; null when there was none. */

@@ -208,12 +208,12 @@ export class Replicator implements MetricSource {
     this.onConnected();
   }
 
-  /** Ships a block of records from `source` to every peer; returns its number for `onCommit`. */
   /** The last send every connected peer has acknowledged (one with no peer connected commits at once). */
   get committed(): number {
     return this.committedSend;
   }
 
+  /** Ships a block of records from `source` to every peer; returns its number for `onCommit`. */
   send(records: Uint8Array, source = 0): number {
     const k = ++this.sends;
     for (const link of this.links) {
