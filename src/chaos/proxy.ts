@@ -21,8 +21,9 @@ export class DelayProxy {
     private readonly host: string,
     private readonly port: number,
   ) {
-    this.server = net.createServer((client) => {
-      const upstream = net.connect(this.port, this.host);
+    // Without Nagle's algorithm on either side: the proxy adds only the delay it is told to.
+    this.server = net.createServer({ noDelay: true }, (client) => {
+      const upstream = net.connect({ port: this.port, host: this.host, noDelay: true });
       for (const s of [client, upstream]) {
         this.sockets.add(s);
         s.on('close', () => this.sockets.delete(s));

@@ -502,7 +502,7 @@ program
   .description('benchmarks; each reports ratios against a baseline measured in the same run')
   .argument(
     '<experiment>',
-    'threads | batch | rate | migration-bytes | lb | failover | scale | baselines | tcp-failover (root: kernel TCP in the lab) | switch (root: the built-in switch against Open vSwitch) | all (the experiments, written as CSV, JSON and plots; all writes the report too), report (the report again, from results already written), or dataplane | memory | global',
+    'threads | batch | rate | migration-bytes | lb | failover | scale | baselines | tcp-failover (root: kernel TCP in the lab) | switch (root: the built-in switch against Open vSwitch) | all (the experiments, written as CSV, JSON and plots; all writes the report too), report (the report again, from results already written), or dataplane | memory | global | replication',
   )
   .option('--quick', 'a short run (under 60 s)', false)
   .option('--paper', "experiments: the thesis's parameters (the default)", false)
@@ -526,6 +526,7 @@ program
   .option('--flows <n>', 'memory: concurrent flows', int('--flows', 1), 100_000)
   .option('--writers <n>', 'global: concurrent writers', int('--writers', 1, 256), 8)
   .option('--batch <n>', 'global: updates per submit', int('--batch', 1, 128), 100)
+  .option('--rounds <n>', 'replication: rounds per burst size', int('--rounds', 1, 100_000), 500)
   .option('--json', 'print one JSON object', false)
   .action(
     async (
@@ -542,6 +543,7 @@ program
         packets?: number;
         writers: number;
         batch: number;
+        rounds: number;
       },
     ) => {
       const out = (line: string): void => {
@@ -600,9 +602,16 @@ program
           json: o.json,
           out,
         });
+      } else if (experiment === 'replication') {
+        const { runReplicationBench } = await import('../../bench/replication.js');
+        await runReplicationBench({
+          rounds: o.quick ? Math.min(o.rounds, 100) : o.rounds,
+          json: o.json,
+          out,
+        });
       } else {
         throw new InvalidArgumentError(
-          `unknown experiment '${experiment}' (expected ${[...EXPERIMENTS.map((e) => e.name), 'all', 'report', 'dataplane', 'memory', 'global'].join(', ')})`,
+          `unknown experiment '${experiment}' (expected ${[...EXPERIMENTS.map((e) => e.name), 'all', 'report', 'dataplane', 'memory', 'global', 'replication'].join(', ')})`,
         );
       }
     },

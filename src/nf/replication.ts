@@ -111,6 +111,18 @@ export interface Peer {
   port: number;
 }
 
+/** A call of `Replicator.settled` waiting until the peers have acknowledged send `target`. */
+interface Settling {
+  readonly target: number;
+  readonly timer: NodeJS.Timeout;
+  readonly resolve: (settled: boolean) => void;
+}
+
+function settle(w: Settling, settled: boolean): void {
+  clearTimeout(w.timer);
+  w.resolve(settled);
+}
+
 /**
  * Sends this instance's records to each peer, one connection per peer. Each `send` returns a number k;
  * once every connected peer has acknowledged send k, `onCommit(k)` fires (in order, never skipping
@@ -121,6 +133,8 @@ export class Replicator implements MetricSource {
   private links: Link[];
   private sends = 0;
   private committedSend = 0;
+  /** Calls of `settled` waiting for the peers' acknowledgements, each up to its send. */
+  private settling: Settling[] = [];
   bytesSent = 0;
   messages = 0;
   dropped = 0;
@@ -237,15 +251,21 @@ export class Replicator implements MetricSource {
    * Resolves when every peer has acknowledged everything sent before this call (or after `ms`); later
    * sends, which keep coming under traffic, are not waited for.
    */
-  async settled(ms: number): Promise<boolean> {
+  settled(ms: number): Promise<boolean> {
     const target = this.sends;
-    const end = Date.now() + ms;
-    while (this.committedSend < target && Date.now() < end) await new Promise((r) => setTimeout(r, 1));
-    return this.committedSend >= target;
+    if (this.committedSend >= target) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.settling = this.settling.filter((w) => w.timer !== timer);
+        resolve(false);
+      }, ms);
+      this.settling.push({ target, timer, resolve });
+    });
   }
 
   stop(): void {
     for (const l of this.links) l.close();
+    for (const w of this.settling.splice(0)) settle(w, false);
   }
 
   collect(out: MetricSample[]): void {
@@ -291,6 +311,11 @@ export class Replicator implements MetricSource {
     if (k > this.committedSend) {
       this.committedSend = k;
       this.onCommit(k);
+      if (this.settling.length > 0) {
+        const settled = this.settling.filter((w) => w.target <= k);
+        this.settling = this.settling.filter((w) => w.target > k);
+        for (const w of settled) settle(w, true);
+      }
     }
   }
 }
@@ -473,7 +498,9 @@ export type ReplicationDrop = 'not_member' | 'no_hello' | 'malformed' | 'gap' | 
 
 /** Holds the replicas of the cluster peers' flows, fed by their Replicators. */
 export class ReplicaStore implements MetricSource {
-  private readonly server = net.createServer((socket) => {
+  // Acknowledgements are small and often come two in a row: with Nagle's algorithm the second would wait
+  // for the TCP acknowledgement of the first, which the sender delays by up to 40 ms.
+  private readonly server = net.createServer({ noDelay: true }, (socket) => {
     this.accept(socket);
   });
   /** Per origin instance: its flows' replicas. */

@@ -92,6 +92,29 @@ describe('batch replication', { timeout: 120_000 }, () => {
     assert.ok(out.bytesSent > 0 && out.messages === 16);
   });
 
+  it('settled answers false at its deadline and at stop while a connected peer has not acknowledged', async () => {
+    // A peer that takes the connection and never answers.
+    const silent = net.createServer((s) => s.resume());
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    try {
+      const port = (silent.address() as net.AddressInfo).port;
+      const out = new Replicator(
+        { self: 'nf-a', key, peers: [{ id: 'peer', host: '127.0.0.1', port }] },
+        silentLogger,
+      );
+      replicators.push(out);
+      await out.start();
+      out.send(new Uint8Array(0));
+      assert.equal(await out.settled(50), false);
+      const waiting = out.settled(60_000);
+      out.stop();
+      assert.equal(await waiting, false);
+    } finally {
+      silent.close();
+    }
+  });
+
   it('reconnects to a peer that restarted and repairs its replicas from full states', async () => {
     const first = await store();
     const port = first.port;
