@@ -8,7 +8,7 @@
  *   r?.error;       // undefined: failed over, replaced, and (paused or declared) exited fenced
  */
 import { round2, wallClock } from '../clock.js';
-import type { FailoverRecord } from '../controller/records.js';
+import type { FailoverRecord, FailoverStep } from '../controller/records.js';
 import type { Logger } from '../types.js';
 import type { LocalDeployment } from './local.js';
 import { EXIT_FENCED } from './roles.js';
@@ -24,6 +24,8 @@ export interface InstanceFault {
   /** From the fault to the declaration, and to the successor's takeover (-1: none). */
   detect_ms: number;
   recover_ms: number;
+  /** Each step of the failover, as the controller timed it (see FailoverRecord.steps_ms). */
+  steps_ms: Partial<Record<FailoverStep, number>>;
   flows: number;
   replayed: number;
   gaps: number;
@@ -106,6 +108,7 @@ export async function failInstance(
     replacement: record?.replacement ?? null,
     detect_ms: record === undefined ? -1 : round2(record.declared_at - at),
     recover_ms: record === undefined || record.took_over_at === 0 ? -1 : round2(record.took_over_at - at),
+    steps_ms: record?.steps_ms ?? {},
     flows: record?.flows ?? 0,
     replayed: record?.replayed ?? 0,
     gaps: record?.gaps ?? 0,

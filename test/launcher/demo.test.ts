@@ -573,6 +573,7 @@ describe('summaryFailures: what fails a demo run', { timeout: 60_000 }, () => {
       replacement: null,
       detect_ms: 1,
       recover_ms: -1,
+      steps_ms: {},
       flows: 10,
       woke_fenced: false,
       replayed: 0,
