@@ -10,7 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { round2 } from '../src/clock.js';
 import { percentile } from '../src/launcher/demo-report.js';
 import { silentLogger } from '../src/log.js';
-import { ReplicaStore, Replicator } from '../src/nf/replication.js';
+import { ReplicaStore } from '../src/nf/replica-store.js';
+import { Replicator } from '../src/nf/replicator.js';
 import { createNf } from '../src/nfs/index.js';
 import { LocalGlobalState } from '../src/state/global-local.js';
 

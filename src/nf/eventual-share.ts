@@ -17,7 +17,8 @@ import { CrdtGlobalState } from '../state/global-crdt.js';
 import { LocalGlobalState } from '../state/global-local.js';
 import type { Logger, MetricSample, MetricSource } from '../types.js';
 import type { ToWorker } from './messages.js';
-import { Replicator, writeGlobalRecord, type Peer } from './replication.js';
+import { writeGlobalRecord, type Peer } from './replication.js';
+import { Replicator } from './replicator.js';
 
 /** The accumulators join counters and sets only. */
 const NO_POOLS = new LocalGlobalState();

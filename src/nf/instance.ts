@@ -37,7 +37,8 @@ import type { FromWorker, MoveFlow, MoveOp, MoveResult, ToWorker, WorkerInit } f
 import { COUNTER_SLOTS, DROPS_AT, WORKER_COUNTERS } from './messages.js';
 import type { Guarantee, ProcessorOptions } from './processor.js';
 import type { Peer } from './replication.js';
-import { ReplicaStore, Replicator } from './replication.js';
+import { ReplicaStore } from './replica-store.js';
+import { Replicator } from './replicator.js';
 import { MAX_REPLICAS } from '../state/crdt/index.js';
 import type { GlobalStore } from '../global/store.js';
 import { StrongGlobalState } from '../state/global-strong.js';

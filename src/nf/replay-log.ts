@@ -2,7 +2,7 @@
  * A secondary's copies of the packets its primaries processed since their last replicated batches
  * (DESIGN.md §6). The switch sends the secondary a copy of every packet of a flow (COPY flag); the copy
  * waits here until the replica it can resume from covers it (`trim`: the state before the flow's last
- * batch, see Replica in replication.ts), and if the primary fails first, the secondary replays what is
+ * batch, see Replica in replica-store.ts), and if the primary fails first, the secondary replays what is
  * left, in stamp order, on top of that state (`take`).
  *
  *   const log = new ReplayLog({ maxBytes: 64 << 20 });

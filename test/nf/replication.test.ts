@@ -6,13 +6,9 @@ import { afterEach, describe, it } from 'node:test';
 import { ManualClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
 import { FlowProcessor } from '../../src/nf/processor.js';
-import {
-  RecordKind,
-  ReplicaStore,
-  ReplicationFrame,
-  Replicator,
-  writeRecord,
-} from '../../src/nf/replication.js';
+import { ReplicaStore } from '../../src/nf/replica-store.js';
+import { RecordKind, ReplicationFrame, writeRecord } from '../../src/nf/replication.js';
+import { Replicator } from '../../src/nf/replicator.js';
 import { createNf } from '../../src/nfs/index.js';
 import { flowKeyString } from '../../src/packet/flow-key.js';
 import { ByteWriter } from '../../src/state/bytes.js';
