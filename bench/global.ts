@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import { startEtcd } from '../src/global/etcd-local.js';
 import { EtcdGlobalStore } from '../src/global/etcd.js';
-import { SequencerClient, SequencerServer } from '../src/global/sequencer.js';
+import { SequencerClient } from '../src/global/sequencer-client.js';
+import { SequencerServer } from '../src/global/sequencer-server.js';
 import type { GlobalStore, GlobalUpdate } from '../src/global/store.js';
 import { silentLogger } from '../src/log.js';
 

@@ -31,7 +31,7 @@ import type { Endpoint } from '../switch/ingress.js';
 import type { SinkReport } from '../traffic/sink.js';
 import type { FlowKey, Logger, MetricSource } from '../types.js';
 import type { GlobalStore } from '../global/store.js';
-import { SequencerClient } from '../global/sequencer.js';
+import { SequencerClient } from '../global/sequencer-client.js';
 import type { EdgeConfig } from '../edge/hosts.js';
 export { EXIT_FENCED };
 

@@ -11,7 +11,7 @@ import { createLogger } from '../log.js';
 import type { Logger } from '../types.js';
 import type { LeaderElection } from '../controller/election.js';
 import type { EtcdJournal, Restored } from '../controller/journal.js';
-import { SequencerServer } from '../global/sequencer.js';
+import { SequencerServer } from '../global/sequencer-server.js';
 import {
   type ControllerSpec,
   type RoleCommand,

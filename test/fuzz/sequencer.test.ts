@@ -1,5 +1,5 @@
 /**
- * Fuzzing the `local` global store's protocol (src/global/sequencer.ts). The server's sessions are fed
+ * Fuzzing the `local` global store's protocol (src/global/sequencer-wire.ts). The server's sessions are fed
  * authentic frames (encodeFrame with the key, the right nonce in front) whose bodies are valid, damaged or
  * random, through the same code a TCP socket drives; a model of the body layouts predicts which frames
  * are dropped, and the server's drop count must equal it. The client's body decoder gets every kind of
@@ -12,7 +12,9 @@ import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { NfsError } from '../../src/errors.js';
-import { SequencerClient, SequencerFrame, SequencerServer } from '../../src/global/sequencer.js';
+import { SequencerClient } from '../../src/global/sequencer-client.js';
+import { SequencerServer } from '../../src/global/sequencer-server.js';
+import { SequencerFrame } from '../../src/global/sequencer-wire.js';
 import { silentLogger } from '../../src/log.js';
 import { ByteReader, ByteWriter } from '../../src/state/bytes.js';
 import { encodeFrame, FrameDecoder } from '../../src/wire/frame.js';
