@@ -16,6 +16,15 @@
 import type { FlowKey } from '../types.js';
 import { canonicalKey, flowHash } from './flow-key.js';
 
+/** Called with a flow's 5-tuple (see FlowTable.forEachKey). */
+export type FlowVisitor = (
+  srcIp: number,
+  dstIp: number,
+  srcPort: number,
+  dstPort: number,
+  proto: number,
+) => void;
+
 const MAX_LOAD = 0.7;
 const MIN_CAPACITY = 8;
 
@@ -132,6 +141,15 @@ export class FlowTable<V> {
     this.used.fill(0);
     this.values.fill(undefined);
     this.count = 0;
+  }
+
+  /** Every entry's canonical 5-tuple, in slot order, without making a FlowKey for each. */
+  forEachKey(visit: FlowVisitor): void {
+    for (let i = 0; i < this.capacity; i++) {
+      if (this.used[i] !== 1) continue;
+      const ports = this.ports[i]!;
+      visit(this.srcIps[i]!, this.dstIps[i]!, ports >>> 16, ports & 0xffff, this.protos[i]!);
+    }
   }
 
   /** Every entry with its canonical key, in slot order. */

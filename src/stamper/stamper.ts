@@ -11,7 +11,7 @@
  * seen as a new flow there too.
  */
 import { flowKeyOf } from '../packet/flow-key.js';
-import { FlowTable } from '../packet/flow-table.js';
+import { FlowTable, type FlowVisitor } from '../packet/flow-table.js';
 import { TimerWheel } from '../timer-wheel.js';
 import type { FlowKey, MetricSample, MetricSource } from '../types.js';
 
@@ -61,6 +61,11 @@ export class Stamper implements MetricSource {
    */
   *counts(): IterableIterator<[FlowKey, number]> {
     for (const [key, flow] of this.flows.entries()) yield [key, flow.seq];
+  }
+
+  /** The flows it is numbering now, each as its 5-tuple (not hot path: a change of membership walks them). */
+  forEachFlow(visit: FlowVisitor): void {
+    this.flows.forEachKey(visit);
   }
 
   get size(): number {

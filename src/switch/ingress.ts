@@ -462,18 +462,7 @@ export class Ingress implements MetricSource {
    * takes a flow elsewhere.
    */
   setLive(live: readonly number[]): number {
-    const before = new Map<FlowKey, number>();
-    for (const [key] of this.stamper.counts()) before.set(key, this.switch.owner(key));
-    this.switch.setLive(live);
-    let pinned = 0;
-    for (const [key, owner] of before) {
-      if (owner >= 0 && this.switch.owner(key) !== owner) {
-        // Epoch 0: a pin is the weakest rule, so the controller's next rule for the flow always wins.
-        this.switch.installRule(key, { primary: owner, epoch: 0 });
-        pinned++;
-      }
-    }
-    return pinned;
+    return this.switch.setLive(live, (visit) => this.stamper.forEachFlow(visit));
   }
 
   /** The stamp clock now: every packet stamped from here on carries this time or a later one. */

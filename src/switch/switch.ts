@@ -11,8 +11,8 @@
  *   const route = sw.route(pkt, hash, pkt.length); // route.primary, route.secondary (-1: none), route.epoch
  */
 import { ErrorCode, NfsError } from '../errors.js';
-import { flowHash, flowKeyString } from '../packet/flow-key.js';
-import { FlowTable } from '../packet/flow-table.js';
+import { canonicalKey, flowHash, flowKeyString } from '../packet/flow-key.js';
+import { FlowTable, type FlowVisitor } from '../packet/flow-table.js';
 import type { FlowKey, MetricSample, MetricSource } from '../types.js';
 import { Maglev } from './maglev.js';
 
@@ -75,12 +75,31 @@ export class Switch implements MetricSource {
     return this.instances.length;
   }
 
-  /** The instances that may own flows by default (indexes into the instance list). */
-  setLive(live: readonly number[]): void {
+  /**
+   * The instances that may own flows by default (indexes into the instance list). Each flow `running` visits
+   * keeps its owner: one that has no rule and whose default owner changes gets a pin, a rule of epoch 0 (the
+   * weakest, so the controller's next rule for it always wins). Returns how many were pinned. Only a changed
+   * default costs more than a hash and two table reads, so a large deployment's failover is not held up here.
+   */
+  setLive(live: readonly number[], running?: (visit: FlowVisitor) => void): number {
     for (const i of live) this.check(i);
+    const was = this.maglev;
+    const wasLive = this.live;
     this.live = [...live];
     this.maglev = new Maglev(this.live.map((i) => this.instances[i]!));
     this.defaultEpoch++;
+    let pinned = 0;
+    running?.((srcIp, dstIp, srcPort, dstPort, proto) => {
+      if (this.rules.get(srcIp, dstIp, srcPort, dstPort, proto) !== undefined) return;
+      const hash = flowHash(srcIp, dstIp, srcPort, dstPort, proto);
+      const before = was.lookup(hash);
+      const after = this.maglev.lookup(hash);
+      const owner = before < 0 ? -1 : wasLive[before]!;
+      if (owner < 0 || (after >= 0 && this.live[after] === owner)) return;
+      this.installRule(canonicalKey(srcIp, dstIp, srcPort, dstPort, proto), { primary: owner, epoch: 0 });
+      pinned++;
+    });
+    return pinned;
   }
 
   /** Copies of `primary`'s packets go to `secondary` from now on (-1: to none). */

@@ -38,6 +38,35 @@ describe('Switch', { timeout: 60_000 }, () => {
     }
   });
 
+  it('keeps each running flow with its owner when the live set changes: a pin where the default moved, none under a rule', () => {
+    const sw = new Switch(['a', 'b', 'c']);
+    const running = Array.from({ length: 600 }, (_, i) => flowKeyOf(udp(1000 + i)));
+    const ruled = running[0]!;
+    assert.ok(sw.installRule(ruled, { primary: 1, epoch: 7 }));
+    const before = running.map((k) => sw.owner(k));
+    const visit = (v: (a: number, b: number, c: number, d: number, e: number) => void): void => {
+      for (const k of running) v(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto);
+    };
+    const pinned = sw.setLive([0, 2], visit);
+    assert.deepEqual(
+      running.map((k) => sw.owner(k)),
+      before,
+      'every running flow keeps its owner',
+    );
+    const pins = sw.listRules().filter((r) => r.epoch === 0);
+    assert.equal(pins.length, pinned);
+    assert.equal(
+      pinned,
+      before.filter((o, i) => o === 1 && i > 0).length,
+      "exactly b's flows without a rule",
+    );
+    assert.ok(pinned > 100);
+    assert.equal(sw.listRules().find((r) => r.epoch === 7)?.primary, 'b', 'the rule stays as it was');
+    const fresh = flowKeyOf(udp(9000));
+    assert.notEqual(sw.owner(fresh), 1, 'a new flow goes to a live instance');
+    assert.equal(sw.setLive([0, 2], visit), 0, 'the same live set moves nothing');
+  });
+
   it("lets an exact rule win, copies to its primary's secondary, and counts its packets", () => {
     const sw = new Switch(['a', 'b', 'c']);
     const p = udp(5000);
