@@ -11,8 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { stepTimer } from '../clock.js';
 import { ErrorCode, NfsError } from '../errors.js';
-import type { Guarantee } from '../nf/processor.js';
-import { parseGuarantee } from '../nf/processor.js';
+import { parseGuarantee, type Guarantee } from '../nf/guarantee.js';
 import { canonicalKey, flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import { CONTROL_BUCKETS } from '../metric-catalog.js';
 import { Histogram } from '../metrics.js';

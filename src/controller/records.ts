@@ -4,7 +4,7 @@
  * mover.ts), the journal a standby carries on from, and the launchers and benchmarks that read them.
  */
 import type { ErrorCode } from '../errors.js';
-import type { Guarantee } from '../nf/processor.js';
+import type { Guarantee } from '../nf/guarantee.js';
 import type { LoadReport } from './load-report.js';
 
 /** Where a role's admin API is. */

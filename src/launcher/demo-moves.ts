@@ -7,7 +7,7 @@ import type { SyntheticTrace } from '../traffic/trace.js';
 import type { Logger } from '../types.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import type { FlowOwner, MoveRecord } from '../controller/records.js';
-import type { Guarantee } from '../nf/processor.js';
+import type { Guarantee } from '../nf/guarantee.js';
 import { flowKeyString } from '../packet/flow-key.js';
 import type { Api, Endpoints } from './local.js';
 import { seeded } from './faults.js';

@@ -12,7 +12,7 @@ import { deploymentGlobal } from '../state/digest.js';
 import type { RunDigest } from '../state/digest.js';
 import type { SinkReport } from '../traffic/sink.js';
 import type { BalancerStatus } from '../controller/balancer.js';
-import type { Guarantee } from '../nf/processor.js';
+import type { Guarantee } from '../nf/guarantee.js';
 import type { LocalDeployment } from './local.js';
 import type { Api, Endpoints } from './local.js';
 import type { InstanceFault } from './faults.js';

@@ -11,7 +11,7 @@ import type { AdminServer } from '../admin-server.js';
 import { adminCall } from '../admin-call.js';
 import { NfInstance } from '../nf/instance.js';
 import { keepLiveness, reportToController } from '../nf/liveness.js';
-import { parseGuarantee } from '../nf/processor.js';
+import { parseGuarantee } from '../nf/guarantee.js';
 import { flowKeyString, parseFlowKeyString } from '../packet/flow-key.js';
 import type { Peer } from '../nf/replication.js';
 import type { FlowKey, Logger } from '../types.js';

@@ -14,7 +14,9 @@ import type { RunDigest } from '../state/digest.js';
 import type { StrongRequest } from '../state/global-strong.js';
 import { ErrorCode, NfsError } from '../errors.js';
 import { dropReasonName, type FlowKey } from '../types.js';
-import type { FrozenFlow, Guarantee, ProcessorOptions } from './processor.js';
+import type { FrozenFlow } from './flow-entry.js';
+import type { Guarantee } from './guarantee.js';
+import type { ProcessorOptions } from './processor.js';
 
 export interface WorkerInit {
   index: number;
