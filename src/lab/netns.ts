@@ -66,6 +66,9 @@ export function ipBatch(commands: readonly string[], netns?: string): Promise<vo
         ),
       );
     });
+    // `ip` may exit before it reads everything (a namespace that is gone fails it at once): the write then
+    // fails with EPIPE, and 'close' reports why from ip's own words.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(commands.join('\n') + '\n');
   });
 }

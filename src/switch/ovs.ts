@@ -60,6 +60,9 @@ export function ovsUnavailable(): string | null {
 async function exec(file: string, args: readonly string[], input?: string): Promise<string> {
   try {
     const call = run(file, [...args], { timeout: TIMEOUT_MS });
+    // A tool that exits before it reads its input (no bridge there) fails the write with EPIPE: its exit
+    // status and stderr say why, below.
+    call.child.stdin?.on('error', () => undefined);
     call.child.stdin?.end(input);
     return (await call).stdout;
   } catch (e) {

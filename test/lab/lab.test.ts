@@ -16,7 +16,7 @@ import { after, before, describe, test } from 'node:test';
 import { NfsError } from '../../src/errors.js';
 import { tcpCase, type TcpCaseResult } from '../../src/lab/faults.js';
 import { Lab, labTopology } from '../../src/lab/lab.js';
-import { alive, linksHere, namespaces, pidsIn } from '../../src/lab/netns.js';
+import { alive, ipBatch, linksHere, namespaces, pidsIn } from '../../src/lab/netns.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const skip = process.getuid?.() === 0 ? false : 'needs root (network namespaces)';
@@ -173,3 +173,16 @@ test('the lab needs root and says so', { timeout: 60_000 }, async () => {
     process.getuid = real;
   }
 });
+
+test(
+  "an ip batch for a namespace that is gone rejects with ip's reason, however much it had to write",
+  { skip, timeout: 60_000 },
+  async () => {
+    // More than a pipe holds, so the write is still going when ip exits without reading it.
+    const commands = Array.from({ length: 40_000 }, (_, i) => `link show dev nflx${i}`);
+    await assert.rejects(
+      ipBatch(commands, 'nflx-no-such-namespace'),
+      (err: unknown) => err instanceof NfsError && /nflx-no-such-namespace/.test(err.message),
+    );
+  },
+);

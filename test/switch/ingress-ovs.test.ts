@@ -13,7 +13,9 @@ import fc from 'fast-check';
 import { silentLogger } from '../../src/log.js';
 import { buildUdp } from '../../src/packet/build.js';
 import { Ingress } from '../../src/switch/ingress.js';
+import { NfsError } from '../../src/errors.js';
 import { liveFlows, readRoute, routeMac, ruleFlows } from '../../src/switch/openflow.js';
+import { programOvs } from '../../src/switch/ovs.js';
 import type { MetricSample } from '../../src/types.js';
 import { StampFlag, writeStampHeader } from '../../src/wire/geneve.js';
 import { writeVxlanFrame } from '../../src/wire/vxlan.js';
@@ -207,5 +209,16 @@ describe('Ingress behind an OVS bridge', { timeout: 60_000 }, () => {
     await until(() => nfs[0]!.seen.length + nfs[1]!.seen.length > seen);
     assert.equal(nfs[0]!.seen.length + nfs[1]!.seen.length, seen + 1);
     assert.equal(ingress.switch.ruleOf(other), undefined);
+  });
+});
+
+describe('writing flows to a bridge', { timeout: 60_000 }, () => {
+  it("rejects with the tool's reason when no bridge is there, however many flows it had to write", async () => {
+    // More than a pipe holds, so the write is still going when ovs-ofctl gives up without reading it.
+    const lines = Array.from({ length: 40_000 }, (_, i) => `priority=10,udp,tp_src=${i},actions=drop`);
+    await assert.rejects(
+      programOvs('unix:/nonexistent/nfstate-test.mgmt', lines),
+      (err: unknown) => err instanceof NfsError && /ovs-ofctl/.test(err.message),
+    );
   });
 });
