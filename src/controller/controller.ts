@@ -31,7 +31,6 @@
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import net from 'node:net';
 import { ErrorCode, NfsError } from '../errors.js';
 import type { AdminServer } from '../admin-server.js';
 import { round2 } from '../clock.js';
@@ -48,6 +47,7 @@ import type { FailureOptions } from './detector.js';
 import { DEFAULT_FAILURE, FailureDetector, looksLikeHeartbeat } from './detector.js';
 import { Dashboard, type InstanceView } from './dashboard.js';
 import { failOver } from './failover.js';
+import { LivenessServer } from './liveness-server.js';
 import type { ControllerSnapshot, OpenMove, Restored } from './journal.js';
 import { canonicalString, DEFAULT_MOVE_TIMEOUT_MS, Mover } from './mover.js';
 import type {
@@ -90,13 +90,12 @@ export class Controller implements MetricSource {
   readonly mover: Mover;
   reports = 0;
   badReports = 0;
-  badLiveness = 0;
-  private readonly liveness = net.createServer((socket) => {
-    this.onLiveness(socket);
-  });
-  private readonly livenessSockets = new Set<net.Socket>();
   /** Each instance's liveness connection, through which a failed one that still listens learns it is fenced. */
-  private readonly livenessOf = new Map<string, net.Socket>();
+  private readonly liveness = new LivenessServer({
+    tokenOf: (id) => this.instances.get(id)?.token,
+    isFailed: (id) => this.detector.isFailed(id),
+    lost: (id) => this.detector.lost(id),
+  });
   private emitters = 0;
   /** Failovers run one at a time, in the order the failures were declared. */
   private failing: Promise<unknown> = Promise.resolve();
@@ -298,8 +297,7 @@ export class Controller implements MetricSource {
     };
     this.socket.bind(this.options.reportPort ?? 0, this.options.host);
     await once(this.socket, 'listening');
-    this.liveness.listen(this.options.livenessPort ?? 0, this.options.host);
-    await once(this.liveness, 'listening');
+    await this.liveness.listen(this.options.host, this.options.livenessPort ?? 0);
     const settling = this.options.restore === undefined ? undefined : this.carryOn(this.options.restore);
     this.balancing = setInterval(() => void this.balancer.tick(), LB_TICK_MS);
     this.detector.start();
@@ -424,56 +422,6 @@ export class Controller implements MetricSource {
     this.dashboard.stop();
     this.socket.close();
     this.liveness.close();
-    for (const s of this.livenessSockets) s.destroy();
-  }
-
-  /**
-   * A liveness connection: the instance names itself (`ID TOKEN\n`) and keeps it open; `bye\n` before it
-   * closes means an orderly stop. Closing without one means the process died (the kernel closes a dead
-   * process's sockets at once), which the detector takes as a failure without waiting for heartbeats.
-   */
-  private onLiveness(socket: net.Socket): void {
-    this.livenessSockets.add(socket);
-    let id: string | undefined;
-    let text = '';
-    let bye = false;
-    // Nothing to do on an error: 'close' follows, and decides.
-    socket.on('error', () => undefined);
-    socket.on('data', (chunk: Buffer) => {
-      text += chunk.toString('utf8');
-      if (text.length > MAX_LIVENESS_BYTES) {
-        this.badLiveness++;
-        socket.destroy();
-        return;
-      }
-      const lines = text.split('\n');
-      text = lines.pop()!;
-      for (const line of lines) {
-        if (id !== undefined) {
-          bye ||= line === 'bye';
-          continue;
-        }
-        const [name, token] = line.split(' ');
-        // A failed instance that reconnects (woken after a pause, or to a controller that took over since)
-        // learns that it is fenced, and exits.
-        if (name !== undefined && this.detector.isFailed(name)) {
-          socket.end('fenced\n');
-          return;
-        }
-        if (name === undefined || this.instances.get(name)?.token !== token) {
-          this.badLiveness++;
-          socket.destroy();
-          return;
-        }
-        id = name;
-        this.livenessOf.set(name, socket);
-      }
-    });
-    socket.on('close', () => {
-      this.livenessSockets.delete(socket);
-      if (id !== undefined && this.livenessOf.get(id) === socket) this.livenessOf.delete(id);
-      if (id !== undefined && !bye && !this.stopped) this.detector.lost(id);
-    });
   }
 
   /** The switch's packet counters of an instance's flows: the load-balancing unit's flow weights. */
@@ -513,7 +461,7 @@ export class Controller implements MetricSource {
     out.push(['nfstate_controller_clusters', {}, this.map.clusters().length]);
     out.push(['nfstate_controller_load_reports_total', {}, this.reports]);
     out.push(['nfstate_controller_bad_load_reports_total', {}, this.badReports]);
-    out.push(['nfstate_controller_bad_liveness_connections_total', {}, this.badLiveness]);
+    out.push(['nfstate_controller_bad_liveness_connections_total', {}, this.liveness.bad]);
     this.configurer.collect(out);
     this.mover.collect(out);
     this.detection.collect(out);
@@ -585,7 +533,7 @@ export class Controller implements MetricSource {
       secondary: this.map.secondaryOf(info.id) ?? null,
       report: this.socket.address().port,
       heartbeat_ms: this.detector.options.heartbeatMs,
-      liveness: (this.liveness.address() as net.AddressInfo).port,
+      liveness: this.liveness.port,
       token: registered.token,
       emitter: registered.emitter,
     };
@@ -617,7 +565,7 @@ export class Controller implements MetricSource {
         ingress: this.ingress,
         successor: this.options.replicas === false ? undefined : this.successorOf(id),
         anyLive: () => this.instances.get(this.configurer.liveIds()[0] ?? ''),
-        fenceLiveness: () => this.livenessOf.get(id)?.end('fenced\n'),
+        fenceLiveness: () => this.liveness.fence(id),
         pushLive: (ingress) => this.configurer.pushLive(ingress),
         nextEpoch: () => this.nextEpoch(),
       },
@@ -626,7 +574,7 @@ export class Controller implements MetricSource {
     );
     this.map.leave(id);
     this.instances.delete(id);
-    this.livenessOf.delete(id);
+    this.liveness.forget(id);
     // Step 6. Without it the survivors keep a peer that is gone and the ingress copies to a secondary that
     // is gone: flows with no replica. A failure is retried in the background (the next failover must not
     // wait behind a member that hangs: it may be the next to fail), and the record says if it never succeeds.
@@ -853,7 +801,6 @@ export class Controller implements MetricSource {
 const MAX_FAILOVERS_KEPT = 10_000;
 /** The load-balancing unit's round: as often as instances report. */
 const LB_TICK_MS = 100;
-const MAX_LIVENESS_BYTES = 512;
 /** Instances one POST /instances may start. */
 const MAX_ADD = 64;
 
