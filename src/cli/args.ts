@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { InvalidArgumentError, Option } from 'commander';
 import type { BalancerOptions } from '../controller/balancer.js';
-import { suggest } from '../launcher/config.js';
+import { suggest } from '../launcher/config-fields.js';
 import { isNfType, nfTypes } from '../nfs/index.js';
 
 /** Parses an integer option in [min, max], naming the flag when it is not one. */

@@ -17,7 +17,7 @@ import { loadTopology } from '../launcher/config.js';
 import { CHAIN_TYPE } from '../nfs/index.js';
 import { Lab, LAB_PREFIX, labDown, labTopology } from '../lab/lab.js';
 import { parseBytes, receive, send } from '../lab/tcp.js';
-import { parseHostPort } from '../launcher/config.js';
+import { parseHostPort } from '../launcher/config-fields.js';
 import { int, signalled } from './args.js';
 
 function bytes(v: string): number {

@@ -19,10 +19,10 @@ import {
   GLOBAL_STORES,
   machineShape,
   THESIS_SHAPE,
-  parseHostPort,
   parseTopology,
   loadTopology,
 } from '../launcher/config.js';
+import { parseHostPort } from '../launcher/config-fields.js';
 import type { Topology } from '../launcher/config.js';
 import { DEMO_NF_CONFIG, runDemo } from '../launcher/demo.js';
 import { summaryFailures } from '../launcher/demo-report.js';

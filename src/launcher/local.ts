@@ -27,7 +27,7 @@ import type { FlowDigest, RunDigest } from '../state/digest.js';
 import type { Endpoint } from '../switch/ingress.js';
 import type { SinkReport } from '../traffic/sink.js';
 import type { Topology } from './config.js';
-import { parseHostPort } from './config.js';
+import { parseHostPort } from './config-fields.js';
 import { freePort } from './free-port.js';
 import { ROLE_SPEC_ENV, RoleProcess } from './role-process.js';
 import type {

@@ -4,14 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { ErrorCode, NfsError } from '../../src/errors.js';
-import {
-  DEFAULT_TOPOLOGY,
-  editDistance,
-  loadTopology,
-  nfLabel,
-  parseHostPort,
-  parseTopology,
-} from '../../src/launcher/config.js';
+import { editDistance, parseHostPort } from '../../src/launcher/config-fields.js';
+import { DEFAULT_TOPOLOGY, loadTopology, nfLabel, parseTopology } from '../../src/launcher/config.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'nfstate-config-'));
 after(() => {
