@@ -35,7 +35,7 @@ export class Replicator implements MetricSource {
   private links: Link[];
   private sends = 0;
   private committedSend = 0;
-  /** Calls of `settled` waiting for the peers' acknowledgements, each up to its send. */
+  /** Calls of `settled` waiting for the peers' acknowledgements, each up to its send, oldest first. */
   private settling: Settling[] = [];
   bytesSent = 0;
   messages = 0;
@@ -213,11 +213,8 @@ export class Replicator implements MetricSource {
     if (k > this.committedSend) {
       this.committedSend = k;
       this.onCommit(k);
-      if (this.settling.length > 0) {
-        const settled = this.settling.filter((w) => w.target <= k);
-        this.settling = this.settling.filter((w) => w.target > k);
-        for (const w of settled) settle(w, true);
-      }
+      // Targets rise in the order the calls came (each is the send count at its call).
+      while (this.settling.length > 0 && this.settling[0]!.target <= k) settle(this.settling.shift()!, true);
     }
   }
 }
